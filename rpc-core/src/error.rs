@@ -1,0 +1,265 @@
+//! [`Error`]: everything a call can fail at, in words a user can act on.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::frame::ProtocolError;
+
+/// Why a remote call, a connection or a server failed.
+///
+/// Application errors are not here: a method returning `Result<T, MyError>`
+/// delivers `MyError` as a value inside `Ok`. This type covers what the
+/// network and the framework can do to a call.
+///
+/// `Error` is cheap to clone, so one connection failure can be handed to every
+/// call that was waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The TCP connection (or other transport) could not be opened.
+    #[error("could not connect to {addr}: {source}")]
+    Connect {
+        /// The address that was dialled.
+        addr: String,
+        /// What the operating system said.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// A server could not listen on its address.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address that was asked for.
+        addr: String,
+        /// What the operating system said.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The connection was lost, or closed by either side, before the call
+    /// completed. The call may or may not have run on the server.
+    #[error("the connection was lost before the call completed: {reason}")]
+    Disconnected {
+        /// What ended the connection.
+        reason: Arc<str>,
+    },
+    /// The call's deadline passed before a response arrived. The server stops
+    /// the handler when its own copy of the budget runs out.
+    #[error(
+        "the call did not complete within its deadline of {timeout:?}; raise it with `with_timeout` if the method is expected to be slow"
+    )]
+    DeadlineExceeded {
+        /// The time budget the call had.
+        timeout: Duration,
+    },
+    /// The call was cancelled before it completed.
+    #[error("the call was cancelled before it completed")]
+    Cancelled,
+    /// The server has no service of this name.
+    #[error(
+        "the server does not serve `{service}`; register it with `Server::serve`, or check that client and server agree on the service"
+    )]
+    UnknownService {
+        /// The service name the call asked for.
+        service: String,
+    },
+    /// The service exists but has no such method (an older server, usually).
+    #[error(
+        "the server has no method `{method}`; the server probably runs an older version of the service"
+    )]
+    UnknownMethod {
+        /// The full wire name, such as `Calculator.add`.
+        method: String,
+    },
+    /// The server could not decode the call's arguments.
+    #[error(
+        "the server could not decode the arguments of `{method}`: {reason}; client and server disagree on the method's signature"
+    )]
+    BadRequest {
+        /// The full wire name of the method.
+        method: String,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The client could not decode the server's answer.
+    #[error(
+        "could not decode the response of `{method}`: {reason}; client and server disagree on the method's return type"
+    )]
+    BadResponse {
+        /// The full wire name of the method.
+        method: String,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A value could not be serialized (a `Serialize` impl returned an error).
+    #[error("could not encode {what}: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// What the encoder said.
+        reason: String,
+    },
+    /// The handler panicked. The server answered with this error and goes on
+    /// serving every other call.
+    #[error("the handler of `{method}` panicked: {message}")]
+    HandlerPanicked {
+        /// The full wire name of the method.
+        method: String,
+        /// The panic message, when it was a string.
+        message: String,
+    },
+    /// The server refused the call because it is at a limit; retry later.
+    #[error("the server is overloaded and refused the call: {reason}; retry later")]
+    Overloaded {
+        /// Which limit was hit.
+        reason: String,
+    },
+    /// A message is larger than the receiving side accepts. Nothing was sent.
+    #[error(
+        "{what} of {len} bytes exceeds the {side}'s frame limit of {limit} bytes; raise it with `{setting}` on the {side}"
+    )]
+    FrameTooLarge {
+        /// What was too large ("the request to `Calculator.add`").
+        what: String,
+        /// Its encoded length.
+        len: usize,
+        /// The receiver's limit.
+        limit: usize,
+        /// Which side has the limit: "server" or "client".
+        side: &'static str,
+        /// The setting that raises it.
+        setting: &'static str,
+    },
+    /// The peer broke the wire protocol; the connection was closed.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The server reported a failure with a code this build does not know
+    /// (a newer server).
+    #[error("the server reported error code {code}: {message}")]
+    Remote {
+        /// The wire error code.
+        code: u8,
+        /// The server's message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// A [`Error::Disconnected`] with the given reason.
+    pub fn disconnected(reason: impl Into<Arc<str>>) -> Error {
+        Error::Disconnected {
+            reason: reason.into(),
+        }
+    }
+
+    /// Wraps an I/O error that ended a connection.
+    pub fn io(context: &str, err: &io::Error) -> Error {
+        Error::disconnected(format!("{context}: {err}"))
+    }
+}
+
+/// The error codes that travel in error frames. The numbers are the wire
+/// values; see `docs/PROTOCOL.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// No service of the requested name.
+    UnknownService = 1,
+    /// No method of the requested name.
+    UnknownMethod = 2,
+    /// The arguments did not decode.
+    BadRequest = 3,
+    /// The handler panicked.
+    HandlerPanicked = 4,
+    /// The request's time budget ran out on the server.
+    DeadlineExceeded = 5,
+    /// A server limit refused the call.
+    Overloaded = 6,
+    /// The response would exceed the client's frame limit.
+    ResponseTooLarge = 7,
+    /// The server failed in a way not listed here (e.g. could not encode).
+    Internal = 8,
+    /// Connection-level: the peer broke the protocol and is being closed.
+    Protocol = 9,
+}
+
+impl ErrorCode {
+    /// Decodes a wire code; `None` for codes this build does not know.
+    pub fn from_wire(code: u8) -> Option<ErrorCode> {
+        Some(match code {
+            1 => ErrorCode::UnknownService,
+            2 => ErrorCode::UnknownMethod,
+            3 => ErrorCode::BadRequest,
+            4 => ErrorCode::HandlerPanicked,
+            5 => ErrorCode::DeadlineExceeded,
+            6 => ErrorCode::Overloaded,
+            7 => ErrorCode::ResponseTooLarge,
+            8 => ErrorCode::Internal,
+            9 => ErrorCode::Protocol,
+            _ => return None,
+        })
+    }
+}
+
+/// An error as the server puts it on the wire: a code and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError {
+    /// The wire code (kept raw so unknown codes survive).
+    pub code: u8,
+    /// A human-readable message.
+    pub message: String,
+}
+
+impl WireError {
+    /// The error frame that carries this error for call `id`.
+    pub fn to_frame(&self, id: u64) -> crate::frame::Frame {
+        crate::frame::Frame::error(id, self.code, &self.message)
+    }
+
+    /// Decodes an error frame's payload. A message that is not UTF-8 is
+    /// repaired rather than refused: it is only ever shown to a person.
+    pub fn decode(payload: &[u8]) -> Result<WireError, ProtocolError> {
+        let (&code, message) = payload
+            .split_first()
+            .ok_or(ProtocolError::BadRequestHead("an error frame has no error code"))?;
+        Ok(WireError {
+            code,
+            message: String::from_utf8_lossy(message).into_owned(),
+        })
+    }
+
+    /// A wire error with a known code.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> WireError {
+        WireError {
+            code: code as u8,
+            message: message.into(),
+        }
+    }
+
+    /// Turns a server's error into the [`Error`] the caller of `method` sees.
+    pub fn into_error(self, method: &str, timeout: Duration) -> Error {
+        let WireError { code, message } = self;
+        let method = method.to_owned();
+        match ErrorCode::from_wire(code) {
+            Some(ErrorCode::UnknownService) => Error::UnknownService {
+                service: method
+                    .rsplit_once('.')
+                    .map_or(method.clone(), |(s, _)| s.to_owned()),
+            },
+            Some(ErrorCode::UnknownMethod) => Error::UnknownMethod { method },
+            Some(ErrorCode::BadRequest) => Error::BadRequest {
+                method,
+                reason: message,
+            },
+            Some(ErrorCode::HandlerPanicked) => Error::HandlerPanicked { method, message },
+            Some(ErrorCode::DeadlineExceeded) => Error::DeadlineExceeded { timeout },
+            Some(ErrorCode::Overloaded) => Error::Overloaded { reason: message },
+            Some(ErrorCode::Protocol) => Error::disconnected(format!(
+                "the server closed the connection after a protocol error: {message}"
+            )),
+            Some(ErrorCode::ResponseTooLarge | ErrorCode::Internal) | None => {
+                Error::Remote { code, message }
+            }
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! The values of the wire protocol: the connection preface and the frame
+//! header, with the checks that run before anything is allocated for them.
+//!
+//! `docs/PROTOCOL.md` describes the same bytes for readers who are not
+//! reading Rust. Everything here is pure: bytes in, values or a
+//! [`ProtocolError`] out.
+
+use bytes::{BufMut, Bytes};
+
+/// The eight bytes that open every connection, in both directions.
+///
+/// The first byte is not ASCII and the rest include CR, LF and Ctrl-Z, as in
+/// PNG's signature, so a text protocol (HTTP, SMTP, a stray `telnet`) can
+/// never be mistaken for us.
+pub const MAGIC: [u8; 8] = *b"\x89RPC\r\n\x1a\n";
+
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+
+/// Length of the connection preface in bytes.
+pub const PREFACE_LEN: usize = 16;
+
+/// Length of every frame header in bytes.
+pub const HEADER_LEN: usize = 16;
+
+/// The largest payload length the header can express.
+pub const MAX_PAYLOAD_LEN: usize = u32::MAX as usize;
+
+/// The default limit on a frame's payload length: 16 MiB.
+///
+/// Large enough for any sane single message, small enough that a peer can't
+/// make us reserve more than that for one frame.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// The request id of frames that concern the whole connection rather than
+/// one call (a connection-level error, a goodbye).
+pub const CONNECTION_ID: u64 = 0;
+
+/// What a frame is for. The numbers are the wire values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// A call: request head and arguments. Client to server.
+    Request = 1,
+    /// The successful result of a call. Server to client.
+    Response = 2,
+    /// A call failed, or (with request id 0) the connection is being closed
+    /// because of a protocol violation. Either direction.
+    Error = 3,
+    /// The caller is no longer interested in a call. Client to server.
+    Cancel = 4,
+}
+
+impl Kind {
+    /// Wire values 5 to 15 are reserved for goodbye, stream items, stream end
+    /// and flow-control credit; a peer that sends one is newer than us.
+    const RESERVED: std::ops::RangeInclusive<u8> = 5..=15;
+
+    /// Decodes the kind byte of a header.
+    pub fn from_wire(byte: u8) -> Result<Kind, ProtocolError> {
+        match byte {
+            1 => Ok(Kind::Request),
+            2 => Ok(Kind::Response),
+            3 => Ok(Kind::Error),
+            4 => Ok(Kind::Cancel),
+            b if Kind::RESERVED.contains(&b) => Err(ProtocolError::ReservedKind(b)),
+            b => Err(ProtocolError::UnknownKind(b)),
+        }
+    }
+}
+
+/// The parsed preface: who the peer is and how large a frame it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preface {
+    /// Protocol version the sender speaks.
+    pub version: u16,
+    /// The largest frame payload, in bytes, that the sender accepts.
+    pub max_frame_len: u32,
+}
+
+impl Preface {
+    /// The preface this build sends, announcing `max_frame_len`.
+    pub fn ours(max_frame_len: usize) -> Preface {
+        Preface {
+            version: VERSION,
+            max_frame_len: u32::try_from(max_frame_len).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Encodes the preface.
+    pub fn to_bytes(self) -> [u8; PREFACE_LEN] {
+        let mut out = [0u8; PREFACE_LEN];
+        let mut buf = &mut out[..];
+        buf.put_slice(&MAGIC);
+        buf.put_u16_le(self.version);
+        buf.put_u16_le(0);
+        buf.put_u32_le(self.max_frame_len);
+        out
+    }
+
+    /// Parses and checks a peer's preface.
+    ///
+    /// Refuses a wrong magic (naming HTTP when it looks like HTTP), a version
+    /// other than ours, nonzero reserved bytes and a frame limit too small to
+    /// carry any frame.
+    pub fn parse(bytes: &[u8; PREFACE_LEN]) -> Result<Preface, ProtocolError> {
+        let (magic, rest) = bytes.split_at(MAGIC.len());
+        if magic != MAGIC {
+            return Err(if looks_like_http(bytes) {
+                ProtocolError::HttpPeer
+            } else {
+                ProtocolError::BadMagic(*bytes)
+            });
+        }
+        let mut rest = rest;
+        let version = bytes::Buf::get_u16_le(&mut rest);
+        let reserved = bytes::Buf::get_u16_le(&mut rest);
+        let max_frame_len = bytes::Buf::get_u32_le(&mut rest);
+        if version != VERSION {
+            return Err(ProtocolError::UnsupportedVersion { theirs: version });
+        }
+        if reserved != 0 {
+            return Err(ProtocolError::ReservedBits {
+                field: "preface",
+                value: u64::from(reserved),
+            });
+        }
+        if max_frame_len < MIN_FRAME_LEN {
+            return Err(ProtocolError::FrameLimitTooSmall(max_frame_len));
+        }
+        Ok(Preface {
+            version,
+            max_frame_len,
+        })
+    }
+}
+
+/// Longest message an error frame carries, in bytes; longer ones are cut.
+pub const MAX_ERROR_MESSAGE_LEN: usize = 512;
+
+/// The smallest frame limit a peer may announce: enough for a request head
+/// with a long method name and a useful error message.
+pub const MIN_FRAME_LEN: u32 = 1024;
+
+/// Whether the first bytes a peer sent look like an HTTP/1 request line.
+pub fn looks_like_http(bytes: &[u8]) -> bool {
+    const METHODS: [&[u8]; 9] = [
+        b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ", b"CONNECT ",
+        b"PRI * ",
+    ];
+    METHODS
+        .iter()
+        .any(|m| bytes.starts_with(m) || m.starts_with(bytes) && !bytes.is_empty())
+}
+
+/// A checked frame header.
+///
+/// Only constructible through [`Header::parse`] (which validates every field)
+/// or [`Header::new`], so a `Header` in hand is always one we may act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    len: u32,
+    kind: Kind,
+    id: u64,
+}
+
+impl Header {
+    /// A header for a payload of `len` bytes.
+    ///
+    /// Fails if `len` does not fit the 32-bit length field.
+    pub fn new(kind: Kind, id: u64, len: usize) -> Result<Header, ProtocolError> {
+        let len = u32::try_from(len).map_err(|_| ProtocolError::FrameTooLarge {
+            len,
+            limit: MAX_PAYLOAD_LEN,
+        })?;
+        Ok(Header { len, kind, id })
+    }
+
+    /// Payload length in bytes (the header's own 16 bytes not included).
+    pub fn payload_len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// What the frame is for.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The call this frame belongs to; [`CONNECTION_ID`] for the connection.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Parses a header and checks it against `max_frame_len`.
+    ///
+    /// Cheap and allocation-free: this runs before the reader reserves room
+    /// for the payload, so a lying length costs nothing.
+    pub fn parse(bytes: &[u8; HEADER_LEN], max_frame_len: usize) -> Result<Header, ProtocolError> {
+        let mut buf = &bytes[..];
+        let len = bytes::Buf::get_u32_le(&mut buf);
+        let kind = bytes::Buf::get_u8(&mut buf);
+        let flags = bytes::Buf::get_u8(&mut buf);
+        let reserved = bytes::Buf::get_u16_le(&mut buf);
+        let id = bytes::Buf::get_u64_le(&mut buf);
+
+        if len as usize > max_frame_len {
+            return Err(ProtocolError::FrameTooLarge {
+                len: len as usize,
+                limit: max_frame_len,
+            });
+        }
+        let kind = Kind::from_wire(kind)?;
+        if flags != 0 {
+            return Err(ProtocolError::ReservedBits {
+                field: "flags",
+                value: u64::from(flags),
+            });
+        }
+        if reserved != 0 {
+            return Err(ProtocolError::ReservedBits {
+                field: "header",
+                value: u64::from(reserved),
+            });
+        }
+        let per_call = !matches!(kind, Kind::Error);
+        if per_call && id == CONNECTION_ID {
+            return Err(ProtocolError::ZeroId(kind));
+        }
+        Ok(Header { len, kind, id })
+    }
+
+    /// Appends the 16 header bytes to `out`.
+    pub fn encode(&self, out: &mut impl BufMut) {
+        out.put_u32_le(self.len);
+        out.put_u8(self.kind as u8);
+        out.put_u8(0);
+        out.put_u16_le(0);
+        out.put_u64_le(self.id);
+    }
+}
+
+/// A whole frame: a checked header and its payload.
+///
+/// The payload is a [`Bytes`] so a frame read off the socket shares the read
+/// buffer rather than copying out of it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    header: Header,
+    payload: Bytes,
+}
+
+impl Frame {
+    /// Builds a frame around `payload`.
+    pub fn new(kind: Kind, id: u64, payload: Bytes) -> Result<Frame, ProtocolError> {
+        let header = Header::new(kind, id, payload.len())?;
+        Ok(Frame { header, payload })
+    }
+
+    /// An error frame: the code byte, then the message as UTF-8.
+    ///
+    /// Messages longer than [`MAX_ERROR_MESSAGE_LEN`] are cut at a character
+    /// boundary, which keeps the frame small enough for any peer's limit.
+    pub fn error(id: u64, code: u8, message: &str) -> Frame {
+        let mut end = message.len().min(MAX_ERROR_MESSAGE_LEN);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let message = message.get(..end).unwrap_or_default();
+        let mut payload = bytes::BytesMut::with_capacity(1 + message.len());
+        payload.put_u8(code);
+        payload.put_slice(message.as_bytes());
+        Frame {
+            // At most 1 + MAX_ERROR_MESSAGE_LEN bytes, so this never truncates.
+            header: Header {
+                len: payload.len() as u32,
+                kind: Kind::Error,
+                id,
+            },
+            payload: payload.freeze(),
+        }
+    }
+
+    /// Pairs a parsed header with the payload it announced.
+    ///
+    /// Returns `None` when the payload's length differs from the header's.
+    pub fn from_parts(header: Header, payload: Bytes) -> Option<Frame> {
+        (header.payload_len() == payload.len()).then_some(Frame { header, payload })
+    }
+
+    /// The frame's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The frame's payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// Splits the frame into header and payload.
+    pub fn into_parts(self) -> (Header, Bytes) {
+        (self.header, self.payload)
+    }
+}
+
+/// A violation of the wire protocol. The connection it happened on is closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The first bytes were an HTTP request.
+    #[error(
+        "the peer sent an HTTP request to an rpc port; point an rpc client at this address, or an HTTP client at an HTTP server"
+    )]
+    HttpPeer,
+    /// The first bytes were not our magic.
+    #[error(
+        "the peer is not speaking the rpc protocol (its first bytes were {0:02x?}); check the address and port"
+    )]
+    BadMagic([u8; PREFACE_LEN]),
+    /// The peer speaks another version.
+    #[error(
+        "the peer speaks rpc protocol version {theirs}, this build speaks version {VERSION}; upgrade the older side"
+    )]
+    UnsupportedVersion {
+        /// The version the peer announced.
+        theirs: u16,
+    },
+    /// The peer announced a frame limit too small to be usable.
+    #[error("the peer announced a frame limit of {0} bytes, below the minimum of {MIN_FRAME_LEN}")]
+    FrameLimitTooSmall(u32),
+    /// A frame's length is over the receiver's limit.
+    #[error(
+        "a frame of {len} bytes exceeds the limit of {limit} bytes; raise `max_frame_len` on the receiving side if such messages are expected"
+    )]
+    FrameTooLarge {
+        /// The length the frame announced.
+        len: usize,
+        /// The receiver's limit.
+        limit: usize,
+    },
+    /// A kind byte this version reserves for a later feature.
+    #[error(
+        "the peer sent a frame of reserved kind {0}, which protocol version {VERSION} does not support"
+    )]
+    ReservedKind(u8),
+    /// A kind byte that means nothing.
+    #[error("the peer sent a frame of unknown kind {0}")]
+    UnknownKind(u8),
+    /// Bits that must be zero were not.
+    #[error("the peer set reserved bits in the {field} (value {value:#x}); they must be zero")]
+    ReservedBits {
+        /// Which field held them.
+        field: &'static str,
+        /// The offending value.
+        value: u64,
+    },
+    /// A per-call frame used the connection id 0.
+    #[error("the peer sent a {0:?} frame with request id 0, which is reserved for the connection")]
+    ZeroId(Kind),
+    /// A frame that this side of the connection must never receive.
+    #[error("the peer sent a {kind:?} frame, which only a {sender} may send")]
+    WrongDirection {
+        /// The kind received.
+        kind: Kind,
+        /// Who may send it.
+        sender: &'static str,
+    },
+    /// The connection ended partway through a frame or the preface.
+    #[error("the connection closed in the middle of a frame ({got} of {expected} bytes received)")]
+    Truncated {
+        /// Bytes received.
+        got: usize,
+        /// Bytes the frame needed.
+        expected: usize,
+    },
+    /// A request's head (budget, method name) was malformed.
+    #[error("malformed request head: {0}")]
+    BadRequestHead(&'static str),
+    /// A request reused the id of a call still in flight.
+    #[error("the peer reused request id {0} while that call was still in flight")]
+    DuplicateId(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_bytes(len: u32, kind: u8, flags: u8, reserved: u16, id: u64) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        let mut buf = &mut out[..];
+        buf.put_u32_le(len);
+        buf.put_u8(kind);
+        buf.put_u8(flags);
+        buf.put_u16_le(reserved);
+        buf.put_u64_le(id);
+        out
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let header = Header::new(Kind::Response, 42, 7).unwrap();
+        let mut out = Vec::new();
+        header.encode(&mut out);
+        let bytes: [u8; HEADER_LEN] = out.try_into().unwrap();
+        assert_eq!(Header::parse(&bytes, 100).unwrap(), header);
+    }
+
+    #[test]
+    fn header_checks_every_field() {
+        let max = 1000;
+        assert_eq!(
+            Header::parse(&header_bytes(1001, 1, 0, 0, 1), max),
+            Err(ProtocolError::FrameTooLarge {
+                len: 1001,
+                limit: 1000
+            })
+        );
+        assert_eq!(
+            Header::parse(&header_bytes(0, 9, 0, 0, 1), max),
+            Err(ProtocolError::ReservedKind(9))
+        );
+        assert_eq!(
+            Header::parse(&header_bytes(0, 200, 0, 0, 1), max),
+            Err(ProtocolError::UnknownKind(200))
+        );
+        assert!(matches!(
+            Header::parse(&header_bytes(0, 1, 1, 0, 1), max),
+            Err(ProtocolError::ReservedBits { field: "flags", .. })
+        ));
+        assert!(matches!(
+            Header::parse(&header_bytes(0, 1, 0, 3, 1), max),
+            Err(ProtocolError::ReservedBits {
+                field: "header",
+                ..
+            })
+        ));
+        assert_eq!(
+            Header::parse(&header_bytes(0, 1, 0, 0, 0), max),
+            Err(ProtocolError::ZeroId(Kind::Request))
+        );
+        assert!(Header::parse(&header_bytes(0, 3, 0, 0, 0), max).is_ok());
+    }
+
+    #[test]
+    fn preface_round_trips_and_refuses_strangers() {
+        let ours = Preface::ours(DEFAULT_MAX_FRAME_LEN);
+        assert_eq!(Preface::parse(&ours.to_bytes()), Ok(ours));
+
+        let mut http = [b' '; PREFACE_LEN];
+        http[..14].copy_from_slice(b"GET / HTTP/1.1");
+        assert_eq!(Preface::parse(&http), Err(ProtocolError::HttpPeer));
+
+        let mut newer = ours.to_bytes();
+        newer[8] = 2;
+        assert_eq!(
+            Preface::parse(&newer),
+            Err(ProtocolError::UnsupportedVersion { theirs: 2 })
+        );
+        assert!(matches!(
+            Preface::parse(&[0u8; PREFACE_LEN]),
+            Err(ProtocolError::BadMagic(_))
+        ));
+    }
+}

@@ -1,0 +1,28 @@
+//! The transport-agnostic runtime of the `rpc` framework.
+//!
+//! Users depend on the `rpc` facade, which re-exports what they need; this
+//! crate is the machinery underneath.
+//!
+//! # Layout
+//!
+//! - [`frame`]: the wire values (preface, header, frame kinds) and their checks.
+//! - [`payload`]: bincode encoding of arguments and results; the request head.
+//! - [`error`]: [`Error`], the one error type, and the wire error codes.
+//! - [`service`]: the traits generated code implements.
+//! - [`transport`]: the seam a byte transport plugs into.
+//! - [`client`]: the multiplexer behind every generated client.
+//! - [`server`]: routing by service name and the per-connection dispatcher.
+
+pub mod client;
+pub mod error;
+pub mod frame;
+pub mod payload;
+pub mod server;
+pub mod service;
+pub mod transport;
+mod writer;
+
+pub use client::{Client, ClientConfig};
+pub use error::Error;
+pub use server::Router;
+pub use service::{BoxFuture, RequestMessage, Service};

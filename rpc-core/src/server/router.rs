@@ -1,0 +1,69 @@
+//! Routing a call's wire name (`Service.method`) to the service that has it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::Error;
+use crate::service::{BoxFuture, Service};
+
+/// The services a server offers, by wire name.
+///
+/// Several services share one listener: `Calculator.add` goes to the service
+/// named `Calculator`, which dispatches `add`.
+#[derive(Clone, Default)]
+pub struct Router {
+    services: HashMap<&'static str, Arc<dyn Service>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.services.keys().collect();
+        names.sort();
+        f.debug_struct("Router").field("services", &names).finish()
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Adds a service.
+    ///
+    /// # Panics
+    ///
+    /// If a service of the same name is already registered: two
+    /// implementations of one service on one server is a configuration
+    /// mistake, caught at startup rather than by a surprised caller.
+    pub fn add(&mut self, service: impl Service) {
+        let name = service.name();
+        let previous = self.services.insert(name, Arc::new(service));
+        assert!(
+            previous.is_none(),
+            "the service `{name}` is registered twice on one server; serve each service once"
+        );
+    }
+
+    /// The names of the registered services, sorted.
+    pub fn service_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.services.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Starts the call of `method` (a full wire name) on `args`.
+    pub fn dispatch(&self, method: &str, args: Bytes) -> Result<BoxFuture<Result<Bytes, Error>>, Error> {
+        let Some((service, name)) = method.rsplit_once('.') else {
+            return Err(Error::UnknownMethod {
+                method: method.to_owned(),
+            });
+        };
+        let service = self.services.get(service).ok_or_else(|| Error::UnknownService {
+            service: service.to_owned(),
+        })?;
+        service.dispatch(name, args)
+    }
+}

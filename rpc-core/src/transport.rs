@@ -1,0 +1,49 @@
+//! The seam between the runtime and a byte transport.
+//!
+//! `rpc-core` never touches sockets: it reads frames from a [`FrameRead`]
+//! and writes batches of frames to a [`FrameWrite`]. `rpc-transport`
+//! implements both over any `AsyncRead`/`AsyncWrite` (TCP, Unix sockets,
+//! in-memory pipes), after the connection preface has been exchanged.
+
+use std::future::Future;
+
+use crate::error::Error;
+use crate::frame::{Frame, Preface};
+
+/// The receiving half of a connection.
+pub trait FrameRead: Send + 'static {
+    /// Reads the next frame; `Ok(None)` when the peer closed the connection
+    /// cleanly between frames.
+    ///
+    /// Errors are [`Error::Protocol`] for bytes that break the protocol and
+    /// [`Error::Disconnected`] for I/O failures; either ends the connection.
+    fn read_frame(&mut self) -> impl Future<Output = Result<Option<Frame>, Error>> + Send;
+}
+
+/// The sending half of a connection.
+pub trait FrameWrite: Send + 'static {
+    /// Writes every frame in `frames`, in order, and leaves `frames` empty.
+    ///
+    /// Implementations should use as few system calls as they can: the
+    /// runtime hands over everything that queued up while the previous batch
+    /// was being written.
+    fn write_frames(&mut self, frames: &mut Vec<Frame>)
+    -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Flushes and closes the sending direction.
+    fn shutdown(&mut self) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// A connection whose preface exchange succeeded: its two halves and what the
+/// peer announced.
+#[derive(Debug)]
+pub struct Connection<R, W> {
+    /// Frames from the peer.
+    pub reader: R,
+    /// Frames to the peer.
+    pub writer: W,
+    /// The peer's preface (its version and frame limit).
+    pub peer: Preface,
+    /// The peer's address, for logs and handler context, when there is one.
+    pub peer_addr: Option<std::net::SocketAddr>,
+}

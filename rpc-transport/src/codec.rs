@@ -1,0 +1,209 @@
+//! The frame codec: bytes to [`Frame`]s and back, pure and synchronous.
+//!
+//! The decoder checks each header (length against the limit, kind, flags,
+//! reserved bits) before it reserves room for the payload, so a lying length
+//! prefix costs nothing, and it splits the payload off the read buffer
+//! without copying it.
+
+use bytes::{Buf, BytesMut};
+use rpc_core::Error;
+use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, Frame, HEADER_LEN, Header, ProtocolError};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Splits a byte stream into frames and writes frames as bytes.
+///
+/// ```
+/// use bytes::{Bytes, BytesMut};
+/// use rpc_core::frame::{Frame, Kind};
+/// use rpc_transport::codec::FrameCodec;
+/// use tokio_util::codec::{Decoder, Encoder};
+///
+/// let mut codec = FrameCodec::new(1024);
+/// let mut wire = BytesMut::new();
+/// let frame = Frame::new(Kind::Response, 7, Bytes::from_static(b"\x10")).unwrap();
+/// codec.encode(frame, &mut wire).unwrap();
+/// assert_eq!(wire.len(), 17);
+///
+/// let decoded = codec.decode(&mut wire).unwrap().unwrap();
+/// assert_eq!(decoded.header().id(), 7);
+/// assert_eq!(&decoded.payload()[..], b"\x10");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct FrameCodec {
+    max_frame_len: usize,
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        FrameCodec::new(DEFAULT_MAX_FRAME_LEN)
+    }
+}
+
+impl FrameCodec {
+    /// A codec that refuses frames whose payload exceeds `max_frame_len` bytes.
+    pub fn new(max_frame_len: usize) -> FrameCodec {
+        FrameCodec { max_frame_len }
+    }
+
+    /// The payload limit this codec enforces.
+    pub fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+}
+
+/// Why decoding failed: the stream broke, or its bytes broke the protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Reading from or writing to the transport failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The bytes broke the protocol.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+impl From<CodecError> for Error {
+    fn from(err: CodecError) -> Error {
+        match err {
+            CodecError::Io(err) => Error::io("reading from the connection failed", &err),
+            CodecError::Protocol(err) => Error::Protocol(err),
+        }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        let Some(head) = src.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let header = Header::parse(head, self.max_frame_len)?;
+        let frame_len = HEADER_LEN + header.payload_len();
+        if src.len() < frame_len {
+            // Bounded by the limit the header was just checked against.
+            src.reserve(frame_len - src.len());
+            return Ok(None);
+        }
+        let mut bytes = src.split_to(frame_len);
+        bytes.advance(HEADER_LEN);
+        Ok(Frame::from_parts(header, bytes.freeze()))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => {
+                let expected = match src.first_chunk::<HEADER_LEN>() {
+                    Some(head) => Header::parse(head, self.max_frame_len)
+                        .map_or(HEADER_LEN, |h| HEADER_LEN + h.payload_len()),
+                    None => HEADER_LEN,
+                };
+                Err(ProtocolError::Truncated {
+                    got: src.len(),
+                    expected,
+                }
+                .into())
+            }
+        }
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let (header, payload) = frame.into_parts();
+        dst.reserve(HEADER_LEN + payload.len());
+        header.encode(dst);
+        dst.extend_from_slice(&payload);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{BufMut, Bytes};
+    use rpc_core::frame::Kind;
+
+    fn encoded(frames: &[Frame]) -> BytesMut {
+        let mut codec = FrameCodec::new(1 << 20);
+        let mut out = BytesMut::new();
+        for frame in frames {
+            codec.encode(frame.clone(), &mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn frames_survive_every_split_point() {
+        let frames = [
+            Frame::new(Kind::Request, 1, Bytes::from_static(b"hello")).unwrap(),
+            Frame::new(Kind::Response, 2, Bytes::new()).unwrap(),
+            Frame::new(Kind::Cancel, 3, Bytes::from(vec![7; 300])).unwrap(),
+        ];
+        let wire = encoded(&frames);
+        for split in 0..=wire.len() {
+            let mut codec = FrameCodec::new(1 << 20);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for part in [&wire[..split], &wire[split..]] {
+                buf.extend_from_slice(part);
+                while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                    got.push(frame);
+                }
+            }
+            assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+            assert_eq!(got.len(), 3, "split at {split}");
+            for (a, b) in got.iter().zip(&frames) {
+                assert_eq!(a.header(), b.header());
+                assert_eq!(a.payload(), b.payload());
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_frame_at_eof_is_an_error() {
+        let wire = encoded(&[Frame::new(Kind::Request, 1, Bytes::from_static(b"hello")).unwrap()]);
+        for cut in 1..wire.len() {
+            let mut codec = FrameCodec::new(1024);
+            let mut buf = BytesMut::from(&wire[..cut]);
+            assert!(codec.decode(&mut buf).unwrap().is_none());
+            assert!(
+                matches!(
+                    codec.decode_eof(&mut buf),
+                    Err(CodecError::Protocol(ProtocolError::Truncated { got, .. })) if got == cut
+                ),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_length_prefix_reserves_nothing() {
+        let mut buf = BytesMut::with_capacity(HEADER_LEN);
+        buf.put_u32_le(u32::MAX);
+        buf.put_u8(1);
+        buf.put_u8(0);
+        buf.put_u16_le(0);
+        buf.put_u64_le(1);
+        let before = buf.capacity();
+        let mut codec = FrameCodec::new(1024);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::Protocol(ProtocolError::FrameTooLarge { len, limit: 1024 })) if len == u32::MAX as usize
+        ));
+        assert_eq!(buf.capacity(), before);
+    }
+
+    #[test]
+    fn the_payload_is_not_copied_out_of_the_read_buffer() {
+        let mut buf = encoded(&[Frame::new(Kind::Response, 9, Bytes::from(vec![1; 64])).unwrap()]);
+        let start = buf.as_ptr() as usize;
+        let frame = FrameCodec::new(1024).decode(&mut buf).unwrap().unwrap();
+        assert_eq!(frame.payload().as_ptr() as usize, start + HEADER_LEN);
+    }
+}

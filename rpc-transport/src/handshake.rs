@@ -1,0 +1,48 @@
+//! The connection preface exchange that opens every connection.
+
+use rpc_core::Error;
+use rpc_core::frame::{PREFACE_LEN, Preface, ProtocolError, looks_like_http};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Sends our preface, announcing `max_frame_len`, and reads and checks the
+/// peer's. Both sides run the same exchange, so neither waits for the other
+/// before speaking.
+///
+/// Reads exactly the preface's 16 bytes: whatever the peer sent after it
+/// stays in `io` for the frame reader.
+pub async fn exchange<IO>(io: &mut IO, max_frame_len: usize) -> Result<Preface, Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    io.write_all(&Preface::ours(max_frame_len).to_bytes())
+        .await
+        .map_err(|err| Error::io("sending the connection preface failed", &err))?;
+    io.flush()
+        .await
+        .map_err(|err| Error::io("sending the connection preface failed", &err))?;
+
+    let mut theirs = [0u8; PREFACE_LEN];
+    let mut got = 0;
+    while got < PREFACE_LEN {
+        let read = io
+            .read(theirs.get_mut(got..).unwrap_or_default())
+            .await
+            .map_err(|err| Error::io("reading the connection preface failed", &err))?;
+        if read == 0 {
+            let sent = theirs.get(..got).unwrap_or_default();
+            return Err(if looks_like_http(sent) {
+                ProtocolError::HttpPeer.into()
+            } else if got == 0 {
+                Error::disconnected("the peer closed the connection before sending its preface")
+            } else {
+                ProtocolError::Truncated {
+                    got,
+                    expected: PREFACE_LEN,
+                }
+                .into()
+            });
+        }
+        got += read;
+    }
+    Ok(Preface::parse(&theirs)?)
+}

@@ -1,0 +1,199 @@
+//! Frame reader and writer over any `AsyncRead` / `AsyncWrite`.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::StreamExt;
+use rpc_core::Error;
+use rpc_core::frame::Frame;
+use rpc_core::transport::{FrameRead, FrameWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::FramedRead;
+
+use crate::codec::FrameCodec;
+
+/// Reads frames from a byte stream through [`FrameCodec`].
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: FramedRead<R, FrameCodec>,
+}
+
+impl<R: AsyncRead> FrameReader<R> {
+    /// Reads frames of at most `max_frame_len` payload bytes from `io`.
+    pub fn new(io: R, max_frame_len: usize) -> FrameReader<R> {
+        FrameReader {
+            inner: FramedRead::new(io, FrameCodec::new(max_frame_len)),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send + 'static> FrameRead for FrameReader<R> {
+    async fn read_frame(&mut self) -> Result<Option<Frame>, Error> {
+        // `FramedRead` keeps partial frames in its buffer, so dropping this
+        // future between polls loses nothing (the server `select!`s on it).
+        match self.inner.next().await {
+            None => Ok(None),
+            Some(Ok(frame)) => Ok(Some(frame)),
+            Some(Err(err)) => Err(err.into()),
+        }
+    }
+}
+
+/// Payloads at least this large are written from their own memory with a
+/// vectored write; smaller ones are copied next to their header, because one
+/// contiguous buffer of many small frames is cheaper than an iovec each.
+const COPY_BELOW: usize = 4 * 1024;
+
+/// Writes batches of frames to a byte stream with as few writes as it can.
+#[derive(Debug)]
+pub struct FrameWriter<W> {
+    io: W,
+    /// Headers and small payloads; reused across batches.
+    buf: BytesMut,
+    /// The batch, in order: slices of `buf` and large payloads.
+    chunks: Chunks,
+}
+
+impl<W: AsyncWrite> FrameWriter<W> {
+    /// A writer over `io`.
+    pub fn new(io: W) -> FrameWriter<W> {
+        FrameWriter {
+            io,
+            buf: BytesMut::with_capacity(8 * 1024),
+            chunks: Chunks::default(),
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> FrameWrite for FrameWriter<W> {
+    async fn write_frames(&mut self, frames: &mut Vec<Frame>) -> Result<(), Error> {
+        for frame in frames.drain(..) {
+            let (header, payload) = frame.into_parts();
+            header.encode(&mut self.buf);
+            if payload.len() < COPY_BELOW {
+                self.buf.extend_from_slice(&payload);
+            } else {
+                self.chunks.push(self.buf.split().freeze());
+                self.chunks.push(payload);
+            }
+        }
+        self.chunks.push(self.buf.split().freeze());
+        let written = self.io.write_all_buf(&mut self.chunks).await;
+        self.chunks.clear();
+        written.map_err(|err| Error::io("writing to the connection failed", &err))?;
+        self.io
+            .flush()
+            .await
+            .map_err(|err| Error::io("writing to the connection failed", &err))
+    }
+
+    async fn shutdown(&mut self) -> Result<(), Error> {
+        self.io
+            .shutdown()
+            .await
+            .map_err(|err| Error::io("closing the connection failed", &err))
+    }
+}
+
+/// A queue of byte chunks that `write_all_buf` writes with vectored I/O.
+#[derive(Debug, Default)]
+struct Chunks {
+    queue: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.remaining += chunk.len();
+            self.queue.push_back(chunk);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.remaining = 0;
+    }
+}
+
+impl Buf for Chunks {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.queue.front().map_or(&[], |chunk| &chunk[..])
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slot, chunk) in dst.iter_mut().zip(&self.queue) {
+            *slot = IoSlice::new(chunk);
+            filled += 1;
+        }
+        filled
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        self.remaining = self.remaining.saturating_sub(cnt);
+        while cnt > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.queue.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpc_core::frame::Kind;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_batch_of_small_and_large_frames_arrives_intact_and_in_order() {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let mut writer = FrameWriter::new(ours);
+        let mut frames = vec![
+            Frame::new(Kind::Request, 1, Bytes::from_static(b"small")).unwrap(),
+            Frame::new(Kind::Request, 2, Bytes::from(vec![9u8; COPY_BELOW * 3])).unwrap(),
+            Frame::new(Kind::Cancel, 3, Bytes::new()).unwrap(),
+        ];
+        let expected: Vec<_> = frames.clone();
+        writer.write_frames(&mut frames).await.unwrap();
+        assert!(frames.is_empty());
+        writer.shutdown().await.unwrap();
+
+        let mut wire = Vec::new();
+        theirs.read_to_end(&mut wire).await.unwrap();
+        let mut reader = FrameReader::new(&wire[..], 1 << 20);
+        for want in expected {
+            let got = reader.inner.next().await.unwrap().unwrap();
+            assert_eq!(got.header(), want.header());
+            assert_eq!(got.payload(), want.payload());
+        }
+        assert!(reader.inner.next().await.is_none());
+    }
+
+    #[test]
+    fn chunks_advance_across_boundaries() {
+        let mut chunks = Chunks::default();
+        chunks.push(Bytes::from_static(b"abc"));
+        chunks.push(Bytes::new());
+        chunks.push(Bytes::from_static(b"defg"));
+        assert_eq!(chunks.remaining(), 7);
+        chunks.advance(4);
+        assert_eq!(chunks.chunk(), b"efg");
+        assert_eq!(chunks.remaining(), 3);
+        chunks.advance(3);
+        assert_eq!(chunks.remaining(), 0);
+        assert!(chunks.chunk().is_empty());
+    }
+}

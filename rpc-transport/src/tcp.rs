@@ -1,0 +1,93 @@
+//! TCP: dialling a server and accepting clients, with `TCP_NODELAY` set on
+//! every connection (we coalesce writes ourselves; Nagle would only add
+//! latency to each call).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rpc_core::Error;
+use rpc_core::transport::Connection;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs, lookup_host};
+
+use crate::handshake;
+use crate::io::{FrameReader, FrameWriter};
+
+/// A TCP connection after its preface exchange.
+pub type TcpConnection = Connection<FrameReader<OwnedReadHalf>, FrameWriter<OwnedWriteHalf>>;
+
+/// Connects to `addr`, trying each address it resolves to in turn, and
+/// exchanges prefaces. We accept response frames of up to `max_frame_len`.
+pub async fn connect(addr: impl ToSocketAddrs, max_frame_len: usize) -> Result<TcpConnection, Error> {
+    let candidates = lookup_host(addr).await.map_err(|err| Error::Connect {
+        addr: "the given address".to_owned(),
+        source: Arc::new(err),
+    })?;
+    let mut last = None;
+    for candidate in candidates {
+        match TcpStream::connect(candidate).await {
+            Ok(stream) => return establish(stream, candidate, max_frame_len).await,
+            Err(err) => last = Some((candidate, err)),
+        }
+    }
+    Err(match last {
+        Some((addr, err)) => Error::Connect {
+            addr: addr.to_string(),
+            source: Arc::new(err),
+        },
+        None => Error::Connect {
+            addr: "the given address".to_owned(),
+            source: Arc::new(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "it resolved to no IP address",
+            )),
+        },
+    })
+}
+
+/// Sets up an accepted or dialled stream: nodelay, preface exchange, split.
+pub async fn establish(
+    mut stream: TcpStream,
+    peer_addr: SocketAddr,
+    max_frame_len: usize,
+) -> Result<TcpConnection, Error> {
+    stream
+        .set_nodelay(true)
+        .map_err(|err| Error::io("setting TCP_NODELAY failed", &err))?;
+    let peer = handshake::exchange(&mut stream, max_frame_len).await?;
+    let (read, write) = stream.into_split();
+    Ok(Connection {
+        reader: FrameReader::new(read, max_frame_len),
+        writer: FrameWriter::new(write),
+        peer,
+        peer_addr: Some(peer_addr),
+    })
+}
+
+/// Binds a listener, with a clear error when the address is taken.
+pub async fn bind(addr: impl ToSocketAddrs) -> Result<TcpListener, Error> {
+    let candidates: Vec<SocketAddr> = lookup_host(addr)
+        .await
+        .map_err(|err| Error::Bind {
+            addr: "the given address".to_owned(),
+            source: Arc::new(err),
+        })?
+        .collect();
+    let mut last = None;
+    for candidate in candidates {
+        match TcpListener::bind(candidate).await {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last = Some((candidate, err)),
+        }
+    }
+    let (addr, err) = last.unwrap_or_else(|| {
+        (
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "it resolved to no IP address"),
+        )
+    });
+    Err(Error::Bind {
+        addr: addr.to_string(),
+        source: Arc::new(err),
+    })
+}

@@ -1,1 +1,133 @@
-//! placeholder
+//! Remote procedure calls for Rust: annotate a trait, get a typed client and
+//! a server, and call functions on another machine as if they were local.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// Errors the service itself reports; they travel as values.
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! pub enum MathError {
+//!     DivisionByZero,
+//! }
+//!
+//! /// Arithmetic, served over the network.
+//! #[rpc::service]
+//! pub trait Calculator {
+//!     /// Adds two numbers.
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//!     /// Divides, failing on zero.
+//!     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
+//! }
+//!
+//! // The server implements the trait with ordinary `async fn`s.
+//! struct Calc;
+//!
+//! impl Calculator for Calc {
+//!     async fn add(&self, a: i64, b: i64) -> i64 {
+//!         a + b
+//!     }
+//!     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError> {
+//!         if b == 0 { Err(MathError::DivisionByZero) } else { Ok(a / b) }
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), rpc::Error> {
+//!     // Serve it (port 0: the system picks a free port).
+//!     let server = rpc::Server::new()
+//!         .serve(CalculatorServer::new(Calc))
+//!         .bind("127.0.0.1:0")
+//!         .await?;
+//!
+//!     // Call it. Client methods keep the trait's arguments and return
+//!     // `Result<T, rpc::Error>`, because the network can fail.
+//!     let calc = CalculatorClient::connect(server.local_addr()).await?;
+//!     assert_eq!(calc.add(5, 3).await?, 8);
+//!     assert_eq!(calc.div(7, 0).await?, Err(MathError::DivisionByZero));
+//!
+//!     // A deadline for one call; the budget travels to the server.
+//!     use std::time::Duration;
+//!     assert_eq!(calc.with_timeout(Duration::from_millis(500)).div(7, 2).await?, Ok(3));
+//!
+//!     server.stop().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # What `#[rpc::service]` emits
+//!
+//! For a trait `Calculator`:
+//!
+//! - the trait itself, with each `async fn` rewritten to return
+//!   `impl Future<Output = T> + Send` (implement it with plain `async fn`);
+//! - `CalculatorRequest`, one variant per method holding its arguments;
+//! - `CalculatorResponse`, one variant per method holding its result;
+//! - `CalculatorClient`: cheap to clone, one `async` method per trait
+//!   method, with `connect`, `from_client` and `with_timeout`;
+//! - `CalculatorServer<S>`: dispatch from a decoded request to `S`'s method,
+//!   to pass to [`Server::serve`].
+//!
+//! Method arguments and results must be serde-serializable and owned.
+//! Doc comments and `#[cfg]`s on methods carry over to every generated item.
+//! If you rename this crate in `Cargo.toml`, say where it is:
+//! `#[rpc::service(crate = my_rpc)]`.
+//!
+//! # Many calls, one connection
+//!
+//! A client (and all its clones) multiplexes every call over one TCP
+//! connection. Each call carries a request id; the server runs each call in
+//! its own task and answers in completion order, so a slow call never holds
+//! up a fast one. Frames queued while the connection is busy go out together
+//! in one write.
+//!
+//! # Errors
+//!
+//! Application errors (`MathError` above) are values inside `Ok`. [`Error`]
+//! covers what the network and the framework do to a call: the connection
+//! lost, the deadline passed, a method the server does not have, a handler
+//! that panicked (the server answers with an error and keeps serving), a
+//! message over the frame limit, a peer breaking the protocol. Each says
+//! what happened and what to do about it.
+//!
+//! # Layout
+//!
+//! This crate is the facade: [`Server`], [`ClientBuilder`] and re-exports.
+//! The runtime lives in `rpc-core` (frames, client multiplexer, server
+//! dispatch, errors), byte transports in `rpc-transport` (frame codec, TCP,
+//! in-memory), the macro in `rpc-macros`. The wire format is specified byte
+//! for byte in `docs/PROTOCOL.md`.
+
+mod client;
+mod server;
+
+pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
+pub use rpc_core::client::DEFAULT_TIMEOUT;
+pub use rpc_core::error::ErrorCode;
+pub use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, ProtocolError};
+pub use rpc_core::{Client, Error, Service};
+pub use rpc_macros::service;
+pub use server::{Server, ServerHandle};
+
+/// What generated code names. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use core::clone::Clone;
+    pub use core::fmt::{Debug, Formatter, Result as FmtResult};
+    pub use core::future::Future;
+    pub use core::marker::{Send, Sync};
+    pub use core::option::Option::{self, None, Some};
+    pub use core::result::Result::{self, Err, Ok};
+    pub use std::boxed::Box;
+    pub use std::sync::Arc;
+    pub use std::time::Duration;
+
+    pub use bytes::{Bytes, BytesMut};
+    pub use rpc_core::generated::{decode_args, encode_args, encode_result, unknown_method};
+    pub use rpc_core::{BoxFuture, Client, Error, RequestMessage, Service};
+    pub use tokio::net::ToSocketAddrs;
+
+    /// Connects over TCP with the default settings.
+    pub async fn connect(addr: impl ToSocketAddrs) -> Result<Client, Error> {
+        crate::ClientBuilder::new().connect(addr).await
+    }
+}

@@ -16,6 +16,8 @@
 pub mod client;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod generated;
 pub mod payload;
 pub mod server;
 pub mod service;

@@ -29,9 +29,6 @@ pub trait Service: Send + Sync + 'static {
     /// The service's wire name, e.g. `Calculator`.
     fn name(&self) -> &'static str;
 
-    /// The wire names of its methods, without the service prefix.
-    fn methods(&self) -> &'static [&'static str];
-
     /// Starts the call of `method` (without the service prefix) on `args`.
     ///
     /// Fails with [`Error::UnknownMethod`] or [`Error::BadRequest`] before

@@ -1,0 +1,374 @@
+//! Code generation: one function per emitted item.
+//!
+//! Generated code names every path absolutely, through the facade's hidden
+//! `__private` module, so it compiles beside user items called `Result`,
+//! `Option` or `Box`, and under `#![no_implicit_prelude]`.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::Ident;
+
+use crate::parse::{Method, Service};
+
+pub(crate) fn expand(service: &Service) -> TokenStream {
+    let items = [
+        service_trait(service),
+        request_enum(service),
+        response_enum(service),
+        client(service),
+        server(service),
+    ];
+    quote!(#(#items)*)
+}
+
+fn private(service: &Service) -> TokenStream {
+    let krate = &service.krate;
+    quote!(#krate::__private)
+}
+
+fn variant(method: &Method) -> Ident {
+    let camel: String = method
+        .wire_name
+        .split('_')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|first| first.to_uppercase().chain(chars).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect();
+    format_ident!("{}", if camel.is_empty() { "Call".to_owned() } else { camel }, span = method.ident.span())
+}
+
+fn full_name(service: &Service, method: &Method) -> String {
+    format!("{}.{}", service.wire_name, method.wire_name)
+}
+
+/// The trait, rewritten so each method's future is `Send` (the server runs
+/// it in a spawned task). Implementors still write plain `async fn`.
+fn service_trait(service: &Service) -> TokenStream {
+    let p = private(service);
+    let Service {
+        vis, ident, attrs, ..
+    } = service;
+    let methods = service.methods.iter().map(|method| {
+        let attrs = &method.attrs;
+        let name = &method.ident;
+        let args = method.args.iter().map(|(arg, ty)| quote!(#arg: #ty));
+        let output = &method.output;
+        quote! {
+            #(#attrs)*
+            fn #name(&self, #(#args),*) -> impl #p::Future<Output = #output> + #p::Send;
+        }
+    });
+    quote! {
+        #(#attrs)*
+        #vis trait #ident {
+            #(#methods)*
+        }
+    }
+}
+
+fn request_enum(service: &Service) -> TokenStream {
+    let p = private(service);
+    let vis = &service.vis;
+    let trait_name = &service.ident;
+    let name = format_ident!("{}Request", service.ident);
+    let doc = format!(
+        "The arguments of one call to a [`{trait_name}`] method: one variant per method.\n\n\
+         On the wire a call names its method (`{}.method`) and carries only the arguments, \
+         so adding or reordering methods never breaks a running peer.",
+        service.wire_name
+    );
+    let variants = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let variant = variant(method);
+        let method_name = &method.ident;
+        let doc = format!("The arguments of [`{trait_name}::{method_name}`].");
+        let fields = method.args.iter().map(|(arg, ty)| {
+            let doc = format!("The `{arg}` argument.");
+            quote!(#[doc = #doc] #arg: #ty)
+        });
+        quote!(#(#cfgs)* #[doc = #doc] #variant { #(#fields),* })
+    });
+    let method_arms = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let variant = variant(method);
+        let full = full_name(service, method);
+        quote!(#(#cfgs)* #name::#variant { .. } => #full)
+    });
+    let encode_arms = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let variant = variant(method);
+        let full = full_name(service, method);
+        let args: Vec<_> = method.args.iter().map(|(arg, _)| arg).collect();
+        quote! {
+            #(#cfgs)* #name::#variant { #(ref #args),* } => #p::encode_args(#full, &(#(#args,)*), out)
+        }
+    });
+    let decode_arms = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let variant = variant(method);
+        let full = full_name(service, method);
+        let wire = &method.wire_name;
+        let args: Vec<_> = method.args.iter().map(|(arg, _)| arg).collect();
+        let types = method.args.iter().map(|(_, ty)| ty);
+        quote! {
+            #(#cfgs)* #wire => {
+                let (#(#args,)*): (#(#types,)*) = #p::decode_args(#full, args)?;
+                #p::Ok(#name::#variant { #(#args),* })
+            }
+        }
+    });
+    let service_name = &service.wire_name;
+    quote! {
+        #[doc = #doc]
+        #vis enum #name {
+            #(#variants),*
+        }
+
+        impl #name {
+            /// Decodes the arguments of `method` (its name without the service
+            /// prefix) from their bincode bytes.
+            pub fn decode(method: &str, args: &[u8]) -> #p::Result<Self, #p::Error> {
+                match method {
+                    #(#decode_arms)*
+                    _ => #p::Err(#p::unknown_method(#service_name, method)),
+                }
+            }
+        }
+
+        impl #p::RequestMessage for #name {
+            fn method(&self) -> &'static str {
+                match *self {
+                    #(#method_arms),*
+                }
+            }
+
+            fn encode_args(&self, out: &mut #p::BytesMut) -> #p::Result<(), #p::Error> {
+                match *self {
+                    #(#encode_arms),*
+                }
+            }
+        }
+    }
+}
+
+fn response_enum(service: &Service) -> TokenStream {
+    let p = private(service);
+    let vis = &service.vis;
+    let trait_name = &service.ident;
+    let name = format_ident!("{}Response", service.ident);
+    let doc = format!("The result of one call to a [`{trait_name}`] method: one variant per method.");
+    let variants = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let variant = variant(method);
+        let output = &method.output;
+        let method_name = &method.ident;
+        let doc = format!("What [`{trait_name}::{method_name}`] returned.");
+        quote!(#(#cfgs)* #[doc = #doc] #variant(#output))
+    });
+    let encode_arms = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let variant = variant(method);
+        let full = full_name(service, method);
+        quote!(#(#cfgs)* #name::#variant(ref value) => #p::encode_result(#full, value))
+    });
+    quote! {
+        #[doc = #doc]
+        #vis enum #name {
+            #(#variants),*
+        }
+
+        impl #name {
+            /// Encodes the result as the payload of a response frame.
+            pub fn encode(&self) -> #p::Result<#p::Bytes, #p::Error> {
+                match *self {
+                    #(#encode_arms),*
+                }
+            }
+        }
+    }
+}
+
+fn client(service: &Service) -> TokenStream {
+    let p = private(service);
+    let vis = &service.vis;
+    let trait_name = &service.ident;
+    let name = format_ident!("{}Client", service.ident);
+    let name_str = name.to_string();
+    let request = format_ident!("{}Request", service.ident);
+    let trait_docs = service.attrs.iter().filter(|a| a.path().is_ident("doc"));
+    let doc = format!(
+        "A client of the [`{trait_name}`] service.\n\n\
+         Each method sends one call over the client's connection and returns \
+         `Result<T, rpc::Error>`: `Ok` holds exactly what the server's method returned \
+         (application errors included, as values), `Err` says what the network or the \
+         framework did to the call. Cloning is cheap and every clone shares the \
+         connection, so clone it into as many tasks as you like.\n\n\
+         # The service\n"
+    );
+    let methods = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let docs = method.docs();
+        let ident = &method.ident;
+        let variant = variant(method);
+        let args = method.args.iter().map(|(arg, ty)| quote!(#arg: #ty));
+        let names = method.args.iter().map(|(arg, _)| arg);
+        let output = &method.output;
+        let full = full_name(service, method);
+        let errors = format!(
+            "\n\n# Errors\n\nFails with `rpc::Error` when the call does not complete: \
+             the connection is lost, the deadline passes, or the server does not have `{full}`."
+        );
+        quote! {
+            #(#cfgs)*
+            #(#docs)*
+            #[doc = #errors]
+            pub async fn #ident(&self, #(#args),*) -> #p::Result<#output, #p::Error> {
+                let request = #request::#variant { #(#names),* };
+                self.client.call(&request, self.timeout).await
+            }
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #(#trait_docs)*
+        #vis struct #name {
+            client: #p::Client,
+            timeout: #p::Option<#p::Duration>,
+        }
+
+        impl #p::Clone for #name {
+            fn clone(&self) -> Self {
+                #name {
+                    client: #p::Clone::clone(&self.client),
+                    timeout: self.timeout,
+                }
+            }
+        }
+
+        impl #p::Debug for #name {
+            fn fmt(&self, f: &mut #p::Formatter<'_>) -> #p::FmtResult {
+                f.debug_struct(#name_str)
+                    .field("client", &self.client)
+                    .field("timeout", &self.timeout)
+                    .finish()
+            }
+        }
+
+        impl #name {
+            /// Connects to a server over TCP with the default settings.
+            ///
+            /// For other settings (default timeout, frame limit) build an
+            /// `rpc::Client` with `rpc::ClientBuilder` and pass it to
+            /// [`Self::from_client`].
+            pub async fn connect(addr: impl #p::ToSocketAddrs) -> #p::Result<Self, #p::Error> {
+                #p::Result::map(#p::connect(addr).await, Self::from_client)
+            }
+
+            /// Wraps an established connection. Several typed clients (of
+            /// different services) may share one connection.
+            pub fn from_client(client: #p::Client) -> Self {
+                #name { client, timeout: #p::None }
+            }
+
+            /// A handle whose calls have `timeout` as their deadline instead
+            /// of the connection's default. Shares the connection.
+            pub fn with_timeout(&self, timeout: #p::Duration) -> Self {
+                #name {
+                    client: #p::Clone::clone(&self.client),
+                    timeout: #p::Some(timeout),
+                }
+            }
+
+            /// The untyped connection underneath.
+            pub fn rpc_client(&self) -> &#p::Client {
+                &self.client
+            }
+
+            #(#methods)*
+        }
+    }
+}
+
+fn server(service: &Service) -> TokenStream {
+    let p = private(service);
+    let vis = &service.vis;
+    let trait_name = &service.ident;
+    let name = format_ident!("{}Server", service.ident);
+    let name_str = name.to_string();
+    let request = format_ident!("{}Request", service.ident);
+    let response = format_ident!("{}Response", service.ident);
+    let wire_name = &service.wire_name;
+    let doc = format!(
+        "Serves a [`{trait_name}`] implementation: pass it to `rpc::Server::serve`.\n\n\
+         Each call runs in its own task under the caller's deadline; a panic in a \
+         method answers that call with an error and leaves the server running."
+    );
+    let arms = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let variant = variant(method);
+        let ident = &method.ident;
+        let names: Vec<_> = method.args.iter().map(|(arg, _)| arg).collect();
+        quote! {
+            #(#cfgs)*
+            #request::#variant { #(#names),* } => #response::#variant(#trait_name::#ident(&*self.service, #(#names),*).await),
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #vis struct #name<S> {
+            service: #p::Arc<S>,
+        }
+
+        impl<S> #p::Clone for #name<S> {
+            fn clone(&self) -> Self {
+                #name { service: #p::Clone::clone(&self.service) }
+            }
+        }
+
+        impl<S> #p::Debug for #name<S> {
+            fn fmt(&self, f: &mut #p::Formatter<'_>) -> #p::FmtResult {
+                f.write_str(#name_str)
+            }
+        }
+
+        impl<S: #trait_name + #p::Send + #p::Sync + 'static> #name<S> {
+            /// Serves `service`.
+            pub fn new(service: S) -> Self {
+                #name { service: #p::Arc::new(service) }
+            }
+
+            /// Serves a service that is shared with other code.
+            pub fn from_arc(service: #p::Arc<S>) -> Self {
+                #name { service }
+            }
+
+            /// Runs one decoded request against the service, in this task.
+            pub async fn handle(&self, request: #request) -> #response {
+                match request {
+                    #(#arms)*
+                }
+            }
+        }
+
+        impl<S: #trait_name + #p::Send + #p::Sync + 'static> #p::Service for #name<S> {
+            fn name(&self) -> &'static str {
+                #wire_name
+            }
+
+            fn dispatch(
+                &self,
+                method: &str,
+                args: #p::Bytes,
+            ) -> #p::Result<#p::BoxFuture<#p::Result<#p::Bytes, #p::Error>>, #p::Error> {
+                let request = #request::decode(method, &args)?;
+                let this = #p::Clone::clone(self);
+                #p::Ok(#p::Box::pin(async move { this.handle(request).await.encode() }))
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! [`ClientBuilder`]: connecting a [`Client`] with chosen settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc_core::frame::{MIN_FRAME_LEN};
+use rpc_core::{Client, ClientConfig, Error};
+use rpc_transport::io::{FrameReader, FrameWriter};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::ToSocketAddrs;
+
+/// How long [`ClientBuilder::connect`] waits for the TCP connection and the
+/// server's preface by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings for a client connection.
+///
+/// Generated clients connect with the defaults through `FooClient::connect`;
+/// use the builder for anything else, then wrap the connection:
+///
+/// ```
+/// # #[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
+/// # struct Calc;
+/// # impl Calculator for Calc { async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
+/// # #[tokio::main] async fn main() -> Result<(), rpc::Error> {
+/// # let server = rpc::Server::new().serve(CalculatorServer::new(Calc)).bind("127.0.0.1:0").await?;
+/// # let addr = server.local_addr();
+/// use std::time::Duration;
+///
+/// let client = rpc::ClientBuilder::new()
+///     .timeout(Duration::from_secs(2))
+///     .connect(addr)
+///     .await?;
+/// let calc = CalculatorClient::from_client(client);
+/// assert_eq!(calc.add(1, 2).await?, 3);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    config: ClientConfig,
+    connect_timeout: Duration,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder::new()
+    }
+}
+
+impl ClientBuilder {
+    /// The default settings: 30 s call deadline, 16 MiB frames, 10 s to
+    /// connect.
+    pub fn new() -> ClientBuilder {
+        ClientBuilder {
+            config: ClientConfig::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// The deadline of calls that set none with `with_timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// The largest response payload accepted, in bytes. Default 16 MiB.
+    ///
+    /// The server learns it when the client connects and answers a call
+    /// whose result would be larger with an error instead of the result.
+    /// Clamped to 1 KiB ..= 4 GiB - 1.
+    pub fn max_frame_len(mut self, bytes: usize) -> ClientBuilder {
+        self.config.max_frame_len = bytes.clamp(MIN_FRAME_LEN as usize, u32::MAX as usize);
+        self
+    }
+
+    /// How long [`connect`](Self::connect) may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects over TCP.
+    pub async fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, Error> {
+        let connecting = rpc_transport::tcp::connect(addr, self.config.max_frame_len);
+        let conn = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| Error::Connect {
+                addr: "the server".to_owned(),
+                source: Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer within {:?}; is the server running and reachable?",
+                        self.connect_timeout
+                    ),
+                )),
+            })??;
+        Ok(Client::new(conn, self.config))
+    }
+
+    /// Connects over any byte stream (a Unix socket, an in-memory pipe, a
+    /// TLS stream) whose other end a [`Server`](crate::Server) serves.
+    pub async fn connect_io<IO>(self, mut io: IO) -> Result<Client, Error>
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let max = self.config.max_frame_len;
+        let exchange = rpc_transport::handshake::exchange(&mut io, max);
+        let peer = tokio::time::timeout(self.connect_timeout, exchange)
+            .await
+            .map_err(|_| Error::disconnected("the peer did not send its preface in time"))??;
+        let (read, write) = tokio::io::split(io);
+        let conn = rpc_core::transport::Connection {
+            reader: FrameReader::new(read, max),
+            writer: FrameWriter::new(write),
+            peer,
+            peer_addr: None,
+        };
+        Ok(Client::new(conn, self.config))
+    }
+}

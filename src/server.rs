@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, MIN_FRAME_LEN, ProtocolError};
@@ -92,8 +93,13 @@ impl Server {
             source: Arc::new(err),
         })?;
         tracing::info!(%local_addr, services = ?self.router.service_names(), "rpc server listening");
-        let task = tokio::spawn(accept_loop(listener, self));
-        Ok(ServerHandle { local_addr, task })
+        let open = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(accept_loop(listener, self, Arc::clone(&open)));
+        Ok(ServerHandle {
+            local_addr,
+            task,
+            open,
+        })
     }
 
     /// Serves one connection over any byte stream (a Unix socket, an
@@ -138,12 +144,19 @@ impl Server {
 pub struct ServerHandle {
     local_addr: SocketAddr,
     task: JoinHandle<()>,
+    open: Arc<AtomicUsize>,
 }
 
 impl ServerHandle {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// How many client connections are open (preface exchanged, not yet
+    /// closed).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     /// Stops at once: closes the listener and every connection. Calls in
@@ -166,7 +179,7 @@ impl ServerHandle {
 /// so a full file table does not become a busy loop.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-async fn accept_loop(listener: TcpListener, server: Server) {
+async fn accept_loop(listener: TcpListener, server: Server, open: Arc<AtomicUsize>) {
     // Owning every connection task here means stopping the loop (dropping
     // this future) aborts them all.
     let mut connections = JoinSet::new();
@@ -174,7 +187,7 @@ async fn accept_loop(listener: TcpListener, server: Server) {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer_addr)) => {
-                    connections.spawn(serve_tcp(stream, peer_addr, server.clone()));
+                    connections.spawn(serve_tcp(stream, peer_addr, server.clone(), Arc::clone(&open)));
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "accepting a connection failed; pausing before the next accept");
@@ -186,13 +199,33 @@ async fn accept_loop(listener: TcpListener, server: Server) {
     }
 }
 
-async fn serve_tcp(stream: TcpStream, peer_addr: SocketAddr, server: Server) {
+async fn serve_tcp(stream: TcpStream, peer_addr: SocketAddr, server: Server, open: Arc<AtomicUsize>) {
     match rpc_transport::tcp::establish(stream, peer_addr, server.max_frame_len).await {
-        Ok(conn) => rpc_core::server::serve_connection(server.router, conn).await,
+        Ok(conn) => {
+            let _open = OpenConnection::count(open);
+            rpc_core::server::serve_connection(server.router, conn).await;
+        }
         Err(Error::Protocol(ProtocolError::HttpPeer)) => tracing::warn!(
             %peer_addr,
             "an HTTP client connected to this rpc port; it was refused (point HTTP clients at an HTTP server)"
         ),
         Err(err) => tracing::info!(%peer_addr, error = %err, "refused a connection"),
+    }
+}
+
+/// Counts a connection as open for as long as it lives, however it ends
+/// (including being aborted by [`ServerHandle::stop`]).
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn count(open: Arc<AtomicUsize>) -> OpenConnection {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(open)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

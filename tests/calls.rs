@@ -1,0 +1,119 @@
+//! The whole call path over real TCP: shapes, concurrency, ordering, routing.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{EchoClient, MathError, ShapesClient, User};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_argument_and_return_shape_round_trips() {
+    let (server, _, addr) = common::start().await;
+    let client = ShapesClient::connect(addr).await.unwrap();
+
+    assert_eq!(client.add(5, 3).await.unwrap(), 8);
+    assert_eq!(client.add(-7, i64::MAX).await.unwrap(), i64::MAX - 7);
+    assert_eq!(client.div(7, 2).await.unwrap(), Ok(3));
+    assert_eq!(client.div(7, 0).await.unwrap(), Err(MathError::DivisionByZero));
+    assert_eq!(client.greet("Ada ✓".to_owned()).await.unwrap(), "Hello, Ada ✓!");
+    assert_eq!(client.reverse(vec![1, 2, 3, 255]).await.unwrap(), vec![255, 3, 2, 1]);
+    assert_eq!(client.reverse(Vec::new()).await.unwrap(), Vec::<u8>::new());
+    let boss = User {
+        id: 1,
+        name: "Grace".to_owned(),
+        tags: vec![],
+        manager: None,
+    };
+    let user = User {
+        id: 2,
+        name: "Alan".to_owned(),
+        tags: vec!["eng".to_owned()],
+        manager: Some(Box::new(boss.clone())),
+    };
+    let promoted = client.promote(user.clone()).await.unwrap();
+    assert_eq!(promoted.tags, vec!["eng".to_owned(), "promoted".to_owned()]);
+    assert_eq!(promoted.manager.as_deref(), Some(&boss));
+    client.nothing().await.unwrap();
+    assert_eq!(client.answer().await.unwrap(), 42);
+    assert_eq!(
+        client.split("hello big world".to_owned()).await.unwrap(),
+        ("hello".to_owned(), Some("big world".to_owned()))
+    );
+    assert_eq!(client.split("one".to_owned()).await.unwrap(), ("one".to_owned(), None));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_calls_share_one_connection() {
+    let (server, _, addr) = common::start().await;
+    let client = ShapesClient::connect(addr).await.unwrap();
+    let calls: Vec<_> = (0..10_000i64)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { (i, client.add(i, 1_000_000).await) })
+        })
+        .collect();
+    for call in calls {
+        let (i, sum) = call.await.unwrap();
+        assert_eq!(sum.unwrap(), i + 1_000_000);
+    }
+    assert_eq!(server.open_connections(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_call_does_not_delay_fast_calls_started_after_it() {
+    let (server, shapes, addr) = common::start().await;
+    let client = ShapesClient::connect(addr).await.unwrap();
+
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.wait_for_release(7).await }
+    });
+    common::until_waiting(&shapes, 1).await;
+
+    // The slow call is parked on the server until we release it, so these
+    // can only complete if responses come back out of order.
+    for i in 0..100 {
+        assert_eq!(client.add(i, i).await.unwrap(), 2 * i);
+    }
+    assert!(!slow.is_finished());
+    shapes.release.notify_waiters();
+    assert_eq!(slow.await.unwrap().unwrap(), 7);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_share_one_listener() {
+    let (server, _, addr) = common::start().await;
+    let shapes = ShapesClient::connect(addr).await.unwrap();
+    let echo = EchoClient::connect(addr).await.unwrap();
+    assert_eq!(echo.echo("ping".to_owned()).await.unwrap(), "ping");
+    assert_eq!(shapes.add(1, 2).await.unwrap(), 3);
+
+    // Typed clients of different services can also share one connection.
+    let echo_on_same = EchoClient::from_client(shapes.rpc_client().clone());
+    assert_eq!(echo_on_same.echo("pong".to_owned()).await.unwrap(), "pong");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_travels_both_ways() {
+    let (server, _, addr) = common::start().await;
+    let client = ShapesClient::connect(addr).await.unwrap();
+    let data: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut expected = data.clone();
+    expected.reverse();
+    assert_eq!(client.reverse(data).await.unwrap(), expected);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_work_over_an_in_memory_pipe() {
+    let shapes = std::sync::Arc::new(common::ShapesImpl::default());
+    let server = rpc::Server::new().serve(common::ShapesServer::new(shapes));
+    let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move { server.serve_io(server_end).await });
+    let client = ShapesClient::from_client(rpc::ClientBuilder::new().connect_io(client_end).await.unwrap());
+    assert_eq!(client.add(20, 22).await.unwrap(), 42);
+    assert_eq!(client.reverse(vec![9; 200_000]).await.unwrap().len(), 200_000);
+}

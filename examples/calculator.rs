@@ -91,7 +91,10 @@ async fn run_client(addr: SocketAddr) -> Result<(), rpc::Error> {
 
     println!("add(5, 3)          = {}", calc.add(5, 3).await?);
     println!("div(7, 2)          = {:?}", calc.div(7, 2).await?);
-    println!("div(7, 0)          = {:?}   (an application error, as a value)", calc.div(7, 0).await?);
+    println!(
+        "div(7, 0)          = {:?}   (an application error, as a value)",
+        calc.div(7, 0).await?
+    );
     println!("stats([3, 1, 4])   = {:?}", calc.stats(vec![3, 1, 4]).await?);
     println!("greet(\"Ada\")       = {:?}", calc.greet("Ada".to_owned()).await?);
 
@@ -104,7 +107,9 @@ async fn run_client(addr: SocketAddr) -> Result<(), rpc::Error> {
         .collect();
     let mut correct = 0;
     for call in batch {
-        let (i, sum) = call.await.map_err(|e| rpc::Error::disconnected(e.to_string()))??;
+        let (i, sum) = call
+            .await
+            .map_err(|e| rpc::Error::disconnected(e.to_string()))??;
         if sum == 2 * i {
             correct += 1;
         }
@@ -118,10 +123,18 @@ async fn run_client(addr: SocketAddr) -> Result<(), rpc::Error> {
     });
     let fast = calc.slow_echo(0, "fast".to_owned()).await?;
     println!("fast call answered while the slow one still runs: {fast:?}");
-    println!("slow call answered after:                          {:?}", slow.await.map_err(|e| rpc::Error::disconnected(e.to_string()))??);
+    println!(
+        "slow call answered after:                          {:?}",
+        slow.await
+            .map_err(|e| rpc::Error::disconnected(e.to_string()))??
+    );
 
     // A deadline shorter than the handler: the caller gets a clear error.
-    match calc.with_timeout(Duration::from_millis(50)).slow_echo(1_000, "late".to_owned()).await {
+    match calc
+        .with_timeout(Duration::from_millis(50))
+        .slow_echo(1_000, "late".to_owned())
+        .await
+    {
         Err(err) => println!("slow_echo with a 50 ms deadline: error: {err}"),
         Ok(value) => println!("slow_echo with a 50 ms deadline unexpectedly answered {value:?}"),
     }

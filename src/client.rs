@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::frame::{MIN_FRAME_LEN};
+use rpc_core::frame::MIN_FRAME_LEN;
 use rpc_core::{Client, ClientConfig, Error};
 use rpc_transport::io::{FrameReader, FrameWriter};
 use tokio::io::{AsyncRead, AsyncWrite};

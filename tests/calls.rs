@@ -1,5 +1,5 @@
 //! The whole call path over real TCP: shapes, concurrency, ordering, routing.
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -15,7 +15,10 @@ async fn every_argument_and_return_shape_round_trips() {
     assert_eq!(client.div(7, 2).await.unwrap(), Ok(3));
     assert_eq!(client.div(7, 0).await.unwrap(), Err(MathError::DivisionByZero));
     assert_eq!(client.greet("Ada ✓".to_owned()).await.unwrap(), "Hello, Ada ✓!");
-    assert_eq!(client.reverse(vec![1, 2, 3, 255]).await.unwrap(), vec![255, 3, 2, 1]);
+    assert_eq!(
+        client.reverse(vec![1, 2, 3, 255]).await.unwrap(),
+        vec![255, 3, 2, 1]
+    );
     assert_eq!(client.reverse(Vec::new()).await.unwrap(), Vec::<u8>::new());
     let boss = User {
         id: 1,
@@ -35,10 +38,13 @@ async fn every_argument_and_return_shape_round_trips() {
     client.nothing().await.unwrap();
     assert_eq!(client.answer().await.unwrap(), 42);
     assert_eq!(
-        client.split("hello big world".to_owned()).await.unwrap(),
+        client.halves("hello big world".to_owned()).await.unwrap(),
         ("hello".to_owned(), Some("big world".to_owned()))
     );
-    assert_eq!(client.split("one".to_owned()).await.unwrap(), ("one".to_owned(), None));
+    assert_eq!(
+        client.halves("one".to_owned()).await.unwrap(),
+        ("one".to_owned(), None)
+    );
     server.stop().await;
 }
 

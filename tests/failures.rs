@@ -1,5 +1,5 @@
 //! Each failure gives its own error, and the server keeps serving.
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -78,7 +78,10 @@ async fn a_service_the_server_lacks_is_named_in_the_error() {
     let server = old_store_server().await;
     let echo = EchoClient::connect(server.local_addr()).await.unwrap();
     let err = echo.echo("hi".to_owned()).await.unwrap_err();
-    assert!(matches!(&err, rpc::Error::UnknownService { service } if service == "Echo"), "{err:?}");
+    assert!(
+        matches!(&err, rpc::Error::UnknownService { service } if service == "Echo"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("`Echo`"), "{err}");
     server.stop().await;
 }
@@ -152,7 +155,10 @@ async fn a_request_over_the_servers_limit_is_refused_before_sending() {
         other => panic!("expected FrameTooLarge, got {other:?}"),
     }
     let message = err.to_string();
-    assert!(message.contains("65536") && message.contains("Server::max_frame_len"), "{message}");
+    assert!(
+        message.contains("65536") && message.contains("Server::max_frame_len"),
+        "{message}"
+    );
 
     // Just under the limit still goes through, on the same connection.
     assert_eq!(client.reverse(vec![1; 60_000]).await.unwrap().len(), 60_000);
@@ -173,7 +179,10 @@ async fn a_response_over_the_clients_limit_comes_back_as_an_error() {
     match &err {
         rpc::Error::Remote { code, message } => {
             assert_eq!(*code, rpc::ErrorCode::ResponseTooLarge as u8);
-            assert!(message.contains("65536") && message.contains("ClientBuilder::max_frame_len"), "{message}");
+            assert!(
+                message.contains("65536") && message.contains("ClientBuilder::max_frame_len"),
+                "{message}"
+            );
         }
         other => panic!("expected a ResponseTooLarge error, got {other:?}"),
     }
@@ -188,7 +197,9 @@ async fn a_lying_length_prefix_closes_only_that_connection() {
 
     let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut preface = [0u8; 16];
-    raw.write_all(b"\x89RPC\r\n\x1a\n\x01\x00\x00\x00\x00\x00\x01\x00").await.unwrap();
+    raw.write_all(b"\x89RPC\r\n\x1a\n\x01\x00\x00\x00\x00\x00\x01\x00")
+        .await
+        .unwrap();
     raw.read_exact(&mut preface).await.unwrap();
     // A 4 GiB request.
     raw.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])
@@ -200,7 +211,10 @@ async fn a_lying_length_prefix_closes_only_that_connection() {
     assert_eq!(&reply[4..16], &[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(reply[16], 9);
     let message = String::from_utf8_lossy(&reply[17..]);
-    assert!(message.contains("4294967295") && message.contains("16777216"), "{message}");
+    assert!(
+        message.contains("4294967295") && message.contains("16777216"),
+        "{message}"
+    );
 
     assert_eq!(good.add(2, 2).await.unwrap(), 4);
     server.stop().await;

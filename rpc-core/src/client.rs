@@ -174,7 +174,9 @@ impl Client {
         if self.shared.outbox.send(frame).await.is_err() {
             return Err(self.shared.calls.closed_error());
         }
-        let reply = waiter.await.unwrap_or_else(|_| Reply::Lost(self.shared.calls.closed_error()));
+        let reply = waiter
+            .await
+            .unwrap_or_else(|_| Reply::Lost(self.shared.calls.closed_error()));
         drop(registered);
         Ok(reply)
     }
@@ -276,10 +278,7 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<Calls>) {
             Kind::Response => calls.complete(header.id(), Reply::Response(payload)),
             Kind::Error => match WireError::decode(&payload) {
                 Ok(err) if header.id() == CONNECTION_ID => {
-                    break Error::disconnected(format!(
-                        "the server closed the connection: {}",
-                        err.message
-                    ));
+                    break Error::disconnected(format!("the server closed the connection: {}", err.message));
                 }
                 Ok(err) => calls.complete(header.id(), Reply::Failed(err)),
                 Err(err) => break err.into(),

@@ -63,9 +63,7 @@ pub enum Error {
         service: String,
     },
     /// The service exists but has no such method (an older server, usually).
-    #[error(
-        "the server has no method `{method}`; the server probably runs an older version of the service"
-    )]
+    #[error("the server has no method `{method}`; the server probably runs an older version of the service")]
     UnknownMethod {
         /// The full wire name, such as `Calculator.add`.
         method: String,
@@ -257,9 +255,7 @@ impl WireError {
             Some(ErrorCode::Protocol) => Error::disconnected(format!(
                 "the server closed the connection after a protocol error: {message}"
             )),
-            Some(ErrorCode::ResponseTooLarge | ErrorCode::Internal) | None => {
-                Error::Remote { code, message }
-            }
+            Some(ErrorCode::ResponseTooLarge | ErrorCode::Internal) | None => Error::Remote { code, message },
         }
     }
 }

@@ -145,7 +145,14 @@ pub const MIN_FRAME_LEN: u32 = 1024;
 /// Whether the first bytes a peer sent look like an HTTP/1 request line.
 pub fn looks_like_http(bytes: &[u8]) -> bool {
     const METHODS: [&[u8]; 9] = [
-        b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ", b"CONNECT ",
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"PATCH ",
+        b"OPTIONS ",
+        b"CONNECT ",
         b"PRI * ",
     ];
     METHODS
@@ -339,9 +346,7 @@ pub enum ProtocolError {
         limit: usize,
     },
     /// A kind byte this version reserves for a later feature.
-    #[error(
-        "the peer sent a frame of reserved kind {0}, which protocol version {VERSION} does not support"
-    )]
+    #[error("the peer sent a frame of reserved kind {0}, which protocol version {VERSION} does not support")]
     ReservedKind(u8),
     /// A kind byte that means nothing.
     #[error("the peer sent a frame of unknown kind {0}")]
@@ -429,10 +434,7 @@ mod tests {
         ));
         assert!(matches!(
             Header::parse(&header_bytes(0, 1, 0, 3, 1), max),
-            Err(ProtocolError::ReservedBits {
-                field: "header",
-                ..
-            })
+            Err(ProtocolError::ReservedBits { field: "header", .. })
         ));
         assert_eq!(
             Header::parse(&header_bytes(0, 1, 0, 0, 0), max),

@@ -9,7 +9,11 @@ use crate::error::Error;
 use crate::payload;
 
 /// Encodes a call's arguments (a tuple) after the request head.
-pub fn encode_args<T: Serialize + ?Sized>(method: &'static str, args: &T, out: &mut BytesMut) -> Result<(), Error> {
+pub fn encode_args<T: Serialize + ?Sized>(
+    method: &'static str,
+    args: &T,
+    out: &mut BytesMut,
+) -> Result<(), Error> {
     payload::encode_into(args, out).map_err(|err| Error::Encode {
         what: format!("the arguments of `{method}`"),
         reason: err.to_string(),

@@ -54,16 +54,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     } else if len <= 64 * MIB {
         decode_with(bytes, config::standard().with_limit::<{ 64 * MIB }>())
     } else {
-        decode_with(
-            bytes,
-            config::standard().with_limit::<{ u32::MAX as usize }>(),
-        )
+        decode_with(bytes, config::standard().with_limit::<{ u32::MAX as usize }>())
     }
 }
 
 fn decode_with<T: DeserializeOwned, C: Config>(bytes: &[u8], config: C) -> Result<T, DecodeError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config)
-        .map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| DecodeError::Invalid(e.to_string()))?;
     match bytes.len().saturating_sub(read) {
         0 => Ok(value),
         extra => Err(DecodeError::TrailingBytes { extra }),
@@ -166,10 +163,7 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.put_u8(253);
         buf.put_u64_le(1 << 40);
-        assert!(matches!(
-            decode::<String>(&buf),
-            Err(DecodeError::Invalid(_))
-        ));
+        assert!(matches!(decode::<String>(&buf), Err(DecodeError::Invalid(_))));
     }
 
     #[test]

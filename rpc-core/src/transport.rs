@@ -27,8 +27,7 @@ pub trait FrameWrite: Send + 'static {
     /// Implementations should use as few system calls as they can: the
     /// runtime hands over everything that queued up while the previous batch
     /// was being written.
-    fn write_frames(&mut self, frames: &mut Vec<Frame>)
-    -> impl Future<Output = Result<(), Error>> + Send;
+    fn write_frames(&mut self, frames: &mut Vec<Frame>) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Flushes and closes the sending direction.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), Error>> + Send;

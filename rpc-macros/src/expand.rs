@@ -39,7 +39,15 @@ fn variant(method: &Method) -> Ident {
                 .unwrap_or_default()
         })
         .collect();
-    format_ident!("{}", if camel.is_empty() { "Call".to_owned() } else { camel }, span = method.ident.span())
+    format_ident!(
+        "{}",
+        if camel.is_empty() {
+            "Call".to_owned()
+        } else {
+            camel
+        },
+        span = method.ident.span()
+    )
 }
 
 fn full_name(service: &Service, method: &Method) -> String {

@@ -72,11 +72,17 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, syn
     })?;
 
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
-        errors.push(item.generics.span(), "a service trait cannot be generic; use concrete types in its methods");
+        errors.push(
+            item.generics.span(),
+            "a service trait cannot be generic; use concrete types in its methods",
+        );
     }
     if let Some(colon) = item.colon_token {
         errors.push(
-            colon.span().join(item.supertraits.span()).unwrap_or_else(|| colon.span()),
+            colon
+                .span()
+                .join(item.supertraits.span())
+                .unwrap_or_else(|| colon.span()),
             "a service trait cannot have supertraits; the generated client cannot implement them",
         );
     }
@@ -103,14 +109,20 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, syn
                 c.span(),
                 "a service trait cannot have associated consts; define a const outside the trait",
             ),
-            other => errors.push(other.span(), "a service trait can only contain `async fn` methods"),
+            other => errors.push(
+                other.span(),
+                "a service trait can only contain `async fn` methods",
+            ),
         }
     }
     for (i, method) in methods.iter().enumerate() {
-        if methods[..i].iter().any(|m| m.wire_name == method.wire_name) {
+        if methods.iter().take(i).any(|m| m.wire_name == method.wire_name) {
             errors.push(
                 method.ident.span(),
-                format!("the method `{}` is defined twice; each method needs its own name", method.wire_name),
+                format!(
+                    "the method `{}` is defined twice; each method needs its own name",
+                    method.wire_name
+                ),
             );
         }
     }

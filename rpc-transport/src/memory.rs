@@ -9,7 +9,8 @@ use crate::handshake;
 use crate::io::{FrameReader, FrameWriter};
 
 /// One end of an in-memory connection.
-pub type MemoryConnection = Connection<FrameReader<ReadHalf<DuplexStream>>, FrameWriter<WriteHalf<DuplexStream>>>;
+pub type MemoryConnection =
+    Connection<FrameReader<ReadHalf<DuplexStream>>, FrameWriter<WriteHalf<DuplexStream>>>;
 
 /// Bytes each direction buffers before the writer waits for the reader, like
 /// a socket's buffer.

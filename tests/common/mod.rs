@@ -1,5 +1,11 @@
 //! Services shared by the integration tests.
-#![allow(dead_code, missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +37,7 @@ pub trait Shapes {
     async fn promote(&self, user: User) -> User;
     async fn nothing(&self);
     async fn answer(&self) -> u32;
-    async fn split(&self, text: String) -> (String, Option<String>);
+    async fn halves(&self, text: String) -> (String, Option<String>);
     async fn sized(&self, len: u64) -> Vec<u8>;
     async fn explode(&self, message: String) -> u8;
     /// Waits until the test releases it.
@@ -49,7 +55,11 @@ impl Shapes for Arc<ShapesImpl> {
         a + b
     }
     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError> {
-        if b == 0 { Err(MathError::DivisionByZero) } else { Ok(a / b) }
+        if b == 0 {
+            Err(MathError::DivisionByZero)
+        } else {
+            Ok(a / b)
+        }
     }
     async fn greet(&self, name: String) -> String {
         format!("Hello, {name}!")
@@ -66,7 +76,7 @@ impl Shapes for Arc<ShapesImpl> {
     async fn answer(&self) -> u32 {
         42
     }
-    async fn split(&self, text: String) -> (String, Option<String>) {
+    async fn halves(&self, text: String) -> (String, Option<String>) {
         match text.split_once(' ') {
             Some((a, b)) => (a.to_owned(), Some(b.to_owned())),
             None => (text, None),

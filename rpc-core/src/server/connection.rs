@@ -60,7 +60,14 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(router: Arc<Router>, 
             Ok(None) => break Ending::ClientClosed,
             Err(err) => break Ending::Failed(err),
         };
-        match on_frame(&router, &mut calls, &outbox, header, payload, client_max_frame_len) {
+        match on_frame(
+            &router,
+            &mut calls,
+            &outbox,
+            header,
+            payload,
+            client_max_frame_len,
+        ) {
             Ok(()) => {}
             Err(err) => break Ending::Failed(err),
         }
@@ -68,7 +75,11 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(router: Arc<Router>, 
 
     match ending {
         Ending::ClientClosed => {
-            tracing::debug!(?peer_addr, in_flight = calls.running.len(), "client closed its side");
+            tracing::debug!(
+                ?peer_addr,
+                in_flight = calls.running.len(),
+                "client closed its side"
+            );
             while calls.tasks.join_next().await.is_some() {}
         }
         Ending::Failed(err) => {

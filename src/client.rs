@@ -1,10 +1,11 @@
 //! [`ClientBuilder`]: connecting a [`Client`] with chosen settings.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rpc_core::frame::MIN_FRAME_LEN;
-use rpc_core::{Client, ClientConfig, Error};
+use rpc_core::{Backoff, Client, ClientConfig, Error};
 use rpc_transport::io::{FrameReader, FrameWriter};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::ToSocketAddrs;
@@ -48,8 +49,8 @@ impl Default for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The default settings: 30 s call deadline, 16 MiB frames, 10 s to
-    /// connect.
+    /// The default settings: 30 s call deadline, 16 MiB frames, 1024 calls
+    /// in flight, 10 s to connect, reconnect backoff from 50 ms to 5 s.
     pub fn new() -> ClientBuilder {
         ClientBuilder {
             config: ClientConfig::default(),
@@ -73,28 +74,59 @@ impl ClientBuilder {
         self
     }
 
-    /// How long [`connect`](Self::connect) may take.
+    /// Calls in flight at once; further callers wait for a place (within
+    /// their deadline). Default 1024; at least 1.
+    pub fn max_in_flight(mut self, calls: usize) -> ClientBuilder {
+        self.config.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// Delays between reconnect attempts after the connection is lost.
+    ///
+    /// A client made by [`connect`](Self::connect) redials on the next call
+    /// after its connection drops or its server says goodbye. After a failed
+    /// attempt, calls fail at once with that attempt's error until the
+    /// backoff delay has passed.
+    pub fn backoff(mut self, backoff: Backoff) -> ClientBuilder {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// How long [`connect`](Self::connect) (and each reconnect) may take.
     pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Connects over TCP.
+    /// Connects over TCP. The client reconnects by itself after the
+    /// connection is lost (to the addresses `addr` resolved to now).
     pub async fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, Error> {
-        let connecting = rpc_transport::tcp::connect(addr, self.config.max_frame_len);
-        let conn = tokio::time::timeout(self.connect_timeout, connecting)
+        let addrs: Arc<[SocketAddr]> = tokio::net::lookup_host(addr)
             .await
-            .map_err(|_| Error::Connect {
-                addr: "the server".to_owned(),
-                source: Arc::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "no answer within {:?}; is the server running and reachable?",
-                        self.connect_timeout
-                    ),
-                )),
-            })??;
-        Ok(Client::new(conn, self.config))
+            .map_err(|err| Error::Connect {
+                addr: "the given address (it did not resolve)".to_owned(),
+                source: Arc::new(err),
+            })?
+            .collect();
+        let max_frame_len = self.config.max_frame_len;
+        let connect_timeout = self.connect_timeout;
+        let dial = move || {
+            let addrs = Arc::clone(&addrs);
+            async move {
+                let connecting = rpc_transport::tcp::connect(&addrs[..], max_frame_len);
+                match tokio::time::timeout(connect_timeout, connecting).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::Connect {
+                        addr: addr_list(&addrs),
+                        source: Arc::new(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer within {connect_timeout:?}; is the server running and reachable?"),
+                        )),
+                    }),
+                }
+            }
+        };
+        Client::connect_with(dial, self.config).await
     }
 
     /// Connects over any byte stream (a Unix socket, an in-memory pipe, a
@@ -107,7 +139,13 @@ impl ClientBuilder {
         let exchange = rpc_transport::handshake::exchange(&mut io, max);
         let peer = tokio::time::timeout(self.connect_timeout, exchange)
             .await
-            .map_err(|_| Error::disconnected("the peer did not send its preface in time"))??;
+            .map_err(|_| Error::Connect {
+                addr: "the given stream".to_owned(),
+                source: Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the peer sent no preface within {:?}", self.connect_timeout),
+                )),
+            })??;
         let (read, write) = tokio::io::split(io);
         let conn = rpc_core::transport::Connection {
             reader: FrameReader::new(read, max),
@@ -117,4 +155,9 @@ impl ClientBuilder {
         };
         Ok(Client::new(conn, self.config))
     }
+}
+
+fn addr_list(addrs: &[SocketAddr]) -> String {
+    let names: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    names.join(" or ")
 }

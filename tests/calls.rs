@@ -62,7 +62,7 @@ async fn ten_thousand_concurrent_calls_share_one_connection() {
         let (i, sum) = call.await.unwrap();
         assert_eq!(sum.unwrap(), i + 1_000_000);
     }
-    assert_eq!(server.open_connections(), 1);
+    assert_eq!(server.stats().open_connections, 1);
     server.stop().await;
 }
 

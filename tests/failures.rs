@@ -131,8 +131,10 @@ async fn calls_in_flight_fail_with_disconnected_when_the_server_goes_away() {
         assert!(matches!(err, rpc::Error::Disconnected { .. }), "{err:?}");
     }
     assert!(client.rpc_client().is_closed());
+    // The next call redials, and says plainly that nobody answers.
     let err = client.add(1, 1).await.unwrap_err();
-    assert!(matches!(err, rpc::Error::Disconnected { .. }), "{err:?}");
+    assert!(matches!(err, rpc::Error::Connect { .. }), "{err:?}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,15 +179,18 @@ async fn a_response_over_the_clients_limit_comes_back_as_an_error() {
     );
     let err = client.sized(100_000).await.unwrap_err();
     match &err {
-        rpc::Error::Remote { code, message } => {
-            assert_eq!(*code, rpc::ErrorCode::ResponseTooLarge as u8);
-            assert!(
-                message.contains("65536") && message.contains("ClientBuilder::max_frame_len"),
-                "{message}"
-            );
+        rpc::Error::FrameTooLarge { len, limit, side, .. } => {
+            assert!(*len > 100_000, "{len}");
+            assert_eq!(*limit, 64 * 1024);
+            assert_eq!(*side, "client");
         }
-        other => panic!("expected a ResponseTooLarge error, got {other:?}"),
+        other => panic!("expected FrameTooLarge, got {other:?}"),
     }
+    let message = err.to_string();
+    assert!(
+        message.contains("65536") && message.contains("ClientBuilder::max_frame_len"),
+        "{message}"
+    );
     assert_eq!(client.sized(1000).await.unwrap().len(), 1000);
     server.stop().await;
 }

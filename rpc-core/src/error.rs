@@ -51,6 +51,13 @@ pub enum Error {
         /// The time budget the call had.
         timeout: Duration,
     },
+    /// The server is shutting down and did not run this call, so it is safe
+    /// to retry elsewhere. Clients that can reconnect retry such calls
+    /// themselves; this reaches callers only when they cannot.
+    #[error(
+        "the server is shutting down and did not run the call; it is safe to retry once a server is available"
+    )]
+    ShuttingDown,
     /// The call was cancelled before it completed.
     #[error("the call was cancelled before it completed")]
     Cancelled,
@@ -235,7 +242,10 @@ impl WireError {
     }
 
     /// Turns a server's error into the [`Error`] the caller of `method` sees.
-    pub fn into_error(self, method: &str, timeout: Duration) -> Error {
+    ///
+    /// `timeout` is the call's budget and `max_frame_len` the client's own
+    /// frame limit, which the messages of those errors mention.
+    pub fn into_error(self, method: &str, timeout: Duration, max_frame_len: usize) -> Error {
         let WireError { code, message } = self;
         let method = method.to_owned();
         match ErrorCode::from_wire(code) {
@@ -255,7 +265,14 @@ impl WireError {
             Some(ErrorCode::Protocol) => Error::disconnected(format!(
                 "the server closed the connection after a protocol error: {message}"
             )),
-            Some(ErrorCode::ResponseTooLarge | ErrorCode::Internal) | None => Error::Remote { code, message },
+            Some(ErrorCode::ResponseTooLarge) => Error::FrameTooLarge {
+                what: format!("the response of `{method}`"),
+                len: message.trim().parse().unwrap_or(0),
+                limit: max_frame_len,
+                side: "client",
+                setting: "ClientBuilder::max_frame_len",
+            },
+            Some(ErrorCode::Internal) | None => Error::Remote { code, message },
         }
     }
 }

@@ -49,12 +49,16 @@ pub enum Kind {
     Error = 3,
     /// The caller is no longer interested in a call. Client to server.
     Cancel = 4,
+    /// The server is shutting down: it read no request after the id in the
+    /// payload and will close once the calls it accepted are answered.
+    /// Server to client, request id 0.
+    Goodbye = 5,
 }
 
 impl Kind {
-    /// Wire values 5 to 15 are reserved for goodbye, stream items, stream end
-    /// and flow-control credit; a peer that sends one is newer than us.
-    const RESERVED: std::ops::RangeInclusive<u8> = 5..=15;
+    /// Wire values 6 to 15 are reserved for stream items, stream end and
+    /// flow-control credit; a peer that sends one is newer than us.
+    const RESERVED: std::ops::RangeInclusive<u8> = 6..=15;
 
     /// Decodes the kind byte of a header.
     pub fn from_wire(byte: u8) -> Result<Kind, ProtocolError> {
@@ -63,6 +67,7 @@ impl Kind {
             2 => Ok(Kind::Response),
             3 => Ok(Kind::Error),
             4 => Ok(Kind::Cancel),
+            5 => Ok(Kind::Goodbye),
             b if Kind::RESERVED.contains(&b) => Err(ProtocolError::ReservedKind(b)),
             b => Err(ProtocolError::UnknownKind(b)),
         }
@@ -157,7 +162,7 @@ pub fn looks_like_http(bytes: &[u8]) -> bool {
     ];
     METHODS
         .iter()
-        .any(|m| bytes.starts_with(m) || m.starts_with(bytes) && !bytes.is_empty())
+        .any(|m| bytes.starts_with(m) || (bytes.len() >= 4 && m.starts_with(bytes)))
 }
 
 /// A checked frame header.
@@ -229,9 +234,12 @@ impl Header {
                 value: u64::from(reserved),
             });
         }
-        let per_call = !matches!(kind, Kind::Error);
-        if per_call && id == CONNECTION_ID {
-            return Err(ProtocolError::ZeroId(kind));
+        match kind {
+            Kind::Request | Kind::Response | Kind::Cancel if id == CONNECTION_ID => {
+                return Err(ProtocolError::ZeroId(kind));
+            }
+            Kind::Goodbye if id != CONNECTION_ID => return Err(ProtocolError::NonZeroId(kind, id)),
+            _ => {}
         }
         Ok(Header { len, kind, id })
     }
@@ -244,6 +252,19 @@ impl Header {
         out.put_u16_le(0);
         out.put_u64_le(self.id);
     }
+}
+
+/// The payload of a goodbye frame: the last request id the server read.
+pub fn goodbye_payload(last_request_id: u64) -> Bytes {
+    Bytes::copy_from_slice(&last_request_id.to_le_bytes())
+}
+
+/// Reads a goodbye frame's payload.
+pub fn parse_goodbye(payload: &[u8]) -> Result<u64, ProtocolError> {
+    payload
+        .try_into()
+        .map(u64::from_le_bytes)
+        .map_err(|_| ProtocolError::BadGoodbye(payload.len()))
 }
 
 /// A whole frame: a checked header and its payload.
@@ -362,6 +383,15 @@ pub enum ProtocolError {
     /// A per-call frame used the connection id 0.
     #[error("the peer sent a {0:?} frame with request id 0, which is reserved for the connection")]
     ZeroId(Kind),
+    /// A connection-level frame carried a request id.
+    #[error("the peer sent a {0:?} frame with request id {1}; that kind concerns the whole connection and must use id 0")]
+    NonZeroId(Kind, u64),
+    /// A cancel frame carried a payload.
+    #[error("the peer sent a cancel frame with a {0}-byte payload; cancel frames are empty")]
+    CancelWithPayload(usize),
+    /// A goodbye frame's payload was not an 8-byte request id.
+    #[error("the peer sent a goodbye frame whose payload is {0} bytes instead of 8")]
+    BadGoodbye(usize),
     /// A frame that this side of the connection must never receive.
     #[error("the peer sent a {kind:?} frame, which only a {sender} may send")]
     WrongDirection {
@@ -441,6 +471,11 @@ mod tests {
             Err(ProtocolError::ZeroId(Kind::Request))
         );
         assert!(Header::parse(&header_bytes(0, 3, 0, 0, 0), max).is_ok());
+        assert!(Header::parse(&header_bytes(8, 5, 0, 0, 0), max).is_ok());
+        assert_eq!(
+            Header::parse(&header_bytes(8, 5, 0, 0, 4), max),
+            Err(ProtocolError::NonZeroId(Kind::Goodbye, 4))
+        );
     }
 
     #[test]

@@ -9,11 +9,13 @@
 //! - [`payload`]: bincode encoding of arguments and results; the request head.
 //! - [`error`]: [`Error`], the one error type, and the wire error codes.
 //! - [`service`]: the traits generated code implements.
+//! - [`context`]: what a handler knows about its call; deadline inheritance.
 //! - [`transport`]: the seam a byte transport plugs into.
 //! - [`client`]: the multiplexer behind every generated client.
-//! - [`server`]: routing by service name and the per-connection dispatcher.
+//! - [`server`]: routing, limits, metrics and the per-connection dispatcher.
 
 pub mod client;
+pub mod context;
 pub mod error;
 pub mod frame;
 #[doc(hidden)]
@@ -24,7 +26,8 @@ pub mod service;
 pub mod transport;
 mod writer;
 
-pub use client::{Client, ClientConfig};
+pub use client::{Backoff, Client, ClientConfig};
+pub use context::Context;
 pub use error::Error;
-pub use server::Router;
+pub use server::{Router, ServerConfig, ServerState, ServerStats};
 pub use service::{BoxFuture, RequestMessage, Service};

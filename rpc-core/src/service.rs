@@ -18,6 +18,13 @@ pub trait RequestMessage {
 
     /// Appends the bincode encoding of the arguments to `out`.
     fn encode_args(&self, out: &mut BytesMut) -> Result<(), Error>;
+
+    /// Whether running the call twice is harmless (`#[rpc(idempotent)]`): if
+    /// the connection is lost mid-call, the client retries it once on a
+    /// fresh connection.
+    fn idempotent(&self) -> bool {
+        false
+    }
 }
 
 /// Something the server can route calls to: generated `FooServer` types.
@@ -34,4 +41,13 @@ pub trait Service: Send + Sync + 'static {
     /// Fails with [`Error::UnknownMethod`] or [`Error::BadRequest`] before
     /// anything runs.
     fn dispatch(&self, method: &str, args: Bytes) -> Result<BoxFuture<Result<Bytes, Error>>, Error>;
+
+    /// Whether `method` (without the service prefix) must run to completion
+    /// once started: `#[rpc(no_cancel)]` methods. The server then ignores the
+    /// caller's cancel and deadline for it and lets it finish even if the
+    /// connection closes.
+    fn runs_to_completion(&self, method: &str) -> bool {
+        let _ = method;
+        false
+    }
 }

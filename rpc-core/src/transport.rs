@@ -17,7 +17,15 @@ pub trait FrameRead: Send + 'static {
     ///
     /// Errors are [`Error::Protocol`] for bytes that break the protocol and
     /// [`Error::Disconnected`] for I/O failures; either ends the connection.
+    ///
+    /// Must be cancel-safe: the server drops this future when something
+    /// else wakes it first, and a partly read frame must not be lost.
     fn read_frame(&mut self) -> impl Future<Output = Result<Option<Frame>, Error>> + Send;
+
+    /// Reads and throws away up to `limit` bytes, until the peer closes or
+    /// an error; used when closing a connection so its last frames are not
+    /// destroyed by a reset.
+    fn discard(&mut self, limit: usize) -> impl Future<Output = ()> + Send;
 }
 
 /// The sending half of a connection.

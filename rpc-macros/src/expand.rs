@@ -4,21 +4,46 @@
 //! `__private` module, so it compiles beside user items called `Result`,
 //! `Option` or `Box`, and under `#![no_implicit_prelude]`.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
-use syn::Ident;
+use syn::{Attribute, Ident};
 
-use crate::parse::{Method, Service};
+use crate::parse::{Method, Service, variant_name};
 
 pub(crate) fn expand(service: &Service) -> TokenStream {
-    let items = [
-        service_trait(service),
+    let generated = [
         request_enum(service),
         response_enum(service),
         client(service),
         server(service),
     ];
-    quote!(#(#items)*)
+    let generated = quote!(#(#generated)*);
+    let service_trait = service_trait(service);
+    let cfgs: Vec<Attribute> = service.cfgs().cloned().collect();
+    if cfgs.is_empty() {
+        return quote!(#service_trait #generated);
+    }
+    // A `#[cfg]` on the trait goes on everything generated from it.
+    match syn::parse2::<syn::File>(generated.clone()) {
+        Ok(mut file) => {
+            for item in &mut file.items {
+                if let Some(attrs) = item_attrs(item) {
+                    attrs.extend(cfgs.iter().cloned());
+                }
+            }
+            quote!(#service_trait #file)
+        }
+        Err(_) => quote!(#service_trait #generated),
+    }
+}
+
+fn item_attrs(item: &mut syn::Item) -> Option<&mut Vec<Attribute>> {
+    match item {
+        syn::Item::Enum(item) => Some(&mut item.attrs),
+        syn::Item::Impl(item) => Some(&mut item.attrs),
+        syn::Item::Struct(item) => Some(&mut item.attrs),
+        _ => None,
+    }
 }
 
 fn private(service: &Service) -> TokenStream {
@@ -27,27 +52,7 @@ fn private(service: &Service) -> TokenStream {
 }
 
 fn variant(method: &Method) -> Ident {
-    let camel: String = method
-        .wire_name
-        .split('_')
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            let mut chars = part.chars();
-            chars
-                .next()
-                .map(|first| first.to_uppercase().chain(chars).collect::<String>())
-                .unwrap_or_default()
-        })
-        .collect();
-    format_ident!(
-        "{}",
-        if camel.is_empty() {
-            "Call".to_owned()
-        } else {
-            camel
-        },
-        span = method.ident.span()
-    )
+    format_ident!("{}", variant_name(&method.wire_name), span = method.ident.span())
 }
 
 fn full_name(service: &Service, method: &Method) -> String {
@@ -112,9 +117,17 @@ fn request_enum(service: &Service) -> TokenStream {
         let variant = variant(method);
         let full = full_name(service, method);
         let args: Vec<_> = method.args.iter().map(|(arg, _)| arg).collect();
+        let out = Ident::new("__rpc_out", Span::mixed_site());
         quote! {
-            #(#cfgs)* #name::#variant { #(ref #args),* } => #p::encode_args(#full, &(#(#args,)*), out)
+            #(#cfgs)* #name::#variant { #(ref #args),* } => #p::encode_args(#full, &(#(#args,)*), #out)
         }
+    });
+    let out = Ident::new("__rpc_out", Span::mixed_site());
+    let idempotent_arms = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let variant = variant(method);
+        let idempotent = method.idempotent;
+        quote!(#(#cfgs)* #name::#variant { .. } => #idempotent)
     });
     let decode_arms = service.methods.iter().map(|method| {
         let cfgs = method.cfgs();
@@ -155,9 +168,15 @@ fn request_enum(service: &Service) -> TokenStream {
                 }
             }
 
-            fn encode_args(&self, out: &mut #p::BytesMut) -> #p::Result<(), #p::Error> {
+            fn encode_args(&self, #out: &mut #p::BytesMut) -> #p::Result<(), #p::Error> {
                 match *self {
                     #(#encode_arms),*
+                }
+            }
+
+            fn idempotent(&self) -> bool {
+                match *self {
+                    #(#idempotent_arms),*
                 }
             }
         }
@@ -326,6 +345,11 @@ fn server(service: &Service) -> TokenStream {
             #request::#variant { #(#names),* } => #response::#variant(#trait_name::#ident(&*self.service, #(#names),*).await),
         }
     });
+    let no_cancel_arms = service.methods.iter().filter(|m| m.no_cancel).map(|method| {
+        let cfgs = method.cfgs();
+        let wire = &method.wire_name;
+        quote!(#(#cfgs)* #wire => true,)
+    });
     quote! {
         #[doc = #doc]
         #vis struct #name<S> {
@@ -366,6 +390,13 @@ fn server(service: &Service) -> TokenStream {
         impl<S: #trait_name + #p::Send + #p::Sync + 'static> #p::Service for #name<S> {
             fn name(&self) -> &'static str {
                 #wire_name
+            }
+
+            fn runs_to_completion(&self, method: &str) -> bool {
+                match method {
+                    #(#no_cancel_arms)*
+                    _ => false,
+                }
             }
 
             fn dispatch(

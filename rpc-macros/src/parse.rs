@@ -23,13 +23,26 @@ pub(crate) struct Service {
 
 /// One method of the service.
 pub(crate) struct Method {
-    /// Every attribute of the method, docs and `#[cfg]` included.
+    /// Every attribute of the method but our own `#[rpc(..)]`, docs and
+    /// `#[cfg]` included.
     pub(crate) attrs: Vec<Attribute>,
+    /// `#[rpc(no_cancel)]`: once started, runs to completion.
+    pub(crate) no_cancel: bool,
+    /// `#[rpc(idempotent)]`: safe to run twice, so retried after a lost
+    /// connection.
+    pub(crate) idempotent: bool,
     pub(crate) ident: Ident,
     /// The method's name on the wire (the identifier without `r#`).
     pub(crate) wire_name: String,
     pub(crate) args: Vec<(Ident, Type)>,
     pub(crate) output: Type,
+}
+
+impl Service {
+    /// The trait's `#[cfg]` attributes, which go on every generated item.
+    pub(crate) fn cfgs(&self) -> impl Iterator<Item = &Attribute> + Clone {
+        self.attrs.iter().filter(|a| a.path().is_ident("cfg"))
+    }
 }
 
 impl Method {
@@ -45,7 +58,10 @@ impl Method {
 }
 
 /// Names the generated client uses for its own methods.
-const CLIENT_METHODS: [&str; 4] = ["connect", "from_client", "with_timeout", "rpc_client"];
+const CLIENT_METHODS: [&str; 5] = ["connect", "from_client", "with_timeout", "rpc_client", "clone"];
+
+/// Longest wire name (`Service.method`) the request head can carry.
+const MAX_WIRE_NAME_LEN: usize = 255;
 
 /// Collects errors so the user sees all of them at once.
 #[derive(Default)]
@@ -115,12 +131,33 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, syn
             ),
         }
     }
+    let service_name = unraw(&item.ident);
     for (i, method) in methods.iter().enumerate() {
-        if methods.iter().take(i).any(|m| m.wire_name == method.wire_name) {
+        let mut earlier = methods.iter().take(i);
+        if let Some(twin) = earlier.clone().find(|m| m.wire_name == method.wire_name) {
+            errors.push(
+                method.ident.span(),
+                format!("the method `{}` is defined twice; each method needs its own name", twin.wire_name),
+            );
+        } else if let Some(twin) =
+            earlier.find(|m| variant_name(&m.wire_name) == variant_name(&method.wire_name))
+        {
             errors.push(
                 method.ident.span(),
                 format!(
-                    "the method `{}` is defined twice; each method needs its own name",
+                    "the methods `{}` and `{}` both become the enum variant `{}`; rename one of them",
+                    twin.wire_name,
+                    method.wire_name,
+                    variant_name(&method.wire_name)
+                ),
+            );
+        }
+        let full = service_name.len() + 1 + method.wire_name.len();
+        if full > MAX_WIRE_NAME_LEN {
+            errors.push(
+                method.ident.span(),
+                format!(
+                    "`{service_name}.{}` is {full} bytes long; wire names are at most {MAX_WIRE_NAME_LEN} bytes, so shorten the trait or method name",
                     method.wire_name
                 ),
             );
@@ -132,7 +169,7 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, syn
         None => Ok(Service {
             krate,
             vis: item.vis,
-            wire_name: unraw(&item.ident),
+            wire_name: service_name,
             ident: item.ident,
             attrs: item.attrs,
             methods,
@@ -248,14 +285,68 @@ fn parse_method(method: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         }
     };
 
+    let (attrs, flags) = method_attrs(&method.attrs, errors);
     let after = errors.0.as_ref().map(|e| e.clone().into_iter().count());
     (before == after).then(|| Method {
-        attrs: method.attrs.clone(),
+        attrs,
+        no_cancel: flags.no_cancel,
+        idempotent: flags.idempotent,
         ident: sig.ident.clone(),
         wire_name: name,
         args,
         output,
     })
+}
+
+#[derive(Default)]
+struct Flags {
+    no_cancel: bool,
+    idempotent: bool,
+}
+
+/// Splits our `#[rpc(..)]` markers off a method's attributes.
+fn method_attrs(attrs: &[Attribute], errors: &mut Errors) -> (Vec<Attribute>, Flags) {
+    let mut flags = Flags::default();
+    let mut kept = Vec::new();
+    for attr in attrs {
+        if !attr.path().is_ident("rpc") {
+            kept.push(attr.clone());
+            continue;
+        }
+        let parsed = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("no_cancel") {
+                flags.no_cancel = true;
+                Ok(())
+            } else if meta.path.is_ident("idempotent") {
+                flags.idempotent = true;
+                Ok(())
+            } else {
+                Err(meta.error(
+                    "unknown #[rpc(..)] marker; the markers are `no_cancel` (the handler runs to completion even if the caller goes away) and `idempotent` (retried once after a lost connection)",
+                ))
+            }
+        });
+        if let Err(err) = parsed {
+            errors.push(err.span(), err);
+        }
+    }
+    (kept, flags)
+}
+
+/// The enum variant a method becomes: `get_user` is `GetUser`.
+pub(crate) fn variant_name(wire_name: &str) -> String {
+    let camel: String = wire_name
+        .split('_')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|first| first.to_uppercase().chain(chars).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect();
+    if camel.is_empty() { "Call".to_owned() } else { camel }
 }
 
 /// An identifier as written on the wire: `r#type` is `type`.

@@ -88,7 +88,13 @@ impl Decoder for FrameCodec {
         }
         let mut bytes = src.split_to(frame_len);
         bytes.advance(HEADER_LEN);
-        Ok(Frame::from_parts(header, bytes.freeze()))
+        let payload_len = bytes.len();
+        Frame::from_parts(header, bytes.freeze())
+            .map(Some)
+            .ok_or(CodecError::Protocol(ProtocolError::Truncated {
+                got: payload_len,
+                expected: header.payload_len(),
+            }))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {

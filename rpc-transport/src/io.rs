@@ -38,6 +38,18 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameRead for FrameReader<R> {
             Some(Err(err)) => Err(err.into()),
         }
     }
+
+    async fn discard(&mut self, limit: usize) {
+        use tokio::io::AsyncReadExt;
+        let mut scratch = [0u8; 8 * 1024];
+        let mut left = limit;
+        while left > 0 {
+            match self.inner.get_mut().read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    }
 }
 
 /// Payloads at least this large are written from their own memory with a
@@ -68,6 +80,9 @@ impl<W: AsyncWrite> FrameWriter<W> {
 
 impl<W: AsyncWrite + Unpin + Send + 'static> FrameWrite for FrameWriter<W> {
     async fn write_frames(&mut self, frames: &mut Vec<Frame>) -> Result<(), Error> {
+        // Left over only if a previous call was cancelled mid-write; those
+        // bytes are stale, and the connection is being torn down anyway.
+        self.chunks.clear();
         for frame in frames.drain(..) {
             let (header, payload) = frame.into_parts();
             header.encode(&mut self.buf);

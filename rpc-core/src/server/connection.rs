@@ -1,208 +1,334 @@
 //! One server connection: read requests, run each in its own task, write
-//! responses through the connection's single writer.
+//! answers through the connection's single writer.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::{self, AbortHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError};
-use crate::frame::{CONNECTION_ID, Frame, Header, Kind, ProtocolError};
+use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError};
 use crate::payload::RequestHead;
-use crate::server::Router;
+use crate::server::ServerState;
+use crate::server::metrics::CallSlot;
 use crate::transport::{Connection, FrameRead, FrameWrite};
-use crate::writer;
+use crate::writer::{self, Outgoing};
 
-/// Frames the writer may have queued before handlers wait for room. A client
-/// that stops reading fills this, then the handlers block, then the reader
-/// stops reading: backpressure reaches the client through TCP.
-const OUTBOX_CAPACITY: usize = 1024;
-
-/// Serves one connection until the client leaves or breaks the protocol.
+/// Serves one connection until the client leaves, breaks the protocol, or
+/// the server shuts down.
 ///
 /// Every request runs in a task of its own, so a slow call never holds up a
-/// fast one; responses go out in completion order. When the client closes
-/// its side, calls already running finish and are answered before the
-/// connection closes.
-pub async fn serve_connection<R: FrameRead, W: FrameWrite>(router: Arc<Router>, conn: Connection<R, W>) {
+/// fast one; answers go out in completion order. At most
+/// `max_calls_per_connection` calls are in progress (running, or answered
+/// and waiting to be written); at the cap the server stops reading, and TCP
+/// pushes back on the client.
+///
+/// When the client closes its side, calls already running finish and are
+/// answered. When the server shuts down, the connection sends a goodbye
+/// naming the last request it read, reads no more, and finishes the rest.
+pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerState>, conn: Connection<R, W>) {
     let Connection {
         mut reader,
         writer,
         peer,
         peer_addr,
     } = conn;
-    let (outbox, queued) = mpsc::channel(OUTBOX_CAPACITY);
+    let _open = state.metrics.connection_opened();
+    let (outbox, queued) = mpsc::unbounded_channel();
     let writer = AbortOnDropHandle::new(tokio::spawn(writer::run(writer, queued)));
-    let mut calls = Calls {
+    let permits = Arc::new(Semaphore::new(state.config.max_calls_per_connection.max(1)));
+    let mut conn = ConnState {
+        state: Arc::clone(&state),
+        outbox,
         tasks: JoinSet::new(),
         running: HashMap::new(),
+        last_request_id: 0,
+        peer_addr,
+        client_max_frame_len: peer.max_frame_len as usize,
     };
-    let client_max_frame_len = peer.max_frame_len as usize;
 
     let ending = loop {
-        let frame = tokio::select! {
-            frame = reader.read_frame() => frame,
-            Some(done) = calls.tasks.join_next(), if !calls.tasks.is_empty() => {
-                if let Ok(id) = done {
-                    calls.running.remove(&id);
+        tokio::select! {
+            biased;
+            () = state.shutdown.cancelled() => break Ending::ShuttingDown,
+            Some(done) = conn.tasks.join_next_with_id(), if !conn.tasks.is_empty() => conn.finished(done),
+            (permit, frame) = next_frame(&permits, &mut reader) => match frame {
+                Ok(Some(frame)) => {
+                    if let Err(err) = conn.on_frame(frame, permit) {
+                        break Ending::Failed(err);
+                    }
                 }
-                continue;
-            }
-        };
-        let (header, payload) = match frame {
-            Ok(Some(frame)) => frame.into_parts(),
-            Ok(None) => break Ending::ClientClosed,
-            Err(err) => break Ending::Failed(err),
-        };
-        match on_frame(
-            &router,
-            &mut calls,
-            &outbox,
-            header,
-            payload,
-            client_max_frame_len,
-        ) {
-            Ok(()) => {}
-            Err(err) => break Ending::Failed(err),
+                Ok(None) => break Ending::ClientClosed,
+                Err(err) => break Ending::Failed(err),
+            },
         }
     };
 
     match ending {
         Ending::ClientClosed => {
-            tracing::debug!(
-                ?peer_addr,
-                in_flight = calls.running.len(),
-                "client closed its side"
+            tracing::debug!(?peer_addr, in_flight = conn.running.len(), "client closed its side");
+            conn.drain().await;
+        }
+        Ending::ShuttingDown => {
+            tracing::debug!(?peer_addr, in_flight = conn.running.len(), "saying goodbye");
+            let goodbye = Frame::new(
+                Kind::Goodbye,
+                CONNECTION_ID,
+                frame::goodbye_payload(conn.last_request_id),
             );
-            while calls.tasks.join_next().await.is_some() {}
+            if let Ok(goodbye) = goodbye {
+                let _ = conn.outbox.send(goodbye.into());
+            }
+            conn.drain().await;
         }
         Ending::Failed(err) => {
             tracing::info!(?peer_addr, error = %err, "closing connection");
-            calls.tasks.abort_all();
+            conn.tasks.abort_all();
             if let Error::Protocol(violation) = &err {
                 let notice = WireError::new(ErrorCode::Protocol, violation.to_string());
-                let _ = outbox.try_send(notice.to_frame(CONNECTION_ID));
+                let _ = conn.outbox.send(notice.to_frame(CONNECTION_ID).into());
             }
         }
     }
-    drop(calls);
-    drop(outbox);
-    // The writer drains what is queued (the answers, or the notice) and
-    // closes our side.
+    drop(conn);
+    // The writer drains what is queued (the answers, the goodbye or the
+    // notice) and closes our side.
     if let Ok(Err(err)) = writer.await {
         tracing::debug!(?peer_addr, error = %err, "writer stopped");
     }
+    // Closing a socket with unread bytes makes the kernel send a reset,
+    // which can destroy the notice we just wrote before the peer reads it.
+    // Read and discard a little first (a "lingering close").
+    let _ = tokio::time::timeout(LINGER, reader.discard(LINGER_BYTES)).await;
+}
+
+/// How long, and how many bytes, a closing connection reads and discards so
+/// that its last frames reach the peer.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Waits for room under the connection's limit, then for a frame.
+///
+/// Cancel-safe: dropping it returns the permit, and the reader keeps any
+/// partial frame buffered.
+async fn next_frame<R: FrameRead>(
+    permits: &Arc<Semaphore>,
+    reader: &mut R,
+) -> (Option<OwnedSemaphorePermit>, Result<Option<Frame>, Error>) {
+    // The semaphore is never closed, so this only fails if it were.
+    let permit = Arc::clone(permits).acquire_owned().await.ok();
+    (permit, reader.read_frame().await)
 }
 
 enum Ending {
     ClientClosed,
+    ShuttingDown,
     Failed(Error),
 }
 
-/// The calls running on a connection.
-struct Calls {
-    tasks: JoinSet<u64>,
-    running: HashMap<u64, AbortHandle>,
+/// A call in progress, as the connection tracks it.
+struct Running {
+    task: task::Id,
+    /// `None` for methods that run to completion whatever happens.
+    abort: Option<AbortHandle>,
 }
 
-fn on_frame(
-    router: &Arc<Router>,
-    calls: &mut Calls,
-    outbox: &mpsc::Sender<Frame>,
-    header: Header,
-    payload: Bytes,
+struct ConnState {
+    state: Arc<ServerState>,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    tasks: JoinSet<u64>,
+    running: HashMap<u64, Running>,
+    last_request_id: u64,
+    peer_addr: Option<SocketAddr>,
     client_max_frame_len: usize,
-) -> Result<(), Error> {
-    let id = header.id();
-    match header.kind() {
-        Kind::Request => {
-            if calls.running.contains_key(&id) {
-                return Err(ProtocolError::DuplicateId(id).into());
+}
+
+impl ConnState {
+    fn finished(&mut self, done: Result<(task::Id, u64), task::JoinError>) {
+        let task = match &done {
+            Ok((task, _)) => *task,
+            Err(err) => err.id(),
+        };
+        // Remove by task id: a request id may already belong to a newer call.
+        self.running.retain(|_, running| running.task != task);
+    }
+
+    /// Lets every accepted call finish and be answered.
+    async fn drain(&mut self) {
+        while let Some(done) = self.tasks.join_next_with_id().await {
+            self.finished(done);
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame, permit: Option<OwnedSemaphorePermit>) -> Result<(), Error> {
+        let (header, payload) = frame.into_parts();
+        let id = header.id();
+        match header.kind() {
+            Kind::Request => {
+                let Some(permit) = permit else {
+                    return Err(Error::disconnected("the server's call limit was closed"));
+                };
+                self.state.metrics.request_received();
+                let (head, args) = RequestHead::decode(payload)?;
+                if self.running.contains_key(&id) {
+                    return Err(ProtocolError::DuplicateId(id).into());
+                }
+                self.last_request_id = self.last_request_id.max(id);
+                let slot = self.state.metrics.call_started(permit);
+                self.start(id, head, args, slot);
+                Ok(())
             }
-            let (head, args) = RequestHead::decode(payload)?;
-            let router = Arc::clone(router);
-            let outbox = outbox.clone();
-            let task = calls.tasks.spawn(async move {
-                let frame = run_call(&router, id, head, args, client_max_frame_len).await;
-                // A closed outbox means the connection is gone; nobody to tell.
-                let _ = outbox.send(frame).await;
+            Kind::Cancel if !payload.is_empty() => Err(ProtocolError::CancelWithPayload(payload.len()).into()),
+            Kind::Cancel => {
+                // A cancel can cross the answer on the wire; one for a call
+                // that already finished is normal and ignored.
+                if let Some(Running { abort: Some(abort), .. }) = self.running.get(&id) {
+                    abort.abort();
+                    self.running.remove(&id);
+                }
+                Ok(())
+            }
+            Kind::Error if id == CONNECTION_ID => {
+                let notice = WireError::decode(&payload)?;
+                Err(Error::disconnected(format!(
+                    "the client reported a protocol error: {}",
+                    notice.message
+                )))
+            }
+            kind @ (Kind::Response | Kind::Error | Kind::Goodbye) => Err(ProtocolError::WrongDirection {
+                kind,
+                sender: "server",
+            }
+            .into()),
+        }
+    }
+
+    fn start(&mut self, id: u64, head: RequestHead, args: Bytes, slot: CallSlot) {
+        let RequestHead { budget, method } = head;
+        let budget = budget.min(self.state.config.max_budget);
+        let to_completion = self.state.router.runs_to_completion(&method);
+        let ctx = Context::new(id, method, Instant::now() + budget, self.peer_addr);
+        let call = Call {
+            state: Arc::clone(&self.state),
+            ctx,
+            budget: (!to_completion).then_some(budget),
+            args,
+            client_max_frame_len: self.client_max_frame_len,
+        };
+        let outbox = self.outbox.clone();
+        let answer = async move {
+            let frame = call.run(id).await;
+            // A closed outbox means the connection is gone; nobody to tell.
+            let _ = outbox.send(Outgoing {
+                frame,
+                slot: Some(slot),
+            });
+            id
+        };
+        let running = if to_completion {
+            // Its own task, which neither a cancel nor the connection
+            // closing can abort; the tracked task only waits for it.
+            let detached = tokio::spawn(answer);
+            let tracked = self.tasks.spawn(async move {
+                let _ = detached.await;
                 id
             });
-            calls.running.insert(id, task);
-            Ok(())
-        }
-        Kind::Cancel => {
-            // A cancel can cross the response on the wire; one for a call
-            // that already finished is normal and ignored.
-            if let Some(task) = calls.running.remove(&id) {
-                task.abort();
+            Running {
+                task: tracked.id(),
+                abort: None,
             }
-            Ok(())
-        }
-        Kind::Error if id == CONNECTION_ID => {
-            let notice = WireError::decode(&payload)?;
-            Err(Error::disconnected(format!(
-                "the client reported a protocol error: {}",
-                notice.message
-            )))
-        }
-        kind @ (Kind::Response | Kind::Error) => Err(ProtocolError::WrongDirection {
-            kind,
-            sender: "server",
-        }
-        .into()),
+        } else {
+            let tracked = self.tasks.spawn(answer);
+            Running {
+                task: tracked.id(),
+                abort: Some(tracked),
+            }
+        };
+        self.running.insert(id, running);
     }
 }
 
-/// Runs one call to completion and returns the frame that answers it.
-async fn run_call(
-    router: &Router,
-    id: u64,
-    head: RequestHead,
+/// One call, ready to run.
+struct Call {
+    state: Arc<ServerState>,
+    ctx: Context,
+    /// The time limit; `None` for methods that run to completion.
+    budget: Option<Duration>,
     args: Bytes,
     client_max_frame_len: usize,
-) -> Frame {
-    let RequestHead { budget, method } = head;
-    // Dispatch (which runs the user's `Deserialize`) happens inside the
-    // unwind guard too: a panic anywhere in the call is the call's problem.
-    let call = AssertUnwindSafe(async { router.dispatch(&method, args)?.await }).catch_unwind();
-    let answer = match tokio::time::timeout(budget, call).await {
-        Ok(Ok(Ok(result))) if result.len() > client_max_frame_len => Err(WireError::new(
-            ErrorCode::ResponseTooLarge,
-            format!(
-                "the response of `{method}` is {} bytes, over the client's frame limit of {client_max_frame_len} bytes; raise it with `ClientBuilder::max_frame_len` on the client",
-                result.len()
-            ),
-        )),
-        Ok(Ok(Ok(result))) => Ok(result),
-        Ok(Ok(Err(err))) => Err(to_wire(&err)),
-        Ok(Err(panic)) => {
-            let message = panic_message(panic.as_ref());
-            tracing::error!(%method, %message, "handler panicked");
-            Err(WireError::new(ErrorCode::HandlerPanicked, message))
+}
+
+impl Call {
+    /// Runs the call and returns the frame that answers it.
+    async fn run(self, id: u64) -> Frame {
+        let Call {
+            state,
+            ctx,
+            budget,
+            args,
+            client_max_frame_len,
+        } = self;
+        // Cancels the context however the handler ends, aborts included, so
+        // work it handed to other tasks hears about it.
+        let _cancel = CancelOnDrop(ctx.clone());
+        let method = ctx.method().to_owned();
+        // Dispatch (which runs the user's `Deserialize`) is inside the
+        // unwind guard too: a panic anywhere in the call is the call's problem.
+        let call = AssertUnwindSafe(async { state.router.dispatch(&method, args)?.await }).catch_unwind();
+        let call = ctx.clone().scope(call);
+        let outcome = match budget {
+            Some(budget) => tokio::time::timeout(budget, call).await.ok(),
+            None => Some(call.await),
+        };
+        let answer = match outcome {
+            // The message is the length alone: the client knows its own limit
+            // and builds the sentence (see `WireError::into_error`).
+            Some(Ok(Ok(result))) if result.len() > client_max_frame_len => Err(WireError::new(
+                ErrorCode::ResponseTooLarge,
+                result.len().to_string(),
+            )),
+            Some(Ok(Ok(result))) => Ok(result),
+            Some(Ok(Err(err))) => Err(to_wire(&err)),
+            Some(Err(panic)) => {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(%method, %message, "handler panicked");
+                Err(WireError::new(ErrorCode::HandlerPanicked, message))
+            }
+            None => Err(WireError::new(
+                ErrorCode::DeadlineExceeded,
+                format!(
+                    "`{method}` did not finish within its budget of {:?}",
+                    budget.unwrap_or_default()
+                ),
+            )),
+        };
+        match answer.map(|result| Frame::new(Kind::Response, id, result)) {
+            Ok(Ok(frame)) => frame,
+            Err(err) => err.to_frame(id),
+            // Only a result over 4 GiB fails to frame, and the client's limit
+            // (a u32) has refused any such result above.
+            Ok(Err(too_large)) => {
+                WireError::new(ErrorCode::ResponseTooLarge, too_large.to_string()).to_frame(id)
+            }
         }
-        Err(_elapsed) => Err(deadline_error(&method, budget)),
-    };
-    match answer.map(|result| Frame::new(Kind::Response, id, result)) {
-        Ok(Ok(frame)) => frame,
-        Err(err) => err.to_frame(id),
-        // Only a result over 4 GiB fails to frame, and the client's limit
-        // (a u32) has refused any such result above.
-        Ok(Err(too_large)) => WireError::new(ErrorCode::ResponseTooLarge, too_large.to_string()).to_frame(id),
     }
 }
 
-fn deadline_error(method: &str, budget: Duration) -> WireError {
-    WireError::new(
-        ErrorCode::DeadlineExceeded,
-        format!("`{method}` did not finish within the caller's budget of {budget:?}"),
-    )
+struct CancelOnDrop(Context);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// The wire form of a dispatch failure. The message is the part the client
@@ -226,3 +352,4 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "the panic carried no message".to_owned()
     }
 }
+

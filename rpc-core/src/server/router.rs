@@ -54,6 +54,14 @@ impl Router {
         names
     }
 
+    /// Whether `method` (a full wire name) must run to completion.
+    pub fn runs_to_completion(&self, method: &str) -> bool {
+        method
+            .rsplit_once('.')
+            .and_then(|(service, name)| Some(self.services.get(service)?.runs_to_completion(name)))
+            .unwrap_or(false)
+    }
+
     /// Starts the call of `method` (a full wire name) on `args`.
     pub fn dispatch(&self, method: &str, args: Bytes) -> Result<BoxFuture<Result<Bytes, Error>>, Error> {
         let Some((service, name)) = method.rsplit_once('.') else {

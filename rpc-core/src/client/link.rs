@@ -1,0 +1,282 @@
+//! One live client connection: request ids, the table of calls waiting for
+//! an answer, and the reader task that hands answers out.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::error::{Error, WireError};
+use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError};
+use crate::payload::RequestHead;
+use crate::service::RequestMessage;
+use crate::transport::{Connection, FrameRead, FrameWrite};
+use crate::writer::{self, Outgoing};
+
+/// What a call's wait ends with.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// The server's result.
+    Response(Bytes),
+    /// The server's error.
+    Failed(WireError),
+    /// The connection ended first; the call may or may not have run.
+    Lost(Error),
+    /// The server said goodbye without reading the call: it did not run.
+    NotRun,
+}
+
+/// A started connection. Dropping it stops the reader; the writer ends once
+/// the outbox's last sender (ours) is gone, after flushing.
+#[derive(Debug)]
+pub(crate) struct Link {
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    calls: Arc<Calls>,
+    next_id: AtomicU64,
+    /// The server's announced frame limit: larger requests are refused here,
+    /// before they cost the network anything.
+    server_max_frame_len: usize,
+    reader: AbortHandle,
+    writer: AbortHandle,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Nobody can be waiting on this connection any more (calls hold the
+        // link while they wait). The writer is stopped too: a server that
+        // stopped reading must not keep it, and the socket, alive.
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+impl Link {
+    /// Spawns the connection's reader and writer tasks.
+    pub(crate) fn start<R: FrameRead, W: FrameWrite>(conn: Connection<R, W>) -> Link {
+        // Unbounded, because callers are bounded: each call in flight (capped
+        // by the client's in-flight limit) queues one request and at most one
+        // cancel.
+        let (outbox, queued) = mpsc::unbounded_channel();
+        let calls = Arc::new(Calls::default());
+        let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls)));
+        let writer_calls = Arc::clone(&calls);
+        let writer = tokio::spawn(async move {
+            if let Err(err) = writer::run(conn.writer, queued).await {
+                writer_calls.close(err);
+            }
+        });
+        Link {
+            outbox,
+            calls,
+            next_id: AtomicU64::new(1),
+            server_max_frame_len: conn.peer.max_frame_len as usize,
+            reader: reader.abort_handle(),
+            writer: writer.abort_handle(),
+        }
+    }
+
+    /// Whether new calls may use this connection.
+    pub(crate) fn is_usable(&self) -> bool {
+        let calls = self.calls.lock();
+        calls.closed.is_none() && calls.goodbye.is_none()
+    }
+
+    /// Whether the connection has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.calls.lock().closed.is_some()
+    }
+
+    /// Why the connection is unusable, for calls that find it so.
+    pub(crate) fn unusable_error(&self) -> Error {
+        let calls = self.calls.lock();
+        match (&calls.closed, calls.goodbye) {
+            (Some(err), _) => err.clone(),
+            (None, Some(_)) => Error::ShuttingDown,
+            (None, None) => Error::disconnected("the connection closed"),
+        }
+    }
+
+    /// Sends one call and waits for its answer.
+    ///
+    /// If this future is dropped before the answer arrives (a deadline, a
+    /// `select!`, a dropped caller), the server is told to stop the call.
+    pub(crate) async fn round_trip<Q>(&self, request: &Q, budget: Duration) -> Result<Reply, Error>
+    where
+        Q: RequestMessage + ?Sized,
+    {
+        let method = request.method();
+        let mut payload = BytesMut::with_capacity(64);
+        RequestHead::encode(method, budget, &mut payload);
+        request.encode_args(&mut payload)?;
+        let limit = self.server_max_frame_len;
+        if payload.len() > limit {
+            return Err(Error::FrameTooLarge {
+                what: format!("the request to `{method}`"),
+                len: payload.len(),
+                limit,
+                side: "server",
+                setting: "Server::max_frame_len",
+            });
+        }
+
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame::new(Kind::Request, id, payload.freeze())?;
+        let waiter = match self.calls.register(id) {
+            Ok(waiter) => waiter,
+            Err(refused) => return Ok(refused),
+        };
+        let mut pending = Pending {
+            link: self,
+            id,
+            answered: false,
+        };
+        if self.outbox.send(frame.into()).is_err() {
+            return Ok(Reply::Lost(self.unusable_error()));
+        }
+        let reply = waiter
+            .await
+            .unwrap_or_else(|_| Reply::Lost(self.unusable_error()));
+        pending.answered = true;
+        Ok(reply)
+    }
+}
+
+/// A call waiting for its answer. Dropped unanswered, it forgets the call
+/// and sends the server a cancel, so abandoned calls leave nothing behind on
+/// either side.
+struct Pending<'a> {
+    link: &'a Link,
+    id: u64,
+    answered: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let was_waiting = self.link.calls.forget(self.id);
+        if was_waiting {
+            if let Ok(cancel) = Frame::new(Kind::Cancel, self.id, Bytes::new()) {
+                let _ = self.link.outbox.send(cancel.into());
+            }
+        }
+    }
+}
+
+/// The table of calls waiting for an answer.
+#[derive(Debug, Default)]
+struct Calls {
+    inner: Mutex<CallsInner>,
+}
+
+#[derive(Debug, Default)]
+struct CallsInner {
+    waiting: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Set once, when the connection ends; later calls fail with it at once.
+    closed: Option<Error>,
+    /// Set when the server said goodbye: the last request id it read.
+    goodbye: Option<u64>,
+}
+
+impl Calls {
+    fn lock(&self) -> MutexGuard<'_, CallsInner> {
+        // Every update under this lock is a single map or field operation, so
+        // a panic elsewhere cannot leave it half-done: poisoning is ignored.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a waiter for `id`, or says why the connection takes no call.
+    fn register(&self, id: u64) -> Result<oneshot::Receiver<Reply>, Reply> {
+        let mut inner = self.lock();
+        if let Some(err) = &inner.closed {
+            return Err(Reply::Lost(err.clone()));
+        }
+        if inner.goodbye.is_some() {
+            return Err(Reply::NotRun);
+        }
+        let (tx, rx) = oneshot::channel();
+        inner.waiting.insert(id, tx);
+        Ok(rx)
+    }
+
+    fn complete(&self, id: u64, reply: Reply) {
+        let waiter = self.lock().waiting.remove(&id);
+        // No waiter: the call already gave up (deadline, dropped future).
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(reply);
+        }
+    }
+
+    /// Removes `id`'s waiter; whether it was still waiting.
+    fn forget(&self, id: u64) -> bool {
+        let mut inner = self.lock();
+        inner.waiting.remove(&id).is_some() && inner.closed.is_none()
+    }
+
+    fn goodbye(&self, last_read: u64) {
+        let not_run: Vec<_> = {
+            let mut inner = self.lock();
+            inner.goodbye = Some(last_read);
+            let ids: Vec<u64> = inner.waiting.keys().copied().filter(|id| *id > last_read).collect();
+            ids.into_iter().filter_map(|id| inner.waiting.remove(&id)).collect()
+        };
+        for waiter in not_run {
+            let _ = waiter.send(Reply::NotRun);
+        }
+    }
+
+    fn close(&self, err: Error) {
+        let waiting = {
+            let mut inner = self.lock();
+            if inner.closed.is_none() {
+                inner.closed = Some(err.clone());
+            }
+            std::mem::take(&mut inner.waiting)
+        };
+        for (_, waiter) in waiting {
+            let _ = waiter.send(Reply::Lost(err.clone()));
+        }
+    }
+}
+
+async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<Calls>) {
+    let reason = loop {
+        let frame = match reader.read_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break Error::disconnected("the server closed the connection"),
+            Err(err) => break err,
+        };
+        let (header, payload) = frame.into_parts();
+        match header.kind() {
+            Kind::Response => calls.complete(header.id(), Reply::Response(payload)),
+            Kind::Error => match WireError::decode(&payload) {
+                Ok(err) if header.id() == CONNECTION_ID => {
+                    break Error::disconnected(format!(
+                        "the server closed the connection: {}",
+                        err.message
+                    ));
+                }
+                Ok(err) => calls.complete(header.id(), Reply::Failed(err)),
+                Err(err) => break err.into(),
+            },
+            Kind::Goodbye => match frame::parse_goodbye(&payload) {
+                Ok(last_read) => calls.goodbye(last_read),
+                Err(err) => break err.into(),
+            },
+            kind @ (Kind::Request | Kind::Cancel) => {
+                break ProtocolError::WrongDirection {
+                    kind,
+                    sender: "client",
+                }
+                .into();
+            }
+        }
+    };
+    tracing::debug!(error = %reason, "client connection ended");
+    calls.close(reason);
+}

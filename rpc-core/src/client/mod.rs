@@ -1,0 +1,281 @@
+//! The client: any number of concurrent calls over one connection, with
+//! deadlines, cancellation, a cap on calls in flight, and reconnection.
+//!
+//! A call takes a place under the in-flight cap, finds (or redials) the
+//! live connection, registers a waiter under a fresh request id, queues its
+//! frame for the connection's writer task and waits. The reader task hands
+//! each answer to the waiter with its id, in whatever order answers come.
+//! When the connection ends, every waiter is failed at once.
+
+mod backoff;
+mod link;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+pub use backoff::Backoff;
+use link::{Link, Reply};
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::frame::DEFAULT_MAX_FRAME_LEN;
+use crate::payload;
+use crate::service::{BoxFuture, RequestMessage};
+use crate::transport::{Connection, FrameRead, FrameWrite};
+
+/// How long a call may take when neither the client nor the call sets a
+/// timeout: long enough for any ordinary call, short enough that a lost
+/// server never hangs a caller for good.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Calls one client may have in flight before further callers wait for a
+/// place: plenty for a busy service, and a bound on what a client queues.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+/// Settings of a client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Deadline of calls that set none. Default: [`DEFAULT_TIMEOUT`].
+    pub timeout: Duration,
+    /// Largest response payload accepted, in bytes; announced to the server
+    /// so it can refuse a larger response with a clear error instead of
+    /// sending it. Default: [`DEFAULT_MAX_FRAME_LEN`].
+    pub max_frame_len: usize,
+    /// Calls in flight at once; more callers wait (within their deadline).
+    /// Default: [`DEFAULT_MAX_IN_FLIGHT`].
+    pub max_in_flight: usize,
+    /// Delays between reconnect attempts, for clients that can redial.
+    pub backoff: Backoff,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            timeout: DEFAULT_TIMEOUT,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Opens a fresh connection, for clients that reconnect.
+type Dial = Arc<dyn Fn() -> BoxFuture<Result<Link, Error>> + Send + Sync>;
+
+/// An untyped client: what generated `FooClient`s wrap.
+///
+/// Cloning is cheap (an `Arc`) and every clone shares the connection. The
+/// connection closes when the last clone is dropped.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: ClientConfig,
+    in_flight: Arc<Semaphore>,
+    state: Mutex<LinkState>,
+    dial: Option<Dial>,
+    /// Held while redialling, so concurrent callers share one attempt.
+    dialing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    link: Option<Arc<Link>>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<Error>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.shared.config)
+            .field("connected", &self.is_connected())
+            .field("reconnects", &self.shared.dial.is_some())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client over an established connection, which does not reconnect
+    /// once that connection ends.
+    ///
+    /// Spawns the connection's reader and writer tasks, so it must be called
+    /// inside a tokio runtime.
+    pub fn new<R: FrameRead, W: FrameWrite>(conn: Connection<R, W>, config: ClientConfig) -> Client {
+        Client::build(Some(Link::start(conn)), None, config)
+    }
+
+    /// Connects with `connect`, and connects again with it on the next call
+    /// after the connection is lost or the server says goodbye (waiting
+    /// [`ClientConfig::backoff`] after each failed attempt).
+    pub async fn connect_with<F, Fut, R, W>(connect: F, config: ClientConfig) -> Result<Client, Error>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Connection<R, W>, Error>> + Send + 'static,
+        R: FrameRead,
+        W: FrameWrite,
+    {
+        let dial: Dial = Arc::new(move || {
+            let connecting = connect();
+            Box::pin(async move { connecting.await.map(Link::start) })
+        });
+        let first = dial().await?;
+        Ok(Client::build(Some(first), Some(dial), config))
+    }
+
+    fn build(link: Option<Link>, dial: Option<Dial>, config: ClientConfig) -> Client {
+        Client {
+            shared: Arc::new(Shared {
+                in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+                config,
+                state: Mutex::new(LinkState {
+                    link: link.map(Arc::new),
+                    ..LinkState::default()
+                }),
+                dial,
+                dialing: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The deadline of calls that do not set their own.
+    pub fn default_timeout(&self) -> Duration {
+        self.shared.config.timeout
+    }
+
+    /// Whether the current connection is up and taking calls.
+    pub fn is_connected(&self) -> bool {
+        self.state().link.as_ref().is_some_and(|link| link.is_usable())
+    }
+
+    /// Whether the current connection has ended. A client that reconnects
+    /// redials on its next call; one that does not fails every call.
+    pub fn is_closed(&self) -> bool {
+        self.state().link.as_ref().is_none_or(|link| link.is_closed())
+    }
+
+    fn state(&self) -> MutexGuard<'_, LinkState> {
+        // Updates under this lock are single assignments: poison is harmless.
+        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes a call and decodes its result as `T`.
+    ///
+    /// The deadline is `timeout` (or the client's default) from now, and
+    /// never later than the deadline of the call this task is serving, if
+    /// any: a handler's outgoing calls inherit what remains of its budget.
+    /// The budget travels with the request, so the server stops working on
+    /// the call when the caller stops waiting.
+    pub async fn call<Q, T>(&self, request: &Q, timeout: Option<Duration>) -> Result<T, Error>
+    where
+        Q: RequestMessage + ?Sized,
+        T: DeserializeOwned,
+    {
+        let now = Instant::now();
+        let mut deadline = now + timeout.unwrap_or(self.shared.config.timeout);
+        if let Some(inherited) = Context::current_deadline() {
+            deadline = deadline.min(inherited);
+        }
+        let budget = deadline.saturating_duration_since(now);
+        if budget.is_zero() {
+            return Err(Error::DeadlineExceeded { timeout: budget });
+        }
+        let method = request.method();
+        let payload = tokio::time::timeout_at(deadline, self.call_until(request, deadline))
+            .await
+            .unwrap_or(Err(Error::DeadlineExceeded { timeout: budget }))?;
+        payload::decode(&payload).map_err(|err| Error::BadResponse {
+            method: method.to_owned(),
+            reason: err.to_string(),
+        })
+    }
+
+    async fn call_until<Q>(&self, request: &Q, deadline: Instant) -> Result<Bytes, Error>
+    where
+        Q: RequestMessage + ?Sized,
+    {
+        // The semaphore is never closed; the `ok()` only satisfies the type.
+        let _place = self.shared.in_flight.acquire().await.ok();
+        let mut retried = false;
+        loop {
+            let link = self.link().await?;
+            let budget = deadline.saturating_duration_since(Instant::now());
+            let may_retry = !retried && self.shared.dial.is_some();
+            match link.round_trip(request, budget).await? {
+                Reply::Response(payload) => return Ok(payload),
+                Reply::Failed(err) => {
+                    let max_frame_len = self.shared.config.max_frame_len;
+                    return Err(err.into_error(request.method(), budget, max_frame_len));
+                }
+                // The server never read it: running it elsewhere is safe.
+                Reply::NotRun if may_retry => retried = true,
+                Reply::NotRun => return Err(Error::ShuttingDown),
+                // It may have run; only an idempotent call may run again.
+                Reply::Lost(_) if may_retry && request.idempotent() => retried = true,
+                Reply::Lost(err) => return Err(err),
+            }
+        }
+    }
+
+    /// The connection to use: the current one while it takes calls, else a
+    /// fresh one if this client can redial.
+    async fn link(&self) -> Result<Arc<Link>, Error> {
+        if let Some(link) = self.usable_link() {
+            return Ok(link);
+        }
+        let Some(dial) = &self.shared.dial else {
+            return Err(self.unusable_error());
+        };
+        let _dialing = self.shared.dialing.lock().await;
+        if let Some(link) = self.usable_link() {
+            return Ok(link);
+        }
+        {
+            let state = self.state();
+            if let (Some(retry_at), Some(err)) = (state.retry_at, &state.last_error) {
+                if Instant::now() < retry_at {
+                    return Err(err.clone());
+                }
+            }
+        }
+        match dial().await {
+            Ok(link) => {
+                let link = Arc::new(link);
+                let mut state = self.state();
+                state.link = Some(Arc::clone(&link));
+                state.failures = 0;
+                state.retry_at = None;
+                state.last_error = None;
+                Ok(link)
+            }
+            Err(err) => {
+                let mut state = self.state();
+                state.failures = state.failures.saturating_add(1);
+                state.retry_at = Some(Instant::now() + self.shared.config.backoff.delay(state.failures));
+                state.last_error = Some(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    fn usable_link(&self) -> Option<Arc<Link>> {
+        self.state().link.as_ref().filter(|link| link.is_usable()).cloned()
+    }
+
+    fn unusable_error(&self) -> Error {
+        match &self.state().link {
+            Some(link) => link.unusable_error(),
+            None => Error::disconnected("the client has no connection"),
+        }
+    }
+}

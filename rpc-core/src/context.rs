@@ -1,0 +1,123 @@
+//! [`Context`]: what a handler may know about the call it is serving.
+//!
+//! The server runs every handler inside its call's context, held in a tokio
+//! task-local, so handlers read it without an extra parameter on every trait
+//! method:
+//!
+//! ```
+//! # async fn handler() {
+//! if let Some(ctx) = rpc_core::context::Context::current() {
+//!     println!("call {} from {:?}, {:?} left", ctx.request_id(), ctx.peer_addr(), ctx.remaining());
+//! }
+//! # }
+//! ```
+//!
+//! Calls a handler makes through any client inherit the context's deadline:
+//! their budget is the smaller of their own timeout and what remains of the
+//! caller's, so a chain A -> B -> C never outlives A's deadline.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+tokio::task_local! {
+    static CURRENT: Context;
+}
+
+/// The call a handler is serving: its deadline, id, method and peer.
+///
+/// Cheap to clone. Tasks spawned by a handler do not inherit the task-local;
+/// pass them a clone and run them under [`Context::scope`].
+#[derive(Debug, Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    request_id: u64,
+    method: String,
+    deadline: Instant,
+    peer_addr: Option<SocketAddr>,
+    cancelled: CancellationToken,
+}
+
+impl Context {
+    /// A context for a call. The server makes these; tests may too.
+    pub fn new(request_id: u64, method: String, deadline: Instant, peer_addr: Option<SocketAddr>) -> Context {
+        Context {
+            inner: Arc::new(Inner {
+                request_id,
+                method,
+                deadline,
+                peer_addr,
+                cancelled: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The context of the call this task is serving, if it is serving one.
+    pub fn current() -> Option<Context> {
+        CURRENT.try_with(Context::clone).ok()
+    }
+
+    /// The deadline of the current call, if this task is serving one.
+    pub fn current_deadline() -> Option<Instant> {
+        CURRENT.try_with(|ctx| ctx.inner.deadline).ok()
+    }
+
+    /// Runs `future` with this context as the current one.
+    pub fn scope<F: Future>(self, future: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self, future)
+    }
+
+    /// The request id the client gave the call (unique per connection).
+    pub fn request_id(&self) -> u64 {
+        self.inner.request_id
+    }
+
+    /// The method's wire name, e.g. `Calculator.add`.
+    pub fn method(&self) -> &str {
+        &self.inner.method
+    }
+
+    /// When the caller stops waiting (by the server's clock).
+    pub fn deadline(&self) -> Instant {
+        self.inner.deadline
+    }
+
+    /// Time left before the deadline; zero once it has passed.
+    pub fn remaining(&self) -> Duration {
+        self.inner.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The client's address, when the transport has one (TCP does).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr
+    }
+
+    /// Whether the call was cancelled or ran out of time.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.is_cancelled()
+    }
+
+    /// Completes when the call is cancelled or its deadline passes.
+    ///
+    /// The handler's own future is simply dropped at that point; this is
+    /// for work the handler handed to other tasks.
+    pub async fn cancelled(&self) {
+        tokio::select! {
+            () = self.inner.cancelled.cancelled() => {}
+            () = tokio::time::sleep_until(self.inner.deadline) => {}
+        }
+    }
+
+    /// Marks the call cancelled; [`Context::cancelled`] completes.
+    pub(crate) fn cancel(&self) {
+        self.inner.cancelled.cancel();
+    }
+}

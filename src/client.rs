@@ -120,7 +120,9 @@ impl ClientBuilder {
                         addr: addr_list(&addrs),
                         source: Arc::new(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
-                            format!("no answer within {connect_timeout:?}; is the server running and reachable?"),
+                            format!(
+                                "no answer within {connect_timeout:?}; is the server running and reachable?"
+                            ),
                         )),
                     }),
                 }

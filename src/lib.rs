@@ -105,7 +105,7 @@ pub use rpc_core::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT};
 pub use rpc_core::error::ErrorCode;
 pub use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, ProtocolError};
 pub use rpc_core::server::{DEFAULT_MAX_BUDGET, DEFAULT_MAX_CALLS_PER_CONNECTION};
-pub use rpc_core::{Backoff, Client, Context, Error, Service, ServerStats};
+pub use rpc_core::{Backoff, Client, Context, Error, ServerStats, Service};
 pub use rpc_macros::service;
 pub use server::{Server, ServerHandle};
 

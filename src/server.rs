@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, MIN_FRAME_LEN, ProtocolError};
 use rpc_core::server::ServerState;
-use rpc_core::{Error, Service, ServerStats};
+use rpc_core::{Error, ServerStats, Service};
 use rpc_transport::io::{FrameReader, FrameWriter};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};

@@ -384,7 +384,9 @@ pub enum ProtocolError {
     #[error("the peer sent a {0:?} frame with request id 0, which is reserved for the connection")]
     ZeroId(Kind),
     /// A connection-level frame carried a request id.
-    #[error("the peer sent a {0:?} frame with request id {1}; that kind concerns the whole connection and must use id 0")]
+    #[error(
+        "the peer sent a {0:?} frame with request id {1}; that kind concerns the whole connection and must use id 0"
+    )]
     NonZeroId(Kind, u64),
     /// A cancel frame carried a payload.
     #[error("the peer sent a cancel frame with a {0}-byte payload; cancel frames are empty")]

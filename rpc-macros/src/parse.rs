@@ -137,7 +137,10 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, syn
         if let Some(twin) = earlier.clone().find(|m| m.wire_name == method.wire_name) {
             errors.push(
                 method.ident.span(),
-                format!("the method `{}` is defined twice; each method needs its own name", twin.wire_name),
+                format!(
+                    "the method `{}` is defined twice; each method needs its own name",
+                    twin.wire_name
+                ),
             );
         } else if let Some(twin) =
             earlier.find(|m| variant_name(&m.wire_name) == variant_name(&method.wire_name))
@@ -346,7 +349,11 @@ pub(crate) fn variant_name(wire_name: &str) -> String {
                 .unwrap_or_default()
         })
         .collect();
-    if camel.is_empty() { "Call".to_owned() } else { camel }
+    if camel.is_empty() {
+        "Call".to_owned()
+    } else {
+        camel
+    }
 }
 
 /// An identifier as written on the wire: `r#type` is `type`.

@@ -222,8 +222,15 @@ impl Calls {
         let not_run: Vec<_> = {
             let mut inner = self.lock();
             inner.goodbye = Some(last_read);
-            let ids: Vec<u64> = inner.waiting.keys().copied().filter(|id| *id > last_read).collect();
-            ids.into_iter().filter_map(|id| inner.waiting.remove(&id)).collect()
+            let ids: Vec<u64> = inner
+                .waiting
+                .keys()
+                .copied()
+                .filter(|id| *id > last_read)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| inner.waiting.remove(&id))
+                .collect()
         };
         for waiter in not_run {
             let _ = waiter.send(Reply::NotRun);
@@ -256,10 +263,7 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<Calls>) {
             Kind::Response => calls.complete(header.id(), Reply::Response(payload)),
             Kind::Error => match WireError::decode(&payload) {
                 Ok(err) if header.id() == CONNECTION_ID => {
-                    break Error::disconnected(format!(
-                        "the server closed the connection: {}",
-                        err.message
-                    ));
+                    break Error::disconnected(format!("the server closed the connection: {}", err.message));
                 }
                 Ok(err) => calls.complete(header.id(), Reply::Failed(err)),
                 Err(err) => break err.into(),

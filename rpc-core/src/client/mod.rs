@@ -191,7 +191,7 @@ impl Client {
             return Err(Error::DeadlineExceeded { timeout: budget });
         }
         let method = request.method();
-        let payload = tokio::time::timeout_at(deadline, self.call_until(request, deadline))
+        let payload = tokio::time::timeout_at(deadline, self.call_until(request, deadline, budget))
             .await
             .unwrap_or(Err(Error::DeadlineExceeded { timeout: budget }))?;
         payload::decode(&payload).map_err(|err| Error::BadResponse {
@@ -200,7 +200,8 @@ impl Client {
         })
     }
 
-    async fn call_until<Q>(&self, request: &Q, deadline: Instant) -> Result<Bytes, Error>
+    /// `budget` is the call's whole budget, which errors report.
+    async fn call_until<Q>(&self, request: &Q, deadline: Instant, budget: Duration) -> Result<Bytes, Error>
     where
         Q: RequestMessage + ?Sized,
     {
@@ -209,9 +210,9 @@ impl Client {
         let mut retried = false;
         loop {
             let link = self.link().await?;
-            let budget = deadline.saturating_duration_since(Instant::now());
+            let remaining = deadline.saturating_duration_since(Instant::now());
             let may_retry = !retried && self.shared.dial.is_some();
-            match link.round_trip(request, budget).await? {
+            match link.round_trip(request, remaining).await? {
                 Reply::Response(payload) => return Ok(payload),
                 Reply::Failed(err) => {
                     let max_frame_len = self.shared.config.max_frame_len;
@@ -269,7 +270,11 @@ impl Client {
     }
 
     fn usable_link(&self) -> Option<Arc<Link>> {
-        self.state().link.as_ref().filter(|link| link.is_usable()).cloned()
+        self.state()
+            .link
+            .as_ref()
+            .filter(|link| link.is_usable())
+            .cloned()
     }
 
     fn unusable_error(&self) -> Error {

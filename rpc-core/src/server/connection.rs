@@ -75,7 +75,11 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
 
     match ending {
         Ending::ClientClosed => {
-            tracing::debug!(?peer_addr, in_flight = conn.running.len(), "client closed its side");
+            tracing::debug!(
+                ?peer_addr,
+                in_flight = conn.running.len(),
+                "client closed its side"
+            );
             conn.drain().await;
         }
         Ending::ShuttingDown => {
@@ -187,11 +191,16 @@ impl ConnState {
                 self.start(id, head, args, slot);
                 Ok(())
             }
-            Kind::Cancel if !payload.is_empty() => Err(ProtocolError::CancelWithPayload(payload.len()).into()),
+            Kind::Cancel if !payload.is_empty() => {
+                Err(ProtocolError::CancelWithPayload(payload.len()).into())
+            }
             Kind::Cancel => {
                 // A cancel can cross the answer on the wire; one for a call
                 // that already finished is normal and ignored.
-                if let Some(Running { abort: Some(abort), .. }) = self.running.get(&id) {
+                if let Some(Running {
+                    abort: Some(abort), ..
+                }) = self.running.get(&id)
+                {
                     abort.abort();
                     self.running.remove(&id);
                 }
@@ -352,4 +361,3 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "the panic carried no message".to_owned()
     }
 }
-

@@ -1,0 +1,460 @@
+//! Call semantics over real TCP: deadlines that travel, cancellation,
+//! limits, graceful shutdown and reconnection.
+#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/proxy.rs"]
+mod proxy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+/// A service whose handlers report what happened to them.
+#[rpc::service]
+pub trait Lab {
+    /// Sleeps, then marks itself finished.
+    async fn sleep(&self, millis: u64) -> u64;
+    /// Waits at the gate, then marks itself finished.
+    async fn gated(&self, tag: u32) -> u32;
+    /// Waits at the gate and runs to completion even if its caller leaves.
+    #[rpc(no_cancel)]
+    async fn must_finish(&self) -> u32;
+    /// Waits at the gate; may run twice.
+    #[rpc(idempotent)]
+    async fn idempotent_gated(&self) -> u32;
+    /// The call's remaining budget, in microseconds.
+    async fn remaining(&self) -> u64;
+    /// What the handler knows of its call.
+    async fn whoami(&self) -> (u64, String, Option<SocketAddr>);
+    /// A big answer, to fill a slow reader's socket.
+    async fn blob(&self, len: u64) -> Vec<u8>;
+}
+
+pub struct LabImpl {
+    gate: Semaphore,
+    /// Handlers that reached the gate (or their sleep).
+    waiting: AtomicUsize,
+    /// Handlers that ran to their end.
+    finished: AtomicUsize,
+    /// Handlers stopped before their end.
+    dropped: AtomicUsize,
+    /// Calls of `idempotent_gated` started.
+    idempotent_runs: AtomicUsize,
+}
+
+impl Default for LabImpl {
+    fn default() -> Self {
+        LabImpl {
+            gate: Semaphore::new(0),
+            waiting: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+            idempotent_runs: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Counts the handler as dropped unless it was disarmed at its end.
+struct Watch<'a>(&'a LabImpl, bool);
+
+impl Watch<'_> {
+    fn done(mut self) {
+        self.1 = true;
+        self.0.finished.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl LabImpl {
+    async fn pass_gate(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.gate.acquire().await.unwrap().forget();
+    }
+}
+
+impl Lab for Arc<LabImpl> {
+    async fn sleep(&self, millis: u64) -> u64 {
+        let watch = Watch(self, false);
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        watch.done();
+        millis
+    }
+    async fn gated(&self, tag: u32) -> u32 {
+        let watch = Watch(self, false);
+        self.pass_gate().await;
+        watch.done();
+        tag
+    }
+    async fn must_finish(&self) -> u32 {
+        let watch = Watch(self, false);
+        self.pass_gate().await;
+        watch.done();
+        1
+    }
+    async fn idempotent_gated(&self) -> u32 {
+        let run = self.idempotent_runs.fetch_add(1, Ordering::SeqCst) as u32 + 1;
+        self.pass_gate().await;
+        run
+    }
+    async fn remaining(&self) -> u64 {
+        rpc::Context::current().unwrap().remaining().as_micros() as u64
+    }
+    async fn whoami(&self) -> (u64, String, Option<SocketAddr>) {
+        let ctx = rpc::Context::current().unwrap();
+        (ctx.request_id(), ctx.method().to_owned(), ctx.peer_addr())
+    }
+    async fn blob(&self, len: u64) -> Vec<u8> {
+        vec![1; len as usize]
+    }
+}
+
+async fn start(server: rpc::Server) -> (rpc::ServerHandle, Arc<LabImpl>, LabClient) {
+    let lab = Arc::new(LabImpl::default());
+    let handle = server
+        .serve(LabServer::new(Arc::clone(&lab)))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = LabClient::connect(handle.local_addr()).await.unwrap();
+    (handle, lab, client)
+}
+
+/// Waits, without a clock, until `counter` reaches `at_least`.
+async fn until(counter: &AtomicUsize, at_least: usize) {
+    while counter.load(Ordering::SeqCst) < at_least {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_deadline_fails_close_to_it_and_its_handler_is_stopped() {
+    let (server, lab, client) = start(rpc::Server::new()).await;
+    let started = Instant::now();
+    let err = client
+        .with_timeout(Duration::from_millis(200))
+        .sleep(10_000)
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(err, rpc::Error::DeadlineExceeded { timeout } if timeout == Duration::from_millis(200)),
+        "{err:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(200) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    until(&lab.dropped, 1).await;
+    assert_eq!(lab.finished.load(Ordering::SeqCst), 0);
+    server.stop().await;
+}
+
+/// B's handler waits, then asks C how much budget it has.
+#[rpc::service]
+pub trait Middle {
+    async fn ask_downstream(&self, wait_millis: u64) -> u64;
+}
+
+struct MiddleImpl {
+    downstream: LabClient,
+}
+
+impl Middle for MiddleImpl {
+    async fn ask_downstream(&self, wait_millis: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(wait_millis)).await;
+        // Asks for far more time than the caller has left.
+        self.downstream
+            .with_timeout(Duration::from_secs(60))
+            .remaining()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_calls_never_outlives_the_first_callers_deadline() {
+    let (c_server, _, c_client) = start(rpc::Server::new()).await;
+    let b_server = rpc::Server::new()
+        .serve(MiddleServer::new(MiddleImpl { downstream: c_client }))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let b = MiddleClient::connect(b_server.local_addr()).await.unwrap();
+
+    // A gives 2 s; B spends at least 300 ms before calling C.
+    let c_remaining = b
+        .with_timeout(Duration::from_secs(2))
+        .ask_downstream(300)
+        .await
+        .unwrap();
+    let c_remaining = Duration::from_micros(c_remaining);
+    // Relative budgets gain the (sub-millisecond) transit time per hop.
+    let slack = Duration::from_millis(50);
+    assert!(
+        c_remaining <= Duration::from_millis(1700) + slack,
+        "{c_remaining:?}"
+    );
+    assert!(c_remaining > Duration::ZERO);
+    b_server.stop().await;
+    c_server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_caps_the_budget_a_client_asks_for() {
+    let (server, _, client) = start(rpc::Server::new().max_budget(Duration::from_secs(1))).await;
+    let remaining = client
+        .with_timeout(Duration::from_secs(3600))
+        .remaining()
+        .await
+        .unwrap();
+    assert!(Duration::from_micros(remaining) <= Duration::from_secs(1));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_knows_its_request_id_method_and_peer() {
+    let (server, _, client) = start(rpc::Server::new()).await;
+    let (first, method, peer) = client.whoami().await.unwrap();
+    let (second, _, _) = client.whoami().await.unwrap();
+    assert_eq!(method, "Lab.whoami");
+    assert!(second > first);
+    assert!(peer.unwrap().ip().is_loopback());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_call_stops_its_server_handler() {
+    let (server, lab, client) = start(rpc::Server::new()).await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.gated(1).await }
+    });
+    until(&lab.waiting, 1).await;
+    call.abort();
+    until(&lab.dropped, 1).await;
+    lab.gate.add_permits(1);
+    assert_eq!(lab.finished.load(Ordering::SeqCst), 0);
+    // The connection is still good.
+    assert_eq!(client.sleep(0).await.unwrap(), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_cancel_handler_completes_after_its_caller_left() {
+    let (server, lab, client) = start(rpc::Server::new()).await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.must_finish().await }
+    });
+    until(&lab.waiting, 1).await;
+    call.abort();
+    // Its caller is gone; the handler must still get to its end.
+    lab.gate.add_permits(1);
+    until(&lab.finished, 1).await;
+    assert_eq!(lab.dropped.load(Ordering::SeqCst), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_answers_every_accepted_call_then_refuses_new_ones() {
+    let (server, lab, client) = start(rpc::Server::new()).await;
+    let calls: Vec<_> = (0..100u32)
+        .map(|tag| {
+            let client = client.clone();
+            tokio::spawn(async move { client.gated(tag).await })
+        })
+        .collect();
+    until(&lab.waiting, 100).await;
+
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(60)));
+    // The goodbye arrives: the client stops using that connection.
+    while client.rpc_client().is_connected() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    lab.gate.add_permits(100);
+    for (tag, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap().unwrap(), tag as u32);
+    }
+    shutdown.await.unwrap();
+
+    let err = client.gated(0).await.unwrap_err();
+    assert!(
+        matches!(err, rpc::Error::Connect { .. } | rpc::Error::ShuttingDown),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_is_reached_without_building_a_new_client() {
+    let lab = Arc::new(LabImpl::default());
+    let serve = || rpc::Server::new().serve(LabServer::new(Arc::clone(&lab)));
+    let first = serve().bind("127.0.0.1:0").await.unwrap();
+    let addr = first.local_addr();
+    let client = LabClient::from_client(
+        rpc::ClientBuilder::new()
+            .backoff(rpc::Backoff {
+                initial: Duration::ZERO,
+                max: Duration::ZERO,
+            })
+            .connect(addr)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(client.sleep(1).await.unwrap(), 1);
+
+    first.stop().await;
+    while !client.rpc_client().is_closed() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Down: a clear error, at once.
+    let err = client.sleep(2).await.unwrap_err();
+    assert!(matches!(err, rpc::Error::Connect { .. }), "{err:?}");
+
+    let second = serve().bind(addr).await.unwrap();
+    for millis in 3..10 {
+        assert_eq!(client.sleep(millis).await.unwrap(), millis);
+    }
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_fails_calls_in_flight_but_retries_idempotent_ones_once() {
+    let lab = Arc::new(LabImpl::default());
+    let server = rpc::Server::new()
+        .serve(LabServer::new(Arc::clone(&lab)))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let proxy = proxy::Proxy::start(server.local_addr()).await;
+    let client = LabClient::connect(proxy.addr).await.unwrap();
+
+    let plain = tokio::spawn({
+        let client = client.clone();
+        async move { client.gated(5).await }
+    });
+    let retried = tokio::spawn({
+        let client = client.clone();
+        async move { client.idempotent_gated().await }
+    });
+    until(&lab.waiting, 2).await;
+    proxy.cut();
+
+    // Not idempotent: the caller hears that the connection was lost.
+    let err = plain.await.unwrap().unwrap_err();
+    assert!(matches!(err, rpc::Error::Disconnected { .. }), "{err:?}");
+    // Idempotent: run again on a fresh connection, and that answer counts.
+    until(&lab.idempotent_runs, 2).await;
+    lab.gate.add_permits(3);
+    assert_eq!(retried.await.unwrap().unwrap(), 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_callers_wait_for_a_place_under_the_clients_in_flight_cap() {
+    let lab = Arc::new(LabImpl::default());
+    let server = rpc::Server::new()
+        .serve(LabServer::new(Arc::clone(&lab)))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = LabClient::from_client(
+        rpc::ClientBuilder::new()
+            .max_in_flight(4)
+            .connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    let calls: Vec<_> = (0..20u32)
+        .map(|tag| {
+            let client = client.clone();
+            tokio::spawn(async move { client.gated(tag).await })
+        })
+        .collect();
+    until(&lab.waiting, 4).await;
+    // Four are on the server; the other sixteen never left the client.
+    assert_eq!(server.stats().requests_received, 4);
+    lab.gate.add_permits(20);
+    for (tag, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap().unwrap(), tag as u32);
+    }
+    assert_eq!(server.stats().requests_received, 20);
+    server.stop().await;
+}
+
+/// A request frame for `Lab.blob(len)`, written by hand.
+fn blob_request(id: u64, len: u64) -> Vec<u8> {
+    let method = b"Lab.blob";
+    let mut args = vec![252];
+    args.extend_from_slice(&(len as u32).to_le_bytes());
+    let payload_len = 8 + 1 + method.len() + args.len();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    frame.extend_from_slice(&[1, 0, 0, 0]);
+    frame.extend_from_slice(&id.to_le_bytes());
+    frame.extend_from_slice(&10_000_000u64.to_le_bytes());
+    frame.push(method.len() as u8);
+    frame.extend_from_slice(method);
+    frame.extend_from_slice(&args);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_cannot_make_the_server_queue_past_its_cap() {
+    const CAP: usize = 16;
+    const CALLS: u64 = 2_000;
+    const BLOB: u64 = 16 * 1024;
+    let (server, _, good) = start(rpc::Server::new().max_calls_per_connection(CAP)).await;
+
+    let mut raw = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    raw.write_all(b"\x89RPC\r\n\x1a\n\x01\x00\x00\x00\x00\x00\x00\x01")
+        .await
+        .unwrap();
+    let mut preface = [0u8; 16];
+    raw.read_exact(&mut preface).await.unwrap();
+    let (mut rx, mut tx) = raw.into_split();
+    // 2 000 requests whose answers (32 MiB) dwarf any socket buffer.
+    let flood = tokio::spawn(async move {
+        for id in 1..=CALLS {
+            tx.write_all(&blob_request(id, BLOB)).await.unwrap();
+        }
+        tx
+    });
+
+    // The server fills its cap, and then can go no further.
+    while server.stats().calls_in_progress < CAP {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(server.stats().peak_calls_in_progress, CAP);
+    // Other clients are served meanwhile.
+    assert_eq!(good.sleep(0).await.unwrap(), 0);
+
+    // Now read everything: every call is answered, and the peak held.
+    let mut answered = 0u64;
+    let mut header = [0u8; 16];
+    while answered < CALLS {
+        rx.read_exact(&mut header).await.unwrap();
+        let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+        assert_eq!(header[4], 2, "a response");
+        let mut payload = vec![0u8; len];
+        rx.read_exact(&mut payload).await.unwrap();
+        answered += 1;
+    }
+    let _tx = flood.await.unwrap();
+    let stats = server.stats();
+    // The cap, plus the one call of the good client on its own connection.
+    assert!(stats.peak_calls_in_progress <= CAP + 1, "{stats:?}");
+    assert!(stats.requests_received >= CALLS);
+    server.stop().await;
+}

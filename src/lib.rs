@@ -70,7 +70,53 @@
 //! Method arguments and results must be serde-serializable and owned.
 //! Doc comments and `#[cfg]`s on methods carry over to every generated item.
 //! If you rename this crate in `Cargo.toml`, say where it is:
-//! `#[rpc::service(crate = my_rpc)]`.
+//! `#[my_rpc::service(crate = ::my_rpc)]`.
+//!
+//! # Deadlines, cancellation and context
+//!
+//! Every call has a deadline (30 s unless the client or the call says
+//! otherwise), and the remaining budget travels with the request. A handler
+//! reads its call's [`Context`] without an extra parameter, and calls it makes
+//! inherit what remains of its budget. Dropping a call's future cancels the
+//! handler on the server; mark a method `#[rpc(no_cancel)]` if it must finish
+//! once started, and `#[rpc(idempotent)]` if running it twice is harmless, so
+//! the client may retry it once after a lost connection.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! #[rpc::service]
+//! pub trait Jobs {
+//!     /// How long the caller still waits, as the handler sees it.
+//!     async fn budget_left_ms(&self) -> u64;
+//!     /// Runs to the end even if the caller goes away.
+//!     #[rpc(no_cancel)]
+//!     async fn commit(&self, id: u64) -> bool;
+//!     /// Safe to run twice.
+//!     #[rpc(idempotent)]
+//!     async fn status(&self, id: u64) -> String;
+//! }
+//!
+//! struct J;
+//! impl Jobs for J {
+//!     async fn budget_left_ms(&self) -> u64 {
+//!         let ctx = rpc::Context::current().expect("handlers run inside their call's context");
+//!         ctx.remaining().as_millis() as u64
+//!     }
+//!     async fn commit(&self, _id: u64) -> bool { true }
+//!     async fn status(&self, id: u64) -> String { format!("job {id}: done") }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), rpc::Error> {
+//! let server = rpc::Server::new().serve(JobsServer::new(J)).bind("127.0.0.1:0").await?;
+//! let jobs = JobsClient::connect(server.local_addr()).await?;
+//! let left = jobs.with_timeout(Duration::from_secs(2)).budget_left_ms().await?;
+//! assert!(left > 0 && left <= 2000);
+//! assert!(jobs.commit(7).await?);
+//! assert_eq!(jobs.status(7).await?, "job 7: done");
+//! server.shutdown(Duration::from_secs(1)).await;
+//! # Ok(()) }
+//! ```
 //!
 //! # Many calls, one connection
 //!
@@ -78,7 +124,9 @@
 //! connection. Each call carries a request id; the server runs each call in
 //! its own task and answers in completion order, so a slow call never holds
 //! up a fast one. Frames queued while the connection is busy go out together
-//! in one write.
+//! in one write. A client caps its calls in flight, a server its calls in
+//! progress per connection; at the cap the server stops reading and TCP holds
+//! the client back. See [`Server`] for every limit and its default.
 //!
 //! # Errors
 //!

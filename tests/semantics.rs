@@ -120,13 +120,18 @@ impl Lab for Arc<LabImpl> {
     }
 }
 
-async fn start(server: rpc::Server) -> (rpc::ServerHandle, Arc<LabImpl>, LabClient) {
+async fn serve(server: rpc::Server) -> (rpc::ServerHandle, Arc<LabImpl>) {
     let lab = Arc::new(LabImpl::default());
     let handle = server
         .serve(LabServer::new(Arc::clone(&lab)))
         .bind("127.0.0.1:0")
         .await
         .unwrap();
+    (handle, lab)
+}
+
+async fn start(server: rpc::Server) -> (rpc::ServerHandle, Arc<LabImpl>, LabClient) {
+    let (handle, lab) = serve(server).await;
     let client = LabClient::connect(handle.local_addr()).await.unwrap();
     (handle, lab, client)
 }
@@ -331,12 +336,7 @@ async fn a_restarted_server_is_reached_without_building_a_new_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_fails_calls_in_flight_but_retries_idempotent_ones_once() {
-    let lab = Arc::new(LabImpl::default());
-    let server = rpc::Server::new()
-        .serve(LabServer::new(Arc::clone(&lab)))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    let (server, lab) = serve(rpc::Server::new()).await;
     let proxy = proxy::Proxy::start(server.local_addr()).await;
     let client = LabClient::connect(proxy.addr).await.unwrap();
 
@@ -363,12 +363,7 @@ async fn a_lost_connection_fails_calls_in_flight_but_retries_idempotent_ones_onc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_callers_wait_for_a_place_under_the_clients_in_flight_cap() {
-    let lab = Arc::new(LabImpl::default());
-    let server = rpc::Server::new()
-        .serve(LabServer::new(Arc::clone(&lab)))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    let (server, lab) = serve(rpc::Server::new()).await;
     let client = LabClient::from_client(
         rpc::ClientBuilder::new()
             .max_in_flight(4)

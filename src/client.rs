@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rpc_core::frame::MIN_FRAME_LEN;
 use rpc_core::{Backoff, Client, ClientConfig, Error};
-use rpc_transport::io::{FrameReader, FrameWriter};
+use rpc_transport::Limits;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::ToSocketAddrs;
 
@@ -39,6 +39,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     config: ClientConfig,
+    frame_timeout: Duration,
     connect_timeout: Duration,
 }
 
@@ -54,6 +55,7 @@ impl ClientBuilder {
     pub fn new() -> ClientBuilder {
         ClientBuilder {
             config: ClientConfig::default(),
+            frame_timeout: Limits::default().frame_timeout,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
@@ -92,6 +94,20 @@ impl ClientBuilder {
         self
     }
 
+    /// How long one frame from the server may take to arrive once its first
+    /// byte has. Default 30 s.
+    pub fn frame_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.frame_timeout = timeout;
+        self
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_frame_len: self.config.max_frame_len,
+            frame_timeout: self.frame_timeout,
+        }
+    }
+
     /// How long [`connect`](Self::connect) (and each reconnect) may take.
     pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.connect_timeout = timeout;
@@ -108,12 +124,12 @@ impl ClientBuilder {
                 source: Arc::new(err),
             })?
             .collect();
-        let max_frame_len = self.config.max_frame_len;
+        let limits = self.limits();
         let connect_timeout = self.connect_timeout;
         let dial = move || {
             let addrs = Arc::clone(&addrs);
             async move {
-                let connecting = rpc_transport::tcp::connect(&addrs[..], max_frame_len);
+                let connecting = rpc_transport::tcp::connect(&addrs[..], limits);
                 match tokio::time::timeout(connect_timeout, connecting).await {
                     Ok(result) => result,
                     Err(_) => Err(Error::Connect {
@@ -133,13 +149,12 @@ impl ClientBuilder {
 
     /// Connects over any byte stream (a Unix socket, an in-memory pipe, a
     /// TLS stream) whose other end a [`Server`](crate::Server) serves.
-    pub async fn connect_io<IO>(self, mut io: IO) -> Result<Client, Error>
+    pub async fn connect_io<IO>(self, io: IO) -> Result<Client, Error>
     where
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let max = self.config.max_frame_len;
-        let exchange = rpc_transport::handshake::exchange(&mut io, max);
-        let peer = tokio::time::timeout(self.connect_timeout, exchange)
+        let establishing = rpc_transport::memory::establish_io(io, self.limits());
+        let conn = tokio::time::timeout(self.connect_timeout, establishing)
             .await
             .map_err(|_| Error::Connect {
                 addr: "the given stream".to_owned(),
@@ -148,13 +163,6 @@ impl ClientBuilder {
                     format!("the peer sent no preface within {:?}", self.connect_timeout),
                 )),
             })??;
-        let (read, write) = tokio::io::split(io);
-        let conn = rpc_core::transport::Connection {
-            reader: FrameReader::new(read, max),
-            writer: FrameWriter::new(write),
-            peer,
-            peer_addr: None,
-        };
         Ok(Client::new(conn, self.config))
     }
 }

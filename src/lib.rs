@@ -152,10 +152,11 @@ pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
 pub use rpc_core::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT};
 pub use rpc_core::error::ErrorCode;
 pub use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, ProtocolError};
-pub use rpc_core::server::{DEFAULT_MAX_BUDGET, DEFAULT_MAX_CALLS_PER_CONNECTION};
+pub use rpc_core::server::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BUDGET, DEFAULT_MAX_CALLS_PER_CONNECTION};
 pub use rpc_core::{Backoff, Client, Context, Error, ServerStats, Service};
 pub use rpc_macros::service;
-pub use server::{Server, ServerHandle};
+pub use rpc_transport::io::DEFAULT_FRAME_TIMEOUT;
+pub use server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_PREFACE_TIMEOUT, Server, ServerHandle};
 
 /// What generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]

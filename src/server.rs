@@ -4,12 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, MIN_FRAME_LEN, ProtocolError};
+use rpc_core::frame::{MIN_FRAME_LEN, ProtocolError};
 use rpc_core::server::ServerState;
 use rpc_core::{Error, ServerStats, Service};
-use rpc_transport::io::{FrameReader, FrameWriter};
+use rpc_transport::Limits;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// An RPC server: the services it offers and its limits.
@@ -44,11 +45,25 @@ use tokio::task::{JoinHandle, JoinSet};
 /// | [`max_frame_len`](Server::max_frame_len) | 16 MiB | any sane message fits; no peer makes us buffer more for one frame |
 /// | [`max_calls_per_connection`](Server::max_calls_per_connection) | 256 | keeps a busy client's pipeline full; one client cannot take the whole server |
 /// | [`max_budget`](Server::max_budget) | 5 min | a client that asks for hours (or forgot its timeout) cannot pin a handler |
+/// | [`max_connections`](Server::max_connections) | 4096 | past it, new clients wait in the kernel's accept queue instead of exhausting file descriptors |
+/// | [`preface_timeout`](Server::preface_timeout) | 10 s | a connection that says nothing (a port scanner, a slowloris) is closed |
+/// | [`frame_timeout`](Server::frame_timeout) | 30 s | a frame that starts arriving must finish; dribbling bytes cannot hold a connection |
+/// | [`idle_timeout`](Server::idle_timeout) | 10 min | an unused connection is closed with a goodbye; its client redials when next needed |
+///
+/// `docs/SECURITY.md` explains what each protects against.
 #[derive(Debug, Clone)]
 pub struct Server {
     state: Arc<ServerState>,
-    max_frame_len: usize,
+    limits: Limits,
+    preface_timeout: Duration,
+    max_connections: usize,
 }
+
+/// Connections a server serves at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// How long a new connection may take to send its preface, by default.
+pub const DEFAULT_PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for Server {
     fn default() -> Self {
@@ -61,7 +76,9 @@ impl Server {
     pub fn new() -> Server {
         Server {
             state: Arc::new(ServerState::default()),
-            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            limits: Limits::default(),
+            preface_timeout: DEFAULT_PREFACE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -82,7 +99,38 @@ impl Server {
     /// themselves with [`Error::FrameTooLarge`], before sending it. Values
     /// are clamped to 1 KiB ..= 4 GiB - 1.
     pub fn max_frame_len(mut self, bytes: usize) -> Server {
-        self.max_frame_len = bytes.clamp(MIN_FRAME_LEN as usize, u32::MAX as usize);
+        self.limits.max_frame_len = bytes.clamp(MIN_FRAME_LEN as usize, u32::MAX as usize);
+        self
+    }
+
+    /// Connections served at once. Past it the server stops accepting until
+    /// one closes; new clients wait in the kernel's accept queue (their
+    /// connect timeout applies). Default 4096; at least 1. The process's
+    /// file-descriptor limit (`ulimit -n`) must be higher.
+    pub fn max_connections(mut self, connections: usize) -> Server {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// How long a new connection may take to send its 16-byte preface
+    /// before it is closed. Default 10 s.
+    pub fn preface_timeout(mut self, timeout: Duration) -> Server {
+        self.preface_timeout = timeout;
+        self
+    }
+
+    /// How long one frame may take to arrive once its first byte has.
+    /// Default 30 s: enough for a 16 MiB frame at 1 MB/s.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Server {
+        self.limits.frame_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may go with no call in progress and no frame
+    /// from its client before the server closes it with a goodbye (the
+    /// client redials on its next call). Default 10 minutes.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Server {
+        Arc::make_mut(&mut self.state).config.idle_timeout = timeout;
         self
     }
 
@@ -152,18 +200,14 @@ impl Server {
     /// assert_eq!(calc.add(2, 2).await?, 4);
     /// # Ok(()) }
     /// ```
-    pub async fn serve_io<IO>(&self, mut io: IO) -> Result<(), Error>
+    pub async fn serve_io<IO>(&self, io: IO) -> Result<(), Error>
     where
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let peer = rpc_transport::handshake::exchange(&mut io, self.max_frame_len).await?;
-        let (read, write) = tokio::io::split(io);
-        let conn = rpc_core::transport::Connection {
-            reader: FrameReader::new(read, self.max_frame_len),
-            writer: FrameWriter::new(write),
-            peer,
-            peer_addr: None,
-        };
+        let establishing = rpc_transport::memory::establish_io(io, self.limits);
+        let conn = tokio::time::timeout(self.preface_timeout, establishing)
+            .await
+            .map_err(|_| no_preface(self.preface_timeout))??;
         rpc_core::server::serve_connection(Arc::clone(&self.state), conn).await;
         Ok(())
     }
@@ -235,14 +279,26 @@ async fn accept_loop(listener: TcpListener, server: Server) {
     // the end of a shutdown's grace period) aborts them all.
     let mut connections = JoinSet::new();
     let shutdown = server.state.shutdown.clone();
+    let places = Arc::new(Semaphore::new(server.max_connections));
+    let mut was_full = false;
     loop {
+        // At the connection limit, stop accepting: clients queue in the
+        // kernel's backlog rather than costing us descriptors and memory.
+        let full = places.available_permits() == 0;
+        if full && !was_full {
+            tracing::warn!(
+                max_connections = server.max_connections,
+                "at the connection limit; new connections wait until one closes"
+            );
+        }
+        was_full = full;
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
+            (place, accepted) = accept_with_place(&places, &listener) => match accepted {
                 Ok((stream, peer_addr)) => {
-                    connections.spawn(serve_tcp(stream, peer_addr, server.clone()));
+                    connections.spawn(serve_tcp(stream, peer_addr, server.clone(), place));
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "accepting a connection failed; pausing before the next accept");
@@ -256,8 +312,31 @@ async fn accept_loop(listener: TcpListener, server: Server) {
     while connections.join_next().await.is_some() {}
 }
 
-async fn serve_tcp(stream: TcpStream, peer_addr: SocketAddr, server: Server) {
-    match rpc_transport::tcp::establish(stream, peer_addr, server.max_frame_len).await {
+/// Waits for room under the connection limit, then for a connection.
+/// Cancel-safe: dropping it returns the place.
+async fn accept_with_place(
+    places: &Arc<Semaphore>,
+    listener: &TcpListener,
+) -> (
+    Option<OwnedSemaphorePermit>,
+    std::io::Result<(TcpStream, SocketAddr)>,
+) {
+    // The semaphore is never closed; `ok()` only satisfies the type.
+    let place = Arc::clone(places).acquire_owned().await.ok();
+    (place, listener.accept().await)
+}
+
+async fn serve_tcp(
+    stream: TcpStream,
+    peer_addr: SocketAddr,
+    server: Server,
+    _place: Option<OwnedSemaphorePermit>,
+) {
+    let establishing = rpc_transport::tcp::establish(stream, peer_addr, server.limits);
+    let established = tokio::time::timeout(server.preface_timeout, establishing)
+        .await
+        .unwrap_or_else(|_| Err(no_preface(server.preface_timeout)));
+    match established {
         Ok(conn) => rpc_core::server::serve_connection(server.state, conn).await,
         Err(Error::Protocol(ProtocolError::HttpPeer)) => tracing::warn!(
             %peer_addr,
@@ -265,4 +344,10 @@ async fn serve_tcp(stream: TcpStream, peer_addr: SocketAddr, server: Server) {
         ),
         Err(err) => tracing::info!(%peer_addr, error = %err, "refused a connection"),
     }
+}
+
+fn no_preface(timeout: Duration) -> Error {
+    Error::disconnected(format!(
+        "the peer sent no connection preface within {timeout:?} (raise `Server::preface_timeout` for very slow links)"
+    ))
 }

@@ -388,6 +388,19 @@ pub enum ProtocolError {
         "the peer sent a {0:?} frame with request id {1}; that kind concerns the whole connection and must use id 0"
     )]
     NonZeroId(Kind, u64),
+    /// A frame started arriving and did not finish within the frame timeout.
+    #[error(
+        "the peer took longer than {timeout:?} to send one frame ({got} bytes arrived); raise the frame timeout if links are really that slow"
+    )]
+    FrameTimeout {
+        /// The frame timeout.
+        timeout: std::time::Duration,
+        /// Bytes of the frame that had arrived.
+        got: usize,
+    },
+    /// A cancel named a request id the peer has not used yet.
+    #[error("the peer cancelled request id {0}, which it never sent")]
+    CancelForUnknownId(u64),
     /// A cancel frame carried a payload.
     #[error("the peer sent a cancel frame with a {0}-byte payload; cancel frames are empty")]
     CancelWithPayload(usize),

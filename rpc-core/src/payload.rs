@@ -79,18 +79,26 @@ pub struct RequestHead {
     pub method: String,
 }
 
+/// The longest time budget a request may carry: one year. Anything longer
+/// is not a deadline but a mistake, and is refused as malformed; clients
+/// clamp to it.
+pub const MAX_WIRE_BUDGET: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// Longest wire name of a method, in bytes.
 pub const MAX_METHOD_NAME_LEN: usize = u8::MAX as usize;
 
 impl RequestHead {
     /// Appends the head for `method` with `budget` to `out`.
     ///
-    /// The budget is rounded up to whole microseconds and saturates, so it
-    /// is never zero and never overflows. `method` must be at most
+    /// The budget is rounded up to whole microseconds and clamped to
+    /// 1 µs ..= [`MAX_WIRE_BUDGET`]. `method` must be at most
     /// [`MAX_METHOD_NAME_LEN`] bytes; the macro guarantees it for generated
     /// clients and longer names are cut at a character boundary.
     pub fn encode(method: &str, budget: Duration, out: &mut BytesMut) {
-        let micros = budget.as_nanos().div_ceil(1000).clamp(1, u128::from(u64::MAX));
+        let micros = budget
+            .as_nanos()
+            .div_ceil(1000)
+            .clamp(1, MAX_WIRE_BUDGET.as_micros());
         out.put_u64_le(u64::try_from(micros).unwrap_or(u64::MAX));
         let mut end = method.len().min(MAX_METHOD_NAME_LEN);
         while !method.is_char_boundary(end) {
@@ -113,6 +121,11 @@ impl RequestHead {
         let micros = payload.get_u64_le();
         if micros == 0 {
             return Err(ProtocolError::BadRequestHead("the time budget is zero"));
+        }
+        if u128::from(micros) > MAX_WIRE_BUDGET.as_micros() {
+            return Err(ProtocolError::BadRequestHead(
+                "the time budget is over a year, which is no deadline",
+            ));
         }
         let name_len = usize::from(payload.get_u8());
         if name_len == 0 {
@@ -177,6 +190,20 @@ mod tests {
         assert_eq!(head.budget, Duration::from_millis(1500));
         assert_eq!(&args[..], &[0x0a, 0x06]);
         assert_eq!(args.as_ptr(), payload[payload.len() - 2..].as_ptr());
+    }
+
+    #[test]
+    fn budgets_are_clamped_on_the_way_out_and_checked_on_the_way_in() {
+        let mut buf = BytesMut::new();
+        RequestHead::encode("S.m", Duration::MAX, &mut buf);
+        let (head, _) = RequestHead::decode(buf.freeze()).unwrap();
+        assert_eq!(head.budget, MAX_WIRE_BUDGET);
+
+        let mut absurd = BytesMut::new();
+        absurd.put_u64_le(u64::MAX);
+        absurd.put_u8(3);
+        absurd.put_slice(b"S.m");
+        assert!(RequestHead::decode(absurd.freeze()).is_err());
     }
 
     #[test]

@@ -10,6 +10,9 @@ use rpc_core::Error;
 use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, Frame, HEADER_LEN, Header, ProtocolError};
 use tokio_util::codec::{Decoder, Encoder};
 
+/// The most the decoder reserves ahead of bytes actually received.
+const RESERVE_STEP: usize = 64 * 1024;
+
 /// Splits a byte stream into frames and writes frames as bytes.
 ///
 /// ```
@@ -82,8 +85,9 @@ impl Decoder for FrameCodec {
         let header = Header::parse(head, self.max_frame_len)?;
         let frame_len = HEADER_LEN + header.payload_len();
         if src.len() < frame_len {
-            // Bounded by the limit the header was just checked against.
-            src.reserve(frame_len - src.len());
+            // Grow toward the frame as its bytes arrive, a step at a time:
+            // a header's claim alone reserves at most one step.
+            src.reserve((frame_len - src.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         let mut bytes = src.split_to(frame_len);

@@ -2,49 +2,111 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::StreamExt;
 use rpc_core::Error;
-use rpc_core::frame::Frame;
+use rpc_core::frame::{Frame, HEADER_LEN, ProtocolError};
 use rpc_core::transport::{FrameRead, FrameWrite};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::FramedRead;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::codec::Decoder;
 
-use crate::codec::FrameCodec;
+use crate::codec::{CodecError, FrameCodec};
 
 /// Reads frames from a byte stream through [`FrameCodec`].
+///
+/// Once the first byte of a frame has arrived, the whole frame must arrive
+/// within the frame timeout: a peer that dribbles a frame byte by byte (a
+/// slowloris) is cut off. Room for a payload is reserved as its bytes
+/// arrive, not when its header claims them, so a header announcing a large
+/// frame costs nothing until the data is really sent.
 #[derive(Debug)]
 pub struct FrameReader<R> {
-    inner: FramedRead<R, FrameCodec>,
+    io: R,
+    codec: FrameCodec,
+    buf: BytesMut,
+    /// When the first byte of the frame being read arrived.
+    frame_started: Option<Instant>,
+    frame_timeout: Duration,
 }
 
-impl<R: AsyncRead> FrameReader<R> {
+/// How long one frame may take to arrive once it has started, by default.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Room kept free in the read buffer before each read.
+const READ_AHEAD: usize = 8 * 1024;
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads frames of at most `max_frame_len` payload bytes from `io`.
     pub fn new(io: R, max_frame_len: usize) -> FrameReader<R> {
         FrameReader {
-            inner: FramedRead::new(io, FrameCodec::new(max_frame_len)),
+            io,
+            codec: FrameCodec::new(max_frame_len),
+            buf: BytesMut::new(),
+            frame_started: None,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+        }
+    }
+
+    /// Sets how long one frame may take to arrive once its first byte has.
+    pub fn with_frame_timeout(mut self, timeout: Duration) -> FrameReader<R> {
+        self.frame_timeout = timeout;
+        self
+    }
+
+    /// Bytes received but not yet returned as a frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    async fn next_frame(&mut self) -> Result<Option<Frame>, CodecError> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf)? {
+                // Bytes left over belong to the next frame, which has begun.
+                self.frame_started = (!self.buf.is_empty()).then(Instant::now);
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < READ_AHEAD.min(HEADER_LEN) {
+                self.buf.reserve(READ_AHEAD);
+            }
+            let read = match self.frame_started {
+                None => self.io.read_buf(&mut self.buf).await?,
+                Some(started) => {
+                    let deadline = started + self.frame_timeout;
+                    match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await {
+                        Ok(read) => read?,
+                        Err(_) => {
+                            return Err(ProtocolError::FrameTimeout {
+                                timeout: self.frame_timeout,
+                                got: self.buf.len(),
+                            }
+                            .into());
+                        }
+                    }
+                }
+            };
+            if read == 0 {
+                return self.codec.decode_eof(&mut self.buf);
+            }
+            self.frame_started.get_or_insert_with(Instant::now);
         }
     }
 }
 
 impl<R: AsyncRead + Unpin + Send + 'static> FrameRead for FrameReader<R> {
     async fn read_frame(&mut self) -> Result<Option<Frame>, Error> {
-        // `FramedRead` keeps partial frames in its buffer, so dropping this
-        // future between polls loses nothing (the server `select!`s on it).
-        match self.inner.next().await {
-            None => Ok(None),
-            Some(Ok(frame)) => Ok(Some(frame)),
-            Some(Err(err)) => Err(err.into()),
-        }
+        // All state lives in `self` and `read_buf` is cancel-safe, so
+        // dropping this future between polls loses nothing (the server
+        // `select!`s on it).
+        self.next_frame().await.map_err(Error::from)
     }
 
     async fn discard(&mut self, limit: usize) {
-        use tokio::io::AsyncReadExt;
         let mut scratch = [0u8; 8 * 1024];
         let mut left = limit;
         while left > 0 {
-            match self.inner.get_mut().read(&mut scratch).await {
+            match self.io.read(&mut scratch).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => left = left.saturating_sub(n),
             }
@@ -190,11 +252,52 @@ mod tests {
         theirs.read_to_end(&mut wire).await.unwrap();
         let mut reader = FrameReader::new(&wire[..], 1 << 20);
         for want in expected {
-            let got = reader.inner.next().await.unwrap().unwrap();
+            let got = reader.next_frame().await.unwrap().unwrap();
             assert_eq!(got.header(), want.header());
             assert_eq!(got.payload(), want.payload());
         }
-        assert!(reader.inner.next().await.is_none());
+        assert!(reader.next_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_that_dribbles_in_is_cut_off_at_the_frame_timeout() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(ours, 1024).with_frame_timeout(Duration::from_secs(5));
+        peer.write_all(&[10, 0, 0]).await.unwrap();
+        let err = reader.next_frame().await.unwrap_err();
+        assert!(matches!(
+            err,
+            CodecError::Protocol(ProtocolError::FrameTimeout { got: 3, .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_reader_waits_without_a_frame_timeout() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(ours, 1024).with_frame_timeout(Duration::from_secs(5));
+        let reading =
+            tokio::spawn(async move { reader.next_frame().await.map(|f| f.map(|f| f.header().id())) });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!reading.is_finished());
+        let frame = Frame::new(Kind::Cancel, 4, Bytes::new()).unwrap();
+        let mut wire = BytesMut::new();
+        frame.into_parts().0.encode(&mut wire);
+        peer.write_all(&wire).await.unwrap();
+        assert_eq!(reading.await.unwrap().unwrap(), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_header_claiming_a_huge_frame_reserves_only_what_arrives() {
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(ours, 64 * 1024 * 1024);
+        let mut header = BytesMut::new();
+        rpc_core::frame::Header::new(Kind::Request, 1, 60 * 1024 * 1024)
+            .unwrap()
+            .encode(&mut header);
+        peer.write_all(&header).await.unwrap();
+        drop(peer);
+        assert!(reader.next_frame().await.is_err());
+        assert!(reader.buf.capacity() <= 128 * 1024, "{}", reader.buf.capacity());
     }
 
     #[test]

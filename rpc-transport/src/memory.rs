@@ -3,8 +3,9 @@
 
 use rpc_core::Error;
 use rpc_core::transport::Connection;
-use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadHalf, WriteHalf};
 
+use crate::Limits;
 use crate::handshake;
 use crate::io::{FrameReader, FrameWriter};
 
@@ -17,19 +18,32 @@ pub type MemoryConnection =
 const PIPE_CAPACITY: usize = 256 * 1024;
 
 /// Two connected ends, prefaces exchanged: give one to a client and the other
-/// to a server. Both accept frames up to `max_frame_len`.
-pub async fn pair(max_frame_len: usize) -> Result<(MemoryConnection, MemoryConnection), Error> {
+/// to a server. Both enforce `limits`.
+pub async fn pair(limits: Limits) -> Result<(MemoryConnection, MemoryConnection), Error> {
     let (a, b) = tokio::io::duplex(PIPE_CAPACITY);
-    tokio::try_join!(establish(a, max_frame_len), establish(b, max_frame_len))
+    tokio::try_join!(establish(a, limits), establish(b, limits))
 }
 
 /// Exchanges prefaces over one end of a raw [`tokio::io::duplex`] pipe and
 /// splits it, for tests that drive the other end by hand.
-pub async fn establish(mut io: DuplexStream, max_frame_len: usize) -> Result<MemoryConnection, Error> {
-    let peer = handshake::exchange(&mut io, max_frame_len).await?;
+pub async fn establish(io: DuplexStream, limits: Limits) -> Result<MemoryConnection, Error> {
+    establish_io(io, limits).await
+}
+
+/// Exchanges prefaces over any byte stream and splits it into a frame
+/// reader and writer: what [`tcp`](crate::tcp) and [`pair`] do, for other
+/// transports (Unix sockets, TLS streams).
+pub async fn establish_io<IO>(
+    mut io: IO,
+    limits: Limits,
+) -> Result<Connection<FrameReader<ReadHalf<IO>>, FrameWriter<WriteHalf<IO>>>, Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let peer = handshake::exchange(&mut io, limits.max_frame_len).await?;
     let (read, write) = tokio::io::split(io);
     Ok(Connection {
-        reader: FrameReader::new(read, max_frame_len),
+        reader: limits.reader(read),
         writer: FrameWriter::new(write),
         peer,
         peer_addr: None,

@@ -10,6 +10,7 @@ use rpc_core::transport::Connection;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs, lookup_host};
 
+use crate::Limits;
 use crate::handshake;
 use crate::io::{FrameReader, FrameWriter};
 
@@ -17,8 +18,8 @@ use crate::io::{FrameReader, FrameWriter};
 pub type TcpConnection = Connection<FrameReader<OwnedReadHalf>, FrameWriter<OwnedWriteHalf>>;
 
 /// Connects to `addr`, trying each address it resolves to in turn, and
-/// exchanges prefaces. We accept response frames of up to `max_frame_len`.
-pub async fn connect(addr: impl ToSocketAddrs, max_frame_len: usize) -> Result<TcpConnection, Error> {
+/// exchanges prefaces. What the server may send us is bounded by `limits`.
+pub async fn connect(addr: impl ToSocketAddrs, limits: Limits) -> Result<TcpConnection, Error> {
     let candidates = lookup_host(addr).await.map_err(|err| Error::Connect {
         addr: "the given address".to_owned(),
         source: Arc::new(err),
@@ -26,7 +27,7 @@ pub async fn connect(addr: impl ToSocketAddrs, max_frame_len: usize) -> Result<T
     let mut last = None;
     for candidate in candidates {
         match TcpStream::connect(candidate).await {
-            Ok(stream) => return establish(stream, candidate, max_frame_len).await,
+            Ok(stream) => return establish(stream, candidate, limits).await,
             Err(err) => last = Some((candidate, err)),
         }
     }
@@ -49,15 +50,15 @@ pub async fn connect(addr: impl ToSocketAddrs, max_frame_len: usize) -> Result<T
 pub async fn establish(
     mut stream: TcpStream,
     peer_addr: SocketAddr,
-    max_frame_len: usize,
+    limits: Limits,
 ) -> Result<TcpConnection, Error> {
     stream
         .set_nodelay(true)
         .map_err(|err| Error::io("setting TCP_NODELAY failed", &err))?;
-    let peer = handshake::exchange(&mut stream, max_frame_len).await?;
+    let peer = handshake::exchange(&mut stream, limits.max_frame_len).await?;
     let (read, write) = stream.into_split();
     Ok(Connection {
-        reader: FrameReader::new(read, max_frame_len),
+        reader: limits.reader(read),
         writer: FrameWriter::new(write),
         peer,
         peer_addr: Some(peer_addr),

@@ -56,13 +56,19 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         client_max_frame_len: peer.max_frame_len as usize,
     };
 
+    let idle_timeout = state.config.idle_timeout;
+    let mut last_frame = Instant::now();
     let ending = loop {
         tokio::select! {
             biased;
             () = state.shutdown.cancelled() => break Ending::ShuttingDown,
             Some(done) = conn.tasks.join_next_with_id(), if !conn.tasks.is_empty() => conn.finished(done),
+            () = tokio::time::sleep_until(last_frame + idle_timeout), if conn.running.is_empty() => {
+                break Ending::Idle;
+            }
             (permit, frame) = next_frame(&permits, &mut reader) => match frame {
                 Ok(Some(frame)) => {
+                    last_frame = Instant::now();
                     if let Err(err) = conn.on_frame(frame, permit) {
                         break Ending::Failed(err);
                     }
@@ -82,8 +88,13 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
             );
             conn.drain().await;
         }
-        Ending::ShuttingDown => {
-            tracing::debug!(?peer_addr, in_flight = conn.running.len(), "saying goodbye");
+        Ending::ShuttingDown | Ending::Idle => {
+            let why = if matches!(ending, Ending::Idle) {
+                "idle"
+            } else {
+                "shutting down"
+            };
+            tracing::debug!(?peer_addr, in_flight = conn.running.len(), why, "saying goodbye");
             let goodbye = Frame::new(
                 Kind::Goodbye,
                 CONNECTION_ID,
@@ -136,6 +147,7 @@ async fn next_frame<R: FrameRead>(
 enum Ending {
     ClientClosed,
     ShuttingDown,
+    Idle,
     Failed(Error),
 }
 
@@ -194,6 +206,7 @@ impl ConnState {
             Kind::Cancel if !payload.is_empty() => {
                 Err(ProtocolError::CancelWithPayload(payload.len()).into())
             }
+            Kind::Cancel if id > self.last_request_id => Err(ProtocolError::CancelForUnknownId(id).into()),
             Kind::Cancel => {
                 // A cancel can cross the answer on the wire; one for a call
                 // that already finished is normal and ignored.

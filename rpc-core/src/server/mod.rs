@@ -22,6 +22,12 @@ pub const DEFAULT_MAX_CALLS_PER_CONNECTION: usize = 256;
 /// five minutes. A forgotten client timeout must not pin a handler forever.
 pub const DEFAULT_MAX_BUDGET: Duration = Duration::from_secs(300);
 
+/// How long a connection may sit with no call in progress and no frame
+/// arriving before the server closes it (with a goodbye, so the client
+/// simply redials on its next call): ten minutes. Idle connections hold a
+/// socket and a little memory each; this returns them.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The limits a server enforces on each connection.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -29,6 +35,8 @@ pub struct ServerConfig {
     pub max_calls_per_connection: usize,
     /// See [`DEFAULT_MAX_BUDGET`].
     pub max_budget: Duration,
+    /// See [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +44,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_calls_per_connection: DEFAULT_MAX_CALLS_PER_CONNECTION,
             max_budget: DEFAULT_MAX_BUDGET,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

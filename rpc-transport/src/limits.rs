@@ -1,0 +1,33 @@
+//! [`Limits`]: what a peer may send over one connection.
+
+use std::time::Duration;
+
+use rpc_core::frame::DEFAULT_MAX_FRAME_LEN;
+use tokio::io::AsyncRead;
+
+use crate::io::{DEFAULT_FRAME_TIMEOUT, FrameReader};
+
+/// Limits on what the peer may send us over one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame payload accepted, in bytes; announced in our preface.
+    pub max_frame_len: usize,
+    /// How long one frame may take to arrive once its first byte has.
+    pub frame_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+        }
+    }
+}
+
+impl Limits {
+    /// A frame reader over `io` that enforces these limits.
+    pub fn reader<R: AsyncRead + Unpin>(&self, io: R) -> FrameReader<R> {
+        FrameReader::new(io, self.max_frame_len).with_frame_timeout(self.frame_timeout)
+    }
+}

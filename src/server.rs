@@ -332,10 +332,14 @@ async fn serve_tcp(
     server: Server,
     _place: Option<OwnedSemaphorePermit>,
 ) {
-    let establishing = rpc_transport::tcp::establish(stream, peer_addr, server.limits);
-    let established = tokio::time::timeout(server.preface_timeout, establishing)
-        .await
-        .unwrap_or_else(|_| Err(no_preface(server.preface_timeout)));
+    let establishing = rpc_transport::tcp::accept(stream, peer_addr, server.limits);
+    let established = tokio::select! {
+        established = tokio::time::timeout(server.preface_timeout, establishing) => {
+            established.unwrap_or_else(|_| Err(no_preface(server.preface_timeout)))
+        }
+        // A graceful shutdown does not wait for half-open handshakes.
+        () = server.state.shutdown.cancelled() => return,
+    };
     match established {
         Ok(conn) => rpc_core::server::serve_connection(server.state, conn).await,
         Err(Error::Protocol(ProtocolError::HttpPeer)) => tracing::warn!(

@@ -46,3 +46,19 @@ where
     }
     Ok(Preface::parse(&theirs)?)
 }
+
+/// Reads and discards whatever the peer still sends, for up to a second or
+/// 64 KiB, before a connection is closed after a failed exchange.
+pub async fn linger<IO: AsyncRead + Unpin>(io: &mut IO) {
+    let mut scratch = [0u8; 4096];
+    let mut left = 64 * 1024usize;
+    let discard = async {
+        while left > 0 {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), discard).await;
+}

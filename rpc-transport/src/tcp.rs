@@ -56,13 +56,44 @@ pub async fn establish(
         .set_nodelay(true)
         .map_err(|err| Error::io("setting TCP_NODELAY failed", &err))?;
     let peer = handshake::exchange(&mut stream, limits.max_frame_len).await?;
+    Ok(split(stream, peer, peer_addr, limits))
+}
+
+/// Sets up a stream a server accepted. Like [`establish`], but when the
+/// preface exchange fails it first reads and discards what the peer still
+/// sends (up to a second, or 64 KiB): closing a socket with unread bytes
+/// makes the kernel reset the connection, which can destroy our preface
+/// before a confused peer (an HTTP client, say) reads it.
+pub async fn accept(
+    mut stream: TcpStream,
+    peer_addr: SocketAddr,
+    limits: Limits,
+) -> Result<TcpConnection, Error> {
+    stream
+        .set_nodelay(true)
+        .map_err(|err| Error::io("setting TCP_NODELAY failed", &err))?;
+    match handshake::exchange(&mut stream, limits.max_frame_len).await {
+        Ok(peer) => Ok(split(stream, peer, peer_addr, limits)),
+        Err(err) => {
+            handshake::linger(&mut stream).await;
+            Err(err)
+        }
+    }
+}
+
+fn split(
+    stream: TcpStream,
+    peer: rpc_core::frame::Preface,
+    peer_addr: SocketAddr,
+    limits: Limits,
+) -> TcpConnection {
     let (read, write) = stream.into_split();
-    Ok(Connection {
+    Connection {
         reader: limits.reader(read),
         writer: FrameWriter::new(write),
         peer,
         peer_addr: Some(peer_addr),
-    })
+    }
 }
 
 /// Binds a listener, with a clear error when the address is taken.

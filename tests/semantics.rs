@@ -1,6 +1,6 @@
 //! Call semantics over real TCP: deadlines that travel, cancellation,
 //! limits, graceful shutdown and reconnection.
-#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 #[path = "common/proxy.rs"]
 mod proxy;

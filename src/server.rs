@@ -49,6 +49,7 @@ use tokio::task::{JoinHandle, JoinSet};
 /// | [`preface_timeout`](Server::preface_timeout) | 10 s | a connection that says nothing (a port scanner, a slowloris) is closed |
 /// | [`frame_timeout`](Server::frame_timeout) | 30 s | a frame that starts arriving must finish; dribbling bytes cannot hold a connection |
 /// | [`idle_timeout`](Server::idle_timeout) | 10 min | an unused connection is closed with a goodbye; its client redials when next needed |
+/// | [`write_timeout`](Server::write_timeout) | 30 s | a client that stops reading is disconnected instead of holding its queued answers for ever |
 ///
 /// `docs/SECURITY.md` explains what each protects against.
 #[derive(Debug, Clone)]
@@ -147,7 +148,16 @@ impl Server {
     /// The longest time budget a call gets, whatever its client asks for.
     /// Default 5 minutes.
     pub fn max_budget(mut self, budget: Duration) -> Server {
+        let budget = budget.clamp(Duration::from_millis(1), rpc_core::payload::MAX_WIRE_BUDGET);
         Arc::make_mut(&mut self.state).config.max_budget = budget;
+        self
+    }
+
+    /// How long writing one batch of answers to a client may take before
+    /// the client is taken to have stopped reading and is disconnected.
+    /// Default 30 s.
+    pub fn write_timeout(mut self, timeout: Duration) -> Server {
+        Arc::make_mut(&mut self.state).config.write_timeout = timeout;
         self
     }
 

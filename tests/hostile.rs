@@ -1,7 +1,13 @@
 //! Black-box abuse over raw TCP: every kind of bad input gets its specific
 //! answer, costs only its own connection, and never disturbs a well-behaved
 //! client on another connection.
-#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -215,7 +221,16 @@ async fn abuse(addr: SocketAddr) {
     .await;
     let mut reused = request(7, "Shapes.wait_for_release", &[1]);
     reused.extend(request(7, "Shapes.wait_for_release", &[2]));
-    expect_notice(addr, "id reused in flight", &reused, "reused request id 7").await;
+    expect_notice(
+        addr,
+        "id reused in flight",
+        &reused,
+        "request id 7 after request id 7",
+    )
+    .await;
+    let mut backwards = add_2_3(9);
+    backwards.extend(add_2_3(8));
+    expect_notice(addr, "ids out of order", &backwards, "must increase").await;
 
     // Bad calls: answered, and the connection goes on.
     expect_answer(addr, "not bincode", &request(1, "Shapes.add", &[0xff]), 3).await;

@@ -102,7 +102,7 @@ impl Context {
 
     /// Whether the call was cancelled or ran out of time.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancelled.is_cancelled()
+        self.inner.cancelled.is_cancelled() || Instant::now() >= self.inner.deadline
     }
 
     /// Completes when the call is cancelled or its deadline passes.

@@ -426,9 +426,17 @@ pub enum ProtocolError {
     /// A request's head (budget, method name) was malformed.
     #[error("malformed request head: {0}")]
     BadRequestHead(&'static str),
-    /// A request reused the id of a call still in flight.
-    #[error("the peer reused request id {0} while that call was still in flight")]
-    DuplicateId(u64),
+    /// A request id was not above the previous one on this connection
+    /// (reused while in flight, or out of order).
+    #[error(
+        "the peer sent request id {id} after request id {last}; request ids must increase on a connection (was an id reused?)"
+    )]
+    IdNotIncreasing {
+        /// The id received.
+        id: u64,
+        /// The previous request id.
+        last: u64,
+    },
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub mod service;
 pub mod transport;
 mod writer;
 
+pub use writer::DEFAULT_WRITE_TIMEOUT;
+
 pub use client::{Backoff, Client, ClientConfig};
 pub use context::Context;
 pub use error::Error;

@@ -1,6 +1,10 @@
 //! The one writer task of a connection.
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::frame::Frame;
@@ -11,24 +15,43 @@ use crate::transport::FrameWrite;
 /// memory; a full batch of small frames is still a single write.
 const MAX_BATCH: usize = 256;
 
-/// A frame on its way out, with the permit that let its call in.
-///
-/// The permit is released only once the frame is written, so a peer that
-/// stops reading holds its calls' permits and cannot make us queue more.
+/// How long one batch may take to write before the peer is taken to have
+/// stopped reading, and the connection is closed. Without it, a peer that
+/// never reads would keep the connection, and everything queued for it,
+/// alive for ever.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a queued frame keeps alive until it is written.
+#[derive(Debug)]
+#[expect(
+    dead_code,
+    reason = "the values are held only to be dropped once the frame is written"
+)]
+pub(crate) enum Hold {
+    /// A server call's place under its connection's limit: a peer that
+    /// stops reading holds its calls' places and cannot make us queue more.
+    Call(CallSlot),
+    /// A client call's place under the in-flight limit, shared with the
+    /// call: freed when the call is over *and* its request has left, so
+    /// abandoned calls cannot pile requests up behind a stalled socket.
+    Place(Arc<OwnedSemaphorePermit>),
+}
+
+/// A frame on its way out, with what it holds.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     pub(crate) frame: Frame,
-    pub(crate) slot: Option<CallSlot>,
+    pub(crate) hold: Option<Hold>,
 }
 
 impl From<Frame> for Outgoing {
     fn from(frame: Frame) -> Outgoing {
-        Outgoing { frame, slot: None }
+        Outgoing { frame, hold: None }
     }
 }
 
-/// Writes frames from `outbox` until every sender is gone, then closes the
-/// sending direction.
+/// Writes frames from `outbox` until every sender is gone or `stop` is
+/// cancelled, then closes the sending direction.
 ///
 /// Whatever queued up while the previous batch was being written goes out
 /// as the next batch: with many calls in flight that is one write for many
@@ -36,18 +59,35 @@ impl From<Frame> for Outgoing {
 pub(crate) async fn run<W: FrameWrite>(
     mut writer: W,
     mut outbox: mpsc::UnboundedReceiver<Outgoing>,
+    stop: CancellationToken,
+    write_timeout: Duration,
 ) -> Result<(), Error> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut frames = Vec::with_capacity(MAX_BATCH);
-    let mut permits = Vec::with_capacity(MAX_BATCH);
-    while outbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut holds = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            received = outbox.recv_many(&mut batch, MAX_BATCH) => received,
+        };
+        if received == 0 {
+            break;
+        }
         for out in batch.drain(..) {
             frames.push(out.frame);
-            permits.push(out.slot);
+            holds.push(out.hold);
         }
-        writer.write_frames(&mut frames).await?;
+        match tokio::time::timeout(write_timeout, writer.write_frames(&mut frames)).await {
+            Ok(written) => written?,
+            Err(_) => {
+                return Err(Error::disconnected(format!(
+                    "the peer stopped reading: one batch of frames took longer than {write_timeout:?} to write"
+                )));
+            }
+        }
         frames.clear();
-        permits.clear();
+        holds.clear();
     }
     writer.shutdown().await
 }

@@ -1,5 +1,5 @@
-//! A TCP proxy whose open connections the test can cut, to lose a
-//! connection mid-call while the server stays up.
+//! A TCP proxy for tests: its open connections can be cut, and new ones
+//! sent to another target, while the servers behind it stay up.
 
 use std::net::SocketAddr;
 
@@ -9,6 +9,7 @@ use tokio::sync::watch;
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: watch::Sender<u64>,
+    target: watch::Sender<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -24,6 +25,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, _) = watch::channel(0u64);
+        let (target, targets) = watch::channel(target);
         let cuts = cut.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -31,8 +33,9 @@ impl Proxy {
                     return;
                 };
                 let mut cut = cuts.subscribe();
+                let to = *targets.borrow();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    let Ok(mut outbound) = TcpStream::connect(to).await else {
                         return;
                     };
                     tokio::select! {
@@ -42,11 +45,21 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, cut, task }
+        Proxy {
+            addr,
+            cut,
+            target,
+            task,
+        }
     }
 
     /// Drops every connection open through the proxy; new ones still work.
     pub fn cut(&self) {
         self.cut.send_modify(|generation| *generation += 1);
+    }
+
+    /// Sends new connections to `target`; open ones stay where they are.
+    pub fn retarget(&self, target: SocketAddr) {
+        self.target.send_replace(target);
     }
 }

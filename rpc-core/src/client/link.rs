@@ -2,20 +2,21 @@
 //! an answer, and the reader task that hands answers out.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError};
 use crate::payload::RequestHead;
 use crate::service::RequestMessage;
 use crate::transport::{Connection, FrameRead, FrameWrite};
-use crate::writer::{self, Outgoing};
+use crate::writer::{self, DEFAULT_WRITE_TIMEOUT, Hold, Outgoing};
 
 /// What a call's wait ends with.
 #[derive(Debug)]
@@ -24,22 +25,26 @@ pub(crate) enum Reply {
     Response(Bytes),
     /// The server's error.
     Failed(WireError),
-    /// The connection ended first; the call may or may not have run.
+    /// The connection ended after the request left; it may have run.
     Lost(Error),
+    /// The request never left this client (the connection had already
+    /// ended): sending it elsewhere is safe.
+    Unsent(Error),
     /// The server said goodbye without reading the call: it did not run.
     NotRun,
 }
 
-/// A started connection. Dropping it stops the reader; the writer ends once
-/// the outbox's last sender (ours) is gone, after flushing.
+/// A started connection. Dropping it stops its tasks.
 #[derive(Debug)]
 pub(crate) struct Link {
     outbox: mpsc::UnboundedSender<Outgoing>,
     calls: Arc<Calls>,
-    next_id: AtomicU64,
     /// The server's announced frame limit: larger requests are refused here,
     /// before they cost the network anything.
     server_max_frame_len: usize,
+    /// Whether any call on this connection got an answer; a connection that
+    /// dies before serving one counts as a failed attempt for the backoff.
+    served: AtomicBool,
     reader: AbortHandle,
     writer: AbortHandle,
 }
@@ -57,23 +62,26 @@ impl Drop for Link {
 impl Link {
     /// Spawns the connection's reader and writer tasks.
     pub(crate) fn start<R: FrameRead, W: FrameWrite>(conn: Connection<R, W>) -> Link {
-        // Unbounded, because callers are bounded: each call in flight (capped
-        // by the client's in-flight limit) queues one request and at most one
-        // cancel.
+        // Unbounded, because what enters it is bounded: each request holds a
+        // place under the client's in-flight limit until it is written, and
+        // each call adds at most one cancel.
         let (outbox, queued) = mpsc::unbounded_channel();
         let calls = Arc::new(Calls::default());
-        let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls)));
+        // When the server is gone, stop writing at once and close our side,
+        // so the server's lingering close is not kept waiting.
+        let stop = CancellationToken::new();
+        let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls), stop.clone()));
         let writer_calls = Arc::clone(&calls);
         let writer = tokio::spawn(async move {
-            if let Err(err) = writer::run(conn.writer, queued).await {
+            if let Err(err) = writer::run(conn.writer, queued, stop, DEFAULT_WRITE_TIMEOUT).await {
                 writer_calls.close(err);
             }
         });
         Link {
             outbox,
             calls,
-            next_id: AtomicU64::new(1),
             server_max_frame_len: conn.peer.max_frame_len as usize,
+            served: AtomicBool::new(false),
             reader: reader.abort_handle(),
             writer: writer.abort_handle(),
         }
@@ -90,21 +98,27 @@ impl Link {
         self.calls.lock().closed.is_some()
     }
 
-    /// Why the connection is unusable, for calls that find it so.
-    pub(crate) fn unusable_error(&self) -> Error {
-        let calls = self.calls.lock();
-        match (&calls.closed, calls.goodbye) {
-            (Some(err), _) => err.clone(),
-            (None, Some(_)) => Error::ShuttingDown,
-            (None, None) => Error::disconnected("the connection closed"),
-        }
+    /// Whether any call on this connection was answered.
+    pub(crate) fn served(&self) -> bool {
+        self.served.load(Ordering::Relaxed)
     }
 
-    /// Sends one call and waits for its answer.
+    /// Why the connection is unusable, for calls that find it so.
+    pub(crate) fn unusable_error(&self) -> Error {
+        self.calls.lock().unusable_error()
+    }
+
+    /// Sends one call and waits for its answer. `place` is the call's place
+    /// under the in-flight limit; the queued request shares it.
     ///
     /// If this future is dropped before the answer arrives (a deadline, a
     /// `select!`, a dropped caller), the server is told to stop the call.
-    pub(crate) async fn round_trip<Q>(&self, request: &Q, budget: Duration) -> Result<Reply, Error>
+    pub(crate) async fn round_trip<Q>(
+        &self,
+        request: &Q,
+        budget: Duration,
+        place: &Arc<OwnedSemaphorePermit>,
+    ) -> Result<Reply, Error>
     where
         Q: RequestMessage + ?Sized,
     {
@@ -122,11 +136,8 @@ impl Link {
                 setting: "Server::max_frame_len",
             });
         }
-
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = Frame::new(Kind::Request, id, payload.freeze())?;
-        let waiter = match self.calls.register(id) {
-            Ok(waiter) => waiter,
+        let (id, waiter) = match self.calls.send(&self.outbox, payload.freeze(), place)? {
+            Ok(sent) => sent,
             Err(refused) => return Ok(refused),
         };
         let mut pending = Pending {
@@ -134,13 +145,13 @@ impl Link {
             id,
             answered: false,
         };
-        if self.outbox.send(frame.into()).is_err() {
-            return Ok(Reply::Lost(self.unusable_error()));
-        }
         let reply = waiter
             .await
             .unwrap_or_else(|_| Reply::Lost(self.unusable_error()));
         pending.answered = true;
+        if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
+            self.served.store(true, Ordering::Relaxed);
+        }
         Ok(reply)
     }
 }
@@ -176,12 +187,26 @@ struct Calls {
 
 #[derive(Debug, Default)]
 struct CallsInner {
+    /// The last request id used; ids go up by one per call.
+    last_id: u64,
     waiting: HashMap<u64, oneshot::Sender<Reply>>,
     /// Set once, when the connection ends; later calls fail with it at once.
     closed: Option<Error>,
     /// Set when the server said goodbye: the last request id it read.
     goodbye: Option<u64>,
 }
+
+impl CallsInner {
+    fn unusable_error(&self) -> Error {
+        match (&self.closed, self.goodbye) {
+            (Some(err), _) => err.clone(),
+            (None, Some(_)) => Error::ShuttingDown,
+            (None, None) => Error::disconnected("the connection closed"),
+        }
+    }
+}
+
+type Sent = (u64, oneshot::Receiver<Reply>);
 
 impl Calls {
     fn lock(&self) -> MutexGuard<'_, CallsInner> {
@@ -190,18 +215,37 @@ impl Calls {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds a waiter for `id`, or says why the connection takes no call.
-    fn register(&self, id: u64) -> Result<oneshot::Receiver<Reply>, Reply> {
+    /// Takes the next id, registers a waiter for it and queues the request,
+    /// all under one lock: requests reach the wire in id order, which the
+    /// protocol requires and the goodbye's "last id read" relies on.
+    ///
+    /// The inner `Err` says why the connection took no call.
+    fn send(
+        &self,
+        outbox: &mpsc::UnboundedSender<Outgoing>,
+        payload: Bytes,
+        place: &Arc<OwnedSemaphorePermit>,
+    ) -> Result<Result<Sent, Reply>, Error> {
         let mut inner = self.lock();
-        if let Some(err) = &inner.closed {
-            return Err(Reply::Lost(err.clone()));
+        if inner.closed.is_some() {
+            return Ok(Err(Reply::Unsent(inner.unusable_error())));
         }
         if inner.goodbye.is_some() {
-            return Err(Reply::NotRun);
+            return Ok(Err(Reply::NotRun));
         }
+        let id = inner.last_id + 1;
+        let frame = Frame::new(Kind::Request, id, payload)?;
+        let out = Outgoing {
+            frame,
+            hold: Some(Hold::Place(Arc::clone(place))),
+        };
+        if outbox.send(out).is_err() {
+            return Ok(Err(Reply::Unsent(inner.unusable_error())));
+        }
+        inner.last_id = id;
         let (tx, rx) = oneshot::channel();
         inner.waiting.insert(id, tx);
-        Ok(rx)
+        Ok(Ok((id, rx)))
     }
 
     fn complete(&self, id: u64, reply: Reply) {
@@ -212,7 +256,8 @@ impl Calls {
         }
     }
 
-    /// Removes `id`'s waiter; whether it was still waiting.
+    /// Removes `id`'s waiter; whether it was still waiting on a live
+    /// connection (and so deserves a cancel).
     fn forget(&self, id: u64) -> bool {
         let mut inner = self.lock();
         inner.waiting.remove(&id).is_some() && inner.closed.is_none()
@@ -251,7 +296,7 @@ impl Calls {
     }
 }
 
-async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<Calls>) {
+async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<Calls>, stop: CancellationToken) {
     let reason = loop {
         let frame = match reader.read_frame().await {
             Ok(Some(frame)) => frame,
@@ -283,4 +328,5 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<Calls>) {
     };
     tracing::debug!(error = %reason, "client connection ended");
     calls.close(reason);
+    stop.cancel();
 }

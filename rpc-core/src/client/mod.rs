@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::Shared;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -26,7 +28,7 @@ use link::{Link, Reply};
 use crate::context::Context;
 use crate::error::Error;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
-use crate::payload;
+use crate::payload::{self, MAX_WIRE_BUDGET};
 use crate::service::{BoxFuture, RequestMessage};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 
@@ -69,30 +71,37 @@ impl Default for ClientConfig {
 /// Opens a fresh connection, for clients that reconnect.
 type Dial = Arc<dyn Fn() -> BoxFuture<Result<Link, Error>> + Send + Sync>;
 
+/// A reconnect attempt under way, which every caller that needs a
+/// connection waits on.
+type Dialing = Shared<BoxFuture<Result<Arc<Link>, Error>>>;
+
 /// An untyped client: what generated `FooClient`s wrap.
 ///
 /// Cloning is cheap (an `Arc`) and every clone shares the connection. The
 /// connection closes when the last clone is dropped.
 #[derive(Clone)]
 pub struct Client {
-    shared: Arc<Shared>,
+    shared: Arc<Inner>,
 }
 
-struct Shared {
+struct Inner {
     config: ClientConfig,
     in_flight: Arc<Semaphore>,
     state: Mutex<LinkState>,
     dial: Option<Dial>,
-    /// Held while redialling, so concurrent callers share one attempt.
-    dialing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
 struct LinkState {
     link: Option<Arc<Link>>,
+    /// Connection attempts that failed (or connections that died before
+    /// serving a call) since a connection last served one.
     failures: u32,
     retry_at: Option<Instant>,
     last_error: Option<Error>,
+    dialing: Option<Dialing>,
+    /// Whether the current link came from a redial (not the first connect).
+    redialed: bool,
 }
 
 impl fmt::Debug for Client {
@@ -135,7 +144,7 @@ impl Client {
 
     fn build(link: Option<Link>, dial: Option<Dial>, config: ClientConfig) -> Client {
         Client {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Inner {
                 in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
                 config,
                 state: Mutex::new(LinkState {
@@ -143,7 +152,6 @@ impl Client {
                     ..LinkState::default()
                 }),
                 dial,
-                dialing: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -155,18 +163,21 @@ impl Client {
 
     /// Whether the current connection is up and taking calls.
     pub fn is_connected(&self) -> bool {
-        self.state().link.as_ref().is_some_and(|link| link.is_usable())
+        self.shared
+            .state()
+            .link
+            .as_ref()
+            .is_some_and(|link| link.is_usable())
     }
 
     /// Whether the current connection has ended. A client that reconnects
     /// redials on its next call; one that does not fails every call.
     pub fn is_closed(&self) -> bool {
-        self.state().link.as_ref().is_none_or(|link| link.is_closed())
-    }
-
-    fn state(&self) -> MutexGuard<'_, LinkState> {
-        // Updates under this lock are single assignments: poison is harmless.
-        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .state()
+            .link
+            .as_ref()
+            .is_none_or(|link| link.is_closed())
     }
 
     /// Makes a call and decodes its result as `T`.
@@ -182,7 +193,8 @@ impl Client {
         T: DeserializeOwned,
     {
         let now = Instant::now();
-        let mut deadline = now + timeout.unwrap_or(self.shared.config.timeout);
+        let timeout = timeout.unwrap_or(self.shared.config.timeout).min(MAX_WIRE_BUDGET);
+        let mut deadline = now + timeout;
         if let Some(inherited) = Context::current_deadline() {
             deadline = deadline.min(inherited);
         }
@@ -205,21 +217,30 @@ impl Client {
     where
         Q: RequestMessage + ?Sized,
     {
-        // The semaphore is never closed; the `ok()` only satisfies the type.
-        let _place = self.shared.in_flight.acquire().await.ok();
+        let place = Arc::clone(&self.shared.in_flight)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::disconnected("the client is closed"))?;
+        let place = Arc::new(place);
         let mut retried = false;
         loop {
             let link = self.link().await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let may_retry = !retried && self.shared.dial.is_some();
-            match link.round_trip(request, remaining).await? {
-                Reply::Response(payload) => return Ok(payload),
+            match link.round_trip(request, remaining, &place).await? {
+                Reply::Response(payload) => {
+                    self.shared.served();
+                    return Ok(payload);
+                }
                 Reply::Failed(err) => {
+                    self.shared.served();
                     let max_frame_len = self.shared.config.max_frame_len;
                     return Err(err.into_error(request.method(), budget, max_frame_len));
                 }
-                // The server never read it: running it elsewhere is safe.
-                Reply::NotRun if may_retry => retried = true,
+                // Never sent, or never read by the server: running it
+                // elsewhere is safe, whatever the method.
+                Reply::Unsent(_) | Reply::NotRun if may_retry => retried = true,
+                Reply::Unsent(err) => return Err(err),
                 Reply::NotRun => return Err(Error::ShuttingDown),
                 // It may have run; only an idempotent call may run again.
                 Reply::Lost(_) if may_retry && request.idempotent() => retried = true,
@@ -230,57 +251,99 @@ impl Client {
 
     /// The connection to use: the current one while it takes calls, else a
     /// fresh one if this client can redial.
+    ///
+    /// The redial runs in a task of its own that every caller waits on, so
+    /// a caller whose deadline is shorter than a connect cannot cancel it:
+    /// the attempt completes, and counts, whoever is still waiting.
     async fn link(&self) -> Result<Arc<Link>, Error> {
-        if let Some(link) = self.usable_link() {
-            return Ok(link);
-        }
-        let Some(dial) = &self.shared.dial else {
-            return Err(self.unusable_error());
-        };
-        let _dialing = self.shared.dialing.lock().await;
-        if let Some(link) = self.usable_link() {
-            return Ok(link);
-        }
-        {
-            let state = self.state();
-            if let (Some(retry_at), Some(err)) = (state.retry_at, &state.last_error) {
-                if Instant::now() < retry_at {
-                    return Err(err.clone());
+        let dialing = {
+            let mut state = self.shared.state();
+            if let Some(link) = state.link.as_ref().filter(|link| link.is_usable()) {
+                return Ok(Arc::clone(link));
+            }
+            let Some(dial) = &self.shared.dial else {
+                return Err(state.link.as_ref().map_or_else(
+                    || Error::disconnected("the client has no connection"),
+                    |link| link.unusable_error(),
+                ));
+            };
+            match &state.dialing {
+                Some(dialing) => dialing.clone(),
+                None => {
+                    let now = Instant::now();
+                    // A redialled connection that died before answering
+                    // anything (a server that accepts and hangs up) is a
+                    // failed attempt; the first redial after a loss is not
+                    // delayed.
+                    if let Some(dead) = state.link.take() {
+                        if state.redialed && !dead.served() {
+                            let backoff = self.shared.config.backoff;
+                            state.failures = state.failures.saturating_add(1);
+                            state.retry_at = Some(now + backoff.delay(state.failures));
+                            state.last_error = Some(dead.unusable_error());
+                        }
+                    }
+                    if let (Some(retry_at), Some(err)) = (state.retry_at, &state.last_error) {
+                        if now < retry_at {
+                            return Err(err.clone());
+                        }
+                    }
+                    let attempt = dial();
+                    let inner = Arc::clone(&self.shared);
+                    let task = tokio::spawn(async move {
+                        let result = attempt.await.map(Arc::new);
+                        inner.dialed(&result);
+                        result
+                    });
+                    let dialing: Dialing = async move {
+                        task.await.unwrap_or_else(|err| {
+                            Err(Error::disconnected(format!("reconnecting failed: {err}")))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    state.dialing = Some(dialing.clone());
+                    dialing
                 }
             }
-        }
-        match dial().await {
+        };
+        dialing.await
+    }
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, LinkState> {
+        // Updates under this lock are single assignments: poison is harmless.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the outcome of a redial.
+    fn dialed(&self, result: &Result<Arc<Link>, Error>) {
+        let mut state = self.state();
+        state.dialing = None;
+        match result {
             Ok(link) => {
-                let link = Arc::new(link);
-                let mut state = self.state();
-                state.link = Some(Arc::clone(&link));
-                state.failures = 0;
+                state.link = Some(Arc::clone(link));
+                state.redialed = true;
                 state.retry_at = None;
                 state.last_error = None;
-                Ok(link)
             }
             Err(err) => {
-                let mut state = self.state();
                 state.failures = state.failures.saturating_add(1);
-                state.retry_at = Some(Instant::now() + self.shared.config.backoff.delay(state.failures));
+                state.retry_at = Some(Instant::now() + self.config.backoff.delay(state.failures));
                 state.last_error = Some(err.clone());
-                Err(err)
             }
         }
     }
 
-    fn usable_link(&self) -> Option<Arc<Link>> {
-        self.state()
-            .link
-            .as_ref()
-            .filter(|link| link.is_usable())
-            .cloned()
-    }
-
-    fn unusable_error(&self) -> Error {
-        match &self.state().link {
-            Some(link) => link.unusable_error(),
-            None => Error::disconnected("the client has no connection"),
+    /// A call was answered: the connection works, so the backoff starts
+    /// over. Cheap when there is nothing to reset.
+    fn served(&self) {
+        if self.dial.is_some() {
+            let mut state = self.state();
+            if state.failures != 0 {
+                state.failures = 0;
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{self, AbortHandle, JoinSet};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::context::Context;
@@ -21,7 +22,7 @@ use crate::payload::RequestHead;
 use crate::server::ServerState;
 use crate::server::metrics::CallSlot;
 use crate::transport::{Connection, FrameRead, FrameWrite};
-use crate::writer::{self, Outgoing};
+use crate::writer::{self, Hold, Outgoing};
 
 /// Serves one connection until the client leaves, breaks the protocol, or
 /// the server shuts down.
@@ -44,7 +45,13 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     } = conn;
     let _open = state.metrics.connection_opened();
     let (outbox, queued) = mpsc::unbounded_channel();
-    let writer = AbortOnDropHandle::new(tokio::spawn(writer::run(writer, queued)));
+    let writing = writer::run(
+        writer,
+        queued,
+        CancellationToken::new(),
+        state.config.write_timeout,
+    );
+    let writer = AbortOnDropHandle::new(tokio::spawn(writing));
     let permits = Arc::new(Semaphore::new(state.config.max_calls_per_connection.max(1)));
     let mut conn = ConnState {
         state: Arc::clone(&state),
@@ -66,9 +73,22 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
             () = tokio::time::sleep_until(last_frame + idle_timeout), if conn.running.is_empty() => {
                 break Ending::Idle;
             }
-            (permit, frame) = next_frame(&permits, &mut reader) => match frame {
+            frame = reader.read_frame() => match frame {
                 Ok(Some(frame)) => {
                     last_frame = Instant::now();
+                    let is_request = frame.header().kind() == Kind::Request;
+                    let permit = if is_request {
+                        // At the cap, wait here, holding just this request
+                        // and reading nothing more: TCP pushes back on the
+                        // client. Cancels that came before it were read.
+                        tokio::select! {
+                            biased;
+                            () = state.shutdown.cancelled() => break Ending::ShuttingDown,
+                            permit = Arc::clone(&permits).acquire_owned() => permit.ok(),
+                        }
+                    } else {
+                        None
+                    };
                     if let Err(err) = conn.on_frame(frame, permit) {
                         break Ending::Failed(err);
                     }
@@ -131,19 +151,6 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// Waits for room under the connection's limit, then for a frame.
-///
-/// Cancel-safe: dropping it returns the permit, and the reader keeps any
-/// partial frame buffered.
-async fn next_frame<R: FrameRead>(
-    permits: &Arc<Semaphore>,
-    reader: &mut R,
-) -> (Option<OwnedSemaphorePermit>, Result<Option<Frame>, Error>) {
-    // The semaphore is never closed, so this only fails if it were.
-    let permit = Arc::clone(permits).acquire_owned().await.ok();
-    (permit, reader.read_frame().await)
-}
-
 enum Ending {
     ClientClosed,
     ShuttingDown,
@@ -170,12 +177,21 @@ struct ConnState {
 
 impl ConnState {
     fn finished(&mut self, done: Result<(task::Id, u64), task::JoinError>) {
-        let task = match &done {
-            Ok((task, _)) => *task,
-            Err(err) => err.id(),
-        };
-        // Remove by task id: a request id may already belong to a newer call.
-        self.running.retain(|_, running| running.task != task);
+        match done {
+            // Only if it is still this task's entry: a cancel may have
+            // removed it already.
+            Ok((task, id)) => {
+                if self.running.get(&id).is_some_and(|running| running.task == task) {
+                    self.running.remove(&id);
+                }
+            }
+            // Aborted (cancelled) tasks were removed when cancelled; this is
+            // the rare case, so a scan is fine.
+            Err(err) => {
+                let task = err.id();
+                self.running.retain(|_, running| running.task != task);
+            }
+        }
     }
 
     /// Lets every accepted call finish and be answered.
@@ -194,11 +210,15 @@ impl ConnState {
                     return Err(Error::disconnected("the server's call limit was closed"));
                 };
                 self.state.metrics.request_received();
-                let (head, args) = RequestHead::decode(payload)?;
-                if self.running.contains_key(&id) {
-                    return Err(ProtocolError::DuplicateId(id).into());
+                if id <= self.last_request_id {
+                    return Err(ProtocolError::IdNotIncreasing {
+                        id,
+                        last: self.last_request_id,
+                    }
+                    .into());
                 }
-                self.last_request_id = self.last_request_id.max(id);
+                let (head, args) = RequestHead::decode(payload)?;
+                self.last_request_id = id;
                 let slot = self.state.metrics.call_started(permit);
                 self.start(id, head, args, slot);
                 Ok(())
@@ -236,40 +256,49 @@ impl ConnState {
 
     fn start(&mut self, id: u64, head: RequestHead, args: Bytes, slot: CallSlot) {
         let RequestHead { budget, method } = head;
-        let budget = budget.min(self.state.config.max_budget);
+        let max_budget = self.state.config.max_budget;
         let to_completion = self.state.router.runs_to_completion(&method);
+        // A method that runs to completion ignores its caller's deadline but
+        // not the server's ceiling: a hung handler must end some time.
+        let budget = if to_completion {
+            max_budget
+        } else {
+            budget.min(max_budget)
+        };
         let ctx = Context::new(id, method, Instant::now() + budget, self.peer_addr);
         let call = Call {
             state: Arc::clone(&self.state),
             ctx,
-            budget: (!to_completion).then_some(budget),
             args,
             client_max_frame_len: self.client_max_frame_len,
         };
         let outbox = self.outbox.clone();
-        let answer = async move {
-            let frame = call.run(id).await;
+        let send = move |frame| {
             // A closed outbox means the connection is gone; nobody to tell.
             let _ = outbox.send(Outgoing {
                 frame,
-                slot: Some(slot),
+                hold: Some(Hold::Call(slot)),
             });
             id
         };
         let running = if to_completion {
-            // Its own task, which neither a cancel nor the connection
-            // closing can abort; the tracked task only waits for it.
-            let detached = tokio::spawn(answer);
+            // The handler runs in a task of its own, which neither a cancel
+            // nor the connection closing can abort. It hands its answer
+            // back rather than holding the outbox, so a closing connection
+            // never waits for it.
+            let detached = tokio::spawn(call.run(id));
             let tracked = self.tasks.spawn(async move {
-                let _ = detached.await;
-                id
+                match detached.await {
+                    Ok(frame) => send(frame),
+                    Err(_) => id,
+                }
             });
             Running {
                 task: tracked.id(),
                 abort: None,
             }
         } else {
-            let tracked = self.tasks.spawn(answer);
+            let tracked = self.tasks.spawn(async move { send(call.run(id).await) });
             Running {
                 task: tracked.id(),
                 abort: Some(tracked),
@@ -282,9 +311,8 @@ impl ConnState {
 /// One call, ready to run.
 struct Call {
     state: Arc<ServerState>,
+    /// Holds the deadline the call runs under.
     ctx: Context,
-    /// The time limit; `None` for methods that run to completion.
-    budget: Option<Duration>,
     args: Bytes,
     client_max_frame_len: usize,
 }
@@ -295,10 +323,10 @@ impl Call {
         let Call {
             state,
             ctx,
-            budget,
             args,
             client_max_frame_len,
         } = self;
+        let deadline = ctx.deadline();
         // Cancels the context however the handler ends, aborts included, so
         // work it handed to other tasks hears about it.
         let _cancel = CancelOnDrop(ctx.clone());
@@ -307,10 +335,7 @@ impl Call {
         // unwind guard too: a panic anywhere in the call is the call's problem.
         let call = AssertUnwindSafe(async { state.router.dispatch(&method, args)?.await }).catch_unwind();
         let call = ctx.clone().scope(call);
-        let outcome = match budget {
-            Some(budget) => tokio::time::timeout(budget, call).await.ok(),
-            None => Some(call.await),
-        };
+        let outcome = tokio::time::timeout_at(deadline, call).await.ok();
         let answer = match outcome {
             // The message is the length alone: the client knows its own limit
             // and builds the sentence (see `WireError::into_error`).
@@ -327,10 +352,7 @@ impl Call {
             }
             None => Err(WireError::new(
                 ErrorCode::DeadlineExceeded,
-                format!(
-                    "`{method}` did not finish within its budget of {:?}",
-                    budget.unwrap_or_default()
-                ),
+                format!("`{method}` did not finish within its time budget"),
             )),
         };
         match answer.map(|result| Frame::new(Kind::Response, id, result)) {

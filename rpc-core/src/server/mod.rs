@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub max_budget: Duration,
     /// See [`DEFAULT_IDLE_TIMEOUT`].
     pub idle_timeout: Duration,
+    /// How long writing one batch of answers may take before the client is
+    /// taken to have stopped reading and is disconnected.
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +48,7 @@ impl Default for ServerConfig {
             max_calls_per_connection: DEFAULT_MAX_CALLS_PER_CONNECTION,
             max_budget: DEFAULT_MAX_BUDGET,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            write_timeout: crate::writer::DEFAULT_WRITE_TIMEOUT,
         }
     }
 }

@@ -217,3 +217,78 @@ mod tests {
         assert_eq!(frame.payload().as_ptr() as usize, start + HEADER_LEN);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+    use rpc_core::frame::Kind;
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::Request),
+            Just(Kind::Response),
+            Just(Kind::Cancel),
+            Just(Kind::Error)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_in_arbitrary_chunks_never_panic_the_decoder(
+            stream in proptest::collection::vec(any::<u8>(), 0..2048),
+            chunk in 1usize..64,
+        ) {
+            let mut codec = FrameCodec::new(1024);
+            let mut buf = BytesMut::new();
+            'feed: for part in stream.chunks(chunk) {
+                buf.extend_from_slice(part);
+                loop {
+                    match codec.decode(&mut buf) {
+                        Ok(Some(frame)) => prop_assert!(frame.payload().len() <= 1024),
+                        Ok(None) => break,
+                        Err(_) => break 'feed,
+                    }
+                }
+                prop_assert!(buf.capacity() <= 1024 + HEADER_LEN + 64 * 1024);
+            }
+            let _ = codec.decode_eof(&mut buf);
+        }
+
+        #[test]
+        fn valid_frames_survive_any_split(
+            frames in proptest::collection::vec(
+                (kind(), 1u64..u64::MAX, proptest::collection::vec(any::<u8>(), 0..300)),
+                1..8,
+            ),
+            chunk in 1usize..97,
+        ) {
+            let mut codec = FrameCodec::new(1024);
+            let mut wire = BytesMut::new();
+            let sent: Vec<Frame> = frames
+                .into_iter()
+                .map(|(kind, id, payload)| Frame::new(kind, id, Bytes::from(payload)).unwrap())
+                .collect();
+            for frame in &sent {
+                codec.encode(frame.clone(), &mut wire).unwrap();
+            }
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for part in wire.chunks(chunk) {
+                buf.extend_from_slice(part);
+                while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                    got.push(frame);
+                }
+            }
+            prop_assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+            prop_assert_eq!(got.len(), sent.len());
+            for (a, b) in got.iter().zip(&sent) {
+                prop_assert_eq!(a.header(), b.header());
+                prop_assert_eq!(a.payload(), b.payload());
+            }
+        }
+    }
+}

@@ -152,6 +152,7 @@ pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
 pub use rpc_core::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT};
 pub use rpc_core::error::ErrorCode;
 pub use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, ProtocolError};
+pub use rpc_core::generated::FromRpcError;
 pub use rpc_core::server::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BUDGET, DEFAULT_MAX_CALLS_PER_CONNECTION};
 pub use rpc_core::{Backoff, Client, Context, Error, ServerStats, Service};
 pub use rpc_macros::service;
@@ -172,7 +173,7 @@ pub mod __private {
     pub use std::time::Duration;
 
     pub use bytes::{Bytes, BytesMut};
-    pub use rpc_core::generated::{decode_args, encode_args, encode_result, unknown_method};
+    pub use rpc_core::generated::{FromRpcError, decode_args, encode_args, encode_result, unknown_method};
     pub use rpc_core::{BoxFuture, Client, Error, RequestMessage, Service};
     pub use tokio::net::ToSocketAddrs;
 

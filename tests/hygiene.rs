@@ -19,6 +19,10 @@ mod shadowed {
     pub struct Arc;
     pub struct Send;
     pub struct Clone;
+    pub struct Client;
+    pub struct Server;
+    pub struct Service;
+    pub struct Bytes;
     pub trait Sync {}
 
     #[rpc::service]

@@ -38,6 +38,9 @@ pub trait Lab {
     async fn whoami(&self) -> (u64, String, Option<SocketAddr>);
     /// A big answer, to fill a slow reader's socket.
     async fn blob(&self, len: u64) -> Vec<u8>;
+    /// Sleeps, under a default deadline of its own.
+    #[rpc(timeout = "150ms")]
+    async fn hurried(&self, millis: u64) -> u64;
 }
 
 pub struct LabImpl {
@@ -123,6 +126,10 @@ impl Lab for Arc<LabImpl> {
     }
     async fn blob(&self, len: u64) -> Vec<u8> {
         vec![1; len as usize]
+    }
+    async fn hurried(&self, millis: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        millis
     }
 }
 
@@ -553,4 +560,24 @@ async fn without_a_way_to_redial_unread_calls_fail_with_shutting_down() {
     }
     assert_eq!(answered, CAP);
     shutdown.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_can_carry_its_own_default_deadline() {
+    let (server, _, client) = start(rpc::Server::new()).await;
+    let err = client.hurried(10_000).await.unwrap_err();
+    assert!(
+        matches!(err, rpc::Error::DeadlineExceeded { timeout } if timeout == Duration::from_millis(150)),
+        "{err:?}"
+    );
+    // An explicit deadline still wins.
+    assert_eq!(
+        client
+            .with_timeout(Duration::from_secs(10))
+            .hurried(300)
+            .await
+            .unwrap(),
+        300
+    );
+    server.stop().await;
 }

@@ -44,3 +44,24 @@ pub fn unknown_method(service: &str, method: &str) -> Error {
         method: format!("{service}.{method}"),
     }
 }
+
+/// A method result that can carry a network error, which lets a
+/// `#[rpc::service(transparent)]` client implement the service trait.
+///
+/// Implemented for every `Result<T, E>` whose `E: From<rpc::Error>`, and so
+/// for aliases of such results too.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot carry a network error, so the client cannot implement the service trait",
+    label = "a transparent service's methods must return `Result<T, E>` with `E: From<rpc::Error>`",
+    note = "return `Result<T, YourError>` and implement `From<rpc::Error> for YourError`, or drop `transparent` from `#[rpc::service(..)]`"
+)]
+pub trait FromRpcError {
+    /// The value that reports `err` to the caller.
+    fn from_rpc_error(err: Error) -> Self;
+}
+
+impl<T, E: From<Error>> FromRpcError for Result<T, E> {
+    fn from_rpc_error(err: Error) -> Self {
+        Err(E::from(err))
+    }
+}

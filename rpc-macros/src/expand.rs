@@ -5,7 +5,7 @@
 //! `Option` or `Box`, and under `#![no_implicit_prelude]`.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::{Attribute, Ident};
 
 use crate::parse::{Method, Service, variant_name};
@@ -15,6 +15,7 @@ pub(crate) fn expand(service: &Service) -> TokenStream {
         request_enum(service),
         response_enum(service),
         client(service),
+        transparent_client(service),
         server(service),
     ];
     let generated = quote!(#(#generated)*);
@@ -76,9 +77,11 @@ fn service_trait(service: &Service) -> TokenStream {
             fn #name(&self, #(#args),*) -> impl #p::Future<Output = #output> + #p::Send;
         }
     });
+    let supertraits = &service.supertraits;
+    let colon = (!supertraits.is_empty()).then(|| quote!(:));
     quote! {
         #(#attrs)*
-        #vis trait #ident {
+        #vis trait #ident #colon #supertraits {
             #(#methods)*
         }
     }
@@ -126,7 +129,7 @@ fn request_enum(service: &Service) -> TokenStream {
     let idempotent_arms = service.methods.iter().map(|method| {
         let cfgs = method.cfgs();
         let variant = variant(method);
-        let idempotent = method.idempotent;
+        let idempotent = method.markers.idempotent;
         quote!(#(#cfgs)* #name::#variant { .. } => #idempotent)
     });
     let decode_arms = service.methods.iter().map(|method| {
@@ -240,23 +243,35 @@ fn client(service: &Service) -> TokenStream {
     let methods = service.methods.iter().map(|method| {
         let cfgs = method.cfgs();
         let docs = method.docs();
+        let deprecations = method.deprecations();
         let ident = &method.ident;
         let variant = variant(method);
         let args = method.args.iter().map(|(arg, ty)| quote!(#arg: #ty));
         let names = method.args.iter().map(|(arg, _)| arg);
         let output = &method.output;
         let full = full_name(service, method);
+        let (deadline_doc, timeout) = match method.timeout() {
+            Some(timeout) => {
+                let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                (
+                    format!(" Its deadline is {timeout:?} unless `with_timeout` sets another."),
+                    quote!(#p::Option::or(self.timeout, #p::Some(#p::Duration::from_millis(#millis)))),
+                )
+            }
+            None => (String::new(), quote!(self.timeout)),
+        };
         let errors = format!(
             "\n\n# Errors\n\nFails with `rpc::Error` when the call does not complete: \
-             the connection is lost, the deadline passes, or the server does not have `{full}`."
+             the connection is lost, the deadline passes, or the server does not have `{full}`.{deadline_doc}"
         );
         quote! {
             #(#cfgs)*
             #(#docs)*
             #[doc = #errors]
+            #(#deprecations)*
             pub async fn #ident(&self, #(#args),*) -> #p::Result<#output, #p::Error> {
                 let request = #request::#variant { #(#names),* };
-                self.client.call(&request, self.timeout).await
+                self.client.call(&request, #timeout).await
             }
         }
     });
@@ -321,6 +336,49 @@ fn client(service: &Service) -> TokenStream {
     }
 }
 
+/// With `#[rpc::service(transparent)]`, the client implements the service
+/// trait: generic code over `impl Trait` runs against a local value or a
+/// remote server alike. Network failures fold into each method's own error
+/// type, which must be `Result<T, E>` (or an alias of one) with
+/// `E: From<rpc::Error>`.
+fn transparent_client(service: &Service) -> TokenStream {
+    if !service.transparent {
+        return TokenStream::new();
+    }
+    let p = private(service);
+    let trait_name = &service.ident;
+    let name = format_ident!("{}Client", service.ident);
+    let methods = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let ident = &method.ident;
+        let args = method.args.iter().map(|(arg, ty)| quote!(#arg: #ty));
+        let names = method.args.iter().map(|(arg, _)| arg);
+        let output = &method.output;
+        // Spanned at the return type, so a method whose result cannot carry
+        // a network error is reported there.
+        let fold = quote_spanned! {syn::spanned::Spanned::span(output)=>
+            <#output as #p::FromRpcError>::from_rpc_error(err)
+        };
+        quote! {
+            #(#cfgs)*
+            #[allow(deprecated)]
+            fn #ident(&self, #(#args),*) -> impl #p::Future<Output = #output> + #p::Send {
+                async move {
+                    match #name::#ident(self, #(#names),*).await {
+                        #p::Ok(value) => value,
+                        #p::Err(err) => #fold,
+                    }
+                }
+            }
+        }
+    });
+    quote! {
+        impl #trait_name for #name {
+            #(#methods)*
+        }
+    }
+}
+
 fn server(service: &Service) -> TokenStream {
     let p = private(service);
     let vis = &service.vis;
@@ -345,11 +403,15 @@ fn server(service: &Service) -> TokenStream {
             #request::#variant { #(#names),* } => #response::#variant(#trait_name::#ident(&*self.service, #(#names),*).await),
         }
     });
-    let no_cancel_arms = service.methods.iter().filter(|m| m.no_cancel).map(|method| {
-        let cfgs = method.cfgs();
-        let wire = &method.wire_name;
-        quote!(#(#cfgs)* #wire => true,)
-    });
+    let no_cancel_arms = service
+        .methods
+        .iter()
+        .filter(|m| m.markers.no_cancel)
+        .map(|method| {
+            let cfgs = method.cfgs();
+            let wire = &method.wire_name;
+            quote!(#(#cfgs)* #wire => true,)
+        });
     quote! {
         #[doc = #doc]
         #vis struct #name<S> {
@@ -368,6 +430,7 @@ fn server(service: &Service) -> TokenStream {
             }
         }
 
+        #[allow(deprecated)]
         impl<S: #trait_name + #p::Send + #p::Sync + 'static> #name<S> {
             /// Serves `service`.
             pub fn new(service: S) -> Self {

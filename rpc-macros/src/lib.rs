@@ -3,14 +3,18 @@
 //!
 //! # Layout
 //!
-//! - `parse`: the trait into plain [`parse::Service`] and [`parse::Method`]
-//!   values, every error collected with its span before giving up.
+//! - `parse`: the trait into plain `Service` and `Method` values, every
+//!   error collected with its span before giving up.
+//! - `args`: the `#[rpc::service(..)]` arguments and `#[rpc(..)]` markers.
+//! - `types`: which argument and result types can cross the network.
 //! - `expand`: one function per emitted item.
 
 use proc_macro::TokenStream;
 
+mod args;
 mod expand;
 mod parse;
+mod types;
 
 /// Turns a trait into an RPC service: a request enum, a response enum, a
 /// client and a server dispatch. See the `rpc` crate's documentation.

@@ -1,23 +1,31 @@
-//! Parsing and checking the annotated trait.
+//! Parsing and checking the annotated trait: every rule in one pass, every
+//! error with the span it is about and a sentence on what to write instead.
+
+use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
-use syn::parse::Parser;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, Ident, ItemTrait, Pat, Path, ReturnType, TraitItem, TraitItemFn, Type, Visibility,
-    parse_quote,
+    Attribute, FnArg, Ident, Item, ItemTrait, Pat, Path, ReturnType, TraitItem, TraitItemFn, Type, Visibility,
 };
+
+use crate::args::{self, MethodMarkers};
+use crate::types::{self, Position};
 
 /// The annotated trait, checked.
 pub(crate) struct Service {
     /// The path of the `rpc` facade in the user's crate (`::rpc` by default).
     pub(crate) krate: Path,
+    /// Whether the client implements the trait too.
+    pub(crate) transparent: bool,
     pub(crate) vis: Visibility,
     pub(crate) ident: Ident,
     /// The trait's name on the wire (the identifier without `r#`).
     pub(crate) wire_name: String,
     /// Attributes of the trait, doc comments included.
     pub(crate) attrs: Vec<Attribute>,
+    /// The trait's supertraits (only `Send`, `Sync` and `'static` pass).
+    pub(crate) supertraits: TokenStream,
     pub(crate) methods: Vec<Method>,
 }
 
@@ -26,11 +34,7 @@ pub(crate) struct Method {
     /// Every attribute of the method but our own `#[rpc(..)]`, docs and
     /// `#[cfg]` included.
     pub(crate) attrs: Vec<Attribute>,
-    /// `#[rpc(no_cancel)]`: once started, runs to completion.
-    pub(crate) no_cancel: bool,
-    /// `#[rpc(idempotent)]`: safe to run twice, so retried after a lost
-    /// connection.
-    pub(crate) idempotent: bool,
+    pub(crate) markers: MethodMarkers,
     pub(crate) ident: Ident,
     /// The method's name on the wire (the identifier without `r#`).
     pub(crate) wire_name: String,
@@ -55,6 +59,16 @@ impl Method {
     pub(crate) fn cfgs(&self) -> impl Iterator<Item = &Attribute> {
         self.attrs.iter().filter(|a| a.path().is_ident("cfg"))
     }
+
+    /// `#[deprecated]`, which the client's method carries too.
+    pub(crate) fn deprecations(&self) -> impl Iterator<Item = &Attribute> {
+        self.attrs.iter().filter(|a| a.path().is_ident("deprecated"))
+    }
+
+    /// The method's default deadline, from `#[rpc(timeout = "..")]`.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.markers.timeout
+    }
 }
 
 /// Names the generated client uses for its own methods.
@@ -65,27 +79,34 @@ const MAX_WIRE_NAME_LEN: usize = 255;
 
 /// Collects errors so the user sees all of them at once.
 #[derive(Default)]
-struct Errors(Option<syn::Error>);
+pub(crate) struct Errors(Option<syn::Error>);
 
 impl Errors {
-    fn push(&mut self, span: Span, message: impl std::fmt::Display) {
+    pub(crate) fn push(&mut self, span: Span, message: impl std::fmt::Display) {
         let err = syn::Error::new(span, message);
         match &mut self.0 {
             Some(all) => all.combine(err),
             None => self.0 = Some(err),
         }
     }
+
+    fn count(&self) -> usize {
+        self.0.as_ref().map_or(0, |err| err.clone().into_iter().count())
+    }
 }
 
 pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, syn::Error> {
     let mut errors = Errors::default();
-    let krate = parse_args(attr, &mut errors);
-    let item: ItemTrait = syn::parse2(item).map_err(|err| {
-        syn::Error::new(
-            err.span(),
-            "#[rpc::service] goes on a trait: `#[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }`",
-        )
-    })?;
+    let args = args::service_args(attr, &mut errors);
+    let item: ItemTrait = match syn::parse2::<Item>(item)? {
+        Item::Trait(item) => item,
+        other => {
+            return Err(syn::Error::new(
+                other.span(),
+                "#[rpc::service] goes on a trait: `#[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }`",
+            ));
+        }
+    };
 
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
         errors.push(
@@ -93,14 +114,13 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, syn
             "a service trait cannot be generic; use concrete types in its methods",
         );
     }
-    if let Some(colon) = item.colon_token {
-        errors.push(
-            colon
-                .span()
-                .join(item.supertraits.span())
-                .unwrap_or_else(|| colon.span()),
-            "a service trait cannot have supertraits; the generated client cannot implement them",
-        );
+    for bound in &item.supertraits {
+        if !types::honourable_supertrait(bound) {
+            errors.push(
+                bound.span(),
+                "a service trait's supertraits can only be `Send`, `Sync` and `'static`; the generated client could not implement any other",
+            );
+        }
     }
     if let Some(unsafety) = item.unsafety {
         errors.push(unsafety.span(), "a service trait cannot be `unsafe`");
@@ -132,6 +152,30 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, syn
         }
     }
     let service_name = unraw(&item.ident);
+    check_names(&service_name, &methods, &mut errors);
+
+    let supertraits = {
+        let bounds = &item.supertraits;
+        quote::quote!(#bounds)
+    };
+    match errors.0 {
+        Some(err) => Err(err),
+        None => Ok(Service {
+            krate: args.krate,
+            transparent: args.transparent,
+            vis: item.vis,
+            wire_name: service_name,
+            ident: item.ident,
+            attrs: item.attrs,
+            supertraits,
+            methods,
+        }),
+    }
+}
+
+/// Names must be unique on the wire and as enum variants, and fit the
+/// request head.
+fn check_names(service_name: &str, methods: &[Method], errors: &mut Errors) {
     for (i, method) in methods.iter().enumerate() {
         let mut earlier = methods.iter().take(i);
         if let Some(twin) = earlier.clone().find(|m| m.wire_name == method.wire_name) {
@@ -166,51 +210,27 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, syn
             );
         }
     }
-
-    match errors.0 {
-        Some(err) => Err(err),
-        None => Ok(Service {
-            krate,
-            vis: item.vis,
-            wire_name: service_name,
-            ident: item.ident,
-            attrs: item.attrs,
-            methods,
-        }),
-    }
-}
-
-fn parse_args(attr: TokenStream, errors: &mut Errors) -> Path {
-    let mut krate: Path = parse_quote!(::rpc);
-    let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("crate") {
-            let value = meta.value()?;
-            krate = if value.peek(syn::LitStr) {
-                value.parse::<syn::LitStr>()?.parse()?
-            } else {
-                value.parse()?
-            };
-            Ok(())
-        } else {
-            Err(meta.error("unknown #[rpc::service] argument; the only one is `crate = path::to::rpc`"))
-        }
-    });
-    if let Err(err) = parser.parse2(attr) {
-        errors.push(err.span(), err);
-    }
-    krate
 }
 
 fn parse_method(method: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     let sig = &method.sig;
     let name = unraw(&sig.ident);
-    let before = errors.0.as_ref().map(|e| e.clone().into_iter().count());
+    let before = errors.count();
 
     if sig.asyncness.is_none() {
         errors.push(
             sig.fn_token.span(),
             format!("service methods must be `async fn`; write `async fn {name}(...)`"),
         );
+    }
+    if let Some(unsafety) = sig.unsafety {
+        errors.push(unsafety.span(), "service methods cannot be `unsafe`");
+    }
+    if let Some(constness) = sig.constness {
+        errors.push(constness.span(), "service methods cannot be `const`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(abi.span(), "service methods cannot declare an ABI (`extern`)");
     }
     if let Some(body) = &method.default {
         errors.push(
@@ -241,7 +261,10 @@ fn parse_method(method: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
             receiver.span(),
             "service methods take `&self`; the server calls them concurrently, so keep mutable state behind a lock",
         ),
-        Some(FnArg::Typed(arg)) => errors.push(arg.span(), "service methods take `&self` as their first argument"),
+        Some(FnArg::Typed(arg)) => errors.push(
+            arg.span(),
+            "service methods take `&self` as their first argument",
+        ),
         None => errors.push(
             sig.paren_token.span.join(),
             "service methods take `&self` as their first argument",
@@ -252,88 +275,42 @@ fn parse_method(method: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     for input in inputs {
         let FnArg::Typed(arg) = input else { continue };
         let ident = match &*arg.pat {
-            Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => pat.ident.clone(),
+            Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() && pat.mutability.is_none() => {
+                pat.ident.clone()
+            }
             other => {
                 errors.push(
                     other.span(),
-                    "service method arguments must be plain names like `a: i64`; destructure inside the method",
+                    "service method arguments must be plain names like `a: i64`; destructure or rebind inside the method",
                 );
                 continue;
             }
         };
-        match &*arg.ty {
-            Type::Reference(ty) => errors.push(
-                ty.span(),
-                "service method arguments must be owned (they are decoded from the network); use `String` for `&str`, `Vec<T>` for `&[T]`",
-            ),
-            Type::ImplTrait(ty) => errors.push(
-                ty.span(),
-                "service method arguments cannot be `impl Trait`; use a concrete, serializable type",
-            ),
-            _ => {}
-        }
+        types::check(&arg.ty, Position::Argument, &mut |span, message| {
+            errors.push(span, message)
+        });
         args.push((ident, (*arg.ty).clone()));
     }
 
     let output = match &sig.output {
-        ReturnType::Default => parse_quote!(()),
+        ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, ty) => {
-            if let Type::ImplTrait(_) = **ty {
-                errors.push(
-                    ty.span(),
-                    "service methods cannot return `impl Trait`; return a concrete, serializable type",
-                );
-            }
+            types::check(ty, Position::Return, &mut |span, message| {
+                errors.push(span, message)
+            });
             (**ty).clone()
         }
     };
 
-    let (attrs, flags) = method_attrs(&method.attrs, errors);
-    let after = errors.0.as_ref().map(|e| e.clone().into_iter().count());
-    (before == after).then(|| Method {
+    let (attrs, markers) = args::method_markers(&method.attrs, errors);
+    (errors.count() == before).then(|| Method {
         attrs,
-        no_cancel: flags.no_cancel,
-        idempotent: flags.idempotent,
+        markers,
         ident: sig.ident.clone(),
         wire_name: name,
         args,
         output,
     })
-}
-
-#[derive(Default)]
-struct Flags {
-    no_cancel: bool,
-    idempotent: bool,
-}
-
-/// Splits our `#[rpc(..)]` markers off a method's attributes.
-fn method_attrs(attrs: &[Attribute], errors: &mut Errors) -> (Vec<Attribute>, Flags) {
-    let mut flags = Flags::default();
-    let mut kept = Vec::new();
-    for attr in attrs {
-        if !attr.path().is_ident("rpc") {
-            kept.push(attr.clone());
-            continue;
-        }
-        let parsed = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("no_cancel") {
-                flags.no_cancel = true;
-                Ok(())
-            } else if meta.path.is_ident("idempotent") {
-                flags.idempotent = true;
-                Ok(())
-            } else {
-                Err(meta.error(
-                    "unknown #[rpc(..)] marker; the markers are `no_cancel` (the handler runs to completion even if the caller goes away) and `idempotent` (retried once after a lost connection)",
-                ))
-            }
-        });
-        if let Err(err) = parsed {
-            errors.push(err.span(), err);
-        }
-    }
-    (kept, flags)
 }
 
 /// The enum variant a method becomes: `get_user` is `GetUser`.
@@ -357,7 +334,7 @@ pub(crate) fn variant_name(wire_name: &str) -> String {
 }
 
 /// An identifier as written on the wire: `r#type` is `type`.
-fn unraw(ident: &Ident) -> String {
+pub(crate) fn unraw(ident: &Ident) -> String {
     let name = ident.to_string();
     name.strip_prefix("r#").map(str::to_owned).unwrap_or(name)
 }

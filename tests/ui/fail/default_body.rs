@@ -1,0 +1,8 @@
+#[rpc::service]
+pub trait Greeter {
+    async fn hello(&self) -> String {
+        "hello".to_owned()
+    }
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rpc::service]
+pub struct Calculator;
+
+fn main() {}

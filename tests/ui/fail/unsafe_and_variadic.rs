@@ -1,0 +1,6 @@
+#[rpc::service]
+pub unsafe trait Danger {
+    async unsafe fn run(&self);
+}
+
+fn main() {}

@@ -118,6 +118,72 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Location transparency
+//!
+//! With `#[rpc::service(transparent)]` the generated client implements the
+//! service trait itself, so code written against `impl Calculator` runs
+//! unchanged against a local value or a remote server. Every method must
+//! then return `Result<T, E>` (or your alias of it) with
+//! `E: From<rpc::Error>`: network failures fold into your own error type
+//! instead of a nested `Result`. (The client's inherent methods, which
+//! return `Result<T, rpc::Error>`, stay available as before.)
+//!
+//! ```
+//! #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+//! pub enum MathError {
+//!     DivisionByZero,
+//!     Unavailable(String),
+//! }
+//!
+//! impl From<rpc::Error> for MathError {
+//!     fn from(err: rpc::Error) -> Self {
+//!         MathError::Unavailable(err.to_string())
+//!     }
+//! }
+//!
+//! #[rpc::service(transparent)]
+//! pub trait Calculator {
+//!     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
+//! }
+//!
+//! struct Local;
+//! impl Calculator for Local {
+//!     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError> {
+//!         if b == 0 { Err(MathError::DivisionByZero) } else { Ok(a / b) }
+//!     }
+//! }
+//!
+//! /// Knows nothing about networks.
+//! async fn half(calc: &impl Calculator, n: i64) -> Result<i64, MathError> {
+//!     calc.div(n, 2).await
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), rpc::Error> {
+//! let server = rpc::Server::new().serve(CalculatorServer::new(Local)).bind("127.0.0.1:0").await?;
+//! let remote = CalculatorClient::connect(server.local_addr()).await?;
+//! assert_eq!(half(&Local, 10).await, Ok(5));
+//! assert_eq!(half(&remote, 10).await, Ok(5));
+//! server.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # What a service trait may contain
+//!
+//! Only `async fn` methods taking `&self` and owned, serde-serializable
+//! arguments (plain names, no patterns), returning an owned serializable
+//! type. Not allowed, each with a compile error that points at the spot and
+//! says what to write instead: other receivers, borrowed, `impl Trait`,
+//! `dyn` or `Self` types anywhere in an argument or result, generic traits
+//! or methods, default bodies, associated types or consts, `unsafe`, `const`
+//! or `extern` methods, supertraits other than `Send`, `Sync` and `'static`,
+//! method names the client uses itself (`connect`, `from_client`,
+//! `with_timeout`, `rpc_client`, `clone`), and names longer than 255 bytes
+//! on the wire. Every mistake in a trait is reported in one go.
+//!
+//! Methods may carry markers: `#[rpc(no_cancel)]`, `#[rpc(idempotent)]` and
+//! `#[rpc(timeout = "5s")]` (the method's default deadline; `with_timeout`
+//! still overrides it).
+//!
 //! # Many calls, one connection
 //!
 //! A client (and all its clones) multiplexes every call over one TCP

@@ -352,10 +352,8 @@ async fn serve_tcp(
     };
     match established {
         Ok(conn) => rpc_core::server::serve_connection(server.state, conn).await,
-        Err(Error::Protocol(ProtocolError::HttpPeer)) => tracing::warn!(
-            %peer_addr,
-            "an HTTP client connected to this rpc port; it was refused (point HTTP clients at an HTTP server)"
-        ),
+        // `tcp::accept` has already said so, in words.
+        Err(Error::Protocol(ProtocolError::HttpPeer)) => {}
         Err(err) => tracing::info!(%peer_addr, error = %err, "refused a connection"),
     }
 }

@@ -394,3 +394,53 @@ async fn past_the_connection_limit_new_clients_wait_for_a_place() {
     assert_eq!(second.add(2, 2).await.unwrap(), 4);
     server.stop().await;
 }
+
+/// Collects what the server logs, for the one test that checks a log line.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_http_client_on_the_rpc_port_is_refused_with_a_clear_log_line() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // One thread, so every task logs through the subscriber set above.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (server, _, addr) = common::start().await;
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let got = until_closed(&mut socket).await;
+        assert_eq!(&got[..], &PREFACE[..], "nothing but our preface goes back");
+        let good = ShapesClient::connect(addr).await.unwrap();
+        assert_eq!(good.add(1, 1).await.unwrap(), 2);
+        server.stop().await;
+    });
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("WARN") && logs.contains("an HTTP client connected to this rpc port"),
+        "{logs}"
+    );
+}

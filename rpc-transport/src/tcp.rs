@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rpc_core::Error;
+use rpc_core::frame::ProtocolError;
 use rpc_core::transport::Connection;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs, lookup_host};
@@ -75,6 +76,14 @@ pub async fn accept(
     match handshake::exchange(&mut stream, limits.max_frame_len).await {
         Ok(peer) => Ok(split(stream, peer, peer_addr, limits)),
         Err(err) => {
+            // Said before the lingering close, so it is said even if the
+            // server stops while lingering.
+            if let Error::Protocol(ProtocolError::HttpPeer) = err {
+                tracing::warn!(
+                    %peer_addr,
+                    "an HTTP client connected to this rpc port; it was refused (point HTTP clients at an HTTP server)"
+                );
+            }
             handshake::linger(&mut stream).await;
             Err(err)
         }

@@ -220,6 +220,7 @@ pub use rpc_core::error::ErrorCode;
 pub use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, ProtocolError};
 pub use rpc_core::generated::FromRpcError;
 pub use rpc_core::server::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BUDGET, DEFAULT_MAX_CALLS_PER_CONNECTION};
+pub use rpc_core::streaming::{STREAM_WINDOW, Streaming};
 pub use rpc_core::{Backoff, Client, Context, Error, ServerStats, Service};
 pub use rpc_macros::service;
 pub use rpc_transport::io::DEFAULT_FRAME_TIMEOUT;
@@ -238,7 +239,12 @@ pub mod __private {
     pub use std::sync::Arc;
     pub use std::time::Duration;
 
+    pub use core::mem::replace;
+
     pub use bytes::{Bytes, BytesMut};
+    pub use futures_core::Stream;
+    pub use rpc_core::streaming::{Answer, Incoming, ItemStream, Streaming, encode_stream};
+    pub use rpc_core::Shape;
     pub use rpc_core::generated::{FromRpcError, decode_args, encode_args, encode_result, unknown_method};
     pub use rpc_core::{BoxFuture, Client, Error, RequestMessage, Service};
     pub use tokio::net::ToSocketAddrs;

@@ -112,6 +112,14 @@ pub enum Error {
         /// The panic message, when it was a string.
         message: String,
     },
+    /// The handler failed the call (for a stream: ended it with this error).
+    /// Handlers return it, for example from a stream, with
+    /// [`Error::failed`].
+    #[error("the call failed on the server: {message}")]
+    Failed {
+        /// What the handler said.
+        message: String,
+    },
     /// The server refused the call because it is at a limit; retry later.
     #[error("the server is overloaded and refused the call: {reason}; retry later")]
     Overloaded {
@@ -149,6 +157,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// An error a handler reports to its caller, such as one that ends a
+    /// stream early: the caller sees [`Error::Failed`] with `message`.
+    pub fn failed(message: impl Into<String>) -> Error {
+        Error::Failed {
+            message: message.into(),
+        }
+    }
+
     /// A [`Error::Disconnected`] with the given reason.
     pub fn disconnected(reason: impl Into<Arc<str>>) -> Error {
         Error::Disconnected {
@@ -186,6 +202,8 @@ pub enum ErrorCode {
     Internal = 8,
     /// Connection-level: the peer broke the protocol and is being closed.
     Protocol = 9,
+    /// The handler failed the call with a message (`Error::failed`).
+    Failed = 10,
 }
 
 impl ErrorCode {
@@ -201,6 +219,7 @@ impl ErrorCode {
             7 => ErrorCode::ResponseTooLarge,
             8 => ErrorCode::Internal,
             9 => ErrorCode::Protocol,
+            10 => ErrorCode::Failed,
             _ => return None,
         })
     }
@@ -262,6 +281,7 @@ impl WireError {
             Some(ErrorCode::HandlerPanicked) => Error::HandlerPanicked { method, message },
             Some(ErrorCode::DeadlineExceeded) => Error::DeadlineExceeded { timeout },
             Some(ErrorCode::Overloaded) => Error::Overloaded { reason: message },
+            Some(ErrorCode::Failed) => Error::Failed { message },
             Some(ErrorCode::Protocol) => Error::disconnected(format!(
                 "the server closed the connection after a protocol error: {message}"
             )),

@@ -53,12 +53,19 @@ pub enum Kind {
     /// payload and will close once the calls it accepted are answered.
     /// Server to client, request id 0.
     Goodbye = 5,
+    /// One item of a call's stream. Either direction.
+    Item = 6,
+    /// The sender's stream of a call has ended normally. Either direction.
+    End = 7,
+    /// The receiver of a stream grants its sender more items (`u32` LE).
+    /// Either direction.
+    Credit = 8,
 }
 
 impl Kind {
-    /// Wire values 6 to 15 are reserved for stream items, stream end and
-    /// flow-control credit; a peer that sends one is newer than us.
-    const RESERVED: std::ops::RangeInclusive<u8> = 6..=15;
+    /// Wire values 9 to 15 are reserved for later versions; a peer that
+    /// sends one is newer than us.
+    const RESERVED: std::ops::RangeInclusive<u8> = 9..=15;
 
     /// Decodes the kind byte of a header.
     pub fn from_wire(byte: u8) -> Result<Kind, ProtocolError> {
@@ -68,6 +75,9 @@ impl Kind {
             3 => Ok(Kind::Error),
             4 => Ok(Kind::Cancel),
             5 => Ok(Kind::Goodbye),
+            6 => Ok(Kind::Item),
+            7 => Ok(Kind::End),
+            8 => Ok(Kind::Credit),
             b if Kind::RESERVED.contains(&b) => Err(ProtocolError::ReservedKind(b)),
             b => Err(ProtocolError::UnknownKind(b)),
         }
@@ -235,7 +245,9 @@ impl Header {
             });
         }
         match kind {
-            Kind::Request | Kind::Response | Kind::Cancel if id == CONNECTION_ID => {
+            Kind::Request | Kind::Response | Kind::Cancel | Kind::Item | Kind::End | Kind::Credit
+                if id == CONNECTION_ID =>
+            {
                 return Err(ProtocolError::ZeroId(kind));
             }
             Kind::Goodbye if id != CONNECTION_ID => return Err(ProtocolError::NonZeroId(kind, id)),
@@ -265,6 +277,19 @@ pub fn parse_goodbye(payload: &[u8]) -> Result<u64, ProtocolError> {
         .try_into()
         .map(u64::from_le_bytes)
         .map_err(|_| ProtocolError::BadGoodbye(payload.len()))
+}
+
+/// The payload of a credit frame: how many more items the sender may send.
+pub fn credit_payload(items: u32) -> Bytes {
+    Bytes::copy_from_slice(&items.to_le_bytes())
+}
+
+/// Reads a credit frame's payload: a nonzero `u32`.
+pub fn parse_credit(payload: &[u8]) -> Result<u32, ProtocolError> {
+    match payload.try_into().map(u32::from_le_bytes) {
+        Ok(0) | Err(_) => Err(ProtocolError::BadCredit(payload.len())),
+        Ok(items) => Ok(items),
+    }
 }
 
 /// A whole frame: a checked header and its payload.
@@ -401,6 +426,45 @@ pub enum ProtocolError {
     /// A cancel named a request id the peer has not used yet.
     #[error("the peer cancelled request id {0}, which it never sent")]
     CancelForUnknownId(u64),
+    /// A credit frame's payload was not a nonzero 4-byte count.
+    #[error("the peer sent a credit frame whose payload ({0} bytes) is not a nonzero 4-byte count")]
+    BadCredit(usize),
+    /// A stream frame named a call that has no stream in that direction.
+    #[error("the peer sent a {kind:?} frame for request id {id}, whose call has no stream from the peer")]
+    NoSuchStream {
+        /// The kind received.
+        kind: Kind,
+        /// The request id it named.
+        id: u64,
+    },
+    /// A stream item arrived without credit for it.
+    #[error(
+        "the peer sent more items on the stream of request id {id} than the {window} it was granted; it must wait for credit"
+    )]
+    CreditExceeded {
+        /// The request id of the stream.
+        id: u64,
+        /// The credit outstanding when the item came.
+        window: u32,
+    },
+    /// Credit granted beyond what a stream may have outstanding.
+    #[error("the peer granted request id {id} credit for {total} items, more than the {max} a stream may have")]
+    CreditOverflow {
+        /// The request id of the stream.
+        id: u64,
+        /// The total the grant would bring the stream to.
+        total: u64,
+        /// The most a stream may have.
+        max: u32,
+    },
+    /// A stream item or end arrived after that stream's end.
+    #[error("the peer sent a {kind:?} frame on the stream of request id {id} after ending it")]
+    AfterEnd {
+        /// The kind received.
+        kind: Kind,
+        /// The request id of the stream.
+        id: u64,
+    },
     /// A cancel frame carried a payload.
     #[error("the peer sent a cancel frame with a {0}-byte payload; cancel frames are empty")]
     CancelWithPayload(usize),

@@ -9,6 +9,8 @@
 //! - [`payload`]: bincode encoding of arguments and results; the request head.
 //! - [`error`]: [`Error`], the one error type, and the wire error codes.
 //! - [`service`]: the traits generated code implements.
+//! - [`streaming`]: [`Streaming`](streaming::Streaming) and the credit-based
+//!   flow control of streams.
 //! - [`context`]: what a handler knows about its call; deadline inheritance.
 //! - [`transport`]: the seam a byte transport plugs into.
 //! - [`client`]: the multiplexer behind every generated client.
@@ -23,6 +25,7 @@ pub mod generated;
 pub mod payload;
 pub mod server;
 pub mod service;
+pub mod streaming;
 pub mod transport;
 mod writer;
 
@@ -32,4 +35,5 @@ pub use client::{Backoff, Client, ClientConfig};
 pub use context::Context;
 pub use error::Error;
 pub use server::{Router, ServerConfig, ServerState, ServerStats};
-pub use service::{BoxFuture, RequestMessage, Service};
+pub use service::{BoxFuture, RequestMessage, Service, Shape};
+pub use streaming::Streaming;

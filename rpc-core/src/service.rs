@@ -7,6 +7,7 @@ use std::pin::Pin;
 use bytes::{Bytes, BytesMut};
 
 use crate::error::Error;
+use crate::streaming::{Answer, Incoming, ItemStream};
 
 /// A boxed, sendable future: what a service's dispatch returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -16,8 +17,15 @@ pub trait RequestMessage {
     /// The method's wire name, e.g. `Calculator.add`.
     fn method(&self) -> &'static str;
 
-    /// Appends the bincode encoding of the arguments to `out`.
+    /// Appends the bincode encoding of the arguments to `out` (stream
+    /// arguments excluded: they travel as item frames).
     fn encode_args(&self, out: &mut BytesMut) -> Result<(), Error>;
+
+    /// Takes the call's stream argument out of the request, encoded, for
+    /// methods that have one.
+    fn take_input(&mut self) -> Option<ItemStream> {
+        None
+    }
 
     /// Whether running the call twice is harmless (`#[rpc(idempotent)]`): if
     /// the connection is lost mid-call, the client retries it once on a
@@ -36,11 +44,20 @@ pub trait Service: Send + Sync + 'static {
     /// The service's wire name, e.g. `Calculator`.
     fn name(&self) -> &'static str;
 
-    /// Starts the call of `method` (without the service prefix) on `args`.
+    /// Starts the call of `method` (without the service prefix) on `args`,
+    /// with the client's stream as `input` for methods that take one.
     ///
     /// Fails with [`Error::UnknownMethod`] or [`Error::BadRequest`] before
     /// anything runs.
-    fn dispatch(&self, method: &str, args: Bytes) -> Result<BoxFuture<Result<Bytes, Error>>, Error>;
+    fn dispatch(&self, method: &str, args: Bytes, input: Option<Incoming>)
+    -> Result<BoxFuture<Result<Answer, Error>>, Error>;
+
+    /// Which directions of `method` (without the service prefix) stream;
+    /// `None` if the service has no such method.
+    fn shape(&self, method: &str) -> Option<Shape> {
+        let _ = method;
+        Some(Shape::UNARY)
+    }
 
     /// Whether `method` (without the service prefix) must run to completion
     /// once started: `#[rpc(no_cancel)]` methods. The server then ignores the
@@ -50,4 +67,21 @@ pub trait Service: Send + Sync + 'static {
         let _ = method;
         false
     }
+}
+
+/// Which directions of a method carry a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// The client sends a stream (an argument of type `Streaming<T>`).
+    pub input: bool,
+    /// The server sends a stream (the method returns `Streaming<T>`).
+    pub output: bool,
+}
+
+impl Shape {
+    /// One request, one response.
+    pub const UNARY: Shape = Shape {
+        input: false,
+        output: false,
+    };
 }

@@ -119,10 +119,24 @@ fn request_enum(service: &Service) -> TokenStream {
         let cfgs = method.cfgs();
         let variant = variant(method);
         let full = full_name(service, method);
-        let args: Vec<_> = method.args.iter().map(|(arg, _)| arg).collect();
+        let args: Vec<_> = method.plain_args().map(|(arg, _)| arg).collect();
         let out = Ident::new("__rpc_out", Span::mixed_site());
         quote! {
-            #(#cfgs)* #name::#variant { #(ref #args),* } => #p::encode_args(#full, &(#(#args,)*), #out)
+            #(#cfgs)* #name::#variant { #(ref #args,)* .. } => #p::encode_args(#full, &(#(#args,)*), #out)
+        }
+    });
+    let take_input_arms = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let variant = variant(method);
+        let full = full_name(service, method);
+        match method.input() {
+            Some((stream, _)) => quote! {
+                #(#cfgs)* #name::#variant { ref mut #stream, .. } => #p::Some(#p::encode_stream(
+                    #full,
+                    #p::replace(#stream, #p::Streaming::empty()),
+                ))
+            },
+            None => quote!(#(#cfgs)* #name::#variant { .. } => #p::None),
         }
     });
     let out = Ident::new("__rpc_out", Span::mixed_site());
@@ -137,12 +151,22 @@ fn request_enum(service: &Service) -> TokenStream {
         let variant = variant(method);
         let full = full_name(service, method);
         let wire = &method.wire_name;
-        let args: Vec<_> = method.args.iter().map(|(arg, _)| arg).collect();
-        let types = method.args.iter().map(|(_, ty)| ty);
+        let args: Vec<_> = method.plain_args().map(|(arg, _)| arg).collect();
+        let types = method.plain_args().map(|(_, ty)| ty);
+        let stream = method.input().map(|(stream, item)| {
+            quote! {
+                let #stream: #p::Streaming<#item> = match input {
+                    #p::Some(input) => input.decode(#full),
+                    #p::None => #p::Streaming::empty(),
+                };
+            }
+        });
+        let stream_name = method.input().map(|(stream, _)| stream);
         quote! {
             #(#cfgs)* #wire => {
                 let (#(#args,)*): (#(#types,)*) = #p::decode_args(#full, args)?;
-                #p::Ok(#name::#variant { #(#args),* })
+                #stream
+                #p::Ok(#name::#variant { #(#args,)* #stream_name })
             }
         }
     });
@@ -155,8 +179,14 @@ fn request_enum(service: &Service) -> TokenStream {
 
         impl #name {
             /// Decodes the arguments of `method` (its name without the service
-            /// prefix) from their bincode bytes.
-            pub fn decode(method: &str, args: &[u8]) -> #p::Result<Self, #p::Error> {
+            /// prefix) from their bincode bytes; `input` is the client's
+            /// stream, for a method that takes one.
+            pub fn decode(
+                method: &str,
+                args: &[u8],
+                input: #p::Option<#p::Incoming>,
+            ) -> #p::Result<Self, #p::Error> {
+                let _ = &input;
                 match method {
                     #(#decode_arms)*
                     _ => #p::Err(#p::unknown_method(#service_name, method)),
@@ -182,6 +212,12 @@ fn request_enum(service: &Service) -> TokenStream {
                     #(#idempotent_arms),*
                 }
             }
+
+            fn take_input(&mut self) -> #p::Option<#p::ItemStream> {
+                match *self {
+                    #(#take_input_arms),*
+                }
+            }
         }
     }
 }
@@ -204,7 +240,11 @@ fn response_enum(service: &Service) -> TokenStream {
         let cfgs = method.cfgs();
         let variant = variant(method);
         let full = full_name(service, method);
-        quote!(#(#cfgs)* #name::#variant(ref value) => #p::encode_result(#full, value))
+        if method.output_item.is_some() {
+            quote!(#(#cfgs)* #name::#variant(stream) => #p::Ok(#p::Answer::Stream(#p::encode_stream(#full, stream))))
+        } else {
+            quote!(#(#cfgs)* #name::#variant(value) => #p::Result::map(#p::encode_result(#full, &value), #p::Answer::Value))
+        }
     });
     quote! {
         #[doc = #doc]
@@ -213,9 +253,10 @@ fn response_enum(service: &Service) -> TokenStream {
         }
 
         impl #name {
-            /// Encodes the result as the payload of a response frame.
-            pub fn encode(&self) -> #p::Result<#p::Bytes, #p::Error> {
-                match *self {
+            /// Encodes the result for the wire: one value, or a stream of
+            /// items.
+            pub fn into_answer(self) -> #p::Result<#p::Answer, #p::Error> {
+                match self {
                     #(#encode_arms),*
                 }
             }
@@ -246,8 +287,19 @@ fn client(service: &Service) -> TokenStream {
         let deprecations = method.deprecations();
         let ident = &method.ident;
         let variant = variant(method);
-        let args = method.args.iter().map(|(arg, ty)| quote!(#arg: #ty));
+        let args: Vec<_> = method
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, (arg, ty))| match method.input() {
+                Some((_, item)) if Some(i) == method.input_stream => {
+                    quote!(#arg: impl #p::Stream<Item = #item> + #p::Send + 'static)
+                }
+                _ => quote!(#arg: #ty),
+            })
+            .collect();
         let names = method.args.iter().map(|(arg, _)| arg);
+        let wrap_input = method.input().map(|(stream, _)| quote!(let #stream = #p::Streaming::new(#stream);));
         let output = &method.output;
         let full = full_name(service, method);
         let (deadline_doc, timeout) = match method.timeout() {
@@ -264,15 +316,34 @@ fn client(service: &Service) -> TokenStream {
             "\n\n# Errors\n\nFails with `rpc::Error` when the call does not complete: \
              the connection is lost, the deadline passes, or the server does not have `{full}`.{deadline_doc}"
         );
+        let body = match (method.input_stream.is_some(), &method.output_item) {
+            (false, None) => quote! {
+                pub async fn #ident(&self, #(#args),*) -> #p::Result<#output, #p::Error> {
+                    let request = #request::#variant { #(#names),* };
+                    self.client.call(&request, #timeout).await
+                }
+            },
+            (true, None) => quote! {
+                pub async fn #ident(&self, #(#args),*) -> #p::Result<#output, #p::Error> {
+                    #wrap_input
+                    let request = #request::#variant { #(#names),* };
+                    self.client.call_with_input(request, #timeout).await
+                }
+            },
+            (_, Some(item)) => quote! {
+                pub fn #ident(&self, #(#args),*) -> #p::Streaming<#item> {
+                    #wrap_input
+                    let request = #request::#variant { #(#names),* };
+                    self.client.call_stream(request, #timeout)
+                }
+            },
+        };
         quote! {
             #(#cfgs)*
             #(#docs)*
             #[doc = #errors]
             #(#deprecations)*
-            pub async fn #ident(&self, #(#args),*) -> #p::Result<#output, #p::Error> {
-                let request = #request::#variant { #(#names),* };
-                self.client.call(&request, #timeout).await
-            }
+            #body
         }
     });
     quote! {
@@ -352,23 +423,40 @@ fn transparent_client(service: &Service) -> TokenStream {
         let cfgs = method.cfgs();
         let ident = &method.ident;
         let args = method.args.iter().map(|(arg, ty)| quote!(#arg: #ty));
-        let names = method.args.iter().map(|(arg, _)| arg);
+        let names: Vec<_> = method
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, (arg, _))| {
+                if Some(i) == method.input_stream {
+                    quote!(#p::Streaming::values(#arg))
+                } else {
+                    quote!(#arg)
+                }
+            })
+            .collect();
         let output = &method.output;
         // Spanned at the return type, so a method whose result cannot carry
         // a network error is reported there.
         let fold = quote_spanned! {syn::spanned::Spanned::span(output)=>
             <#output as #p::FromRpcError>::from_rpc_error(err)
         };
+        let body = if method.output_item.is_some() {
+            // A stream carries its own errors, as its last item.
+            quote!(#name::#ident(self, #(#names),*))
+        } else {
+            quote! {
+                match #name::#ident(self, #(#names),*).await {
+                    #p::Ok(value) => value,
+                    #p::Err(err) => #fold,
+                }
+            }
+        };
         quote! {
             #(#cfgs)*
             #[allow(deprecated)]
             fn #ident(&self, #(#args),*) -> impl #p::Future<Output = #output> + #p::Send {
-                async move {
-                    match #name::#ident(self, #(#names),*).await {
-                        #p::Ok(value) => value,
-                        #p::Err(err) => #fold,
-                    }
-                }
+                async move { #body }
             }
         }
     });
@@ -402,6 +490,13 @@ fn server(service: &Service) -> TokenStream {
             #(#cfgs)*
             #request::#variant { #(#names),* } => #response::#variant(#trait_name::#ident(&*self.service, #(#names),*).await),
         }
+    });
+    let shape_arms = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let wire = &method.wire_name;
+        let input = method.input_stream.is_some();
+        let output = method.output_item.is_some();
+        quote!(#(#cfgs)* #wire => #p::Some(#p::Shape { input: #input, output: #output }),)
     });
     let no_cancel_arms = service
         .methods
@@ -462,14 +557,22 @@ fn server(service: &Service) -> TokenStream {
                 }
             }
 
+            fn shape(&self, method: &str) -> #p::Option<#p::Shape> {
+                match method {
+                    #(#shape_arms)*
+                    _ => #p::None,
+                }
+            }
+
             fn dispatch(
                 &self,
                 method: &str,
                 args: #p::Bytes,
-            ) -> #p::Result<#p::BoxFuture<#p::Result<#p::Bytes, #p::Error>>, #p::Error> {
-                let request = #request::decode(method, &args)?;
+                input: #p::Option<#p::Incoming>,
+            ) -> #p::Result<#p::BoxFuture<#p::Result<#p::Answer, #p::Error>>, #p::Error> {
+                let request = #request::decode(method, &args, input)?;
                 let this = #p::Clone::clone(self);
-                #p::Ok(#p::Box::pin(async move { this.handle(request).await.encode() }))
+                #p::Ok(#p::Box::pin(async move { this.handle(request).await.into_answer() }))
             }
         }
     }

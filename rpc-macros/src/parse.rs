@@ -40,6 +40,10 @@ pub(crate) struct Method {
     pub(crate) wire_name: String,
     pub(crate) args: Vec<(Ident, Type)>,
     pub(crate) output: Type,
+    /// The position in `args` of the one `Streaming<T>` argument, if any.
+    pub(crate) input_stream: Option<usize>,
+    /// `T` of a `Streaming<T>` result, if the method returns a stream.
+    pub(crate) output_item: Option<Type>,
 }
 
 impl Service {
@@ -63,6 +67,18 @@ impl Method {
     /// `#[deprecated]`, which the client's method carries too.
     pub(crate) fn deprecations(&self) -> impl Iterator<Item = &Attribute> {
         self.attrs.iter().filter(|a| a.path().is_ident("deprecated"))
+    }
+
+    /// The stream argument's name and item type.
+    pub(crate) fn input(&self) -> Option<(&Ident, &Type)> {
+        let (name, ty) = self.args.get(self.input_stream?)?;
+        Some((name, stream_item(ty)?))
+    }
+
+    /// The arguments that travel in the request frame (all but a stream).
+    pub(crate) fn plain_args(&self) -> impl Iterator<Item = &(Ident, Type)> + Clone {
+        let skip = self.input_stream;
+        self.args.iter().enumerate().filter(move |(i, _)| Some(*i) != skip).map(|(_, arg)| arg)
     }
 
     /// The method's default deadline, from `#[rpc(timeout = "..")]`.
@@ -303,6 +319,34 @@ fn parse_method(method: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     };
 
     let (attrs, markers) = args::method_markers(&method.attrs, errors);
+    let streams: Vec<usize> = args
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, ty))| stream_item(ty).is_some())
+        .map(|(i, _)| i)
+        .collect();
+    if let Some(second) = streams.get(1).and_then(|i| args.get(*i)) {
+        errors.push(
+            second.0.span(),
+            "a service method can take at most one `Streaming<T>` argument; send one stream of an enum instead",
+        );
+    }
+    let input_stream = streams.first().copied();
+    let output_item = stream_item(&output).cloned();
+    if input_stream.is_some() || output_item.is_some() {
+        if markers.no_cancel {
+            errors.push(
+                sig.ident.span(),
+                "streaming methods cannot be `no_cancel`: a stream ends with its call when the caller goes away",
+            );
+        }
+        if markers.idempotent {
+            errors.push(
+                sig.ident.span(),
+                "streaming methods cannot be `idempotent`: a stream is consumed as it is sent, so it cannot be sent again",
+            );
+        }
+    }
     (errors.count() == before).then(|| Method {
         attrs,
         markers,
@@ -310,7 +354,25 @@ fn parse_method(method: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         wire_name: name,
         args,
         output,
+        input_stream,
+        output_item,
     })
+}
+
+/// `T` if `ty` is `Streaming<T>` (by any path: `rpc::Streaming<T>` too).
+pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Streaming" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first() {
+        Some(syn::GenericArgument::Type(item)) if args.args.len() == 1 => Some(item),
+        _ => None,
+    }
 }
 
 /// The enum variant a method becomes: `get_user` is `GetUser`.

@@ -10,12 +10,14 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError};
 use crate::payload::RequestHead;
 use crate::service::RequestMessage;
 use crate::transport::{Connection, FrameRead, FrameWrite};
+use crate::streaming::{ItemStream, MAX_STREAM_CREDIT, RecvWindow, STREAM_WINDOW, SendCredit};
 use crate::writer::{self, DEFAULT_WRITE_TIMEOUT, Hold, Outgoing};
 
 /// What a call's wait ends with.
@@ -32,6 +34,66 @@ pub(crate) enum Reply {
     Unsent(Error),
     /// The server said goodbye without reading the call: it did not run.
     NotRun,
+}
+
+/// What a streaming call's consumer receives, in order.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// One item of the server's stream.
+    Item(Bytes),
+    /// The server's stream ended normally.
+    End,
+    /// The single answer of a method that takes a stream.
+    Response(Bytes),
+    /// The server failed the call.
+    Failed(WireError),
+    /// The connection ended; the call may or may not have run.
+    Lost(Error),
+    /// The server said goodbye without reading the call.
+    NotRun,
+}
+
+/// Who waits for a call's answer.
+#[derive(Debug)]
+enum Waiter {
+    /// A one-answer call.
+    Unary(oneshot::Sender<Reply>),
+    /// A streaming call: events in order, and the credit of the stream the
+    /// client sends, if it sends one.
+    Stream {
+        events: mpsc::Sender<Event>,
+        credit: Option<Arc<SendCredit>>,
+    },
+}
+
+impl Waiter {
+    fn lost(self, err: Error) {
+        match self {
+            Waiter::Unary(waiter) => {
+                let _ = waiter.send(Reply::Lost(err));
+            }
+            Waiter::Stream { events, credit } => {
+                let _ = events.try_send(Event::Lost(err));
+                if let Some(credit) = credit {
+                    credit.close();
+                }
+            }
+        }
+    }
+
+    fn not_run(self) {
+        match self {
+            Waiter::Unary(waiter) => {
+                let _ = waiter.send(Reply::NotRun);
+            }
+            Waiter::Stream { events, credit } => {
+                let _ = events.try_send(Event::NotRun);
+                if let Some(credit) = credit {
+                    credit.close();
+                }
+            }
+        }
+    }
 }
 
 /// A started connection. Dropping it stops its tasks.
@@ -136,8 +198,9 @@ impl Link {
                 setting: "Server::max_frame_len",
             });
         }
-        let (id, waiter) = match self.calls.send(&self.outbox, payload.freeze(), place)? {
-            Ok(sent) => sent,
+        let (tx, waiter) = oneshot::channel();
+        let id = match self.calls.send(&self.outbox, payload.freeze(), place, Waiter::Unary(tx))? {
+            Ok(id) => id,
             Err(refused) => return Ok(refused),
         };
         let mut pending = Pending {
@@ -189,7 +252,7 @@ struct Calls {
 struct CallsInner {
     /// The last request id used; ids go up by one per call.
     last_id: u64,
-    waiting: HashMap<u64, oneshot::Sender<Reply>>,
+    waiting: HashMap<u64, Waiter>,
     /// Set once, when the connection ends; later calls fail with it at once.
     closed: Option<Error>,
     /// Set when the server said goodbye: the last request id it read.
@@ -205,8 +268,6 @@ impl CallsInner {
         }
     }
 }
-
-type Sent = (u64, oneshot::Receiver<Reply>);
 
 impl Calls {
     fn lock(&self) -> MutexGuard<'_, CallsInner> {
@@ -225,7 +286,8 @@ impl Calls {
         outbox: &mpsc::UnboundedSender<Outgoing>,
         payload: Bytes,
         place: &Arc<OwnedSemaphorePermit>,
-    ) -> Result<Result<Sent, Reply>, Error> {
+        waiter: Waiter,
+    ) -> Result<Result<u64, Reply>, Error> {
         let mut inner = self.lock();
         if inner.closed.is_some() {
             return Ok(Err(Reply::Unsent(inner.unusable_error())));
@@ -243,16 +305,82 @@ impl Calls {
             return Ok(Err(Reply::Unsent(inner.unusable_error())));
         }
         inner.last_id = id;
-        let (tx, rx) = oneshot::channel();
-        inner.waiting.insert(id, tx);
-        Ok(Ok((id, rx)))
+        inner.waiting.insert(id, waiter);
+        Ok(Ok(id))
     }
 
+    /// Hands the call's final answer to its waiter.
     fn complete(&self, id: u64, reply: Reply) {
         let waiter = self.lock().waiting.remove(&id);
-        // No waiter: the call already gave up (deadline, dropped future).
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(reply);
+        match waiter {
+            Some(Waiter::Unary(waiter)) => {
+                let _ = waiter.send(reply);
+            }
+            Some(Waiter::Stream { events, credit }) => {
+                let event = match reply {
+                    Reply::Response(payload) => Event::Response(payload),
+                    Reply::Failed(err) => Event::Failed(err),
+                    Reply::Lost(err) | Reply::Unsent(err) => Event::Lost(err),
+                    Reply::NotRun => Event::NotRun,
+                };
+                let _ = events.try_send(event);
+                if let Some(credit) = credit {
+                    credit.close();
+                }
+            }
+            // The call already gave up (deadline, dropped future).
+            None => {}
+        }
+    }
+
+    /// Routes a stream frame (item, end, credit) from the server.
+    fn stream_frame(&self, kind: Kind, id: u64, payload: Bytes) -> Result<(), ProtocolError> {
+        let mut inner = self.lock();
+        let last_id = inner.last_id;
+        let Some(waiter) = inner.waiting.get(&id) else {
+            // Finished calls may still receive frames that crossed ours.
+            return if id > last_id {
+                Err(ProtocolError::NoSuchStream { kind, id })
+            } else {
+                Ok(())
+            };
+        };
+        let Waiter::Stream { events, credit } = waiter else {
+            return Err(ProtocolError::NoSuchStream { kind, id });
+        };
+        match kind {
+            Kind::Item => match events.try_send(Event::Item(payload)) {
+                Ok(()) => Ok(()),
+                // Room is the window plus the final event: full means the
+                // server sent without credit.
+                Err(mpsc::error::TrySendError::Full(_)) => Err(ProtocolError::CreditExceeded {
+                    id,
+                    window: STREAM_WINDOW,
+                }),
+                Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            },
+            Kind::End => {
+                let _ = events.try_send(Event::End);
+                if let Some(Waiter::Stream {
+                    credit: Some(credit), ..
+                }) = inner.waiting.remove(&id)
+                {
+                    credit.close();
+                }
+                Ok(())
+            }
+            Kind::Credit => {
+                let items = frame::parse_credit(&payload)?;
+                match credit {
+                    Some(credit) => credit.grant(items).map_err(|total| ProtocolError::CreditOverflow {
+                        id,
+                        total,
+                        max: MAX_STREAM_CREDIT,
+                    }),
+                    None => Err(ProtocolError::NoSuchStream { kind, id }),
+                }
+            }
+            _ => Ok(()),
         }
     }
 
@@ -278,7 +406,7 @@ impl Calls {
                 .collect()
         };
         for waiter in not_run {
-            let _ = waiter.send(Reply::NotRun);
+            waiter.not_run();
         }
     }
 
@@ -291,7 +419,7 @@ impl Calls {
             std::mem::take(&mut inner.waiting)
         };
         for (_, waiter) in waiting {
-            let _ = waiter.send(Reply::Lost(err.clone()));
+            waiter.lost(err.clone());
         }
     }
 }
@@ -317,6 +445,11 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<Calls>, stop: Cancell
                 Ok(last_read) => calls.goodbye(last_read),
                 Err(err) => break err.into(),
             },
+            kind @ (Kind::Item | Kind::End | Kind::Credit) => {
+                if let Err(violation) = calls.stream_frame(kind, header.id(), payload) {
+                    break violation.into();
+                }
+            }
             kind @ (Kind::Request | Kind::Cancel) => {
                 break ProtocolError::WrongDirection {
                     kind,
@@ -329,4 +462,181 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<Calls>, stop: Cancell
     tracing::debug!(error = %reason, "client connection ended");
     calls.close(reason);
     stop.cancel();
+}
+
+impl Link {
+    /// Starts a streaming call: sends the request, then (for methods that
+    /// take a stream) pumps `input`'s items as the server grants credit.
+    ///
+    /// The returned call receives the server's events in order; dropping it
+    /// before the call ends cancels the call and stops the pump.
+    pub(crate) fn open<Q>(
+        self: &Arc<Self>,
+        request: &Q,
+        budget: Duration,
+        place: Arc<OwnedSemaphorePermit>,
+        input: Option<ItemStream>,
+    ) -> Result<Result<OpenCall, Reply>, Error>
+    where
+        Q: RequestMessage + ?Sized,
+    {
+        let method = request.method();
+        let mut payload = BytesMut::with_capacity(64);
+        RequestHead::encode(method, budget, &mut payload);
+        request.encode_args(&mut payload)?;
+        let limit = self.server_max_frame_len;
+        if payload.len() > limit {
+            return Err(Error::FrameTooLarge {
+                what: format!("the request to `{method}`"),
+                len: payload.len(),
+                limit,
+                side: "server",
+                setting: "Server::max_frame_len",
+            });
+        }
+        // Room for a full window of items and the event that ends the call.
+        let (events, received) = mpsc::channel(STREAM_WINDOW as usize + 2);
+        let credit = input.as_ref().map(|_| SendCredit::new());
+        let waiter = Waiter::Stream {
+            events,
+            credit: credit.clone(),
+        };
+        let id = match self.calls.send(&self.outbox, payload.freeze(), &place, waiter)? {
+            Ok(id) => id,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let (failed, pump_error) = oneshot::channel();
+        let pump = input.zip(credit).map(|(items, credit)| {
+            let pumping = pump(id, items, credit, self.outbox.clone(), limit, method, failed);
+            AbortOnDropHandle::new(tokio::spawn(pumping))
+        });
+        Ok(Ok(OpenCall {
+            link: Arc::clone(self),
+            id,
+            events: received,
+            pump_error: pump.as_ref().map(|_| pump_error),
+            pump,
+            window: RecvWindow::default(),
+            finished: false,
+            _place: place,
+        }))
+    }
+}
+
+/// Sends a client's stream to the server, one item per unit of credit, then
+/// the end of the stream. A local failure (an item that does not encode or
+/// is too large) is reported through `failed`.
+async fn pump(
+    id: u64,
+    mut items: ItemStream,
+    credit: Arc<SendCredit>,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    limit: usize,
+    method: &'static str,
+    failed: oneshot::Sender<Error>,
+) {
+    use futures::StreamExt;
+    while credit.spend().await {
+        let item = match items.next().await {
+            Some(Ok(item)) => item,
+            Some(Err(err)) => {
+                let _ = failed.send(err);
+                return;
+            }
+            None => {
+                if let Ok(end) = Frame::new(Kind::End, id, Bytes::new()) {
+                    let _ = outbox.send(end.into());
+                }
+                return;
+            }
+        };
+        if item.len() > limit {
+            let _ = failed.send(Error::FrameTooLarge {
+                what: format!("an item sent to `{method}`"),
+                len: item.len(),
+                limit,
+                side: "server",
+                setting: "Server::max_frame_len",
+            });
+            return;
+        }
+        let Ok(frame) = Frame::new(Kind::Item, id, item) else { return };
+        if outbox.send(frame.into()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A streaming call in progress, as its consumer holds it.
+pub(crate) struct OpenCall {
+    link: Arc<Link>,
+    id: u64,
+    events: mpsc::Receiver<Event>,
+    pump: Option<AbortOnDropHandle<()>>,
+    pump_error: Option<oneshot::Receiver<Error>>,
+    window: RecvWindow,
+    /// Set once the call has ended, so dropping it sends no cancel.
+    finished: bool,
+    _place: Arc<OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for OpenCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenCall").field("id", &self.id).finish()
+    }
+}
+
+impl OpenCall {
+    /// The next event of the call; a local failure of the client's own
+    /// stream comes as `Lost`.
+    pub(crate) fn poll_event(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Event> {
+        use std::future::Future;
+        use std::task::Poll;
+        if let Some(pump_error) = &mut self.pump_error {
+            if let Poll::Ready(result) = std::pin::Pin::new(pump_error).poll(cx) {
+                self.pump_error = None;
+                if let Ok(err) = result {
+                    return Poll::Ready(Event::Lost(err));
+                }
+            }
+        }
+        match self.events.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                if !matches!(event, Event::Item(_)) {
+                    self.finished = true;
+                }
+                Poll::Ready(event)
+            }
+            Poll::Ready(None) => {
+                self.finished = true;
+                Poll::Ready(Event::Lost(self.link.unusable_error()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The next event of the call.
+    pub(crate) async fn next_event(&mut self) -> Event {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// The consumer took an item: grant the server more credit when due.
+    pub(crate) fn consumed_item(&mut self) {
+        if let Some(items) = self.window.consumed() {
+            if let Ok(frame) = Frame::new(Kind::Credit, self.id, frame::credit_payload(items)) {
+                let _ = self.link.outbox.send(frame.into());
+            }
+        }
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        self.pump = None;
+        if !self.finished && self.link.calls.forget(self.id) {
+            if let Ok(cancel) = Frame::new(Kind::Cancel, self.id, Bytes::new()) {
+                let _ = self.link.outbox.send(cancel.into());
+            }
+        }
+    }
 }

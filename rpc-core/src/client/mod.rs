@@ -9,6 +9,7 @@
 
 mod backoff;
 mod link;
+mod stream;
 
 use std::fmt;
 use std::future::Future;
@@ -23,13 +24,15 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 pub use backoff::Backoff;
-use link::{Link, Reply};
+use link::{Event, Link, OpenCall, Reply};
+use stream::ClientStream;
 
 use crate::context::Context;
 use crate::error::Error;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
 use crate::payload::{self, MAX_WIRE_BUDGET};
 use crate::service::{BoxFuture, RequestMessage};
+use crate::streaming::Streaming;
 use crate::transport::{Connection, FrameRead, FrameWrite};
 
 /// How long a call may take when neither the client nor the call sets a
@@ -192,6 +195,75 @@ impl Client {
         Q: RequestMessage + ?Sized,
         T: DeserializeOwned,
     {
+        let (deadline, budget) = self.deadline(timeout)?;
+        let method = request.method();
+        let payload = tokio::time::timeout_at(deadline, self.call_until(request, deadline, budget))
+            .await
+            .unwrap_or(Err(Error::DeadlineExceeded { timeout: budget }))?;
+        payload::decode(&payload).map_err(|err| Error::BadResponse {
+            method: method.to_owned(),
+            reason: err.to_string(),
+        })
+    }
+
+    /// Makes a call whose answer is a stream (and which may send one too:
+    /// the request's stream argument, taken out of it here).
+    ///
+    /// The call starts when the stream is first polled; errors, from
+    /// connecting to the deadline passing, arrive as its last item.
+    /// Streaming calls are never retried: their input is consumed as it is
+    /// sent.
+    pub fn call_stream<Q, T>(&self, mut request: Q, timeout: Option<Duration>) -> Streaming<T>
+    where
+        Q: RequestMessage + Send + Sync + 'static,
+        T: DeserializeOwned + Send + 'static,
+    {
+        let (deadline, budget) = match self.deadline(timeout) {
+            Ok(deadline) => deadline,
+            Err(err) => return Streaming::failed(err),
+        };
+        let input = request.take_input();
+        let method = request.method();
+        let client = self.clone();
+        let opening = async move { client.open(&request, deadline, input).await }.boxed();
+        let max_frame_len = self.shared.config.max_frame_len;
+        Streaming::from_results(ClientStream::new(opening, deadline, budget, method, max_frame_len))
+    }
+
+    /// Makes a call that sends a stream (the request's stream argument) and
+    /// gets one value back.
+    pub async fn call_with_input<Q, T>(&self, mut request: Q, timeout: Option<Duration>) -> Result<T, Error>
+    where
+        Q: RequestMessage + Send + Sync + 'static,
+        T: DeserializeOwned,
+    {
+        let (deadline, budget) = self.deadline(timeout)?;
+        let input = request.take_input();
+        let method = request.method();
+        let answer = async {
+            let mut call = self.open(&request, deadline, input).await?;
+            match call.next_event().await {
+                Event::Response(payload) => Ok(payload),
+                Event::Failed(err) => Err(err.into_error(method, budget, self.shared.config.max_frame_len)),
+                Event::Lost(err) => Err(err),
+                Event::NotRun => Err(Error::ShuttingDown),
+                Event::Item(_) | Event::End => Err(Error::BadResponse {
+                    method: method.to_owned(),
+                    reason: "the server answered with a stream where one value was expected".to_owned(),
+                }),
+            }
+        };
+        let payload = tokio::time::timeout_at(deadline, answer)
+            .await
+            .unwrap_or(Err(Error::DeadlineExceeded { timeout: budget }))?;
+        payload::decode(&payload).map_err(|err| Error::BadResponse {
+            method: method.to_owned(),
+            reason: err.to_string(),
+        })
+    }
+
+    /// The deadline of a call that asked for `timeout`, and its budget.
+    fn deadline(&self, timeout: Option<Duration>) -> Result<(Instant, Duration), Error> {
         let now = Instant::now();
         let timeout = timeout.unwrap_or(self.shared.config.timeout).min(MAX_WIRE_BUDGET);
         let mut deadline = now + timeout;
@@ -202,14 +274,31 @@ impl Client {
         if budget.is_zero() {
             return Err(Error::DeadlineExceeded { timeout: budget });
         }
-        let method = request.method();
-        let payload = tokio::time::timeout_at(deadline, self.call_until(request, deadline, budget))
+        Ok((deadline, budget))
+    }
+
+    /// Opens a streaming call on the current (or a fresh) connection.
+    async fn open<Q>(
+        &self,
+        request: &Q,
+        deadline: Instant,
+        input: Option<crate::streaming::ItemStream>,
+    ) -> Result<OpenCall, Error>
+    where
+        Q: RequestMessage + ?Sized,
+    {
+        let place = Arc::clone(&self.shared.in_flight)
+            .acquire_owned()
             .await
-            .unwrap_or(Err(Error::DeadlineExceeded { timeout: budget }))?;
-        payload::decode(&payload).map_err(|err| Error::BadResponse {
-            method: method.to_owned(),
-            reason: err.to_string(),
-        })
+            .map_err(|_| Error::disconnected("the client is closed"))?;
+        let link = self.link().await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match link.open(request, remaining, Arc::new(place), input)? {
+            Ok(call) => Ok(call),
+            Err(Reply::NotRun) => Err(Error::ShuttingDown),
+            Err(Reply::Unsent(err) | Reply::Lost(err)) => Err(err),
+            Err(Reply::Response(_) | Reply::Failed(_)) => Err(Error::disconnected("the connection closed")),
+        }
     }
 
     /// `budget` is the call's whole budget, which errors report.

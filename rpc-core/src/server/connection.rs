@@ -1,5 +1,6 @@
 //! One server connection: read requests, run each in its own task, write
-//! answers through the connection's single writer.
+//! answers (single values or streams of items) through the connection's
+//! single writer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{self, AbortHandle, JoinSet};
 use tokio::time::Instant;
@@ -21,6 +23,8 @@ use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError};
 use crate::payload::RequestHead;
 use crate::server::ServerState;
 use crate::server::metrics::CallSlot;
+use crate::service::Shape;
+use crate::streaming::{Answer, Incoming, STREAM_WINDOW, SendCredit};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::writer::{self, Hold, Outgoing};
 
@@ -45,12 +49,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     } = conn;
     let _open = state.metrics.connection_opened();
     let (outbox, queued) = mpsc::unbounded_channel();
-    let writing = writer::run(
-        writer,
-        queued,
-        CancellationToken::new(),
-        state.config.write_timeout,
-    );
+    let writing = writer::run(writer, queued, CancellationToken::new(), state.config.write_timeout);
     let writer = AbortOnDropHandle::new(tokio::spawn(writing));
     let permits = Arc::new(Semaphore::new(state.config.max_calls_per_connection.max(1)));
     let mut conn = ConnState {
@@ -101,11 +100,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
 
     match ending {
         Ending::ClientClosed => {
-            tracing::debug!(
-                ?peer_addr,
-                in_flight = conn.running.len(),
-                "client closed its side"
-            );
+            tracing::debug!(?peer_addr, in_flight = conn.running.len(), "client closed its side");
             conn.drain().await;
         }
         Ending::ShuttingDown | Ending::Idle => {
@@ -163,6 +158,12 @@ struct Running {
     task: task::Id,
     /// `None` for methods that run to completion whatever happens.
     abort: Option<AbortHandle>,
+    /// Where the client's stream items go, for methods that take a stream;
+    /// `Some(None)` once the client ended that stream.
+    input: Option<Option<mpsc::Sender<Bytes>>>,
+    /// The credit of the stream the server sends, for methods that return
+    /// one.
+    output: Option<Arc<SendCredit>>,
 }
 
 struct ConnState {
@@ -177,19 +178,26 @@ struct ConnState {
 
 impl ConnState {
     fn finished(&mut self, done: Result<(task::Id, u64), task::JoinError>) {
-        match done {
+        let id = match done {
             // Only if it is still this task's entry: a cancel may have
             // removed it already.
-            Ok((task, id)) => {
-                if self.running.get(&id).is_some_and(|running| running.task == task) {
-                    self.running.remove(&id);
-                }
-            }
+            Ok((task, id)) => self.running.get(&id).is_some_and(|running| running.task == task).then_some(id),
             // Aborted (cancelled) tasks were removed when cancelled; this is
             // the rare case, so a scan is fine.
             Err(err) => {
                 let task = err.id();
-                self.running.retain(|_, running| running.task != task);
+                self.running.iter().find(|(_, running)| running.task == task).map(|(id, _)| *id)
+            }
+        };
+        if let Some(id) = id {
+            self.forget(id);
+        }
+    }
+
+    fn forget(&mut self, id: u64) {
+        if let Some(running) = self.running.remove(&id) {
+            if let Some(output) = running.output {
+                output.close();
             }
         }
     }
@@ -223,21 +231,33 @@ impl ConnState {
                 self.start(id, head, args, slot);
                 Ok(())
             }
-            Kind::Cancel if !payload.is_empty() => {
-                Err(ProtocolError::CancelWithPayload(payload.len()).into())
-            }
+            Kind::Cancel if !payload.is_empty() => Err(ProtocolError::CancelWithPayload(payload.len()).into()),
             Kind::Cancel if id > self.last_request_id => Err(ProtocolError::CancelForUnknownId(id).into()),
             Kind::Cancel => {
                 // A cancel can cross the answer on the wire; one for a call
                 // that already finished is normal and ignored.
-                if let Some(Running {
-                    abort: Some(abort), ..
-                }) = self.running.get(&id)
-                {
+                if let Some(Running { abort: Some(abort), .. }) = self.running.get(&id) {
                     abort.abort();
-                    self.running.remove(&id);
+                    self.forget(id);
                 }
                 Ok(())
+            }
+            Kind::Item => self.on_item(id, payload),
+            Kind::End => self.on_end(id),
+            Kind::Credit => {
+                let items = frame::parse_credit(&payload)?;
+                match self.running.get(&id).map(|running| running.output.as_ref()) {
+                    Some(Some(output)) => output.grant(items).map_err(|total| {
+                        ProtocolError::CreditOverflow {
+                            id,
+                            total,
+                            max: crate::streaming::MAX_STREAM_CREDIT,
+                        }
+                        .into()
+                    }),
+                    Some(None) => Err(no_stream(Kind::Credit, id)),
+                    None => self.finished_or_unknown(Kind::Credit, id),
+                }
             }
             Kind::Error if id == CONNECTION_ID => {
                 let notice = WireError::decode(&payload)?;
@@ -254,22 +274,86 @@ impl ConnState {
         }
     }
 
+    /// An item of a client's stream: handed to the handler, within credit.
+    fn on_item(&mut self, id: u64, payload: Bytes) -> Result<(), Error> {
+        let Some(running) = self.running.get_mut(&id) else {
+            return self.finished_or_unknown(Kind::Item, id);
+        };
+        match &running.input {
+            None => Err(no_stream(Kind::Item, id)),
+            Some(None) => Err(ProtocolError::AfterEnd { kind: Kind::Item, id }.into()),
+            Some(Some(items)) => match items.try_send(payload) {
+                Ok(()) => Ok(()),
+                // The channel holds exactly the window: full means the
+                // client sent without credit.
+                Err(TrySendError::Full(_)) => Err(ProtocolError::CreditExceeded {
+                    id,
+                    window: STREAM_WINDOW,
+                }
+                .into()),
+                // The handler stopped reading its input; the rest is moot.
+                Err(TrySendError::Closed(_)) => Ok(()),
+            },
+        }
+    }
+
+    /// The client's stream ended: the handler's input stream ends too.
+    fn on_end(&mut self, id: u64) -> Result<(), Error> {
+        let Some(running) = self.running.get_mut(&id) else {
+            return self.finished_or_unknown(Kind::End, id);
+        };
+        match &mut running.input {
+            None => Err(no_stream(Kind::End, id)),
+            Some(None) => Err(ProtocolError::AfterEnd { kind: Kind::End, id }.into()),
+            Some(input) => {
+                *input = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// A stream frame for a call that is not running: fine if the call has
+    /// finished (frames cross on the wire), a violation if it never began.
+    fn finished_or_unknown(&self, kind: Kind, id: u64) -> Result<(), Error> {
+        if id > self.last_request_id {
+            Err(no_stream(kind, id))
+        } else {
+            Ok(())
+        }
+    }
+
     fn start(&mut self, id: u64, head: RequestHead, args: Bytes, slot: CallSlot) {
         let RequestHead { budget, method } = head;
         let max_budget = self.state.config.max_budget;
-        let to_completion = self.state.router.runs_to_completion(&method);
+        let shape = self.state.router.shape(&method).unwrap_or(Shape::UNARY);
+        // Streams end with their call, so a streaming method always honours
+        // its caller's cancel and deadline.
+        let streams = shape.input || shape.output;
+        let to_completion = !streams && self.state.router.runs_to_completion(&method);
         // A method that runs to completion ignores its caller's deadline but
         // not the server's ceiling: a hung handler must end some time.
-        let budget = if to_completion {
-            max_budget
-        } else {
-            budget.min(max_budget)
-        };
+        let budget = if to_completion { max_budget } else { budget.min(max_budget) };
         let ctx = Context::new(id, method, Instant::now() + budget, self.peer_addr);
+
+        let mut input = None;
+        let incoming = shape.input.then(|| {
+            let (items, received) = mpsc::channel(STREAM_WINDOW as usize);
+            input = Some(Some(items));
+            let outbox = self.outbox.clone();
+            let grant = move |credit: u32| {
+                if let Ok(frame) = Frame::new(Kind::Credit, id, frame::credit_payload(credit)) {
+                    let _ = outbox.send(frame.into());
+                }
+            };
+            Incoming::new(received, Box::new(grant))
+        });
+        let output = shape.output.then(SendCredit::new);
         let call = Call {
             state: Arc::clone(&self.state),
             ctx,
             args,
+            input: incoming,
+            items: output.clone().map(|credit| (credit, self.outbox.clone())),
             client_max_frame_len: self.client_max_frame_len,
         };
         let outbox = self.outbox.clone();
@@ -281,7 +365,7 @@ impl ConnState {
             });
             id
         };
-        let running = if to_completion {
+        let (task, abort) = if to_completion {
             // The handler runs in a task of its own, which neither a cancel
             // nor the connection closing can abort. It hands its answer
             // back rather than holding the outbox, so a closing connection
@@ -293,19 +377,25 @@ impl ConnState {
                     Err(_) => id,
                 }
             });
-            Running {
-                task: tracked.id(),
-                abort: None,
-            }
+            (tracked.id(), None)
         } else {
             let tracked = self.tasks.spawn(async move { send(call.run(id).await) });
-            Running {
-                task: tracked.id(),
-                abort: Some(tracked),
-            }
+            (tracked.id(), Some(tracked))
         };
-        self.running.insert(id, running);
+        self.running.insert(
+            id,
+            Running {
+                task,
+                abort,
+                input,
+                output,
+            },
+        );
     }
+}
+
+fn no_stream(kind: Kind, id: u64) -> Error {
+    ProtocolError::NoSuchStream { kind, id }.into()
 }
 
 /// One call, ready to run.
@@ -314,16 +404,31 @@ struct Call {
     /// Holds the deadline the call runs under.
     ctx: Context,
     args: Bytes,
+    /// The client's stream, for methods that take one.
+    input: Option<Incoming>,
+    /// Credit and a way out for the items, for methods that return a stream.
+    items: Option<(Arc<SendCredit>, mpsc::UnboundedSender<Outgoing>)>,
     client_max_frame_len: usize,
 }
 
+/// How a call's work ended, before it becomes its last frame.
+enum Outcome {
+    /// A single value (the response).
+    Value(Bytes),
+    /// The stream of items ended normally.
+    End,
+}
+
 impl Call {
-    /// Runs the call and returns the frame that answers it.
+    /// Runs the call, sending any stream items as it goes, and returns the
+    /// frame that ends it: the response, the end of the stream, or an error.
     async fn run(self, id: u64) -> Frame {
         let Call {
             state,
             ctx,
             args,
+            input,
+            items,
             client_max_frame_len,
         } = self;
         let deadline = ctx.deadline();
@@ -331,31 +436,39 @@ impl Call {
         // work it handed to other tasks hears about it.
         let _cancel = CancelOnDrop(ctx.clone());
         let method = ctx.method().to_owned();
-        // Dispatch (which runs the user's `Deserialize`) is inside the
-        // unwind guard too: a panic anywhere in the call is the call's problem.
-        let call = AssertUnwindSafe(async { state.router.dispatch(&method, args)?.await }).catch_unwind();
-        let call = ctx.clone().scope(call);
-        let outcome = tokio::time::timeout_at(deadline, call).await.ok();
-        let answer = match outcome {
-            // The message is the length alone: the client knows its own limit
-            // and builds the sentence (see `WireError::into_error`).
-            Some(Ok(Ok(result))) if result.len() > client_max_frame_len => Err(WireError::new(
-                ErrorCode::ResponseTooLarge,
-                result.len().to_string(),
-            )),
-            Some(Ok(Ok(result))) => Ok(result),
-            Some(Ok(Err(err))) => Err(to_wire(&err)),
-            Some(Err(panic)) => {
+        // Dispatch (which runs the user's `Deserialize`) and every poll of
+        // the handler's stream are inside the unwind guard too: a panic
+        // anywhere in the call is the call's problem.
+        let work = async {
+            let answer = state.router.dispatch(&method, args, input)?.await?;
+            let stream = match answer {
+                Answer::Value(result) if result.len() > client_max_frame_len => {
+                    return Err(too_large(&method, result.len(), client_max_frame_len));
+                }
+                Answer::Value(result) => return Ok(Outcome::Value(result)),
+                Answer::Stream(stream) => stream,
+            };
+            let Some((credit, outbox)) = &items else {
+                return Err(Error::failed(format!("`{method}` returned a stream it does not declare")));
+            };
+            send_items(id, stream, credit, outbox, &state, &method, client_max_frame_len).await
+        };
+        let work = ctx.clone().scope(AssertUnwindSafe(work).catch_unwind());
+        let answer = match tokio::time::timeout_at(deadline, work).await {
+            Ok(Ok(Ok(Outcome::Value(result)))) => Ok(Frame::new(Kind::Response, id, result)),
+            Ok(Ok(Ok(Outcome::End))) => Ok(Frame::new(Kind::End, id, Bytes::new())),
+            Ok(Ok(Err(err))) => Err(to_wire(&err)),
+            Ok(Err(panic)) => {
                 let message = panic_message(panic.as_ref());
                 tracing::error!(%method, %message, "handler panicked");
                 Err(WireError::new(ErrorCode::HandlerPanicked, message))
             }
-            None => Err(WireError::new(
+            Err(_elapsed) => Err(WireError::new(
                 ErrorCode::DeadlineExceeded,
                 format!("`{method}` did not finish within its time budget"),
             )),
         };
-        match answer.map(|result| Frame::new(Kind::Response, id, result)) {
+        match answer {
             Ok(Ok(frame)) => frame,
             Err(err) => err.to_frame(id),
             // Only a result over 4 GiB fails to frame, and the client's limit
@@ -364,6 +477,47 @@ impl Call {
                 WireError::new(ErrorCode::ResponseTooLarge, too_large.to_string()).to_frame(id)
             }
         }
+    }
+}
+
+/// Sends a handler's stream, one item per unit of credit. The next item is
+/// not even pulled from the handler's stream until there is credit for it:
+/// a slow client holds back the producer itself.
+async fn send_items(
+    id: u64,
+    mut stream: crate::streaming::ItemStream,
+    credit: &SendCredit,
+    outbox: &mpsc::UnboundedSender<Outgoing>,
+    state: &ServerState,
+    method: &str,
+    client_max_frame_len: usize,
+) -> Result<Outcome, Error> {
+    loop {
+        if !credit.spend().await {
+            return Ok(Outcome::End);
+        }
+        let item = match stream.next().await {
+            None => return Ok(Outcome::End),
+            Some(item) => item?,
+        };
+        if item.len() > client_max_frame_len {
+            return Err(too_large(method, item.len(), client_max_frame_len));
+        }
+        let frame = Frame::new(Kind::Item, id, item)?;
+        state.metrics.stream_item_sent(credit.in_flight());
+        if outbox.send(frame.into()).is_err() {
+            return Ok(Outcome::End);
+        }
+    }
+}
+
+fn too_large(method: &str, len: usize, limit: usize) -> Error {
+    Error::FrameTooLarge {
+        what: format!("an answer of `{method}`"),
+        len,
+        limit,
+        side: "client",
+        setting: "ClientBuilder::max_frame_len",
     }
 }
 
@@ -383,6 +537,12 @@ fn to_wire(err: &Error) -> WireError {
         Error::UnknownMethod { method } => WireError::new(ErrorCode::UnknownMethod, method.clone()),
         Error::BadRequest { reason, .. } => WireError::new(ErrorCode::BadRequest, reason.clone()),
         Error::Overloaded { reason } => WireError::new(ErrorCode::Overloaded, reason.clone()),
+        Error::Failed { message } => WireError::new(ErrorCode::Failed, message.clone()),
+        // The message is the length alone: the client knows its own limit
+        // and builds the sentence (see `WireError::into_error`).
+        Error::FrameTooLarge { len, .. } => WireError::new(ErrorCode::ResponseTooLarge, len.to_string()),
+        Error::HandlerPanicked { message, .. } => WireError::new(ErrorCode::HandlerPanicked, message.clone()),
+        Error::DeadlineExceeded { .. } => WireError::new(ErrorCode::DeadlineExceeded, err.to_string()),
         other => WireError::new(ErrorCode::Internal, other.to_string()),
     }
 }

@@ -13,6 +13,8 @@ pub struct Metrics {
     calls_in_progress: AtomicUsize,
     peak_calls_in_progress: AtomicUsize,
     requests_received: AtomicU64,
+    stream_items_sent: AtomicU64,
+    peak_stream_items_in_flight: AtomicU64,
 }
 
 /// A snapshot of a server's [`Metrics`].
@@ -28,6 +30,11 @@ pub struct ServerStats {
     pub peak_calls_in_progress: usize,
     /// Request frames read, in all.
     pub requests_received: u64,
+    /// Stream items sent to clients, in all.
+    pub stream_items_sent: u64,
+    /// The most items any one stream has had sent and not yet acknowledged
+    /// by its client's credit: never more than the stream window.
+    pub peak_stream_items_in_flight: u64,
 }
 
 impl Metrics {
@@ -38,12 +45,19 @@ impl Metrics {
             calls_in_progress: self.calls_in_progress.load(Ordering::Relaxed),
             peak_calls_in_progress: self.peak_calls_in_progress.load(Ordering::Relaxed),
             requests_received: self.requests_received.load(Ordering::Relaxed),
+            stream_items_sent: self.stream_items_sent.load(Ordering::Relaxed),
+            peak_stream_items_in_flight: self.peak_stream_items_in_flight.load(Ordering::Relaxed),
         }
     }
 
     pub(crate) fn connection_opened(self: &Arc<Self>) -> OpenConnection {
         self.open_connections.fetch_add(1, Ordering::Relaxed);
         OpenConnection(Arc::clone(self))
+    }
+
+    pub(crate) fn stream_item_sent(&self, in_flight: u64) {
+        self.stream_items_sent.fetch_add(1, Ordering::Relaxed);
+        self.peak_stream_items_in_flight.fetch_max(in_flight, Ordering::Relaxed);
     }
 
     pub(crate) fn request_received(&self) {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::service::{BoxFuture, Service};
+use crate::service::{BoxFuture, Service, Shape};
+use crate::streaming::{Answer, Incoming};
 
 /// The services a server offers, by wire name.
 ///
@@ -62,8 +63,20 @@ impl Router {
             .unwrap_or(false)
     }
 
+    /// Which directions of `method` (a full wire name) stream; `None` for a
+    /// method no service has.
+    pub fn shape(&self, method: &str) -> Option<Shape> {
+        let (service, name) = method.rsplit_once('.')?;
+        self.services.get(service)?.shape(name)
+    }
+
     /// Starts the call of `method` (a full wire name) on `args`.
-    pub fn dispatch(&self, method: &str, args: Bytes) -> Result<BoxFuture<Result<Bytes, Error>>, Error> {
+    pub fn dispatch(
+        &self,
+        method: &str,
+        args: Bytes,
+        input: Option<Incoming>,
+    ) -> Result<BoxFuture<Result<Answer, Error>>, Error> {
         let Some((service, name)) = method.rsplit_once('.') else {
             return Err(Error::UnknownMethod {
                 method: method.to_owned(),
@@ -72,6 +85,6 @@ impl Router {
         let service = self.services.get(service).ok_or_else(|| Error::UnknownService {
             service: service.to_owned(),
         })?;
-        service.dispatch(name, args)
+        service.dispatch(name, args, input)
     }
 }

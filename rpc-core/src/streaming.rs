@@ -1,0 +1,328 @@
+//! Streams of values within one call: [`Streaming`], what users hold, and
+//! the credit-based flow control underneath.
+//!
+//! Flow control counts items. Each direction of each stream starts with
+//! [`STREAM_WINDOW`] items of credit; the receiver grants more (credit
+//! frames) as its consumer takes items. A sender with no credit does not
+//! even pull the next item from its source, so a slow consumer holds back
+//! the producer itself, and neither side ever buffers more than the window.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::error::Error;
+use crate::payload;
+
+/// Items each direction of a stream may have in flight before the sender
+/// waits for credit: deep enough to keep a fast link busy, small enough
+/// that a slow consumer costs little memory.
+pub const STREAM_WINDOW: u32 = 32;
+
+/// The most credit a stream may have outstanding; a peer granting more is
+/// breaking the protocol.
+pub const MAX_STREAM_CREDIT: u32 = 1 << 20;
+
+/// A stream of values flowing through a call: items of `T`, each of which
+/// may instead be an [`Error`] that ended the stream.
+///
+/// A handler returns one for a method declared `-> Streaming<T>`, and
+/// receives one for an argument declared `Streaming<T>`; a client gets one
+/// from a method that returns a stream. Build one from any stream of values
+/// with [`Streaming::new`], from an iterator with [`Streaming::iter`].
+///
+/// ```
+/// use futures::StreamExt;
+/// use rpc_core::streaming::Streaming;
+///
+/// # let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// # runtime.block_on(async {
+/// let mut numbers = Streaming::iter(1..=3);
+/// let mut total = 0;
+/// while let Some(n) = numbers.next().await {
+///     total += n?;
+/// }
+/// assert_eq!(total, 6);
+/// # Ok::<(), rpc_core::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct Streaming<T> {
+    inner: Pin<Box<dyn Stream<Item = Result<T, Error>> + Send + 'static>>,
+}
+
+impl<T> fmt::Debug for Streaming<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Streaming")
+    }
+}
+
+impl<T: Send + 'static> Streaming<T> {
+    /// A stream of the values `stream` yields.
+    pub fn new(stream: impl Stream<Item = T> + Send + 'static) -> Streaming<T> {
+        Streaming::from_results(stream.map(Ok))
+    }
+
+    /// A stream of values and errors; the first error ends it for the
+    /// receiver, who sees that error as the last item.
+    pub fn from_results(stream: impl Stream<Item = Result<T, Error>> + Send + 'static) -> Streaming<T> {
+        Streaming {
+            inner: Box::pin(stream),
+        }
+    }
+
+    /// A stream of the values of an iterator.
+    pub fn iter<I>(items: I) -> Streaming<T>
+    where
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        Streaming::new(futures::stream::iter(items))
+    }
+
+    /// A stream with no items.
+    pub fn empty() -> Streaming<T> {
+        Streaming::new(futures::stream::empty())
+    }
+
+    /// A stream whose only item is `err`.
+    pub fn failed(err: Error) -> Streaming<T> {
+        Streaming::from_results(futures::stream::once(async move { Err(err) }))
+    }
+
+    /// The values, up to the first error (which is dropped).
+    pub fn values(self) -> impl Stream<Item = T> + Send + 'static {
+        self.take_while(|item| futures::future::ready(item.is_ok()))
+            .filter_map(|item| futures::future::ready(item.ok()))
+    }
+}
+
+impl<T> Stream for Streaming<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// Encoded items on their way to the wire: what a streaming call sends.
+pub type ItemStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send + 'static>>;
+
+/// What a dispatched call produces: one value, or a stream of them.
+pub enum Answer {
+    /// The encoded result of a method that returns one value.
+    Value(Bytes),
+    /// The encoded items of a method that returns a stream.
+    Stream(ItemStream),
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answer::Value(bytes) => f.debug_tuple("Value").field(&bytes.len()).finish(),
+            Answer::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// Encodes each value of `stream` for the wire; errors pass through.
+pub fn encode_stream<T: Serialize + Send + 'static>(method: &'static str, stream: Streaming<T>) -> ItemStream {
+    Box::pin(stream.map(move |item| {
+        let value = item?;
+        let mut out = bytes::BytesMut::new();
+        payload::encode_into(&value, &mut out).map_err(|err| Error::Encode {
+            what: format!("an item of `{method}`"),
+            reason: err.to_string(),
+        })?;
+        Ok(out.freeze())
+    }))
+}
+
+/// Decodes the items of `stream`; an item that does not decode ends the
+/// stream with `invalid(reason)`.
+pub(crate) fn decode_stream<T, S>(stream: S, invalid: impl Fn(String) -> Error + Send + 'static) -> Streaming<T>
+where
+    T: DeserializeOwned + Send + 'static,
+    S: Stream<Item = Result<Bytes, Error>> + Send + 'static,
+{
+    let decoded = stream
+        .map(move |item| item.and_then(|bytes| payload::decode(&bytes).map_err(|err| invalid(err.to_string()))));
+    // End after the first error, whatever produced it.
+    let mut ended = false;
+    Streaming::from_results(decoded.take_while(move |item| {
+        let go = !ended;
+        ended = item.is_err();
+        futures::future::ready(go)
+    }))
+}
+
+/// The stream a client sends to a handler, as the server receives it:
+/// encoded items, handed over as the handler consumes them, with credit
+/// granted back to the client as it goes.
+pub struct Incoming {
+    items: mpsc::Receiver<Bytes>,
+    window: RecvWindow,
+    grant: Box<dyn Fn(u32) + Send + Sync>,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Incoming")
+    }
+}
+
+impl Incoming {
+    pub(crate) fn new(items: mpsc::Receiver<Bytes>, grant: Box<dyn Fn(u32) + Send + Sync>) -> Incoming {
+        Incoming {
+            items,
+            window: RecvWindow::default(),
+            grant,
+        }
+    }
+
+    /// The items as a typed stream for `method`'s handler.
+    pub fn decode<T: DeserializeOwned + Send + 'static>(self, method: &'static str) -> Streaming<T> {
+        decode_stream(self.map(Ok), move |reason| Error::BadRequest {
+            method: method.to_owned(),
+            reason: format!("a stream item did not decode: {reason}"),
+        })
+    }
+}
+
+impl Stream for Incoming {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let polled = self.items.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = &polled {
+            if let Some(grant) = self.window.consumed() {
+                (self.grant)(grant);
+            }
+        }
+        polled
+    }
+}
+
+/// Counts items a receiver's consumer took, and says when to grant credit:
+/// in batches of half the window, so credit frames stay few.
+#[derive(Debug, Default)]
+pub(crate) struct RecvWindow {
+    since_grant: u32,
+}
+
+impl RecvWindow {
+    /// One item consumed; `Some(n)` when `n` items of credit are due.
+    pub(crate) fn consumed(&mut self) -> Option<u32> {
+        self.since_grant += 1;
+        (self.since_grant >= STREAM_WINDOW / 2).then(|| std::mem::take(&mut self.since_grant))
+    }
+}
+
+/// A sender's credit on one stream: how many more items it may send.
+#[derive(Debug)]
+pub(crate) struct SendCredit {
+    permits: Semaphore,
+    sent: AtomicU64,
+    granted: AtomicU64,
+}
+
+impl SendCredit {
+    pub(crate) fn new() -> Arc<SendCredit> {
+        Arc::new(SendCredit {
+            permits: Semaphore::new(STREAM_WINDOW as usize),
+            sent: AtomicU64::new(0),
+            granted: AtomicU64::new(0),
+        })
+    }
+
+    /// Waits for credit for one item and spends it; `false` once the
+    /// stream is closed.
+    pub(crate) async fn spend(&self) -> bool {
+        match self.permits.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                self.sent.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Adds credit the receiver granted; `Err(total)` if that would exceed
+    /// [`MAX_STREAM_CREDIT`].
+    pub(crate) fn grant(&self, items: u32) -> Result<(), u64> {
+        let total = self.permits.available_permits() as u64 + u64::from(items);
+        if total > u64::from(MAX_STREAM_CREDIT) {
+            return Err(total);
+        }
+        self.granted.fetch_add(u64::from(items), Ordering::Relaxed);
+        self.permits.add_permits(items as usize);
+        Ok(())
+    }
+
+    /// Items sent that the receiver has not yet acknowledged with credit.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.sent
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.granted.load(Ordering::Relaxed))
+    }
+
+    /// Stops the sender: `spend` returns `false` from now on.
+    pub(crate) fn close(&self) {
+        self.permits.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn credit_runs_out_at_the_window_and_grants_refill_it() {
+        let credit = SendCredit::new();
+        for _ in 0..STREAM_WINDOW {
+            assert!(credit.spend().await);
+        }
+        assert_eq!(credit.in_flight(), u64::from(STREAM_WINDOW));
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(10), credit.spend()).await;
+        assert!(waiting.is_err(), "no credit left");
+        credit.grant(2).unwrap();
+        assert!(credit.spend().await);
+        assert_eq!(credit.in_flight(), u64::from(STREAM_WINDOW) - 1);
+        assert!(credit.grant(MAX_STREAM_CREDIT).is_err());
+        credit.close();
+        assert!(!credit.spend().await);
+    }
+
+    #[test]
+    fn credit_is_granted_in_half_windows() {
+        let mut window = RecvWindow::default();
+        let grants: Vec<u32> = (0..STREAM_WINDOW * 2).filter_map(|_| window.consumed()).collect();
+        assert_eq!(grants, vec![STREAM_WINDOW / 2; 4]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_after_its_first_error() {
+        let items = futures::stream::iter(vec![
+            Ok(Bytes::from_static(&[1])),
+            Ok(Bytes::from_static(&[0xff, 0xff])),
+            Ok(Bytes::from_static(&[2])),
+        ]);
+        let decoded: Vec<Result<u8, Error>> = decode_stream(items, |reason| Error::BadResponse {
+            method: "S.m".to_owned(),
+            reason,
+        })
+        .collect()
+        .await;
+        assert_eq!(decoded.len(), 2);
+        assert!(matches!(decoded[0], Ok(1)));
+        assert!(decoded[1].is_err());
+    }
+}

@@ -214,6 +214,9 @@
 mod client;
 mod server;
 
+/// Cheap-to-clone bytes, re-exported so services can send binary data that
+/// encodes as one copy (a `Vec<u8>` goes byte by byte through serde).
+pub use bytes::Bytes;
 pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
 pub use rpc_core::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT};
 pub use rpc_core::error::ErrorCode;
@@ -243,9 +246,9 @@ pub mod __private {
 
     pub use bytes::{Bytes, BytesMut};
     pub use futures_core::Stream;
-    pub use rpc_core::streaming::{Answer, Incoming, ItemStream, Streaming, encode_stream};
     pub use rpc_core::Shape;
     pub use rpc_core::generated::{FromRpcError, decode_args, encode_args, encode_result, unknown_method};
+    pub use rpc_core::streaming::{Answer, Incoming, ItemStream, Streaming, encode_stream};
     pub use rpc_core::{BoxFuture, Client, Error, RequestMessage, Service};
     pub use tokio::net::ToSocketAddrs;
 

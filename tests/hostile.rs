@@ -15,96 +15,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::ShapesClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::raw::*;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-const PREFACE: &[u8; 16] = b"\x89RPC\r\n\x1a\n\x01\x00\x00\x00\x00\x00\x00\x01";
-
-fn header(len: u32, kind: u8, flags: u8, reserved: u16, id: u64) -> Vec<u8> {
-    let mut out = len.to_le_bytes().to_vec();
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&reserved.to_le_bytes());
-    out.extend_from_slice(&id.to_le_bytes());
-    out
-}
-
-fn frame(kind: u8, id: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = header(payload.len() as u32, kind, 0, 0, id);
-    out.extend_from_slice(payload);
-    out
-}
-
-fn request_payload(budget_micros: u64, method: &[u8], args: &[u8]) -> Vec<u8> {
-    let mut out = budget_micros.to_le_bytes().to_vec();
-    out.push(method.len() as u8);
-    out.extend_from_slice(method);
-    out.extend_from_slice(args);
-    out
-}
-
-fn request(id: u64, method: &str, args: &[u8]) -> Vec<u8> {
-    frame(1, id, &request_payload(5_000_000, method.as_bytes(), args))
-}
-
-/// `Shapes.add(2, 3)`.
-fn add_2_3(id: u64) -> Vec<u8> {
-    request(id, "Shapes.add", &[0x04, 0x06])
-}
-
-/// A raw connection past the preface exchange.
-async fn raw(addr: SocketAddr) -> TcpStream {
-    let mut socket = TcpStream::connect(addr).await.unwrap();
-    socket.write_all(PREFACE).await.unwrap();
-    let mut theirs = [0u8; 16];
-    socket.read_exact(&mut theirs).await.unwrap();
-    assert_eq!(&theirs[..8], &PREFACE[..8]);
-    socket
-}
-
-/// Everything the server sends until it closes. The timeout only stops a
-/// broken server from hanging the test; it decides nothing.
-async fn until_closed(socket: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut got))
-        .await
-        .expect("the server must close the connection")
-        .unwrap();
-    got
-}
-
-/// Reads one frame: (kind, id, payload).
-async fn read_frame(socket: &mut TcpStream) -> (u8, u64, Vec<u8>) {
-    let mut head = [0u8; 16];
-    socket.read_exact(&mut head).await.unwrap();
-    let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
-    let id = u64::from_le_bytes(head[8..].try_into().unwrap());
-    let mut payload = vec![0u8; len];
-    socket.read_exact(&mut payload).await.unwrap();
-    (head[4], id, payload)
-}
-
-/// Sends `bytes` after the preface and expects the connection to be closed
-/// with one protocol-error notice (code 9) whose message contains `why`.
-async fn expect_notice(addr: SocketAddr, name: &str, bytes: &[u8], why: &str) {
-    let mut socket = raw(addr).await;
-    socket.write_all(bytes).await.unwrap();
-    let got = until_closed(&mut socket).await;
-    assert!(got.len() > 17, "{name}: expected a notice, got {got:02x?}");
-    assert_eq!(
-        &got[4..16],
-        &[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        "{name}: an error frame with id 0"
-    );
-    let len = u32::from_le_bytes(got[..4].try_into().unwrap()) as usize;
-    assert_eq!(got.len(), 16 + len, "{name}: nothing after the notice");
-    assert_eq!(got[16], 9, "{name}: code 9, protocol");
-    let message = String::from_utf8_lossy(&got[17..]);
-    assert!(
-        message.contains(why),
-        "{name}: {message:?} should mention {why:?}"
-    );
-}
 
 /// Sends `bytes` instead of a preface and expects only the server's own
 /// preface, then the close.

@@ -448,7 +448,9 @@ pub enum ProtocolError {
         window: u32,
     },
     /// Credit granted beyond what a stream may have outstanding.
-    #[error("the peer granted request id {id} credit for {total} items, more than the {max} a stream may have")]
+    #[error(
+        "the peer granted request id {id} credit for {total} items, more than the {max} a stream may have"
+    )]
     CreditOverflow {
         /// The request id of the stream.
         id: u64,

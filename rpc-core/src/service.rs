@@ -49,8 +49,12 @@ pub trait Service: Send + Sync + 'static {
     ///
     /// Fails with [`Error::UnknownMethod`] or [`Error::BadRequest`] before
     /// anything runs.
-    fn dispatch(&self, method: &str, args: Bytes, input: Option<Incoming>)
-    -> Result<BoxFuture<Result<Answer, Error>>, Error>;
+    fn dispatch(
+        &self,
+        method: &str,
+        args: Bytes,
+        input: Option<Incoming>,
+    ) -> Result<BoxFuture<Result<Answer, Error>>, Error>;
 
     /// Which directions of `method` (without the service prefix) stream;
     /// `None` if the service has no such method.

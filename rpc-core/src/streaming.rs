@@ -133,7 +133,10 @@ impl fmt::Debug for Answer {
 }
 
 /// Encodes each value of `stream` for the wire; errors pass through.
-pub fn encode_stream<T: Serialize + Send + 'static>(method: &'static str, stream: Streaming<T>) -> ItemStream {
+pub fn encode_stream<T: Serialize + Send + 'static>(
+    method: &'static str,
+    stream: Streaming<T>,
+) -> ItemStream {
     Box::pin(stream.map(move |item| {
         let value = item?;
         let mut out = bytes::BytesMut::new();
@@ -147,13 +150,17 @@ pub fn encode_stream<T: Serialize + Send + 'static>(method: &'static str, stream
 
 /// Decodes the items of `stream`; an item that does not decode ends the
 /// stream with `invalid(reason)`.
-pub(crate) fn decode_stream<T, S>(stream: S, invalid: impl Fn(String) -> Error + Send + 'static) -> Streaming<T>
+pub(crate) fn decode_stream<T, S>(
+    stream: S,
+    invalid: impl Fn(String) -> Error + Send + 'static,
+) -> Streaming<T>
 where
     T: DeserializeOwned + Send + 'static,
     S: Stream<Item = Result<Bytes, Error>> + Send + 'static,
 {
-    let decoded = stream
-        .map(move |item| item.and_then(|bytes| payload::decode(&bytes).map_err(|err| invalid(err.to_string()))));
+    let decoded = stream.map(move |item| {
+        item.and_then(|bytes| payload::decode(&bytes).map_err(|err| invalid(err.to_string())))
+    });
     // End after the first error, whatever produced it.
     let mut ended = false;
     Streaming::from_results(decoded.take_while(move |item| {

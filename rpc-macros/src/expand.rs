@@ -299,7 +299,9 @@ fn client(service: &Service) -> TokenStream {
             })
             .collect();
         let names = method.args.iter().map(|(arg, _)| arg);
-        let wrap_input = method.input().map(|(stream, _)| quote!(let #stream = #p::Streaming::new(#stream);));
+        let wrap_input = method
+            .input()
+            .map(|(stream, _)| quote!(let #stream = #p::Streaming::new(#stream);));
         let output = &method.output;
         let full = full_name(service, method);
         let (deadline_doc, timeout) = match method.timeout() {

@@ -78,7 +78,11 @@ impl Method {
     /// The arguments that travel in the request frame (all but a stream).
     pub(crate) fn plain_args(&self) -> impl Iterator<Item = &(Ident, Type)> + Clone {
         let skip = self.input_stream;
-        self.args.iter().enumerate().filter(move |(i, _)| Some(*i) != skip).map(|(_, arg)| arg)
+        self.args
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| Some(*i) != skip)
+            .map(|(_, arg)| arg)
     }
 
     /// The method's default deadline, from `#[rpc(timeout = "..")]`.

@@ -7,6 +7,8 @@
     clippy::expect_used
 )]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -16,8 +16,8 @@ use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError};
 use crate::payload::RequestHead;
 use crate::service::RequestMessage;
-use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::streaming::{ItemStream, MAX_STREAM_CREDIT, RecvWindow, STREAM_WINDOW, SendCredit};
+use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::writer::{self, DEFAULT_WRITE_TIMEOUT, Hold, Outgoing};
 
 /// What a call's wait ends with.
@@ -199,7 +199,10 @@ impl Link {
             });
         }
         let (tx, waiter) = oneshot::channel();
-        let id = match self.calls.send(&self.outbox, payload.freeze(), place, Waiter::Unary(tx))? {
+        let id = match self
+            .calls
+            .send(&self.outbox, payload.freeze(), place, Waiter::Unary(tx))?
+        {
             Ok(id) => id,
             Err(refused) => return Ok(refused),
         };
@@ -372,11 +375,13 @@ impl Calls {
             Kind::Credit => {
                 let items = frame::parse_credit(&payload)?;
                 match credit {
-                    Some(credit) => credit.grant(items).map_err(|total| ProtocolError::CreditOverflow {
-                        id,
-                        total,
-                        max: MAX_STREAM_CREDIT,
-                    }),
+                    Some(credit) => credit
+                        .grant(items)
+                        .map_err(|total| ProtocolError::CreditOverflow {
+                            id,
+                            total,
+                            max: MAX_STREAM_CREDIT,
+                        }),
                     None => Err(ProtocolError::NoSuchStream { kind, id }),
                 }
             }
@@ -470,20 +475,17 @@ impl Link {
     ///
     /// The returned call receives the server's events in order; dropping it
     /// before the call ends cancels the call and stops the pump.
-    pub(crate) fn open<Q>(
+    pub(crate) fn open(
         self: &Arc<Self>,
-        request: &Q,
+        method: &'static str,
+        args: &[u8],
         budget: Duration,
         place: Arc<OwnedSemaphorePermit>,
         input: Option<ItemStream>,
-    ) -> Result<Result<OpenCall, Reply>, Error>
-    where
-        Q: RequestMessage + ?Sized,
-    {
-        let method = request.method();
-        let mut payload = BytesMut::with_capacity(64);
+    ) -> Result<Result<OpenCall, Reply>, Error> {
+        let mut payload = BytesMut::with_capacity(64 + args.len());
         RequestHead::encode(method, budget, &mut payload);
-        request.encode_args(&mut payload)?;
+        payload.extend_from_slice(args);
         let limit = self.server_max_frame_len;
         if payload.len() > limit {
             return Err(Error::FrameTooLarge {
@@ -560,7 +562,9 @@ async fn pump(
             });
             return;
         }
-        let Ok(frame) = Frame::new(Kind::Item, id, item) else { return };
+        let Ok(frame) = Frame::new(Kind::Item, id, item) else {
+            return;
+        };
         if outbox.send(frame.into()).is_err() {
             return;
         }

@@ -215,7 +215,7 @@ impl Client {
     /// sent.
     pub fn call_stream<Q, T>(&self, mut request: Q, timeout: Option<Duration>) -> Streaming<T>
     where
-        Q: RequestMessage + Send + Sync + 'static,
+        Q: RequestMessage + Send + 'static,
         T: DeserializeOwned + Send + 'static,
     {
         let (deadline, budget) = match self.deadline(timeout) {
@@ -224,24 +224,36 @@ impl Client {
         };
         let input = request.take_input();
         let method = request.method();
+        let args = match encoded_args(&request) {
+            Ok(args) => args,
+            Err(err) => return Streaming::failed(err),
+        };
         let client = self.clone();
-        let opening = async move { client.open(&request, deadline, input).await }.boxed();
+        let opening = async move { client.open(method, args, deadline, input).await }.boxed();
         let max_frame_len = self.shared.config.max_frame_len;
-        Streaming::from_results(ClientStream::new(opening, deadline, budget, method, max_frame_len))
+        Streaming::from_results(ClientStream::new(
+            opening,
+            deadline,
+            budget,
+            method,
+            max_frame_len,
+        ))
     }
 
     /// Makes a call that sends a stream (the request's stream argument) and
     /// gets one value back.
     pub async fn call_with_input<Q, T>(&self, mut request: Q, timeout: Option<Duration>) -> Result<T, Error>
     where
-        Q: RequestMessage + Send + Sync + 'static,
+        Q: RequestMessage + Send + 'static,
         T: DeserializeOwned,
     {
         let (deadline, budget) = self.deadline(timeout)?;
         let input = request.take_input();
         let method = request.method();
+        let args = encoded_args(&request)?;
+        drop(request);
         let answer = async {
-            let mut call = self.open(&request, deadline, input).await?;
+            let mut call = self.open(method, args, deadline, input).await?;
             match call.next_event().await {
                 Event::Response(payload) => Ok(payload),
                 Event::Failed(err) => Err(err.into_error(method, budget, self.shared.config.max_frame_len)),
@@ -278,22 +290,20 @@ impl Client {
     }
 
     /// Opens a streaming call on the current (or a fresh) connection.
-    async fn open<Q>(
+    async fn open(
         &self,
-        request: &Q,
+        method: &'static str,
+        args: Bytes,
         deadline: Instant,
         input: Option<crate::streaming::ItemStream>,
-    ) -> Result<OpenCall, Error>
-    where
-        Q: RequestMessage + ?Sized,
-    {
+    ) -> Result<OpenCall, Error> {
         let place = Arc::clone(&self.shared.in_flight)
             .acquire_owned()
             .await
             .map_err(|_| Error::disconnected("the client is closed"))?;
         let link = self.link().await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match link.open(request, remaining, Arc::new(place), input)? {
+        match link.open(method, &args, remaining, Arc::new(place), input)? {
             Ok(call) => Ok(call),
             Err(Reply::NotRun) => Err(Error::ShuttingDown),
             Err(Reply::Unsent(err) | Reply::Lost(err)) => Err(err),
@@ -435,4 +445,12 @@ impl Inner {
             }
         }
     }
+}
+
+/// A request's arguments, encoded ahead of time: streaming calls send them
+/// later, from a future that must not hold a borrow of the request.
+fn encoded_args<Q: RequestMessage + ?Sized>(request: &Q) -> Result<Bytes, Error> {
+    let mut args = bytes::BytesMut::new();
+    request.encode_args(&mut args)?;
+    Ok(args.freeze())
 }

@@ -98,12 +98,15 @@ impl<T: DeserializeOwned> Stream for ClientStream<T> {
                             this.state = State::Done;
                             return Poll::Ready(None);
                         }
-                        Event::Failed(err) => Err(err.into_error(this.method, this.budget, this.max_frame_len)),
+                        Event::Failed(err) => {
+                            Err(err.into_error(this.method, this.budget, this.max_frame_len))
+                        }
                         Event::Lost(err) => Err(err),
                         Event::NotRun => Err(Error::ShuttingDown),
                         Event::Response(_) => Err(Error::BadResponse {
                             method: this.method.to_owned(),
-                            reason: "the server answered with one value where a stream was expected".to_owned(),
+                            reason: "the server answered with one value where a stream was expected"
+                                .to_owned(),
                         }),
                     };
                     this.state = State::Done;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,7 +50,12 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     } = conn;
     let _open = state.metrics.connection_opened();
     let (outbox, queued) = mpsc::unbounded_channel();
-    let writing = writer::run(writer, queued, CancellationToken::new(), state.config.write_timeout);
+    let writing = writer::run(
+        writer,
+        queued,
+        CancellationToken::new(),
+        state.config.write_timeout,
+    );
     let writer = AbortOnDropHandle::new(tokio::spawn(writing));
     let permits = Arc::new(Semaphore::new(state.config.max_calls_per_connection.max(1)));
     let mut conn = ConnState {
@@ -100,7 +106,11 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
 
     match ending {
         Ending::ClientClosed => {
-            tracing::debug!(?peer_addr, in_flight = conn.running.len(), "client closed its side");
+            tracing::debug!(
+                ?peer_addr,
+                in_flight = conn.running.len(),
+                "client closed its side"
+            );
             conn.drain().await;
         }
         Ending::ShuttingDown | Ending::Idle => {
@@ -158,12 +168,21 @@ struct Running {
     task: task::Id,
     /// `None` for methods that run to completion whatever happens.
     abort: Option<AbortHandle>,
-    /// Where the client's stream items go, for methods that take a stream;
-    /// `Some(None)` once the client ended that stream.
-    input: Option<Option<mpsc::Sender<Bytes>>>,
+    /// The client's stream, for methods that take one.
+    input: Option<Input>,
     /// The credit of the stream the server sends, for methods that return
     /// one.
     output: Option<Arc<SendCredit>>,
+}
+
+/// The server's end of a client's stream.
+struct Input {
+    /// Where items go; `None` once the client ended the stream.
+    items: Option<mpsc::Sender<Bytes>>,
+    /// Items received so far.
+    received: u64,
+    /// Credit the handler has granted beyond the initial window.
+    granted: Arc<AtomicU64>,
 }
 
 struct ConnState {
@@ -181,12 +200,19 @@ impl ConnState {
         let id = match done {
             // Only if it is still this task's entry: a cancel may have
             // removed it already.
-            Ok((task, id)) => self.running.get(&id).is_some_and(|running| running.task == task).then_some(id),
+            Ok((task, id)) => self
+                .running
+                .get(&id)
+                .is_some_and(|running| running.task == task)
+                .then_some(id),
             // Aborted (cancelled) tasks were removed when cancelled; this is
             // the rare case, so a scan is fine.
             Err(err) => {
                 let task = err.id();
-                self.running.iter().find(|(_, running)| running.task == task).map(|(id, _)| *id)
+                self.running
+                    .iter()
+                    .find(|(_, running)| running.task == task)
+                    .map(|(id, _)| *id)
             }
         };
         if let Some(id) = id {
@@ -231,12 +257,17 @@ impl ConnState {
                 self.start(id, head, args, slot);
                 Ok(())
             }
-            Kind::Cancel if !payload.is_empty() => Err(ProtocolError::CancelWithPayload(payload.len()).into()),
+            Kind::Cancel if !payload.is_empty() => {
+                Err(ProtocolError::CancelWithPayload(payload.len()).into())
+            }
             Kind::Cancel if id > self.last_request_id => Err(ProtocolError::CancelForUnknownId(id).into()),
             Kind::Cancel => {
                 // A cancel can cross the answer on the wire; one for a call
                 // that already finished is normal and ignored.
-                if let Some(Running { abort: Some(abort), .. }) = self.running.get(&id) {
+                if let Some(Running {
+                    abort: Some(abort), ..
+                }) = self.running.get(&id)
+                {
                     abort.abort();
                     self.forget(id);
                 }
@@ -279,21 +310,27 @@ impl ConnState {
         let Some(running) = self.running.get_mut(&id) else {
             return self.finished_or_unknown(Kind::Item, id);
         };
-        match &running.input {
-            None => Err(no_stream(Kind::Item, id)),
-            Some(None) => Err(ProtocolError::AfterEnd { kind: Kind::Item, id }.into()),
-            Some(Some(items)) => match items.try_send(payload) {
-                Ok(()) => Ok(()),
-                // The channel holds exactly the window: full means the
-                // client sent without credit.
-                Err(TrySendError::Full(_)) => Err(ProtocolError::CreditExceeded {
-                    id,
-                    window: STREAM_WINDOW,
-                }
-                .into()),
-                // The handler stopped reading its input; the rest is moot.
-                Err(TrySendError::Closed(_)) => Ok(()),
-            },
+        let Some(input) = &mut running.input else {
+            return Err(no_stream(Kind::Item, id));
+        };
+        let Some(items) = &input.items else {
+            return Err(ProtocolError::AfterEnd { kind: Kind::Item, id }.into());
+        };
+        input.received += 1;
+        let allowed = u64::from(STREAM_WINDOW) + input.granted.load(Ordering::Acquire);
+        let exceeded = ProtocolError::CreditExceeded {
+            id,
+            window: STREAM_WINDOW,
+        };
+        if input.received > allowed {
+            return Err(exceeded.into());
+        }
+        match items.try_send(payload) {
+            Ok(()) => Ok(()),
+            // Cannot happen within credit (the channel holds the window).
+            Err(TrySendError::Full(_)) => Err(exceeded.into()),
+            // The handler stopped reading its input; the rest is moot.
+            Err(TrySendError::Closed(_)) => Ok(()),
         }
     }
 
@@ -304,9 +341,9 @@ impl ConnState {
         };
         match &mut running.input {
             None => Err(no_stream(Kind::End, id)),
-            Some(None) => Err(ProtocolError::AfterEnd { kind: Kind::End, id }.into()),
+            Some(Input { items: None, .. }) => Err(ProtocolError::AfterEnd { kind: Kind::End, id }.into()),
             Some(input) => {
-                *input = None;
+                input.items = None;
                 Ok(())
             }
         }
@@ -332,15 +369,27 @@ impl ConnState {
         let to_completion = !streams && self.state.router.runs_to_completion(&method);
         // A method that runs to completion ignores its caller's deadline but
         // not the server's ceiling: a hung handler must end some time.
-        let budget = if to_completion { max_budget } else { budget.min(max_budget) };
+        let budget = if to_completion {
+            max_budget
+        } else {
+            budget.min(max_budget)
+        };
         let ctx = Context::new(id, method, Instant::now() + budget, self.peer_addr);
 
         let mut input = None;
         let incoming = shape.input.then(|| {
             let (items, received) = mpsc::channel(STREAM_WINDOW as usize);
-            input = Some(Some(items));
+            let granted = Arc::new(AtomicU64::new(0));
+            input = Some(Input {
+                items: Some(items),
+                received: 0,
+                granted: Arc::clone(&granted),
+            });
             let outbox = self.outbox.clone();
             let grant = move |credit: u32| {
+                // Counted before the credit leaves, so an item sent on it
+                // is never mistaken for one sent without credit.
+                granted.fetch_add(u64::from(credit), Ordering::Release);
                 if let Ok(frame) = Frame::new(Kind::Credit, id, frame::credit_payload(credit)) {
                     let _ = outbox.send(frame.into());
                 }
@@ -449,7 +498,9 @@ impl Call {
                 Answer::Stream(stream) => stream,
             };
             let Some((credit, outbox)) = &items else {
-                return Err(Error::failed(format!("`{method}` returned a stream it does not declare")));
+                return Err(Error::failed(format!(
+                    "`{method}` returned a stream it does not declare"
+                )));
             };
             send_items(id, stream, credit, outbox, &state, &method, client_max_frame_len).await
         };

@@ -118,6 +118,68 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Streams
+//!
+//! A method may take a stream, return one, or both, declared with
+//! [`Streaming<T>`] in the same trait. The generated client returns a
+//! `Streaming<T>` (a `Stream` of `Result<T, rpc::Error>`) for methods that
+//! return a stream, and takes any `Stream<Item = T>` for a stream argument.
+//! Streams have credit-based flow control: a slow consumer holds its
+//! producer back, and other calls on the connection are never stalled.
+//! Dropping a stream cancels its call; a deadline covers the whole stream;
+//! a handler ends a stream early with an error through
+//! [`Error::failed`], which the client sees as the last item.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use rpc::Streaming;
+//!
+//! #[rpc::service]
+//! pub trait Numbers {
+//!     /// Server streaming: 0, 1, ... n-1.
+//!     async fn count(&self, n: u32) -> Streaming<u32>;
+//!     /// Client streaming: adds what it is sent.
+//!     async fn sum(&self, numbers: Streaming<u32>) -> u64;
+//!     /// Both: doubles each number as it arrives.
+//!     async fn double(&self, numbers: Streaming<u32>) -> Streaming<u32>;
+//! }
+//!
+//! struct N;
+//! impl Numbers for N {
+//!     async fn count(&self, n: u32) -> Streaming<u32> {
+//!         Streaming::iter(0..n)
+//!     }
+//!     async fn sum(&self, numbers: Streaming<u32>) -> u64 {
+//!         numbers.values().fold(0, |acc, n| async move { acc + u64::from(n) }).await
+//!     }
+//!     async fn double(&self, numbers: Streaming<u32>) -> Streaming<u32> {
+//!         Streaming::new(numbers.values().map(|n| n * 2))
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), rpc::Error> {
+//! let server = rpc::Server::new().serve(NumbersServer::new(N)).bind("127.0.0.1:0").await?;
+//! let numbers = NumbersClient::connect(server.local_addr()).await?;
+//!
+//! let mut counted = Vec::new();
+//! let mut stream = numbers.count(5);
+//! while let Some(n) = stream.next().await {
+//!     counted.push(n?);
+//! }
+//! assert_eq!(counted, [0, 1, 2, 3, 4]);
+//!
+//! assert_eq!(numbers.sum(futures::stream::iter([1, 2, 3])).await?, 6);
+//!
+//! let doubled: Vec<u32> = numbers
+//!     .double(futures::stream::iter([5, 6]))
+//!     .map(|n| n.unwrap())
+//!     .collect()
+//!     .await;
+//! assert_eq!(doubled, [10, 12]);
+//! server.stop().await;
+//! # Ok(()) }
+//! ```
+//!
 //! # Location transparency
 //!
 //! With `#[rpc::service(transparent)]` the generated client implements the

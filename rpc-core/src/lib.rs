@@ -9,7 +9,7 @@
 //! - [`payload`]: bincode encoding of arguments and results; the request head.
 //! - [`error`]: [`Error`], the one error type, and the wire error codes.
 //! - [`service`]: the traits generated code implements.
-//! - [`streaming`]: [`Streaming`](streaming::Streaming) and the credit-based
+//! - [`streaming`]: [`Streaming`] and the credit-based
 //!   flow control of streams.
 //! - [`context`]: what a handler knows about its call; deadline inheritance.
 //! - [`transport`]: the seam a byte transport plugs into.

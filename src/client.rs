@@ -105,6 +105,7 @@ impl ClientBuilder {
         Limits {
             max_frame_len: self.config.max_frame_len,
             frame_timeout: self.frame_timeout,
+            max_calls: 0,
         }
     }
 

@@ -77,7 +77,10 @@ impl Server {
     pub fn new() -> Server {
         Server {
             state: Arc::new(ServerState::default()),
-            limits: Limits::default(),
+            limits: Limits {
+                max_calls: rpc_core::server::DEFAULT_MAX_CALLS_PER_CONNECTION,
+                ..Limits::default()
+            },
             preface_timeout: DEFAULT_PREFACE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
@@ -142,6 +145,7 @@ impl Server {
     /// server's memory. Default 256; at least 1.
     pub fn max_calls_per_connection(mut self, calls: usize) -> Server {
         Arc::make_mut(&mut self.state).config.max_calls_per_connection = calls.max(1);
+        self.limits.max_calls = calls.max(1);
         self
     }
 

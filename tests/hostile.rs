@@ -26,7 +26,7 @@ async fn expect_refused_preface(addr: SocketAddr, name: &str, bytes: &[u8]) {
     socket.write_all(bytes).await.unwrap();
     socket.shutdown().await.unwrap();
     let got = until_closed(&mut socket).await;
-    assert_eq!(&got[..], &PREFACE[..], "{name}");
+    assert_eq!(&got[..], &SERVER_PREFACE[..], "{name}");
 }
 
 /// Sends a request and expects an error answer with `code`, the connection
@@ -224,7 +224,7 @@ async fn a_thousand_silent_connections_are_closed_by_the_preface_timeout() {
         let got = until_closed(socket).await;
         assert_eq!(
             &got[..],
-            &PREFACE[..],
+            &SERVER_PREFACE[..],
             "connection {i}: the server's preface, then the close"
         );
     }
@@ -346,7 +346,7 @@ fn an_http_client_on_the_rpc_port_is_refused_with_a_clear_log_line() {
             .await
             .unwrap();
         let got = until_closed(&mut socket).await;
-        assert_eq!(&got[..], &PREFACE[..], "nothing but our preface goes back");
+        assert_eq!(&got[..], &SERVER_PREFACE[..], "nothing but our preface goes back");
         let good = ShapesClient::connect(addr).await.unwrap();
         assert_eq!(good.add(1, 1).await.unwrap(), 2);
         server.stop().await;

@@ -502,7 +502,7 @@ async fn a_client_that_never_reads_cannot_make_the_server_queue_past_its_cap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_the_server_never_read_before_its_goodbye_run_on_the_next_server() {
+async fn calls_held_back_at_a_goodbye_run_on_the_next_server() {
     const CAP: usize = 10;
     const CALLS: u32 = 30;
     let (old, old_lab) = serve(rpc::Server::new().max_calls_per_connection(CAP)).await;
@@ -517,14 +517,17 @@ async fn calls_the_server_never_read_before_its_goodbye_run_on_the_next_server()
             tokio::spawn(async move { client.gated(tag).await })
         })
         .collect();
-    // The old server runs its cap's worth; the rest wait unread.
+    // The old server runs its cap's worth. It announced that cap, so the
+    // client keeps the rest back rather than sending them.
     until(&old_lab.waiting, CAP).await;
+    assert_eq!(old.stats().requests_received, CAP as u64);
     proxy.retarget(new.local_addr());
     let shutdown = tokio::spawn(old.shutdown(Duration::from_secs(60)));
-    // Every call the old server never read runs on the new one...
-    until(&new_lab.finished, CALLS as usize - CAP).await;
-    // ...and the ones it did read finish where they started.
+    until_true("the goodbye arrived", || !client.rpc_client().is_connected()).await;
+    // The calls the old server read finish where they started; the rest
+    // find the connection saying goodbye and run on the new server.
     old_lab.gate.add_permits(CAP);
+    until(&new_lab.finished, CALLS as usize - CAP).await;
     for (tag, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), tag as u32);
     }

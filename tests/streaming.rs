@@ -317,7 +317,10 @@ async fn a_stream_open_at_shutdown_ends_with_a_clear_error_after_the_grace_perio
         "{last:?}"
     );
     shutdown.await.unwrap();
-    assert_eq!(streams.forever_dropped.load(Ordering::SeqCst), 1);
+    until("the handler's stream is dropped", || {
+        streams.forever_dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
 }
 
 /// `Streams.count(3)` by hand.
@@ -351,7 +354,8 @@ async fn hostile_stream_frames_close_only_their_connection() {
         "has no stream",
     )
     .await;
-    let mut credit_overflow = count_3(1);
+    // A stream that never ends, so the credit surely reaches a live call.
+    let mut credit_overflow = request(1, "Streams.forever", &[]);
     credit_overflow.extend(credit(1, u32::MAX));
     expect_notice(addr, "credit overflow", &credit_overflow, "more than the").await;
     let mut zero_credit = count_3(1);
@@ -386,5 +390,92 @@ async fn hostile_stream_frames_close_only_their_connection() {
     assert_eq!((kind, id, payload), (2, 2, vec![3]));
 
     assert_eq!(client.add(40, 2).await.unwrap(), 42, "good clients never notice");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finite_stream_open_at_a_graceful_shutdown_completes() {
+    let (server, _, client) = start(rpc::Server::new()).await;
+    let mut numbers = client.count(1000);
+    for expected in 0..10 {
+        assert_eq!(numbers.next().await.unwrap().unwrap(), expected);
+    }
+    // The draining server still reads the credit this stream needs.
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(60)));
+    let mut expected = 10;
+    while let Some(n) = numbers.next().await {
+        assert_eq!(n.unwrap(), expected);
+        expected += 1;
+    }
+    assert_eq!(expected, 1000);
+    shutdown.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_streams_than_the_servers_cap_share_one_connection_without_deadlock() {
+    let (server, _, client) = start(rpc::Server::new().max_calls_per_connection(4)).await;
+    let streams: Vec<_> = (0..12u64)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut numbers = client.count(200 + i);
+                let mut n = 0;
+                while let Some(item) = numbers.next().await {
+                    assert_eq!(item.unwrap(), n);
+                    n += 1;
+                    if n % 64 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    for (i, stream) in streams.into_iter().enumerate() {
+        assert_eq!(stream.await.unwrap(), 200 + i as u64);
+    }
+    assert!(server.stats().peak_calls_in_progress <= 4);
+    server.stop().await;
+}
+
+/// A service the server does not have, whose method takes a stream.
+#[rpc::service]
+pub trait Missing {
+    async fn swallow(&self, numbers: Streaming<u64>) -> u64;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_sent_to_a_missing_method_is_refused_and_the_connection_goes_on() {
+    let (server, _, client) = start(rpc::Server::new()).await;
+    let missing = MissingClient::from_client(client.rpc_client().clone());
+    let err = missing
+        .swallow(futures::stream::iter(0..1000u64))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, rpc::Error::UnknownService { service } if service == "Missing"),
+        "{err:?}"
+    );
+    assert_eq!(client.add(1, 1).await.unwrap(), 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_that_panics_fails_its_call_instead_of_hanging() {
+    let (server, _, client) = start(rpc::Server::new()).await;
+    let chunks = futures::stream::iter(0..10u32).map(|i| {
+        assert!(i < 3, "the source broke");
+        Bytes::from_static(b"chunk")
+    });
+    let err = client
+        .with_timeout(Duration::from_secs(3600))
+        .upload(chunks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, rpc::Error::Failed { message } if message.contains("panicked")),
+        "{err:?}"
+    );
+    assert_eq!(client.add(2, 3).await.unwrap(), 5);
     server.stop().await;
 }

@@ -60,7 +60,7 @@ async fn calculator_add_5_3_is_byte_for_byte_as_documented() {
     let (preface, reply) = exchange(&request, 17).await;
     assert_eq!(
         preface,
-        hex("89 52 50 43 0d 0a 1a 0a | 01 00 | 00 00 | 00 00 00 01")
+        hex("89 52 50 43 0d 0a 1a 0a | 01 00 | 00 01 | 00 00 00 01")
     );
     assert_eq!(
         reply,

@@ -84,11 +84,16 @@ impl Kind {
     }
 }
 
-/// The parsed preface: who the peer is and how large a frame it accepts.
+/// The parsed preface: who the peer is, how large a frame it accepts, and
+/// (from a server) how many calls it runs at once per connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Preface {
     /// Protocol version the sender speaks.
     pub version: u16,
+    /// Calls the sender runs at once on one connection; 0 for no stated
+    /// limit (clients always send 0). A client keeps no more calls than
+    /// this in flight.
+    pub max_calls: u16,
     /// The largest frame payload, in bytes, that the sender accepts.
     pub max_frame_len: u32,
 }
@@ -98,7 +103,17 @@ impl Preface {
     pub fn ours(max_frame_len: usize) -> Preface {
         Preface {
             version: VERSION,
+            max_calls: 0,
             max_frame_len: u32::try_from(max_frame_len).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// This preface, announcing at most `max_calls` calls at once (a limit
+    /// over 65 535 is announced as none).
+    pub fn with_max_calls(self, max_calls: usize) -> Preface {
+        Preface {
+            max_calls: u16::try_from(max_calls).unwrap_or(0),
+            ..self
         }
     }
 
@@ -108,7 +123,7 @@ impl Preface {
         let mut buf = &mut out[..];
         buf.put_slice(&MAGIC);
         buf.put_u16_le(self.version);
-        buf.put_u16_le(0);
+        buf.put_u16_le(self.max_calls);
         buf.put_u32_le(self.max_frame_len);
         out
     }
@@ -116,8 +131,7 @@ impl Preface {
     /// Parses and checks a peer's preface.
     ///
     /// Refuses a wrong magic (naming HTTP when it looks like HTTP), a version
-    /// other than ours, nonzero reserved bytes and a frame limit too small to
-    /// carry any frame.
+    /// other than ours and a frame limit too small to carry any frame.
     pub fn parse(bytes: &[u8; PREFACE_LEN]) -> Result<Preface, ProtocolError> {
         let (magic, rest) = bytes.split_at(MAGIC.len());
         if magic != MAGIC {
@@ -129,22 +143,17 @@ impl Preface {
         }
         let mut rest = rest;
         let version = bytes::Buf::get_u16_le(&mut rest);
-        let reserved = bytes::Buf::get_u16_le(&mut rest);
+        let max_calls = bytes::Buf::get_u16_le(&mut rest);
         let max_frame_len = bytes::Buf::get_u32_le(&mut rest);
         if version != VERSION {
             return Err(ProtocolError::UnsupportedVersion { theirs: version });
-        }
-        if reserved != 0 {
-            return Err(ProtocolError::ReservedBits {
-                field: "preface",
-                value: u64::from(reserved),
-            });
         }
         if max_frame_len < MIN_FRAME_LEN {
             return Err(ProtocolError::FrameLimitTooSmall(max_frame_len));
         }
         Ok(Preface {
             version,
+            max_calls,
             max_frame_len,
         })
     }

@@ -75,8 +75,8 @@ fn decode_with<T: DeserializeOwned, C: Config>(bytes: &[u8], config: C) -> Resul
 pub struct RequestHead {
     /// Time the caller gives the call, relative (clocks differ).
     pub budget: Duration,
-    /// The method's wire name, e.g. `Calculator.add`.
-    pub method: String,
+    /// The method's wire name, e.g. `Calculator.add`, checked to be UTF-8.
+    method: String,
 }
 
 /// The longest time budget a request may carry: one year. Anything longer
@@ -107,6 +107,16 @@ impl RequestHead {
         let name = method.get(..end).unwrap_or_default();
         out.put_u8(u8::try_from(name.len()).unwrap_or(u8::MAX));
         out.put_slice(name.as_bytes());
+    }
+
+    /// The method's wire name.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The method's wire name, owned.
+    pub fn into_method(self) -> String {
+        self.method
     }
 
     /// Splits a request payload into its head and its argument bytes.
@@ -186,7 +196,7 @@ mod tests {
         buf.put_slice(&[0x0a, 0x06]);
         let payload = buf.freeze();
         let (head, args) = RequestHead::decode(payload.clone()).unwrap();
-        assert_eq!(head.method, "Calculator.add");
+        assert_eq!(head.method(), "Calculator.add");
         assert_eq!(head.budget, Duration::from_millis(1500));
         assert_eq!(&args[..], &[0x0a, 0x06]);
         assert_eq!(args.as_ptr(), payload[payload.len() - 2..].as_ptr());

@@ -4,17 +4,16 @@ use rpc_core::Error;
 use rpc_core::frame::{PREFACE_LEN, Preface, ProtocolError, looks_like_http};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Sends our preface, announcing `max_frame_len`, and reads and checks the
-/// peer's. Both sides run the same exchange, so neither waits for the other
+/// Sends our preface, `ours`, and reads and checks the peer's. Both sides run the same exchange, so neither waits for the other
 /// before speaking.
 ///
 /// Reads exactly the preface's 16 bytes: whatever the peer sent after it
 /// stays in `io` for the frame reader.
-pub async fn exchange<IO>(io: &mut IO, max_frame_len: usize) -> Result<Preface, Error>
+pub async fn exchange<IO>(io: &mut IO, ours: Preface) -> Result<Preface, Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    io.write_all(&Preface::ours(max_frame_len).to_bytes())
+    io.write_all(&ours.to_bytes())
         .await
         .map_err(|err| Error::io("sending the connection preface failed", &err))?;
     io.flush()

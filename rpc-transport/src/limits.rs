@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rpc_core::frame::DEFAULT_MAX_FRAME_LEN;
+use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, Preface};
 use tokio::io::AsyncRead;
 
 use crate::io::{DEFAULT_FRAME_TIMEOUT, FrameReader};
@@ -14,6 +14,9 @@ pub struct Limits {
     pub max_frame_len: usize,
     /// How long one frame may take to arrive once its first byte has.
     pub frame_timeout: Duration,
+    /// For a server: the calls it runs at once per connection, announced in
+    /// its preface so clients keep no more in flight. Clients leave it 0.
+    pub max_calls: usize,
 }
 
 impl Default for Limits {
@@ -21,11 +24,17 @@ impl Default for Limits {
         Limits {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            max_calls: 0,
         }
     }
 }
 
 impl Limits {
+    /// The preface that announces these limits.
+    pub fn preface(&self) -> Preface {
+        Preface::ours(self.max_frame_len).with_max_calls(self.max_calls)
+    }
+
     /// A frame reader over `io` that enforces these limits.
     pub fn reader<R: AsyncRead + Unpin>(&self, io: R) -> FrameReader<R> {
         FrameReader::new(io, self.max_frame_len).with_frame_timeout(self.frame_timeout)

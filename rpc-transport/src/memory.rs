@@ -40,7 +40,7 @@ pub async fn establish_io<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let peer = handshake::exchange(&mut io, limits.max_frame_len).await?;
+    let peer = handshake::exchange(&mut io, limits.preface()).await?;
     let (read, write) = tokio::io::split(io);
     Ok(Connection {
         reader: limits.reader(read),

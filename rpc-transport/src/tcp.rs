@@ -56,7 +56,7 @@ pub async fn establish(
     stream
         .set_nodelay(true)
         .map_err(|err| Error::io("setting TCP_NODELAY failed", &err))?;
-    let peer = handshake::exchange(&mut stream, limits.max_frame_len).await?;
+    let peer = handshake::exchange(&mut stream, limits.preface()).await?;
     Ok(split(stream, peer, peer_addr, limits))
 }
 
@@ -73,7 +73,7 @@ pub async fn accept(
     stream
         .set_nodelay(true)
         .map_err(|err| Error::io("setting TCP_NODELAY failed", &err))?;
-    match handshake::exchange(&mut stream, limits.max_frame_len).await {
+    match handshake::exchange(&mut stream, limits.preface()).await {
         Ok(peer) => Ok(split(stream, peer, peer_addr, limits)),
         Err(err) => {
             // Said before the lingering close, so it is said even if the

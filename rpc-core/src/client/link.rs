@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -107,6 +108,10 @@ pub(crate) struct Link {
     /// Whether any call on this connection got an answer; a connection that
     /// dies before serving one counts as a failed attempt for the backoff.
     served: AtomicBool,
+    /// Places for calls in flight: the client's own limit, or the server's
+    /// announced one if smaller, so a server never has to hold back a
+    /// request of ours (and with it, frames that running calls need).
+    places: Arc<Semaphore>,
     reader: AbortHandle,
     writer: AbortHandle,
 }
@@ -123,7 +128,12 @@ impl Drop for Link {
 
 impl Link {
     /// Spawns the connection's reader and writer tasks.
-    pub(crate) fn start<R: FrameRead, W: FrameWrite>(conn: Connection<R, W>) -> Link {
+    pub(crate) fn start<R: FrameRead, W: FrameWrite>(conn: Connection<R, W>, max_in_flight: usize) -> Link {
+        let server_cap = match conn.peer.max_calls {
+            0 => usize::MAX,
+            cap => usize::from(cap),
+        };
+        let places = Arc::new(Semaphore::new(max_in_flight.min(server_cap).max(1)));
         // Unbounded, because what enters it is bounded: each request holds a
         // place under the client's in-flight limit until it is written, and
         // each call adds at most one cancel.
@@ -144,6 +154,7 @@ impl Link {
             calls,
             server_max_frame_len: conn.peer.max_frame_len as usize,
             served: AtomicBool::new(false),
+            places,
             reader: reader.abort_handle(),
             writer: writer.abort_handle(),
         }
@@ -158,6 +169,20 @@ impl Link {
     /// Whether the connection has ended.
     pub(crate) fn is_closed(&self) -> bool {
         self.calls.lock().closed.is_some()
+    }
+
+    /// Waits for a place for one more call in flight on this connection.
+    pub(crate) async fn place(&self) -> Result<Arc<OwnedSemaphorePermit>, Error> {
+        Arc::clone(&self.places)
+            .acquire_owned()
+            .await
+            .map(Arc::new)
+            .map_err(|_| Error::disconnected("the connection closed"))
+    }
+
+    /// Marks the connection as having served a call.
+    pub(crate) fn mark_served(&self) {
+        self.served.store(true, Ordering::Relaxed);
     }
 
     /// Whether any call on this connection was answered.
@@ -264,9 +289,11 @@ struct CallsInner {
 
 impl CallsInner {
     fn unusable_error(&self) -> Error {
-        match (&self.closed, self.goodbye) {
-            (Some(err), _) => err.clone(),
-            (None, Some(_)) => Error::ShuttingDown,
+        // After a goodbye, a call that finds the connection unusable was
+        // never sent: the server is shutting down, whatever came after.
+        match (self.goodbye, &self.closed) {
+            (Some(_), _) => Error::ShuttingDown,
+            (None, Some(err)) => err.clone(),
             (None, None) => Error::disconnected("the connection closed"),
         }
     }
@@ -292,11 +319,11 @@ impl Calls {
         waiter: Waiter,
     ) -> Result<Result<u64, Reply>, Error> {
         let mut inner = self.lock();
-        if inner.closed.is_some() {
-            return Ok(Err(Reply::Unsent(inner.unusable_error())));
-        }
         if inner.goodbye.is_some() {
             return Ok(Err(Reply::NotRun));
+        }
+        if inner.closed.is_some() {
+            return Ok(Err(Reply::Unsent(inner.unusable_error())));
         }
         let id = inner.last_id + 1;
         let frame = Frame::new(Kind::Request, id, payload)?;
@@ -349,7 +376,15 @@ impl Calls {
             };
         };
         let Waiter::Stream { events, credit } = waiter else {
-            return Err(ProtocolError::NoSuchStream { kind, id });
+            // A server whose method streams where ours does not (a version
+            // mismatch): that call fails, the connection goes on.
+            if let Some(Waiter::Unary(waiter)) = inner.waiting.remove(&id) {
+                let _ = waiter.send(Reply::Failed(WireError::new(
+                    crate::error::ErrorCode::Internal,
+                    "the server sent a stream where this client expects one value; client and server disagree on the method",
+                )));
+            }
+            return Ok(());
         };
         match kind {
             Kind::Item => match events.try_send(Event::Item(payload)) {
@@ -539,13 +574,23 @@ async fn pump(
 ) {
     use futures::StreamExt;
     while credit.spend().await {
-        let item = match items.next().await {
-            Some(Ok(item)) => item,
-            Some(Err(err)) => {
+        // The user's stream runs here (its encoding too): a panic in it
+        // must fail the call, not leave it waiting for an end that never
+        // comes.
+        let next = std::panic::AssertUnwindSafe(items.next()).catch_unwind().await;
+        let item = match next {
+            Ok(Some(Ok(item))) => item,
+            Ok(Some(Err(err))) => {
                 let _ = failed.send(err);
                 return;
             }
-            None => {
+            Err(_panic) => {
+                let _ = failed.send(Error::failed(format!(
+                    "the stream passed to `{method}` panicked while it was being sent"
+                )));
+                return;
+            }
+            Ok(None) => {
                 if let Ok(end) = Frame::new(Kind::End, id, Bytes::new()) {
                     let _ = outbox.send(end.into());
                 }
@@ -596,6 +641,24 @@ impl OpenCall {
     pub(crate) fn poll_event(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Event> {
         use std::future::Future;
         use std::task::Poll;
+        // What the server already said comes first: a call that succeeded is
+        // not failed by the client's stream failing afterwards.
+        match self.events.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                if !matches!(event, Event::Lost(_) | Event::NotRun) {
+                    self.link.mark_served();
+                }
+                if !matches!(event, Event::Item(_)) {
+                    self.finished = true;
+                }
+                return Poll::Ready(event);
+            }
+            Poll::Ready(None) => {
+                self.finished = true;
+                return Poll::Ready(Event::Lost(self.link.unusable_error()));
+            }
+            Poll::Pending => {}
+        }
         if let Some(pump_error) = &mut self.pump_error {
             if let Poll::Ready(result) = std::pin::Pin::new(pump_error).poll(cx) {
                 self.pump_error = None;
@@ -604,19 +667,7 @@ impl OpenCall {
                 }
             }
         }
-        match self.events.poll_recv(cx) {
-            Poll::Ready(Some(event)) => {
-                if !matches!(event, Event::Item(_)) {
-                    self.finished = true;
-                }
-                Poll::Ready(event)
-            }
-            Poll::Ready(None) => {
-                self.finished = true;
-                Poll::Ready(Event::Lost(self.link.unusable_error()))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        Poll::Pending
     }
 
     /// The next event of the call.

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::Shared;
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 pub use backoff::Backoff;
@@ -89,7 +88,6 @@ pub struct Client {
 
 struct Inner {
     config: ClientConfig,
-    in_flight: Arc<Semaphore>,
     state: Mutex<LinkState>,
     dial: Option<Dial>,
 }
@@ -124,7 +122,8 @@ impl Client {
     /// Spawns the connection's reader and writer tasks, so it must be called
     /// inside a tokio runtime.
     pub fn new<R: FrameRead, W: FrameWrite>(conn: Connection<R, W>, config: ClientConfig) -> Client {
-        Client::build(Some(Link::start(conn)), None, config)
+        let link = Link::start(conn, config.max_in_flight);
+        Client::build(Some(link), None, config)
     }
 
     /// Connects with `connect`, and connects again with it on the next call
@@ -137,9 +136,10 @@ impl Client {
         R: FrameRead,
         W: FrameWrite,
     {
+        let max_in_flight = config.max_in_flight;
         let dial: Dial = Arc::new(move || {
             let connecting = connect();
-            Box::pin(async move { connecting.await.map(Link::start) })
+            Box::pin(async move { connecting.await.map(|conn| Link::start(conn, max_in_flight)) })
         });
         let first = dial().await?;
         Ok(Client::build(Some(first), Some(dial), config))
@@ -148,7 +148,6 @@ impl Client {
     fn build(link: Option<Link>, dial: Option<Dial>, config: ClientConfig) -> Client {
         Client {
             shared: Arc::new(Inner {
-                in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
                 config,
                 state: Mutex::new(LinkState {
                     link: link.map(Arc::new),
@@ -297,13 +296,10 @@ impl Client {
         deadline: Instant,
         input: Option<crate::streaming::ItemStream>,
     ) -> Result<OpenCall, Error> {
-        let place = Arc::clone(&self.shared.in_flight)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::disconnected("the client is closed"))?;
         let link = self.link().await?;
+        let place = link.place().await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match link.open(method, &args, remaining, Arc::new(place), input)? {
+        match link.open(method, &args, remaining, place, input)? {
             Ok(call) => Ok(call),
             Err(Reply::NotRun) => Err(Error::ShuttingDown),
             Err(Reply::Unsent(err) | Reply::Lost(err)) => Err(err),
@@ -316,14 +312,10 @@ impl Client {
     where
         Q: RequestMessage + ?Sized,
     {
-        let place = Arc::clone(&self.shared.in_flight)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::disconnected("the client is closed"))?;
-        let place = Arc::new(place);
         let mut retried = false;
         loop {
             let link = self.link().await?;
+            let place = link.place().await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let may_retry = !retried && self.shared.dial.is_some();
             match link.round_trip(request, remaining, &place).await? {

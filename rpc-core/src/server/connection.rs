@@ -2,7 +2,7 @@
 //! answers (single values or streams of items) through the connection's
 //! single writer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -23,7 +23,6 @@ use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError};
 use crate::payload::RequestHead;
 use crate::server::ServerState;
-use crate::server::metrics::CallSlot;
 use crate::service::Shape;
 use crate::streaming::{Answer, Incoming, STREAM_WINDOW, SendCredit};
 use crate::transport::{Connection, FrameRead, FrameWrite};
@@ -57,44 +56,52 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         state.config.write_timeout,
     );
     let writer = AbortOnDropHandle::new(tokio::spawn(writing));
-    let permits = Arc::new(Semaphore::new(state.config.max_calls_per_connection.max(1)));
+    let cap = state.config.max_calls_per_connection.max(1);
     let mut conn = ConnState {
         state: Arc::clone(&state),
         outbox,
         tasks: JoinSet::new(),
         running: HashMap::new(),
-        last_request_id: 0,
+        waiting: VecDeque::new(),
+        permits: Arc::new(Semaphore::new(cap)),
+        cap,
+        last_read_id: 0,
+        last_started_id: 0,
         peer_addr,
         client_max_frame_len: peer.max_frame_len as usize,
     };
 
     let idle_timeout = state.config.idle_timeout;
     let mut last_frame = Instant::now();
+    // One timer for the connection, pushed back lazily when it fires early,
+    // rather than a new one per frame.
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
     let ending = loop {
         tokio::select! {
             biased;
             () = state.shutdown.cancelled() => break Ending::ShuttingDown,
             Some(done) = conn.tasks.join_next_with_id(), if !conn.tasks.is_empty() => conn.finished(done),
-            () = tokio::time::sleep_until(last_frame + idle_timeout), if conn.running.is_empty() => {
-                break Ending::Idle;
+            permit = Arc::clone(&conn.permits).acquire_owned(), if !conn.waiting.is_empty() => {
+                if let Ok(permit) = permit {
+                    conn.launch_next(permit);
+                }
             }
-            frame = reader.read_frame() => match frame {
+            () = &mut idle, if conn.running.is_empty() => {
+                let due = last_frame + idle_timeout;
+                if Instant::now() >= due {
+                    break Ending::Idle;
+                }
+                idle.as_mut().reset(due);
+            }
+            // At the cap, requests wait in a queue as long as the cap, and
+            // the reader goes on: the cancels, credit and items that running
+            // calls need are never stuck behind a request. With the queue
+            // full it stops reading, and TCP pushes back on the client.
+            frame = reader.read_frame(), if conn.waiting.len() < conn.cap => match frame {
                 Ok(Some(frame)) => {
                     last_frame = Instant::now();
-                    let is_request = frame.header().kind() == Kind::Request;
-                    let permit = if is_request {
-                        // At the cap, wait here, holding just this request
-                        // and reading nothing more: TCP pushes back on the
-                        // client. Cancels that came before it were read.
-                        tokio::select! {
-                            biased;
-                            () = state.shutdown.cancelled() => break Ending::ShuttingDown,
-                            permit = Arc::clone(&permits).acquire_owned() => permit.ok(),
-                        }
-                    } else {
-                        None
-                    };
-                    if let Err(err) = conn.on_frame(frame, permit) {
+                    if let Err(err) = conn.on_frame(frame) {
                         break Ending::Failed(err);
                     }
                 }
@@ -111,7 +118,10 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
                 in_flight = conn.running.len(),
                 "client closed its side"
             );
-            conn.drain().await;
+            // No more frames can come: streams that need the client's
+            // credit or items end now; everything read is still answered.
+            conn.end_streams();
+            conn.drain(None::<&mut R>).await;
         }
         Ending::ShuttingDown | Ending::Idle => {
             let why = if matches!(ending, Ending::Idle) {
@@ -120,19 +130,21 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
                 "shutting down"
             };
             tracing::debug!(?peer_addr, in_flight = conn.running.len(), why, "saying goodbye");
+            // Calls still queued never ran; the goodbye tells the client so.
+            conn.drop_waiting();
             let goodbye = Frame::new(
                 Kind::Goodbye,
                 CONNECTION_ID,
-                frame::goodbye_payload(conn.last_request_id),
+                frame::goodbye_payload(conn.last_started_id),
             );
             if let Ok(goodbye) = goodbye {
                 let _ = conn.outbox.send(goodbye.into());
             }
-            conn.drain().await;
+            conn.drain(Some(&mut reader)).await;
         }
         Ending::Failed(err) => {
             tracing::info!(?peer_addr, error = %err, "closing connection");
-            conn.tasks.abort_all();
+            conn.abort_all();
             if let Error::Protocol(violation) = &err {
                 let notice = WireError::new(ErrorCode::Protocol, violation.to_string());
                 let _ = conn.outbox.send(notice.to_frame(CONNECTION_ID).into());
@@ -163,10 +175,13 @@ enum Ending {
     Failed(Error),
 }
 
-/// A call in progress, as the connection tracks it.
+/// A call the connection knows about: running, or read and waiting for a
+/// place under the cap.
 struct Running {
-    task: task::Id,
-    /// `None` for methods that run to completion whatever happens.
+    /// The task, once launched.
+    task: Option<task::Id>,
+    /// `None` for methods that run to completion whatever happens (and for
+    /// calls not launched yet).
     abort: Option<AbortHandle>,
     /// The client's stream, for methods that take one.
     input: Option<Input>,
@@ -185,12 +200,26 @@ struct Input {
     granted: Arc<AtomicU64>,
 }
 
+/// A call read while the connection was at its cap.
+struct Waiting {
+    id: u64,
+    call: Call,
+    to_completion: bool,
+}
+
 struct ConnState {
     state: Arc<ServerState>,
     outbox: mpsc::UnboundedSender<Outgoing>,
     tasks: JoinSet<u64>,
     running: HashMap<u64, Running>,
-    last_request_id: u64,
+    waiting: VecDeque<Waiting>,
+    permits: Arc<Semaphore>,
+    cap: usize,
+    /// The last request id read: ids must increase, and a cancel or stream
+    /// frame may name no id above it.
+    last_read_id: u64,
+    /// The last request id launched: what a goodbye reports.
+    last_started_id: u64,
     peer_addr: Option<SocketAddr>,
     client_max_frame_len: usize,
 }
@@ -203,12 +232,12 @@ impl ConnState {
             Ok((task, id)) => self
                 .running
                 .get(&id)
-                .is_some_and(|running| running.task == task)
+                .is_some_and(|running| running.task == Some(task))
                 .then_some(id),
             // Aborted (cancelled) tasks were removed when cancelled; this is
             // the rare case, so a scan is fine.
             Err(err) => {
-                let task = err.id();
+                let task = Some(err.id());
                 self.running
                     .iter()
                     .find(|(_, running)| running.task == task)
@@ -228,48 +257,106 @@ impl ConnState {
         }
     }
 
-    /// Lets every accepted call finish and be answered.
-    async fn drain(&mut self) {
-        while let Some(done) = self.tasks.join_next_with_id().await {
-            self.finished(done);
+    fn abort_all(&mut self) {
+        self.tasks.abort_all();
+        self.waiting.clear();
+    }
+
+    /// Forgets the calls that never got a place.
+    fn drop_waiting(&mut self) {
+        for waiting in std::mem::take(&mut self.waiting) {
+            self.running.remove(&waiting.id);
         }
     }
 
-    fn on_frame(&mut self, frame: Frame, permit: Option<OwnedSemaphorePermit>) -> Result<(), Error> {
+    /// Ends every stream that needs something more from the client.
+    fn end_streams(&mut self) {
+        for running in self.running.values_mut() {
+            if let Some(output) = &running.output {
+                output.close();
+            }
+            if let Some(input) = &mut running.input {
+                input.items = None;
+            }
+        }
+    }
+
+    /// Lets every accepted call finish and be answered. With a reader, frames
+    /// other than requests are still read and handled meanwhile (streams
+    /// need their credit and items); new requests are ignored, as the
+    /// goodbye told the client.
+    async fn drain<R: FrameRead>(&mut self, mut reader: Option<&mut R>) {
+        loop {
+            if self.tasks.is_empty() && self.waiting.is_empty() {
+                return;
+            }
+            tokio::select! {
+                biased;
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(done),
+                permit = Arc::clone(&self.permits).acquire_owned(), if !self.waiting.is_empty() => {
+                    if let Ok(permit) = permit {
+                        self.launch_next(permit);
+                    }
+                }
+                frame = read_some(&mut reader) => match frame {
+                    Some(frame) if frame.header().kind() == Kind::Request => {}
+                    Some(frame) => {
+                        if let Err(err) = self.on_frame(frame) {
+                            tracing::debug!(error = %err, "closing a draining connection");
+                            self.abort_all();
+                            return;
+                        }
+                    }
+                    None => {
+                        reader = None;
+                        self.end_streams();
+                    }
+                },
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Result<(), Error> {
         let (header, payload) = frame.into_parts();
         let id = header.id();
         match header.kind() {
             Kind::Request => {
-                let Some(permit) = permit else {
-                    return Err(Error::disconnected("the server's call limit was closed"));
-                };
                 self.state.metrics.request_received();
-                if id <= self.last_request_id {
+                if id <= self.last_read_id {
                     return Err(ProtocolError::IdNotIncreasing {
                         id,
-                        last: self.last_request_id,
+                        last: self.last_read_id,
                     }
                     .into());
                 }
                 let (head, args) = RequestHead::decode(payload)?;
-                self.last_request_id = id;
-                let slot = self.state.metrics.call_started(permit);
-                self.start(id, head, args, slot);
+                self.last_read_id = id;
+                let waiting = self.accept(id, head, args);
+                match Arc::clone(&self.permits).try_acquire_owned() {
+                    Ok(permit) if self.waiting.is_empty() => self.launch(waiting, permit),
+                    _ => self.waiting.push_back(waiting),
+                }
                 Ok(())
             }
             Kind::Cancel if !payload.is_empty() => {
                 Err(ProtocolError::CancelWithPayload(payload.len()).into())
             }
-            Kind::Cancel if id > self.last_request_id => Err(ProtocolError::CancelForUnknownId(id).into()),
+            Kind::Cancel if id > self.last_read_id => Err(ProtocolError::CancelForUnknownId(id).into()),
             Kind::Cancel => {
                 // A cancel can cross the answer on the wire; one for a call
                 // that already finished is normal and ignored.
-                if let Some(Running {
-                    abort: Some(abort), ..
-                }) = self.running.get(&id)
-                {
-                    abort.abort();
-                    self.forget(id);
+                match self.running.get(&id) {
+                    Some(Running {
+                        abort: Some(abort), ..
+                    }) => {
+                        abort.abort();
+                        self.forget(id);
+                    }
+                    Some(Running { task: None, .. }) => {
+                        self.waiting.retain(|waiting| waiting.id != id);
+                        self.forget(id);
+                    }
+                    _ => {}
                 }
                 Ok(())
             }
@@ -329,7 +416,8 @@ impl ConnState {
             Ok(()) => Ok(()),
             // Cannot happen within credit (the channel holds the window).
             Err(TrySendError::Full(_)) => Err(exceeded.into()),
-            // The handler stopped reading its input; the rest is moot.
+            // The handler stopped reading its input (or the method is
+            // unknown and takes none); the rest is moot.
             Err(TrySendError::Closed(_)) => Ok(()),
         }
     }
@@ -352,17 +440,29 @@ impl ConnState {
     /// A stream frame for a call that is not running: fine if the call has
     /// finished (frames cross on the wire), a violation if it never began.
     fn finished_or_unknown(&self, kind: Kind, id: u64) -> Result<(), Error> {
-        if id > self.last_request_id {
+        if id > self.last_read_id {
             Err(no_stream(kind, id))
         } else {
             Ok(())
         }
     }
 
-    fn start(&mut self, id: u64, head: RequestHead, args: Bytes, slot: CallSlot) {
-        let RequestHead { budget, method } = head;
+    /// Registers a call just read, ready to launch; its stream input (if
+    /// any) is open from now on, so items sent right behind the request
+    /// are kept even while the call waits for a place.
+    fn accept(&mut self, id: u64, head: RequestHead, args: Bytes) -> Waiting {
+        let budget = head.budget;
+        let method = head.into_method();
         let max_budget = self.state.config.max_budget;
-        let shape = self.state.router.shape(&method).unwrap_or(Shape::UNARY);
+        let shape = self.state.router.shape(&method);
+        // An unknown method gets a stream input that discards, so a client
+        // that sends items behind its request hears "unknown method" rather
+        // than losing its connection.
+        let unknown = shape.is_none();
+        let shape = shape.unwrap_or(Shape {
+            input: true,
+            output: false,
+        });
         // Streams end with their call, so a streaming method always honours
         // its caller's cancel and deadline.
         let streams = shape.input || shape.output;
@@ -385,17 +485,21 @@ impl ConnState {
                 received: 0,
                 granted: Arc::clone(&granted),
             });
-            let outbox = self.outbox.clone();
+            // Weak: a handler that hands its input to a task of its own must
+            // not keep the connection's writer alive.
+            let outbox = self.outbox.downgrade();
             let grant = move |credit: u32| {
                 // Counted before the credit leaves, so an item sent on it
                 // is never mistaken for one sent without credit.
                 granted.fetch_add(u64::from(credit), Ordering::Release);
-                if let Ok(frame) = Frame::new(Kind::Credit, id, frame::credit_payload(credit)) {
+                let frame = Frame::new(Kind::Credit, id, frame::credit_payload(credit));
+                if let (Some(outbox), Ok(frame)) = (outbox.upgrade(), frame) {
                     let _ = outbox.send(frame.into());
                 }
             };
             Incoming::new(received, Box::new(grant))
         });
+        let incoming = if unknown { None } else { incoming };
         let output = shape.output.then(SendCredit::new);
         let call = Call {
             state: Arc::clone(&self.state),
@@ -405,6 +509,37 @@ impl ConnState {
             items: output.clone().map(|credit| (credit, self.outbox.clone())),
             client_max_frame_len: self.client_max_frame_len,
         };
+        self.running.insert(
+            id,
+            Running {
+                task: None,
+                abort: None,
+                input,
+                output,
+            },
+        );
+        Waiting {
+            id,
+            call,
+            to_completion,
+        }
+    }
+
+    fn launch_next(&mut self, permit: OwnedSemaphorePermit) {
+        if let Some(waiting) = self.waiting.pop_front() {
+            self.launch(waiting, permit);
+        }
+    }
+
+    /// Starts a call in a task of its own, under its place.
+    fn launch(&mut self, waiting: Waiting, permit: OwnedSemaphorePermit) {
+        let Waiting {
+            id,
+            call,
+            to_completion,
+        } = waiting;
+        let slot = self.state.metrics.call_started(permit);
+        self.last_started_id = self.last_started_id.max(id);
         let outbox = self.outbox.clone();
         let send = move |frame| {
             // A closed outbox means the connection is gone; nobody to tell.
@@ -431,15 +566,19 @@ impl ConnState {
             let tracked = self.tasks.spawn(async move { send(call.run(id).await) });
             (tracked.id(), Some(tracked))
         };
-        self.running.insert(
-            id,
-            Running {
-                task,
-                abort,
-                input,
-                output,
-            },
-        );
+        if let Some(running) = self.running.get_mut(&id) {
+            running.task = Some(task);
+            running.abort = abort;
+        }
+    }
+}
+
+/// The next frame from `reader`, or `None` (at once, and for good) when
+/// there is no reader or it has ended.
+async fn read_some<R: FrameRead>(reader: &mut Option<&mut R>) -> Option<Frame> {
+    match reader {
+        Some(reader) => reader.read_frame().await.ok().flatten(),
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,494 @@
+//! `rpc_bench`: the framework against a hand-written tokio baseline, in one
+//! run, interleaved round by round, servers in their own processes.
+//!
+//! ```text
+//! cargo bench --bench rpc_bench                      # 5 rounds, every scenario
+//! cargo bench --bench rpc_bench -- --rounds 3 --json bench.json
+//! cargo bench --bench rpc_bench -- --quick           # small counts, a smoke run
+//! ```
+//!
+//! Absolute times drift on shared machines, so what counts is the ratio of
+//! each system to the baseline within a round; the report gives the median
+//! of the per-round ratios.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+mod baseline;
+mod ours;
+
+use std::alloc::System;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+
+use std::time::{Duration, Instant};
+
+use rpc::Bytes;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Baseline,
+    Rpc,
+}
+
+impl Contender {
+    fn name(self) -> &'static str {
+        match self {
+            Contender::Baseline => "baseline",
+            Contender::Rpc => "rpc",
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // Both systems, both sides: the same multi-threaded runtime, two workers.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).filter(|arg| arg != "--bench").collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        let system = match args.get(1).map(String::as_str) {
+            Some("baseline") => Contender::Baseline,
+            Some("rpc") => Contender::Rpc,
+            other => {
+                eprintln!("serve what? {other:?}");
+                return ExitCode::FAILURE;
+            }
+        };
+        serve(system);
+        return ExitCode::SUCCESS;
+    }
+    match Options::parse(&args) {
+        Ok(options) => {
+            runtime().block_on(orchestrate(options));
+            ExitCode::SUCCESS
+        }
+        Err(usage) => {
+            eprintln!("{usage}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A server process: binds, says where, then answers `allocs` on stdin with
+/// its allocation count until stdin closes.
+fn serve(system: Contender) {
+    let runtime = runtime();
+    let addr = runtime.block_on(async {
+        match system {
+            Contender::Baseline => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                tokio::spawn(baseline::serve(listener));
+                addr
+            }
+            Contender::Rpc => {
+                let handle = ours::serve("127.0.0.1:0").await;
+                let addr = handle.local_addr();
+                std::mem::forget(handle);
+                addr
+            }
+        }
+    });
+    println!("LISTENING {addr}");
+    std::io::stdout().flush().unwrap();
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        match line.as_deref() {
+            Ok("allocs") => {
+                println!("{}", INSTRUMENTED_SYSTEM.stats().allocations);
+                std::io::stdout().flush().unwrap();
+            }
+            _ => break,
+        }
+    }
+    drop(runtime);
+}
+
+struct ServerProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn spawn(system: Contender) -> ServerProcess {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["serve", system.name()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a server process");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("LISTENING ").unwrap().parse().unwrap();
+        ServerProcess {
+            child,
+            stdin,
+            stdout,
+            addr,
+        }
+    }
+
+    fn allocations(&mut self) -> u64 {
+        writeln!(self.stdin, "allocs").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().parse().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone)]
+enum AnyClient {
+    Baseline(baseline::Client),
+    Rpc(ours::BenchClient),
+}
+
+impl AnyClient {
+    async fn add(&self, a: u64, b: u64) -> u64 {
+        match self {
+            AnyClient::Baseline(client) => client.add(a, b).await,
+            AnyClient::Rpc(client) => client.add(a, b).await.expect("rpc add"),
+        }
+    }
+
+    async fn echo(&self, data: Bytes) -> Bytes {
+        match self {
+            AnyClient::Baseline(client) => client.echo(data).await,
+            AnyClient::Rpc(client) => client.echo(data).await.expect("rpc echo"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Lat,
+    Tput64,
+    Tput1k,
+    Big,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 4] = [Scenario::Lat, Scenario::Tput64, Scenario::Tput1k, Scenario::Big];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Lat => "lat",
+            Scenario::Tput64 => "tput64",
+            Scenario::Tput1k => "tput1k",
+            Scenario::Big => "big",
+        }
+    }
+}
+
+struct Options {
+    rounds: usize,
+    quick: bool,
+    json: Option<String>,
+    scenarios: Vec<Scenario>,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options, String> {
+        let mut options = Options {
+            rounds: 5,
+            quick: false,
+            json: None,
+            scenarios: Scenario::ALL.to_vec(),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--rounds" => {
+                    options.rounds = args
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("--rounds takes a positive number")?;
+                }
+                "--quick" => options.quick = true,
+                "--json" => options.json = Some(args.next().ok_or("--json takes a path")?.clone()),
+                "--scenarios" => {
+                    let names = args.next().ok_or("--scenarios takes a list such as lat,big")?;
+                    options.scenarios = names
+                        .split(',')
+                        .map(|name| {
+                            Scenario::ALL
+                                .into_iter()
+                                .find(|s| s.name() == name)
+                                .ok_or(format!(
+                                    "unknown scenario {name}; the scenarios are lat, tput64, tput1k, big"
+                                ))
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                other => {
+                    return Err(format!(
+                        "unknown argument {other}\nusage: rpc_bench [--rounds N] [--quick] [--json PATH] [--scenarios lat,tput64,tput1k,big]"
+                    ));
+                }
+            }
+        }
+        Ok(options)
+    }
+
+    fn scale(&self, full: usize) -> usize {
+        if self.quick { (full / 20).max(1) } else { full }
+    }
+}
+
+/// What one run of one scenario measured.
+#[derive(Debug, Clone, Copy, Default)]
+struct Measure {
+    /// calls/s, or MB/s for `big`.
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1e6
+}
+
+fn summarise(mut latencies: Vec<Duration>, rate: f64) -> Measure {
+    latencies.sort_unstable();
+    Measure {
+        rate,
+        p50_us: percentile(&latencies, 0.50),
+        p99_us: percentile(&latencies, 0.99),
+        p999_us: percentile(&latencies, 0.999),
+    }
+}
+
+async fn latency(client: &AnyClient, calls: usize) -> Measure {
+    for i in 0..calls / 10 {
+        client.add(i as u64, 1).await;
+    }
+    let mut latencies = Vec::with_capacity(calls);
+    let started = Instant::now();
+    for i in 0..calls {
+        let call = Instant::now();
+        let sum = client.add(i as u64, 1).await;
+        latencies.push(call.elapsed());
+        assert_eq!(sum, i as u64 + 1);
+    }
+    summarise(latencies, calls as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn throughput(client: &AnyClient, callers: usize, calls: usize) -> Measure {
+    let per_caller = calls / callers;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_caller);
+                for i in 0..per_caller {
+                    let call = Instant::now();
+                    let sum = client.add(caller as u64, i as u64).await;
+                    latencies.push(call.elapsed());
+                    debug_assert_eq!(sum, (caller + i) as u64);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(calls);
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    summarise(latencies, (per_caller * callers) as f64 / elapsed)
+}
+
+async fn big(client: &AnyClient, callers: usize, calls: usize, size: usize) -> Measure {
+    let payload = Bytes::from(vec![0xa5u8; size]);
+    let per_caller = (calls / callers).max(1);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let client = client.clone();
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_caller);
+                for _ in 0..per_caller {
+                    let call = Instant::now();
+                    let back = client.echo(payload.clone()).await;
+                    latencies.push(call.elapsed());
+                    assert_eq!(back.len(), payload.len());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let megabytes = (per_caller * callers * size) as f64 / 1e6;
+    summarise(latencies, megabytes / elapsed)
+}
+
+async fn run(scenario: Scenario, client: &AnyClient, options: &Options) -> Measure {
+    match scenario {
+        Scenario::Lat => latency(client, options.scale(20_000)).await,
+        Scenario::Tput64 => throughput(client, 64, options.scale(200_000)).await,
+        Scenario::Tput1k => throughput(client, 1024, options.scale(200_000).max(1024)).await,
+        Scenario::Big => big(client, 8, options.scale(512).max(8), 1024 * 1024).await,
+    }
+}
+
+/// A figure of a measure: its label, how to read it, and whether higher is
+/// better.
+type Figure = (&'static str, fn(&Measure) -> f64, bool);
+
+/// The figures of a measure that the scenario's ratio compares.
+fn figures(scenario: Scenario) -> &'static [Figure] {
+    // (label, figure, higher is better)
+    match scenario {
+        Scenario::Lat => &[
+            ("p50 us", |m| m.p50_us, false),
+            ("p99 us", |m| m.p99_us, false),
+            ("p999 us", |m| m.p999_us, false),
+        ],
+        Scenario::Tput64 => &[("calls/s", |m| m.rate, true), ("p99 us", |m| m.p99_us, false)],
+        Scenario::Tput1k => &[("calls/s", |m| m.rate, true)],
+        Scenario::Big => &[("MB/s", |m| m.rate, true)],
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+async fn orchestrate(options: Options) {
+    let mut base_server = ServerProcess::spawn(Contender::Baseline);
+    let mut rpc_server = ServerProcess::spawn(Contender::Rpc);
+    let base = AnyClient::Baseline(baseline::Client::connect(base_server.addr).await);
+    let rpc = AnyClient::Rpc(ours::connect(rpc_server.addr).await);
+    println!(
+        "rpc_bench: {} rounds, scenarios {:?}{}",
+        options.rounds,
+        options.scenarios.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        if options.quick { " (quick)" } else { "" }
+    );
+
+    // results[scenario][round] = (baseline, rpc)
+    let mut results: Vec<Vec<(Measure, Measure)>> = vec![Vec::new(); options.scenarios.len()];
+    for round in 0..options.rounds {
+        for (s, scenario) in options.scenarios.iter().enumerate() {
+            // Alternate who goes first, so warm caches favour neither.
+            let (first, second) = if round % 2 == 0 {
+                (&base, &rpc)
+            } else {
+                (&rpc, &base)
+            };
+            let a = run(*scenario, first, &options).await;
+            let b = run(*scenario, second, &options).await;
+            let (base_measure, rpc_measure) = if round % 2 == 0 { (a, b) } else { (b, a) };
+            results[s].push((base_measure, rpc_measure));
+            let (label, figure, _) = figures(*scenario)[0];
+            println!(
+                "round {} {:<7} baseline {:>12.1} {label:<8} rpc {:>12.1} {label:<8} ratio {:.3}",
+                round + 1,
+                scenario.name(),
+                figure(&base_measure),
+                figure(&rpc_measure),
+                figure(&rpc_measure) / figure(&base_measure),
+            );
+        }
+    }
+
+    // Allocations per call for tput64, each side of each system.
+    let calls = options.scale(200_000);
+    let mut allocations = Vec::new();
+    for (system, client, server) in [
+        (Contender::Baseline, &base, &mut base_server),
+        (Contender::Rpc, &rpc, &mut rpc_server),
+    ] {
+        let server_before = server.allocations();
+        let region = Region::new(GLOBAL);
+        throughput(client, 64, calls).await;
+        let client_allocs = region.change().allocations as f64 / calls as f64;
+        let server_allocs = (server.allocations() - server_before) as f64 / calls as f64;
+        allocations.push((system, client_allocs, server_allocs));
+    }
+
+    println!("\nmedian over {} rounds (ratio = rpc / baseline)", options.rounds);
+    println!(
+        "{:<8} {:<9} {:>14} {:>14} {:>8}",
+        "scenario", "figure", "baseline", "rpc", "ratio"
+    );
+    let mut json = Vec::new();
+    for (s, scenario) in options.scenarios.iter().enumerate() {
+        for (label, figure, _) in figures(*scenario) {
+            let mut ratios: Vec<f64> = results[s].iter().map(|(b, r)| figure(r) / figure(b)).collect();
+            let mut bases: Vec<f64> = results[s].iter().map(|(b, _)| figure(b)).collect();
+            let mut ours: Vec<f64> = results[s].iter().map(|(_, r)| figure(r)).collect();
+            let ratio = median(&mut ratios);
+            let (base_median, rpc_median) = (median(&mut bases), median(&mut ours));
+            println!(
+                "{:<8} {:<9} {:>14.1} {:>14.1} {:>8.3}",
+                scenario.name(),
+                label,
+                base_median,
+                rpc_median,
+                ratio
+            );
+            json.push(format!(
+                "{{\"scenario\":\"{}\",\"figure\":\"{}\",\"baseline\":{:.3},\"rpc\":{:.3},\"ratio\":{:.4},\"rounds\":[{}]}}",
+                scenario.name(),
+                label,
+                base_median,
+                rpc_median,
+                ratio,
+                ratios.iter().map(|r| format!("{r:.4}")).collect::<Vec<_>>().join(",")
+            ));
+        }
+    }
+    println!("\nallocations per call, tput64 ({calls} calls)");
+    for (system, client, server) in &allocations {
+        println!("{:<9} client {client:>6.2}   server {server:>6.2}", system.name());
+        json.push(format!(
+            "{{\"allocations\":\"{}\",\"client_per_call\":{client:.3},\"server_per_call\":{server:.3}}}",
+            system.name()
+        ));
+    }
+    if let Some(path) = &options.json {
+        std::fs::write(path, format!("[\n{}\n]\n", json.join(",\n"))).expect("write the JSON report");
+        println!("\nwrote {path}");
+    }
+}

@@ -21,8 +21,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 tokio::task_local! {
     static CURRENT: Context;
@@ -43,7 +45,10 @@ struct Inner {
     method: String,
     deadline: Instant,
     peer_addr: Option<SocketAddr>,
-    cancelled: CancellationToken,
+    /// Set when the call ends early; in the same allocation as the rest,
+    /// so a call's context costs one allocation.
+    cancelled: AtomicBool,
+    cancel: Notify,
 }
 
 impl Context {
@@ -55,7 +60,8 @@ impl Context {
                 method,
                 deadline,
                 peer_addr,
-                cancelled: CancellationToken::new(),
+                cancelled: AtomicBool::new(false),
+                cancel: Notify::new(),
             }),
         }
     }
@@ -102,7 +108,7 @@ impl Context {
 
     /// Whether the call was cancelled or ran out of time.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancelled.is_cancelled() || Instant::now() >= self.inner.deadline
+        self.inner.cancelled.load(Ordering::Acquire) || Instant::now() >= self.inner.deadline
     }
 
     /// Completes when the call is cancelled or its deadline passes.
@@ -110,14 +116,49 @@ impl Context {
     /// The handler's own future is simply dropped at that point; this is
     /// for work the handler handed to other tasks.
     pub async fn cancelled(&self) {
+        let cancelled = async {
+            loop {
+                let notified = self.inner.cancel.notified();
+                if self.inner.cancelled.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
+            }
+        };
         tokio::select! {
-            () = self.inner.cancelled.cancelled() => {}
+            () = cancelled => {}
             () = tokio::time::sleep_until(self.inner.deadline) => {}
         }
     }
 
     /// Marks the call cancelled; [`Context::cancelled`] completes.
     pub(crate) fn cancel(&self) {
-        self.inner.cancelled.cancel();
+        self.inner.cancelled.store(true, Ordering::Release);
+        self.inner.cancel.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_completes_on_cancel_and_at_the_deadline() {
+        let ctx = Context::new(1, "S.m".to_owned(), Instant::now() + Duration::from_secs(60), None);
+        let waiter = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.cancelled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        assert!(!ctx.is_cancelled());
+        ctx.cancel();
+        waiter.await.unwrap();
+        assert!(ctx.is_cancelled());
+
+        let later = Context::new(2, "S.m".to_owned(), Instant::now() + Duration::from_secs(5), None);
+        later.cancelled().await;
+        assert!(later.is_cancelled());
+        assert_eq!(later.remaining(), Duration::ZERO);
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bincode::config::{self, Config};
+use bincode::enc::write::{SizeWriter, Writer};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -12,13 +13,27 @@ use crate::frame::ProtocolError;
 
 /// Appends the bincode encoding of `value` to `out`.
 ///
-/// Encodes straight into the frame's buffer: no intermediate `Vec`.
+/// A first pass only counts the bytes, so `out` grows once, to the exact
+/// size, and a large value (a 1 MiB payload) is copied into it once rather
+/// than again at every doubling of the buffer.
 pub fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     out: &mut BytesMut,
 ) -> Result<(), bincode::error::EncodeError> {
-    let mut writer = out.writer();
-    bincode::serde::encode_into_std_write(value, &mut writer, config::standard()).map(|_| ())
+    let mut size = SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config::standard())?;
+    out.reserve(size.bytes_written);
+    bincode::serde::encode_into_writer(value, BufWriter(out), config::standard())
+}
+
+/// Lets bincode write straight into a `BytesMut`.
+struct BufWriter<'a>(&'a mut BytesMut);
+
+impl Writer for BufWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// Why a payload did not decode.

@@ -144,7 +144,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn cancelled_completes_on_cancel_and_at_the_deadline() {
-        let ctx = Context::new(1, "S.m".to_owned(), Instant::now() + Duration::from_secs(60), None);
+        let ctx = Context::new(
+            1,
+            "S.m".to_owned(),
+            Instant::now() + Duration::from_secs(60),
+            None,
+        );
         let waiter = tokio::spawn({
             let ctx = ctx.clone();
             async move { ctx.cancelled().await }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::task::{self, AbortHandle, JoinSet};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -57,10 +57,14 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     );
     let writer = AbortOnDropHandle::new(tokio::spawn(writing));
     let cap = state.config.max_calls_per_connection.max(1);
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut conn = ConnState {
         state: Arc::clone(&state),
         outbox,
-        tasks: JoinSet::new(),
+        done: done_tx,
+        done_rx,
+        next_seq: 0,
+        launched: 0,
         running: HashMap::new(),
         waiting: VecDeque::new(),
         permits: Arc::new(Semaphore::new(cap)),
@@ -81,7 +85,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         tokio::select! {
             biased;
             () = state.shutdown.cancelled() => break Ending::ShuttingDown,
-            Some(done) = conn.tasks.join_next_with_id(), if !conn.tasks.is_empty() => conn.finished(done),
+            Some(done) = conn.done_rx.recv() => conn.finished(done),
             permit = Arc::clone(&conn.permits).acquire_owned(), if !conn.waiting.is_empty() => {
                 if let Ok(permit) = permit {
                     conn.launch_next(permit);
@@ -178,8 +182,8 @@ enum Ending {
 /// A call the connection knows about: running, or read and waiting for a
 /// place under the cap.
 struct Running {
-    /// The task, once launched.
-    task: Option<task::Id>,
+    /// The launch number of its task, once launched.
+    seq: Option<u64>,
     /// `None` for methods that run to completion whatever happens (and for
     /// calls not launched yet).
     abort: Option<AbortHandle>,
@@ -210,7 +214,14 @@ struct Waiting {
 struct ConnState {
     state: Arc<ServerState>,
     outbox: mpsc::UnboundedSender<Outgoing>,
-    tasks: JoinSet<u64>,
+    /// Launched calls report here when they end: (request id, launch
+    /// number). Plain spawned tasks and this channel cost less per call
+    /// than a `JoinSet`, whose shared set every spawn and completion locks.
+    done: mpsc::UnboundedSender<(u64, u64)>,
+    done_rx: mpsc::UnboundedReceiver<(u64, u64)>,
+    next_seq: u64,
+    /// Calls launched and not yet reported done (or aborted).
+    launched: usize,
     running: HashMap<u64, Running>,
     waiting: VecDeque<Waiting>,
     permits: Arc<Semaphore>,
@@ -225,26 +236,15 @@ struct ConnState {
 }
 
 impl ConnState {
-    fn finished(&mut self, done: Result<(task::Id, u64), task::JoinError>) {
-        let id = match done {
-            // Only if it is still this task's entry: a cancel may have
-            // removed it already.
-            Ok((task, id)) => self
-                .running
-                .get(&id)
-                .is_some_and(|running| running.task == Some(task))
-                .then_some(id),
-            // Aborted (cancelled) tasks were removed when cancelled; this is
-            // the rare case, so a scan is fine.
-            Err(err) => {
-                let task = Some(err.id());
-                self.running
-                    .iter()
-                    .find(|(_, running)| running.task == task)
-                    .map(|(id, _)| *id)
-            }
-        };
-        if let Some(id) = id {
+    fn finished(&mut self, (id, seq): (u64, u64)) {
+        self.launched = self.launched.saturating_sub(1);
+        // Only if it is still this launch's entry: a cancel may have removed
+        // it already.
+        if self
+            .running
+            .get(&id)
+            .is_some_and(|running| running.seq == Some(seq))
+        {
             self.forget(id);
         }
     }
@@ -258,7 +258,12 @@ impl ConnState {
     }
 
     fn abort_all(&mut self) {
-        self.tasks.abort_all();
+        for running in self.running.values() {
+            if let Some(abort) = &running.abort {
+                abort.abort();
+            }
+        }
+        self.launched = 0;
         self.waiting.clear();
     }
 
@@ -287,12 +292,12 @@ impl ConnState {
     /// goodbye told the client.
     async fn drain<R: FrameRead>(&mut self, mut reader: Option<&mut R>) {
         loop {
-            if self.tasks.is_empty() && self.waiting.is_empty() {
+            if self.launched == 0 && self.waiting.is_empty() {
                 return;
             }
             tokio::select! {
                 biased;
-                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(done),
+                Some(done) = self.done_rx.recv() => self.finished(done),
                 permit = Arc::clone(&self.permits).acquire_owned(), if !self.waiting.is_empty() => {
                     if let Ok(permit) = permit {
                         self.launch_next(permit);
@@ -350,9 +355,11 @@ impl ConnState {
                         abort: Some(abort), ..
                     }) => {
                         abort.abort();
+                        // An aborted task never reports; count it out here.
+                        self.launched = self.launched.saturating_sub(1);
                         self.forget(id);
                     }
-                    Some(Running { task: None, .. }) => {
+                    Some(Running { seq: None, .. }) => {
                         self.waiting.retain(|waiting| waiting.id != id);
                         self.forget(id);
                     }
@@ -512,7 +519,7 @@ impl ConnState {
         self.running.insert(
             id,
             Running {
-                task: None,
+                seq: None,
                 abort: None,
                 input,
                 output,
@@ -540,35 +547,50 @@ impl ConnState {
         } = waiting;
         let slot = self.state.metrics.call_started(permit);
         self.last_started_id = self.last_started_id.max(id);
-        let outbox = self.outbox.clone();
-        let send = move |frame| {
-            // A closed outbox means the connection is gone; nobody to tell.
-            let _ = outbox.send(Outgoing {
-                frame,
-                hold: Some(Hold::Call(slot)),
-            });
-            id
-        };
-        let (task, abort) = if to_completion {
-            // The handler runs in a task of its own, which neither a cancel
-            // nor the connection closing can abort. It hands its answer
-            // back rather than holding the outbox, so a closing connection
-            // never waits for it.
-            let detached = tokio::spawn(call.run(id));
-            let tracked = self.tasks.spawn(async move {
-                match detached.await {
-                    Ok(frame) => send(frame),
-                    Err(_) => id,
+        let hold = Some(Hold::Call(slot));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let done = self.done.clone();
+        let abort = if to_completion {
+            // The handler runs in a task that neither a cancel nor the
+            // connection closing aborts. It holds the outbox only weakly, so
+            // a closing connection never waits for it.
+            let outbox = self.outbox.downgrade();
+            tokio::spawn(async move {
+                let frame = call.run(id).await;
+                if let Some(outbox) = outbox.upgrade() {
+                    let _ = outbox.send(Outgoing { frame, hold });
                 }
+                let _ = done.send((id, seq));
             });
-            (tracked.id(), None)
+            None
         } else {
-            let tracked = self.tasks.spawn(async move { send(call.run(id).await) });
-            (tracked.id(), Some(tracked))
+            // A closed outbox means the connection is gone; nobody to tell.
+            let outbox = self.outbox.clone();
+            let task = tokio::spawn(async move {
+                let frame = call.run(id).await;
+                let _ = outbox.send(Outgoing { frame, hold });
+                let _ = done.send((id, seq));
+            });
+            Some(task.abort_handle())
         };
+        self.launched += 1;
         if let Some(running) = self.running.get_mut(&id) {
-            running.task = Some(task);
+            running.seq = Some(seq);
             running.abort = abort;
+        }
+    }
+}
+
+impl Drop for ConnState {
+    /// A connection that goes away (closed, or its task aborted by a server
+    /// stopping) takes its running calls with it, except those that run to
+    /// completion.
+    fn drop(&mut self) {
+        for running in self.running.values() {
+            if let Some(abort) = &running.abort {
+                abort.abort();
+            }
         }
     }
 }

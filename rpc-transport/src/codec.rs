@@ -85,9 +85,12 @@ impl Decoder for FrameCodec {
         let header = Header::parse(head, self.max_frame_len)?;
         let frame_len = HEADER_LEN + header.payload_len();
         if src.len() < frame_len {
-            // Grow toward the frame as its bytes arrive, a step at a time:
-            // a header's claim alone reserves at most one step.
-            src.reserve((frame_len - src.len()).min(RESERVE_STEP));
+            // Grow toward the frame as its bytes arrive: by at least a step,
+            // and by as much as has already arrived, so a large frame is
+            // copied a few times in all (not once per step), while a
+            // header's claim alone reserves at most one step.
+            let step = src.len().max(RESERVE_STEP);
+            src.reserve((frame_len - src.len()).min(step));
             return Ok(None);
         }
         let mut bytes = src.split_to(frame_len);

@@ -82,17 +82,24 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
     let ending = loop {
+        // Completed calls are tidied away here, not by waking this task for
+        // each one: a wake-up per call is latency the client would feel.
+        conn.collect_finished();
         tokio::select! {
             biased;
             () = state.shutdown.cancelled() => break Ending::ShuttingDown,
-            Some(done) = conn.done_rx.recv() => conn.finished(done),
             permit = Arc::clone(&conn.permits).acquire_owned(), if !conn.waiting.is_empty() => {
                 if let Ok(permit) = permit {
                     conn.launch_next(permit);
                 }
             }
-            () = &mut idle, if conn.running.is_empty() => {
+            () = &mut idle => {
+                conn.collect_finished();
                 let due = last_frame + idle_timeout;
+                if !conn.running.is_empty() {
+                    idle.as_mut().reset(Instant::now() + idle_timeout);
+                    continue;
+                }
                 if Instant::now() >= due {
                     break Ending::Idle;
                 }
@@ -236,6 +243,13 @@ struct ConnState {
 }
 
 impl ConnState {
+    /// Tidies away every call that has reported its end.
+    fn collect_finished(&mut self) {
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.finished(done);
+        }
+    }
+
     fn finished(&mut self, (id, seq): (u64, u64)) {
         self.launched = self.launched.saturating_sub(1);
         // Only if it is still this launch's entry: a cancel may have removed

@@ -40,9 +40,13 @@ pub trait Streams {
     async fn hold(&self, numbers: Streaming<u64>) -> u64;
     /// An ordinary call.
     async fn add(&self, a: u64, b: u64) -> u64;
+    /// Reads its input to the end and notes how that end came.
+    async fn note_end(&self, numbers: Streaming<u64>) -> u64;
 }
 
 pub struct StreamsImpl {
+    /// 1 once `note_end` saw its input end cleanly, 2 once it saw it break.
+    input_end: AtomicUsize,
     produced: AtomicU64,
     forever_dropped: AtomicUsize,
     gate: Semaphore,
@@ -51,6 +55,7 @@ pub struct StreamsImpl {
 impl Default for StreamsImpl {
     fn default() -> Self {
         StreamsImpl {
+            input_end: AtomicUsize::new(0),
             produced: AtomicU64::new(0),
             forever_dropped: AtomicUsize::new(0),
             gate: Semaphore::new(0),
@@ -118,6 +123,20 @@ impl Streams for Arc<StreamsImpl> {
     }
     async fn add(&self, a: u64, b: u64) -> u64 {
         a + b
+    }
+    async fn note_end(&self, mut numbers: Streaming<u64>) -> u64 {
+        let mut count = 0;
+        while let Some(item) = numbers.next().await {
+            match item {
+                Ok(_) => count += 1,
+                Err(_) => {
+                    self.input_end.store(2, Ordering::SeqCst);
+                    return count;
+                }
+            }
+        }
+        self.input_end.store(1, Ordering::SeqCst);
+        count
     }
 }
 
@@ -477,5 +496,27 @@ async fn a_client_stream_that_panics_fails_its_call_instead_of_hanging() {
         "{err:?}"
     );
     assert_eq!(client.add(2, 3).await.unwrap(), 5);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_can_tell_a_finished_input_from_one_that_broke_off() {
+    let (server, streams, client) = start(rpc::Server::new()).await;
+    assert_eq!(client.note_end(futures::stream::iter(0..5u64)).await.unwrap(), 5);
+    assert_eq!(streams.input_end.load(Ordering::SeqCst), 1, "a clean end");
+
+    // A client that goes away in the middle of its stream: a request, two
+    // items, and the connection closes without an end frame.
+    let mut socket = raw(server.local_addr()).await;
+    let mut frames = request(1, "Streams.note_end", &[]);
+    frames.extend(frame(6, 1, &[7]));
+    frames.extend(frame(6, 1, &[8]));
+    socket.write_all(&frames).await.unwrap();
+    until("the handler is reading", || server.stats().calls_in_progress == 1).await;
+    drop(socket);
+    until("the handler saw its input break off", || {
+        streams.input_end.load(Ordering::SeqCst) == 2
+    })
+    .await;
     server.stop().await;
 }

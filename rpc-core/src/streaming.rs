@@ -177,6 +177,10 @@ pub struct Incoming {
     items: mpsc::Receiver<Bytes>,
     window: RecvWindow,
     grant: Box<dyn Fn(u32) + Send + Sync>,
+    /// Set when the client really ended its stream; a stream that stops
+    /// without it broke off, and says so.
+    ended: Arc<std::sync::atomic::AtomicBool>,
+    finished: bool,
 }
 
 impl fmt::Debug for Incoming {
@@ -186,17 +190,23 @@ impl fmt::Debug for Incoming {
 }
 
 impl Incoming {
-    pub(crate) fn new(items: mpsc::Receiver<Bytes>, grant: Box<dyn Fn(u32) + Send + Sync>) -> Incoming {
+    pub(crate) fn new(
+        items: mpsc::Receiver<Bytes>,
+        grant: Box<dyn Fn(u32) + Send + Sync>,
+        ended: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Incoming {
         Incoming {
             items,
             window: RecvWindow::default(),
             grant,
+            ended,
+            finished: false,
         }
     }
 
     /// The items as a typed stream for `method`'s handler.
     pub fn decode<T: DeserializeOwned + Send + 'static>(self, method: &'static str) -> Streaming<T> {
-        decode_stream(self.map(Ok), move |reason| Error::BadRequest {
+        decode_stream(self, move |reason| Error::BadRequest {
             method: method.to_owned(),
             reason: format!("a stream item did not decode: {reason}"),
         })
@@ -204,16 +214,31 @@ impl Incoming {
 }
 
 impl Stream for Incoming {
-    type Item = Bytes;
+    type Item = Result<Bytes, Error>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let polled = self.items.poll_recv(cx);
-        if let Poll::Ready(Some(_)) = &polled {
-            if let Some(grant) = self.window.consumed() {
-                (self.grant)(grant);
-            }
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
         }
-        polled
+        match self.items.poll_recv(cx) {
+            Poll::Ready(Some(item)) => {
+                if let Some(grant) = self.window.consumed() {
+                    (self.grant)(grant);
+                }
+                Poll::Ready(Some(Ok(item)))
+            }
+            Poll::Ready(None) => {
+                self.finished = true;
+                if self.ended.load(Ordering::Acquire) {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(Error::disconnected(
+                        "the client's stream broke off before it ended (the client went away or cancelled the call)",
+                    ))))
+                }
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

@@ -56,6 +56,18 @@ fn variant(method: &Method) -> Ident {
     format_ident!("{}", variant_name(&method.wire_name), span = method.ident.span())
 }
 
+/// The deadline a client call of `method` uses: `with_timeout`'s, else the
+/// method's own `#[rpc(timeout)]`, else the connection's default.
+fn method_timeout(p: &TokenStream, method: &Method) -> TokenStream {
+    match method.timeout() {
+        Some(timeout) => {
+            let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            quote!(#p::Option::or(self.timeout, #p::Some(#p::Duration::from_millis(#millis))))
+        }
+        None => quote!(self.timeout),
+    }
+}
+
 fn full_name(service: &Service, method: &Method) -> String {
     format!("{}.{}", service.wire_name, method.wire_name)
 }
@@ -304,16 +316,11 @@ fn client(service: &Service) -> TokenStream {
             .map(|(stream, _)| quote!(let #stream = #p::Streaming::new(#stream);));
         let output = &method.output;
         let full = full_name(service, method);
-        let (deadline_doc, timeout) = match method.timeout() {
-            Some(timeout) => {
-                let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-                (
-                    format!(" Its deadline is {timeout:?} unless `with_timeout` sets another."),
-                    quote!(#p::Option::or(self.timeout, #p::Some(#p::Duration::from_millis(#millis)))),
-                )
-            }
-            None => (String::new(), quote!(self.timeout)),
+        let deadline_doc = match method.timeout() {
+            Some(timeout) => format!(" Its deadline is {timeout:?} unless `with_timeout` sets another."),
+            None => String::new(),
         };
+        let timeout = method_timeout(&p, method);
         let errors = format!(
             "\n\n# Errors\n\nFails with `rpc::Error` when the call does not complete: \
              the connection is lost, the deadline passes, or the server does not have `{full}`.{deadline_doc}"
@@ -425,30 +432,31 @@ fn transparent_client(service: &Service) -> TokenStream {
         let cfgs = method.cfgs();
         let ident = &method.ident;
         let args = method.args.iter().map(|(arg, ty)| quote!(#arg: #ty));
-        let names: Vec<_> = method
-            .args
-            .iter()
-            .enumerate()
-            .map(|(i, (arg, _))| {
-                if Some(i) == method.input_stream {
-                    quote!(#p::Streaming::values(#arg))
-                } else {
-                    quote!(#arg)
-                }
-            })
-            .collect();
+        let names: Vec<_> = method.args.iter().map(|(arg, _)| arg).collect();
+        let request = format_ident!("{}Request", service.ident);
+        let variant = variant(method);
+        let timeout = method_timeout(&p, method);
         let output = &method.output;
         // Spanned at the return type, so a method whose result cannot carry
         // a network error is reported there.
         let fold = quote_spanned! {syn::spanned::Spanned::span(output)=>
             <#output as #p::FromRpcError>::from_rpc_error(err)
         };
+        // A stream argument is passed on as it is, errors and all (an error
+        // in it fails the call rather than cutting the stream short).
+        let call = match (method.input_stream.is_some(), method.output_item.is_some()) {
+            (_, true) => quote!(self.client.call_stream(#request::#variant { #(#names),* }, #timeout)),
+            (true, false) => {
+                quote!(self.client.call_with_input(#request::#variant { #(#names),* }, #timeout).await)
+            }
+            (false, false) => quote!(#name::#ident(self, #(#names),*).await),
+        };
         let body = if method.output_item.is_some() {
             // A stream carries its own errors, as its last item.
-            quote!(#name::#ident(self, #(#names),*))
+            call
         } else {
             quote! {
-                match #name::#ident(self, #(#names),*).await {
+                match #call {
                     #p::Ok(value) => value,
                     #p::Err(err) => #fold,
                 }

@@ -209,6 +209,9 @@ struct Input {
     received: u64,
     /// Credit the handler has granted beyond the initial window.
     granted: Arc<AtomicU64>,
+    /// Set when the client's end frame arrives, so the handler can tell a
+    /// finished stream from one that broke off.
+    ended: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A call read while the connection was at its cap.
@@ -452,6 +455,7 @@ impl ConnState {
             None => Err(no_stream(Kind::End, id)),
             Some(Input { items: None, .. }) => Err(ProtocolError::AfterEnd { kind: Kind::End, id }.into()),
             Some(input) => {
+                input.ended.store(true, Ordering::Release);
                 input.items = None;
                 Ok(())
             }
@@ -501,10 +505,12 @@ impl ConnState {
         let incoming = shape.input.then(|| {
             let (items, received) = mpsc::channel(STREAM_WINDOW as usize);
             let granted = Arc::new(AtomicU64::new(0));
+            let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
             input = Some(Input {
                 items: Some(items),
                 received: 0,
                 granted: Arc::clone(&granted),
+                ended: Arc::clone(&ended),
             });
             // Weak: a handler that hands its input to a task of its own must
             // not keep the connection's writer alive.
@@ -518,7 +524,7 @@ impl ConnState {
                     let _ = outbox.send(frame.into());
                 }
             };
-            Incoming::new(received, Box::new(grant))
+            Incoming::new(received, Box::new(grant), ended)
         });
         let incoming = if unknown { None } else { incoming };
         let output = shape.output.then(SendCredit::new);

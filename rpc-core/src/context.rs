@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -42,7 +43,8 @@ pub struct Context {
 #[derive(Debug)]
 struct Inner {
     request_id: u64,
-    method: String,
+    /// UTF-8, checked where it was made.
+    method: Bytes,
     deadline: Instant,
     peer_addr: Option<SocketAddr>,
     /// Set when the call ends early; in the same allocation as the rest,
@@ -54,6 +56,17 @@ struct Inner {
 impl Context {
     /// A context for a call. The server makes these; tests may too.
     pub fn new(request_id: u64, method: String, deadline: Instant, peer_addr: Option<SocketAddr>) -> Context {
+        Context::from_wire(request_id, Bytes::from(method), deadline, peer_addr)
+    }
+
+    /// A context whose method name is a slice of the request frame
+    /// (checked to be UTF-8), so making it copies nothing.
+    pub(crate) fn from_wire(
+        request_id: u64,
+        method: Bytes,
+        deadline: Instant,
+        peer_addr: Option<SocketAddr>,
+    ) -> Context {
         Context {
             inner: Arc::new(Inner {
                 request_id,
@@ -88,7 +101,7 @@ impl Context {
 
     /// The method's wire name, e.g. `Calculator.add`.
     pub fn method(&self) -> &str {
-        &self.inner.method
+        std::str::from_utf8(&self.inner.method).unwrap_or_default()
     }
 
     /// When the caller stops waiting (by the server's clock).

@@ -90,8 +90,9 @@ fn decode_with<T: DeserializeOwned, C: Config>(bytes: &[u8], config: C) -> Resul
 pub struct RequestHead {
     /// Time the caller gives the call, relative (clocks differ).
     pub budget: Duration,
-    /// The method's wire name, e.g. `Calculator.add`, checked to be UTF-8.
-    method: String,
+    /// The method's wire name, e.g. `Calculator.add`: a slice of the
+    /// request frame (no copy), checked to be UTF-8.
+    method: Bytes,
 }
 
 /// The longest time budget a request may carry: one year. Anything longer
@@ -126,11 +127,12 @@ impl RequestHead {
 
     /// The method's wire name.
     pub fn method(&self) -> &str {
-        &self.method
+        // Checked when the head was decoded.
+        std::str::from_utf8(&self.method).unwrap_or_default()
     }
 
-    /// The method's wire name, owned.
-    pub fn into_method(self) -> String {
+    /// The method's wire name, as the bytes of the frame it came in.
+    pub fn into_method(self) -> Bytes {
         self.method
     }
 
@@ -161,10 +163,9 @@ impl RequestHead {
                 "the method name runs past the end of the frame",
             ));
         }
-        let name = payload.split_to(name_len);
-        let method = std::str::from_utf8(&name)
-            .map_err(|_| ProtocolError::BadRequestHead("the method name is not UTF-8"))?
-            .to_owned();
+        let method = payload.split_to(name_len);
+        std::str::from_utf8(&method)
+            .map_err(|_| ProtocolError::BadRequestHead("the method name is not UTF-8"))?;
         Ok((
             RequestHead {
                 budget: Duration::from_micros(micros),

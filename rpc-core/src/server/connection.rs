@@ -478,8 +478,10 @@ impl ConnState {
     fn accept(&mut self, id: u64, head: RequestHead, args: Bytes) -> Waiting {
         let budget = head.budget;
         let method = head.into_method();
+        // Checked to be UTF-8 when the head was decoded.
+        let name = std::str::from_utf8(&method).unwrap_or_default();
         let max_budget = self.state.config.max_budget;
-        let shape = self.state.router.shape(&method);
+        let shape = self.state.router.shape(name);
         // An unknown method gets a stream input that discards, so a client
         // that sends items behind its request hears "unknown method" rather
         // than losing its connection.
@@ -491,7 +493,7 @@ impl ConnState {
         // Streams end with their call, so a streaming method always honours
         // its caller's cancel and deadline.
         let streams = shape.input || shape.output;
-        let to_completion = !streams && self.state.router.runs_to_completion(&method);
+        let to_completion = !streams && self.state.router.runs_to_completion(name);
         // A method that runs to completion ignores its caller's deadline but
         // not the server's ceiling: a hung handler must end some time.
         let budget = if to_completion {
@@ -499,7 +501,7 @@ impl ConnState {
         } else {
             budget.min(max_budget)
         };
-        let ctx = Context::new(id, method, Instant::now() + budget, self.peer_addr);
+        let ctx = Context::from_wire(id, method, Instant::now() + budget, self.peer_addr);
 
         let mut input = None;
         let incoming = shape.input.then(|| {
@@ -665,7 +667,10 @@ impl Call {
         // Cancels the context however the handler ends, aborts included, so
         // work it handed to other tasks hears about it.
         let _cancel = CancelOnDrop(ctx.clone());
-        let method = ctx.method().to_owned();
+        // Borrowed from a clone of the context, which lives as long as this
+        // call: the name is not copied.
+        let named = ctx.clone();
+        let method = named.method();
         // Dispatch (which runs the user's `Deserialize`) and every poll of
         // the handler's stream are inside the unwind guard too: a panic
         // anywhere in the call is the call's problem.

@@ -675,7 +675,7 @@ impl Call {
         // the handler's stream are inside the unwind guard too: a panic
         // anywhere in the call is the call's problem.
         let work = async {
-            let answer = state.router.dispatch(&method, args, input)?.await?;
+            let answer = state.router.dispatch(method, args, input)?.await?;
             let stream = match answer {
                 Answer::Value(result) if result.len() > client_max_frame_len => {
                     return Err(too_large(&method, result.len(), client_max_frame_len));

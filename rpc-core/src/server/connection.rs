@@ -678,7 +678,7 @@ impl Call {
             let answer = state.router.dispatch(method, args, input)?.await?;
             let stream = match answer {
                 Answer::Value(result) if result.len() > client_max_frame_len => {
-                    return Err(too_large(&method, result.len(), client_max_frame_len));
+                    return Err(too_large(method, result.len(), client_max_frame_len));
                 }
                 Answer::Value(result) => return Ok(Outcome::Value(result)),
                 Answer::Stream(stream) => stream,
@@ -688,7 +688,7 @@ impl Call {
                     "`{method}` returned a stream it does not declare"
                 )));
             };
-            send_items(id, stream, credit, outbox, &state, &method, client_max_frame_len).await
+            send_items(id, stream, credit, outbox, &state, method, client_max_frame_len).await
         };
         let work = ctx.clone().scope(AssertUnwindSafe(work).catch_unwind());
         let answer = match tokio::time::timeout_at(deadline, work).await {

@@ -53,9 +53,7 @@ pub async fn establish(
     peer_addr: SocketAddr,
     limits: Limits,
 ) -> Result<TcpConnection, Error> {
-    stream
-        .set_nodelay(true)
-        .map_err(|err| Error::io("setting TCP_NODELAY failed", &err))?;
+    nodelay(&stream)?;
     let peer = handshake::exchange(&mut stream, limits.preface()).await?;
     Ok(split(stream, peer, peer_addr, limits))
 }
@@ -70,9 +68,7 @@ pub async fn accept(
     peer_addr: SocketAddr,
     limits: Limits,
 ) -> Result<TcpConnection, Error> {
-    stream
-        .set_nodelay(true)
-        .map_err(|err| Error::io("setting TCP_NODELAY failed", &err))?;
+    nodelay(&stream)?;
     match handshake::exchange(&mut stream, limits.preface()).await {
         Ok(peer) => Ok(split(stream, peer, peer_addr, limits)),
         Err(err) => {
@@ -88,6 +84,13 @@ pub async fn accept(
             Err(err)
         }
     }
+}
+
+/// We coalesce writes ourselves; Nagle's algorithm would only delay them.
+fn nodelay(stream: &TcpStream) -> Result<(), Error> {
+    stream
+        .set_nodelay(true)
+        .map_err(|err| Error::io("setting TCP_NODELAY failed", &err))
 }
 
 fn split(

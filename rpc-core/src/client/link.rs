@@ -195,6 +195,21 @@ impl Link {
         self.calls.lock().unusable_error()
     }
 
+    /// Refuses, before sending, a request over the server's frame limit.
+    fn check_request_len(&self, method: &str, len: usize) -> Result<(), Error> {
+        let limit = self.server_max_frame_len;
+        if len > limit {
+            return Err(Error::FrameTooLarge {
+                what: format!("the request to `{method}`"),
+                len,
+                limit,
+                side: "server",
+                setting: "Server::max_frame_len",
+            });
+        }
+        Ok(())
+    }
+
     /// Sends one call and waits for its answer. `place` is the call's place
     /// under the in-flight limit; the queued request shares it.
     ///
@@ -213,16 +228,7 @@ impl Link {
         let mut payload = BytesMut::with_capacity(64);
         RequestHead::encode(method, budget, &mut payload);
         request.encode_args(&mut payload)?;
-        let limit = self.server_max_frame_len;
-        if payload.len() > limit {
-            return Err(Error::FrameTooLarge {
-                what: format!("the request to `{method}`"),
-                len: payload.len(),
-                limit,
-                side: "server",
-                setting: "Server::max_frame_len",
-            });
-        }
+        self.check_request_len(method, payload.len())?;
         let (tx, waiter) = oneshot::channel();
         let id = match self
             .calls
@@ -521,16 +527,7 @@ impl Link {
         let mut payload = BytesMut::with_capacity(64 + args.len());
         RequestHead::encode(method, budget, &mut payload);
         payload.extend_from_slice(args);
-        let limit = self.server_max_frame_len;
-        if payload.len() > limit {
-            return Err(Error::FrameTooLarge {
-                what: format!("the request to `{method}`"),
-                len: payload.len(),
-                limit,
-                side: "server",
-                setting: "Server::max_frame_len",
-            });
-        }
+        self.check_request_len(method, payload.len())?;
         // Room for a full window of items and the event that ends the call.
         let (events, received) = mpsc::channel(STREAM_WINDOW as usize + 2);
         let credit = input.as_ref().map(|_| SendCredit::new());
@@ -543,6 +540,7 @@ impl Link {
             Err(refused) => return Ok(Err(refused)),
         };
         let (failed, pump_error) = oneshot::channel();
+        let limit = self.server_max_frame_len;
         let pump = input.zip(credit).map(|(items, credit)| {
             let pumping = pump(id, items, credit, self.outbox.clone(), limit, method, failed);
             AbortOnDropHandle::new(tokio::spawn(pumping))

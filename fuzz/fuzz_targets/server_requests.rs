@@ -1,8 +1,9 @@
 //! A live server, over an in-memory pipe, fed arbitrary bytes after a valid
 //! preface: every request the fuzzer forms is decoded and dispatched for
 //! real, to methods whose arguments cover the shapes bincode decodes
-//! (strings, byte vectors, nested structs, enums, options, maps). Any panic,
-//! hang or allocation over the limit is a crash.
+//! (strings, byte vectors, nested structs, enums, options, maps) and to
+//! streaming methods of each shape (items, ends and credit frames reach live
+//! streams). Any panic, hang or allocation over the limit is a crash.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -37,6 +38,9 @@ pub trait Target {
     async fn record(&self, r: Record) -> u64;
     async fn shapes(&self, s: Vec<Shape>, m: BTreeMap<String, Option<f64>>) -> usize;
     async fn nothing(&self);
+    async fn down(&self, n: u8) -> rpc::Streaming<u8>;
+    async fn up(&self, items: rpc::Streaming<Record>) -> u64;
+    async fn both(&self, items: rpc::Streaming<String>) -> rpc::Streaming<String>;
 }
 
 struct T;
@@ -58,6 +62,16 @@ impl Target for T {
         s.len() + m.len()
     }
     async fn nothing(&self) {}
+    async fn down(&self, n: u8) -> rpc::Streaming<u8> {
+        rpc::Streaming::iter(0..n)
+    }
+    async fn up(&self, items: rpc::Streaming<Record>) -> u64 {
+        use futures_util::StreamExt;
+        items.values().fold(0u64, |acc, r| async move { acc.wrapping_add(r.id) }).await
+    }
+    async fn both(&self, items: rpc::Streaming<String>) -> rpc::Streaming<String> {
+        items
+    }
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {

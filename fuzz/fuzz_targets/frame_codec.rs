@@ -12,7 +12,9 @@ use rpc_transport::codec::FrameCodec;
 use tokio_util::codec::Decoder;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&split_seed, stream)) = data.split_first() else { return };
+    let Some((&split_seed, stream)) = data.split_first() else {
+        return;
+    };
 
     if let Some(preface) = stream.first_chunk::<PREFACE_LEN>() {
         let _ = Preface::parse(preface);

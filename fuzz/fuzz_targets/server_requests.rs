@@ -67,7 +67,10 @@ impl Target for T {
     }
     async fn up(&self, items: rpc::Streaming<Record>) -> u64 {
         use futures_util::StreamExt;
-        items.values().fold(0u64, |acc, r| async move { acc.wrapping_add(r.id) }).await
+        items
+            .values()
+            .fold(0u64, |acc, r| async move { acc.wrapping_add(r.id) })
+            .await
     }
     async fn both(&self, items: rpc::Streaming<String>) -> rpc::Streaming<String> {
         items
@@ -103,7 +106,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = ours.shutdown().await;
         let mut sink = Vec::new();
         let drained = tokio::time::timeout(Duration::from_secs(5), ours.read_to_end(&mut sink)).await;
-        assert!(drained.is_ok(), "the server neither answered nor closed within 5 s");
+        assert!(
+            drained.is_ok(),
+            "the server neither answered nor closed within 5 s"
+        );
         let _ = serving.await;
     });
 });

@@ -4,10 +4,12 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::error::Error;
-use crate::streaming::{Answer, Incoming, ItemStream};
+use crate::server::Launch;
+use crate::streaming::ItemStream;
+use tokio::task::AbortHandle;
 
 /// A boxed, sendable future: what a service's dispatch returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -44,17 +46,13 @@ pub trait Service: Send + Sync + 'static {
     /// The service's wire name, e.g. `Calculator`.
     fn name(&self) -> &'static str;
 
-    /// Starts the call of `method` (without the service prefix) on `args`,
-    /// with the client's stream as `input` for methods that take one.
+    /// Runs one call of this service: hands [`Launch::spawn`] a handler
+    /// that decodes the arguments of the named method and runs it.
     ///
-    /// Fails with [`Error::UnknownMethod`] or [`Error::BadRequest`] before
-    /// anything runs.
-    fn dispatch(
-        &self,
-        method: &str,
-        args: Bytes,
-        input: Option<Incoming>,
-    ) -> Result<BoxFuture<Result<Answer, Error>>, Error>;
+    /// Generated code implements it; the handler's future is spawned as it
+    /// is, not boxed, and the server runs it under the call's deadline,
+    /// turning a panic (decoding included) into an error answer.
+    fn launch(&self, launch: Launch) -> Option<AbortHandle>;
 
     /// Which directions of `method` (without the service prefix) stream;
     /// `None` if the service has no such method.

@@ -574,15 +574,14 @@ fn server(service: &Service) -> TokenStream {
                 }
             }
 
-            fn dispatch(
-                &self,
-                method: &str,
-                args: #p::Bytes,
-                input: #p::Option<#p::Incoming>,
-            ) -> #p::Result<#p::BoxFuture<#p::Result<#p::Answer, #p::Error>>, #p::Error> {
-                let request = #request::decode(method, &args, input)?;
+            fn launch(&self, launch: #p::Launch) -> #p::Option<#p::AbortHandle> {
                 let this = #p::Clone::clone(self);
-                #p::Ok(#p::Box::pin(async move { this.handle(request).await.into_answer() }))
+                // Decoding runs inside the call's task (under its panic
+                // guard); the method's future is spawned as it is, unboxed.
+                launch.spawn(move |method: &str, args: #p::Bytes, input: #p::Option<#p::Incoming>| {
+                    let request = #request::decode(method, &args, input);
+                    async move { this.handle(request?).await.into_answer() }
+                })
             }
         }
     }

@@ -3,6 +3,7 @@
 //! single writer.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -572,30 +573,16 @@ impl ConnState {
         let hold = Some(Hold::Call(slot));
         let seq = self.next_seq;
         self.next_seq += 1;
-        let done = self.done.clone();
-        let abort = if to_completion {
-            // The handler runs in a task that neither a cancel nor the
-            // connection closing aborts. It holds the outbox only weakly, so
-            // a closing connection never waits for it.
-            let outbox = self.outbox.downgrade();
-            tokio::spawn(async move {
-                let frame = call.run(id).await;
-                if let Some(outbox) = outbox.upgrade() {
-                    let _ = outbox.send(Outgoing { frame, hold });
-                }
-                let _ = done.send((id, seq));
-            });
-            None
-        } else {
-            // A closed outbox means the connection is gone; nobody to tell.
-            let outbox = self.outbox.clone();
-            let task = tokio::spawn(async move {
-                let frame = call.run(id).await;
-                let _ = outbox.send(Outgoing { frame, hold });
-                let _ = done.send((id, seq));
-            });
-            Some(task.abort_handle())
+        let launch = Launch {
+            call,
+            id,
+            seq,
+            hold,
+            outbox: self.outbox.clone(),
+            done: self.done.clone(),
+            to_completion,
         };
+        let abort = self.state.router.launch(launch);
         self.launched += 1;
         if let Some(running) = self.running.get_mut(&id) {
             running.seq = Some(seq);
@@ -630,6 +617,80 @@ fn no_stream(kind: Kind, id: u64) -> Error {
     ProtocolError::NoSuchStream { kind, id }.into()
 }
 
+/// One call, ready for its service to run: what [`Service::launch`]
+/// receives.
+///
+/// [`Service::launch`]: crate::service::Service::launch
+pub struct Launch {
+    call: Call,
+    id: u64,
+    seq: u64,
+    hold: Option<Hold>,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    done: mpsc::UnboundedSender<(u64, u64)>,
+    to_completion: bool,
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch")
+            .field("id", &self.id)
+            .field("method", &self.full_method())
+            .finish()
+    }
+}
+
+impl Launch {
+    /// The call's full wire name, e.g. `Calculator.add`.
+    pub fn full_method(&self) -> &str {
+        self.call.ctx.method()
+    }
+
+    /// Spawns the call's task, in which `handler` gets the method's name
+    /// (without the service prefix), the encoded arguments and the
+    /// client's stream, and returns the future that runs the method.
+    ///
+    /// Returns the handle that cancels the call, or `None` for a method
+    /// that runs to completion whatever happens.
+    pub fn spawn<F, Fut>(self, handler: F) -> Option<AbortHandle>
+    where
+        F: FnOnce(&str, Bytes, Option<Incoming>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Answer, Error>> + Send + 'static,
+    {
+        let Launch {
+            call,
+            id,
+            seq,
+            hold,
+            outbox,
+            done,
+            to_completion,
+        } = self;
+        if to_completion {
+            // The handler runs in a task that neither a cancel nor the
+            // connection closing aborts. It holds the outbox only weakly, so
+            // a closing connection never waits for it.
+            let outbox = outbox.downgrade();
+            drop(tokio::spawn(async move {
+                let frame = call.run(id, handler).await;
+                if let Some(outbox) = outbox.upgrade() {
+                    let _ = outbox.send(Outgoing { frame, hold });
+                }
+                let _ = done.send((id, seq));
+            }));
+            None
+        } else {
+            let task = tokio::spawn(async move {
+                let frame = call.run(id, handler).await;
+                // A closed outbox means the connection is gone; nobody to tell.
+                let _ = outbox.send(Outgoing { frame, hold });
+                let _ = done.send((id, seq));
+            });
+            Some(task.abort_handle())
+        }
+    }
+}
+
 /// One call, ready to run.
 struct Call {
     state: Arc<ServerState>,
@@ -654,7 +715,11 @@ enum Outcome {
 impl Call {
     /// Runs the call, sending any stream items as it goes, and returns the
     /// frame that ends it: the response, the end of the stream, or an error.
-    async fn run(self, id: u64) -> Frame {
+    async fn run<F, Fut>(self, id: u64, handler: F) -> Frame
+    where
+        F: FnOnce(&str, Bytes, Option<Incoming>) -> Fut,
+        Fut: Future<Output = Result<Answer, Error>>,
+    {
         let Call {
             state,
             ctx,
@@ -675,7 +740,8 @@ impl Call {
         // the handler's stream are inside the unwind guard too: a panic
         // anywhere in the call is the call's problem.
         let work = async {
-            let answer = state.router.dispatch(method, args, input)?.await?;
+            let name = method.rsplit_once('.').map_or(method, |(_, name)| name);
+            let answer = handler(name, args, input).await?;
             let stream = match answer {
                 Answer::Value(result) if result.len() > client_max_frame_len => {
                     return Err(too_large(method, result.len(), client_max_frame_len));

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::service::{BoxFuture, Service, Shape};
+use tokio::task::AbortHandle;
+
+use crate::server::Launch;
+use crate::service::{Service, Shape};
 use crate::streaming::{Answer, Incoming};
 
 /// The services a server offers, by wire name.
@@ -70,21 +73,25 @@ impl Router {
         self.services.get(service)?.shape(name)
     }
 
-    /// Starts the call of `method` (a full wire name) on `args`.
-    pub fn dispatch(
-        &self,
-        method: &str,
-        args: Bytes,
-        input: Option<Incoming>,
-    ) -> Result<BoxFuture<Result<Answer, Error>>, Error> {
-        let Some((service, name)) = method.rsplit_once('.') else {
-            return Err(Error::UnknownMethod {
+    /// Runs one call: hands it to the service its wire name names, or
+    /// answers that there is no such service.
+    pub fn launch(&self, launch: Launch) -> Option<AbortHandle> {
+        let method = launch.full_method();
+        let found = method
+            .rsplit_once('.')
+            .and_then(|(service, _)| self.services.get(service))
+            .cloned();
+        if let Some(service) = found {
+            return service.launch(launch);
+        }
+        let err = match method.rsplit_once('.') {
+            Some((service, _)) => Error::UnknownService {
+                service: service.to_owned(),
+            },
+            None => Error::UnknownMethod {
                 method: method.to_owned(),
-            });
+            },
         };
-        let service = self.services.get(service).ok_or_else(|| Error::UnknownService {
-            service: service.to_owned(),
-        })?;
-        service.dispatch(name, args, input)
+        launch.spawn(move |_: &str, _: Bytes, _: Option<Incoming>| async move { Err::<Answer, Error>(err) })
     }
 }

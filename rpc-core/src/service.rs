@@ -11,7 +11,7 @@ use crate::server::Launch;
 use crate::streaming::ItemStream;
 use tokio::task::AbortHandle;
 
-/// A boxed, sendable future: what a service's dispatch returns.
+/// A boxed, sendable future, for code that needs to name one.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A call the client can put on the wire: generated `FooRequest` enums.
@@ -39,9 +39,10 @@ pub trait RequestMessage {
 
 /// Something the server can route calls to: generated `FooServer` types.
 ///
-/// `dispatch` decodes the arguments and returns the future that runs the
-/// method and encodes its result. The server runs that future in its own task,
-/// under the request's deadline, and turns a panic into an error response.
+/// `launch` gives the server the future that decodes a call's arguments,
+/// runs the method and encodes its result. The server runs that future in a
+/// task of its own, under the request's deadline, and turns a panic into an
+/// error response.
 pub trait Service: Send + Sync + 'static {
     /// The service's wire name, e.g. `Calculator`.
     fn name(&self) -> &'static str;

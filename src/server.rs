@@ -77,10 +77,7 @@ impl Server {
     pub fn new() -> Server {
         Server {
             state: Arc::new(ServerState::default()),
-            limits: Limits {
-                max_calls: rpc_core::server::DEFAULT_MAX_CALLS_PER_CONNECTION,
-                ..Limits::default()
-            },
+            limits: Limits::default(),
             preface_timeout: DEFAULT_PREFACE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
@@ -145,7 +142,6 @@ impl Server {
     /// server's memory. Default 256; at least 1.
     pub fn max_calls_per_connection(mut self, calls: usize) -> Server {
         Arc::make_mut(&mut self.state).config.max_calls_per_connection = calls.max(1);
-        self.limits.max_calls = calls.max(1);
         self
     }
 
@@ -163,6 +159,15 @@ impl Server {
     pub fn write_timeout(mut self, timeout: Duration) -> Server {
         Arc::make_mut(&mut self.state).config.write_timeout = timeout;
         self
+    }
+
+    /// What each connection enforces, and announces: the frame limits, and
+    /// the call cap the server's config holds.
+    fn limits(&self) -> Limits {
+        Limits {
+            max_calls: self.state.config.max_calls_per_connection,
+            ..self.limits
+        }
     }
 
     /// Listens on `addr` and serves until the process ends.
@@ -218,7 +223,7 @@ impl Server {
     where
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let establishing = rpc_transport::memory::establish_io(io, self.limits);
+        let establishing = rpc_transport::memory::establish_io(io, self.limits());
         let conn = tokio::time::timeout(self.preface_timeout, establishing)
             .await
             .map_err(|_| no_preface(self.preface_timeout))??;
@@ -346,7 +351,7 @@ async fn serve_tcp(
     server: Server,
     _place: Option<OwnedSemaphorePermit>,
 ) {
-    let establishing = rpc_transport::tcp::accept(stream, peer_addr, server.limits);
+    let establishing = rpc_transport::tcp::accept(stream, peer_addr, server.limits());
     let established = tokio::select! {
         established = tokio::time::timeout(server.preface_timeout, establishing) => {
             established.unwrap_or_else(|_| Err(no_preface(server.preface_timeout)))

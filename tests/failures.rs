@@ -145,13 +145,7 @@ async fn calls_in_flight_fail_with_disconnected_when_the_server_goes_away() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_the_servers_limit_is_refused_before_sending() {
-    let shapes = std::sync::Arc::new(common::ShapesImpl::default());
-    let server = rpc::Server::new()
-        .serve(common::ShapesServer::new(shapes))
-        .max_frame_len(64 * 1024)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    let (server, _, _) = common::start_with(|server| server.max_frame_len(64 * 1024)).await;
     let client = ShapesClient::connect(server.local_addr()).await.unwrap();
 
     let err = client.reverse(vec![0; 100_000]).await.unwrap_err();

@@ -206,13 +206,8 @@ async fn a_frame_cut_at_any_byte_closes_with_a_truncation_notice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_silent_connections_are_closed_by_the_preface_timeout() {
-    let shapes = std::sync::Arc::new(common::ShapesImpl::default());
-    let server = rpc::Server::new()
-        .serve(common::ShapesServer::new(shapes))
-        .preface_timeout(Duration::from_millis(300))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    let (server, _, _) =
+        common::start_with(|server| server.preface_timeout(Duration::from_millis(300))).await;
     let addr = server.local_addr();
     let mut silent = Vec::new();
     for _ in 0..1000 {
@@ -235,13 +230,7 @@ async fn a_thousand_silent_connections_are_closed_by_the_preface_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_that_dribbles_in_is_cut_off_by_the_frame_timeout() {
-    let shapes = std::sync::Arc::new(common::ShapesImpl::default());
-    let server = rpc::Server::new()
-        .serve(common::ShapesServer::new(shapes))
-        .frame_timeout(Duration::from_millis(300))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    let (server, _, _) = common::start_with(|server| server.frame_timeout(Duration::from_millis(300))).await;
     let mut socket = raw(server.local_addr()).await;
     // Half a header, then nothing more.
     socket.write_all(&add_2_3(1)[..8]).await.unwrap();
@@ -253,13 +242,7 @@ async fn a_frame_that_dribbles_in_is_cut_off_by_the_frame_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_is_closed_with_a_goodbye_and_the_client_redials() {
-    let shapes = std::sync::Arc::new(common::ShapesImpl::default());
-    let server = rpc::Server::new()
-        .serve(common::ShapesServer::new(shapes))
-        .idle_timeout(Duration::from_millis(200))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    let (server, _, _) = common::start_with(|server| server.idle_timeout(Duration::from_millis(200))).await;
     let client = ShapesClient::connect(server.local_addr()).await.unwrap();
     assert_eq!(client.add(1, 1).await.unwrap(), 2);
     while client.rpc_client().is_connected() {
@@ -277,13 +260,7 @@ async fn an_idle_connection_is_closed_with_a_goodbye_and_the_client_redials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_limit_new_clients_wait_for_a_place() {
-    let shapes = std::sync::Arc::new(common::ShapesImpl::default());
-    let server = rpc::Server::new()
-        .serve(common::ShapesServer::new(shapes))
-        .max_connections(2)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    let (server, _, _) = common::start_with(|server| server.max_connections(2)).await;
     let addr = server.local_addr();
     let first = ShapesClient::connect(addr).await.unwrap();
     let second = ShapesClient::connect(addr).await.unwrap();

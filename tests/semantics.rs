@@ -10,6 +10,9 @@
 
 #[path = "common/proxy.rs"]
 mod proxy;
+#[allow(dead_code)]
+#[path = "common/raw.rs"]
+mod raw;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -437,19 +440,9 @@ async fn excess_callers_wait_for_a_place_under_the_clients_in_flight_cap() {
 
 /// A request frame for `Lab.blob(len)`, written by hand.
 fn blob_request(id: u64, len: u64) -> Vec<u8> {
-    let method = b"Lab.blob";
     let mut args = vec![252];
     args.extend_from_slice(&(len as u32).to_le_bytes());
-    let payload_len = 8 + 1 + method.len() + args.len();
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&(payload_len as u32).to_le_bytes());
-    frame.extend_from_slice(&[1, 0, 0, 0]);
-    frame.extend_from_slice(&id.to_le_bytes());
-    frame.extend_from_slice(&10_000_000u64.to_le_bytes());
-    frame.push(method.len() as u8);
-    frame.extend_from_slice(method);
-    frame.extend_from_slice(&args);
-    frame
+    raw::request(id, "Lab.blob", &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,12 +452,7 @@ async fn a_client_that_never_reads_cannot_make_the_server_queue_past_its_cap() {
     const BLOB: u64 = 16 * 1024;
     let (server, _, good) = start(rpc::Server::new().max_calls_per_connection(CAP)).await;
 
-    let mut raw = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
-    raw.write_all(b"\x89RPC\r\n\x1a\n\x01\x00\x00\x00\x00\x00\x00\x01")
-        .await
-        .unwrap();
-    let mut preface = [0u8; 16];
-    raw.read_exact(&mut preface).await.unwrap();
+    let raw = raw::raw(server.local_addr()).await;
     let (mut rx, mut tx) = raw.into_split();
     // 2 000 requests whose answers (32 MiB) dwarf any socket buffer.
     let flood = tokio::spawn(async move {

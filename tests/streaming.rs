@@ -202,6 +202,9 @@ async fn a_stalled_consumer_holds_the_producer_to_the_window_and_other_calls_go_
         );
     }
     assert!(streams.produced.load(Ordering::SeqCst) - consumed <= window);
+    // No credit was granted yet (that comes after 16 consumed): exactly the
+    // window was produced, not one item more.
+    assert_eq!(streams.produced.load(Ordering::SeqCst), window);
 
     // A slow consumer from here on: the gap never exceeds the window.
     while let Some(item) = items.next().await {

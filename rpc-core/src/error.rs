@@ -58,9 +58,6 @@ pub enum Error {
         "the server is shutting down and did not run the call; it is safe to retry once a server is available"
     )]
     ShuttingDown,
-    /// The call was cancelled before it completed.
-    #[error("the call was cancelled before it completed")]
-    Cancelled,
     /// The server has no service of this name.
     #[error(
         "the server does not serve `{service}`; register it with `Server::serve`, or check that client and server agree on the service"
@@ -243,9 +240,7 @@ impl WireError {
     /// Decodes an error frame's payload. A message that is not UTF-8 is
     /// repaired rather than refused: it is only ever shown to a person.
     pub fn decode(payload: &[u8]) -> Result<WireError, ProtocolError> {
-        let (&code, message) = payload
-            .split_first()
-            .ok_or(ProtocolError::BadRequestHead("an error frame has no error code"))?;
+        let (&code, message) = payload.split_first().ok_or(ProtocolError::EmptyError)?;
         Ok(WireError {
             code,
             message: String::from_utf8_lossy(message).into_owned(),

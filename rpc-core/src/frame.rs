@@ -498,6 +498,9 @@ pub enum ProtocolError {
         /// Bytes the frame needed.
         expected: usize,
     },
+    /// An error frame without even its code byte.
+    #[error("the peer sent an error frame with no error code")]
+    EmptyError,
     /// A request's head (budget, method name) was malformed.
     #[error("malformed request head: {0}")]
     BadRequestHead(&'static str),

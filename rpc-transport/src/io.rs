@@ -34,7 +34,7 @@ pub struct FrameReader<R> {
 /// How long one frame may take to arrive once it has started, by default.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Room kept free in the read buffer before each read.
+/// How much room to reserve when the read buffer is (nearly) full.
 const READ_AHEAD: usize = 8 * 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -67,7 +67,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.frame_started = (!self.buf.is_empty()).then(Instant::now);
                 return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < READ_AHEAD.min(HEADER_LEN) {
+            // Not even a header's room left: take a fresh stretch.
+            if self.buf.capacity() - self.buf.len() < HEADER_LEN {
                 self.buf.reserve(READ_AHEAD);
             }
             let read = match self.frame_started {

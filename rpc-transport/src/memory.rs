@@ -21,13 +21,7 @@ const PIPE_CAPACITY: usize = 256 * 1024;
 /// to a server. Both enforce `limits`.
 pub async fn pair(limits: Limits) -> Result<(MemoryConnection, MemoryConnection), Error> {
     let (a, b) = tokio::io::duplex(PIPE_CAPACITY);
-    tokio::try_join!(establish(a, limits), establish(b, limits))
-}
-
-/// Exchanges prefaces over one end of a raw [`tokio::io::duplex`] pipe and
-/// splits it, for tests that drive the other end by hand.
-pub async fn establish(io: DuplexStream, limits: Limits) -> Result<MemoryConnection, Error> {
-    establish_io(io, limits).await
+    tokio::try_join!(establish_io(a, limits), establish_io(b, limits))
 }
 
 /// Exchanges prefaces over any byte stream and splits it into a frame
@@ -48,4 +42,29 @@ where
         peer,
         peer_addr: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rpc_core::frame::{Frame, Kind};
+    use rpc_core::transport::{FrameRead, FrameWrite};
+
+    #[tokio::test]
+    async fn a_pair_carries_frames_both_ways() {
+        let (mut a, mut b) = pair(Limits::default()).await.unwrap();
+        assert_eq!(a.peer.max_frame_len as usize, Limits::default().max_frame_len);
+        let ping = Frame::new(Kind::Request, 1, Bytes::from_static(b"ping")).unwrap();
+        a.writer.write_frames(&mut vec![ping]).await.unwrap();
+        let got = b.reader.read_frame().await.unwrap().unwrap();
+        assert_eq!(&got.payload()[..], b"ping");
+        let pong = Frame::new(Kind::Response, 1, Bytes::from_static(b"pong")).unwrap();
+        b.writer.write_frames(&mut vec![pong]).await.unwrap();
+        let got = a.reader.read_frame().await.unwrap().unwrap();
+        assert_eq!(
+            (got.header().kind(), &got.payload()[..]),
+            (Kind::Response, &b"pong"[..])
+        );
+    }
 }

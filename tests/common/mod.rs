@@ -113,13 +113,18 @@ impl Echo for EchoImpl {
 }
 
 pub async fn start() -> (rpc::ServerHandle, Arc<ShapesImpl>, SocketAddr) {
+    start_with(|server| server).await
+}
+
+/// Like [`start`], with the server's settings adjusted by `configure`.
+pub async fn start_with(
+    configure: impl FnOnce(rpc::Server) -> rpc::Server,
+) -> (rpc::ServerHandle, Arc<ShapesImpl>, SocketAddr) {
     let shapes = Arc::new(ShapesImpl::default());
-    let handle = rpc::Server::new()
+    let server = rpc::Server::new()
         .serve(ShapesServer::new(Arc::clone(&shapes)))
-        .serve(EchoServer::new(EchoImpl))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+        .serve(EchoServer::new(EchoImpl));
+    let handle = configure(server).bind("127.0.0.1:0").await.unwrap();
     let addr = handle.local_addr();
     (handle, shapes, addr)
 }

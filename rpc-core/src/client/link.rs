@@ -182,7 +182,11 @@ impl Link {
 
     /// Marks the connection as having served a call.
     pub(crate) fn mark_served(&self) {
-        self.served.store(true, Ordering::Relaxed);
+        // Read first: after the first answer this is a read, not a write to
+        // a line every caller shares.
+        if !self.served.load(Ordering::Relaxed) {
+            self.served.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether any call on this connection was answered.
@@ -247,7 +251,7 @@ impl Link {
             .unwrap_or_else(|_| Reply::Lost(self.unusable_error()));
         pending.answered = true;
         if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
-            self.served.store(true, Ordering::Relaxed);
+            self.mark_served();
         }
         Ok(reply)
     }

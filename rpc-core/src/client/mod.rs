@@ -13,6 +13,7 @@ mod stream;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -90,6 +91,9 @@ struct Inner {
     config: ClientConfig,
     state: Mutex<LinkState>,
     dial: Option<Dial>,
+    /// Whether `LinkState::failures` is nonzero, readable without the lock:
+    /// every answered call checks it, and it is almost always false.
+    failing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -154,6 +158,7 @@ impl Client {
                     ..LinkState::default()
                 }),
                 dial,
+                failing: AtomicBool::new(false),
             }),
         }
     }
@@ -370,6 +375,7 @@ impl Client {
                         if state.redialed && !dead.served() {
                             let backoff = self.shared.config.backoff;
                             state.failures = state.failures.saturating_add(1);
+                            self.shared.failing.store(true, Ordering::Relaxed);
                             state.retry_at = Some(now + backoff.delay(state.failures));
                             state.last_error = Some(dead.unusable_error());
                         }
@@ -421,6 +427,7 @@ impl Inner {
             }
             Err(err) => {
                 state.failures = state.failures.saturating_add(1);
+                self.failing.store(true, Ordering::Relaxed);
                 state.retry_at = Some(Instant::now() + self.config.backoff.delay(state.failures));
                 state.last_error = Some(err.clone());
             }
@@ -430,11 +437,8 @@ impl Inner {
     /// A call was answered: the connection works, so the backoff starts
     /// over. Cheap when there is nothing to reset.
     fn served(&self) {
-        if self.dial.is_some() {
-            let mut state = self.state();
-            if state.failures != 0 {
-                state.failures = 0;
-            }
+        if self.failing.swap(false, Ordering::Relaxed) {
+            self.state().failures = 0;
         }
     }
 }

@@ -23,8 +23,8 @@ use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError};
 use crate::payload::RequestHead;
-use crate::server::ServerState;
-use crate::service::Shape;
+use crate::server::{Router, ServerState};
+use crate::service::{Service, Shape};
 use crate::streaming::{Answer, Incoming, STREAM_WINDOW, SendCredit};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::writer::{self, Hold, Outgoing};
@@ -219,6 +219,8 @@ struct Input {
 struct Waiting {
     id: u64,
     call: Call,
+    /// The service that runs it; `None` when no service has that name.
+    service: Option<Arc<dyn Service>>,
     to_completion: bool,
 }
 
@@ -482,7 +484,12 @@ impl ConnState {
         // Checked to be UTF-8 when the head was decoded.
         let name = std::str::from_utf8(&method).unwrap_or_default();
         let max_budget = self.state.config.max_budget;
-        let shape = self.state.router.shape(name);
+        let service = self
+            .state
+            .router
+            .find(name)
+            .map(|(service, name)| (Arc::clone(service), name));
+        let shape = service.as_ref().and_then(|(service, name)| service.shape(name));
         // An unknown method gets a stream input that discards, so a client
         // that sends items behind its request hears "unknown method" rather
         // than losing its connection.
@@ -494,7 +501,11 @@ impl ConnState {
         // Streams end with their call, so a streaming method always honours
         // its caller's cancel and deadline.
         let streams = shape.input || shape.output;
-        let to_completion = !streams && self.state.router.runs_to_completion(name);
+        let to_completion = !streams
+            && service
+                .as_ref()
+                .is_some_and(|(service, name)| service.runs_to_completion(name));
+        let service = service.map(|(service, _)| service);
         // A method that runs to completion ignores its caller's deadline but
         // not the server's ceiling: a hung handler must end some time.
         let budget = if to_completion {
@@ -551,6 +562,7 @@ impl ConnState {
         Waiting {
             id,
             call,
+            service,
             to_completion,
         }
     }
@@ -566,6 +578,7 @@ impl ConnState {
         let Waiting {
             id,
             call,
+            service,
             to_completion,
         } = waiting;
         let slot = self.state.metrics.call_started(permit);
@@ -582,7 +595,10 @@ impl ConnState {
             done: self.done.clone(),
             to_completion,
         };
-        let abort = self.state.router.launch(launch);
+        let abort = match service {
+            Some(service) => service.launch(launch),
+            None => Router::launch_unknown(launch),
+        };
         self.launched += 1;
         if let Some(running) = self.running.get_mut(&id) {
             running.seq = Some(seq);
@@ -732,10 +748,8 @@ impl Call {
         // Cancels the context however the handler ends, aborts included, so
         // work it handed to other tasks hears about it.
         let _cancel = CancelOnDrop(ctx.clone());
-        // Borrowed from a clone of the context, which lives as long as this
-        // call: the name is not copied.
-        let named = ctx.clone();
-        let method = named.method();
+        // Borrowed from the context, which lives as long as this call.
+        let method = ctx.method();
         // Dispatch (which runs the user's `Deserialize`) and every poll of
         // the handler's stream are inside the unwind guard too: a panic
         // anywhere in the call is the call's problem.

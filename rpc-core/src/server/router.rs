@@ -9,7 +9,7 @@ use crate::error::Error;
 use tokio::task::AbortHandle;
 
 use crate::server::Launch;
-use crate::service::{Service, Shape};
+use crate::service::Service;
 use crate::streaming::{Answer, Incoming};
 
 /// The services a server offers, by wire name.
@@ -58,32 +58,16 @@ impl Router {
         names
     }
 
-    /// Whether `method` (a full wire name) must run to completion.
-    pub fn runs_to_completion(&self, method: &str) -> bool {
-        method
-            .rsplit_once('.')
-            .and_then(|(service, name)| Some(self.services.get(service)?.runs_to_completion(name)))
-            .unwrap_or(false)
-    }
-
-    /// Which directions of `method` (a full wire name) stream; `None` for a
-    /// method no service has.
-    pub fn shape(&self, method: &str) -> Option<Shape> {
+    /// The service that `method` (a full wire name) names, and the
+    /// method's name within it. Looked up once per call.
+    pub fn find<'m>(&self, method: &'m str) -> Option<(&Arc<dyn Service>, &'m str)> {
         let (service, name) = method.rsplit_once('.')?;
-        self.services.get(service)?.shape(name)
+        Some((self.services.get(service)?, name))
     }
 
-    /// Runs one call: hands it to the service its wire name names, or
-    /// answers that there is no such service.
-    pub fn launch(&self, launch: Launch) -> Option<AbortHandle> {
+    /// Answers a call whose service no router has (see [`Router::find`]).
+    pub fn launch_unknown(launch: Launch) -> Option<AbortHandle> {
         let method = launch.full_method();
-        let found = method
-            .rsplit_once('.')
-            .and_then(|(service, _)| self.services.get(service))
-            .cloned();
-        if let Some(service) = found {
-            return service.launch(launch);
-        }
         let err = match method.rsplit_once('.') {
             Some((service, _)) => Error::UnknownService {
                 service: service.to_owned(),

@@ -209,6 +209,56 @@ async fn a_call_past_its_deadline_fails_close_to_it_and_its_handler_is_stopped()
     server.stop().await;
 }
 
+/// A server that reads requests and never answers: only the client's own
+/// deadline can end a call, and the frames it sends are there to read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_cannot_outlast_the_clients_deadline_and_hears_the_cancel() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // (kind, id) of every frame the server reads.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut preface = [0u8; 16];
+        socket.read_exact(&mut preface).await.unwrap();
+        socket.write_all(raw::SERVER_PREFACE).await.unwrap();
+        loop {
+            let (kind, id, _) = raw::read_frame(&mut socket).await;
+            if seen_tx.send((kind, id)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut next_frame = async || {
+        tokio::time::timeout(Duration::from_secs(30), seen.recv())
+            .await
+            .expect("the silent server should have read another frame")
+            .unwrap()
+    };
+    let client = LabClient::connect(addr).await.unwrap();
+    // An hour-long call first, so the short one must pull the client's
+    // deadline sweep forward rather than find it already due.
+    let long = tokio::spawn({
+        let client = client.clone();
+        async move { client.with_timeout(Duration::from_secs(3600)).gated(1).await }
+    });
+    assert_eq!(next_frame().await, (1, 1), "the long request");
+    let hurried = client.with_timeout(Duration::from_millis(100));
+    let err = tokio::time::timeout(Duration::from_secs(30), hurried.gated(2))
+        .await
+        .expect("the short call must end at its own deadline")
+        .unwrap_err();
+    assert!(
+        matches!(err, rpc::Error::DeadlineExceeded { timeout } if timeout == Duration::from_millis(100)),
+        "{err:?}"
+    );
+    assert_eq!(next_frame().await, (1, 2), "the short request");
+    assert_eq!(next_frame().await, (4, 2), "the short call's cancel");
+    assert!(!long.is_finished(), "the hour-long call is still waiting");
+    long.abort();
+    assert_eq!(next_frame().await, (4, 1), "the abandoned call's cancel");
+}
+
 /// B's handler waits, then asks C how much budget it has.
 #[rpc::service]
 pub trait Middle {

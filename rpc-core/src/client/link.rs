@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -35,6 +36,18 @@ pub(crate) enum Reply {
     Unsent(Error),
     /// The server said goodbye without reading the call: it did not run.
     NotRun,
+    /// The call's deadline passed before its answer came; the server has
+    /// been told to stop it.
+    Expired,
+}
+
+impl From<Result<Bytes, WireError>> for Reply {
+    fn from(answer: Result<Bytes, WireError>) -> Reply {
+        match answer {
+            Ok(payload) => Reply::Response(payload),
+            Err(err) => Reply::Failed(err),
+        }
+    }
 }
 
 /// What a streaming call's consumer receives, in order.
@@ -57,8 +70,11 @@ pub(crate) enum Event {
 /// Who waits for a call's answer.
 #[derive(Debug)]
 enum Waiter {
-    /// A one-answer call.
-    Unary(oneshot::Sender<Reply>),
+    /// A one-answer call, and when its caller stops waiting.
+    Unary {
+        reply: oneshot::Sender<Reply>,
+        deadline: Instant,
+    },
     /// A streaming call: events in order, and the credit of the stream the
     /// client sends, if it sends one.
     Stream {
@@ -68,10 +84,19 @@ enum Waiter {
 }
 
 impl Waiter {
+    /// The deadline the connection's sweep enforces; streaming calls keep
+    /// their own.
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Waiter::Unary { deadline, .. } => Some(*deadline),
+            Waiter::Stream { .. } => None,
+        }
+    }
+
     fn lost(self, err: Error) {
         match self {
-            Waiter::Unary(waiter) => {
-                let _ = waiter.send(Reply::Lost(err));
+            Waiter::Unary { reply, .. } => {
+                let _ = reply.send(Reply::Lost(err));
             }
             Waiter::Stream { events, credit } => {
                 let _ = events.try_send(Event::Lost(err));
@@ -84,8 +109,8 @@ impl Waiter {
 
     fn not_run(self) {
         match self {
-            Waiter::Unary(waiter) => {
-                let _ = waiter.send(Reply::NotRun);
+            Waiter::Unary { reply, .. } => {
+                let _ = reply.send(Reply::NotRun);
             }
             Waiter::Stream { events, credit } => {
                 let _ = events.try_send(Event::NotRun);
@@ -114,6 +139,7 @@ pub(crate) struct Link {
     places: Arc<Semaphore>,
     reader: AbortHandle,
     writer: AbortHandle,
+    sweeper: AbortHandle,
 }
 
 impl Drop for Link {
@@ -123,6 +149,7 @@ impl Drop for Link {
         // stopped reading must not keep it, and the socket, alive.
         self.reader.abort();
         self.writer.abort();
+        self.sweeper.abort();
     }
 }
 
@@ -143,6 +170,7 @@ impl Link {
         // so the server's lingering close is not kept waiting.
         let stop = CancellationToken::new();
         let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls), stop.clone()));
+        let sweeper = tokio::spawn(sweep_deadlines(Arc::clone(&calls), outbox.downgrade()));
         let writer_calls = Arc::clone(&calls);
         let writer = tokio::spawn(async move {
             if let Err(err) = writer::run(conn.writer, queued, stop, DEFAULT_WRITE_TIMEOUT).await {
@@ -157,6 +185,7 @@ impl Link {
             places,
             reader: reader.abort_handle(),
             writer: writer.abort_handle(),
+            sweeper: sweeper.abort_handle(),
         }
     }
 
@@ -214,20 +243,26 @@ impl Link {
         Ok(())
     }
 
-    /// Sends one call and waits for its answer. `place` is the call's place
-    /// under the in-flight limit; the queued request shares it.
+    /// Sends one call and waits for its answer, until `deadline` at the
+    /// latest. `place` is the call's place under the in-flight limit; the
+    /// queued request shares it.
     ///
-    /// If this future is dropped before the answer arrives (a deadline, a
-    /// `select!`, a dropped caller), the server is told to stop the call.
+    /// If this future is dropped before the answer arrives (a `select!`, a
+    /// dropped caller), the server is told to stop the call, as it is when
+    /// the deadline passes.
     pub(crate) async fn round_trip<Q>(
         &self,
         request: &Q,
-        budget: Duration,
+        deadline: Instant,
         place: &Arc<OwnedSemaphorePermit>,
     ) -> Result<Reply, Error>
     where
         Q: RequestMessage + ?Sized,
     {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        if budget.is_zero() {
+            return Ok(Reply::Expired);
+        }
         let method = request.method();
         let mut payload = BytesMut::with_capacity(64);
         RequestHead::encode(method, budget, &mut payload);
@@ -236,7 +271,7 @@ impl Link {
         let (tx, waiter) = oneshot::channel();
         let id = match self
             .calls
-            .send(&self.outbox, payload.freeze(), place, Waiter::Unary(tx))?
+            .send(&self.outbox, payload.freeze(), place, Waiter::Unary { reply: tx, deadline })?
         {
             Ok(id) => id,
             Err(refused) => return Ok(refused),
@@ -284,6 +319,9 @@ impl Drop for Pending<'_> {
 #[derive(Debug, Default)]
 struct Calls {
     inner: Mutex<CallsInner>,
+    /// Wakes the deadline sweep when a call's deadline comes before the
+    /// one it sleeps until.
+    rearm: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -295,6 +333,9 @@ struct CallsInner {
     closed: Option<Error>,
     /// Set when the server said goodbye: the last request id it read.
     goodbye: Option<u64>,
+    /// When the deadline sweep next runs: no later than the earliest
+    /// deadline of a waiting call (earlier is harmless; it runs again).
+    armed: Option<Instant>,
 }
 
 impl CallsInner {
@@ -345,23 +386,27 @@ impl Calls {
             return Ok(Err(Reply::Unsent(inner.unusable_error())));
         }
         inner.last_id = id;
+        if let Some(deadline) = waiter.deadline() {
+            if inner.armed.is_none_or(|armed| deadline < armed) {
+                inner.armed = Some(deadline);
+                self.rearm.notify_one();
+            }
+        }
         inner.waiting.insert(id, waiter);
         Ok(Ok(id))
     }
 
-    /// Hands the call's final answer to its waiter.
-    fn complete(&self, id: u64, reply: Reply) {
+    /// Hands the server's final answer to the call's waiter.
+    fn complete(&self, id: u64, answer: Result<Bytes, WireError>) {
         let waiter = self.lock().waiting.remove(&id);
         match waiter {
-            Some(Waiter::Unary(waiter)) => {
-                let _ = waiter.send(reply);
+            Some(Waiter::Unary { reply, .. }) => {
+                let _ = reply.send(answer.into());
             }
             Some(Waiter::Stream { events, credit }) => {
-                let event = match reply {
-                    Reply::Response(payload) => Event::Response(payload),
-                    Reply::Failed(err) => Event::Failed(err),
-                    Reply::Lost(err) | Reply::Unsent(err) => Event::Lost(err),
-                    Reply::NotRun => Event::NotRun,
+                let event = match answer {
+                    Ok(payload) => Event::Response(payload),
+                    Err(err) => Event::Failed(err),
                 };
                 let _ = events.try_send(event);
                 if let Some(credit) = credit {
@@ -388,8 +433,8 @@ impl Calls {
         let Waiter::Stream { events, credit } = waiter else {
             // A server whose method streams where ours does not (a version
             // mismatch): that call fails, the connection goes on.
-            if let Some(Waiter::Unary(waiter)) = inner.waiting.remove(&id) {
-                let _ = waiter.send(Reply::Failed(WireError::new(
+            if let Some(Waiter::Unary { reply, .. }) = inner.waiting.remove(&id) {
+                let _ = reply.send(Reply::Failed(WireError::new(
                     crate::error::ErrorCode::Internal,
                     "the server sent a stream where this client expects one value; client and server disagree on the method",
                 )));
@@ -441,6 +486,30 @@ impl Calls {
         inner.waiting.remove(&id).is_some() && inner.closed.is_none()
     }
 
+    /// Fails every call whose deadline is `now` or earlier, and tells the
+    /// server to stop them; re-arms the sweep for the calls left.
+    fn expire(&self, now: Instant, outbox: &mpsc::WeakUnboundedSender<Outgoing>) {
+        let (expired, live) = {
+            let mut inner = self.lock();
+            let expired: Vec<(u64, Waiter)> = inner
+                .waiting
+                .extract_if(|_, waiter| waiter.deadline().is_some_and(|deadline| deadline <= now))
+                .collect();
+            inner.armed = inner.waiting.values().filter_map(Waiter::deadline).min();
+            (expired, inner.closed.is_none())
+        };
+        let outbox = outbox.upgrade().filter(|_| live);
+        for (id, waiter) in expired {
+            if let Waiter::Unary { reply, .. } = waiter {
+                let _ = reply.send(Reply::Expired);
+            }
+            let cancel = Frame::new(Kind::Cancel, id, Bytes::new());
+            if let (Some(outbox), Ok(cancel)) = (&outbox, cancel) {
+                let _ = outbox.send(cancel.into());
+            }
+        }
+    }
+
     fn goodbye(&self, last_read: u64) {
         let not_run: Vec<_> = {
             let mut inner = self.lock();
@@ -483,12 +552,12 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<Calls>, stop: Cancell
         };
         let (header, payload) = frame.into_parts();
         match header.kind() {
-            Kind::Response => calls.complete(header.id(), Reply::Response(payload)),
+            Kind::Response => calls.complete(header.id(), Ok(payload)),
             Kind::Error => match WireError::decode(&payload) {
                 Ok(err) if header.id() == CONNECTION_ID => {
                     break Error::disconnected(format!("the server closed the connection: {}", err.message));
                 }
-                Ok(err) => calls.complete(header.id(), Reply::Failed(err)),
+                Ok(err) => calls.complete(header.id(), Err(err)),
                 Err(err) => break err.into(),
             },
             Kind::Goodbye => match frame::parse_goodbye(&payload) {
@@ -512,6 +581,33 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<Calls>, stop: Cancell
     tracing::debug!(error = %reason, "client connection ended");
     calls.close(reason);
     stop.cancel();
+}
+
+/// Enforces the deadlines of a connection's unary calls with one timer,
+/// re-armed at the earliest deadline, instead of one timer per call: with
+/// a thousand calls in flight that is a thousand timer registrations and
+/// removals fewer per thousand calls. With every call on the same timeout,
+/// deadlines arrive in order and the sweep wakes about once per timeout.
+async fn sweep_deadlines(calls: Arc<Calls>, outbox: mpsc::WeakUnboundedSender<Outgoing>) {
+    loop {
+        // A call that arms an earlier deadline after the read below leaves
+        // a permit here (`notify_one`), so the sleep is cut short.
+        let rearmed = calls.rearm.notified();
+        let armed = calls.lock().armed;
+        match armed {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = rearmed => continue,
+                }
+            }
+            None => {
+                rearmed.await;
+                continue;
+            }
+        }
+        calls.expire(Instant::now(), &outbox);
+    }
 }
 
 impl Link {

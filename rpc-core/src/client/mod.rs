@@ -201,9 +201,7 @@ impl Client {
     {
         let (deadline, budget) = self.deadline(timeout)?;
         let method = request.method();
-        let payload = tokio::time::timeout_at(deadline, self.call_until(request, deadline, budget))
-            .await
-            .unwrap_or(Err(Error::DeadlineExceeded { timeout: budget }))?;
+        let payload = self.call_until(request, deadline, budget).await?;
         payload::decode(&payload).map_err(|err| Error::BadResponse {
             method: method.to_owned(),
             reason: err.to_string(),
@@ -308,22 +306,36 @@ impl Client {
             Ok(call) => Ok(call),
             Err(Reply::NotRun) => Err(Error::ShuttingDown),
             Err(Reply::Unsent(err) | Reply::Lost(err)) => Err(err),
-            Err(Reply::Response(_) | Reply::Failed(_)) => Err(Error::disconnected("the connection closed")),
+            Err(Reply::Response(_) | Reply::Failed(_) | Reply::Expired) => {
+                Err(Error::disconnected("the connection closed"))
+            }
         }
     }
 
+    /// Makes a call, retrying it where that is safe, until `deadline`.
     /// `budget` is the call's whole budget, which errors report.
+    ///
+    /// Only waiting for a connection or a place arms a timer of its own
+    /// (and only if it has to wait); the wait for the answer is under the
+    /// connection's deadline sweep.
     async fn call_until<Q>(&self, request: &Q, deadline: Instant, budget: Duration) -> Result<Bytes, Error>
     where
         Q: RequestMessage + ?Sized,
     {
+        let expired = Error::DeadlineExceeded { timeout: budget };
         let mut retried = false;
         loop {
-            let link = self.link().await?;
-            let place = link.place().await?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let ready = async {
+                let link = self.link().await?;
+                let place = link.place().await?;
+                Ok::<_, Error>((link, place))
+            };
+            let (link, place) = tokio::time::timeout_at(deadline, ready)
+                .await
+                .map_err(|_| expired.clone())??;
             let may_retry = !retried && self.shared.dial.is_some();
-            match link.round_trip(request, remaining, &place).await? {
+            match link.round_trip(request, deadline, &place).await? {
+                Reply::Expired => return Err(expired),
                 Reply::Response(payload) => {
                     self.shared.served();
                     return Ok(payload);

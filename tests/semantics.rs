@@ -259,6 +259,44 @@ async fn a_silent_server_cannot_outlast_the_clients_deadline_and_hears_the_cance
     assert_eq!(next_frame().await, (4, 1), "the abandoned call's cancel");
 }
 
+/// The server side of the same: one request with an hour's budget, then
+/// one with 100 ms, both parked at the gate. The server's deadline sweep,
+/// armed for the hour, must be pulled forward; the short call is stopped
+/// and answered `DeadlineExceeded` while the long one keeps waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_stops_and_answers_a_call_at_its_deadline_while_a_longer_one_waits() {
+    let (server, lab) = serve(rpc::Server::new()).await;
+    let mut socket = raw::raw(server.local_addr()).await;
+    let gated = |id: u64, budget_micros: u64| {
+        raw::frame(
+            1,
+            id,
+            &raw::request_payload(budget_micros, b"Lab.gated", &[id as u8]),
+        )
+    };
+    socket.write_all(&gated(1, 3_600_000_000)).await.unwrap();
+    until(&lab.waiting, 1).await;
+    socket.write_all(&gated(2, 100_000)).await.unwrap();
+    let (kind, id, payload) = tokio::time::timeout(Duration::from_secs(30), raw::read_frame(&mut socket))
+        .await
+        .expect("the short call must be answered at its deadline");
+    assert_eq!((kind, id), (3, 2), "an error frame for the short call");
+    assert_eq!(payload[0], 5, "code 5, deadline exceeded");
+    let message = String::from_utf8_lossy(&payload[1..]);
+    assert!(
+        message.contains("Lab.gated") && message.contains("time budget"),
+        "{message}"
+    );
+    until(&lab.dropped, 1).await;
+    assert_eq!(lab.finished.load(Ordering::SeqCst), 0);
+    assert_eq!(server.stats().calls_in_progress, 1, "the long call still runs");
+    // Its handler is still there to be released and answered.
+    lab.gate.add_permits(1);
+    let (kind, id, payload) = raw::read_frame(&mut socket).await;
+    assert_eq!((kind, id, payload), (2, 1, vec![1]));
+    server.stop().await;
+}
+
 /// B's handler waits, then asks C how much budget it has.
 #[rpc::service]
 pub trait Middle {

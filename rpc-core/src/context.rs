@@ -50,6 +50,9 @@ struct Inner {
     /// Set when the call ends early; in the same allocation as the rest,
     /// so a call's context costs one allocation.
     cancelled: AtomicBool,
+    /// Set (with `cancelled`) when the server stopped the call because its
+    /// deadline passed, so the call still gets its answer.
+    expired: AtomicBool,
     cancel: Notify,
 }
 
@@ -74,6 +77,7 @@ impl Context {
                 deadline,
                 peer_addr,
                 cancelled: AtomicBool::new(false),
+                expired: AtomicBool::new(false),
                 cancel: Notify::new(),
             }),
         }
@@ -148,6 +152,17 @@ impl Context {
     pub(crate) fn cancel(&self) {
         self.inner.cancelled.store(true, Ordering::Release);
         self.inner.cancel.notify_waiters();
+    }
+
+    /// Marks the call stopped by its deadline (and so cancelled).
+    pub(crate) fn expire(&self) {
+        self.inner.expired.store(true, Ordering::Release);
+        self.cancel();
+    }
+
+    /// Whether the server stopped the call because its deadline passed.
+    pub(crate) fn expired(&self) -> bool {
+        self.inner.expired.load(Ordering::Acquire)
     }
 }
 

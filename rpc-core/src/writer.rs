@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -50,6 +50,34 @@ impl From<Frame> for Outgoing {
     }
 }
 
+/// The places of a connection's calls, which the writer reads to tell
+/// whether more frames are on their way: every call in progress holds one
+/// until its last frame is written.
+#[derive(Debug, Clone)]
+pub(crate) struct Places {
+    semaphore: Arc<Semaphore>,
+    total: usize,
+}
+
+impl Places {
+    pub(crate) fn new(total: usize) -> Places {
+        Places {
+            semaphore: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// The semaphore calls take their places from.
+    pub(crate) fn semaphore(&self) -> &Arc<Semaphore> {
+        &self.semaphore
+    }
+
+    /// Calls holding a place now.
+    fn in_use(&self) -> usize {
+        self.total.saturating_sub(self.semaphore.available_permits())
+    }
+}
+
 /// Writes frames from `outbox` until every sender is gone or `stop` is
 /// cancelled, then closes the sending direction.
 ///
@@ -59,6 +87,7 @@ impl From<Frame> for Outgoing {
 pub(crate) async fn run<W: FrameWrite>(
     mut writer: W,
     mut outbox: mpsc::UnboundedReceiver<Outgoing>,
+    places: Places,
     stop: CancellationToken,
     write_timeout: Duration,
 ) -> Result<(), Error> {
@@ -73,6 +102,20 @@ pub(crate) async fn run<W: FrameWrite>(
         };
         if received == 0 {
             break;
+        }
+        if received < MAX_BATCH && places.in_use() > received {
+            // Whoever queued this frame woke us, and tokio runs a task woken
+            // that way next, ahead of the other tasks ready to run: calls
+            // finishing together would each get a write (a system call) of
+            // their own. With other calls under way, let the ones that are
+            // ready queue their frames first. A lone call does not wait.
+            tokio::task::yield_now().await;
+            while batch.len() < MAX_BATCH {
+                match outbox.try_recv() {
+                    Ok(out) => batch.push(out),
+                    Err(_) => break,
+                }
+            }
         }
         for out in batch.drain(..) {
             frames.push(out.frame);

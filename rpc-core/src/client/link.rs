@@ -1,14 +1,14 @@
 //! One live client connection: request ids, the table of calls waiting for
 //! an answer, and the reader task that hands answers out.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use rustc_hash::FxHashMap;
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use crate::payload::RequestHead;
 use crate::service::RequestMessage;
 use crate::streaming::{ItemStream, MAX_STREAM_CREDIT, RecvWindow, STREAM_WINDOW, SendCredit};
 use crate::transport::{Connection, FrameRead, FrameWrite};
-use crate::writer::{self, DEFAULT_WRITE_TIMEOUT, Hold, Outgoing};
+use crate::writer::{self, DEFAULT_WRITE_TIMEOUT, Hold, Outgoing, Places};
 
 /// What a call's wait ends with.
 #[derive(Debug)]
@@ -136,7 +136,7 @@ pub(crate) struct Link {
     /// Places for calls in flight: the client's own limit, or the server's
     /// announced one if smaller, so a server never has to hold back a
     /// request of ours (and with it, frames that running calls need).
-    places: Arc<Semaphore>,
+    places: Places,
     reader: AbortHandle,
     writer: AbortHandle,
     sweeper: AbortHandle,
@@ -160,7 +160,7 @@ impl Link {
             0 => usize::MAX,
             cap => usize::from(cap),
         };
-        let places = Arc::new(Semaphore::new(max_in_flight.min(server_cap).max(1)));
+        let places = Places::new(max_in_flight.min(server_cap).max(1));
         // Unbounded, because what enters it is bounded: each request holds a
         // place under the client's in-flight limit until it is written, and
         // each call adds at most one cancel.
@@ -172,8 +172,11 @@ impl Link {
         let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls), stop.clone()));
         let sweeper = tokio::spawn(sweep_deadlines(Arc::clone(&calls), outbox.downgrade()));
         let writer_calls = Arc::clone(&calls);
+        let writer_places = places.clone();
         let writer = tokio::spawn(async move {
-            if let Err(err) = writer::run(conn.writer, queued, stop, DEFAULT_WRITE_TIMEOUT).await {
+            if let Err(err) =
+                writer::run(conn.writer, queued, writer_places, stop, DEFAULT_WRITE_TIMEOUT).await
+            {
                 writer_calls.close(err);
             }
         });
@@ -202,11 +205,19 @@ impl Link {
 
     /// Waits for a place for one more call in flight on this connection.
     pub(crate) async fn place(&self) -> Result<Arc<OwnedSemaphorePermit>, Error> {
-        Arc::clone(&self.places)
+        Arc::clone(self.places.semaphore())
             .acquire_owned()
             .await
             .map(Arc::new)
             .map_err(|_| Error::disconnected("the connection closed"))
+    }
+
+    /// A place, if one is free now.
+    pub(crate) fn try_place(&self) -> Option<Arc<OwnedSemaphorePermit>> {
+        Arc::clone(self.places.semaphore())
+            .try_acquire_owned()
+            .ok()
+            .map(Arc::new)
     }
 
     /// Marks the connection as having served a call.
@@ -269,10 +280,12 @@ impl Link {
         request.encode_args(&mut payload)?;
         self.check_request_len(method, payload.len())?;
         let (tx, waiter) = oneshot::channel();
-        let id = match self
-            .calls
-            .send(&self.outbox, payload.freeze(), place, Waiter::Unary { reply: tx, deadline })?
-        {
+        let id = match self.calls.send(
+            &self.outbox,
+            payload.freeze(),
+            place,
+            Waiter::Unary { reply: tx, deadline },
+        )? {
             Ok(id) => id,
             Err(refused) => return Ok(refused),
         };
@@ -328,7 +341,8 @@ struct Calls {
 struct CallsInner {
     /// The last request id used; ids go up by one per call.
     last_id: u64,
-    waiting: HashMap<u64, Waiter>,
+    /// Keyed by our own sequential ids, so a fast unkeyed hash is safe.
+    waiting: FxHashMap<u64, Waiter>,
     /// Set once, when the connection ends; later calls fail with it at once.
     closed: Option<Error>,
     /// Set when the server said goodbye: the last request id it read.
@@ -491,9 +505,15 @@ impl Calls {
     fn expire(&self, now: Instant, outbox: &mpsc::WeakUnboundedSender<Outgoing>) {
         let (expired, live) = {
             let mut inner = self.lock();
-            let expired: Vec<(u64, Waiter)> = inner
+            let due: Vec<u64> = inner
                 .waiting
-                .extract_if(|_, waiter| waiter.deadline().is_some_and(|deadline| deadline <= now))
+                .iter()
+                .filter(|(_, waiter)| waiter.deadline().is_some_and(|deadline| deadline <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            let expired: Vec<(u64, Waiter)> = due
+                .into_iter()
+                .filter_map(|id| inner.waiting.remove(&id).map(|waiter| (id, waiter)))
                 .collect();
             inner.armed = inner.waiting.values().filter_map(Waiter::deadline).min();
             (expired, inner.closed.is_none())

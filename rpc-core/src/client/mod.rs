@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::Shared;
 use serde::de::DeserializeOwned;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 pub use backoff::Backoff;
@@ -322,20 +323,25 @@ impl Client {
     where
         Q: RequestMessage + ?Sized,
     {
-        let expired = Error::DeadlineExceeded { timeout: budget };
+        let expired = || Error::DeadlineExceeded { timeout: budget };
         let mut retried = false;
         loop {
-            let ready = async {
-                let link = self.link().await?;
-                let place = link.place().await?;
-                Ok::<_, Error>((link, place))
+            let (link, place) = match self.ready_now() {
+                Some(ready) => ready,
+                None => {
+                    let ready = async {
+                        let link = self.link().await?;
+                        let place = link.place().await?;
+                        Ok::<_, Error>((link, place))
+                    };
+                    tokio::time::timeout_at(deadline, ready)
+                        .await
+                        .map_err(|_| expired())??
+                }
             };
-            let (link, place) = tokio::time::timeout_at(deadline, ready)
-                .await
-                .map_err(|_| expired.clone())??;
             let may_retry = !retried && self.shared.dial.is_some();
             match link.round_trip(request, deadline, &place).await? {
-                Reply::Expired => return Err(expired),
+                Reply::Expired => return Err(expired()),
                 Reply::Response(payload) => {
                     self.shared.served();
                     return Ok(payload);
@@ -355,6 +361,20 @@ impl Client {
                 Reply::Lost(err) => return Err(err),
             }
         }
+    }
+
+    /// The current connection and a place on it, if both are there without
+    /// waiting: the common case, which needs no timer.
+    fn ready_now(&self) -> Option<(Arc<Link>, Arc<OwnedSemaphorePermit>)> {
+        let link = Arc::clone(
+            self.shared
+                .state()
+                .link
+                .as_ref()
+                .filter(|link| link.is_usable())?,
+        );
+        let place = link.try_place()?;
+        Some((link, place))
     }
 
     /// The connection to use: the current one while it takes calls, else a

@@ -2,7 +2,7 @@
 //! answers (single values or streams of items) through the connection's
 //! single writer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::AbortHandle;
@@ -27,7 +28,7 @@ use crate::server::{Router, ServerState};
 use crate::service::{Service, Shape};
 use crate::streaming::{Answer, Incoming, STREAM_WINDOW, SendCredit};
 use crate::transport::{Connection, FrameRead, FrameWrite};
-use crate::writer::{self, Hold, Outgoing};
+use crate::writer::{self, Hold, Outgoing, Places};
 
 /// Serves one connection until the client leaves, breaks the protocol, or
 /// the server shuts down.
@@ -50,14 +51,16 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     } = conn;
     let _open = state.metrics.connection_opened();
     let (outbox, queued) = mpsc::unbounded_channel();
+    let cap = state.config.max_calls_per_connection.max(1);
+    let places = Places::new(cap);
     let writing = writer::run(
         writer,
         queued,
+        places.clone(),
         CancellationToken::new(),
         state.config.write_timeout,
     );
     let writer = AbortOnDropHandle::new(tokio::spawn(writing));
-    let cap = state.config.max_calls_per_connection.max(1);
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut conn = ConnState {
         state: Arc::clone(&state),
@@ -66,11 +69,12 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         done_rx,
         next_seq: 0,
         launched: 0,
-        running: HashMap::new(),
+        running: FxHashMap::default(),
         waiting: VecDeque::new(),
-        permits: Arc::new(Semaphore::new(cap)),
+        permits: Arc::clone(places.semaphore()),
         cap,
         last_read_id: 0,
+        armed: None,
         last_started_id: 0,
         peer_addr,
         client_max_frame_len: peer.max_frame_len as usize,
@@ -78,14 +82,20 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
 
     let idle_timeout = state.config.idle_timeout;
     let mut last_frame = Instant::now();
-    // One timer for the connection, pushed back lazily when it fires early,
-    // rather than a new one per frame.
-    let idle = tokio::time::sleep(idle_timeout);
-    tokio::pin!(idle);
+    // One timer for the connection, for both the idle limit and the call
+    // deadlines: pushed back lazily when it fires early, rather than a new
+    // one per frame or per call.
+    let mut timer_at = last_frame + idle_timeout;
+    let timer = tokio::time::sleep_until(timer_at);
+    tokio::pin!(timer);
     let ending = loop {
         // Completed calls are tidied away here, not by waking this task for
         // each one: a wake-up per call is latency the client would feel.
         conn.collect_finished();
+        if let Some(armed) = conn.armed.filter(|armed| *armed < timer_at) {
+            timer_at = armed;
+            timer.as_mut().reset(armed);
+        }
         tokio::select! {
             biased;
             () = state.shutdown.cancelled() => break Ending::ShuttingDown,
@@ -94,17 +104,21 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
                     conn.launch_next(permit);
                 }
             }
-            () = &mut idle => {
+            () = &mut timer => {
+                let now = Instant::now();
                 conn.collect_finished();
-                let due = last_frame + idle_timeout;
-                if !conn.running.is_empty() {
-                    idle.as_mut().reset(Instant::now() + idle_timeout);
-                    continue;
-                }
-                if Instant::now() >= due {
-                    break Ending::Idle;
-                }
-                idle.as_mut().reset(due);
+                conn.expire(now);
+                let idle_due = if conn.running.is_empty() {
+                    let due = last_frame + idle_timeout;
+                    if now >= due {
+                        break Ending::Idle;
+                    }
+                    due
+                } else {
+                    now + idle_timeout
+                };
+                timer_at = conn.next_wake(idle_due);
+                timer.as_mut().reset(timer_at);
             }
             // At the cap, requests wait in a queue as long as the cap, and
             // the reader goes on: the cancels, credit and items that running
@@ -175,6 +189,10 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     let _ = tokio::time::timeout(LINGER, reader.discard(LINGER_BYTES)).await;
 }
 
+/// How long a draining connection's timer sleeps when no call deadline is
+/// due sooner.
+const MAX_SWEEP_SLEEP: Duration = Duration::from_secs(3600);
+
 /// How long, and how many bytes, a closing connection reads and discards so
 /// that its last frames reach the peer.
 const LINGER: Duration = Duration::from_secs(1);
@@ -197,6 +215,11 @@ struct Running {
     abort: Option<AbortHandle>,
     /// The client's stream, for methods that take one.
     input: Option<Input>,
+    /// The call's context, which the deadline sweep marks expired, and its
+    /// deadline: `None` for methods that run to completion, whose task
+    /// keeps its own (the server's ceiling).
+    ctx: Option<Context>,
+    deadline: Option<Instant>,
     /// The credit of the stream the server sends, for methods that return
     /// one.
     output: Option<Arc<SendCredit>>,
@@ -235,13 +258,21 @@ struct ConnState {
     next_seq: u64,
     /// Calls launched and not yet reported done (or aborted).
     launched: usize,
-    running: HashMap<u64, Running>,
+    /// An unkeyed hash: the client picks the ids, but the map never holds
+    /// more than twice the call cap, which bounds what colliding ids cost.
+    running: FxHashMap<u64, Running>,
     waiting: VecDeque<Waiting>,
     permits: Arc<Semaphore>,
     cap: usize,
     /// The last request id read: ids must increase, and a cancel or stream
     /// frame may name no id above it.
     last_read_id: u64,
+    /// No later than the earliest deadline of a launched call that can be
+    /// stopped: when the connection's one timer must wake to stop it. A
+    /// timer per call would cost a timer-wheel insertion and removal per
+    /// call; with every call on the same timeout this one wakes about once
+    /// per timeout.
+    armed: Option<Instant>,
     /// The last request id launched: what a goodbye reports.
     last_started_id: u64,
     peer_addr: Option<SocketAddr>,
@@ -257,16 +288,54 @@ impl ConnState {
     }
 
     fn finished(&mut self, (id, seq): (u64, u64)) {
-        self.launched = self.launched.saturating_sub(1);
-        // Only if it is still this launch's entry: a cancel may have removed
-        // it already.
+        // Only if it is still this launch's entry: a cancel or the deadline
+        // sweep that raced the call's end has removed it, and counted it
+        // out, already.
         if self
             .running
             .get(&id)
             .is_some_and(|running| running.seq == Some(seq))
         {
+            self.launched = self.launched.saturating_sub(1);
             self.forget(id);
         }
+    }
+
+    /// Stops every call whose deadline is `now` or earlier (its task then
+    /// answers `DeadlineExceeded`), and notes the next deadline due.
+    fn expire(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .running
+            .iter()
+            .filter(|(_, running)| {
+                running.abort.is_some() && running.deadline.is_some_and(|deadline| deadline <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut count = 0;
+        for running in due.into_iter().filter_map(|id| self.running.remove(&id)) {
+            if let (Some(abort), Some(ctx)) = (&running.abort, &running.ctx) {
+                ctx.expire();
+                abort.abort();
+            }
+            if let Some(output) = running.output {
+                output.close();
+            }
+            count += 1;
+        }
+        self.launched = self.launched.saturating_sub(count);
+        self.armed = self
+            .running
+            .values()
+            .filter(|running| running.abort.is_some())
+            .filter_map(|running| running.deadline)
+            .min();
+    }
+
+    /// When the connection's timer must next wake: the idle deadline, or
+    /// the first call deadline due, if earlier.
+    fn next_wake(&self, idle_due: Instant) -> Instant {
+        self.armed.map_or(idle_due, |armed| armed.min(idle_due))
     }
 
     fn forget(&mut self, id: u64) {
@@ -311,13 +380,28 @@ impl ConnState {
     /// need their credit and items); new requests are ignored, as the
     /// goodbye told the client.
     async fn drain<R: FrameRead>(&mut self, mut reader: Option<&mut R>) {
+        // Deadlines still hold while draining; there is no idle limit.
+        let far = Instant::now() + MAX_SWEEP_SLEEP;
+        let mut timer_at = self.next_wake(far);
+        let timer = tokio::time::sleep_until(timer_at);
+        tokio::pin!(timer);
         loop {
             if self.launched == 0 && self.waiting.is_empty() {
                 return;
             }
+            if let Some(armed) = self.armed.filter(|armed| *armed < timer_at) {
+                timer_at = armed;
+                timer.as_mut().reset(armed);
+            }
             tokio::select! {
                 biased;
                 Some(done) = self.done_rx.recv() => self.finished(done),
+                () = &mut timer => {
+                    let now = Instant::now();
+                    self.expire(now);
+                    timer_at = self.next_wake(now + MAX_SWEEP_SLEEP);
+                    timer.as_mut().reset(timer_at);
+                }
                 permit = Arc::clone(&self.permits).acquire_owned(), if !self.waiting.is_empty() => {
                     if let Ok(permit) = permit {
                         self.launch_next(permit);
@@ -550,12 +634,15 @@ impl ConnState {
             items: output.clone().map(|credit| (credit, self.outbox.clone())),
             client_max_frame_len: self.client_max_frame_len,
         };
+        let swept = (!to_completion).then(|| call.ctx.clone());
         self.running.insert(
             id,
             Running {
                 seq: None,
                 abort: None,
                 input,
+                deadline: swept.as_ref().map(Context::deadline),
+                ctx: swept,
                 output,
             },
         );
@@ -602,6 +689,11 @@ impl ConnState {
         self.launched += 1;
         if let Some(running) = self.running.get_mut(&id) {
             running.seq = Some(seq);
+            if abort.is_some() {
+                if let Some(deadline) = running.deadline {
+                    self.armed = Some(self.armed.map_or(deadline, |armed| armed.min(deadline)));
+                }
+            }
             running.abort = abort;
         }
     }
@@ -688,7 +780,7 @@ impl Launch {
             // a closing connection never waits for it.
             let outbox = outbox.downgrade();
             drop(tokio::spawn(async move {
-                let frame = call.run(id, handler).await;
+                let frame = call.run(id, handler, Timing::OwnTimer).await;
                 if let Some(outbox) = outbox.upgrade() {
                     let _ = outbox.send(Outgoing { frame, hold });
                 }
@@ -696,15 +788,65 @@ impl Launch {
             }));
             None
         } else {
+            let finish = Finish {
+                id,
+                ctx: call.ctx.clone(),
+                out: Some((outbox, hold)),
+            };
             let task = tokio::spawn(async move {
-                let frame = call.run(id, handler).await;
-                // A closed outbox means the connection is gone; nobody to tell.
-                let _ = outbox.send(Outgoing { frame, hold });
+                let mut finish = finish;
+                let frame = call.run(id, handler, Timing::Swept).await;
+                finish.send(frame);
                 let _ = done.send((id, seq));
             });
             Some(task.abort_handle())
         }
     }
+}
+
+/// The way out of a call's task that the connection can abort: it sends
+/// the call's last frame with the call's place, and if the task is aborted
+/// because the deadline sweep expired the call, it still answers, with
+/// `DeadlineExceeded`, and the place still travels with that answer.
+struct Finish {
+    id: u64,
+    ctx: Context,
+    out: Option<(mpsc::UnboundedSender<Outgoing>, Option<Hold>)>,
+}
+
+impl Finish {
+    fn send(&mut self, frame: Frame) {
+        if let Some((outbox, hold)) = self.out.take() {
+            // A closed outbox means the connection is gone; nobody to tell.
+            let _ = outbox.send(Outgoing { frame, hold });
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if self.out.is_some() && self.ctx.expired() {
+            let frame = deadline_exceeded(self.ctx.method()).to_frame(self.id);
+            self.send(frame);
+        }
+    }
+}
+
+/// Who stops a call when its deadline passes.
+#[derive(Clone, Copy)]
+enum Timing {
+    /// The connection's deadline sweep aborts the task.
+    Swept,
+    /// Nobody can abort the task (it runs to completion): it keeps a timer
+    /// of its own, at the server's ceiling.
+    OwnTimer,
+}
+
+fn deadline_exceeded(method: &str) -> WireError {
+    WireError::new(
+        ErrorCode::DeadlineExceeded,
+        format!("`{method}` did not finish within its time budget"),
+    )
 }
 
 /// One call, ready to run.
@@ -731,7 +873,7 @@ enum Outcome {
 impl Call {
     /// Runs the call, sending any stream items as it goes, and returns the
     /// frame that ends it: the response, the end of the stream, or an error.
-    async fn run<F, Fut>(self, id: u64, handler: F) -> Frame
+    async fn run<F, Fut>(self, id: u64, handler: F, timing: Timing) -> Frame
     where
         F: FnOnce(&str, Bytes, Option<Incoming>) -> Fut,
         Fut: Future<Output = Result<Answer, Error>>,
@@ -771,19 +913,20 @@ impl Call {
             send_items(id, stream, credit, outbox, &state, method, client_max_frame_len).await
         };
         let work = ctx.clone().scope(AssertUnwindSafe(work).catch_unwind());
-        let answer = match tokio::time::timeout_at(deadline, work).await {
-            Ok(Ok(Ok(Outcome::Value(result)))) => Ok(Frame::new(Kind::Response, id, result)),
-            Ok(Ok(Ok(Outcome::End))) => Ok(Frame::new(Kind::End, id, Bytes::new())),
-            Ok(Ok(Err(err))) => Err(to_wire(&err)),
-            Ok(Err(panic)) => {
+        let finished = match timing {
+            Timing::Swept => Some(work.await),
+            Timing::OwnTimer => tokio::time::timeout_at(deadline, work).await.ok(),
+        };
+        let answer = match finished {
+            Some(Ok(Ok(Outcome::Value(result)))) => Ok(Frame::new(Kind::Response, id, result)),
+            Some(Ok(Ok(Outcome::End))) => Ok(Frame::new(Kind::End, id, Bytes::new())),
+            Some(Ok(Err(err))) => Err(to_wire(&err)),
+            Some(Err(panic)) => {
                 let message = panic_message(panic.as_ref());
                 tracing::error!(%method, %message, "handler panicked");
                 Err(WireError::new(ErrorCode::HandlerPanicked, message))
             }
-            Err(_elapsed) => Err(WireError::new(
-                ErrorCode::DeadlineExceeded,
-                format!("`{method}` did not finish within its time budget"),
-            )),
+            None => Err(deadline_exceeded(method)),
         };
         match answer {
             Ok(Ok(frame)) => frame,

@@ -7,13 +7,26 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::frame::Frame;
+use crate::frame::{Frame, HEADER_LEN};
 use crate::server::metrics::CallSlot;
 use crate::transport::FrameWrite;
 
 /// Most frames handed to the transport in one batch. Bounds the batch's
 /// memory; a full batch of small frames is still a single write.
 const MAX_BATCH: usize = 256;
+
+/// Batches smaller than this are worth delaying (by one pass of the
+/// scheduler) to gather more frames; larger ones go out at once, since their
+/// write costs far more than a system call.
+const COALESCE_BELOW: usize = 16 * 1024;
+
+/// The bytes of a batch's frames.
+fn batch_len(batch: &[Outgoing]) -> usize {
+    batch
+        .iter()
+        .map(|out| HEADER_LEN + out.frame.payload().len())
+        .sum()
+}
 
 /// How long one batch may take to write before the peer is taken to have
 /// stopped reading, and the connection is closed. Without it, a peer that
@@ -103,12 +116,13 @@ pub(crate) async fn run<W: FrameWrite>(
         if received == 0 {
             break;
         }
-        if received < MAX_BATCH && places.in_use() > received {
+        if received < MAX_BATCH && places.in_use() > received && batch_len(&batch) < COALESCE_BELOW {
             // Whoever queued this frame woke us, and tokio runs a task woken
-            // that way next, ahead of the other tasks ready to run: calls
-            // finishing together would each get a write (a system call) of
-            // their own. With other calls under way, let the ones that are
-            // ready queue their frames first. A lone call does not wait.
+            // that way next, ahead of the other tasks ready to run: small
+            // answers finishing together would each get a write (a system
+            // call) of their own. With other calls under way, let the ones
+            // that are ready queue their frames first. A lone call does not
+            // wait, nor does a batch big enough to be worth its write.
             tokio::task::yield_now().await;
             while batch.len() < MAX_BATCH {
                 match outbox.try_recv() {

@@ -13,6 +13,13 @@ use tokio_util::codec::{Decoder, Encoder};
 /// The most the decoder reserves ahead of bytes actually received.
 const RESERVE_STEP: usize = 64 * 1024;
 
+/// How many times the bytes already arrived the decoder may reserve ahead
+/// of them.
+const GROWTH: usize = 16;
+
+/// Room below which the decoder grows the buffer for a frame still arriving.
+const MIN_ROOM: usize = 8 * 1024;
+
 /// Splits a byte stream into frames and writes frames as bytes.
 ///
 /// ```
@@ -85,12 +92,19 @@ impl Decoder for FrameCodec {
         let header = Header::parse(head, self.max_frame_len)?;
         let frame_len = HEADER_LEN + header.payload_len();
         if src.len() < frame_len {
-            // Grow toward the frame as its bytes arrive: by at least a step,
-            // and by as much as has already arrived, so a large frame is
-            // copied a few times in all (not once per step), while a
-            // header's claim alone reserves at most one step.
-            let step = src.len().max(RESERVE_STEP);
-            src.reserve((frame_len - src.len()).min(step));
+            // Grow toward the frame as its bytes arrive: a header's claim
+            // alone reserves at most one step, and after that room grows by
+            // up to `GROWTH` times what has really arrived. Each growth
+            // copies what arrived so far, so a large factor means a 1 MiB
+            // frame is copied once, 64 KiB's worth, not five times.
+            // It grows only once the room left is too small for a
+            // worthwhile read, so it grows a couple of times per frame
+            // however the frame's bytes are cut up on the way.
+            let missing = frame_len - src.len();
+            if src.capacity() - src.len() < missing.min(MIN_ROOM) {
+                let step = src.len().saturating_mul(GROWTH).max(RESERVE_STEP);
+                src.reserve(missing.min(step));
+            }
             return Ok(None);
         }
         let mut bytes = src.split_to(frame_len);
@@ -193,6 +207,50 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    /// Feeds a 1 MiB frame the way the reader does (reading into whatever
+    /// room the buffer has, 8 KiB at a time at most) and checks both sides
+    /// of the growth rule: room never runs further ahead of the bytes that
+    /// arrived than the rule allows, and the buffer grows (which may copy
+    /// what arrived) only a couple of times.
+    #[test]
+    fn a_large_frame_grows_the_buffer_few_times_and_never_far_ahead_of_its_bytes() {
+        let payload = vec![7u8; 1024 * 1024];
+        let wire = encoded(&[Frame::new(Kind::Request, 1, Bytes::from(payload.clone())).unwrap()]);
+        let mut codec = FrameCodec::new(2 * 1024 * 1024);
+        let mut buf = BytesMut::new();
+        let mut sent = 0;
+        let mut growths = 0;
+        let frame = loop {
+            if buf.capacity() - buf.len() < HEADER_LEN {
+                buf.reserve(8 * 1024);
+            }
+            let take = (buf.capacity() - buf.len()).min(8 * 1024).min(wire.len() - sent);
+            let before = buf.as_ptr();
+            buf.extend_from_slice(&wire[sent..sent + take]);
+            assert_eq!(buf.as_ptr(), before, "reading never grows the buffer itself");
+            sent += take;
+            let capacity = buf.capacity();
+            let decoded = codec.decode(&mut buf).unwrap();
+            if let Some(frame) = decoded {
+                break frame;
+            }
+            if buf.capacity() > capacity {
+                growths += 1;
+            }
+            // The rule's step, at most doubled by the buffer's own policy of
+            // growing to twice its old capacity.
+            let allowed = 2 * (buf.len() + (buf.len() * GROWTH).max(RESERVE_STEP));
+            assert!(
+                buf.capacity() <= allowed,
+                "{} bytes of room for {} received",
+                buf.capacity(),
+                buf.len()
+            );
+        };
+        assert_eq!(frame.payload().as_ref(), payload.as_slice());
+        assert!(growths <= 2, "the buffer grew {growths} times");
     }
 
     #[test]

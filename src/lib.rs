@@ -276,10 +276,8 @@
 mod client;
 mod server;
 
-/// Cheap-to-clone bytes, re-exported so services can send binary data that
-/// encodes as one copy (a `Vec<u8>` goes byte by byte through serde).
-pub use bytes::Bytes;
 pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
+pub use rpc_core::blob::Bytes;
 pub use rpc_core::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT};
 pub use rpc_core::error::ErrorCode;
 pub use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, ProtocolError};

@@ -178,7 +178,7 @@ impl AnyClient {
 
     async fn echo(&self, data: Bytes) -> Bytes {
         match self {
-            AnyClient::Baseline(client) => client.echo(data).await,
+            AnyClient::Baseline(client) => client.echo(data.into()).await.into(),
             AnyClient::Rpc(client) => client.echo(data).await.expect("rpc echo"),
         }
     }

@@ -21,8 +21,8 @@ pub fn encode_args<T: Serialize + ?Sized>(
 }
 
 /// Decodes a call's arguments (a tuple) on the server.
-pub fn decode_args<T: DeserializeOwned>(method: &'static str, args: &[u8]) -> Result<T, Error> {
-    payload::decode(args).map_err(|err| Error::BadRequest {
+pub fn decode_args<T: DeserializeOwned>(method: &'static str, args: &Bytes) -> Result<T, Error> {
+    payload::decode_shared(args).map_err(|err| Error::BadRequest {
         method: method.to_owned(),
         reason: err.to_string(),
     })

@@ -6,6 +6,7 @@
 //! # Layout
 //!
 //! - [`frame`]: the wire values (preface, header, frame kinds) and their checks.
+//! - [`blob`]: [`Bytes`](blob::Bytes), binary data received without a copy.
 //! - [`payload`]: bincode encoding of arguments and results; the request head.
 //! - [`error`]: [`Error`], the one error type, and the wire error codes.
 //! - [`service`]: the traits generated code implements.
@@ -16,6 +17,7 @@
 //! - [`client`]: the multiplexer behind every generated client.
 //! - [`server`]: routing, limits, metrics and the per-connection dispatcher.
 
+pub mod blob;
 pub mod client;
 pub mod context;
 pub mod error;

@@ -73,9 +73,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     }
 }
 
+/// Decodes a payload held in a shared buffer, lending the buffer to the
+/// [`Bytes`](crate::blob::Bytes) values in it, which become slices of it
+/// instead of copies. Otherwise the same as [`decode`].
+pub fn decode_shared<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, DecodeError> {
+    crate::blob::lending(bytes, || decode(bytes))
+}
+
 fn decode_with<T: DeserializeOwned, C: Config>(bytes: &[u8], config: C) -> Result<T, DecodeError> {
-    let (value, read) =
-        bincode::serde::decode_from_slice(bytes, config).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    // Borrowed decoding: byte strings arrive as slices of `bytes` (which
+    // lent buffers turn into shared slices), never as claimed allocations.
+    let (value, read) = bincode::serde::borrow_decode_from_slice(bytes, config)
+        .map_err(|e| DecodeError::Invalid(e.to_string()))?;
     match bytes.len().saturating_sub(read) {
         0 => Ok(value),
         extra => Err(DecodeError::TrailingBytes { extra }),

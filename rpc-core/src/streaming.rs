@@ -159,7 +159,7 @@ where
     S: Stream<Item = Result<Bytes, Error>> + Send + 'static,
 {
     let decoded = stream.map(move |item| {
-        item.and_then(|bytes| payload::decode(&bytes).map_err(|err| invalid(err.to_string())))
+        item.and_then(|bytes| payload::decode_shared(&bytes).map_err(|err| invalid(err.to_string())))
     });
     // End after the first error, whatever produced it.
     let mut ended = false;

@@ -195,7 +195,7 @@ fn request_enum(service: &Service) -> TokenStream {
             /// stream, for a method that takes one.
             pub fn decode(
                 method: &str,
-                args: &[u8],
+                args: &#p::Bytes,
                 input: #p::Option<#p::Incoming>,
             ) -> #p::Result<Self, #p::Error> {
                 let _ = &input;

@@ -203,7 +203,7 @@ impl Client {
         let (deadline, budget) = self.deadline(timeout)?;
         let method = request.method();
         let payload = self.call_until(request, deadline, budget).await?;
-        payload::decode(&payload).map_err(|err| Error::BadResponse {
+        payload::decode_shared(&payload).map_err(|err| Error::BadResponse {
             method: method.to_owned(),
             reason: err.to_string(),
         })
@@ -271,7 +271,7 @@ impl Client {
         let payload = tokio::time::timeout_at(deadline, answer)
             .await
             .unwrap_or(Err(Error::DeadlineExceeded { timeout: budget }))?;
-        payload::decode(&payload).map_err(|err| Error::BadResponse {
+        payload::decode_shared(&payload).map_err(|err| Error::BadResponse {
             method: method.to_owned(),
             reason: err.to_string(),
         })

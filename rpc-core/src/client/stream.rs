@@ -86,7 +86,7 @@ impl<T: DeserializeOwned> Stream for ClientStream<T> {
                     let item = match event {
                         Event::Item(payload) => {
                             call.consumed_item();
-                            match payload::decode(&payload) {
+                            match payload::decode_shared(&payload) {
                                 Ok(item) => return Poll::Ready(Some(Ok(item))),
                                 Err(err) => Err(Error::BadResponse {
                                     method: this.method.to_owned(),

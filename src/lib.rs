@@ -308,11 +308,10 @@ pub mod __private {
     pub use futures_core::Stream;
     pub use rpc_core::Shape;
     pub use rpc_core::generated::{FromRpcError, decode_args, encode_args, encode_result, unknown_method};
-    pub use rpc_core::server::Launch;
+    pub use rpc_core::server::{Launch, Launched};
     pub use rpc_core::streaming::{Answer, Incoming, ItemStream, Streaming, encode_stream};
     pub use rpc_core::{BoxFuture, Client, Error, RequestMessage, Service};
     pub use tokio::net::ToSocketAddrs;
-    pub use tokio::task::AbortHandle;
 
     /// Connects over TCP with the default settings.
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<Client, Error> {

@@ -289,7 +289,12 @@ async fn the_server_stops_and_answers_a_call_at_its_deadline_while_a_longer_one_
     );
     until(&lab.dropped, 1).await;
     assert_eq!(lab.finished.load(Ordering::SeqCst), 0);
-    assert_eq!(server.stats().calls_in_progress, 1, "the long call still runs");
+    // The short call's place is freed once its answer is written, which
+    // can be just after we read it.
+    until_true("only the long call is in progress", || {
+        server.stats().calls_in_progress == 1
+    })
+    .await;
     // Its handler is still there to be released and answered.
     lab.gate.add_permits(1);
     let (kind, id, payload) = raw::read_frame(&mut socket).await;

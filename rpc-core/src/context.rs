@@ -130,8 +130,10 @@ impl Context {
 
     /// Completes when the call is cancelled or its deadline passes.
     ///
-    /// The handler's own future is simply dropped at that point; this is
-    /// for work the handler handed to other tasks.
+    /// The handler's own future is dropped when the call is cancelled, or
+    /// when the connection's deadline sweep reaches it (at the deadline, to
+    /// the timer's millisecond); this is for work the handler handed to
+    /// other tasks.
     pub async fn cancelled(&self) {
         let cancelled = async {
             loop {

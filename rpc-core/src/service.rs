@@ -7,9 +7,8 @@ use std::pin::Pin;
 use bytes::BytesMut;
 
 use crate::error::Error;
-use crate::server::Launch;
+use crate::server::{Launch, Launched};
 use crate::streaming::ItemStream;
-use tokio::task::AbortHandle;
 
 /// A boxed, sendable future, for code that needs to name one.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -41,8 +40,9 @@ pub trait RequestMessage {
 ///
 /// `launch` gives the server the future that decodes a call's arguments,
 /// runs the method and encodes its result. The server runs that future in a
-/// task of its own, under the request's deadline, and turns a panic into an
-/// error response.
+/// task of its own, stops it at the request's deadline or on a cancel
+/// (through the [`Launched`] receipt), and turns a panic into an error
+/// response.
 pub trait Service: Send + Sync + 'static {
     /// The service's wire name, e.g. `Calculator`.
     fn name(&self) -> &'static str;
@@ -53,7 +53,7 @@ pub trait Service: Send + Sync + 'static {
     /// Generated code implements it; the handler's future is spawned as it
     /// is, not boxed, and the server runs it under the call's deadline,
     /// turning a panic (decoding included) into an error answer.
-    fn launch(&self, launch: Launch) -> Option<AbortHandle>;
+    fn launch(&self, launch: Launch) -> Launched;
 
     /// Which directions of `method` (without the service prefix) stream;
     /// `None` if the service has no such method.

@@ -64,8 +64,10 @@ impl From<Frame> for Outgoing {
 }
 
 /// The places of a connection's calls, which the writer reads to tell
-/// whether more frames are on their way: every call in progress holds one
-/// until its last frame is written.
+/// whether more frames may be on their way: a server call holds its place
+/// until its last frame is written, a client call until its answer comes.
+/// Either way, more places held than frames in hand means other calls are
+/// under way, and waiting one scheduler pass for their frames is cheap.
 #[derive(Debug, Clone)]
 pub(crate) struct Places {
     semaphore: Arc<Semaphore>,

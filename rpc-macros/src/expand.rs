@@ -574,7 +574,7 @@ fn server(service: &Service) -> TokenStream {
                 }
             }
 
-            fn launch(&self, launch: #p::Launch) -> #p::Option<#p::AbortHandle> {
+            fn launch(&self, launch: #p::Launch) -> #p::Launched {
                 let this = #p::Clone::clone(self);
                 // Decoding runs inside the call's task (under its panic
                 // guard); the method's future is spawned as it is, unboxed.

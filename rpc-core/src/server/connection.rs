@@ -85,7 +85,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     // One timer for the connection, for both the idle limit and the call
     // deadlines: pushed back lazily when it fires early, rather than a new
     // one per frame or per call.
-    let mut timer_at = last_frame + idle_timeout;
+    let mut timer_at = later(last_frame, idle_timeout);
     let timer = tokio::time::sleep_until(timer_at);
     tokio::pin!(timer);
     let ending = loop {
@@ -109,13 +109,13 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
                 conn.collect_finished();
                 conn.expire(now);
                 let idle_due = if conn.running.is_empty() {
-                    let due = last_frame + idle_timeout;
+                    let due = later(last_frame, idle_timeout);
                     if now >= due {
                         break Ending::Idle;
                     }
                     due
                 } else {
-                    now + idle_timeout
+                    later(now, idle_timeout)
                 };
                 timer_at = conn.next_wake(idle_due);
                 timer.as_mut().reset(timer_at);
@@ -189,8 +189,15 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     let _ = tokio::time::timeout(LINGER, reader.discard(LINGER_BYTES)).await;
 }
 
+/// `at + wait`, or as far off as a timer goes if that overflows (an idle
+/// limit of `Duration::MAX` means none).
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait.min(MAX_SWEEP_SLEEP))
+        .unwrap_or(at + MAX_SWEEP_SLEEP)
+}
+
 /// How long a draining connection's timer sleeps when no call deadline is
-/// due sooner.
+/// due sooner; also the longest the connection's timer is ever set for.
 const MAX_SWEEP_SLEEP: Duration = Duration::from_secs(3600);
 
 /// How long, and how many bytes, a closing connection reads and discards so
@@ -256,7 +263,8 @@ struct ConnState {
     done: mpsc::UnboundedSender<(u64, u64)>,
     done_rx: mpsc::UnboundedReceiver<(u64, u64)>,
     next_seq: u64,
-    /// Calls launched and not yet reported done (or aborted).
+    /// Calls launched and not yet reported done (or aborted by a cancel or
+    /// the deadline sweep).
     launched: usize,
     /// An unkeyed hash: the client picks the ids, but the map never holds
     /// more than twice the call cap, which bounds what colliding ids cost.
@@ -682,7 +690,7 @@ impl ConnState {
             done: self.done.clone(),
             to_completion,
         };
-        let abort = match service {
+        let Launched { abort } = match service {
             Some(service) => service.launch(launch),
             None => Router::launch_unknown(launch),
         };
@@ -758,9 +766,11 @@ impl Launch {
     /// (without the service prefix), the encoded arguments and the
     /// client's stream, and returns the future that runs the method.
     ///
-    /// Returns the handle that cancels the call, or `None` for a method
-    /// that runs to completion whatever happens.
-    pub fn spawn<F, Fut>(self, handler: F) -> Option<AbortHandle>
+    /// Returns the receipt [`Service::launch`] hands back, through which
+    /// the connection stops the call on a cancel or at its deadline.
+    ///
+    /// [`Service::launch`]: crate::service::Service::launch
+    pub fn spawn<F, Fut>(self, handler: F) -> Launched
     where
         F: FnOnce(&str, Bytes, Option<Incoming>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Answer, Error>> + Send + 'static,
@@ -786,7 +796,7 @@ impl Launch {
                 }
                 let _ = done.send((id, seq));
             }));
-            None
+            Launched { abort: None }
         } else {
             let finish = Finish {
                 id,
@@ -799,7 +809,9 @@ impl Launch {
                 finish.send(frame);
                 let _ = done.send((id, seq));
             });
-            Some(task.abort_handle())
+            Launched {
+                abort: Some(task.abort_handle()),
+            }
         }
     }
 }
@@ -847,6 +859,17 @@ fn deadline_exceeded(method: &str) -> WireError {
         ErrorCode::DeadlineExceeded,
         format!("`{method}` did not finish within its time budget"),
     )
+}
+
+/// A call's task, spawned: what [`Service::launch`] returns. Only
+/// [`Launch::spawn`] makes one, so a service cannot start a call the
+/// connection has no way to stop.
+///
+/// [`Service::launch`]: crate::service::Service::launch
+#[derive(Debug)]
+pub struct Launched {
+    /// `None` for a method that runs to completion whatever happens.
+    abort: Option<AbortHandle>,
 }
 
 /// One call, ready to run.
@@ -1014,5 +1037,17 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         message.clone()
     } else {
         "the panic carried no message".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endless_idle_limit_sets_the_timer_far_off_without_overflowing() {
+        let now = Instant::now();
+        assert_eq!(later(now, Duration::MAX), now + MAX_SWEEP_SLEEP);
+        assert_eq!(later(now, Duration::from_secs(5)), now + Duration::from_secs(5));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use connection::{Launch, serve_connection};
+pub use connection::{Launch, Launched, serve_connection};
 pub use metrics::{Metrics, ServerStats};
 pub use router::Router;
 

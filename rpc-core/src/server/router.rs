@@ -6,9 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::Error;
-use tokio::task::AbortHandle;
 
-use crate::server::Launch;
+use crate::server::{Launch, Launched};
 use crate::service::Service;
 use crate::streaming::{Answer, Incoming};
 
@@ -66,7 +65,7 @@ impl Router {
     }
 
     /// Answers a call whose service no router has (see [`Router::find`]).
-    pub fn launch_unknown(launch: Launch) -> Option<AbortHandle> {
+    pub fn launch_unknown(launch: Launch) -> Launched {
         let method = launch.full_method();
         let err = match method.rsplit_once('.') {
             Some((service, _)) => Error::UnknownService {

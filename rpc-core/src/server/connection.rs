@@ -222,14 +222,20 @@ struct Running {
     abort: Option<AbortHandle>,
     /// The client's stream, for methods that take one.
     input: Option<Input>,
-    /// The call's context, which the deadline sweep marks expired, and its
-    /// deadline: `None` for methods that run to completion, whose task
-    /// keeps its own (the server's ceiling).
+    /// The call's context, which holds the deadline the sweep enforces and
+    /// is marked expired by it: `None` for methods that run to completion,
+    /// whose task keeps its own timer (the server's ceiling).
     ctx: Option<Context>,
-    deadline: Option<Instant>,
     /// The credit of the stream the server sends, for methods that return
     /// one.
     output: Option<Arc<SendCredit>>,
+}
+
+impl Running {
+    /// The deadline the connection's sweep enforces, if it enforces one.
+    fn deadline(&self) -> Option<Instant> {
+        self.ctx.as_ref().map(Context::deadline)
+    }
 }
 
 /// The server's end of a client's stream.
@@ -316,7 +322,7 @@ impl ConnState {
             .running
             .iter()
             .filter(|(_, running)| {
-                running.abort.is_some() && running.deadline.is_some_and(|deadline| deadline <= now)
+                running.abort.is_some() && running.deadline().is_some_and(|deadline| deadline <= now)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -336,7 +342,7 @@ impl ConnState {
             .running
             .values()
             .filter(|running| running.abort.is_some())
-            .filter_map(|running| running.deadline)
+            .filter_map(Running::deadline)
             .min();
     }
 
@@ -649,7 +655,6 @@ impl ConnState {
                 seq: None,
                 abort: None,
                 input,
-                deadline: swept.as_ref().map(Context::deadline),
                 ctx: swept,
                 output,
             },
@@ -698,7 +703,7 @@ impl ConnState {
         if let Some(running) = self.running.get_mut(&id) {
             running.seq = Some(seq);
             if abort.is_some() {
-                if let Some(deadline) = running.deadline {
+                if let Some(deadline) = running.deadline() {
                     self.armed = Some(self.armed.map_or(deadline, |armed| armed.min(deadline)));
                 }
             }

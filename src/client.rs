@@ -1,12 +1,17 @@
-//! [`ClientBuilder`]: connecting a [`Client`] with chosen settings.
+//! [`ClientBuilder`]: connecting a [`Client`] with chosen settings, over
+//! any transport.
 
-use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::codec::DecodeLimits;
 use rpc_core::frame::MIN_FRAME_LEN;
+use rpc_core::peer::Peer;
 use rpc_core::{Backoff, Client, ClientConfig, Error};
 use rpc_transport::Limits;
+use rpc_transport::stream::{Connector, Io};
+use rpc_transport::tcp::TcpConnector;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::ToSocketAddrs;
 
@@ -85,12 +90,24 @@ impl ClientBuilder {
 
     /// Delays between reconnect attempts after the connection is lost.
     ///
-    /// A client made by [`connect`](Self::connect) redials on the next call
-    /// after its connection drops or its server says goodbye. After a failed
-    /// attempt, calls fail at once with that attempt's error until the
-    /// backoff delay has passed.
+    /// A client made by [`connect`](Self::connect) (or any of the
+    /// `connect_*` that take an address or a connector) redials on the next
+    /// call after its connection drops or its server says goodbye. After a
+    /// failed attempt, a call waits for the next attempt if it is due
+    /// before the call's deadline, and otherwise fails at once with an
+    /// error that says when the last attempt failed and when the next is
+    /// due.
     pub fn backoff(mut self, backoff: Backoff) -> ClientBuilder {
         self.config.backoff = backoff;
+        self
+    }
+
+    /// How deeply an answer (or a stream item) from the server may nest:
+    /// every struct, enum, tuple, sequence, map and option is a level.
+    /// Default 128. A deeper value fails its call with an error naming this
+    /// setting, instead of overflowing the stack.
+    pub fn max_nesting(mut self, levels: usize) -> ClientBuilder {
+        self.config.decode = DecodeLimits { max_nesting: levels };
         self
     }
 
@@ -118,23 +135,53 @@ impl ClientBuilder {
     /// Connects over TCP. The client reconnects by itself after the
     /// connection is lost (to the addresses `addr` resolved to now).
     pub async fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, Error> {
-        let addrs: Arc<[SocketAddr]> = tokio::net::lookup_host(addr)
+        let connector = TcpConnector::resolve(addr).await?;
+        self.connect_with(connector).await
+    }
+
+    /// Connects to a server's Unix domain socket at `path`, reconnecting
+    /// after the connection is lost.
+    #[cfg(unix)]
+    pub async fn connect_unix(self, path: impl AsRef<Path>) -> Result<Client, Error> {
+        self.connect_with(rpc_transport::unix::UnixConnector::new(path))
             .await
-            .map_err(|err| Error::Connect {
-                addr: "the given address (it did not resolve)".to_owned(),
-                source: Arc::new(err),
-            })?
-            .collect();
+    }
+
+    /// Connects through `connector`, a transport of your own, and
+    /// reconnects through it (after [`backoff`](Self::backoff)) whenever
+    /// the connection is lost.
+    ///
+    /// ```
+    /// # #[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
+    /// # struct Calc;
+    /// # impl Calculator for Calc { async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
+    /// # #[tokio::main] async fn main() -> Result<(), rpc::Error> {
+    /// // An in-process transport: a listener and the connector that dials it.
+    /// let (listener, connector) = rpc::transport::memory::listener();
+    /// let server = rpc::Server::new().serve(CalculatorServer::new(Calc)).start(listener);
+    ///
+    /// let client = rpc::ClientBuilder::new().connect_with(connector).await?;
+    /// let calc = CalculatorClient::from_client(client);
+    /// assert_eq!(calc.add(2, 2).await?, 4);
+    /// server.stop().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with<C: Connector>(self, connector: C) -> Result<Client, Error> {
         let limits = self.limits();
         let connect_timeout = self.connect_timeout;
+        let connector = Arc::new(connector);
+        let target = connector.target();
         let dial = move || {
-            let addrs = Arc::clone(&addrs);
+            let connector = Arc::clone(&connector);
             async move {
-                let connecting = rpc_transport::tcp::connect(&addrs[..], limits);
+                let connecting = async {
+                    let (stream, peer) = connector.connect().await?;
+                    rpc_transport::stream::establish(stream, peer, limits).await
+                };
                 match tokio::time::timeout(connect_timeout, connecting).await {
                     Ok(result) => result,
                     Err(_) => Err(Error::Connect {
-                        addr: addr_list(&addrs),
+                        addr: connector.target(),
                         source: Arc::new(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             format!(
@@ -145,16 +192,21 @@ impl ClientBuilder {
                 }
             }
         };
-        Client::connect_with(dial, self.config).await
+        Client::connect_with(target, dial, self.config).await
     }
 
-    /// Connects over any byte stream (a Unix socket, an in-memory pipe, a
-    /// TLS stream) whose other end a [`Server`](crate::Server) serves.
+    /// Connects over one byte stream you opened (a stream from another
+    /// library, one end of a pipe) whose other end a
+    /// [`Server`](crate::Server) serves.
+    ///
+    /// The client cannot reconnect once that stream ends: it knows no way
+    /// to open another. Give it a [`Connector`](crate::transport::Connector)
+    /// through [`connect_with`](Self::connect_with) for a client that does.
     pub async fn connect_io<IO>(self, io: IO) -> Result<Client, Error>
     where
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let establishing = rpc_transport::memory::establish_io(io, self.limits());
+        let establishing = rpc_transport::stream::establish(Io(io), Peer::unknown(), self.limits());
         let conn = tokio::time::timeout(self.connect_timeout, establishing)
             .await
             .map_err(|_| Error::Connect {
@@ -166,9 +218,4 @@ impl ClientBuilder {
             })??;
         Ok(Client::new(conn, self.config))
     }
-}
-
-fn addr_list(addrs: &[SocketAddr]) -> String {
-    let names: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
-    names.join(" or ")
 }

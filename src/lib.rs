@@ -279,15 +279,70 @@ mod server;
 pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
 pub use rpc_core::blob::Bytes;
 pub use rpc_core::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT};
+pub use rpc_core::codec::DEFAULT_MAX_NESTING;
 pub use rpc_core::error::ErrorCode;
 pub use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, ProtocolError};
-pub use rpc_core::generated::FromRpcError;
+pub use rpc_core::macro_support::FromRpcError;
 pub use rpc_core::server::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BUDGET, DEFAULT_MAX_CALLS_PER_CONNECTION};
 pub use rpc_core::streaming::{STREAM_WINDOW, Streaming};
-pub use rpc_core::{Backoff, Client, Context, Error, ServerStats, Service};
+pub use rpc_core::{
+    Backoff, Client, Context, EndpointStats, Error, Peer, PeerAddr, RequestMessage, ServerStats, Service,
+};
 pub use rpc_macros::service;
-pub use rpc_transport::io::DEFAULT_FRAME_TIMEOUT;
+pub use rpc_transport::reader::DEFAULT_FRAME_TIMEOUT;
 pub use server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_PREFACE_TIMEOUT, Server, ServerHandle};
+
+/// Descriptors: what `#[rpc::service]` knows about a service, as data.
+///
+/// Every generated request type has a `descriptor()`: the service's wire
+/// name, and for each method its name, arguments and result (with the
+/// types as written in the trait), stream shape and markers. The server
+/// routes calls by it; your own tools (documentation, compatibility
+/// checks) can read it too.
+///
+/// ```
+/// #[rpc::service]
+/// pub trait Calculator {
+///     /// Adds two numbers.
+///     async fn add(&self, a: i64, b: i64) -> i64;
+///     #[rpc(idempotent, timeout = "250ms")]
+///     async fn total(&self) -> Result<u64, String>;
+/// }
+///
+/// let calculator = CalculatorRequest::descriptor();
+/// assert_eq!(calculator.name, "Calculator");
+/// let add = calculator.method("add").unwrap();
+/// assert_eq!(add.full_name, "Calculator.add");
+/// assert_eq!(add.docs, "Adds two numbers.");
+/// let args: Vec<_> = add.args.iter().map(|arg| (arg.name, arg.ty)).collect();
+/// assert_eq!(args, [("a", "i64"), ("b", "i64")]);
+/// let total = calculator.method("total").unwrap();
+/// assert_eq!(total.result, "Result<u64, String>");
+/// assert!(total.idempotent);
+/// assert_eq!(total.timeout, Some(std::time::Duration::from_millis(250)));
+/// ```
+pub mod descriptor {
+    pub use rpc_core::descriptor::{ArgDescriptor, MethodDescriptor, ServiceDescriptor, Shape};
+}
+
+/// Transports: where connections come from.
+///
+/// A server accepts from a [`Listener`] (TCP, a Unix socket, an in-memory
+/// listener, or your own); a client dials through a [`Connector`] and
+/// redials through it when its connection is lost. Implement both for a
+/// transport of your own, and hand them to [`Server::start`] and
+/// [`ClientBuilder::connect_with`].
+pub mod transport {
+    pub use rpc_transport::stream::{ByteStream, Connector, Io, Listener, ReadHalf};
+    pub use rpc_transport::tcp::{TcpConnector, TcpListener};
+    #[cfg(unix)]
+    pub use rpc_transport::unix::{UnixConnector, UnixListener};
+
+    /// In-memory connections: a server and its clients in one process.
+    pub mod memory {
+        pub use rpc_transport::memory::{MemoryConnector, MemoryListener, listener};
+    }
+}
 
 /// What generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]
@@ -299,18 +354,21 @@ pub mod __private {
     pub use core::option::Option::{self, None, Some};
     pub use core::result::Result::{self, Err, Ok};
     pub use std::boxed::Box;
-    pub use std::sync::Arc;
+    pub use std::sync::{Arc, OnceLock};
     pub use std::time::Duration;
+    pub use std::vec::Vec;
 
     pub use core::mem::replace;
 
-    pub use bytes::{Bytes, BytesMut};
+    pub use bytes::BytesMut;
     pub use futures_core::Stream;
-    pub use rpc_core::Shape;
-    pub use rpc_core::generated::{FromRpcError, decode_args, encode_args, encode_result, unknown_method};
-    pub use rpc_core::server::{Launch, Launched};
-    pub use rpc_core::streaming::{Answer, Incoming, ItemStream, Streaming, encode_stream};
-    pub use rpc_core::{BoxFuture, Client, Error, RequestMessage, Service};
+    pub use rpc_core::macro_support::{FromRpcError, encode_args, unknown_method};
+    pub use rpc_core::streaming::{ItemStream, Streaming, encode_stream};
+    pub use rpc_core::{
+        Answer, ArgDescriptor, Args, Client, Codec, Error, MethodDescriptor, RequestMessage, Service,
+        ServiceDescriptor, Shape,
+    };
+    pub use serde;
     pub use tokio::net::ToSocketAddrs;
 
     /// Connects over TCP with the default settings.

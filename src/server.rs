@@ -1,15 +1,20 @@
 //! [`Server`]: services, limits, a listener, and a task per connection.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::codec::DecodeLimits;
 use rpc_core::frame::{MIN_FRAME_LEN, ProtocolError};
+use rpc_core::peer::Peer;
 use rpc_core::server::ServerState;
 use rpc_core::{Error, ServerStats, Service};
 use rpc_transport::Limits;
+use rpc_transport::stream::{ByteStream, Io, Listener};
+use rpc_transport::tcp::TcpListener;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::ToSocketAddrs;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -17,7 +22,10 @@ use tokio::task::{JoinHandle, JoinSet};
 ///
 /// Build it, add services with [`serve`](Server::serve), then
 /// [`listen`](Server::listen) (run until the process ends) or
-/// [`bind`](Server::bind) (run in the background and get a handle).
+/// [`bind`](Server::bind) (run in the background and get a handle). A
+/// server listens on TCP, on a Unix socket ([`bind_unix`](Server::bind_unix)),
+/// or on any [`Listener`](crate::transport::Listener) of your own
+/// ([`start`](Server::start)).
 ///
 /// ```
 /// # #[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
@@ -50,6 +58,7 @@ use tokio::task::{JoinHandle, JoinSet};
 /// | [`frame_timeout`](Server::frame_timeout) | 30 s | a frame that starts arriving must finish; dribbling bytes cannot hold a connection |
 /// | [`idle_timeout`](Server::idle_timeout) | 10 min | an unused connection is closed with a goodbye; its client redials when next needed |
 /// | [`write_timeout`](Server::write_timeout) | 30 s | a client that stops reading is disconnected instead of holding its queued answers for ever |
+/// | [`max_nesting`](Server::max_nesting) | 128 levels | a value nested deeper (a few hundred bytes can spell thousands of levels) is refused instead of overflowing the stack |
 ///
 /// `docs/SECURITY.md` explains what each protects against.
 #[derive(Debug, Clone)]
@@ -135,6 +144,17 @@ impl Server {
         self
     }
 
+    /// How deeply a call's arguments (or stream items) may nest: every
+    /// struct, enum, tuple, sequence, map and option is a level. Default
+    /// 128. A deeper value is refused with an error naming this setting;
+    /// the connection goes on. Each level costs the decoding thread about a
+    /// kilobyte of stack in a debug build, so stay well under the 2 MiB a
+    /// tokio worker has.
+    pub fn max_nesting(mut self, levels: usize) -> Server {
+        Arc::make_mut(&mut self.state).config.decode = DecodeLimits { max_nesting: levels };
+        self
+    }
+
     /// Calls one connection may have in progress (running, or answered and
     /// not yet written). At the cap the server stops reading from that
     /// connection until a call finishes, so a client that floods requests,
@@ -148,7 +168,7 @@ impl Server {
     /// The longest time budget a call gets, whatever its client asks for.
     /// Default 5 minutes.
     pub fn max_budget(mut self, budget: Duration) -> Server {
-        let budget = budget.clamp(Duration::from_millis(1), rpc_core::payload::MAX_WIRE_BUDGET);
+        let budget = budget.clamp(Duration::from_millis(1), rpc_core::frame::MAX_WIRE_BUDGET);
         Arc::make_mut(&mut self.state).config.max_budget = budget;
         self
     }
@@ -179,24 +199,57 @@ impl Server {
         Ok(())
     }
 
-    /// Listens on `addr` and serves in a background task.
+    /// Listens on `addr` over TCP and serves in a background task.
     ///
     /// Bind to port 0 to let the system choose, then ask the handle for
     /// [`local_addr`](ServerHandle::local_addr).
     pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<ServerHandle, Error> {
-        let listener = rpc_transport::tcp::bind(addr).await?;
-        let local_addr = listener.local_addr().map_err(|err| Error::Bind {
-            addr: "the bound socket".to_owned(),
-            source: Arc::new(err),
-        })?;
-        tracing::info!(%local_addr, services = ?self.state.router.service_names(), "rpc server listening");
+        let listener = TcpListener::bind(addr).await?;
+        Ok(self.start(listener))
+    }
+
+    /// Listens on a Unix domain socket at `path` and serves in a background
+    /// task. A socket file left at `path` by a server that is gone is
+    /// replaced; the file is removed when the server stops.
+    ///
+    /// Handlers see the calling process's user, group and process id in
+    /// [`Context::peer`](crate::Context::peer).
+    ///
+    /// ```
+    /// # #[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
+    /// # struct Calc;
+    /// # impl Calculator for Calc { async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
+    /// # #[tokio::main] async fn main() -> Result<(), rpc::Error> {
+    /// let path = std::env::temp_dir().join(format!("calc-{}.sock", std::process::id()));
+    /// let server = rpc::Server::new().serve(CalculatorServer::new(Calc)).bind_unix(&path)?;
+    ///
+    /// let client = rpc::ClientBuilder::new().connect_unix(&path).await?;
+    /// let calc = CalculatorClient::from_client(client);
+    /// assert_eq!(calc.add(2, 3).await?, 5);
+    /// server.stop().await;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(unix)]
+    pub fn bind_unix(self, path: impl AsRef<Path>) -> Result<ServerHandle<PathBuf>, Error> {
+        let listener = rpc_transport::unix::UnixListener::bind(path)?;
+        Ok(self.start(listener))
+    }
+
+    /// Serves the connections `listener` accepts, in a background task: a
+    /// transport of your own (or a TCP or Unix listener you bound
+    /// yourself).
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn start<L: Listener>(self, listener: L) -> ServerHandle<L::Addr> {
+        let local_addr = listener.local_addr();
+        tracing::info!(?local_addr, services = ?self.state.router.service_names(), "rpc server listening");
         let state = Arc::clone(&self.state);
         let task = tokio::spawn(accept_loop(listener, self));
-        Ok(ServerHandle {
+        ServerHandle {
             local_addr,
             task,
             state,
-        })
+        }
     }
 
     /// Serves one connection over any byte stream (a Unix socket, an
@@ -223,7 +276,7 @@ impl Server {
     where
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let establishing = rpc_transport::memory::establish_io(io, self.limits());
+        let establishing = rpc_transport::stream::establish(Io(io), Peer::unknown(), self.limits());
         let conn = tokio::time::timeout(self.preface_timeout, establishing)
             .await
             .map_err(|_| no_preface(self.preface_timeout))??;
@@ -232,42 +285,58 @@ impl Server {
     }
 }
 
-/// A server running in the background, from [`Server::bind`].
+/// A server running in the background, from [`Server::bind`] (whose
+/// address is a `SocketAddr`), [`Server::bind_unix`] (a path) or
+/// [`Server::start`].
 ///
 /// Dropping the handle leaves the server running; end it with
 /// [`shutdown`](ServerHandle::shutdown) (graceful) or
 /// [`stop`](ServerHandle::stop) (at once).
 #[derive(Debug)]
 #[must_use = "dropping the handle leaves the server running with no way to stop it"]
-pub struct ServerHandle {
-    local_addr: SocketAddr,
+pub struct ServerHandle<A = SocketAddr> {
+    local_addr: A,
     task: JoinHandle<()>,
     state: Arc<ServerState>,
 }
 
-impl ServerHandle {
+/// How long, after a graceful shutdown's grace period, connections get to
+/// tell their clients which calls were interrupted before they are closed.
+const INTERRUPT_NOTICE: Duration = Duration::from_secs(2);
+
+impl<A: Clone + std::fmt::Debug> ServerHandle<A> {
     /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    pub fn local_addr(&self) -> A {
+        self.local_addr.clone()
     }
 
     /// The server's counters: open connections, calls in progress and
-    /// their peak, requests received.
+    /// their peak, requests received, calls by how they ended.
     pub fn stats(&self) -> ServerStats {
-        self.state.metrics.snapshot()
+        self.state.stats()
     }
 
     /// Shuts down gracefully: stops accepting, sends every client a goodbye
     /// (they send no new calls on that connection, and calls the server had
-    /// not read are retried elsewhere or fail with
-    /// [`Error::ShuttingDown`]), lets the calls it accepted finish and be
-    /// answered for up to `grace`, then closes whatever is left.
+    /// not started are retried elsewhere or fail with
+    /// [`Error::ShuttingDown`]), and lets the calls it started finish and
+    /// be answered for up to `grace`. Calls still running then are stopped,
+    /// and their callers told so (a [`Error::Disconnected`] that says the
+    /// shutdown interrupted the call; `#[rpc(idempotent)]` calls are
+    /// retried elsewhere); then the connections close.
     ///
     /// When this returns the port is free to bind again.
     pub async fn shutdown(mut self, grace: Duration) {
         self.state.shutdown.cancel();
-        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
-            tracing::info!(local_addr = %self.local_addr, ?grace, "grace period over; closing the remaining connections");
+        if tokio::time::timeout(grace, &mut self.task).await.is_ok() {
+            return;
+        }
+        tracing::info!(local_addr = ?self.local_addr, ?grace, "grace period over; interrupting the calls still running");
+        self.state.interrupt.cancel();
+        if tokio::time::timeout(INTERRUPT_NOTICE, &mut self.task)
+            .await
+            .is_err()
+        {
             self.task.abort();
             let _ = self.task.await;
         }
@@ -293,7 +362,7 @@ impl ServerHandle {
 /// so a full file table does not become a busy loop.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-async fn accept_loop(listener: TcpListener, server: Server) {
+async fn accept_loop<L: Listener>(mut listener: L, server: Server) {
     // Owning every connection task here means aborting this future (stop, or
     // the end of a shutdown's grace period) aborts them all.
     let mut connections = JoinSet::new();
@@ -315,9 +384,9 @@ async fn accept_loop(listener: TcpListener, server: Server) {
             biased;
             () = shutdown.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            (place, accepted) = accept_with_place(&places, &listener) => match accepted {
-                Ok((stream, peer_addr)) => {
-                    connections.spawn(serve_tcp(stream, peer_addr, server.clone(), place));
+            (place, accepted) = accept_with_place(&places, &mut listener) => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(serve_stream(stream, peer, server.clone(), place));
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "accepting a connection failed; pausing before the next accept");
@@ -332,26 +401,24 @@ async fn accept_loop(listener: TcpListener, server: Server) {
 }
 
 /// Waits for room under the connection limit, then for a connection.
-/// Cancel-safe: dropping it returns the place.
-async fn accept_with_place(
+/// Cancel-safe as long as the listener's `accept` is (tokio's are):
+/// dropping it returns the place.
+async fn accept_with_place<L: Listener>(
     places: &Arc<Semaphore>,
-    listener: &TcpListener,
-) -> (
-    Option<OwnedSemaphorePermit>,
-    std::io::Result<(TcpStream, SocketAddr)>,
-) {
+    listener: &mut L,
+) -> (Option<OwnedSemaphorePermit>, std::io::Result<(L::Stream, Peer)>) {
     // The semaphore is never closed; `ok()` only satisfies the type.
     let place = Arc::clone(places).acquire_owned().await.ok();
     (place, listener.accept().await)
 }
 
-async fn serve_tcp(
-    stream: TcpStream,
-    peer_addr: SocketAddr,
+async fn serve_stream<S: ByteStream>(
+    stream: S,
+    peer: Peer,
     server: Server,
     _place: Option<OwnedSemaphorePermit>,
 ) {
-    let establishing = rpc_transport::tcp::accept(stream, peer_addr, server.limits());
+    let establishing = rpc_transport::stream::accept(stream, peer.clone(), server.limits());
     let established = tokio::select! {
         established = tokio::time::timeout(server.preface_timeout, establishing) => {
             established.unwrap_or_else(|_| Err(no_preface(server.preface_timeout)))
@@ -361,9 +428,9 @@ async fn serve_tcp(
     };
     match established {
         Ok(conn) => rpc_core::server::serve_connection(server.state, conn).await,
-        // `tcp::accept` has already said so, in words.
+        // `stream::accept` has already said so, in words.
         Err(Error::Protocol(ProtocolError::HttpPeer)) => {}
-        Err(err) => tracing::info!(%peer_addr, error = %err, "refused a connection"),
+        Err(err) => tracing::info!(%peer, error = %err, "refused a connection"),
     }
 }
 

@@ -238,7 +238,7 @@ fn slice_of_source(data: &[u8]) -> Option<bytes::Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload;
+    use crate::codec::{self as payload, DecodeLimits};
 
     #[test]
     fn decoding_a_frame_lent_to_it_copies_nothing() {
@@ -246,14 +246,15 @@ mod tests {
         let mut encoded = bytes::BytesMut::new();
         payload::encode_into(&value, &mut encoded).unwrap();
         let frame = encoded.freeze();
-        let (n, data, tail): (u32, Bytes, String) = payload::decode_shared(&frame).unwrap();
+        let (n, data, tail): (u32, Bytes, String) =
+            payload::decode_shared(&frame, DecodeLimits::DEFAULT).unwrap();
         assert_eq!((n, tail.as_str()), (7, "tail"));
         assert_eq!(data, vec![9u8; 4096]);
         let inside = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
         assert!(inside.contains(&(data.as_ptr() as usize)), "a slice of the frame");
 
         // Without the frame lent, the same bytes are copied.
-        let copied: (u32, Bytes, String) = payload::decode(&frame).unwrap();
+        let copied: (u32, Bytes, String) = payload::decode(&frame, DecodeLimits::DEFAULT).unwrap();
         assert!(!inside.contains(&(copied.1.as_ptr() as usize)));
         assert_eq!(copied.1, data);
     }

@@ -5,9 +5,10 @@
 //! method:
 //!
 //! ```
+//! # use rpc_core as rpc;
 //! # async fn handler() {
-//! if let Some(ctx) = rpc_core::context::Context::current() {
-//!     println!("call {} from {:?}, {:?} left", ctx.request_id(), ctx.peer_addr(), ctx.remaining());
+//! if let Some(ctx) = rpc::Context::current() {
+//!     println!("call {} to {} from {}, {:?} left", ctx.request_id(), ctx.method(), ctx.peer(), ctx.remaining());
 //! }
 //! # }
 //! ```
@@ -19,19 +20,20 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::descriptor::MethodDescriptor;
+use crate::peer::Peer;
 
 tokio::task_local! {
     static CURRENT: Context;
 }
 
-/// The call a handler is serving: its deadline, id, method and peer.
+/// The call a handler is serving: its deadline, id, method and caller.
 ///
 /// Cheap to clone. Tasks spawned by a handler do not inherit the task-local;
 /// pass them a clone and run them under [`Context::scope`].
@@ -43,10 +45,9 @@ pub struct Context {
 #[derive(Debug)]
 struct Inner {
     request_id: u64,
-    /// UTF-8, checked where it was made.
-    method: Bytes,
+    method: Method,
     deadline: Instant,
-    peer_addr: Option<SocketAddr>,
+    peer: Peer,
     /// Set when the call ends early; in the same allocation as the rest,
     /// so a call's context costs one allocation.
     cancelled: AtomicBool,
@@ -56,26 +57,39 @@ struct Inner {
     cancel: Notify,
 }
 
+/// The method a call is for: one the service describes, or (in contexts
+/// made by hand, for tests) a name.
+#[derive(Debug)]
+enum Method {
+    Described(&'static MethodDescriptor),
+    Named(Box<str>),
+}
+
 impl Context {
-    /// A context for a call. The server makes these; tests may too.
+    /// A context for a call of `method` (its wire name), for tests that run
+    /// handler code outside a server. The server makes its own.
     pub fn new(request_id: u64, method: String, deadline: Instant, peer_addr: Option<SocketAddr>) -> Context {
-        Context::from_wire(request_id, Bytes::from(method), deadline, peer_addr)
+        let peer = peer_addr.map_or_else(Peer::unknown, Peer::from);
+        Context::make(request_id, Method::Named(method.into()), deadline, peer)
     }
 
-    /// A context whose method name is a slice of the request frame
-    /// (checked to be UTF-8), so making it copies nothing.
-    pub(crate) fn from_wire(
+    /// The context of a call the server routed to `method`.
+    pub(crate) fn for_call(
         request_id: u64,
-        method: Bytes,
+        method: &'static MethodDescriptor,
         deadline: Instant,
-        peer_addr: Option<SocketAddr>,
+        peer: Peer,
     ) -> Context {
+        Context::make(request_id, Method::Described(method), deadline, peer)
+    }
+
+    fn make(request_id: u64, method: Method, deadline: Instant, peer: Peer) -> Context {
         Context {
             inner: Arc::new(Inner {
                 request_id,
                 method,
                 deadline,
-                peer_addr,
+                peer,
                 cancelled: AtomicBool::new(false),
                 expired: AtomicBool::new(false),
                 cancel: Notify::new(),
@@ -105,7 +119,20 @@ impl Context {
 
     /// The method's wire name, e.g. `Calculator.add`.
     pub fn method(&self) -> &str {
-        std::str::from_utf8(&self.inner.method).unwrap_or_default()
+        match &self.inner.method {
+            Method::Described(method) => method.full_name,
+            Method::Named(name) => name,
+        }
+    }
+
+    /// What the service says about the method: its arguments, result and
+    /// markers. `None` only for contexts made by hand with
+    /// [`Context::new`].
+    pub fn descriptor(&self) -> Option<&'static MethodDescriptor> {
+        match self.inner.method {
+            Method::Described(method) => Some(method),
+            Method::Named(_) => None,
+        }
     }
 
     /// When the caller stops waiting (by the server's clock).
@@ -118,9 +145,15 @@ impl Context {
         self.inner.deadline.saturating_duration_since(Instant::now())
     }
 
-    /// The client's address, when the transport has one (TCP does).
+    /// Who called: the client's address by transport (TCP, Unix socket
+    /// with the caller's process credentials, in-memory).
+    pub fn peer(&self) -> &Peer {
+        &self.inner.peer
+    }
+
+    /// The client's IP address and port, for TCP connections.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.inner.peer_addr
+        self.inner.peer.socket_addr()
     }
 
     /// Whether the call was cancelled or ran out of time.

@@ -4,6 +4,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::codec::DecodeError;
 use crate::frame::ProtocolError;
 
 /// Why a remote call, a connection or a server failed.
@@ -34,6 +35,23 @@ pub enum Error {
         /// What the operating system said.
         #[source]
         source: Arc<io::Error>,
+    },
+    /// The last attempt to connect failed, and the next is not due before
+    /// the call's deadline, so the call was not sent. (A call made while
+    /// the client waits between attempts waits for the next one if it is
+    /// due in time.)
+    #[error(
+        "{last_error}; that attempt failed {} ago and the next is due in {}, after this call's deadline (the delay between attempts is `ClientBuilder::backoff`)",
+        human(*failed_ago),
+        human(*retry_in)
+    )]
+    Unreachable {
+        /// Why the last attempt failed.
+        last_error: Arc<Error>,
+        /// How long ago it failed.
+        failed_ago: Duration,
+        /// How long until the next attempt.
+        retry_in: Duration,
     },
     /// The connection was lost, or closed by either side, before the call
     /// completed. The call may or may not have run on the server.
@@ -73,9 +91,7 @@ pub enum Error {
         method: String,
     },
     /// The server could not decode the call's arguments.
-    #[error(
-        "the server could not decode the arguments of `{method}`: {reason}; client and server disagree on the method's signature"
-    )]
+    #[error("the server could not decode the arguments of `{method}`: {reason}")]
     BadRequest {
         /// The full wire name of the method.
         method: String,
@@ -83,9 +99,7 @@ pub enum Error {
         reason: String,
     },
     /// The client could not decode the server's answer.
-    #[error(
-        "could not decode the response of `{method}`: {reason}; client and server disagree on the method's return type"
-    )]
+    #[error("could not decode the response of `{method}`: {reason}")]
     BadResponse {
         /// The full wire name of the method.
         method: String,
@@ -175,6 +189,34 @@ impl Error {
     }
 }
 
+/// Words for a payload that did not decode on `side` (`"server"` or
+/// `"client"`): a nesting limit names the setting that raises it; anything
+/// else means the two sides disagree on the types.
+pub(crate) fn explain_decode(err: &DecodeError, side: &str) -> String {
+    match err {
+        DecodeError::TooDeep { limit } => {
+            let setting = if side == "server" {
+                "Server::max_nesting"
+            } else {
+                "ClientBuilder::max_nesting"
+            };
+            format!(
+                "the value nests more than {limit} levels deep, the {side}'s limit; raise it with `{setting}` if such values are expected"
+            )
+        }
+        other => format!("{other}; client and server disagree on the method's types"),
+    }
+}
+
+/// A duration as a person reads it: `250 ms`, `3.2 s`.
+fn human(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{} ms", duration.as_millis())
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
 /// The error codes that travel in error frames. The numbers are the wire
 /// values; see `docs/PROTOCOL.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +243,9 @@ pub enum ErrorCode {
     Protocol = 9,
     /// The handler failed the call with a message (`Error::failed`).
     Failed = 10,
+    /// The server shut down before the call finished: its graceful
+    /// shutdown's grace period ran out. The call may have partly run.
+    Interrupted = 11,
 }
 
 impl ErrorCode {
@@ -217,6 +262,7 @@ impl ErrorCode {
             8 => ErrorCode::Internal,
             9 => ErrorCode::Protocol,
             10 => ErrorCode::Failed,
+            11 => ErrorCode::Interrupted,
             _ => return None,
         })
     }
@@ -263,11 +309,8 @@ impl WireError {
         let WireError { code, message } = self;
         let method = method.to_owned();
         match ErrorCode::from_wire(code) {
-            Some(ErrorCode::UnknownService) => Error::UnknownService {
-                service: method
-                    .rsplit_once('.')
-                    .map_or(method.clone(), |(s, _)| s.to_owned()),
-            },
+            // The message is the service's name.
+            Some(ErrorCode::UnknownService) => Error::UnknownService { service: message },
             Some(ErrorCode::UnknownMethod) => Error::UnknownMethod { method },
             Some(ErrorCode::BadRequest) => Error::BadRequest {
                 method,
@@ -279,6 +322,9 @@ impl WireError {
             Some(ErrorCode::Failed) => Error::Failed { message },
             Some(ErrorCode::Protocol) => Error::disconnected(format!(
                 "the server closed the connection after a protocol error: {message}"
+            )),
+            Some(ErrorCode::Interrupted) => Error::disconnected(format!(
+                "the server shut down before `{method}` finished (its grace period ran out); the call may have partly run: {message}"
             )),
             Some(ErrorCode::ResponseTooLarge) => Error::FrameTooLarge {
                 what: format!("the response of `{method}`"),

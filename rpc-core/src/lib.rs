@@ -1,30 +1,43 @@
 //! The transport-agnostic runtime of the `rpc` framework.
 //!
 //! Users depend on the `rpc` facade, which re-exports what they need; this
-//! crate is the machinery underneath.
+//! crate is the machinery underneath. `docs/ARCHITECTURE.md` follows a call
+//! through it, file by file.
 //!
 //! # Layout
 //!
-//! - [`frame`]: the wire values (preface, header, frame kinds) and their checks.
+//! From the wire up:
+//!
+//! - [`frame`]: the wire values (preface, header, request head, frame
+//!   kinds) and their checks; [`ProtocolError`](frame::ProtocolError).
+//! - [`codec`]: payload codecs (bincode 2 for the binary protocol) and the
+//!   limits every decode runs under.
 //! - [`blob`]: [`Bytes`](blob::Bytes), binary data received without a copy.
-//! - [`payload`]: bincode encoding of arguments and results; the request head.
 //! - [`error`]: [`Error`], the one error type, and the wire error codes.
-//! - [`service`]: the traits generated code implements.
-//! - [`streaming`]: [`Streaming`] and the credit-based
-//!   flow control of streams.
+//! - [`peer`]: [`Peer`], who is at the other end of a connection.
+//! - [`descriptor`]: what a service offers, as data.
 //! - [`context`]: what a handler knows about its call; deadline inheritance.
+//! - [`streaming`]: [`Streaming`] and the credit-based flow control of
+//!   streams.
+//! - [`service`]: the traits generated code implements.
 //! - [`transport`]: the seam a byte transport plugs into.
-//! - [`client`]: the multiplexer behind every generated client.
-//! - [`server`]: routing, limits, metrics and the per-connection dispatcher.
+//! - `permit` and `writer`: the cap on calls in flight and the writer task,
+//!   which both sides share.
+//! - [`client`]: endpoints, connections, calls in flight, streams.
+//! - [`server`]: routing, the connection loop, calls in flight, the call
+//!   task.
 
 pub mod blob;
 pub mod client;
+pub mod codec;
 pub mod context;
+pub mod descriptor;
 pub mod error;
 pub mod frame;
 #[doc(hidden)]
-pub mod generated;
-pub mod payload;
+pub mod macro_support;
+pub mod peer;
+mod permit;
 pub mod server;
 pub mod service;
 pub mod streaming;
@@ -33,9 +46,12 @@ mod writer;
 
 pub use writer::DEFAULT_WRITE_TIMEOUT;
 
-pub use client::{Backoff, Client, ClientConfig};
+pub use client::{Backoff, Client, ClientConfig, EndpointStats};
+pub use codec::{Codec, DecodeLimits};
 pub use context::Context;
+pub use descriptor::{ArgDescriptor, MethodDescriptor, ServiceDescriptor, Shape};
 pub use error::Error;
+pub use peer::{Peer, PeerAddr};
 pub use server::{Router, ServerConfig, ServerState, ServerStats};
-pub use service::{BoxFuture, RequestMessage, Service, Shape};
+pub use service::{Answer, Args, BoxFuture, RequestMessage, Service};
 pub use streaming::Streaming;

@@ -1,25 +1,62 @@
-//! The traits that generated code implements: a request the client can
-//! send, and a service the server can dispatch to.
+//! The traits generated code implements: [`Service`], a typed service the
+//! server can run, and [`RequestMessage`], a call the client can send.
+//!
+//! A server runs every call the same way, whatever brought it: the
+//! service decodes the arguments into its request type ([`Args`]), runs
+//! its method, and encodes the result as an [`Answer`] in the codec the
+//! call came in with.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::error::Error;
-use crate::server::{Launch, Launched};
-use crate::streaming::ItemStream;
+use crate::codec::{self, Codec, DecodeLimits};
+use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
+use crate::error::{Error, explain_decode};
+use crate::streaming::{Incoming, ItemStream, Streaming, encode_stream};
 
 /// A boxed, sendable future, for code that needs to name one.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A service the server can run: generated `FooServer` types.
+///
+/// The server routes each call by its wire name to the service and the
+/// [`MethodDescriptor`] it names, then, in the call's own task: decodes
+/// the arguments with [`decode`](Service::decode), runs
+/// [`call`](Service::call) under the call's deadline, and encodes the
+/// result with [`encode`](Service::encode). A panic anywhere in those
+/// answers the call with an error; the server goes on.
+pub trait Service: Send + Sync + 'static {
+    /// One call's arguments: the generated `FooRequest`.
+    type Request: Send + 'static;
+    /// One call's result: the generated `FooResponse`.
+    type Response: Send + 'static;
+
+    /// What the service offers.
+    fn descriptor(&self) -> &'static ServiceDescriptor;
+
+    /// Decodes the arguments of a call of `method` (one of this service's
+    /// descriptor's methods).
+    fn decode(&self, method: &'static MethodDescriptor, args: Args) -> Result<Self::Request, Error>;
+
+    /// Runs the method the request names.
+    fn call(&self, request: Self::Request) -> impl Future<Output = Self::Response> + Send;
+
+    /// Encodes a result in `codec`, the codec the call came in with.
+    fn encode(&self, response: Self::Response, codec: Codec) -> Result<Answer, Error>;
+}
 
 /// A call the client can put on the wire: generated `FooRequest` enums.
 pub trait RequestMessage {
     /// The method's wire name, e.g. `Calculator.add`.
     fn method(&self) -> &'static str;
 
-    /// Appends the bincode encoding of the arguments to `out` (stream
-    /// arguments excluded: they travel as item frames).
+    /// Appends the encoding of the arguments to `out` (stream arguments
+    /// excluded: they travel as item frames).
     fn encode_args(&self, out: &mut BytesMut) -> Result<(), Error>;
 
     /// Takes the call's stream argument out of the request, encoded, for
@@ -36,55 +73,108 @@ pub trait RequestMessage {
     }
 }
 
-/// Something the server can route calls to: generated `FooServer` types.
-///
-/// `launch` gives the server the future that decodes a call's arguments,
-/// runs the method and encodes its result. The server runs that future in a
-/// task of its own, stops it at the request's deadline or on a cancel
-/// (through the [`Launched`] receipt), and turns a panic into an error
-/// response.
-pub trait Service: Send + Sync + 'static {
-    /// The service's wire name, e.g. `Calculator`.
-    fn name(&self) -> &'static str;
+/// The arguments of one call, as they arrived: what
+/// [`Service::decode`] turns into a request.
+pub struct Args {
+    method: &'static MethodDescriptor,
+    codec: Codec,
+    limits: DecodeLimits,
+    payload: Bytes,
+    input: Option<Incoming>,
+}
 
-    /// Runs one call of this service: hands [`Launch::spawn`] a handler
-    /// that decodes the arguments of the named method and runs it.
-    ///
-    /// Generated code implements it; the handler's future is spawned as it
-    /// is, not boxed, and the server runs it under the call's deadline,
-    /// turning a panic (decoding included) into an error answer.
-    fn launch(&self, launch: Launch) -> Launched;
-
-    /// Which directions of `method` (without the service prefix) stream;
-    /// `None` if the service has no such method.
-    fn shape(&self, method: &str) -> Option<Shape> {
-        let _ = method;
-        Some(Shape::UNARY)
-    }
-
-    /// Whether `method` (without the service prefix) must run to completion
-    /// once started: `#[rpc(no_cancel)]` methods. The server then ignores the
-    /// caller's cancel and deadline for it and lets it finish even if the
-    /// connection closes.
-    fn runs_to_completion(&self, method: &str) -> bool {
-        let _ = method;
-        false
+impl fmt::Debug for Args {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Args")
+            .field("method", &self.method.full_name)
+            .field("codec", &self.codec)
+            .field("len", &self.payload.len())
+            .field("input", &self.input.is_some())
+            .finish()
     }
 }
 
-/// Which directions of a method carry a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shape {
-    /// The client sends a stream (an argument of type `Streaming<T>`).
-    pub input: bool,
-    /// The server sends a stream (the method returns `Streaming<T>`).
-    pub output: bool,
+impl Args {
+    /// Arguments of a call of `method`, encoded in `codec`, with the
+    /// client's stream for methods that take one.
+    pub(crate) fn new(
+        method: &'static MethodDescriptor,
+        codec: Codec,
+        limits: DecodeLimits,
+        payload: Bytes,
+        input: Option<Incoming>,
+    ) -> Args {
+        Args {
+            method,
+            codec,
+            limits,
+            payload,
+            input,
+        }
+    }
+
+    /// Decodes the arguments that travel in the request, as a tuple in the
+    /// trait's order (a stream argument left out).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        let decoded = match self.codec {
+            Codec::Binary => codec::decode_shared(&self.payload, self.limits),
+        };
+        decoded.map_err(|err| Error::BadRequest {
+            method: self.method.full_name.to_owned(),
+            reason: explain_decode(&err, "server"),
+        })
+    }
+
+    /// The client's stream, for a method that takes one; an empty stream
+    /// for one that did not arrive.
+    pub fn input<T: DeserializeOwned + Send + 'static>(&mut self) -> Streaming<T> {
+        match self.input.take() {
+            Some(input) => input.decode(self.method.full_name),
+            None => Streaming::empty(),
+        }
+    }
 }
 
-impl Shape {
-    /// One request, one response.
-    pub const UNARY: Shape = Shape {
-        input: false,
-        output: false,
-    };
+/// What a call produces: one value, or a stream of them, encoded.
+pub enum Answer {
+    /// The encoded result of a method that returns one value.
+    Value(Bytes),
+    /// The encoded items of a method that returns a stream.
+    Stream(ItemStream),
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answer::Value(bytes) => f.debug_tuple("Value").field(&bytes.len()).finish(),
+            Answer::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+impl Answer {
+    /// The answer of `method` returning `value`, encoded in `codec`.
+    pub fn value<T: Serialize + ?Sized>(method: &str, value: &T, codec: Codec) -> Result<Answer, Error> {
+        let mut out = BytesMut::new();
+        match codec {
+            Codec::Binary => codec::encode_into(value, &mut out),
+        }
+        .map_err(|err| Error::Encode {
+            what: format!("the result of `{method}`"),
+            reason: err.to_string(),
+        })?;
+        Ok(Answer::Value(out.freeze()))
+    }
+
+    /// The answer of `method` returning `stream`, each item encoded in
+    /// `codec` as it is sent.
+    pub fn stream<T: Serialize + Send + 'static>(
+        method: &'static str,
+        stream: Streaming<T>,
+        codec: Codec,
+    ) -> Answer {
+        match codec {
+            Codec::Binary => Answer::Stream(encode_stream(method, stream)),
+        }
+    }
 }

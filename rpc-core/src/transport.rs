@@ -3,12 +3,14 @@
 //! `rpc-core` never touches sockets: it reads frames from a [`FrameRead`]
 //! and writes batches of frames to a [`FrameWrite`]. `rpc-transport`
 //! implements both over any `AsyncRead`/`AsyncWrite` (TCP, Unix sockets,
-//! in-memory pipes), after the connection preface has been exchanged.
+//! in-memory pipes), after the connection preface has been exchanged, and
+//! hands the runtime an [`Established`] connection.
 
 use std::future::Future;
 
 use crate::error::Error;
 use crate::frame::{Frame, Preface};
+use crate::peer::Peer;
 
 /// The receiving half of a connection.
 pub trait FrameRead: Send + 'static {
@@ -30,27 +32,33 @@ pub trait FrameRead: Send + 'static {
 
 /// The sending half of a connection.
 pub trait FrameWrite: Send + 'static {
-    /// Writes every frame in `frames`, in order, and leaves `frames` empty.
+    /// Writes every frame of `frames`, in order.
     ///
     /// Implementations should use as few system calls as they can: the
     /// runtime hands over everything that queued up while the previous batch
     /// was being written.
-    fn write_frames(&mut self, frames: &mut Vec<Frame>) -> impl Future<Output = Result<(), Error>> + Send;
+    fn write_frames<'a, I>(&mut self, frames: I) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        I: Iterator<Item = &'a Frame> + Send;
+
+    /// Nothing more is queued for now: a good moment to give back buffers,
+    /// so that an idle connection costs little memory. Optional.
+    fn idle(&mut self) {}
 
     /// Flushes and closes the sending direction.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
-/// A connection whose preface exchange succeeded: its two halves and what the
-/// peer announced.
+/// A connection whose preface exchange succeeded: its two halves, what the
+/// peer announced, and who the peer is.
 #[derive(Debug)]
-pub struct Connection<R, W> {
+pub struct Established<R, W> {
     /// Frames from the peer.
     pub reader: R,
     /// Frames to the peer.
     pub writer: W,
-    /// The peer's preface (its version and frame limit).
-    pub peer: Preface,
-    /// The peer's address, for logs and handler context, when there is one.
-    pub peer_addr: Option<std::net::SocketAddr>,
+    /// The peer's preface (its version, frame limit and call cap).
+    pub preface: Preface,
+    /// Who is at the other end, as the transport knows it.
+    pub peer: Peer,
 }

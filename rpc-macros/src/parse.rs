@@ -1,123 +1,22 @@
 //! Parsing and checking the annotated trait: every rule in one pass, every
 //! error with the span it is about and a sentence on what to write instead.
 
-use std::time::Duration;
-
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use syn::spanned::Spanned;
-use syn::{
-    Attribute, FnArg, Ident, Item, ItemTrait, Pat, Path, ReturnType, TraitItem, TraitItemFn, Type, Visibility,
-};
+use syn::{FnArg, Item, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn};
 
-use crate::args::{self, MethodMarkers};
+use crate::attrs;
+use crate::errors::Errors;
+use crate::model::{Method, Service, stream_item, unraw};
 use crate::types::{self, Position};
-
-/// The annotated trait, checked.
-pub(crate) struct Service {
-    /// The path of the `rpc` facade in the user's crate (`::rpc` by default).
-    pub(crate) krate: Path,
-    /// Whether the client implements the trait too.
-    pub(crate) transparent: bool,
-    pub(crate) vis: Visibility,
-    pub(crate) ident: Ident,
-    /// The trait's name on the wire (the identifier without `r#`).
-    pub(crate) wire_name: String,
-    /// Attributes of the trait, doc comments included.
-    pub(crate) attrs: Vec<Attribute>,
-    /// The trait's supertraits (only `Send`, `Sync` and `'static` pass).
-    pub(crate) supertraits: TokenStream,
-    pub(crate) methods: Vec<Method>,
-}
-
-/// One method of the service.
-pub(crate) struct Method {
-    /// Every attribute of the method but our own `#[rpc(..)]`, docs and
-    /// `#[cfg]` included.
-    pub(crate) attrs: Vec<Attribute>,
-    pub(crate) markers: MethodMarkers,
-    pub(crate) ident: Ident,
-    /// The method's name on the wire (the identifier without `r#`).
-    pub(crate) wire_name: String,
-    pub(crate) args: Vec<(Ident, Type)>,
-    pub(crate) output: Type,
-    /// The position in `args` of the one `Streaming<T>` argument, if any.
-    pub(crate) input_stream: Option<usize>,
-    /// `T` of a `Streaming<T>` result, if the method returns a stream.
-    pub(crate) output_item: Option<Type>,
-}
-
-impl Service {
-    /// The trait's `#[cfg]` attributes, which go on every generated item.
-    pub(crate) fn cfgs(&self) -> impl Iterator<Item = &Attribute> + Clone {
-        self.attrs.iter().filter(|a| a.path().is_ident("cfg"))
-    }
-}
-
-impl Method {
-    /// The `#[doc]` attributes.
-    pub(crate) fn docs(&self) -> impl Iterator<Item = &Attribute> {
-        self.attrs.iter().filter(|a| a.path().is_ident("doc"))
-    }
-
-    /// The `#[cfg]` attributes, which go on every item generated for it.
-    pub(crate) fn cfgs(&self) -> impl Iterator<Item = &Attribute> {
-        self.attrs.iter().filter(|a| a.path().is_ident("cfg"))
-    }
-
-    /// `#[deprecated]`, which the client's method carries too.
-    pub(crate) fn deprecations(&self) -> impl Iterator<Item = &Attribute> {
-        self.attrs.iter().filter(|a| a.path().is_ident("deprecated"))
-    }
-
-    /// The stream argument's name and item type.
-    pub(crate) fn input(&self) -> Option<(&Ident, &Type)> {
-        let (name, ty) = self.args.get(self.input_stream?)?;
-        Some((name, stream_item(ty)?))
-    }
-
-    /// The arguments that travel in the request frame (all but a stream).
-    pub(crate) fn plain_args(&self) -> impl Iterator<Item = &(Ident, Type)> + Clone {
-        let skip = self.input_stream;
-        self.args
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| Some(*i) != skip)
-            .map(|(_, arg)| arg)
-    }
-
-    /// The method's default deadline, from `#[rpc(timeout = "..")]`.
-    pub(crate) fn timeout(&self) -> Option<Duration> {
-        self.markers.timeout
-    }
-}
+use crate::validate;
 
 /// Names the generated client uses for its own methods.
 const CLIENT_METHODS: [&str; 5] = ["connect", "from_client", "with_timeout", "rpc_client", "clone"];
 
-/// Longest wire name (`Service.method`) the request head can carry.
-const MAX_WIRE_NAME_LEN: usize = 255;
-
-/// Collects errors so the user sees all of them at once.
-#[derive(Default)]
-pub(crate) struct Errors(Option<syn::Error>);
-
-impl Errors {
-    pub(crate) fn push(&mut self, span: Span, message: impl std::fmt::Display) {
-        let err = syn::Error::new(span, message);
-        match &mut self.0 {
-            Some(all) => all.combine(err),
-            None => self.0 = Some(err),
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.0.as_ref().map_or(0, |err| err.clone().into_iter().count())
-    }
-}
-
 pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, syn::Error> {
     let mut errors = Errors::default();
-    let args = args::service_args(attr, &mut errors);
+    let args = attrs::service_args(attr, &mut errors);
     let item: ItemTrait = match syn::parse2::<Item>(item)? {
         Item::Trait(item) => item,
         other => {
@@ -172,64 +71,22 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<Service, syn
         }
     }
     let service_name = unraw(&item.ident);
-    check_names(&service_name, &methods, &mut errors);
+    validate::check_names(&service_name, &methods, &mut errors);
 
     let supertraits = {
         let bounds = &item.supertraits;
         quote::quote!(#bounds)
     };
-    match errors.0 {
-        Some(err) => Err(err),
-        None => Ok(Service {
-            krate: args.krate,
-            transparent: args.transparent,
-            vis: item.vis,
-            wire_name: service_name,
-            ident: item.ident,
-            attrs: item.attrs,
-            supertraits,
-            methods,
-        }),
-    }
-}
-
-/// Names must be unique on the wire and as enum variants, and fit the
-/// request head.
-fn check_names(service_name: &str, methods: &[Method], errors: &mut Errors) {
-    for (i, method) in methods.iter().enumerate() {
-        let mut earlier = methods.iter().take(i);
-        if let Some(twin) = earlier.clone().find(|m| m.wire_name == method.wire_name) {
-            errors.push(
-                method.ident.span(),
-                format!(
-                    "the method `{}` is defined twice; each method needs its own name",
-                    twin.wire_name
-                ),
-            );
-        } else if let Some(twin) =
-            earlier.find(|m| variant_name(&m.wire_name) == variant_name(&method.wire_name))
-        {
-            errors.push(
-                method.ident.span(),
-                format!(
-                    "the methods `{}` and `{}` both become the enum variant `{}`; rename one of them",
-                    twin.wire_name,
-                    method.wire_name,
-                    variant_name(&method.wire_name)
-                ),
-            );
-        }
-        let full = service_name.len() + 1 + method.wire_name.len();
-        if full > MAX_WIRE_NAME_LEN {
-            errors.push(
-                method.ident.span(),
-                format!(
-                    "`{service_name}.{}` is {full} bytes long; wire names are at most {MAX_WIRE_NAME_LEN} bytes, so shorten the trait or method name",
-                    method.wire_name
-                ),
-            );
-        }
-    }
+    errors.finish(Service {
+        krate: args.krate,
+        transparent: args.transparent,
+        vis: item.vis,
+        wire_name: service_name,
+        ident: item.ident,
+        attrs: item.attrs,
+        supertraits,
+        methods,
+    })
 }
 
 fn parse_method(method: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
@@ -322,7 +179,7 @@ fn parse_method(method: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         }
     };
 
-    let (attrs, markers) = args::method_markers(&method.attrs, errors);
+    let (attrs, markers) = attrs::method_markers(&method.attrs, errors);
     let streams: Vec<usize> = args
         .iter()
         .enumerate()
@@ -361,46 +218,4 @@ fn parse_method(method: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         input_stream,
         output_item,
     })
-}
-
-/// `T` if `ty` is `Streaming<T>` (by any path: `rpc::Streaming<T>` too).
-pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
-    let Type::Path(path) = ty else { return None };
-    let last = path.path.segments.last()?;
-    if last.ident != "Streaming" {
-        return None;
-    }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    match args.args.first() {
-        Some(syn::GenericArgument::Type(item)) if args.args.len() == 1 => Some(item),
-        _ => None,
-    }
-}
-
-/// The enum variant a method becomes: `get_user` is `GetUser`.
-pub(crate) fn variant_name(wire_name: &str) -> String {
-    let camel: String = wire_name
-        .split('_')
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            let mut chars = part.chars();
-            chars
-                .next()
-                .map(|first| first.to_uppercase().chain(chars).collect::<String>())
-                .unwrap_or_default()
-        })
-        .collect();
-    if camel.is_empty() {
-        "Call".to_owned()
-    } else {
-        camel
-    }
-}
-
-/// An identifier as written on the wire: `r#type` is `type`.
-pub(crate) fn unraw(ident: &Ident) -> String {
-    let name = ident.to_string();
-    name.strip_prefix("r#").map(str::to_owned).unwrap_or(name)
 }

@@ -1,23 +1,31 @@
 //! Byte transports for the `rpc` framework.
 //!
 //! The runtime in `rpc-core` speaks frames; this crate turns frames into
-//! bytes and back over anything that is `AsyncRead + AsyncWrite`.
+//! bytes and back over any byte stream, and provides the streams: TCP,
+//! Unix sockets and in-memory pipes, each with a listener and a connector.
 //!
 //! # Layout
 //!
+//! - [`stream`]: the seam: [`ByteStream`](stream::ByteStream),
+//!   [`Listener`](stream::Listener), [`Connector`](stream::Connector), and
+//!   [`establish`](stream::establish), which turns a stream into a
+//!   connection.
 //! - [`codec`]: [`FrameCodec`](codec::FrameCodec), pure bytes <-> frames,
 //!   checking each header before reserving room for its payload.
 //! - [`handshake`]: the preface exchange that opens every connection.
-//! - [`io`]: the frame reader and the batching frame writer.
+//! - [`reader`] and [`writer`]: frames from and to a byte stream.
 //! - [`limits`]: [`Limits`], what a peer may send over one connection.
-//! - [`tcp`]: TCP with `TCP_NODELAY`.
-//! - [`memory`]: an in-memory pair for tests.
+//! - [`tcp`], [`unix`], [`memory`]: the transports.
 
 pub mod codec;
 pub mod handshake;
-pub mod io;
 pub mod limits;
 pub mod memory;
+pub mod reader;
+pub mod stream;
 pub mod tcp;
+#[cfg(unix)]
+pub mod unix;
+pub mod writer;
 
 pub use limits::Limits;

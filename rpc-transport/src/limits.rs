@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
+use crate::reader::{DEFAULT_FRAME_TIMEOUT, FrameReader};
+use crate::stream::ReadHalf;
 use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, Preface};
-use tokio::io::AsyncRead;
-
-use crate::io::{DEFAULT_FRAME_TIMEOUT, FrameReader};
 
 /// Limits on what the peer may send us over one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +35,7 @@ impl Limits {
     }
 
     /// A frame reader over `io` that enforces these limits.
-    pub fn reader<R: AsyncRead + Unpin>(&self, io: R) -> FrameReader<R> {
+    pub fn reader<R: ReadHalf>(&self, io: R) -> FrameReader<R> {
         FrameReader::new(io, self.max_frame_len).with_frame_timeout(self.frame_timeout)
     }
 }

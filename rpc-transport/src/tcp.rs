@@ -1,137 +1,159 @@
-//! TCP: dialling a server and accepting clients, with `TCP_NODELAY` set on
-//! every connection (we coalesce writes ourselves; Nagle would only add
-//! latency to each call).
+//! TCP: a [`TcpListener`] that accepts clients and a [`TcpConnector`] that
+//! dials a server, with `TCP_NODELAY` set on every connection (we coalesce
+//! writes ourselves; Nagle's algorithm would only add latency to each
+//! call).
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rpc_core::Error;
-use rpc_core::frame::ProtocolError;
-use rpc_core::transport::Connection;
+use rpc_core::peer::Peer;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs, lookup_host};
+use tokio::net::{TcpStream, ToSocketAddrs, lookup_host};
 
-use crate::Limits;
-use crate::handshake;
-use crate::io::{FrameReader, FrameWriter};
+use crate::stream::{ByteStream, Connector, Listener, ReadHalf};
 
-/// A TCP connection after its preface exchange.
-pub type TcpConnection = Connection<FrameReader<OwnedReadHalf>, FrameWriter<OwnedWriteHalf>>;
+impl ByteStream for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
 
-/// Connects to `addr`, trying each address it resolves to in turn, and
-/// exchanges prefaces. What the server may send us is bounded by `limits`.
-pub async fn connect(addr: impl ToSocketAddrs, limits: Limits) -> Result<TcpConnection, Error> {
-    let candidates = lookup_host(addr).await.map_err(|err| Error::Connect {
-        addr: "the given address".to_owned(),
-        source: Arc::new(err),
-    })?;
-    let mut last = None;
-    for candidate in candidates {
-        match TcpStream::connect(candidate).await {
-            Ok(stream) => return establish(stream, candidate, limits).await,
-            Err(err) => last = Some((candidate, err)),
-        }
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
     }
-    Err(match last {
-        Some((addr, err)) => Error::Connect {
+}
+
+impl ReadHalf for OwnedReadHalf {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        OwnedReadHalf::readable(self)
+    }
+}
+
+/// Accepts TCP connections.
+#[derive(Debug)]
+pub struct TcpListener {
+    inner: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl TcpListener {
+    /// Binds to `addr` (the first of its addresses that can be bound), with
+    /// a clear error when none can: the address is taken, or not this
+    /// machine's.
+    pub async fn bind(addr: impl ToSocketAddrs) -> Result<TcpListener, Error> {
+        let candidates: Vec<SocketAddr> = lookup_host(addr)
+            .await
+            .map_err(|err| Error::Bind {
+                addr: "the given address".to_owned(),
+                source: Arc::new(err),
+            })?
+            .collect();
+        let mut last = None;
+        for candidate in candidates {
+            match tokio::net::TcpListener::bind(candidate).await {
+                Ok(inner) => {
+                    let local_addr = inner.local_addr().map_err(|err| Error::Bind {
+                        addr: candidate.to_string(),
+                        source: Arc::new(err),
+                    })?;
+                    return Ok(TcpListener { inner, local_addr });
+                }
+                Err(err) => last = Some((candidate, err)),
+            }
+        }
+        let (addr, err) = last.unwrap_or_else(|| {
+            (
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                io::Error::new(io::ErrorKind::NotFound, "it resolved to no IP address"),
+            )
+        });
+        Err(Error::Bind {
             addr: addr.to_string(),
             source: Arc::new(err),
-        },
-        None => Error::Connect {
-            addr: "the given address".to_owned(),
-            source: Arc::new(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "it resolved to no IP address",
-            )),
-        },
-    })
+        })
+    }
+
+    /// Wraps a bound tokio listener.
+    pub fn from_tokio(inner: tokio::net::TcpListener) -> io::Result<TcpListener> {
+        let local_addr = inner.local_addr()?;
+        Ok(TcpListener { inner, local_addr })
+    }
 }
 
-/// Sets up an accepted or dialled stream: nodelay, preface exchange, split.
-pub async fn establish(
-    mut stream: TcpStream,
-    peer_addr: SocketAddr,
-    limits: Limits,
-) -> Result<TcpConnection, Error> {
-    nodelay(&stream)?;
-    let peer = handshake::exchange(&mut stream, limits.preface()).await?;
-    Ok(split(stream, peer, peer_addr, limits))
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> io::Result<(TcpStream, Peer)> {
+        let (stream, addr) = self.inner.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok((stream, Peer::from(addr)))
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
 }
 
-/// Sets up a stream a server accepted. Like [`establish`], but when the
-/// preface exchange fails it first reads and discards what the peer still
-/// sends (up to a second, or 64 KiB): closing a socket with unread bytes
-/// makes the kernel reset the connection, which can destroy our preface
-/// before a confused peer (an HTTP client, say) reads it.
-pub async fn accept(
-    mut stream: TcpStream,
-    peer_addr: SocketAddr,
-    limits: Limits,
-) -> Result<TcpConnection, Error> {
-    nodelay(&stream)?;
-    match handshake::exchange(&mut stream, limits.preface()).await {
-        Ok(peer) => Ok(split(stream, peer, peer_addr, limits)),
-        Err(err) => {
-            // Said before the lingering close, so it is said even if the
-            // server stops while lingering.
-            if let Error::Protocol(ProtocolError::HttpPeer) = err {
-                tracing::warn!(
-                    %peer_addr,
-                    "an HTTP client connected to this rpc port; it was refused (point HTTP clients at an HTTP server)"
-                );
+/// Dials a server over TCP: each of its addresses in turn, until one
+/// answers.
+#[derive(Debug, Clone)]
+pub struct TcpConnector {
+    addrs: Arc<[SocketAddr]>,
+}
+
+impl TcpConnector {
+    /// A connector to `addrs`, tried in order.
+    pub fn new(addrs: impl Into<Arc<[SocketAddr]>>) -> TcpConnector {
+        TcpConnector { addrs: addrs.into() }
+    }
+
+    /// A connector to the addresses `addr` resolves to now.
+    pub async fn resolve(addr: impl ToSocketAddrs) -> Result<TcpConnector, Error> {
+        let addrs: Vec<SocketAddr> = lookup_host(addr)
+            .await
+            .map_err(|err| Error::Connect {
+                addr: "the given address (it did not resolve)".to_owned(),
+                source: Arc::new(err),
+            })?
+            .collect();
+        Ok(TcpConnector::new(addrs))
+    }
+}
+
+impl Connector for TcpConnector {
+    type Stream = TcpStream;
+
+    async fn connect(&self) -> Result<(TcpStream, Peer), Error> {
+        let mut last = None;
+        for &addr in self.addrs.iter() {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    stream
+                        .set_nodelay(true)
+                        .map_err(|err| Error::io("setting TCP_NODELAY failed", &err))?;
+                    return Ok((stream, Peer::from(addr)));
+                }
+                Err(err) => last = Some((addr, err)),
             }
-            handshake::linger(&mut stream).await;
-            Err(err)
         }
+        Err(match last {
+            Some((addr, err)) => Error::Connect {
+                addr: addr.to_string(),
+                source: Arc::new(err),
+            },
+            None => Error::Connect {
+                addr: "the given address".to_owned(),
+                source: Arc::new(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "it resolved to no IP address",
+                )),
+            },
+        })
     }
-}
 
-/// We coalesce writes ourselves; Nagle's algorithm would only delay them.
-fn nodelay(stream: &TcpStream) -> Result<(), Error> {
-    stream
-        .set_nodelay(true)
-        .map_err(|err| Error::io("setting TCP_NODELAY failed", &err))
-}
-
-fn split(
-    stream: TcpStream,
-    peer: rpc_core::frame::Preface,
-    peer_addr: SocketAddr,
-    limits: Limits,
-) -> TcpConnection {
-    let (read, write) = stream.into_split();
-    Connection {
-        reader: limits.reader(read),
-        writer: FrameWriter::new(write),
-        peer,
-        peer_addr: Some(peer_addr),
+    fn target(&self) -> String {
+        let names: Vec<String> = self.addrs.iter().map(SocketAddr::to_string).collect();
+        names.join(" or ")
     }
-}
-
-/// Binds a listener, with a clear error when the address is taken.
-pub async fn bind(addr: impl ToSocketAddrs) -> Result<TcpListener, Error> {
-    let candidates: Vec<SocketAddr> = lookup_host(addr)
-        .await
-        .map_err(|err| Error::Bind {
-            addr: "the given address".to_owned(),
-            source: Arc::new(err),
-        })?
-        .collect();
-    let mut last = None;
-    for candidate in candidates {
-        match TcpListener::bind(candidate).await {
-            Ok(listener) => return Ok(listener),
-            Err(err) => last = Some((candidate, err)),
-        }
-    }
-    let (addr, err) = last.unwrap_or_else(|| {
-        (
-            SocketAddr::from(([0, 0, 0, 0], 0)),
-            std::io::Error::new(std::io::ErrorKind::NotFound, "it resolved to no IP address"),
-        )
-    });
-    Err(Error::Bind {
-        addr: addr.to_string(),
-        source: Arc::new(err),
-    })
 }

@@ -1,18 +1,213 @@
-//! The client's side of a streaming call, as a [`Stream`] of results.
+//! Streaming calls on the client: opening one, pumping the client's
+//! stream to the server under its credit, and the server's stream as the
+//! caller reads it.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
+use tokio_util::task::AbortOnDropHandle;
 
-use super::link::{Event, OpenCall};
-use crate::error::Error;
-use crate::payload;
+use crate::client::calls::{Event, Outbox, Reply, Waiter};
+use crate::client::connection::Connection;
+use crate::codec;
+use crate::error::{Error, explain_decode};
+use crate::frame::{self, Frame, Kind, RequestHead};
+use crate::permit::CallPermit;
+use crate::streaming::{ItemStream, RecvWindow, STREAM_WINDOW, SendCredit};
+
+impl Connection {
+    /// Starts a streaming call: sends the request, then (for methods that
+    /// take a stream) pumps `input`'s items as the server grants credit.
+    ///
+    /// The returned call receives the server's events in order; dropping it
+    /// before the call ends cancels the call and stops the pump.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        method: &'static str,
+        args: &[u8],
+        budget: Duration,
+        permit: Arc<CallPermit>,
+        input: Option<ItemStream>,
+    ) -> Result<Result<StreamCall, Reply>, Error> {
+        let mut payload = BytesMut::with_capacity(64 + args.len());
+        RequestHead::encode(method, budget, &mut payload);
+        payload.extend_from_slice(args);
+        self.check_request_len(method, payload.len())?;
+        // Room for a full window of items and the event that ends the call.
+        let (events, received) = mpsc::channel(STREAM_WINDOW as usize + 2);
+        let credit = input.as_ref().map(|_| SendCredit::new());
+        let waiter = Waiter::Stream {
+            events,
+            credit: credit.clone(),
+        };
+        let id = match self.calls.send(&self.outbox, payload.freeze(), &permit, waiter)? {
+            Ok(id) => id,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let (failed, pump_error) = oneshot::channel();
+        let limit = self.server_max_frame_len;
+        let pump = input.zip(credit).map(|(items, credit)| {
+            let pumping = pump(id, items, credit, self.outbox.clone(), limit, method, failed);
+            AbortOnDropHandle::new(tokio::spawn(pumping))
+        });
+        Ok(Ok(StreamCall {
+            connection: Arc::clone(self),
+            id,
+            events: received,
+            pump_error: pump.as_ref().map(|_| pump_error),
+            pump,
+            window: RecvWindow::default(),
+            finished: false,
+            _permit: permit,
+        }))
+    }
+}
+
+/// Sends a client's stream to the server, one item per unit of credit, then
+/// the end of the stream. A local failure (an item that does not encode or
+/// is too large) is reported through `failed`.
+async fn pump(
+    id: u64,
+    mut items: ItemStream,
+    credit: Arc<SendCredit>,
+    outbox: Outbox,
+    limit: usize,
+    method: &'static str,
+    failed: oneshot::Sender<Error>,
+) {
+    while credit.spend().await {
+        // The user's stream runs here (its encoding too): a panic in it
+        // must fail the call, not leave it waiting for an end that never
+        // comes.
+        let next = std::panic::AssertUnwindSafe(items.next()).catch_unwind().await;
+        let item = match next {
+            Ok(Some(Ok(item))) => item,
+            Ok(Some(Err(err))) => {
+                let _ = failed.send(err);
+                return;
+            }
+            Err(_panic) => {
+                let _ = failed.send(Error::failed(format!(
+                    "the stream passed to `{method}` panicked while it was being sent"
+                )));
+                return;
+            }
+            Ok(None) => {
+                if let Ok(end) = Frame::new(Kind::End, id, Bytes::new()) {
+                    let _ = outbox.send(end.into());
+                }
+                return;
+            }
+        };
+        if item.len() > limit {
+            let _ = failed.send(Error::FrameTooLarge {
+                what: format!("an item sent to `{method}`"),
+                len: item.len(),
+                limit,
+                side: "server",
+                setting: "Server::max_frame_len",
+            });
+            return;
+        }
+        let Ok(frame) = Frame::new(Kind::Item, id, item) else {
+            return;
+        };
+        if outbox.send(frame.into()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A streaming call in progress, as its consumer holds it.
+pub(crate) struct StreamCall {
+    connection: Arc<Connection>,
+    id: u64,
+    events: mpsc::Receiver<Event>,
+    pump: Option<AbortOnDropHandle<()>>,
+    pump_error: Option<oneshot::Receiver<Error>>,
+    window: RecvWindow,
+    /// Set once the call has ended, so dropping it sends no cancel.
+    finished: bool,
+    _permit: Arc<CallPermit>,
+}
+
+impl std::fmt::Debug for StreamCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamCall").field("id", &self.id).finish()
+    }
+}
+
+impl StreamCall {
+    /// The next event of the call; a local failure of the client's own
+    /// stream comes as `Lost`.
+    pub(crate) fn poll_event(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Event> {
+        // What the server already said comes first: a call that succeeded is
+        // not failed by the client's stream failing afterwards.
+        match self.events.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                if !matches!(event, Event::Lost(_) | Event::NotRun) {
+                    self.connection.mark_served();
+                }
+                if !matches!(event, Event::Item(_)) {
+                    self.finished = true;
+                }
+                return Poll::Ready(event);
+            }
+            Poll::Ready(None) => {
+                self.finished = true;
+                return Poll::Ready(Event::Lost(self.connection.unusable_error()));
+            }
+            Poll::Pending => {}
+        }
+        if let Some(pump_error) = &mut self.pump_error {
+            if let Poll::Ready(result) = Pin::new(pump_error).poll(cx) {
+                self.pump_error = None;
+                if let Ok(err) = result {
+                    return Poll::Ready(Event::Lost(err));
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    /// What decoding the server's items may cost.
+    pub(crate) fn decode_limits(&self) -> codec::DecodeLimits {
+        self.connection.decode
+    }
+
+    /// The next event of the call.
+    pub(crate) async fn next_event(&mut self) -> Event {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// The consumer took an item: grant the server more credit when due.
+    pub(crate) fn consumed_item(&mut self) {
+        if let Some(items) = self.window.consumed() {
+            if let Ok(frame) = Frame::new(Kind::Credit, self.id, frame::credit_payload(items)) {
+                let _ = self.connection.outbox.send(frame.into());
+            }
+        }
+    }
+}
+
+impl Drop for StreamCall {
+    fn drop(&mut self) {
+        self.pump = None;
+        if !self.finished && self.connection.calls.forget(self.id) {
+            self.connection.cancel(self.id);
+        }
+    }
+}
 
 /// A server's stream of items for one call, decoded.
 ///
@@ -30,14 +225,14 @@ pub(crate) struct ClientStream<T> {
 }
 
 enum State {
-    Opening(BoxFuture<'static, Result<OpenCall, Error>>),
-    Open(OpenCall),
+    Opening(BoxFuture<'static, Result<StreamCall, Error>>),
+    Open(StreamCall),
     Done,
 }
 
 impl<T> ClientStream<T> {
     pub(crate) fn new(
-        opening: BoxFuture<'static, Result<OpenCall, Error>>,
+        opening: BoxFuture<'static, Result<StreamCall, Error>>,
         deadline: tokio::time::Instant,
         budget: Duration,
         method: &'static str,
@@ -86,11 +281,14 @@ impl<T: DeserializeOwned> Stream for ClientStream<T> {
                     let item = match event {
                         Event::Item(payload) => {
                             call.consumed_item();
-                            match payload::decode_shared(&payload) {
+                            match codec::decode_shared(&payload, call.decode_limits()) {
                                 Ok(item) => return Poll::Ready(Some(Ok(item))),
                                 Err(err) => Err(Error::BadResponse {
                                     method: this.method.to_owned(),
-                                    reason: format!("a stream item did not decode: {err}"),
+                                    reason: format!(
+                                        "a stream item did not decode: {}",
+                                        explain_decode(&err, "client")
+                                    ),
                                 }),
                             }
                         }
@@ -116,5 +314,3 @@ impl<T: DeserializeOwned> Stream for ClientStream<T> {
         }
     }
 }
-
-use std::future::Future;

@@ -1,17 +1,37 @@
 //! The server side: a [`Router`] of services by name, the limits a server
 //! enforces, and [`serve_connection`], which runs one connection's calls.
+//!
+//! # Layout
+//!
+//! - `connection`: the loop of one connection, written once: open, then
+//!   draining (after a goodbye, or once the client stopped sending).
+//! - `inbound`: what each frame from the client does.
+//! - `calls`: the table of calls in flight, the queue at the cap, and the
+//!   deadline sweep.
+//! - `dispatch`: the seam between a connection and a typed service.
+//! - `call`: one call's task: decode, run, encode, answer.
+//! - [`router`](Router): wire names to services and methods.
+//! - `stats`: the counters behind [`ServerStats`].
 
+mod call;
+mod calls;
 mod connection;
-pub(crate) mod metrics;
+mod dispatch;
+mod inbound;
 mod router;
+mod stats;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use connection::{Launch, Launched, serve_connection};
-pub use metrics::{Metrics, ServerStats};
+use crate::codec::DecodeLimits;
+
+pub use connection::serve_connection;
 pub use router::Router;
+pub use stats::ServerStats;
+pub(crate) use stats::{Counters, Outcome};
 
 /// Calls one connection may have running (or answered but not yet written)
 /// before the server stops reading from it. Enough to keep a busy client's
@@ -40,6 +60,8 @@ pub struct ServerConfig {
     /// How long writing one batch of answers may take before the client is
     /// taken to have stopped reading and is disconnected.
     pub write_timeout: Duration,
+    /// What decoding a call's arguments and stream items may cost.
+    pub decode: DecodeLimits,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +71,7 @@ impl Default for ServerConfig {
             max_budget: DEFAULT_MAX_BUDGET,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             write_timeout: crate::writer::DEFAULT_WRITE_TIMEOUT,
+            decode: DecodeLimits::DEFAULT,
         }
     }
 }
@@ -56,18 +79,27 @@ impl Default for ServerConfig {
 /// Everything a server's connections share.
 ///
 /// Cloning copies the services and limits into a new server: the clone
-/// has fresh metrics and its own shutdown signal.
+/// has fresh counters and its own shutdown signals.
 #[derive(Debug, Default)]
 pub struct ServerState {
     /// Where calls go.
     pub router: Router,
     /// The limits.
     pub config: ServerConfig,
-    /// Counters, readable while the server runs.
-    pub metrics: std::sync::Arc<Metrics>,
+    pub(crate) counters: Arc<Counters>,
     /// Cancelled when the server starts a graceful shutdown: connections
     /// say goodbye, stop reading and finish what they accepted.
     pub shutdown: CancellationToken,
+    /// Cancelled when a graceful shutdown's grace period is over: calls
+    /// still running are stopped, and their callers told so.
+    pub interrupt: CancellationToken,
+}
+
+impl ServerState {
+    /// A snapshot of the server's counters.
+    pub fn stats(&self) -> ServerStats {
+        self.counters.snapshot()
+    }
 }
 
 impl Clone for ServerState {
@@ -75,8 +107,9 @@ impl Clone for ServerState {
         ServerState {
             router: self.router.clone(),
             config: self.config.clone(),
-            metrics: std::sync::Arc::default(),
+            counters: Arc::default(),
             shutdown: CancellationToken::new(),
+            interrupt: CancellationToken::new(),
         }
     }
 }

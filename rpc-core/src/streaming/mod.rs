@@ -7,20 +7,24 @@
 //! even pull the next item from its source, so a slow consumer holds back
 //! the producer itself, and neither side ever buffers more than the window.
 
+mod credit;
+
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
+pub(crate) use credit::{RecvWindow, SendCredit};
+
+use crate::codec::{self, DecodeLimits};
 use crate::error::Error;
-use crate::payload;
 
 /// Items each direction of a stream may have in flight before the sender
 /// waits for credit: deep enough to keep a fast link busy, small enough
@@ -39,9 +43,13 @@ pub const MAX_STREAM_CREDIT: u32 = 1 << 20;
 /// from a method that returns a stream. Build one from any stream of values
 /// with [`Streaming::new`], from an iterator with [`Streaming::iter`].
 ///
+/// Read it with [`next`](Streaming::next) (no other crate needed), or
+/// collect it with [`try_collect`](Streaming::try_collect). It is also a
+/// [`Stream`], for the combinators of the `futures` crate.
+///
 /// ```
-/// use futures::StreamExt;
-/// use rpc_core::streaming::Streaming;
+/// # use rpc_core as rpc;
+/// use rpc::Streaming;
 ///
 /// # let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
 /// # runtime.block_on(async {
@@ -51,7 +59,8 @@ pub const MAX_STREAM_CREDIT: u32 = 1 << 20;
 ///     total += n?;
 /// }
 /// assert_eq!(total, 6);
-/// # Ok::<(), rpc_core::Error>(())
+/// assert_eq!(Streaming::iter(["a", "b"]).try_collect().await?, ["a", "b"]);
+/// # Ok::<(), rpc::Error>(())
 /// # }).unwrap();
 /// ```
 pub struct Streaming<T> {
@@ -97,6 +106,21 @@ impl<T: Send + 'static> Streaming<T> {
         Streaming::from_results(futures::stream::once(async move { Err(err) }))
     }
 
+    /// The next item: `None` once the stream has ended, an error if it
+    /// broke off (which also ends it).
+    pub async fn next(&mut self) -> Option<Result<T, Error>> {
+        StreamExt::next(self).await
+    }
+
+    /// Every item, or the first error.
+    pub async fn try_collect(mut self) -> Result<Vec<T>, Error> {
+        let mut items = Vec::new();
+        while let Some(item) = self.next().await {
+            items.push(item?);
+        }
+        Ok(items)
+    }
+
     /// The values, up to the first error (which is dropped).
     pub fn values(self) -> impl Stream<Item = T> + Send + 'static {
         self.take_while(|item| futures::future::ready(item.is_ok()))
@@ -115,23 +139,6 @@ impl<T> Stream for Streaming<T> {
 /// Encoded items on their way to the wire: what a streaming call sends.
 pub type ItemStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send + 'static>>;
 
-/// What a dispatched call produces: one value, or a stream of them.
-pub enum Answer {
-    /// The encoded result of a method that returns one value.
-    Value(Bytes),
-    /// The encoded items of a method that returns a stream.
-    Stream(ItemStream),
-}
-
-impl fmt::Debug for Answer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Answer::Value(bytes) => f.debug_tuple("Value").field(&bytes.len()).finish(),
-            Answer::Stream(_) => f.write_str("Stream"),
-        }
-    }
-}
-
 /// Encodes each value of `stream` for the wire; errors pass through.
 pub fn encode_stream<T: Serialize + Send + 'static>(
     method: &'static str,
@@ -140,7 +147,7 @@ pub fn encode_stream<T: Serialize + Send + 'static>(
     Box::pin(stream.map(move |item| {
         let value = item?;
         let mut out = bytes::BytesMut::new();
-        payload::encode_into(&value, &mut out).map_err(|err| Error::Encode {
+        codec::encode_into(&value, &mut out).map_err(|err| Error::Encode {
             what: format!("an item of `{method}`"),
             reason: err.to_string(),
         })?;
@@ -148,19 +155,19 @@ pub fn encode_stream<T: Serialize + Send + 'static>(
     }))
 }
 
-/// Decodes the items of `stream`; an item that does not decode ends the
-/// stream with `invalid(reason)`.
+/// Decodes the items of `stream` under `limits`; an item that does not
+/// decode ends the stream with `invalid(why)`.
 pub(crate) fn decode_stream<T, S>(
     stream: S,
-    invalid: impl Fn(String) -> Error + Send + 'static,
+    limits: DecodeLimits,
+    invalid: impl Fn(codec::DecodeError) -> Error + Send + 'static,
 ) -> Streaming<T>
 where
     T: DeserializeOwned + Send + 'static,
     S: Stream<Item = Result<Bytes, Error>> + Send + 'static,
 {
-    let decoded = stream.map(move |item| {
-        item.and_then(|bytes| payload::decode_shared(&bytes).map_err(|err| invalid(err.to_string())))
-    });
+    let decoded =
+        stream.map(move |item| item.and_then(|bytes| codec::decode_shared(&bytes, limits).map_err(&invalid)));
     // End after the first error, whatever produced it.
     let mut ended = false;
     Streaming::from_results(decoded.take_while(move |item| {
@@ -179,8 +186,9 @@ pub struct Incoming {
     grant: Box<dyn Fn(u32) + Send + Sync>,
     /// Set when the client really ended its stream; a stream that stops
     /// without it broke off, and says so.
-    ended: Arc<std::sync::atomic::AtomicBool>,
+    ended: Arc<AtomicBool>,
     finished: bool,
+    limits: DecodeLimits,
 }
 
 impl fmt::Debug for Incoming {
@@ -193,7 +201,8 @@ impl Incoming {
     pub(crate) fn new(
         items: mpsc::Receiver<Bytes>,
         grant: Box<dyn Fn(u32) + Send + Sync>,
-        ended: Arc<std::sync::atomic::AtomicBool>,
+        ended: Arc<AtomicBool>,
+        limits: DecodeLimits,
     ) -> Incoming {
         Incoming {
             items,
@@ -201,14 +210,20 @@ impl Incoming {
             grant,
             ended,
             finished: false,
+            limits,
         }
     }
 
-    /// The items as a typed stream for `method`'s handler.
+    /// The items as a typed stream for `method`'s handler (`method` is its
+    /// wire name, for errors).
     pub fn decode<T: DeserializeOwned + Send + 'static>(self, method: &'static str) -> Streaming<T> {
-        decode_stream(self, move |reason| Error::BadRequest {
+        let limits = self.limits;
+        decode_stream(self, limits, move |err| Error::BadRequest {
             method: method.to_owned(),
-            reason: format!("a stream item did not decode: {reason}"),
+            reason: format!(
+                "a stream item did not decode: {}",
+                crate::error::explain_decode(&err, "server")
+            ),
         })
     }
 }
@@ -242,103 +257,9 @@ impl Stream for Incoming {
     }
 }
 
-/// Counts items a receiver's consumer took, and says when to grant credit:
-/// in batches of half the window, so credit frames stay few.
-#[derive(Debug, Default)]
-pub(crate) struct RecvWindow {
-    since_grant: u32,
-}
-
-impl RecvWindow {
-    /// One item consumed; `Some(n)` when `n` items of credit are due.
-    pub(crate) fn consumed(&mut self) -> Option<u32> {
-        self.since_grant += 1;
-        (self.since_grant >= STREAM_WINDOW / 2).then(|| std::mem::take(&mut self.since_grant))
-    }
-}
-
-/// A sender's credit on one stream: how many more items it may send.
-#[derive(Debug)]
-pub(crate) struct SendCredit {
-    permits: Semaphore,
-    sent: AtomicU64,
-    granted: AtomicU64,
-}
-
-impl SendCredit {
-    pub(crate) fn new() -> Arc<SendCredit> {
-        Arc::new(SendCredit {
-            permits: Semaphore::new(STREAM_WINDOW as usize),
-            sent: AtomicU64::new(0),
-            granted: AtomicU64::new(0),
-        })
-    }
-
-    /// Waits for credit for one item and spends it; `false` once the
-    /// stream is closed.
-    pub(crate) async fn spend(&self) -> bool {
-        match self.permits.acquire().await {
-            Ok(permit) => {
-                permit.forget();
-                self.sent.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Adds credit the receiver granted; `Err(total)` if that would exceed
-    /// [`MAX_STREAM_CREDIT`].
-    pub(crate) fn grant(&self, items: u32) -> Result<(), u64> {
-        let total = self.permits.available_permits() as u64 + u64::from(items);
-        if total > u64::from(MAX_STREAM_CREDIT) {
-            return Err(total);
-        }
-        self.granted.fetch_add(u64::from(items), Ordering::Relaxed);
-        self.permits.add_permits(items as usize);
-        Ok(())
-    }
-
-    /// Items sent that the receiver has not yet acknowledged with credit.
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.sent
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.granted.load(Ordering::Relaxed))
-    }
-
-    /// Stops the sender: `spend` returns `false` from now on.
-    pub(crate) fn close(&self) {
-        self.permits.close();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn credit_runs_out_at_the_window_and_grants_refill_it() {
-        let credit = SendCredit::new();
-        for _ in 0..STREAM_WINDOW {
-            assert!(credit.spend().await);
-        }
-        assert_eq!(credit.in_flight(), u64::from(STREAM_WINDOW));
-        let waiting = tokio::time::timeout(std::time::Duration::from_millis(10), credit.spend()).await;
-        assert!(waiting.is_err(), "no credit left");
-        credit.grant(2).unwrap();
-        assert!(credit.spend().await);
-        assert_eq!(credit.in_flight(), u64::from(STREAM_WINDOW) - 1);
-        assert!(credit.grant(MAX_STREAM_CREDIT).is_err());
-        credit.close();
-        assert!(!credit.spend().await);
-    }
-
-    #[test]
-    fn credit_is_granted_in_half_windows() {
-        let mut window = RecvWindow::default();
-        let grants: Vec<u32> = (0..STREAM_WINDOW * 2).filter_map(|_| window.consumed()).collect();
-        assert_eq!(grants, vec![STREAM_WINDOW / 2; 4]);
-    }
 
     #[tokio::test]
     async fn a_stream_ends_after_its_first_error() {
@@ -347,12 +268,13 @@ mod tests {
             Ok(Bytes::from_static(&[0xff, 0xff])),
             Ok(Bytes::from_static(&[2])),
         ]);
-        let decoded: Vec<Result<u8, Error>> = decode_stream(items, |reason| Error::BadResponse {
-            method: "S.m".to_owned(),
-            reason,
-        })
-        .collect()
-        .await;
+        let decoded: Vec<Result<u8, Error>> =
+            decode_stream(items, DecodeLimits::DEFAULT, |err| Error::BadResponse {
+                method: "S.m".to_owned(),
+                reason: err.to_string(),
+            })
+            .collect()
+            .await;
         assert_eq!(decoded.len(), 2);
         assert!(matches!(decoded[0], Ok(1)));
         assert!(decoded[1].is_err());

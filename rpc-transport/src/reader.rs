@@ -1,18 +1,18 @@
-//! Frame reader and writer over any `AsyncRead` / `AsyncWrite`.
+//! [`FrameReader`]: frames from the reading half of a byte stream.
 
-use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
+use futures::FutureExt;
 use rpc_core::Error;
 use rpc_core::frame::{Frame, HEADER_LEN, ProtocolError};
-use rpc_core::transport::{FrameRead, FrameWrite};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rpc_core::transport::FrameRead;
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
 use crate::codec::{CodecError, FrameCodec};
+use crate::stream::ReadHalf;
 
 /// Reads frames from a byte stream through [`FrameCodec`].
 ///
@@ -20,7 +20,9 @@ use crate::codec::{CodecError, FrameCodec};
 /// within the frame timeout: a peer that dribbles a frame byte by byte (a
 /// slowloris) is cut off. Room for a payload is reserved as its bytes
 /// arrive, not when its header claims them, so a header announcing a large
-/// frame costs nothing until the data is really sent.
+/// frame costs nothing until the data is really sent. Between frames, a
+/// stream that can wait for data without a buffer (a socket) holds none:
+/// an idle connection costs no read buffer.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     io: R,
@@ -37,7 +39,7 @@ pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much room to reserve when the read buffer is (nearly) full.
 const READ_AHEAD: usize = 8 * 1024;
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
+impl<R: ReadHalf> FrameReader<R> {
     /// Reads frames of at most `max_frame_len` payload bytes from `io`.
     pub fn new(io: R, max_frame_len: usize) -> FrameReader<R> {
         FrameReader {
@@ -60,12 +62,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.buf.len()
     }
 
-    async fn next_frame(&mut self) -> Result<Option<Frame>, CodecError> {
+    pub(crate) async fn next_frame(&mut self) -> Result<Option<Frame>, CodecError> {
         loop {
             if let Some(frame) = self.codec.decode(&mut self.buf)? {
                 // Bytes left over belong to the next frame, which has begun.
                 self.frame_started = (!self.buf.is_empty()).then(Instant::now);
                 return Ok(Some(frame));
+            }
+            if self.buf.is_empty() {
+                self.wait_for_data().await?;
             }
             // Not even a header's room left: take a fresh stretch.
             if self.buf.capacity() - self.buf.len() < HEADER_LEN {
@@ -95,7 +100,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-impl<R: AsyncRead + Unpin + Send + 'static> FrameRead for FrameReader<R> {
+impl<R: ReadHalf> FrameReader<R> {
+    /// Waits, between frames, until the stream has bytes. If they are not
+    /// there already, the buffer is given back first: it would only sit
+    /// there while the connection is idle. (A busy connection, whose next
+    /// bytes have arrived, keeps its buffer and allocates nothing.)
+    async fn wait_for_data(&mut self) -> std::io::Result<()> {
+        if let Some(ready) = self.io.readable().now_or_never() {
+            return ready;
+        }
+        self.buf = BytesMut::new();
+        self.io.readable().await
+    }
+}
+
+impl<R: ReadHalf + 'static> FrameRead for FrameReader<R> {
     async fn read_frame(&mut self) -> Result<Option<Frame>, Error> {
         // All state lives in `self` and `read_buf` is cancel-safe, so
         // dropping this future between polls loses nothing (the server
@@ -115,150 +134,12 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameRead for FrameReader<R> {
     }
 }
 
-/// Payloads at least this large are written from their own memory with a
-/// vectored write; smaller ones are copied next to their header, because one
-/// contiguous buffer of many small frames is cheaper than an iovec each.
-const COPY_BELOW: usize = 4 * 1024;
-
-/// Writes batches of frames to a byte stream with as few writes as it can.
-#[derive(Debug)]
-pub struct FrameWriter<W> {
-    io: W,
-    /// Headers and small payloads; reused across batches.
-    buf: BytesMut,
-    /// The batch, in order: slices of `buf` and large payloads.
-    chunks: Chunks,
-}
-
-impl<W: AsyncWrite> FrameWriter<W> {
-    /// A writer over `io`.
-    pub fn new(io: W) -> FrameWriter<W> {
-        FrameWriter {
-            io,
-            buf: BytesMut::with_capacity(8 * 1024),
-            chunks: Chunks::default(),
-        }
-    }
-}
-
-impl<W: AsyncWrite + Unpin + Send + 'static> FrameWrite for FrameWriter<W> {
-    async fn write_frames(&mut self, frames: &mut Vec<Frame>) -> Result<(), Error> {
-        // Left over only if a previous call was cancelled mid-write; those
-        // bytes are stale, and the connection is being torn down anyway.
-        self.chunks.clear();
-        for frame in frames.drain(..) {
-            let (header, payload) = frame.into_parts();
-            header.encode(&mut self.buf);
-            if payload.len() < COPY_BELOW {
-                self.buf.extend_from_slice(&payload);
-            } else {
-                self.chunks.push(self.buf.split().freeze());
-                self.chunks.push(payload);
-            }
-        }
-        self.chunks.push(self.buf.split().freeze());
-        let written = self.io.write_all_buf(&mut self.chunks).await;
-        self.chunks.clear();
-        written.map_err(|err| Error::io("writing to the connection failed", &err))?;
-        self.io
-            .flush()
-            .await
-            .map_err(|err| Error::io("writing to the connection failed", &err))
-    }
-
-    async fn shutdown(&mut self) -> Result<(), Error> {
-        self.io
-            .shutdown()
-            .await
-            .map_err(|err| Error::io("closing the connection failed", &err))
-    }
-}
-
-/// A queue of byte chunks that `write_all_buf` writes with vectored I/O.
-#[derive(Debug, Default)]
-struct Chunks {
-    queue: VecDeque<Bytes>,
-    remaining: usize,
-}
-
-impl Chunks {
-    fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.remaining += chunk.len();
-            self.queue.push_back(chunk);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.queue.clear();
-        self.remaining = 0;
-    }
-}
-
-impl Buf for Chunks {
-    fn remaining(&self) -> usize {
-        self.remaining
-    }
-
-    fn chunk(&self) -> &[u8] {
-        self.queue.front().map_or(&[], |chunk| &chunk[..])
-    }
-
-    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let mut filled = 0;
-        for (slot, chunk) in dst.iter_mut().zip(&self.queue) {
-            *slot = IoSlice::new(chunk);
-            filled += 1;
-        }
-        filled
-    }
-
-    fn advance(&mut self, mut cnt: usize) {
-        self.remaining = self.remaining.saturating_sub(cnt);
-        while cnt > 0 {
-            let Some(front) = self.queue.front_mut() else {
-                return;
-            };
-            if cnt < front.len() {
-                front.advance(cnt);
-                return;
-            }
-            cnt -= front.len();
-            self.queue.pop_front();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use rpc_core::frame::Kind;
-    use tokio::io::AsyncReadExt;
-
-    #[tokio::test]
-    async fn a_batch_of_small_and_large_frames_arrives_intact_and_in_order() {
-        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
-        let mut writer = FrameWriter::new(ours);
-        let mut frames = vec![
-            Frame::new(Kind::Request, 1, Bytes::from_static(b"small")).unwrap(),
-            Frame::new(Kind::Request, 2, Bytes::from(vec![9u8; COPY_BELOW * 3])).unwrap(),
-            Frame::new(Kind::Cancel, 3, Bytes::new()).unwrap(),
-        ];
-        let expected: Vec<_> = frames.clone();
-        writer.write_frames(&mut frames).await.unwrap();
-        assert!(frames.is_empty());
-        writer.shutdown().await.unwrap();
-
-        let mut wire = Vec::new();
-        theirs.read_to_end(&mut wire).await.unwrap();
-        let mut reader = FrameReader::new(&wire[..], 1 << 20);
-        for want in expected {
-            let got = reader.next_frame().await.unwrap().unwrap();
-            assert_eq!(got.header(), want.header());
-            assert_eq!(got.payload(), want.payload());
-        }
-        assert!(reader.next_frame().await.unwrap().is_none());
-    }
+    use tokio::io::AsyncWriteExt;
 
     #[tokio::test(start_paused = true)]
     async fn a_frame_that_dribbles_in_is_cut_off_at_the_frame_timeout() {
@@ -301,18 +182,28 @@ mod tests {
         assert!(reader.buf.capacity() <= 128 * 1024, "{}", reader.buf.capacity());
     }
 
-    #[test]
-    fn chunks_advance_across_boundaries() {
-        let mut chunks = Chunks::default();
-        chunks.push(Bytes::from_static(b"abc"));
-        chunks.push(Bytes::new());
-        chunks.push(Bytes::from_static(b"defg"));
-        assert_eq!(chunks.remaining(), 7);
-        chunks.advance(4);
-        assert_eq!(chunks.chunk(), b"efg");
-        assert_eq!(chunks.remaining(), 3);
-        chunks.advance(3);
-        assert_eq!(chunks.remaining(), 0);
-        assert!(chunks.chunk().is_empty());
+    #[tokio::test]
+    async fn a_socket_reader_holds_no_buffer_while_idle() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let (read, _write) = ours.into_split();
+        let mut reader = FrameReader::new(read, 1024);
+        let mut wire = bytes::BytesMut::new();
+        Frame::new(Kind::Cancel, 4, Bytes::new())
+            .unwrap()
+            .header()
+            .encode(&mut wire);
+        peer.write_all(&wire).await.unwrap();
+        assert_eq!(reader.next_frame().await.unwrap().unwrap().header().id(), 4);
+        // Nothing more has come: the reader waits with no buffer.
+        let mut reading = Box::pin(reader.next_frame());
+        assert!(reading.as_mut().now_or_never().is_none());
+        drop(reading);
+        assert_eq!(reader.buf.capacity(), 0);
+        peer.write_all(&wire).await.unwrap();
+        assert_eq!(reader.next_frame().await.unwrap().unwrap().header().id(), 4);
     }
 }

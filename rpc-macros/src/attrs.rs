@@ -7,7 +7,7 @@ use proc_macro2::TokenStream;
 use syn::parse::Parser;
 use syn::{Attribute, LitStr, Path, parse_quote};
 
-use crate::parse::Errors;
+use crate::errors::Errors;
 
 /// `#[rpc::service(..)]` arguments.
 pub(crate) struct ServiceArgs {

@@ -1,0 +1,384 @@
+//! [`CallTable`]: a client connection's calls waiting for their answers,
+//! and the one deadline sweep that gives up on them on time.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorCode, WireError};
+use crate::frame::{self, Frame, Kind, ProtocolError};
+use crate::permit::CallPermit;
+use crate::streaming::{MAX_STREAM_CREDIT, STREAM_WINDOW, SendCredit};
+use crate::writer::Outgoing;
+
+/// Where a client connection's frames go: its writer task. A request holds
+/// its call's permit, shared with the call, until it is written.
+pub(super) type Outbox = mpsc::UnboundedSender<Outgoing<Arc<CallPermit>>>;
+
+/// What a call's wait ends with.
+#[derive(Debug)]
+pub(super) enum Reply {
+    /// The server's result.
+    Response(Bytes),
+    /// The server's error.
+    Failed(WireError),
+    /// The connection ended after the request left; it may have run.
+    Lost(Error),
+    /// The request never left this client (the connection had already
+    /// ended): sending it elsewhere is safe.
+    Unsent(Error),
+    /// The server said goodbye without reading the call: it did not run.
+    NotRun,
+    /// The call's deadline passed before its answer came; the server has
+    /// been told to stop it.
+    Expired,
+}
+
+impl From<Result<Bytes, WireError>> for Reply {
+    fn from(answer: Result<Bytes, WireError>) -> Reply {
+        match answer {
+            Ok(payload) => Reply::Response(payload),
+            Err(err) => Reply::Failed(err),
+        }
+    }
+}
+
+/// What a streaming call's consumer receives, in order.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// One item of the server's stream.
+    Item(Bytes),
+    /// The server's stream ended normally.
+    End,
+    /// The single answer of a method that takes a stream.
+    Response(Bytes),
+    /// The server failed the call.
+    Failed(WireError),
+    /// The connection ended; the call may or may not have run.
+    Lost(Error),
+    /// The server said goodbye without reading the call.
+    NotRun,
+}
+
+/// Who waits for a call's answer.
+#[derive(Debug)]
+pub(super) enum Waiter {
+    /// A one-answer call, and when its caller stops waiting.
+    Unary {
+        reply: oneshot::Sender<Reply>,
+        deadline: Instant,
+    },
+    /// A streaming call: events in order, and the credit of the stream the
+    /// client sends, if it sends one.
+    Stream {
+        events: mpsc::Sender<Event>,
+        credit: Option<Arc<SendCredit>>,
+    },
+}
+
+impl Waiter {
+    /// The deadline the connection's sweep enforces; streaming calls keep
+    /// their own.
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Waiter::Unary { deadline, .. } => Some(*deadline),
+            Waiter::Stream { .. } => None,
+        }
+    }
+
+    fn lost(self, err: Error) {
+        match self {
+            Waiter::Unary { reply, .. } => {
+                let _ = reply.send(Reply::Lost(err));
+            }
+            Waiter::Stream { events, credit } => {
+                let _ = events.try_send(Event::Lost(err));
+                if let Some(credit) = credit {
+                    credit.close();
+                }
+            }
+        }
+    }
+
+    fn not_run(self) {
+        match self {
+            Waiter::Unary { reply, .. } => {
+                let _ = reply.send(Reply::NotRun);
+            }
+            Waiter::Stream { events, credit } => {
+                let _ = events.try_send(Event::NotRun);
+                if let Some(credit) = credit {
+                    credit.close();
+                }
+            }
+        }
+    }
+}
+
+/// The calls of one connection waiting for their answers.
+#[derive(Debug, Default)]
+pub(super) struct CallTable {
+    inner: Mutex<Inner>,
+    /// Wakes the deadline sweep when a call's deadline comes before the
+    /// one it sleeps until.
+    rearm: Notify,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Inner {
+    /// The last request id used; ids go up by one per call.
+    last_id: u64,
+    /// Keyed by our own sequential ids, so a fast unkeyed hash is safe.
+    waiting: FxHashMap<u64, Waiter>,
+    /// Set once, when the connection ends; later calls fail with it at once.
+    pub(super) closed: Option<Error>,
+    /// Set when the server said goodbye: the last request id it started.
+    pub(super) goodbye: Option<u64>,
+    /// When the deadline sweep next runs: no later than the earliest
+    /// deadline of a waiting call (earlier is harmless; it runs again).
+    armed: Option<Instant>,
+}
+
+impl Inner {
+    pub(super) fn unusable_error(&self) -> Error {
+        // After a goodbye, a call that finds the connection unusable was
+        // never sent: the server is shutting down, whatever came after.
+        match (self.goodbye, &self.closed) {
+            (Some(_), _) => Error::ShuttingDown,
+            (None, Some(err)) => err.clone(),
+            (None, None) => Error::disconnected("the connection closed"),
+        }
+    }
+}
+
+impl CallTable {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every update under this lock is a single map or field operation, so
+        // a panic elsewhere cannot leave it half-done: poisoning is ignored.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the next id, registers a waiter for it and queues the request,
+    /// all under one lock: requests reach the wire in id order, which the
+    /// protocol requires and the goodbye's "last id read" relies on.
+    ///
+    /// The inner `Err` says why the connection took no call.
+    pub(super) fn send(
+        &self,
+        outbox: &Outbox,
+        payload: Bytes,
+        permit: &Arc<CallPermit>,
+        waiter: Waiter,
+    ) -> Result<Result<u64, Reply>, Error> {
+        let mut inner = self.lock();
+        if inner.goodbye.is_some() {
+            return Ok(Err(Reply::NotRun));
+        }
+        if inner.closed.is_some() {
+            return Ok(Err(Reply::Unsent(inner.unusable_error())));
+        }
+        let id = inner.last_id + 1;
+        let frame = Frame::new(Kind::Request, id, payload)?;
+        let out = Outgoing {
+            frame,
+            permit: Some(Arc::clone(permit)),
+        };
+        if outbox.send(out).is_err() {
+            return Ok(Err(Reply::Unsent(inner.unusable_error())));
+        }
+        inner.last_id = id;
+        if let Some(deadline) = waiter.deadline() {
+            if inner.armed.is_none_or(|armed| deadline < armed) {
+                inner.armed = Some(deadline);
+                self.rearm.notify_one();
+            }
+        }
+        inner.waiting.insert(id, waiter);
+        Ok(Ok(id))
+    }
+
+    /// Hands the server's final answer to the call's waiter.
+    pub(super) fn complete(&self, id: u64, answer: Result<Bytes, WireError>) {
+        let waiter = self.lock().waiting.remove(&id);
+        match waiter {
+            Some(Waiter::Unary { reply, .. }) => {
+                let _ = reply.send(answer.into());
+            }
+            Some(Waiter::Stream { events, credit }) => {
+                let event = match answer {
+                    Ok(payload) => Event::Response(payload),
+                    Err(err) => Event::Failed(err),
+                };
+                let _ = events.try_send(event);
+                if let Some(credit) = credit {
+                    credit.close();
+                }
+            }
+            // The call already gave up (deadline, dropped future).
+            None => {}
+        }
+    }
+
+    /// Routes a stream frame (item, end, credit) from the server.
+    pub(super) fn stream_frame(&self, kind: Kind, id: u64, payload: Bytes) -> Result<(), ProtocolError> {
+        let mut inner = self.lock();
+        let last_id = inner.last_id;
+        let Some(waiter) = inner.waiting.get(&id) else {
+            // Finished calls may still receive frames that crossed ours.
+            return if id > last_id {
+                Err(ProtocolError::NoSuchStream { kind, id })
+            } else {
+                Ok(())
+            };
+        };
+        let Waiter::Stream { events, credit } = waiter else {
+            // A server whose method streams where ours does not (a version
+            // mismatch): that call fails, the connection goes on.
+            if let Some(Waiter::Unary { reply, .. }) = inner.waiting.remove(&id) {
+                let _ = reply.send(Reply::Failed(WireError::new(
+                    ErrorCode::Internal,
+                    "the server sent a stream where this client expects one value; client and server disagree on the method",
+                )));
+            }
+            return Ok(());
+        };
+        match kind {
+            Kind::Item => match events.try_send(Event::Item(payload)) {
+                Ok(()) => Ok(()),
+                // Room is the window plus the final event: full means the
+                // server sent without credit.
+                Err(mpsc::error::TrySendError::Full(_)) => Err(ProtocolError::CreditExceeded {
+                    id,
+                    window: STREAM_WINDOW,
+                }),
+                Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            },
+            Kind::End => {
+                let _ = events.try_send(Event::End);
+                if let Some(Waiter::Stream {
+                    credit: Some(credit), ..
+                }) = inner.waiting.remove(&id)
+                {
+                    credit.close();
+                }
+                Ok(())
+            }
+            Kind::Credit => {
+                let items = frame::parse_credit(&payload)?;
+                match credit {
+                    Some(credit) => credit
+                        .grant(items)
+                        .map_err(|total| ProtocolError::CreditOverflow {
+                            id,
+                            total,
+                            max: MAX_STREAM_CREDIT,
+                        }),
+                    None => Err(ProtocolError::NoSuchStream { kind, id }),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes `id`'s waiter; whether it was still waiting on a live
+    /// connection (and so deserves a cancel).
+    pub(super) fn forget(&self, id: u64) -> bool {
+        let mut inner = self.lock();
+        inner.waiting.remove(&id).is_some() && inner.closed.is_none()
+    }
+
+    /// Fails every call whose deadline is `now` or earlier, and tells the
+    /// server to stop them; re-arms the sweep for the calls left.
+    fn expire(&self, now: Instant, outbox: &mpsc::WeakUnboundedSender<Outgoing<Arc<CallPermit>>>) {
+        let (expired, live) = {
+            let mut inner = self.lock();
+            let due: Vec<u64> = inner
+                .waiting
+                .iter()
+                .filter(|(_, waiter)| waiter.deadline().is_some_and(|deadline| deadline <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            let expired: Vec<(u64, Waiter)> = due
+                .into_iter()
+                .filter_map(|id| inner.waiting.remove(&id).map(|waiter| (id, waiter)))
+                .collect();
+            inner.armed = inner.waiting.values().filter_map(Waiter::deadline).min();
+            (expired, inner.closed.is_none())
+        };
+        let outbox = outbox.upgrade().filter(|_| live);
+        for (id, waiter) in expired {
+            if let Waiter::Unary { reply, .. } = waiter {
+                let _ = reply.send(Reply::Expired);
+            }
+            let cancel = Frame::new(Kind::Cancel, id, Bytes::new());
+            if let (Some(outbox), Ok(cancel)) = (&outbox, cancel) {
+                let _ = outbox.send(cancel.into());
+            }
+        }
+    }
+
+    pub(super) fn goodbye(&self, last_read: u64) {
+        let not_run: Vec<_> = {
+            let mut inner = self.lock();
+            inner.goodbye = Some(last_read);
+            let ids: Vec<u64> = inner
+                .waiting
+                .keys()
+                .copied()
+                .filter(|id| *id > last_read)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| inner.waiting.remove(&id))
+                .collect()
+        };
+        for waiter in not_run {
+            waiter.not_run();
+        }
+    }
+
+    pub(super) fn close(&self, err: Error) {
+        let waiting = {
+            let mut inner = self.lock();
+            if inner.closed.is_none() {
+                inner.closed = Some(err.clone());
+            }
+            std::mem::take(&mut inner.waiting)
+        };
+        for (_, waiter) in waiting {
+            waiter.lost(err.clone());
+        }
+    }
+}
+
+/// Enforces the deadlines of a connection's unary calls with one timer,
+/// re-armed at the earliest deadline, instead of one timer per call: with
+/// a thousand calls in flight that is a thousand timer registrations and
+/// removals fewer per thousand calls. With every call on the same timeout,
+/// deadlines arrive in order and the sweep wakes about once per timeout.
+pub(super) async fn sweep_deadlines(
+    calls: Arc<CallTable>,
+    outbox: mpsc::WeakUnboundedSender<Outgoing<Arc<CallPermit>>>,
+) {
+    loop {
+        // A call that arms an earlier deadline after the read below leaves
+        // a permit here (`notify_one`), so the sleep is cut short.
+        let rearmed = calls.rearm.notified();
+        let armed = calls.lock().armed;
+        match armed {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = rearmed => continue,
+                }
+            }
+            None => {
+                rearmed.await;
+                continue;
+            }
+        }
+        calls.expire(Instant::now(), &outbox);
+    }
+}

@@ -1,0 +1,291 @@
+//! [`Connection`]: one live client connection: its reader, writer and
+//! deadline-sweep tasks, its permits, and the unary round trip.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::calls::{CallTable, Outbox, Reply, Waiter, sweep_deadlines};
+use crate::codec::DecodeLimits;
+use crate::error::{Error, WireError};
+use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
+use crate::permit::{CallPermit, CallPermits};
+use crate::service::RequestMessage;
+use crate::transport::{Established, FrameRead, FrameWrite};
+use crate::writer::{self, DEFAULT_WRITE_TIMEOUT};
+
+/// A started connection. Dropping it stops its tasks.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(super) outbox: Outbox,
+    pub(super) calls: Arc<CallTable>,
+    /// The server's announced frame limit: larger requests are refused here,
+    /// before they cost the network anything.
+    pub(super) server_max_frame_len: usize,
+    /// Whether any call on this connection got an answer; a connection that
+    /// dies before serving one counts as a failed attempt for the backoff.
+    served: AtomicBool,
+    /// Permits for calls in flight: the client's own limit, or the server's
+    /// announced one if smaller, so a server never has to hold back a
+    /// request of ours (and with it, frames that running calls need).
+    permits: CallPermits,
+    /// What decoding the server's answers may cost.
+    pub(super) decode: DecodeLimits,
+    tasks: [AbortHandle; 3],
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Nobody can be waiting on this connection any more (calls hold the
+        // connection while they wait). The writer is stopped too: a server
+        // that stopped reading must not keep it, and the socket, alive.
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.permits.close();
+    }
+}
+
+impl Connection {
+    /// Spawns the connection's reader, writer and deadline-sweep tasks.
+    pub(crate) fn start<R: FrameRead, W: FrameWrite>(
+        conn: Established<R, W>,
+        max_in_flight: usize,
+        decode: DecodeLimits,
+    ) -> Connection {
+        let server_cap = match conn.preface.max_calls {
+            0 => usize::MAX,
+            cap => usize::from(cap),
+        };
+        let permits = CallPermits::new(max_in_flight.min(server_cap));
+        // Unbounded, because what enters it is bounded: each request holds a
+        // permit under the client's in-flight limit until it is written, and
+        // each call adds at most one cancel.
+        let (outbox, queued) = mpsc::unbounded_channel();
+        let calls = Arc::new(CallTable::default());
+        // When the server is gone, stop writing at once and close our side,
+        // so the server's lingering close is not kept waiting.
+        let stop = CancellationToken::new();
+        let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls), stop.clone()));
+        let sweeper = tokio::spawn(sweep_deadlines(Arc::clone(&calls), outbox.downgrade()));
+        let writer_calls = Arc::clone(&calls);
+        let writing = writer::run(conn.writer, queued, permits.clone(), stop, DEFAULT_WRITE_TIMEOUT);
+        let writer = tokio::spawn(async move {
+            if let Err(err) = writing.await {
+                writer_calls.close(err);
+            }
+        });
+        Connection {
+            outbox,
+            calls,
+            server_max_frame_len: conn.preface.max_frame_len as usize,
+            served: AtomicBool::new(false),
+            permits,
+            decode,
+            tasks: [
+                reader.abort_handle(),
+                writer.abort_handle(),
+                sweeper.abort_handle(),
+            ],
+        }
+    }
+
+    /// Whether new calls may use this connection.
+    pub(crate) fn is_usable(&self) -> bool {
+        let calls = self.calls.lock();
+        calls.closed.is_none() && calls.goodbye.is_none()
+    }
+
+    /// Whether the connection has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.calls.lock().closed.is_some()
+    }
+
+    /// Waits for a permit for one more call in flight on this connection.
+    pub(crate) async fn permit(&self) -> Result<Arc<CallPermit>, Error> {
+        self.permits
+            .acquire()
+            .await
+            .map(Arc::new)
+            .map_err(|_| self.unusable_error())
+    }
+
+    /// A permit, if one is free now.
+    pub(crate) fn try_permit(&self) -> Option<Arc<CallPermit>> {
+        self.permits.try_acquire().map(Arc::new)
+    }
+
+    /// Calls in flight on this connection.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.permits.in_use()
+    }
+
+    /// Marks the connection as having served a call.
+    pub(crate) fn mark_served(&self) {
+        // Read first: after the first answer this is a read, not a write to
+        // a line every caller shares.
+        if !self.served.load(Ordering::Relaxed) {
+            self.served.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether any call on this connection was answered.
+    pub(crate) fn served(&self) -> bool {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Why the connection is unusable, for calls that find it so.
+    pub(crate) fn unusable_error(&self) -> Error {
+        self.calls.lock().unusable_error()
+    }
+
+    /// Refuses, before sending, a request over the server's frame limit.
+    pub(super) fn check_request_len(&self, method: &str, len: usize) -> Result<(), Error> {
+        let limit = self.server_max_frame_len;
+        if len > limit {
+            return Err(Error::FrameTooLarge {
+                what: format!("the request to `{method}`"),
+                len,
+                limit,
+                side: "server",
+                setting: "Server::max_frame_len",
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends one call and waits for its answer, until `deadline` at the
+    /// latest. `permit` is the call's permit; the queued request shares it.
+    ///
+    /// If this future is dropped before the answer arrives (a `select!`, a
+    /// dropped caller), the server is told to stop the call, as it is when
+    /// the deadline passes.
+    pub(crate) async fn round_trip(
+        &self,
+        request: Request,
+        deadline: Instant,
+        permit: &Arc<CallPermit>,
+    ) -> Result<Reply, Error> {
+        self.check_request_len(request.method, request.payload.len())?;
+        let (tx, answer) = oneshot::channel();
+        let waiter = Waiter::Unary { reply: tx, deadline };
+        let id = match self.calls.send(&self.outbox, request.payload, permit, waiter)? {
+            Ok(id) => id,
+            Err(refused) => return Ok(refused),
+        };
+        let mut pending = PendingCall {
+            connection: self,
+            id,
+            answered: false,
+        };
+        let reply = answer
+            .await
+            .unwrap_or_else(|_| Reply::Lost(self.unusable_error()));
+        pending.answered = true;
+        if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
+            self.mark_served();
+        }
+        Ok(reply)
+    }
+
+    /// Tells the server to stop call `id`, which nobody waits for any more.
+    pub(super) fn cancel(&self, id: u64) {
+        if let Ok(cancel) = Frame::new(Kind::Cancel, id, Bytes::new()) {
+            let _ = self.outbox.send(cancel.into());
+        }
+    }
+}
+
+/// A request ready for the wire: its head (with the budget left) and its
+/// arguments.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) method: &'static str,
+    pub(crate) payload: Bytes,
+}
+
+impl Request {
+    /// Encodes `request` with the budget left until `deadline`; `None` if
+    /// none is left.
+    pub(crate) fn encode<Q: RequestMessage + ?Sized>(
+        request: &Q,
+        deadline: Instant,
+    ) -> Result<Option<Request>, Error> {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        if budget.is_zero() {
+            return Ok(None);
+        }
+        let method = request.method();
+        let mut payload = BytesMut::with_capacity(64);
+        RequestHead::encode(method, budget, &mut payload);
+        request.encode_args(&mut payload)?;
+        Ok(Some(Request {
+            method,
+            payload: payload.freeze(),
+        }))
+    }
+}
+
+/// A call waiting for its answer. Dropped unanswered, it forgets the call
+/// and sends the server a cancel, so abandoned calls leave nothing behind on
+/// either side.
+struct PendingCall<'a> {
+    connection: &'a Connection,
+    id: u64,
+    answered: bool,
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if !self.answered && self.connection.calls.forget(self.id) {
+            self.connection.cancel(self.id);
+        }
+    }
+}
+
+/// Reads the server's frames and hands each to its call, until the
+/// connection ends; then fails every call still waiting.
+async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: CancellationToken) {
+    let reason = loop {
+        let frame = match reader.read_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break Error::disconnected("the server closed the connection"),
+            Err(err) => break err,
+        };
+        let (header, payload) = frame.into_parts();
+        match header.kind() {
+            Kind::Response => calls.complete(header.id(), Ok(payload)),
+            Kind::Error => match WireError::decode(&payload) {
+                Ok(err) if header.id() == CONNECTION_ID => {
+                    break Error::disconnected(format!("the server closed the connection: {}", err.message));
+                }
+                Ok(err) => calls.complete(header.id(), Err(err)),
+                Err(err) => break err.into(),
+            },
+            Kind::Goodbye => match frame::parse_goodbye(&payload) {
+                Ok(last_started) => calls.goodbye(last_started),
+                Err(err) => break err.into(),
+            },
+            kind @ (Kind::Item | Kind::End | Kind::Credit) => {
+                if let Err(violation) = calls.stream_frame(kind, header.id(), payload) {
+                    break violation.into();
+                }
+            }
+            kind @ (Kind::Request | Kind::Cancel) => {
+                break ProtocolError::WrongDirection {
+                    kind,
+                    sender: "client",
+                }
+                .into();
+            }
+        }
+    };
+    tracing::debug!(error = %reason, "client connection ended");
+    calls.close(reason);
+    stop.cancel();
+}

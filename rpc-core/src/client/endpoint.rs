@@ -1,0 +1,316 @@
+//! [`Endpoint`]: one logical connection to one server: the live
+//! connection, redialling it with backoff when it is lost, and what the
+//! calls through it have seen (latency, failures).
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::Shared;
+use tokio::time::Instant;
+
+use crate::client::Backoff;
+use crate::client::connection::Connection;
+use crate::error::Error;
+use crate::permit::CallPermit;
+use crate::service::BoxFuture;
+
+/// Opens a fresh connection, for endpoints that redial.
+pub(crate) type Dial = Arc<dyn Fn() -> BoxFuture<Result<Connection, Error>> + Send + Sync>;
+
+/// A redial under way, which every caller that needs a connection waits on.
+type Dialing = Shared<BoxFuture<Result<Arc<Connection>, Error>>>;
+
+/// What a caller that needs a connection does next.
+enum Next {
+    /// Wait for the redial under way.
+    Join(Dialing),
+    /// Wait until the next attempt is due, then look again.
+    Wait(Instant),
+}
+
+/// One server, as a client sees it.
+pub(crate) struct Endpoint {
+    /// What it dials, in words: `127.0.0.1:7000`, `unix:/run/app.sock`.
+    target: Arc<str>,
+    dial: Option<Dial>,
+    backoff: Backoff,
+    state: Mutex<State>,
+    /// Whether `State::failures` is nonzero, readable without the lock:
+    /// every answered call checks it, and it is almost always false.
+    failing: AtomicBool,
+    /// Calls answered through this endpoint, in all.
+    calls: AtomicU64,
+    /// Calls that failed for a reason of the network or the server.
+    failures: AtomicU64,
+    /// Recent round-trip time: an exponentially weighted moving average,
+    /// in nanoseconds (0 until the first answer).
+    latency_ns: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    connection: Option<Arc<Connection>>,
+    /// Connection attempts that failed (or connections that died before
+    /// serving a call) since a connection last served one.
+    failures: u32,
+    /// When the last failed attempt ended, why, and when the next is due.
+    last_failure: Option<(Instant, Error)>,
+    retry_at: Option<Instant>,
+    dialing: Option<Dialing>,
+    /// Whether the current connection came from a redial.
+    redialed: bool,
+}
+
+/// What a client's calls have seen of one server, from
+/// [`Client::endpoints`](crate::Client::endpoints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// What the endpoint dials, in words (`127.0.0.1:7000`).
+    pub target: String,
+    /// Whether its connection is up and taking calls.
+    pub connected: bool,
+    /// Calls in flight on it now.
+    pub in_flight: usize,
+    /// Calls answered through it, in all (errors from the server included).
+    pub calls: u64,
+    /// Calls that failed for a reason of the network or the server: lost,
+    /// never sent, refused.
+    pub failures: u64,
+    /// Recent round-trip time of its calls, once it has answered one.
+    pub latency: Option<Duration>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("target", &self.target)
+            .field("redials", &self.dial.is_some())
+            .finish()
+    }
+}
+
+/// Weight of each new latency sample: an eighth, as TCP's smoothed
+/// round-trip time uses.
+const LATENCY_WEIGHT: f64 = 0.125;
+
+impl Endpoint {
+    /// An endpoint over `first` (if connected already) that redials with
+    /// `dial` (if it can) after waiting `backoff` between failed attempts.
+    pub(crate) fn new(
+        target: Arc<str>,
+        first: Option<Connection>,
+        dial: Option<Dial>,
+        backoff: Backoff,
+    ) -> Endpoint {
+        Endpoint {
+            target,
+            dial,
+            backoff,
+            state: Mutex::new(State {
+                connection: first.map(Arc::new),
+                ..State::default()
+            }),
+            failing: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            latency_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Updates under this lock are single assignments: poison is harmless.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether this endpoint can redial after losing its connection.
+    pub(crate) fn redials(&self) -> bool {
+        self.dial.is_some()
+    }
+
+    /// Whether the current connection is up and taking calls.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.state()
+            .connection
+            .as_ref()
+            .is_some_and(|connection| connection.is_usable())
+    }
+
+    /// Whether the current connection has ended (or there is none).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state()
+            .connection
+            .as_ref()
+            .is_none_or(|connection| connection.is_closed())
+    }
+
+    /// The current connection and a permit on it, if both are there
+    /// without waiting: the common case, which needs no timer.
+    pub(crate) fn ready_now(&self) -> Option<(Arc<Connection>, Arc<CallPermit>)> {
+        let connection = Arc::clone(
+            self.state()
+                .connection
+                .as_ref()
+                .filter(|connection| connection.is_usable())?,
+        );
+        let permit = connection.try_permit()?;
+        Some((connection, permit))
+    }
+
+    /// The connection to use: the current one while it takes calls, else a
+    /// fresh one if this endpoint can redial.
+    ///
+    /// While the endpoint waits between failed attempts, a caller whose
+    /// `deadline` leaves room waits for the next attempt; one whose
+    /// deadline comes first fails at once, with an error that says when
+    /// the last attempt failed and when the next is due. Each caller gets
+    /// at most that one attempt: its failure is the caller's error.
+    ///
+    /// The redial runs in a task of its own that every caller waits on, so
+    /// a caller whose deadline is shorter than a connect cannot cancel it:
+    /// the attempt completes, and counts, whoever is still waiting.
+    pub(crate) async fn connection(self: &Arc<Self>, deadline: Instant) -> Result<Arc<Connection>, Error> {
+        loop {
+            let next = {
+                let mut state = self.state();
+                if let Some(connection) = state.connection.as_ref().filter(|c| c.is_usable()) {
+                    return Ok(Arc::clone(connection));
+                }
+                let Some(dial) = &self.dial else {
+                    return Err(state.connection.as_ref().map_or_else(
+                        || Error::disconnected("the client has no connection"),
+                        |connection| connection.unusable_error(),
+                    ));
+                };
+                match &state.dialing {
+                    Some(dialing) => Next::Join(dialing.clone()),
+                    None => {
+                        let now = Instant::now();
+                        self.note_lost(&mut state, now);
+                        match state.retry_at.filter(|at| now < *at) {
+                            Some(retry_at) if retry_at > deadline => {
+                                return Err(self.unreachable(&state, now, retry_at));
+                            }
+                            Some(retry_at) => Next::Wait(retry_at),
+                            None => {
+                                let dialing = self.redial(Arc::clone(dial));
+                                state.dialing = Some(dialing.clone());
+                                Next::Join(dialing)
+                            }
+                        }
+                    }
+                }
+            };
+            match next {
+                Next::Join(dialing) => return dialing.await,
+                Next::Wait(retry_at) => tokio::time::sleep_until(retry_at).await,
+            }
+        }
+    }
+
+    /// A redialled connection that died before answering anything (a server
+    /// that accepts and hangs up) is a failed attempt; the first redial
+    /// after a loss is not delayed.
+    fn note_lost(&self, state: &mut State, now: Instant) {
+        if let Some(dead) = state.connection.take() {
+            if state.redialed && !dead.served() {
+                state.failures = state.failures.saturating_add(1);
+                self.failing.store(true, Ordering::Relaxed);
+                state.retry_at = Some(now + self.backoff.delay(state.failures));
+                state.last_failure = Some((now, dead.unusable_error()));
+            }
+        }
+    }
+
+    /// The error for a caller that cannot wait for the next attempt.
+    fn unreachable(&self, state: &State, now: Instant, retry_at: Instant) -> Error {
+        let (failed_at, last_error) = match &state.last_failure {
+            Some((at, err)) => (*at, err.clone()),
+            None => (now, Error::disconnected("the connection was lost")),
+        };
+        Error::Unreachable {
+            last_error: Arc::new(last_error),
+            failed_ago: now.saturating_duration_since(failed_at),
+            retry_in: retry_at.saturating_duration_since(now),
+        }
+    }
+
+    /// Starts a redial in a task of its own and records its outcome.
+    fn redial(self: &Arc<Self>, dial: Dial) -> Dialing {
+        let attempt = dial();
+        let this = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let result = attempt.await.map(Arc::new);
+            this.dialled(&result);
+            result
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|err| Err(Error::disconnected(format!("reconnecting failed: {err}"))))
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Records the outcome of a redial.
+    fn dialled(&self, result: &Result<Arc<Connection>, Error>) {
+        let mut state = self.state();
+        state.dialing = None;
+        match result {
+            Ok(connection) => {
+                state.connection = Some(Arc::clone(connection));
+                state.redialed = true;
+                state.retry_at = None;
+                state.last_failure = None;
+            }
+            Err(err) => {
+                let now = Instant::now();
+                state.failures = state.failures.saturating_add(1);
+                self.failing.store(true, Ordering::Relaxed);
+                state.retry_at = Some(now + self.backoff.delay(state.failures));
+                state.last_failure = Some((now, err.clone()));
+            }
+        }
+    }
+
+    /// A call was answered after `rtt`: the connection works, so the
+    /// backoff starts over. Cheap when there is nothing to reset.
+    pub(crate) fn answered(&self, rtt: Duration) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let sample = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.latency_ns.load(Ordering::Relaxed);
+        // A racy update loses a sample now and then; an estimate does not
+        // need more.
+        let new = if old == 0 {
+            sample
+        } else {
+            (old as f64 + LATENCY_WEIGHT * (sample as f64 - old as f64)) as u64
+        };
+        self.latency_ns.store(new.max(1), Ordering::Relaxed);
+        if self.failing.swap(false, Ordering::Relaxed) {
+            self.state().failures = 0;
+        }
+    }
+
+    /// A call failed for a reason of the network or the server.
+    pub(crate) fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the calls through this endpoint have seen.
+    pub(crate) fn stats(&self) -> EndpointStats {
+        let connection = self.state().connection.clone();
+        let latency = self.latency_ns.load(Ordering::Relaxed);
+        EndpointStats {
+            target: self.target.to_string(),
+            connected: connection.as_ref().is_some_and(|c| c.is_usable()),
+            in_flight: connection.as_ref().map_or(0, |c| c.in_flight()),
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            latency: (latency > 0).then(|| Duration::from_nanos(latency)),
+        }
+    }
+}

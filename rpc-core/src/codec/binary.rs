@@ -1,0 +1,189 @@
+//! The binary payload codec: bincode 2 through serde, standard
+//! configuration. Every use of the `bincode` crate is in this file, so the
+//! crate could be replaced (it is no longer developed; the format it
+//! defines is frozen) without touching anything else.
+
+use std::marker::PhantomData;
+
+use ::bincode::config::{self, Config};
+use ::bincode::enc::write::{SizeWriter, Writer};
+use ::bincode::error::DecodeError as BincodeError;
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::depth::{self, Limited};
+use super::{DecodeError, DecodeLimits, EncodeError};
+
+/// Appends the encoding of `value` to `out`.
+///
+/// A first pass only counts the bytes, so `out` grows once, to the exact
+/// size, and a large value (a 1 MiB payload) is copied into it once rather
+/// than again at every doubling of the buffer.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Result<(), EncodeError> {
+    let mut size = SizeWriter::default();
+    ::bincode::serde::encode_into_writer(value, &mut size, config::standard()).map_err(EncodeError::from)?;
+    out.reserve(size.bytes_written);
+    ::bincode::serde::encode_into_writer(value, BufWriter(out), config::standard()).map_err(EncodeError::from)
+}
+
+impl From<::bincode::error::EncodeError> for EncodeError {
+    fn from(err: ::bincode::error::EncodeError) -> EncodeError {
+        EncodeError(err.to_string())
+    }
+}
+
+/// Lets bincode write straight into a `BytesMut`.
+struct BufWriter<'a>(&'a mut BytesMut);
+
+impl Writer for BufWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), ::bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Decodes exactly one `T` from `bytes`, under `limits`.
+///
+/// bincode allocates a string's or byte buffer's announced length before it
+/// reads it, so a hostile 5-byte payload could ask for gigabytes. Decoding
+/// runs under a bincode byte limit chosen from a few buckets: the smallest
+/// bucket that holds the whole payload. No honest value claims more bytes
+/// than its payload has, and a liar can claim at most 16 times the payload
+/// (at least 256 KiB), never more than the frame it came in could justify.
+/// Nesting is bounded by `limits.max_nesting` (see [`DecodeLimits`]).
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], limits: DecodeLimits) -> Result<T, DecodeError> {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    let len = bytes.len();
+    if len <= 256 * KIB {
+        decode_with(bytes, limits, config::standard().with_limit::<{ 256 * KIB }>())
+    } else if len <= 4 * MIB {
+        decode_with(bytes, limits, config::standard().with_limit::<{ 4 * MIB }>())
+    } else if len <= 64 * MIB {
+        decode_with(bytes, limits, config::standard().with_limit::<{ 64 * MIB }>())
+    } else {
+        decode_with(
+            bytes,
+            limits,
+            config::standard().with_limit::<{ u32::MAX as usize }>(),
+        )
+    }
+}
+
+/// Decodes a payload held in a shared buffer, lending the buffer to the
+/// [`Bytes`](crate::blob::Bytes) values in it, which become slices of it
+/// instead of copies. Otherwise the same as [`decode`].
+pub fn decode_shared<T: DeserializeOwned>(bytes: &Bytes, limits: DecodeLimits) -> Result<T, DecodeError> {
+    crate::blob::lending(bytes, || decode(bytes, limits))
+}
+
+fn decode_with<T: DeserializeOwned, C: Config>(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    config: C,
+) -> Result<T, DecodeError> {
+    // Borrowed decoding: byte strings arrive as slices of `bytes` (which
+    // lent buffers turn into shared slices), never as claimed allocations.
+    let seed = Limited::new(PhantomData::<T>, limits.max_nesting);
+    let (value, read) =
+        ::bincode::serde::seed_decode_from_slice(seed, bytes, config).map_err(|err| match err {
+            BincodeError::OtherString(message) if depth::is_too_deep(&message) => DecodeError::TooDeep {
+                limit: limits.max_nesting,
+            },
+            other => DecodeError::Invalid(other.to_string()),
+        })?;
+    match bytes.len().saturating_sub(read) {
+        0 => Ok(value),
+        extra => Err(DecodeError::TrailingBytes { extra }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use serde::Deserialize;
+
+    const LIMITS: DecodeLimits = DecodeLimits::DEFAULT;
+
+    #[test]
+    fn values_round_trip() {
+        let mut buf = BytesMut::new();
+        encode_into(&(5i64, 3i64), &mut buf).unwrap();
+        assert_eq!(&buf[..], &[0x0a, 0x06]);
+        assert_eq!(decode::<(i64, i64)>(&buf, LIMITS).unwrap(), (5, 3));
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        assert_eq!(
+            decode::<u8>(&[1, 2], LIMITS),
+            Err(DecodeError::TrailingBytes { extra: 1 })
+        );
+    }
+
+    #[test]
+    fn a_lying_string_length_is_refused_without_allocating_it() {
+        // A varint announcing a 2^40-byte string, then nothing.
+        let mut buf = BytesMut::new();
+        buf.put_u8(253);
+        buf.put_u64_le(1 << 40);
+        assert!(matches!(
+            decode::<String>(&buf, LIMITS),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    enum List {
+        Nil,
+        Cons(u32, Box<List>),
+    }
+
+    /// `Cons(1, Cons(1, ... Nil))`, `depth` levels, as bincode spells it:
+    /// variant 1, the number, and the rest; then variant 0.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut bytes = [1u8, 1].repeat(depth);
+        bytes.push(0);
+        bytes
+    }
+
+    #[test]
+    fn nesting_within_the_limit_decodes_and_past_it_is_refused_not_overflowed() {
+        let limits = DecodeLimits { max_nesting: 64 };
+        let mut list = decode::<List>(&nested(30), limits).unwrap();
+        let mut levels = 0;
+        while let List::Cons(1, rest) = list {
+            list = *rest;
+            levels += 1;
+        }
+        assert_eq!((levels, list), (30, List::Nil));
+
+        // A hundred thousand levels: without the limit this overflows the
+        // test thread's stack and aborts the test binary.
+        assert_eq!(
+            decode::<List>(&nested(100_000), limits),
+            Err(DecodeError::TooDeep { limit: 64 })
+        );
+        // Nested sequences and options count too.
+        let deep_vecs = [1u8].repeat(100_000);
+        assert!(matches!(
+            decode::<Vec<Vec<Vec<Vec<Vec<Vec<u8>>>>>>>(&deep_vecs, DecodeLimits { max_nesting: 3 }),
+            Err(DecodeError::TooDeep { limit: 3 })
+        ));
+    }
+
+    #[test]
+    fn zero_copy_blobs_survive_the_depth_adapter() {
+        let mut buf = BytesMut::new();
+        encode_into(&(7u32, crate::blob::Bytes::from_static(b"blob")), &mut buf).unwrap();
+        let frame = buf.freeze();
+        let (n, blob): (u32, crate::blob::Bytes) = decode_shared(&frame, LIMITS).unwrap();
+        assert_eq!((n, &blob[..]), (7, &b"blob"[..]));
+        assert!(
+            frame.as_ptr_range().contains(&blob.as_ptr()),
+            "a slice of the frame, not a copy"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! [`RequestHead`]: the fixed-layout part that opens every request payload.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::ProtocolError;
+
+/// The fixed part that opens every request payload.
+///
+/// Layout: `u64` LE time budget in microseconds, `u8` name length, the
+/// method's wire name (UTF-8, `Service.method`), then the arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Time the caller gives the call, relative (clocks differ). Zero means
+    /// the caller's time ran out before the request left; the server
+    /// answers such a call with "deadline exceeded" without running it.
+    pub budget: Duration,
+    /// The method's wire name, e.g. `Calculator.add`: a slice of the
+    /// request frame (no copy), checked to be UTF-8.
+    method: Bytes,
+}
+
+/// The longest time budget a client puts on the wire: one year. A server
+/// caps every budget at its own maximum anyway (five minutes by default),
+/// so a longer one, `u64::MAX` included, simply gets that maximum.
+pub const MAX_WIRE_BUDGET: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Longest wire name of a method, in bytes.
+pub const MAX_METHOD_NAME_LEN: usize = u8::MAX as usize;
+
+impl RequestHead {
+    /// Appends the head for `method` with `budget` to `out`.
+    ///
+    /// The budget is rounded up to whole microseconds and clamped to
+    /// 1 µs ..= [`MAX_WIRE_BUDGET`]. `method` must be at most
+    /// [`MAX_METHOD_NAME_LEN`] bytes; the macro guarantees it for generated
+    /// clients and longer names are cut at a character boundary.
+    pub fn encode(method: &str, budget: Duration, out: &mut BytesMut) {
+        let micros = budget
+            .as_nanos()
+            .div_ceil(1000)
+            .clamp(1, MAX_WIRE_BUDGET.as_micros());
+        out.put_u64_le(u64::try_from(micros).unwrap_or(u64::MAX));
+        let mut end = method.len().min(MAX_METHOD_NAME_LEN);
+        while !method.is_char_boundary(end) {
+            end -= 1;
+        }
+        let name = method.get(..end).unwrap_or_default();
+        out.put_u8(u8::try_from(name.len()).unwrap_or(u8::MAX));
+        out.put_slice(name.as_bytes());
+    }
+
+    /// The method's wire name.
+    pub fn method(&self) -> &str {
+        // Checked when the head was decoded.
+        std::str::from_utf8(&self.method).unwrap_or_default()
+    }
+
+    /// Splits a request payload into its head and its argument bytes.
+    ///
+    /// The arguments share `payload`'s memory. A head whose layout is
+    /// broken (too short, an empty name, a name past the end of the frame
+    /// or not UTF-8) is a protocol violation: the peer's encoder is broken,
+    /// and the connection closes. Any budget is accepted; the server caps it.
+    pub fn decode(mut payload: Bytes) -> Result<(RequestHead, Bytes), ProtocolError> {
+        if payload.len() < 9 {
+            return Err(ProtocolError::BadRequestHead(
+                "shorter than the 9-byte budget and name length",
+            ));
+        }
+        let micros = payload.get_u64_le();
+        let name_len = usize::from(payload.get_u8());
+        if name_len == 0 {
+            return Err(ProtocolError::BadRequestHead("the method name is empty"));
+        }
+        if payload.len() < name_len {
+            return Err(ProtocolError::BadRequestHead(
+                "the method name runs past the end of the frame",
+            ));
+        }
+        let method = payload.split_to(name_len);
+        std::str::from_utf8(&method)
+            .map_err(|_| ProtocolError::BadRequestHead("the method name is not UTF-8"))?;
+        Ok((
+            RequestHead {
+                budget: Duration::from_micros(micros),
+                method,
+            },
+            payload,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_head_round_trips_and_shares_the_arguments() {
+        let mut buf = BytesMut::new();
+        RequestHead::encode("Calculator.add", Duration::from_millis(1500), &mut buf);
+        buf.put_slice(&[0x0a, 0x06]);
+        let payload = buf.freeze();
+        let (head, args) = RequestHead::decode(payload.clone()).unwrap();
+        assert_eq!(head.method(), "Calculator.add");
+        assert_eq!(head.budget, Duration::from_millis(1500));
+        assert_eq!(&args[..], &[0x0a, 0x06]);
+        assert_eq!(args.as_ptr(), payload[payload.len() - 2..].as_ptr());
+    }
+
+    #[test]
+    fn budgets_are_clamped_on_the_way_out_and_taken_as_sent_on_the_way_in() {
+        let mut buf = BytesMut::new();
+        RequestHead::encode("S.m", Duration::MAX, &mut buf);
+        let (head, _) = RequestHead::decode(buf.freeze()).unwrap();
+        assert_eq!(head.budget, MAX_WIRE_BUDGET);
+
+        // "No timeout" spelled as u64::MAX, and zero, are for the server to
+        // cap or answer; neither breaks the framing.
+        for micros in [u64::MAX, 0] {
+            let mut raw = BytesMut::new();
+            raw.put_u64_le(micros);
+            raw.put_u8(3);
+            raw.put_slice(b"S.m");
+            let (head, _) = RequestHead::decode(raw.freeze()).unwrap();
+            assert_eq!(head.budget, Duration::from_micros(micros));
+        }
+    }
+
+    #[test]
+    fn request_head_refuses_broken_layouts() {
+        for bad in [
+            &[0u8; 3][..],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0][..],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 5, b'a'][..],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff][..],
+        ] {
+            assert!(RequestHead::decode(Bytes::copy_from_slice(bad)).is_err());
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! [`Peer`]: who is on the other end of a connection, as its transport
+//! knows it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Who is on the other end of a connection: what every handler can learn
+/// about its caller through [`Context::peer`](crate::Context::peer), and
+/// what a client's errors name.
+///
+/// Built by the transport that accepted or dialled the connection; cheap to
+/// clone (one reference count).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Peer {
+    inner: Arc<PeerAddr>,
+}
+
+/// The address part of a [`Peer`], by transport.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PeerAddr {
+    /// A TCP connection from (or to) this address.
+    Tcp(SocketAddr),
+    /// A Unix domain socket. The other end's path is usually unnamed for
+    /// accepted connections; its process credentials, where the system
+    /// reports them, say who it is.
+    Unix {
+        /// The socket's path, when it has one.
+        path: Option<PathBuf>,
+        /// The peer process's user id, group id and process id.
+        credentials: Option<Credentials>,
+    },
+    /// An in-memory pipe in this process.
+    Memory,
+    /// Some other transport, described in words (for logs and errors).
+    Other(Arc<str>),
+    /// A stream handed over by the caller (`serve_io`, `connect_io`), whose
+    /// other end nothing here knows.
+    Unknown,
+}
+
+/// The credentials of the process at the other end of a Unix socket, as
+/// the kernel reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Credentials {
+    /// The user id.
+    pub uid: u32,
+    /// The group id.
+    pub gid: u32,
+    /// The process id, on systems that report it.
+    pub pid: Option<i32>,
+}
+
+impl Peer {
+    /// A peer at `addr`.
+    pub fn new(addr: PeerAddr) -> Peer {
+        Peer {
+            inner: Arc::new(addr),
+        }
+    }
+
+    /// A peer nothing is known about.
+    pub fn unknown() -> Peer {
+        Peer::new(PeerAddr::Unknown)
+    }
+
+    /// The peer's address, by transport.
+    pub fn addr(&self) -> &PeerAddr {
+        &self.inner
+    }
+
+    /// The peer's IP address and port, for TCP connections.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match *self.inner {
+            PeerAddr::Tcp(addr) => Some(addr),
+            _ => None,
+        }
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Peer {
+        Peer::new(PeerAddr::Tcp(addr))
+    }
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.inner, f)
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.inner, f)
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddr::Tcp(addr) => write!(f, "{addr}"),
+            PeerAddr::Unix { path: Some(path), .. } => write!(f, "unix:{}", path.display()),
+            PeerAddr::Unix {
+                path: None,
+                credentials: Some(who),
+            } => match who.pid {
+                Some(pid) => write!(f, "unix socket (pid {pid}, uid {})", who.uid),
+                None => write!(f, "unix socket (uid {})", who.uid),
+            },
+            PeerAddr::Unix { .. } => f.write_str("unix socket"),
+            PeerAddr::Memory => f.write_str("in-memory pipe"),
+            PeerAddr::Other(what) => f.write_str(what),
+            PeerAddr::Unknown => f.write_str("a stream of unknown origin"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_say_who_they_are() {
+        let tcp = Peer::from(SocketAddr::from(([127, 0, 0, 1], 7000)));
+        assert_eq!(tcp.to_string(), "127.0.0.1:7000");
+        assert_eq!(tcp.socket_addr(), Some(SocketAddr::from(([127, 0, 0, 1], 7000))));
+        let unix = Peer::new(PeerAddr::Unix {
+            path: None,
+            credentials: Some(Credentials {
+                uid: 1000,
+                gid: 1000,
+                pid: Some(42),
+            }),
+        });
+        assert_eq!(unix.to_string(), "unix socket (pid 42, uid 1000)");
+        assert_eq!(unix.socket_addr(), None);
+    }
+}

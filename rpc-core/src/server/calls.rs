@@ -1,0 +1,404 @@
+//! [`CallTable`]: a connection's calls in flight, the queue of calls read
+//! at the cap, and the one deadline sweep that stops calls on time.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::context::Context;
+use crate::error::{ErrorCode, WireError};
+use crate::permit::{CallPermit, CallPermits};
+use crate::server::Counters;
+use crate::server::Outcome;
+use crate::server::call::{Call, CallHandle, End, Outbox, Work};
+use crate::server::router::Route;
+use crate::streaming::SendCredit;
+
+/// What the connection knows about each call it has read and not yet
+/// finished, and the permits that cap them.
+pub(super) struct CallTable {
+    /// Keyed by the client's ids with an unkeyed hash: the table never
+    /// holds more than twice the call cap, which bounds what colliding ids
+    /// cost.
+    entries: FxHashMap<u64, Entry>,
+    /// Calls read while every permit was taken, in order.
+    queue: VecDeque<Queued>,
+    permits: CallPermits,
+    outbox: Outbox,
+    /// Launched calls report here when they end: (request id, launch
+    /// number). Plain spawned tasks and this channel cost less per call
+    /// than a `JoinSet`, whose shared set every spawn and completion locks.
+    done: mpsc::UnboundedSender<(u64, u64)>,
+    done_rx: mpsc::UnboundedReceiver<(u64, u64)>,
+    next_seq: u64,
+    /// Calls launched and not yet reported done (or aborted).
+    launched: usize,
+    /// No later than the earliest deadline of a launched call that can be
+    /// stopped: when the connection's one timer must wake to stop it. A
+    /// timer per call would cost a timer-wheel insertion and removal per
+    /// call; with every call on the same timeout this one wakes about once
+    /// per timeout.
+    armed: Option<Instant>,
+    /// The last request id read: ids must increase, and a cancel or stream
+    /// frame may name no id above it.
+    pub(super) last_read_id: u64,
+    /// The last request id started (or answered at once): what a goodbye
+    /// reports.
+    pub(super) last_started_id: u64,
+    counters: Arc<Counters>,
+}
+
+/// A call in flight.
+pub(super) struct Entry {
+    /// The launch number of its task, once launched.
+    seq: Option<u64>,
+    /// `None` for methods that run to completion whatever happens (and for
+    /// calls not launched yet).
+    abort: Option<AbortHandle>,
+    /// The client's stream, for methods that take one.
+    pub(super) input: Option<Input>,
+    /// The call's context, which holds the deadline the sweep enforces and
+    /// is marked expired by it: `None` for methods that run to completion,
+    /// whose task keeps its own timer (the server's ceiling).
+    ctx: Option<Context>,
+    /// The credit of the stream the server sends, for methods that return
+    /// one.
+    pub(super) output: Option<Arc<SendCredit>>,
+}
+
+impl Entry {
+    /// A call just read, not yet launched.
+    pub(super) fn new(ctx: Option<Context>, input: Option<Input>, output: Option<Arc<SendCredit>>) -> Entry {
+        Entry {
+            seq: None,
+            abort: None,
+            input,
+            ctx,
+            output,
+        }
+    }
+
+    /// The deadline the sweep enforces, if it enforces one.
+    fn deadline(&self) -> Option<Instant> {
+        self.ctx.as_ref().map(Context::deadline)
+    }
+
+    /// Whether the sweep (or a cancel) can stop it.
+    fn stoppable(&self) -> bool {
+        self.abort.is_some()
+    }
+}
+
+/// The server's end of a client's stream.
+pub(super) struct Input {
+    /// Where items go; `None` once the client ended the stream.
+    pub(super) items: Option<mpsc::Sender<Bytes>>,
+    /// Items received so far.
+    pub(super) received: u64,
+    /// Credit the handler has granted beyond the initial window.
+    pub(super) granted: Arc<AtomicU64>,
+    /// Set when the client's end frame arrives, so the handler can tell a
+    /// finished stream from one that broke off.
+    pub(super) ended: Arc<AtomicBool>,
+}
+
+/// A call read and accepted: to run on its route, or to answer at once.
+pub(super) enum Admitted {
+    /// Run the work on the route's service.
+    Run {
+        work: Work,
+        route: Route,
+        to_completion: bool,
+    },
+    /// Answer with this error, running nothing (an unknown method, a
+    /// budget already spent).
+    Refuse(WireError),
+}
+
+/// A call waiting for a permit.
+pub(super) struct Queued {
+    id: u64,
+    admitted: Admitted,
+}
+
+impl CallTable {
+    pub(super) fn new(permits: CallPermits, outbox: Outbox, counters: Arc<Counters>) -> CallTable {
+        let (done, done_rx) = mpsc::unbounded_channel();
+        CallTable {
+            entries: FxHashMap::default(),
+            queue: VecDeque::new(),
+            permits,
+            outbox,
+            done,
+            done_rx,
+            next_seq: 0,
+            launched: 0,
+            armed: None,
+            last_read_id: 0,
+            last_started_id: 0,
+            counters,
+        }
+    }
+
+    /// The connection's permits.
+    pub(super) fn permits(&self) -> &CallPermits {
+        &self.permits
+    }
+
+    /// Whether calls are queued for a permit.
+    pub(super) fn has_queue(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Whether the queue holds a cap's worth of calls: time to stop reading.
+    pub(super) fn queue_full(&self) -> bool {
+        self.queue.len() >= self.permits.total()
+    }
+
+    /// Whether any call is in flight (launched or queued).
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.queue.is_empty()
+    }
+
+    /// Whether every accepted call has finished: what a draining connection
+    /// waits for.
+    pub(super) fn all_done(&self) -> bool {
+        self.launched == 0 && self.queue.is_empty()
+    }
+
+    /// The call `id`, if it is in flight.
+    pub(super) fn entry_mut(&mut self, id: u64) -> Option<&mut Entry> {
+        self.entries.get_mut(&id)
+    }
+
+    /// Takes in a call just read: launched at once if a permit is free and
+    /// no call is queued before it, queued otherwise.
+    pub(super) fn admit(&mut self, id: u64, admitted: Admitted, entry: Option<Entry>) {
+        if let Some(entry) = entry {
+            self.entries.insert(id, entry);
+        }
+        let queued = Queued { id, admitted };
+        if self.queue.is_empty() {
+            if let Some(permit) = self.permits.try_acquire() {
+                self.launch(queued, permit);
+                return;
+            }
+        }
+        self.queue.push_back(queued);
+    }
+
+    /// Launches the first queued call under `permit`.
+    pub(super) fn launch_next(&mut self, permit: CallPermit) {
+        if let Some(queued) = self.queue.pop_front() {
+            self.launch(queued, permit);
+        }
+    }
+
+    fn launch(&mut self, queued: Queued, permit: CallPermit) {
+        let Queued { id, admitted } = queued;
+        self.last_started_id = self.last_started_id.max(id);
+        let (work, route, to_completion) = match admitted {
+            Admitted::Refuse(error) => {
+                self.counters.ended(Outcome::Failed);
+                let frame = error.to_frame(id);
+                let _ = self.outbox.send(crate::writer::Outgoing {
+                    frame,
+                    permit: Some(permit),
+                });
+                return;
+            }
+            Admitted::Run {
+                work,
+                route,
+                to_completion,
+            } => (work, route, to_completion),
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let end = End {
+            outbox: self.outbox.clone(),
+            done: self.done.clone(),
+            seq,
+            permit: Some(permit),
+            to_completion,
+        };
+        let CallHandle { abort } = route.service.start(route.method, Call { work, end });
+        self.launched += 1;
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.seq = Some(seq);
+            entry.abort = abort;
+            if let Some(deadline) = entry.deadline().filter(|_| entry.stoppable()) {
+                self.armed = Some(self.armed.map_or(deadline, |armed| armed.min(deadline)));
+            }
+        }
+    }
+
+    /// Tidies away every call that has reported its end, without waiting.
+    pub(super) fn collect_finished(&mut self) {
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.finished(done);
+        }
+    }
+
+    /// Waits for a call to report its end and tidies it away.
+    pub(super) async fn next_finished(&mut self) {
+        if let Some(done) = self.done_rx.recv().await {
+            self.finished(done);
+        }
+    }
+
+    fn finished(&mut self, (id, seq): (u64, u64)) {
+        // Only if it is still this launch's entry: a cancel or the deadline
+        // sweep that raced the call's end has removed it, and counted it
+        // out, already.
+        if self.entries.get(&id).is_some_and(|entry| entry.seq == Some(seq)) {
+            self.launched = self.launched.saturating_sub(1);
+            self.forget(id);
+        }
+    }
+
+    /// No later than the earliest deadline of a call the sweep must stop.
+    pub(super) fn armed(&self) -> Option<Instant> {
+        self.armed
+    }
+
+    /// Stops every call whose deadline is `now` or earlier (its task then
+    /// answers `DeadlineExceeded`), and notes the next deadline due.
+    pub(super) fn expire(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| {
+                entry.stoppable() && entry.deadline().is_some_and(|deadline| deadline <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for entry in due.into_iter().filter_map(|id| self.entries.remove(&id)) {
+            if let (Some(abort), Some(ctx)) = (&entry.abort, &entry.ctx) {
+                ctx.expire();
+                abort.abort();
+            }
+            if let Some(output) = entry.output {
+                output.close();
+            }
+            self.launched = self.launched.saturating_sub(1);
+            self.counters.ended(Outcome::DeadlineExceeded);
+        }
+        self.armed = self
+            .entries
+            .values()
+            .filter(|entry| entry.stoppable())
+            .filter_map(Entry::deadline)
+            .min();
+    }
+
+    /// Stops call `id` for its client, who no longer wants it: a running
+    /// call's task is aborted (unless it runs to completion), a queued one
+    /// never starts. Nothing is sent for it.
+    pub(super) fn cancel(&mut self, id: u64) {
+        match self.entries.get(&id) {
+            Some(Entry {
+                abort: Some(abort), ..
+            }) => {
+                abort.abort();
+                // An aborted task never reports; count it out here.
+                self.launched = self.launched.saturating_sub(1);
+                self.counters.ended(Outcome::Cancelled);
+                self.forget(id);
+            }
+            Some(Entry { seq: None, .. }) => {
+                self.queue.retain(|queued| queued.id != id);
+                self.counters.ended(Outcome::Cancelled);
+                self.forget(id);
+            }
+            // Running to completion, or already finished: a cancel can
+            // cross the answer on the wire.
+            _ => {}
+        }
+    }
+
+    fn forget(&mut self, id: u64) {
+        if let Some(entry) = self.entries.remove(&id) {
+            if let Some(output) = entry.output {
+                output.close();
+            }
+        }
+    }
+
+    /// Ends every stream that needs something more from the client, which
+    /// will send nothing more.
+    pub(super) fn end_streams(&mut self) {
+        for entry in self.entries.values_mut() {
+            if let Some(output) = &entry.output {
+                output.close();
+            }
+            if let Some(input) = &mut entry.input {
+                input.items = None;
+            }
+        }
+    }
+
+    /// Forgets the calls that never got a permit: a goodbye tells their
+    /// client they never ran.
+    pub(super) fn drop_queued(&mut self) {
+        for queued in std::mem::take(&mut self.queue) {
+            self.entries.remove(&queued.id);
+        }
+    }
+
+    /// Stops every call that can be stopped, sending nothing.
+    pub(super) fn abort_all(&mut self) {
+        for entry in self.entries.values() {
+            if let Some(abort) = &entry.abort {
+                abort.abort();
+            }
+        }
+        self.launched = 0;
+        self.queue.clear();
+    }
+
+    /// Stops every call that can be stopped and tells each client it was
+    /// interrupted: a graceful shutdown's grace period is over.
+    pub(super) fn interrupt_all(&mut self) {
+        let stopped: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.stoppable())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stopped {
+            if let Some(Entry {
+                abort: Some(abort), ..
+            }) = self.entries.remove(&id)
+            {
+                abort.abort();
+                self.launched = self.launched.saturating_sub(1);
+                self.counters.ended(Outcome::Cancelled);
+                let notice = WireError::new(
+                    ErrorCode::Interrupted,
+                    "the server's graceful shutdown ran out of time before the call finished",
+                );
+                let _ = self.outbox.send(notice.to_frame(id).into());
+            }
+        }
+    }
+}
+
+impl Drop for CallTable {
+    /// A connection that goes away (closed, or its task aborted by a server
+    /// stopping) takes its running calls with it, except those that run to
+    /// completion.
+    fn drop(&mut self) {
+        for entry in self.entries.values() {
+            if let Some(abort) = &entry.abort {
+                abort.abort();
+            }
+        }
+    }
+}

@@ -66,6 +66,9 @@ where
 {
     let mut batch: Vec<Outgoing<P>> = Vec::new();
     loop {
+        if stop.is_cancelled() {
+            break;
+        }
         match outbox.try_recv() {
             Ok(out) => batch.push(out),
             Err(TryRecvError::Disconnected) => break,

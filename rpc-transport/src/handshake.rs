@@ -49,7 +49,8 @@ where
 /// Reads and discards whatever the peer still sends, for up to a second or
 /// 64 KiB, before a connection is closed after a failed exchange.
 pub async fn linger<IO: AsyncRead + Unpin>(io: &mut IO) {
-    let mut scratch = [0u8; 4096];
+    // On the heap: an array would make every connection's future larger.
+    let mut scratch = vec![0u8; 4096];
     let mut left = 64 * 1024usize;
     let discard = async {
         while left > 0 {

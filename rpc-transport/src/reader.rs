@@ -123,7 +123,9 @@ impl<R: ReadHalf + 'static> FrameRead for FrameReader<R> {
     }
 
     async fn discard(&mut self, limit: usize) {
-        let mut scratch = [0u8; 8 * 1024];
+        // On the heap, and only while discarding: an array here would sit in
+        // every connection's future, idle or not, for its whole life.
+        let mut scratch = vec![0u8; 8 * 1024];
         let mut left = limit;
         while left > 0 {
             match self.io.read(&mut scratch).await {

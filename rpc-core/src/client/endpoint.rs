@@ -247,9 +247,15 @@ impl Endpoint {
             this.dialled(&result);
             result
         });
+        let this = Arc::clone(self);
         async move {
-            task.await
-                .unwrap_or_else(|err| Err(Error::disconnected(format!("reconnecting failed: {err}"))))
+            task.await.unwrap_or_else(|panicked| {
+                // The dial itself panicked (a connector's bug): record the
+                // failure, or no caller would ever dial again.
+                let result = Err(Error::disconnected(format!("reconnecting failed: {panicked}")));
+                this.dialled(&result);
+                result
+            })
         }
         .boxed()
         .shared()

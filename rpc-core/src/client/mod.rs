@@ -305,7 +305,7 @@ impl Client {
         if budget.is_zero() {
             return Err(Error::DeadlineExceeded { timeout: budget });
         }
-        Ok(Deadline { at, budget, now })
+        Ok(Deadline { at, budget })
     }
 
     /// Decodes an answer of `method`.
@@ -357,7 +357,6 @@ impl Client {
             timeout: deadline.budget,
         };
         let mut retried = false;
-        let mut sent_at = deadline.now;
         loop {
             let endpoint = self.shared.picker.pick();
             let (connection, permit) = match endpoint.ready_now() {
@@ -368,11 +367,17 @@ impl Client {
                         let permit = connection.permit().await?;
                         Ok::<_, Error>((connection, permit))
                     };
-                    tokio::time::timeout_at(deadline.at, ready)
-                        .await
-                        .map_err(|_| expired())??
+                    match tokio::time::timeout_at(deadline.at, ready).await {
+                        Ok(Ok(ready)) => ready,
+                        Ok(Err(err)) => {
+                            endpoint.failed();
+                            return Err(err);
+                        }
+                        Err(_) => return Err(expired()),
+                    }
                 }
             };
+            let sent_at = Instant::now();
             let may_retry = !retried && endpoint.redials();
             let Some(encoded) = Request::encode(&request, deadline.at)? else {
                 return Err(expired());
@@ -403,7 +408,10 @@ impl Client {
                     endpoint.failed();
                     return Err(err);
                 }
-                Reply::NotRun => return Err(Error::ShuttingDown),
+                Reply::NotRun => {
+                    endpoint.failed();
+                    return Err(Error::ShuttingDown);
+                }
                 // It may have run; only an idempotent call may run again.
                 Reply::Lost(_) if may_retry && idempotent => {
                     endpoint.failed();
@@ -414,7 +422,6 @@ impl Client {
                     return Err(err);
                 }
             }
-            sent_at = Instant::now();
         }
     }
 
@@ -430,8 +437,6 @@ struct Deadline {
     at: Instant,
     /// The call's whole budget, which errors report.
     budget: Duration,
-    /// When the call was made.
-    now: Instant,
 }
 
 /// A request's arguments, encoded ahead of time: streaming calls send them

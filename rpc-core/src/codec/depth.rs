@@ -84,10 +84,11 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
         deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
         deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
         deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
-        deserialize_identifier deserialize_ignored_any
+        deserialize_identifier
     }
 
-    nested! { deserialize_any deserialize_option deserialize_seq deserialize_map }
+    // What is ignored may nest too, in formats that describe themselves.
+    nested! { deserialize_any deserialize_ignored_any deserialize_option deserialize_seq deserialize_map }
 
     fn deserialize_unit_struct<V: Visitor<'de>>(
         self,

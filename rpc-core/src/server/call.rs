@@ -16,7 +16,8 @@ use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{Frame, Kind};
 use crate::permit::CallPermit;
-use crate::server::{Outcome, ServerState};
+use crate::server::report::Report;
+use crate::server::{Counters, Outcome, ServerState};
 use crate::service::{Answer, Args};
 use crate::streaming::{ItemStream, SendCredit};
 use crate::writer::Outgoing;
@@ -46,10 +47,8 @@ pub(super) struct Work {
 /// How a call's end leaves its task.
 pub(super) struct End {
     pub(super) outbox: Outbox,
-    /// Where the task reports its end: (request id, launch number).
-    pub(super) done: mpsc::UnboundedSender<(u64, u64)>,
-    /// The launch number, telling this run of the id from a stale report.
-    pub(super) seq: u64,
+    /// How the task tells the connection it has ended.
+    pub(super) report: Report,
     /// The call's place under the connection's cap, held until its last
     /// frame is written.
     pub(super) permit: Option<CallPermit>,
@@ -93,34 +92,37 @@ impl Call {
         let id = work.ctx.request_id();
         let End {
             outbox,
-            done,
-            seq,
+            report,
             permit,
             to_completion,
         } = end;
+        // The end is reported before the answer is queued: the writer,
+        // woken last, runs first (tokio runs the task woken last next), so
+        // the report costs the answer no latency.
         if to_completion {
             // The task holds the outbox only weakly, so a closing
             // connection never waits for it.
             let outbox = outbox.downgrade();
             drop(tokio::spawn(async move {
                 let frame = work.run(handler, Timing::OwnTimer).await;
+                report.ended();
                 if let Some(outbox) = outbox.upgrade() {
                     let _ = outbox.send(Outgoing { frame, permit });
                 }
-                let _ = done.send((id, seq));
             }));
             CallHandle { abort: None }
         } else {
             let responder = Responder {
                 id,
                 ctx: work.ctx.clone(),
+                counters: Arc::clone(&work.state.counters),
                 out: Some((outbox, permit)),
             };
             let task = tokio::spawn(async move {
                 let mut responder = responder;
                 let frame = work.run(handler, Timing::Swept).await;
+                report.ended();
                 responder.send(frame);
-                let _ = done.send((id, seq));
             });
             CallHandle {
                 abort: Some(task.abort_handle()),
@@ -132,10 +134,13 @@ impl Call {
 /// The way out of a call's task that the connection can abort: it sends
 /// the call's last frame with the call's permit, and if the task is aborted
 /// because the deadline sweep expired the call, it still answers, with
-/// `DeadlineExceeded`, and the permit still travels with that answer.
+/// `DeadlineExceeded`, and the permit still travels with that answer. It
+/// counts how an aborted call ended (a finished one counts itself): the
+/// task is the one place that knows which came first.
 struct Responder {
     id: u64,
     ctx: Context,
+    counters: Arc<Counters>,
     out: Option<(Outbox, Option<CallPermit>)>,
 }
 
@@ -150,10 +155,17 @@ impl Responder {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        // The sweep that expired the call counted it.
-        if self.out.is_some() && self.ctx.expired() {
+        if self.out.is_none() {
+            return;
+        }
+        if self.ctx.expired() {
+            self.counters.ended(Outcome::DeadlineExceeded);
             let frame = deadline_exceeded(self.ctx.method()).to_frame(self.id);
             self.send(frame);
+        } else {
+            // Cancelled by its caller, or interrupted by the end of a
+            // shutdown's grace period (the connection answers for it).
+            self.counters.ended(Outcome::Cancelled);
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::permit::{CallPermit, CallPermits};
 use crate::server::Counters;
 use crate::server::Outcome;
 use crate::server::call::{Call, CallHandle, End, Outbox, Work};
+use crate::server::report::Reports;
 use crate::server::router::Route;
 use crate::streaming::SendCredit;
 
@@ -31,11 +32,10 @@ pub(super) struct CallTable {
     queue: VecDeque<Queued>,
     permits: CallPermits,
     outbox: Outbox,
-    /// Launched calls report here when they end: (request id, launch
-    /// number). Plain spawned tasks and this channel cost less per call
-    /// than a `JoinSet`, whose shared set every spawn and completion locks.
-    done: mpsc::UnboundedSender<(u64, u64)>,
-    done_rx: mpsc::UnboundedReceiver<(u64, u64)>,
+    /// Launched calls report here when they end. Plain spawned tasks and
+    /// these reports cost less per call than a `JoinSet`, whose shared set
+    /// every spawn and completion locks.
+    reports: Reports,
     next_seq: u64,
     /// Calls launched and not yet reported done (or aborted).
     launched: usize,
@@ -117,8 +117,8 @@ pub(super) enum Admitted {
         to_completion: bool,
     },
     /// Answer with this error, running nothing (an unknown method, a
-    /// budget already spent).
-    Refuse(WireError),
+    /// budget already spent), and count it so.
+    Refuse(WireError, Outcome),
 }
 
 /// A call waiting for a permit.
@@ -129,14 +129,12 @@ pub(super) struct Queued {
 
 impl CallTable {
     pub(super) fn new(permits: CallPermits, outbox: Outbox, counters: Arc<Counters>) -> CallTable {
-        let (done, done_rx) = mpsc::unbounded_channel();
         CallTable {
             entries: FxHashMap::default(),
             queue: VecDeque::new(),
             permits,
             outbox,
-            done,
-            done_rx,
+            reports: Reports::new(),
             next_seq: 0,
             launched: 0,
             armed: None,
@@ -204,8 +202,8 @@ impl CallTable {
         let Queued { id, admitted } = queued;
         self.last_started_id = self.last_started_id.max(id);
         let (work, route, to_completion) = match admitted {
-            Admitted::Refuse(error) => {
-                self.counters.ended(Outcome::Failed);
+            Admitted::Refuse(error, outcome) => {
+                self.counters.ended(outcome);
                 let frame = error.to_frame(id);
                 let _ = self.outbox.send(crate::writer::Outgoing {
                     frame,
@@ -223,8 +221,7 @@ impl CallTable {
         self.next_seq += 1;
         let end = End {
             outbox: self.outbox.clone(),
-            done: self.done.clone(),
-            seq,
+            report: self.reports.report(id, seq),
             permit: Some(permit),
             to_completion,
         };
@@ -241,15 +238,20 @@ impl CallTable {
 
     /// Tidies away every call that has reported its end, without waiting.
     pub(super) fn collect_finished(&mut self) {
-        while let Ok(done) = self.done_rx.try_recv() {
-            self.finished(done);
+        while let Some(ended) = self.reports.try_next() {
+            self.finished(ended);
         }
     }
 
-    /// Waits for a call to report its end and tidies it away.
-    pub(super) async fn next_finished(&mut self) {
-        if let Some(done) = self.done_rx.recv().await {
-            self.finished(done);
+    /// Waits for news of the calls: `each` call's end (and tidies it
+    /// away), or else the moment no call task is running any more.
+    pub(super) async fn reported(&mut self, each: bool) {
+        if each {
+            if let Some(ended) = self.reports.next().await {
+                self.finished(ended);
+            }
+        } else {
+            self.reports.quiet().await;
         }
     }
 
@@ -288,7 +290,6 @@ impl CallTable {
                 output.close();
             }
             self.launched = self.launched.saturating_sub(1);
-            self.counters.ended(Outcome::DeadlineExceeded);
         }
         self.armed = self
             .entries
@@ -366,6 +367,8 @@ impl CallTable {
     /// Stops every call that can be stopped and tells each client it was
     /// interrupted: a graceful shutdown's grace period is over.
     pub(super) fn interrupt_all(&mut self) {
+        // Calls that have just ended are answered already.
+        self.collect_finished();
         let stopped: Vec<u64> = self
             .entries
             .iter()
@@ -379,7 +382,6 @@ impl CallTable {
             {
                 abort.abort();
                 self.launched = self.launched.saturating_sub(1);
-                self.counters.ended(Outcome::Cancelled);
                 let notice = WireError::new(
                     ErrorCode::Interrupted,
                     "the server's graceful shutdown ran out of time before the call finished",

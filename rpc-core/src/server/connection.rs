@@ -166,7 +166,10 @@ impl Connection {
                     self.calls.abort_all();
                     return Ending::Drained;
                 }
-                () = self.calls.next_finished(), if !open => {}
+                // Draining: a call has ended. Open: the last running call
+                // has ended, so tidy up now, for the connection may be idle
+                // for long.
+                () = self.calls.reported(!open) => {}
                 permit = permits.acquire(), if self.calls.has_queue() => {
                     if let Ok(permit) = permit {
                         self.calls.launch_next(permit);
@@ -176,13 +179,15 @@ impl Connection {
                     let now = Instant::now();
                     self.calls.collect_finished();
                     self.calls.expire(now);
-                    // Deadlines hold while draining; the idle limit does not.
+                    // Deadlines hold while draining; the idle limit does not,
+                    // and it only runs while no call is in flight.
+                    let idle = open && self.calls.is_empty();
                     let idle_due = match phase {
-                        Phase::Open if self.calls.is_empty() => later(last_frame, idle_timeout),
+                        Phase::Open if idle => later(last_frame, idle_timeout),
                         Phase::Open => later(now, idle_timeout),
                         Phase::Draining { .. } => later(now, MAX_SLEEP),
                     };
-                    if open && now >= idle_due {
+                    if idle && now >= idle_due {
                         self.say_goodbye("idle");
                         phase = Phase::Draining { reading: true };
                         continue;

@@ -14,6 +14,7 @@ use crate::codec::Codec;
 use crate::context::Context;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
+use crate::server::Outcome;
 use crate::server::call::{self, Work};
 use crate::server::calls::{Admitted, Entry, Input};
 use crate::server::connection::Connection;
@@ -28,7 +29,7 @@ impl Connection {
         let (header, payload) = frame.into_parts();
         let id = header.id();
         match header.kind() {
-            Kind::Request if draining => Ok(()),
+            Kind::Request if draining => self.ignore_request(id),
             Kind::Request => self.on_request(id, payload),
             Kind::Cancel if !payload.is_empty() => {
                 Err(ProtocolError::CancelWithPayload(payload.len()).into())
@@ -56,6 +57,19 @@ impl Connection {
         }
     }
 
+    /// A request read after the goodbye: it will not run, as the goodbye
+    /// said, but its id counts, so frames that follow it (its stream's
+    /// items, a cancel) are recognised and ignored like those of any
+    /// finished call.
+    fn ignore_request(&mut self, id: u64) -> Result<(), Error> {
+        let last = self.calls.last_read_id;
+        if id <= last {
+            return Err(ProtocolError::IdNotIncreasing { id, last }.into());
+        }
+        self.calls.last_read_id = id;
+        Ok(())
+    }
+
     /// A request: routed by its method's wire name, under its budget.
     ///
     /// A request for a method nothing here serves, or whose budget is
@@ -74,21 +88,22 @@ impl Connection {
             Err(unknown) => {
                 // Items the client sends behind the request are ignored: the
                 // call has no entry, and its id is one the client has used.
-                self.calls
-                    .admit(id, Admitted::Refuse(call::to_wire(&unknown)), None);
+                let refusal = Admitted::Refuse(call::to_wire(&unknown), Outcome::Failed);
+                self.calls.admit(id, refusal, None);
                 return Ok(());
             }
         };
         let method = route.method;
-        if head.budget.is_zero() {
-            let spent = call::deadline_exceeded(method.full_name);
-            self.calls.admit(id, Admitted::Refuse(spent), None);
-            return Ok(());
-        }
         // Streams end with their call, so a streaming method always honours
         // its caller's cancel and deadline; a method that runs to completion
         // ignores its caller's deadline, but not the server's ceiling.
         let to_completion = method.no_cancel && !method.shape.streams();
+        if head.budget.is_zero() && !to_completion {
+            let spent = call::deadline_exceeded(method.full_name);
+            let refusal = Admitted::Refuse(spent, Outcome::DeadlineExceeded);
+            self.calls.admit(id, refusal, None);
+            return Ok(());
+        }
         let max_budget = self.state.config.max_budget;
         let budget = if to_completion {
             max_budget

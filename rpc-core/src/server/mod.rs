@@ -10,6 +10,7 @@
 //!   deadline sweep.
 //! - `dispatch`: the seam between a connection and a typed service.
 //! - `call`: one call's task: decode, run, encode, answer.
+//! - `report`: how call tasks tell their connection they have ended.
 //! - [`router`](Router): wire names to services and methods.
 //! - `stats`: the counters behind [`ServerStats`].
 
@@ -18,6 +19,7 @@ mod calls;
 mod connection;
 mod dispatch;
 mod inbound;
+mod report;
 mod router;
 mod stats;
 

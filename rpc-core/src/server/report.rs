@@ -1,0 +1,104 @@
+//! How a connection's call tasks tell it they have ended.
+//!
+//! Each finished call reports its request id and launch number on a
+//! channel the connection reads when it next wakes: waking it for every
+//! call would cost a task switch per call. But a connection whose last
+//! running call has ended may not wake again for minutes, and until it
+//! does, its finished calls' tasks stay allocated; so the last call to end
+//! wakes it, and an idle connection holds nothing.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use futures::task::AtomicWaker;
+use tokio::sync::mpsc;
+
+/// The connection's side: the reports, and the wake-up.
+pub(super) struct Reports {
+    shared: Arc<Shared>,
+    ended: mpsc::UnboundedReceiver<(u64, u64)>,
+}
+
+struct Shared {
+    ended: mpsc::UnboundedSender<(u64, u64)>,
+    /// Call tasks alive now.
+    running: AtomicUsize,
+    /// Set when `running` falls to zero, until the connection sees it.
+    quiet: AtomicBool,
+    waker: AtomicWaker,
+}
+
+/// A call task's side. Dropped (the task ended, or was aborted), it counts
+/// the task out, and wakes the connection if it was the last.
+pub(super) struct Report {
+    shared: Arc<Shared>,
+    id: u64,
+    seq: u64,
+}
+
+impl Reports {
+    pub(super) fn new() -> Reports {
+        let (ended, receiver) = mpsc::unbounded_channel();
+        Reports {
+            shared: Arc::new(Shared {
+                ended,
+                running: AtomicUsize::new(0),
+                quiet: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
+            }),
+            ended: receiver,
+        }
+    }
+
+    /// What the task of call `id`, launch `seq`, reports with.
+    pub(super) fn report(&self, id: u64, seq: u64) -> Report {
+        self.shared.running.fetch_add(1, Ordering::AcqRel);
+        Report {
+            shared: Arc::clone(&self.shared),
+            id,
+            seq,
+        }
+    }
+
+    /// A call that ended, if one has reported.
+    pub(super) fn try_next(&mut self) -> Option<(u64, u64)> {
+        self.ended.try_recv().ok()
+    }
+
+    /// Waits for a call to report its end.
+    pub(super) async fn next(&mut self) -> Option<(u64, u64)> {
+        self.ended.recv().await
+    }
+
+    /// Completes once no call task is running any more (since the last
+    /// time it completed).
+    pub(super) async fn quiet(&self) {
+        poll_fn(|cx| {
+            self.shared.waker.register(cx.waker());
+            if self.shared.quiet.swap(false, Ordering::AcqRel) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+impl Report {
+    /// The call ended on its own (it was not aborted): the connection may
+    /// forget it.
+    pub(super) fn ended(self) {
+        let _ = self.shared.ended.send((self.id, self.seq));
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if self.shared.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.quiet.store(true, Ordering::Release);
+            self.shared.waker.wake();
+        }
+    }
+}

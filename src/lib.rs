@@ -60,12 +60,15 @@
 //!
 //! - the trait itself, with each `async fn` rewritten to return
 //!   `impl Future<Output = T> + Send` (implement it with plain `async fn`);
-//! - `CalculatorRequest`, one variant per method holding its arguments;
+//! - `CalculatorRequest`, one variant per method holding its arguments, with
+//!   `CalculatorRequest::descriptor()`, the service as data;
 //! - `CalculatorResponse`, one variant per method holding its result;
-//! - `CalculatorClient`: cheap to clone, one `async` method per trait
-//!   method, with `connect`, `from_client` and `with_timeout`;
-//! - `CalculatorServer<S>`: dispatch from a decoded request to `S`'s method,
-//!   to pass to [`Server::serve`].
+//! - `CalculatorClient`: cheap to clone, one method per trait method
+//!   returning a future that owns what it needs (store it, spawn it, race
+//!   it), with `connect`, `from_client` and `with_timeout`;
+//! - `CalculatorServer<S>`: an [`rpc::Service`](Service) that decodes a
+//!   request, runs `S`'s method and encodes the result, to pass to
+//!   [`Server::serve`].
 //!
 //! Method arguments and results must be serde-serializable and owned.
 //! Doc comments and `#[cfg]`s on methods carry over to every generated item.
@@ -131,7 +134,6 @@
 //! [`Error::failed`], which the client sees as the last item.
 //!
 //! ```
-//! use futures::StreamExt;
 //! use rpc::Streaming;
 //!
 //! #[rpc::service]
@@ -149,11 +151,19 @@
 //!     async fn count(&self, n: u32) -> Streaming<u32> {
 //!         Streaming::iter(0..n)
 //!     }
-//!     async fn sum(&self, numbers: Streaming<u32>) -> u64 {
-//!         numbers.values().fold(0, |acc, n| async move { acc + u64::from(n) }).await
+//!     async fn sum(&self, mut numbers: Streaming<u32>) -> u64 {
+//!         let mut total = 0;
+//!         while let Some(Ok(n)) = numbers.next().await {
+//!             total += u64::from(n);
+//!         }
+//!         total
 //!     }
-//!     async fn double(&self, numbers: Streaming<u32>) -> Streaming<u32> {
-//!         Streaming::new(numbers.values().map(|n| n * 2))
+//!     async fn double(&self, mut numbers: Streaming<u32>) -> Streaming<u32> {
+//!         let mut doubled = Vec::new();
+//!         while let Some(Ok(n)) = numbers.next().await {
+//!             doubled.push(n * 2);
+//!         }
+//!         Streaming::iter(doubled)
 //!     }
 //! }
 //!
@@ -161,6 +171,7 @@
 //! let server = rpc::Server::new().serve(NumbersServer::new(N)).bind("127.0.0.1:0").await?;
 //! let numbers = NumbersClient::connect(server.local_addr()).await?;
 //!
+//! // Read a stream with `next`, or all of it with `try_collect`.
 //! let mut counted = Vec::new();
 //! let mut stream = numbers.count(5);
 //! while let Some(n) = stream.next().await {
@@ -168,13 +179,10 @@
 //! }
 //! assert_eq!(counted, [0, 1, 2, 3, 4]);
 //!
-//! assert_eq!(numbers.sum(futures::stream::iter([1, 2, 3])).await?, 6);
+//! // Send any `Stream` of values; `Streaming::iter(..).values()` is one.
+//! assert_eq!(numbers.sum(Streaming::iter([1, 2, 3]).values()).await?, 6);
 //!
-//! let doubled: Vec<u32> = numbers
-//!     .double(futures::stream::iter([5, 6]))
-//!     .map(|n| n.unwrap())
-//!     .collect()
-//!     .await;
+//! let doubled = numbers.double(Streaming::iter([5, 6]).values()).try_collect().await?;
 //! assert_eq!(doubled, [10, 12]);
 //! server.stop().await;
 //! # Ok(()) }
@@ -243,8 +251,20 @@
 //! on the wire. Every mistake in a trait is reported in one go.
 //!
 //! Methods may carry markers: `#[rpc(no_cancel)]`, `#[rpc(idempotent)]` and
-//! `#[rpc(timeout = "5s")]` (the method's default deadline; `with_timeout`
-//! still overrides it).
+//! `#[rpc(timeout = "..")]`, the method's default deadline as a whole
+//! number and a unit: `"250ms"`, `"5s"`, `"2m"` or `"1h"` (`with_timeout`
+//! still overrides it). Markers combine: `#[rpc(idempotent, timeout = "2s")]`.
+//!
+//! # Transports, callers and descriptors
+//!
+//! A server listens on TCP ([`Server::bind`]), a Unix domain socket
+//! ([`Server::bind_unix`]), or any [`transport::Listener`]
+//! ([`Server::start`]); a client dials TCP ([`ClientBuilder::connect`]), a
+//! Unix socket ([`ClientBuilder::connect_unix`]) or any
+//! [`transport::Connector`] ([`ClientBuilder::connect_with`]), and redials
+//! through it after losing its connection. A handler learns who called from
+//! [`Context::peer`]: a TCP address, or a Unix socket's process
+//! credentials. Every service describes itself as data: see [`descriptor`].
 //!
 //! # Many calls, one connection
 //!
@@ -268,10 +288,11 @@
 //! # Layout
 //!
 //! This crate is the facade: [`Server`], [`ClientBuilder`] and re-exports.
-//! The runtime lives in `rpc-core` (frames, client multiplexer, server
-//! dispatch, errors), byte transports in `rpc-transport` (frame codec, TCP,
-//! in-memory), the macro in `rpc-macros`. The wire format is specified byte
-//! for byte in `docs/PROTOCOL.md`.
+//! The runtime lives in `rpc-core` (frames, codecs, client, server, context,
+//! errors), byte transports in `rpc-transport` (frame reader and writer,
+//! TCP, Unix sockets, in-memory), the macro in `rpc-macros`.
+//! `docs/ARCHITECTURE.md` follows a call through them, file by file; the
+//! wire format is specified byte for byte in `docs/PROTOCOL.md`.
 
 mod client;
 mod server;
@@ -286,7 +307,8 @@ pub use rpc_core::macro_support::FromRpcError;
 pub use rpc_core::server::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BUDGET, DEFAULT_MAX_CALLS_PER_CONNECTION};
 pub use rpc_core::streaming::{STREAM_WINDOW, Streaming};
 pub use rpc_core::{
-    Backoff, Client, Context, EndpointStats, Error, Peer, PeerAddr, RequestMessage, ServerStats, Service,
+    Answer, Args, Backoff, Client, Codec, Context, EndpointStats, Error, Peer, PeerAddr, RequestMessage,
+    ServerStats, Service,
 };
 pub use rpc_macros::service;
 pub use rpc_transport::reader::DEFAULT_FRAME_TIMEOUT;
@@ -327,8 +349,8 @@ pub mod descriptor {
 
 /// Transports: where connections come from.
 ///
-/// A server accepts from a [`Listener`] (TCP, a Unix socket, an in-memory
-/// listener, or your own); a client dials through a [`Connector`] and
+/// A server accepts from a [`Listener`](transport::Listener) (TCP, a Unix socket, an in-memory
+/// listener, or your own); a client dials through a [`Connector`](transport::Connector) and
 /// redials through it when its connection is lost. Implement both for a
 /// transport of your own, and hand them to [`Server::start`] and
 /// [`ClientBuilder::connect_with`].

@@ -6,8 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use rpc_core::error::WireError;
-use rpc_core::frame::{PREFACE_LEN, Preface, parse_goodbye};
-use rpc_core::payload::RequestHead;
+use rpc_core::frame::{PREFACE_LEN, Preface, RequestHead, parse_goodbye};
 use rpc_transport::codec::FrameCodec;
 use tokio_util::codec::Decoder;
 

@@ -38,6 +38,16 @@ pub mod frame;
 pub mod macro_support;
 pub mod peer;
 mod permit;
+
+/// The request head and payload encoding, under their old name.
+#[deprecated(
+    since = "0.2.0",
+    note = "the request head is in `rpc_core::frame`, payload encoding in `rpc_core::codec`"
+)]
+pub mod payload {
+    pub use crate::codec::{DecodeError, encode_into};
+    pub use crate::frame::{MAX_METHOD_NAME_LEN, MAX_WIRE_BUDGET, RequestHead};
+}
 pub mod server;
 pub mod service;
 pub mod streaming;

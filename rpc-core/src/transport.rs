@@ -62,3 +62,10 @@ pub struct Established<R, W> {
     /// Who is at the other end, as the transport knows it.
     pub peer: Peer,
 }
+
+/// An established connection, under its old name.
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed `Established`; its `peer` field is now `preface`"
+)]
+pub type Connection<R, W> = Established<R, W>;

@@ -29,3 +29,13 @@ pub mod unix;
 pub mod writer;
 
 pub use limits::Limits;
+
+/// The frame reader and writer, under their old module name.
+#[deprecated(
+    since = "0.2.0",
+    note = "the reader is in `rpc_transport::reader`, the writer in `rpc_transport::writer`"
+)]
+pub mod io {
+    pub use crate::reader::{DEFAULT_FRAME_TIMEOUT, FrameReader};
+    pub use crate::writer::FrameWriter;
+}

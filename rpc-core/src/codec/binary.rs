@@ -187,3 +187,24 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod wire_form {
+    use super::*;
+
+    /// `docs/PROTOCOL.md` says what a decoder makes of a varint written
+    /// longer than it needs: pinned here.
+    #[test]
+    fn a_varint_longer_than_needed_is_accepted() {
+        // 5 as `251` + u16: the shortest form is the single byte 5.
+        assert_eq!(decode::<u32>(&[251, 5, 0], DecodeLimits::DEFAULT), Ok(5));
+        // Lengths are varints too, counting bytes for strings.
+        assert_eq!(
+            decode::<String>(&[251, 2, 0, 0xc3, 0xa9], DecodeLimits::DEFAULT),
+            Ok("é".to_owned())
+        );
+        let mut out = BytesMut::new();
+        encode_into(&5u32, &mut out).unwrap();
+        assert_eq!(&out[..], &[5]);
+    }
+}

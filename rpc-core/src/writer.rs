@@ -52,13 +52,15 @@ impl<P> From<Frame> for Outgoing<P> {
 /// as the next batch: with many calls in flight that is one write for many
 /// frames, with one call it is one write per frame and no added latency.
 /// `permits` are the connection's: more of them held than frames in hand
-/// means other calls are under way.
+/// means other calls are under way. `idle` runs whenever everything queued
+/// has been written and the writer is about to wait.
 pub(crate) async fn run<W, P>(
     mut writer: W,
     mut outbox: mpsc::UnboundedReceiver<Outgoing<P>>,
     permits: CallPermits,
     stop: CancellationToken,
     write_timeout: Duration,
+    idle: impl Fn() + Send,
 ) -> Result<(), Error>
 where
     W: FrameWrite,
@@ -77,6 +79,7 @@ where
                 // memory than an idle connection needs.
                 batch.shrink_to(IDLE_BATCH);
                 writer.idle();
+                idle();
                 let received = tokio::select! {
                     biased;
                     () = stop.cancelled() => break,

@@ -74,7 +74,14 @@ impl Connection {
         let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls), stop.clone()));
         let sweeper = tokio::spawn(sweep_deadlines(Arc::clone(&calls), outbox.downgrade()));
         let writer_calls = Arc::clone(&calls);
-        let writing = writer::run(conn.writer, queued, permits.clone(), stop, DEFAULT_WRITE_TIMEOUT);
+        let writing = writer::run(
+            conn.writer,
+            queued,
+            permits.clone(),
+            stop,
+            DEFAULT_WRITE_TIMEOUT,
+            || {},
+        );
         let writer = tokio::spawn(async move {
             if let Err(err) = writing.await {
                 writer_calls.close(err);

@@ -128,13 +128,18 @@ pub(super) struct Queued {
 }
 
 impl CallTable {
-    pub(super) fn new(permits: CallPermits, outbox: Outbox, counters: Arc<Counters>) -> CallTable {
+    pub(super) fn new(
+        permits: CallPermits,
+        outbox: Outbox,
+        reports: Reports,
+        counters: Arc<Counters>,
+    ) -> CallTable {
         CallTable {
             entries: FxHashMap::default(),
             queue: VecDeque::new(),
             permits,
             outbox,
-            reports: Reports::new(),
+            reports,
             next_seq: 0,
             launched: 0,
             armed: None,

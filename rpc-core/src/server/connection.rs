@@ -20,6 +20,7 @@ use crate::permit::CallPermits;
 use crate::server::ServerState;
 use crate::server::call::Outbox;
 use crate::server::calls::CallTable;
+use crate::server::report::Reports;
 use crate::transport::{Established, FrameRead, FrameWrite};
 use crate::writer;
 
@@ -49,16 +50,18 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     let (outbox, queued) = mpsc::unbounded_channel();
     let permits = CallPermits::new(state.config.max_calls_per_connection)
         .counted(Arc::clone(&state.counters.calls_in_progress));
+    let reports = Reports::new();
     let writing = writer::run(
         writer,
         queued,
         permits.clone(),
         CancellationToken::new(),
         state.config.write_timeout,
+        reports.tidy(),
     );
     let writer = AbortOnDropHandle::new(tokio::spawn(writing));
     let mut conn = Connection {
-        calls: CallTable::new(permits, outbox.clone(), Arc::clone(&state.counters)),
+        calls: CallTable::new(permits, outbox.clone(), reports, Arc::clone(&state.counters)),
         state,
         outbox,
         peer,

@@ -2,10 +2,13 @@
 //!
 //! Each finished call reports its request id and launch number on a
 //! channel the connection reads when it next wakes: waking it for every
-//! call would cost a task switch per call. But a connection whose last
-//! running call has ended may not wake again for minutes, and until it
-//! does, its finished calls' tasks stay allocated; so the last call to end
-//! wakes it, and an idle connection holds nothing.
+//! call would cost a task switch per call, on the answer's path. But a
+//! connection whose last running call has ended may not wake again for
+//! minutes, and until it does, its finished calls' tasks stay allocated.
+//! So the last call to end marks the connection quiet, and the writer,
+//! once it has written everything and is about to wait, wakes the
+//! connection to tidy up: after the answers have left, and so an idle
+//! connection holds nothing of its calls.
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -71,8 +74,19 @@ impl Reports {
         self.ended.recv().await
     }
 
+    /// What the writer calls when it is about to wait: wakes the
+    /// connection if its calls have all ended since it last looked.
+    pub(super) fn tidy(&self) -> impl Fn() + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || {
+            if shared.quiet.load(Ordering::Acquire) {
+                shared.waker.wake();
+            }
+        }
+    }
+
     /// Completes once no call task is running any more (since the last
-    /// time it completed).
+    /// time it completed) and the writer has let the connection know.
     pub(super) async fn quiet(&self) {
         poll_fn(|cx| {
             self.shared.waker.register(cx.waker());
@@ -96,9 +110,10 @@ impl Report {
 
 impl Drop for Report {
     fn drop(&mut self) {
+        // No wake here: the writer wakes the connection once the answers
+        // are out (see `Reports::tidy`).
         if self.shared.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.quiet.store(true, Ordering::Release);
-            self.shared.waker.wake();
         }
     }
 }

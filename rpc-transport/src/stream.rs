@@ -147,13 +147,23 @@ pub async fn establish<S: ByteStream>(
     limits: Limits,
 ) -> Result<Established<FrameReader<S::Read>, FrameWriter<S::Write>>, Error> {
     let preface = handshake::exchange(&mut stream, limits.preface()).await?;
+    Ok(framed(stream, preface, peer, limits))
+}
+
+/// A stream past its preface exchange, split into frame reader and writer.
+fn framed<S: ByteStream>(
+    stream: S,
+    preface: rpc_core::frame::Preface,
+    peer: Peer,
+    limits: Limits,
+) -> Established<FrameReader<S::Read>, FrameWriter<S::Write>> {
     let (read, write) = stream.split();
-    Ok(Established {
+    Established {
         reader: limits.reader(read),
         writer: FrameWriter::new(write),
         preface,
         peer,
-    })
+    }
 }
 
 /// Like [`establish`], for a stream a server accepted: when the preface
@@ -167,15 +177,7 @@ pub async fn accept<S: ByteStream>(
     limits: Limits,
 ) -> Result<Established<FrameReader<S::Read>, FrameWriter<S::Write>>, Error> {
     match handshake::exchange(&mut stream, limits.preface()).await {
-        Ok(preface) => {
-            let (read, write) = stream.split();
-            Ok(Established {
-                reader: limits.reader(read),
-                writer: FrameWriter::new(write),
-                preface,
-                peer,
-            })
-        }
+        Ok(preface) => Ok(framed(stream, preface, peer, limits)),
         Err(err) => {
             // Said before the lingering close, so it is said even if the
             // server stops while lingering.

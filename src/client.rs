@@ -81,7 +81,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Calls in flight at once; further callers wait for a place (within
+    /// Calls in flight at once; further callers wait for a permit (within
     /// their deadline). Default 1024; at least 1.
     pub fn max_in_flight(mut self, calls: usize) -> ClientBuilder {
         self.config.max_in_flight = calls.max(1);

@@ -367,12 +367,12 @@ async fn accept_loop<L: Listener>(mut listener: L, server: Server) {
     // the end of a shutdown's grace period) aborts them all.
     let mut connections = JoinSet::new();
     let shutdown = server.state.shutdown.clone();
-    let places = Arc::new(Semaphore::new(server.max_connections));
+    let room = Arc::new(Semaphore::new(server.max_connections));
     let mut was_full = false;
     loop {
         // At the connection limit, stop accepting: clients queue in the
         // kernel's backlog rather than costing us descriptors and memory.
-        let full = places.available_permits() == 0;
+        let full = room.available_permits() == 0;
         if full && !was_full {
             tracing::warn!(
                 max_connections = server.max_connections,
@@ -384,9 +384,9 @@ async fn accept_loop<L: Listener>(mut listener: L, server: Server) {
             biased;
             () = shutdown.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            (place, accepted) = accept_with_place(&places, &mut listener) => match accepted {
+            (room_taken, accepted) = accept_with_room(&room, &mut listener) => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(serve_stream(stream, peer, server.clone(), place));
+                    connections.spawn(serve_stream(stream, peer, server.clone(), room_taken));
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "accepting a connection failed; pausing before the next accept");
@@ -402,21 +402,21 @@ async fn accept_loop<L: Listener>(mut listener: L, server: Server) {
 
 /// Waits for room under the connection limit, then for a connection.
 /// Cancel-safe as long as the listener's `accept` is (tokio's are):
-/// dropping it returns the place.
-async fn accept_with_place<L: Listener>(
-    places: &Arc<Semaphore>,
+/// dropping it returns the room.
+async fn accept_with_room<L: Listener>(
+    room: &Arc<Semaphore>,
     listener: &mut L,
 ) -> (Option<OwnedSemaphorePermit>, std::io::Result<(L::Stream, Peer)>) {
     // The semaphore is never closed; `ok()` only satisfies the type.
-    let place = Arc::clone(places).acquire_owned().await.ok();
-    (place, listener.accept().await)
+    let taken = Arc::clone(room).acquire_owned().await.ok();
+    (taken, listener.accept().await)
 }
 
 async fn serve_stream<S: ByteStream>(
     stream: S,
     peer: Peer,
     server: Server,
-    _place: Option<OwnedSemaphorePermit>,
+    _room: Option<OwnedSemaphorePermit>,
 ) {
     let establishing = rpc_transport::stream::accept(stream, peer.clone(), server.limits());
     let established = tokio::select! {

@@ -348,3 +348,31 @@ fn an_http_client_on_the_rpc_port_is_refused_with_a_clear_log_line() {
         "{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_at_the_write_timeout() {
+    let (server, _, addr) =
+        common::start_with(|server| server.write_timeout(Duration::from_millis(200))).await;
+    let mut socket = raw(addr).await;
+    // Ask for far more than the socket buffers hold, and never read it.
+    for id in 1..=12u64 {
+        let len = 1024 * 1024u64;
+        let mut args = vec![253];
+        args.extend(len.to_le_bytes());
+        socket
+            .write_all(&request(id, "Shapes.sized", &args))
+            .await
+            .unwrap();
+    }
+    while server.stats().open_connections > 0 {
+        tokio::task::yield_now().await;
+    }
+    // The server let go of every call on it, and serves others.
+    while server.stats().calls_in_progress > 0 {
+        tokio::task::yield_now().await;
+    }
+    let good = ShapesClient::connect(addr).await.unwrap();
+    assert_eq!(good.add(1, 2).await.unwrap(), 3);
+    drop(socket);
+    server.stop().await;
+}

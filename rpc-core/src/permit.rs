@@ -22,7 +22,7 @@ pub(crate) struct CallPermits {
     gauge: Option<Arc<Gauge>>,
 }
 
-/// One call's place under its connection's cap. Dropping it frees the place.
+/// One call's permit under its connection's cap. Dropping it frees it.
 #[derive(Debug)]
 pub(crate) struct CallPermit {
     _permit: OwnedSemaphorePermit,

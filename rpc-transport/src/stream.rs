@@ -119,7 +119,9 @@ pub trait Listener: Send + 'static {
     /// The next connection and who is on its other end.
     ///
     /// Errors are the listener's (too many open files, say): the server
-    /// logs them, pauses, and accepts again.
+    /// logs them, pauses, and accepts again. Must be cancel-safe: the
+    /// server drops this future when it shuts down, and a connection
+    /// accepted by a dropped future is lost.
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, Peer)>> + Send;
 
     /// The address it listens on.

@@ -163,7 +163,7 @@ impl CallTable {
 
     /// Takes the next id, registers a waiter for it and queues the request,
     /// all under one lock: requests reach the wire in id order, which the
-    /// protocol requires and the goodbye's "last id read" relies on.
+    /// protocol requires and the goodbye's "last id started" relies on.
     ///
     /// The inner `Err` says why the connection took no call.
     pub(super) fn send(
@@ -320,15 +320,15 @@ impl CallTable {
         }
     }
 
-    pub(super) fn goodbye(&self, last_read: u64) {
+    pub(super) fn goodbye(&self, last_started: u64) {
         let not_run: Vec<_> = {
             let mut inner = self.lock();
-            inner.goodbye = Some(last_read);
+            inner.goodbye = Some(last_started);
             let ids: Vec<u64> = inner
                 .waiting
                 .keys()
                 .copied()
-                .filter(|id| *id > last_read)
+                .filter(|id| *id > last_started)
                 .collect();
             ids.into_iter()
                 .filter_map(|id| inner.waiting.remove(&id))

@@ -49,7 +49,7 @@ pub(super) struct End {
     pub(super) outbox: Outbox,
     /// How the task tells the connection it has ended.
     pub(super) report: Report,
-    /// The call's place under the connection's cap, held until its last
+    /// The call's permit under the connection's cap, held until its last
     /// frame is written.
     pub(super) permit: Option<CallPermit>,
     /// `#[rpc(no_cancel)]`: neither a cancel nor the connection closing
@@ -262,9 +262,11 @@ impl Work {
     }
 }
 
-/// The point every finished call passes, whatever brought it and however
-/// it ended: the server's counters, and a debug event with the method,
-/// caller, outcome and duration.
+/// The point every call that runs to its end passes, whatever brought it
+/// and whether it succeeded, failed or panicked: the server's counters,
+/// and a debug event with the method, caller, outcome and duration. (A
+/// call stopped from outside, by a cancel, its deadline or a shutdown, is
+/// counted by its `Responder`; one refused before it ran, by the table.)
 fn observe(state: &ServerState, ctx: &Context, outcome: Outcome, started: Instant) {
     state.counters.ended(outcome);
     tracing::debug!(

@@ -313,9 +313,9 @@ impl CallTable {
                 abort: Some(abort), ..
             }) => {
                 abort.abort();
-                // An aborted task never reports; count it out here.
+                // An aborted task never reports; count it out here. (Its
+                // own task counts how it ended.)
                 self.launched = self.launched.saturating_sub(1);
-                self.counters.ended(Outcome::Cancelled);
                 self.forget(id);
             }
             Some(Entry { seq: None, .. }) => {
@@ -369,23 +369,24 @@ impl CallTable {
         self.queue.clear();
     }
 
-    /// Stops every call that can be stopped and tells each client it was
-    /// interrupted: a graceful shutdown's grace period is over.
+    /// Tells every client whose call is still running that the call was
+    /// interrupted (a graceful shutdown's grace period is over), and stops
+    /// the calls that can be stopped. A `no_cancel` call runs on to its
+    /// end, but its answer will find no connection.
     pub(super) fn interrupt_all(&mut self) {
         // Calls that have just ended are answered already.
         self.collect_finished();
-        let stopped: Vec<u64> = self
+        let running: Vec<u64> = self
             .entries
             .iter()
-            .filter(|(_, entry)| entry.stoppable())
+            .filter(|(_, entry)| entry.seq.is_some())
             .map(|(id, _)| *id)
             .collect();
-        for id in stopped {
-            if let Some(Entry {
-                abort: Some(abort), ..
-            }) = self.entries.remove(&id)
-            {
-                abort.abort();
+        for id in running {
+            if let Some(entry) = self.entries.remove(&id) {
+                if let Some(abort) = entry.abort {
+                    abort.abort();
+                }
                 self.launched = self.launched.saturating_sub(1);
                 let notice = WireError::new(
                     ErrorCode::Interrupted,

@@ -59,13 +59,27 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         state.config.write_timeout,
         reports.tidy(),
     );
-    let writer = AbortOnDropHandle::new(tokio::spawn(writing));
+    // A client that stops reading fails the writer (at its write timeout):
+    // the connection ends then too, rather than run calls whose answers
+    // can never leave.
+    let stuck = CancellationToken::new();
+    let writer = AbortOnDropHandle::new(tokio::spawn({
+        let stuck = stuck.clone();
+        async move {
+            let written = writing.await;
+            if written.is_err() {
+                stuck.cancel();
+            }
+            written
+        }
+    }));
     let mut conn = Connection {
         calls: CallTable::new(permits, outbox.clone(), reports, Arc::clone(&state.counters)),
         state,
         outbox,
         peer,
         client_max_frame_len: preface.max_frame_len as usize,
+        stuck,
     };
     let ending = conn.run(&mut reader).await;
     let peer = conn.peer.clone();
@@ -104,6 +118,8 @@ pub(super) struct Connection {
     pub(super) calls: CallTable,
     pub(super) peer: Peer,
     pub(super) client_max_frame_len: usize,
+    /// Cancelled when the writer fails: nothing more can reach the client.
+    stuck: CancellationToken,
 }
 
 /// Where the connection is in its life.
@@ -140,6 +156,7 @@ impl Connection {
         let shutdown = self.state.shutdown.clone();
         let interrupt = self.state.interrupt.clone();
         let permits = self.calls.permits().clone();
+        let stuck = self.stuck.clone();
         loop {
             // Completed calls are tidied away here, not by waking this task
             // for each one: a wake-up per call is latency the client would
@@ -162,6 +179,10 @@ impl Connection {
                 () = shutdown.cancelled(), if open => {
                     self.say_goodbye("shutting down");
                     phase = Phase::Draining { reading: true };
+                }
+                () = stuck.cancelled() => {
+                    self.calls.abort_all();
+                    return Ending::Failed(Error::disconnected("writing to the client failed"));
                 }
                 () = interrupt.cancelled(), if !open => {
                     tracing::debug!(peer = %self.peer, "grace period over; interrupting the calls left");
@@ -222,8 +243,15 @@ impl Connection {
                         self.calls.abort_all();
                         return Ending::Failed(err);
                     }
+                    // A broken protocol closes the connection whatever its
+                    // phase, as the protocol says.
+                    Err(err @ Error::Protocol(_)) => {
+                        self.calls.abort_all();
+                        return Ending::Failed(err);
+                    }
                     // A draining connection's answers are what matter; a
-                    // client that stops sending now just gets them.
+                    // client whose side failed in other ways gets them if
+                    // it can.
                     Err(err) => {
                         tracing::debug!(peer = %self.peer, error = %err, "reading from a draining connection failed");
                         self.calls.end_streams();

@@ -33,11 +33,13 @@ struct Shared {
 }
 
 /// A call task's side. Dropped (the task ended, or was aborted), it counts
-/// the task out, and wakes the connection if it was the last.
+/// the task out, and marks the connection quiet if it was the last.
 pub(super) struct Report {
     shared: Arc<Shared>,
     id: u64,
     seq: u64,
+    /// Whether the call ended on its own, its answer following.
+    ended: bool,
 }
 
 impl Reports {
@@ -61,6 +63,7 @@ impl Reports {
             shared: Arc::clone(&self.shared),
             id,
             seq,
+            ended: false,
         }
     }
 
@@ -103,17 +106,23 @@ impl Reports {
 impl Report {
     /// The call ended on its own (it was not aborted): the connection may
     /// forget it.
-    pub(super) fn ended(self) {
+    pub(super) fn ended(mut self) {
         let _ = self.shared.ended.send((self.id, self.seq));
+        self.ended = true;
     }
 }
 
 impl Drop for Report {
     fn drop(&mut self) {
-        // No wake here: the writer wakes the connection once the answers
-        // are out (see `Reports::tidy`).
         if self.shared.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.quiet.store(true, Ordering::Release);
+            // A call that ended on its own has an answer on its way, and
+            // the writer wakes the connection once it is out (see
+            // `Reports::tidy`): no wake on the answer's path. An aborted
+            // call may have none, so it wakes the connection itself.
+            if !self.ended {
+                self.shared.waker.wake();
+            }
         }
     }
 }

@@ -63,8 +63,10 @@ fn an_idle_connection_costs_at_most_16_kib_of_heap_both_ends_together() {
         while server.stats().open_connections < CONNECTIONS + 1 {
             tokio::task::yield_now().await;
         }
-        // Let every connection's tasks reach their idle wait; the reading is
-        // taken once it stops changing.
+        // Let every connection go quiet long enough to give its buffers
+        // back (`rpc_transport::reader::RELEASE_AFTER`, 100 ms); the
+        // reading is taken once it stops changing.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let mut reading = live(&region);
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -39,10 +39,11 @@ pub trait FrameWrite: Send + 'static {
     /// was being written.
     fn write_frames<'a, I>(&mut self, frames: I) -> impl Future<Output = Result<(), Error>> + Send
     where
-        I: Iterator<Item = &'a Frame> + Send;
+        I: Iterator<Item = &'a Frame> + Clone + Send;
 
-    /// Nothing more is queued for now: a good moment to give back buffers,
-    /// so that an idle connection costs little memory. Optional.
+    /// Nothing has been queued for a while: a good moment to give back
+    /// large buffers, so that an idle connection costs little memory.
+    /// Optional.
     fn idle(&mut self) {}
 
     /// Flushes and closes the sending direction.

@@ -20,8 +20,12 @@ const MAX_BATCH: usize = 256;
 const COALESCE_BELOW: usize = 16 * 1024;
 
 /// Frames' worth of room the batch keeps while the connection is idle; a
-/// burst grows it, and the next idle moment gives the rest back.
-const IDLE_BATCH: usize = 8;
+/// burst grows it, and the next idle spell gives the rest back.
+const IDLE_BATCH: usize = 4;
+
+/// How long a connection's writer must go without frames before it gives
+/// back its buffers.
+const RELEASE_AFTER: Duration = Duration::from_millis(100);
 
 /// How long one batch may take to write before the peer is taken to have
 /// stopped reading, and the connection is closed. Without it, a peer that
@@ -75,15 +79,27 @@ where
             Ok(out) => batch.push(out),
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => {
-                // Nothing queued: wait, and while waiting hold no more
-                // memory than an idle connection needs.
-                batch.shrink_to(IDLE_BATCH);
-                writer.idle();
                 idle();
+                // Nothing queued: wait. A connection that stays quiet for a
+                // while gives its buffers back, so an idle one holds little;
+                // a busy one keeps them, since taking them afresh after
+                // every batch costs more than the memory saves.
                 let received = tokio::select! {
                     biased;
                     () = stop.cancelled() => break,
-                    received = outbox.recv_many(&mut batch, MAX_BATCH) => received,
+                    received = tokio::time::timeout(RELEASE_AFTER, outbox.recv_many(&mut batch, MAX_BATCH)) => received,
+                };
+                let received = match received {
+                    Ok(received) => received,
+                    Err(_) => {
+                        batch.shrink_to(IDLE_BATCH);
+                        writer.idle();
+                        tokio::select! {
+                            biased;
+                            () = stop.cancelled() => break,
+                            received = outbox.recv_many(&mut batch, MAX_BATCH) => received,
+                        }
+                    }
                 };
                 if received == 0 {
                     break;

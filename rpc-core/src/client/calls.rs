@@ -143,6 +143,11 @@ pub(super) struct Inner {
 }
 
 impl Inner {
+    /// The last request id used: how many requests went out.
+    pub(super) fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
     pub(super) fn unusable_error(&self) -> Error {
         // After a goodbye, a call that finds the connection unusable was
         // never sent: the server is shutting down, whatever came after.

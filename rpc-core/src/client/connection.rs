@@ -127,6 +127,11 @@ impl Connection {
         self.permits.try_acquire().map(Arc::new)
     }
 
+    /// Calls sent on this connection, in all.
+    pub(crate) fn sent(&self) -> u64 {
+        self.calls.lock().last_id()
+    }
+
     /// Calls in flight on this connection.
     pub(crate) fn in_flight(&self) -> usize {
         self.permits.in_use()

@@ -41,18 +41,21 @@ pub(crate) struct Endpoint {
     /// Whether `State::failures` is nonzero, readable without the lock:
     /// every answered call checks it, and it is almost always false.
     failing: AtomicBool,
-    /// Calls answered through this endpoint, in all.
-    calls: AtomicU64,
     /// Calls that failed for a reason of the network or the server.
     failures: AtomicU64,
     /// Recent round-trip time: an exponentially weighted moving average,
-    /// in nanoseconds (0 until the first answer).
+    /// in nanoseconds (0 until the first sample), of one call in
+    /// [`SAMPLE_ONE_IN`]: timing every call would cost each two clock
+    /// reads, and every caller writing the same line on every answer would
+    /// cost a busy client more than the estimate is worth.
     latency_ns: AtomicU64,
 }
 
 #[derive(Default)]
 struct State {
     connection: Option<Arc<Connection>>,
+    /// Calls sent on the connections before the current one.
+    sent_before: u64,
     /// Connection attempts that failed (or connections that died before
     /// serving a call) since a connection last served one.
     failures: u32,
@@ -75,13 +78,18 @@ pub struct EndpointStats {
     pub connected: bool,
     /// Calls in flight on it now.
     pub in_flight: usize,
-    /// Calls answered through it, in all (errors from the server included).
+    /// Calls sent through it, in all.
     pub calls: u64,
     /// Calls that failed for a reason of the network or the server: lost,
     /// never sent, refused.
     pub failures: u64,
     /// Recent round-trip time of its calls, once it has answered one.
     pub latency: Option<Duration>,
+}
+
+/// A duration in whole nanoseconds, saturating.
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl fmt::Debug for Endpoint {
@@ -96,6 +104,25 @@ impl fmt::Debug for Endpoint {
 /// Weight of each new latency sample: an eighth, as TCP's smoothed
 /// round-trip time uses.
 const LATENCY_WEIGHT: f64 = 0.125;
+
+/// One call in this many (on each thread) is timed for the latency
+/// estimate.
+const SAMPLE_ONE_IN: u32 = 8;
+
+thread_local! {
+    /// Calls made on this thread, for choosing which to time.
+    static CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether the call about to be made should be timed. A call from a
+/// thread that makes few is timed at least every [`SAMPLE_ONE_IN`] calls.
+pub(crate) fn sample_due() -> bool {
+    CALLS.with(|calls| {
+        let n = calls.get().wrapping_add(1);
+        calls.set(n);
+        n % SAMPLE_ONE_IN == 1
+    })
+}
 
 impl Endpoint {
     /// An endpoint over `first` (if connected already) that redials with
@@ -115,7 +142,6 @@ impl Endpoint {
                 ..State::default()
             }),
             failing: AtomicBool::new(false),
-            calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency_ns: AtomicU64::new(0),
         }
@@ -216,6 +242,7 @@ impl Endpoint {
     /// after a loss is not delayed.
     fn note_lost(&self, state: &mut State, now: Instant) {
         if let Some(dead) = state.connection.take() {
+            state.sent_before += dead.sent();
             if state.redialed && !dead.served() {
                 state.failures = state.failures.saturating_add(1);
                 self.failing.store(true, Ordering::Relaxed);
@@ -282,11 +309,17 @@ impl Endpoint {
         }
     }
 
-    /// A call was answered after `rtt`: the connection works, so the
-    /// backoff starts over. Cheap when there is nothing to reset.
-    pub(crate) fn answered(&self, rtt: Duration) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let sample = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
+    /// A call was answered: the connection works, so the backoff starts
+    /// over. Cheap when there is nothing to reset: a read.
+    pub(crate) fn answered(&self) {
+        if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::Relaxed) {
+            self.state().failures = 0;
+        }
+    }
+
+    /// A latency sample: a call sent at `sent_at` was just answered.
+    pub(crate) fn sample(&self, sent_at: Instant) {
+        let sample = nanos(sent_at.elapsed());
         let old = self.latency_ns.load(Ordering::Relaxed);
         // A racy update loses a sample now and then; an estimate does not
         // need more.
@@ -296,9 +329,6 @@ impl Endpoint {
             (old as f64 + LATENCY_WEIGHT * (sample as f64 - old as f64)) as u64
         };
         self.latency_ns.store(new.max(1), Ordering::Relaxed);
-        if self.failing.swap(false, Ordering::Relaxed) {
-            self.state().failures = 0;
-        }
     }
 
     /// A call failed for a reason of the network or the server.
@@ -308,13 +338,16 @@ impl Endpoint {
 
     /// What the calls through this endpoint have seen.
     pub(crate) fn stats(&self) -> EndpointStats {
-        let connection = self.state().connection.clone();
+        let (connection, sent_before) = {
+            let state = self.state();
+            (state.connection.clone(), state.sent_before)
+        };
         let latency = self.latency_ns.load(Ordering::Relaxed);
         EndpointStats {
             target: self.target.to_string(),
             connected: connection.as_ref().is_some_and(|c| c.is_usable()),
             in_flight: connection.as_ref().map_or(0, |c| c.in_flight()),
-            calls: self.calls.load(Ordering::Relaxed),
+            calls: sent_before + connection.as_ref().map_or(0, |c| c.sent()),
             failures: self.failures.load(Ordering::Relaxed),
             latency: (latency > 0).then(|| Duration::from_nanos(latency)),
         }

@@ -377,7 +377,7 @@ impl Client {
                     }
                 }
             };
-            let sent_at = Instant::now();
+            let sent_at = endpoint::sample_due().then(Instant::now);
             let may_retry = !retried && endpoint.redials();
             let Some(encoded) = Request::encode(&request, deadline.at)? else {
                 return Err(expired());
@@ -394,11 +394,14 @@ impl Client {
             match reply {
                 Reply::Expired => return Err(expired()),
                 Reply::Response(payload) => {
-                    endpoint.answered(sent_at.elapsed());
+                    endpoint.answered();
+                    if let Some(sent_at) = sent_at {
+                        endpoint.sample(sent_at);
+                    }
                     return self.decode(method, &payload);
                 }
                 Reply::Failed(err) => {
-                    endpoint.answered(sent_at.elapsed());
+                    endpoint.answered();
                     return Err(self.wire_error(err, method, deadline));
                 }
                 // Never sent, or never started by the server: running it

@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{Frame, Kind};
 use crate::permit::CallPermit;
 use crate::server::report::Report;
-use crate::server::{Counters, Outcome, ServerState};
+use crate::server::{Outcome, ServerState};
 use crate::service::{Answer, Args};
 use crate::streaming::{ItemStream, SendCredit};
 use crate::writer::Outgoing;
@@ -25,15 +25,16 @@ use crate::writer::Outgoing;
 /// Where a server connection's frames go: its writer task.
 pub(super) type Outbox = mpsc::UnboundedSender<Outgoing<CallPermit>>;
 
-/// One call, ready to run: the work, and how its end is reported.
+/// One call, ready to run: the server it runs on, the work, and how its
+/// end is reported.
 pub(crate) struct Call {
+    pub(super) state: Arc<ServerState>,
     pub(super) work: Work,
     pub(super) end: End,
 }
 
 /// What running a call needs.
 pub(super) struct Work {
-    pub(super) state: Arc<ServerState>,
     /// The call's id, method, deadline and caller.
     pub(super) ctx: Context,
     pub(super) args: Args,
@@ -88,7 +89,7 @@ impl Call {
         F: FnOnce(Args, Codec) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Answer, Error>> + Send + 'static,
     {
-        let Call { work, end } = self;
+        let Call { state, work, end } = self;
         let id = work.ctx.request_id();
         let End {
             outbox,
@@ -104,7 +105,7 @@ impl Call {
             // connection never waits for it.
             let outbox = outbox.downgrade();
             drop(tokio::spawn(async move {
-                let frame = work.run(handler, Timing::OwnTimer).await;
+                let frame = work.run(&state, handler, Timing::OwnTimer).await;
                 report.ended();
                 if let Some(outbox) = outbox.upgrade() {
                     let _ = outbox.send(Outgoing { frame, permit });
@@ -115,12 +116,12 @@ impl Call {
             let responder = Responder {
                 id,
                 ctx: work.ctx.clone(),
-                counters: Arc::clone(&work.state.counters),
+                state,
                 out: Some((outbox, permit)),
             };
             let task = tokio::spawn(async move {
                 let mut responder = responder;
-                let frame = work.run(handler, Timing::Swept).await;
+                let frame = work.run(&responder.state, handler, Timing::Swept).await;
                 report.ended();
                 responder.send(frame);
             });
@@ -140,7 +141,7 @@ impl Call {
 struct Responder {
     id: u64,
     ctx: Context,
-    counters: Arc<Counters>,
+    state: Arc<ServerState>,
     out: Option<(Outbox, Option<CallPermit>)>,
 }
 
@@ -159,13 +160,13 @@ impl Drop for Responder {
             return;
         }
         if self.ctx.expired() {
-            self.counters.ended(Outcome::DeadlineExceeded);
+            self.state.counters.ended(Outcome::DeadlineExceeded);
             let frame = deadline_exceeded(self.ctx.method()).to_frame(self.id);
             self.send(frame);
         } else {
             // Cancelled by its caller, or interrupted by the end of a
             // shutdown's grace period (the connection answers for it).
-            self.counters.ended(Outcome::Cancelled);
+            self.state.counters.ended(Outcome::Cancelled);
         }
     }
 }
@@ -181,13 +182,12 @@ enum Ending {
 impl Work {
     /// Runs the call, sending any stream items as it goes, and returns the
     /// frame that ends it: the response, the end of the stream, or an error.
-    async fn run<F, Fut>(self, handler: F, timing: Timing) -> Frame
+    async fn run<F, Fut>(self, state: &ServerState, handler: F, timing: Timing) -> Frame
     where
         F: FnOnce(Args, Codec) -> Fut,
         Fut: Future<Output = Result<Answer, Error>>,
     {
         let Work {
-            state,
             ctx,
             args,
             codec,
@@ -222,7 +222,7 @@ impl Work {
                 id,
                 credit,
                 outbox,
-                state: &state,
+                state,
                 method,
                 client_max_frame_len,
             };
@@ -249,7 +249,7 @@ impl Work {
             }
             None => (Outcome::DeadlineExceeded, Err(deadline_exceeded(method))),
         };
-        observe(&state, &ctx, outcome, started);
+        observe(state, &ctx, outcome, started);
         match answer {
             Ok(Ok(frame)) => frame,
             Err(err) => err.to_frame(id),

@@ -14,11 +14,10 @@ use tokio::time::Instant;
 use crate::context::Context;
 use crate::error::{ErrorCode, WireError};
 use crate::permit::{CallPermit, CallPermits};
-use crate::server::Counters;
-use crate::server::Outcome;
 use crate::server::call::{Call, CallHandle, End, Outbox, Work};
 use crate::server::report::Reports;
 use crate::server::router::Route;
+use crate::server::{Outcome, ServerState};
 use crate::streaming::SendCredit;
 
 /// What the connection knows about each call it has read and not yet
@@ -51,7 +50,8 @@ pub(super) struct CallTable {
     /// The last request id started (or answered at once): what a goodbye
     /// reports.
     pub(super) last_started_id: u64,
-    counters: Arc<Counters>,
+    /// The server: its counters, and what each call runs on.
+    state: Arc<ServerState>,
 }
 
 /// A call in flight.
@@ -132,7 +132,7 @@ impl CallTable {
         permits: CallPermits,
         outbox: Outbox,
         reports: Reports,
-        counters: Arc<Counters>,
+        state: Arc<ServerState>,
     ) -> CallTable {
         CallTable {
             entries: FxHashMap::default(),
@@ -145,7 +145,7 @@ impl CallTable {
             armed: None,
             last_read_id: 0,
             last_started_id: 0,
-            counters,
+            state,
         }
     }
 
@@ -208,7 +208,7 @@ impl CallTable {
         self.last_started_id = self.last_started_id.max(id);
         let (work, route, to_completion) = match admitted {
             Admitted::Refuse(error, outcome) => {
-                self.counters.ended(outcome);
+                self.state.counters.ended(outcome);
                 let frame = error.to_frame(id);
                 let _ = self.outbox.send(crate::writer::Outgoing {
                     frame,
@@ -230,7 +230,12 @@ impl CallTable {
             permit: Some(permit),
             to_completion,
         };
-        let CallHandle { abort } = route.service.start(route.method, Call { work, end });
+        let call = Call {
+            state: Arc::clone(&self.state),
+            work,
+            end,
+        };
+        let CallHandle { abort } = route.service.start(route.method, call);
         self.launched += 1;
         if let Some(entry) = self.entries.get_mut(&id) {
             entry.seq = Some(seq);
@@ -320,7 +325,7 @@ impl CallTable {
             }
             Some(Entry { seq: None, .. }) => {
                 self.queue.retain(|queued| queued.id != id);
-                self.counters.ended(Outcome::Cancelled);
+                self.state.counters.ended(Outcome::Cancelled);
                 self.forget(id);
             }
             // Running to completion, or already finished: a cancel can

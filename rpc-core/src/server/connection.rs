@@ -74,7 +74,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         }
     }));
     let mut conn = Connection {
-        calls: CallTable::new(permits, outbox.clone(), reports, Arc::clone(&state.counters)),
+        calls: CallTable::new(permits, outbox.clone(), reports, Arc::clone(&state)),
         state,
         outbox,
         peer,

@@ -120,7 +120,6 @@ impl Connection {
         };
         let output = method.shape.output.then(SendCredit::new);
         let work = Work {
-            state: Arc::clone(&self.state),
             ctx: ctx.clone(),
             args: Args::new(method, Codec::Binary, self.state.config.decode, args, incoming),
             codec: Codec::Binary,

@@ -50,6 +50,9 @@ pub struct MethodDescriptor {
     pub result: &'static str,
     /// Which directions stream.
     pub shape: Shape,
+    /// Whether the result, as written, is `Result<T, E>`: its `Err` is an
+    /// application error, which a JSON caller gets as an error object.
+    pub fallible: bool,
     /// `#[rpc(idempotent)]`: safe to run twice, so retried after a lost
     /// connection.
     pub idempotent: bool,
@@ -60,6 +63,9 @@ pub struct MethodDescriptor {
     pub timeout: Option<Duration>,
     /// Whether the method is `#[deprecated]`.
     pub deprecated: bool,
+    /// Names the method's types for tracing their serde form
+    /// ([`types::trace`](crate::types::trace)).
+    pub trace: crate::types::TraceFn,
 }
 
 /// One argument of a method.

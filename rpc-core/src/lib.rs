@@ -15,7 +15,8 @@
 //! - [`blob`]: [`Bytes`](blob::Bytes), binary data received without a copy.
 //! - [`error`]: [`Error`], the one error type, and the wire error codes.
 //! - [`peer`]: [`Peer`], who is at the other end of a connection.
-//! - [`descriptor`]: what a service offers, as data.
+//! - [`descriptor`]: what a service offers, as data; [`types`]: the serde
+//!   form of its types, traced.
 //! - [`context`]: what a handler knows about its call; deadline inheritance.
 //! - [`streaming`]: [`Streaming`] and the credit-based flow control of
 //!   streams.
@@ -52,6 +53,7 @@ pub mod server;
 pub mod service;
 pub mod streaming;
 pub mod transport;
+pub mod types;
 mod writer;
 
 pub use writer::DEFAULT_WRITE_TIMEOUT;

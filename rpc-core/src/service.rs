@@ -118,6 +118,10 @@ impl Args {
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
         let decoded = match self.codec {
             Codec::Binary => codec::decode_shared(&self.payload, self.limits),
+            Codec::Json => {
+                let names: Vec<&str> = self.method.plain_args().map(|arg| arg.name).collect();
+                codec::json::decode_args(&self.payload, &names, self.limits)
+            }
         };
         decoded.map_err(|err| Error::BadRequest {
             method: self.method.full_name.to_owned(),
@@ -158,6 +162,7 @@ impl Answer {
         let mut out = BytesMut::new();
         match codec {
             Codec::Binary => codec::encode_into(value, &mut out),
+            Codec::Json => codec::json::encode_into(value, &mut out),
         }
         .map_err(|err| Error::Encode {
             what: format!("the result of `{method}`"),
@@ -173,8 +178,6 @@ impl Answer {
         stream: Streaming<T>,
         codec: Codec,
     ) -> Answer {
-        match codec {
-            Codec::Binary => Answer::Stream(encode_stream(method, stream)),
-        }
+        Answer::Stream(encode_stream(method, stream, codec))
     }
 }

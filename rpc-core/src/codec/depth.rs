@@ -24,9 +24,10 @@ use serde::de::{
 /// the format has wrapped it in its own error type.
 pub(crate) const TOO_DEEP: &str = "the value nests deeper than the decoder's nesting limit";
 
-/// Whether a format's error message is the adapter's.
+/// Whether a format's error message is the adapter's (some formats add a
+/// position after it).
 pub(crate) fn is_too_deep(message: &str) -> bool {
-    message == TOO_DEEP
+    message.starts_with(TOO_DEEP)
 }
 
 /// A deserializer that allows `depth` more levels of nesting.

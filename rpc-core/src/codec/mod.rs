@@ -9,6 +9,7 @@
 
 mod binary;
 mod depth;
+pub mod json;
 
 pub use binary::{decode, decode_shared, encode_into};
 
@@ -77,4 +78,7 @@ pub struct EncodeError(pub String);
 pub enum Codec {
     /// bincode 2, standard configuration: the binary protocol.
     Binary,
+    /// JSON (serde's JSON form of each value): JSON-RPC callers. The
+    /// arguments arrive as a JSON array in the trait's order.
+    Json,
 }

@@ -224,7 +224,7 @@ impl CallTable {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
-        let end = End {
+        let end = End::Frames {
             outbox: self.outbox.clone(),
             report: self.reports.report(id, seq),
             permit: Some(permit),

@@ -15,7 +15,7 @@ use crate::context::Context;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
 use crate::server::Outcome;
-use crate::server::call::{self, Work};
+use crate::server::call::{self, ItemSink, Work};
 use crate::server::calls::{Admitted, Entry, Input};
 use crate::server::connection::Connection;
 use crate::service::Args;
@@ -123,8 +123,12 @@ impl Connection {
             ctx: ctx.clone(),
             args: Args::new(method, Codec::Binary, self.state.config.decode, args, incoming),
             codec: Codec::Binary,
-            output: output.clone().map(|credit| (credit, self.outbox.clone())),
-            client_max_frame_len: self.client_max_frame_len,
+            items: output.clone().map(|credit| ItemSink::Frames {
+                id,
+                credit,
+                outbox: self.outbox.clone(),
+            }),
+            max_answer_len: self.client_max_frame_len,
         };
         let swept = (!to_completion).then_some(ctx);
         let entry = Entry::new(swept, input, output);

@@ -9,19 +9,24 @@
 //! - `calls`: the table of calls in flight, the queue at the cap, and the
 //!   deadline sweep.
 //! - `dispatch`: the seam between a connection and a typed service.
-//! - `call`: one call's task: decode, run, encode, answer.
+//! - `call`: one call's work: decode, run, encode; how it ended.
+//! - `task`: a call's task, and its way out (frames, or a JSON reply).
 //! - `report`: how call tasks tell their connection they have ended.
 //! - [`router`](Router): wire names to services and methods.
 //! - `stats`: the counters behind [`ServerStats`].
+//! - [`json`]: the JSON-RPC front: the same calls, for callers in other
+//!   languages.
 
 mod call;
 mod calls;
 mod connection;
 mod dispatch;
 mod inbound;
+pub mod json;
 mod report;
 mod router;
 mod stats;
+mod task;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -34,7 +34,7 @@ struct Shared {
 
 /// A call task's side. Dropped (the task ended, or was aborted), it counts
 /// the task out, and marks the connection quiet if it was the last.
-pub(super) struct Report {
+pub(crate) struct Report {
     shared: Arc<Shared>,
     id: u64,
     seq: u64,

@@ -90,6 +90,11 @@ impl Router {
         services
     }
 
+    /// Every route: each method of each service.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.values()
+    }
+
     /// Where the method called `name` (a full wire name) goes, or why
     /// nothing here serves it.
     pub(crate) fn route(&self, name: &str) -> Result<&Route, Error> {

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 pub(crate) use credit::{RecvWindow, SendCredit};
 
-use crate::codec::{self, DecodeLimits};
+use crate::codec::{self, Codec, DecodeLimits};
 use crate::error::Error;
 
 /// Items each direction of a stream may have in flight before the sender
@@ -139,15 +139,20 @@ impl<T> Stream for Streaming<T> {
 /// Encoded items on their way to the wire: what a streaming call sends.
 pub type ItemStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send + 'static>>;
 
-/// Encodes each value of `stream` for the wire; errors pass through.
+/// Encodes each value of `stream` in `codec`; errors pass through.
 pub fn encode_stream<T: Serialize + Send + 'static>(
     method: &'static str,
     stream: Streaming<T>,
+    codec: Codec,
 ) -> ItemStream {
     Box::pin(stream.map(move |item| {
         let value = item?;
         let mut out = bytes::BytesMut::new();
-        codec::encode_into(&value, &mut out).map_err(|err| Error::Encode {
+        let encoded = match codec {
+            Codec::Binary => codec::encode_into(&value, &mut out),
+            Codec::Json => codec::json::encode_into(&value, &mut out),
+        };
+        encoded.map_err(|err| Error::Encode {
             what: format!("an item of `{method}`"),
             reason: err.to_string(),
         })?;

@@ -28,6 +28,7 @@ pub(crate) fn descriptor(generator: &ServiceGenerator<'_>) -> TokenStream {
             quote!(#p::ArgDescriptor { name: #arg, ty: #text, streams: #streams })
         });
         let result = type_text(&method.output);
+        let fallible = result_halves(&method.output).is_some();
         let input = method.input_stream.is_some();
         let output = method.output_item.is_some();
         let idempotent = method.markers.idempotent;
@@ -40,6 +41,20 @@ pub(crate) fn descriptor(generator: &ServiceGenerator<'_>) -> TokenStream {
             }
             None => quote!(#p::None),
         };
+        let traced_args = method.args.iter().map(|(_, ty)| {
+            let ty = stream_item(ty).unwrap_or(ty);
+            quote!(tracer.trace::<#ty>();)
+        });
+        // A `Result` is traced as its two halves: every method's `Result`
+        // would be the same serde name with another form.
+        let traced_result = match (result_halves(&method.output), &method.output_item) {
+            (_, Some(item)) => quote!(tracer.trace::<#item>();),
+            (Some((ok, err)), None) => quote!(tracer.trace::<#ok>(); tracer.trace::<#err>();),
+            (None, None) => {
+                let output = &method.output;
+                quote!(tracer.trace::<#output>();)
+            }
+        };
         quote! {
             #(#cfgs)*
             methods.push(#p::MethodDescriptor {
@@ -50,10 +65,15 @@ pub(crate) fn descriptor(generator: &ServiceGenerator<'_>) -> TokenStream {
                 args: &[#(#args),*],
                 result: #result,
                 shape: #p::Shape { input: #input, output: #output },
+                fallible: #fallible,
                 idempotent: #idempotent,
                 no_cancel: #no_cancel,
                 timeout: #timeout,
                 deprecated: #deprecated,
+                trace: #p::TraceFn(|tracer: &mut #p::TypeTracer| {
+                    #(#traced_args)*
+                    #traced_result
+                }),
             });
         }
     });
@@ -71,5 +91,23 @@ pub(crate) fn descriptor(generator: &ServiceGenerator<'_>) -> TokenStream {
                 })
             }
         }
+    }
+}
+
+/// `T` and `E` if `ty` is written as `Result<T, E>` (by any path). An
+/// alias of a result is not recognised: its JSON callers see `{"Ok": ..}`
+/// or `{"Err": ..}` as the result.
+fn result_halves(ty: &syn::Type) -> Option<(&syn::Type, &syn::Type)> {
+    let syn::Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match (args.args.first(), args.args.get(1), args.args.len()) {
+        (Some(syn::GenericArgument::Type(ok)), Some(syn::GenericArgument::Type(err)), 2) => Some((ok, err)),
+        _ => None,
     }
 }

@@ -57,6 +57,7 @@ pub(crate) fn request_enum(generator: &ServiceGenerator<'_>) -> TokenStream {
                 #(#cfgs)* #request::#variant { ref mut #stream, .. } => #p::Some(#p::encode_stream(
                     #full,
                     #p::replace(#stream, #p::Streaming::empty()),
+                    #p::Codec::Binary,
                 ))
             },
             None => quote!(#(#cfgs)* #request::#variant { .. } => #p::None),

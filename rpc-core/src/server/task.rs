@@ -1,0 +1,159 @@
+//! A call's task: [`Call::spawn`] starts it, and its way out sends how it
+//! ended: frames to a binary connection's writer (with the call's permit),
+//! or the finished call to a JSON caller.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::codec::Codec;
+use crate::context::Context;
+use crate::error::Error;
+use crate::frame::Frame;
+use crate::permit::CallPermit;
+use crate::server::call::{Call, CallHandle, End, Finished, Outbox, Timing, deadline_exceeded};
+use crate::server::{Outcome, ServerState};
+use crate::service::{Answer, Args};
+use crate::writer::Outgoing;
+
+impl Call {
+    /// Spawns the call's task, in which `handler` turns the arguments into
+    /// the method's answer.
+    ///
+    /// The handler's future is spawned as it is, not boxed; the task runs
+    /// it under the call's context and deadline, turns a panic (decoding
+    /// included) into an error answer, and sends the answer with the
+    /// call's permit.
+    pub(crate) fn spawn<F, Fut>(self, handler: F) -> CallHandle
+    where
+        F: FnOnce(Args, Codec) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Answer, Error>> + Send + 'static,
+    {
+        let Call { state, work, end } = self;
+        let id = work.ctx.request_id();
+        let (outbox, report, permit, to_completion) = match end {
+            End::Frames {
+                outbox,
+                report,
+                permit,
+                to_completion,
+            } => (outbox, report, permit, to_completion),
+            End::Reply(reply) => {
+                let guard = ReplyGuard {
+                    ctx: work.ctx.clone(),
+                    state,
+                    reply: Some(reply),
+                };
+                let task = tokio::spawn(async move {
+                    let mut guard = guard;
+                    let finished = work.run(&guard.state, handler, Timing::OwnTimer).await;
+                    guard.send(finished);
+                });
+                return CallHandle {
+                    abort: Some(task.abort_handle()),
+                };
+            }
+        };
+        // The end is reported before the answer is queued: the writer,
+        // woken last, runs first (tokio runs the task woken last next), so
+        // the report costs the answer no latency.
+        if to_completion {
+            // The task holds the outbox only weakly, so a closing
+            // connection never waits for it.
+            let outbox = outbox.downgrade();
+            drop(tokio::spawn(async move {
+                let frame = work.run(&state, handler, Timing::OwnTimer).await.into_frame(id);
+                report.ended();
+                if let Some(outbox) = outbox.upgrade() {
+                    let _ = outbox.send(Outgoing { frame, permit });
+                }
+            }));
+            CallHandle { abort: None }
+        } else {
+            let responder = Responder {
+                id,
+                ctx: work.ctx.clone(),
+                state,
+                out: Some((outbox, permit)),
+            };
+            let task = tokio::spawn(async move {
+                let mut responder = responder;
+                let frame = work
+                    .run(&responder.state, handler, Timing::Swept)
+                    .await
+                    .into_frame(id);
+                report.ended();
+                responder.send(frame);
+            });
+            CallHandle {
+                abort: Some(task.abort_handle()),
+            }
+        }
+    }
+}
+
+/// The way out of a call's task that the connection can abort: it sends
+/// the call's last frame with the call's permit, and if the task is aborted
+/// because the deadline sweep expired the call, it still answers, with
+/// `DeadlineExceeded`, and the permit still travels with that answer. It
+/// counts how an aborted call ended (a finished one counts itself): the
+/// task is the one place that knows which came first.
+struct Responder {
+    id: u64,
+    ctx: Context,
+    state: Arc<ServerState>,
+    out: Option<(Outbox, Option<CallPermit>)>,
+}
+
+impl Responder {
+    fn send(&mut self, frame: Frame) {
+        if let Some((outbox, permit)) = self.out.take() {
+            // A closed outbox means the connection is gone; nobody to tell.
+            let _ = outbox.send(Outgoing { frame, permit });
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if self.out.is_none() {
+            return;
+        }
+        if self.ctx.expired() {
+            self.state.counters.ended(Outcome::DeadlineExceeded);
+            let frame = deadline_exceeded(self.ctx.method()).to_frame(self.id);
+            self.send(frame);
+        } else {
+            // Cancelled by its caller, or interrupted by the end of a
+            // shutdown's grace period (the connection answers for it).
+            self.state.counters.ended(Outcome::Cancelled);
+        }
+    }
+}
+
+/// The way out of a JSON call's task: the finished call to its caller. A
+/// task dropped before it finished (its caller went away, or cancelled it)
+/// is counted as cancelled.
+struct ReplyGuard {
+    ctx: Context,
+    state: Arc<ServerState>,
+    reply: Option<oneshot::Sender<Finished>>,
+}
+
+impl ReplyGuard {
+    fn send(&mut self, finished: Finished) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(finished);
+        }
+    }
+}
+
+impl Drop for ReplyGuard {
+    fn drop(&mut self) {
+        if self.reply.is_some() {
+            self.ctx.cancel();
+            self.state.counters.ended(Outcome::Cancelled);
+        }
+    }
+}

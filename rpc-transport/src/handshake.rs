@@ -13,6 +13,15 @@ pub async fn exchange<IO>(io: &mut IO, ours: Preface) -> Result<Preface, Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    exchange_after(io, ours, None).await
+}
+
+/// The same exchange, for a server that has already read the peer's first
+/// byte (to tell the binary protocol from HTTP): `first`.
+pub async fn exchange_after<IO>(io: &mut IO, ours: Preface, first: Option<u8>) -> Result<Preface, Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
     io.write_all(&ours.to_bytes())
         .await
         .map_err(|err| Error::io("sending the connection preface failed", &err))?;
@@ -22,6 +31,10 @@ where
 
     let mut theirs = [0u8; PREFACE_LEN];
     let mut got = 0;
+    if let (Some(first), Some(slot)) = (first, theirs.first_mut()) {
+        *slot = first;
+        got = 1;
+    }
     while got < PREFACE_LEN {
         let read = io
             .read(theirs.get_mut(got..).unwrap_or_default())

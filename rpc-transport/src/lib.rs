@@ -16,12 +16,21 @@
 //! - [`reader`] and [`writer`]: frames from and to a byte stream.
 //! - [`limits`]: [`Limits`], what a peer may send over one connection.
 //! - [`tcp`], [`unix`], [`memory`]: the transports.
+//! - [`sniff`]: telling the binary protocol from HTTP on one port.
+//! - [`admission`]: connections that have not spoken yet, which a server
+//!   at its connection limit closes, oldest first, to make room.
+//! - `http` (feature `json`, on by default): the HTTP and WebSocket door
+//!   for JSON-RPC callers.
 
+pub mod admission;
 pub mod codec;
 pub mod handshake;
+#[cfg(feature = "json")]
+pub mod http;
 pub mod limits;
 pub mod memory;
 pub mod reader;
+pub mod sniff;
 pub mod stream;
 pub mod tcp;
 #[cfg(unix)]

@@ -168,17 +168,20 @@ fn framed<S: ByteStream>(
     }
 }
 
-/// Like [`establish`], for a stream a server accepted: when the preface
-/// exchange fails it first reads and discards what the peer still sends
-/// (up to a second, or 64 KiB), because closing a socket with unread bytes
-/// makes the kernel reset the connection, which can destroy our preface
-/// before a confused peer (an HTTP client, say) reads it.
+/// Like [`establish`], for a stream a server accepted, whose `first` byte
+/// the server may have read already (to tell the binary protocol from
+/// HTTP). When the preface exchange fails it first reads and discards what
+/// the peer still sends (up to a second, or 64 KiB), because closing a
+/// socket with unread bytes makes the kernel reset the connection, which
+/// can destroy our preface before a confused peer (an HTTP client, say)
+/// reads it.
 pub async fn accept<S: ByteStream>(
     mut stream: S,
     peer: Peer,
     limits: Limits,
+    first: Option<u8>,
 ) -> Result<Established<FrameReader<S::Read>, FrameWriter<S::Write>>, Error> {
-    match handshake::exchange(&mut stream, limits.preface()).await {
+    match handshake::exchange_after(&mut stream, limits.preface(), first).await {
         Ok(preface) => Ok(framed(stream, preface, peer, limits)),
         Err(err) => {
             // Said before the lingering close, so it is said even if the
@@ -186,7 +189,7 @@ pub async fn accept<S: ByteStream>(
             if let Error::Protocol(rpc_core::frame::ProtocolError::HttpPeer) = err {
                 tracing::warn!(
                     %peer,
-                    "an HTTP client connected to this rpc port; it was refused (point HTTP clients at an HTTP server)"
+                    "an HTTP client connected to this rpc port; it was refused, as this server does not serve JSON-RPC (`Server::json(false)`, or the `json` feature is off)"
                 );
             }
             handshake::linger(&mut stream).await;

@@ -1,0 +1,121 @@
+//! [`Cors`]: which web pages, served from other origins, may call.
+//!
+//! A browser lets a page call another origin only if that origin says so.
+//! The HTTP door says so for the origins it is told to allow: a preflight
+//! (`OPTIONS`) is answered with the methods and headers a JSON-RPC call
+//! uses, and each answer names the caller's origin. By default no other
+//! origin is allowed: a page on the open web cannot make a visitor's
+//! browser call a service on their network.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+/// The origins whose pages may call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cors {
+    allowed: Allowed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Allowed {
+    /// Same-origin pages only.
+    #[default]
+    None,
+    /// Pages from any origin (the service holds nothing a page could abuse
+    /// with a visitor's credentials: no cookies are sent).
+    Any,
+    /// Pages from these origins (`https://app.example.com`).
+    Listed(Vec<String>),
+}
+
+impl Cors {
+    /// No other origin may call (the default).
+    pub fn none() -> Cors {
+        Cors::default()
+    }
+
+    /// Pages from any origin may call.
+    pub fn any() -> Cors {
+        Cors {
+            allowed: Allowed::Any,
+        }
+    }
+
+    /// Pages from these origins may call: scheme, host and port, as a
+    /// browser sends them (`https://app.example.com`, `http://localhost:3000`).
+    pub fn origins<I, S>(origins: I) -> Cors
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Cors {
+            allowed: Allowed::Listed(origins.into_iter().map(Into::into).collect()),
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`,
+    /// if that origin may call.
+    pub(super) fn allowed(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        let origin = origin?;
+        match &self.allowed {
+            Allowed::None => None,
+            Allowed::Any => Some(HeaderValue::from_static("*")),
+            Allowed::Listed(origins) => origins
+                .iter()
+                .any(|allowed| allowed.as_bytes() == origin.as_bytes())
+                .then(|| origin.clone()),
+        }
+    }
+}
+
+/// Marks an answer as readable by `origin`.
+pub(super) fn allow(response: &mut super::Answer, origin: HeaderValue) {
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// The answer to a preflight: what a JSON-RPC call may use, if its origin
+/// may call (the caller adds the origin); a plain `204` otherwise, which a
+/// browser reads as "no".
+pub(super) fn preflight<B>(cors: &Cors, request: &Request<B>) -> super::Answer {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    if cors.allowed(request.headers().get(header::ORIGIN)).is_some() {
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, GET, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type, rpc-timeout"),
+        );
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_allowed_origins_are_named() {
+        let page = HeaderValue::from_static("https://app.example.com");
+        assert_eq!(Cors::none().allowed(Some(&page)), None);
+        assert_eq!(
+            Cors::any().allowed(Some(&page)),
+            Some(HeaderValue::from_static("*"))
+        );
+        let listed = Cors::origins(["https://app.example.com"]);
+        assert_eq!(listed.allowed(Some(&page)), Some(page.clone()));
+        assert_eq!(
+            listed.allowed(Some(&HeaderValue::from_static("https://evil.example"))),
+            None
+        );
+        assert_eq!(listed.allowed(None), None);
+    }
+}

@@ -295,6 +295,8 @@
 //! wire format is specified byte for byte in `docs/PROTOCOL.md`.
 
 mod client;
+#[cfg(feature = "json")]
+mod door;
 mod server;
 
 pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
@@ -311,6 +313,8 @@ pub use rpc_core::{
     ServerStats, Service,
 };
 pub use rpc_macros::service;
+#[cfg(feature = "json")]
+pub use rpc_transport::http::Cors;
 pub use rpc_transport::reader::DEFAULT_FRAME_TIMEOUT;
 pub use server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_PREFACE_TIMEOUT, Server, ServerHandle};
 
@@ -345,6 +349,22 @@ pub use server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_PREFACE_TIMEOUT, Server, Serve
 /// ```
 pub mod descriptor {
     pub use rpc_core::descriptor::{ArgDescriptor, MethodDescriptor, ServiceDescriptor, Shape};
+}
+
+/// JSON-RPC 2.0: how callers in other languages reach a server.
+///
+/// Every server answers JSON-RPC 2.0 over HTTP/1.1 (`POST /rpc`) and over
+/// WebSocket (`GET /rpc` with an upgrade) on the same port as the binary
+/// protocol, and describes itself with an OpenRPC document at
+/// `GET /rpc/openrpc.json` (and the `rpc.discover` method). See
+/// [`Server::json`] to switch it off, [`Server::json_path`],
+/// [`Server::cors`] and [`Server::max_batch`] to shape it, and
+/// `docs/JSON.md` for the mapping of types, errors and codes.
+#[cfg(feature = "json")]
+pub mod json {
+    pub use rpc_core::server::json::DEFAULT_MAX_BATCH;
+    pub use rpc_core::server::json::codes;
+    pub use rpc_transport::http::TIMEOUT_HEADER;
 }
 
 /// Transports: where connections come from.
@@ -386,6 +406,7 @@ pub mod __private {
     pub use futures_core::Stream;
     pub use rpc_core::macro_support::{FromRpcError, encode_args, unknown_method};
     pub use rpc_core::streaming::{ItemStream, Streaming, encode_stream};
+    pub use rpc_core::types::{TraceFn, TypeTracer};
     pub use rpc_core::{
         Answer, ArgDescriptor, Args, Client, Codec, Error, MethodDescriptor, RequestMessage, Service,
         ServiceDescriptor, Shape,

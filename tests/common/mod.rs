@@ -7,6 +7,7 @@
     clippy::expect_used
 )]
 
+pub mod json;
 pub mod raw;
 
 use std::net::SocketAddr;

@@ -4,82 +4,23 @@
 //! cargo run --example calculator                       # server and client in one process
 //! cargo run --example calculator -- server 127.0.0.1:7000
 //! cargo run --example calculator -- client 127.0.0.1:7000
+//! node examples/js/calculator.mjs http://127.0.0.1:7000/rpc   # a JavaScript caller
+//! ```
+//!
+//! The same port answers JSON-RPC 2.0, so any language can call it:
+//!
+//! ```text
+//! curl -d '{"jsonrpc":"2.0","id":1,"method":"add","params":[5,3]}' http://127.0.0.1:7000/rpc
 //! ```
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// What can go wrong in arithmetic. Travels to the caller as a value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum MathError {
-    /// The divisor was zero.
-    DivisionByZero,
-    /// The result does not fit an `i64`.
-    Overflow,
-}
+pub mod service;
 
-/// Summary statistics of a list of numbers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Stats {
-    /// How many numbers.
-    pub count: usize,
-    /// Their sum.
-    pub sum: i64,
-    /// The smallest, if any.
-    pub min: Option<i64>,
-    /// The largest, if any.
-    pub max: Option<i64>,
-}
-
-/// A calculator served over the network.
-#[rpc::service]
-pub trait Calculator {
-    /// Adds two numbers.
-    async fn add(&self, a: i64, b: i64) -> i64;
-    /// Divides `a` by `b`, refusing to divide by zero.
-    async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
-    /// Summarises a list of numbers.
-    async fn stats(&self, numbers: Vec<i64>) -> Stats;
-    /// Greets someone by name.
-    async fn greet(&self, name: String) -> String;
-    /// Waits, then answers: shows that slow calls do not hold up others.
-    async fn slow_echo(&self, millis: u64, value: String) -> String;
-}
-
-struct Calc;
-
-impl Calculator for Calc {
-    async fn add(&self, a: i64, b: i64) -> i64 {
-        a.wrapping_add(b)
-    }
-
-    async fn div(&self, a: i64, b: i64) -> Result<i64, MathError> {
-        if b == 0 {
-            return Err(MathError::DivisionByZero);
-        }
-        a.checked_div(b).ok_or(MathError::Overflow)
-    }
-
-    async fn stats(&self, numbers: Vec<i64>) -> Stats {
-        Stats {
-            count: numbers.len(),
-            sum: numbers.iter().fold(0i64, |acc, n| acc.wrapping_add(*n)),
-            min: numbers.iter().copied().min(),
-            max: numbers.iter().copied().max(),
-        }
-    }
-
-    async fn greet(&self, name: String) -> String {
-        format!("Hello, {name}!")
-    }
-
-    async fn slow_echo(&self, millis: u64, value: String) -> String {
-        tokio::time::sleep(Duration::from_millis(millis)).await;
-        value
-    }
-}
+use service::{Calc, CalculatorClient, CalculatorServer};
 
 fn server() -> rpc::Server {
     rpc::Server::new().serve(CalculatorServer::new(Calc))
@@ -141,6 +82,27 @@ async fn run_client(addr: SocketAddr) -> Result<(), rpc::Error> {
     Ok(())
 }
 
+/// The line that calls the server from a shell.
+fn curl_line(addr: SocketAddr) -> String {
+    format!(r#"curl -d '{{"jsonrpc":"2.0","id":1,"method":"add","params":[5,3]}}' http://{addr}/rpc"#)
+}
+
+/// Calls `add` as JSON-RPC over a bare HTTP/1.1 request, as curl would,
+/// and returns the response's body.
+async fn call_as_json(addr: SocketAddr) -> std::io::Result<String> {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"div","params":{"a":7,"b":0}}"#;
+    let mut http = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "POST /rpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    http.read_to_string(&mut response).await?;
+    let (_, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    Ok(body.to_owned())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -165,12 +127,24 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let handle = server().bind("127.0.0.1:0").await?;
             println!("server listening on {}", handle.local_addr());
             run_client(handle.local_addr()).await?;
+            println!();
+            println!("The same port speaks JSON-RPC 2.0 over HTTP and WebSocket:");
+            println!(
+                "POST /rpc div(a: 7, b: 0)  -> {}",
+                call_as_json(handle.local_addr()).await?
+            );
+            println!(
+                "try it from a shell while `calculator server ADDR` runs: {}",
+                curl_line(handle.local_addr())
+            );
             handle.stop().await;
             println!("done");
         }
         ["server", addr] => {
-            println!("serving Calculator on {addr} (Ctrl-C to stop)");
-            server().listen(*addr).await?;
+            let handle = server().bind(*addr).await?;
+            println!("serving Calculator on {} (Ctrl-C to stop)", handle.local_addr());
+            println!("call it from any language: {}", curl_line(handle.local_addr()));
+            handle.wait().await;
         }
         ["client", addr] => {
             let addr: SocketAddr = addr.parse().map_err(|e| format!("bad address {addr:?}: {e}"))?;

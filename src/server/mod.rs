@@ -1,22 +1,34 @@
 //! [`Server`]: services, limits, a listener, and a task per connection.
+//!
+//! - `mod.rs`: the builder, its settings and their defaults.
+//! - `accept`: the accept loop, the connection limit, and the first byte
+//!   that picks a connection's door.
+//! - `handle`: a running server, and how it ends.
 
-use std::net::SocketAddr;
+mod accept;
+mod handle;
+
+pub use handle::ServerHandle;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rpc_core::codec::DecodeLimits;
-use rpc_core::frame::{MIN_FRAME_LEN, ProtocolError};
+use rpc_core::frame::MIN_FRAME_LEN;
 use rpc_core::peer::Peer;
 use rpc_core::server::ServerState;
-use rpc_core::{Error, ServerStats, Service};
+use rpc_core::{Error, Service};
 use rpc_transport::Limits;
-use rpc_transport::stream::{ByteStream, Io, Listener};
+#[cfg(feature = "json")]
+use rpc_transport::http::Cors;
+use rpc_transport::stream::{Io, Listener};
 use rpc_transport::tcp::TcpListener;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::ToSocketAddrs;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+
+#[cfg(feature = "json")]
+use crate::door;
 
 /// An RPC server: the services it offers and its limits.
 ///
@@ -67,6 +79,11 @@ pub struct Server {
     limits: Limits,
     preface_timeout: Duration,
     max_connections: usize,
+    /// Whether clients of the binary protocol are served.
+    binary: bool,
+    /// The JSON-RPC door.
+    #[cfg(feature = "json")]
+    json: door::Door,
 }
 
 /// Connections a server serves at once, by default.
@@ -89,6 +106,9 @@ impl Server {
             limits: Limits::default(),
             preface_timeout: DEFAULT_PREFACE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            binary: true,
+            #[cfg(feature = "json")]
+            json: door::Door::default(),
         }
     }
 
@@ -141,6 +161,10 @@ impl Server {
     /// client redials on its next call). Default 10 minutes.
     pub fn idle_timeout(mut self, timeout: Duration) -> Server {
         Arc::make_mut(&mut self.state).config.idle_timeout = timeout;
+        #[cfg(feature = "json")]
+        {
+            self.json.http.idle_timeout = timeout;
+        }
         self
     }
 
@@ -179,6 +203,107 @@ impl Server {
     pub fn write_timeout(mut self, timeout: Duration) -> Server {
         Arc::make_mut(&mut self.state).config.write_timeout = timeout;
         self
+    }
+
+    /// Whether clients of the binary protocol (Rust clients) are served.
+    /// Default `true`; with `false` the server answers JSON-RPC only, and
+    /// closes connections that open with the binary preface.
+    pub fn binary(mut self, on: bool) -> Server {
+        self.binary = on;
+        self
+    }
+
+    /// Whether callers in other languages are served JSON-RPC 2.0 over
+    /// HTTP and WebSocket, on the same port as the binary protocol.
+    /// Default `true`; with `false` an HTTP request is refused as it was
+    /// before the door existed. `docs/JSON.md` is the mapping.
+    ///
+    /// ```
+    /// # #[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
+    /// # struct Calc;
+    /// # impl Calculator for Calc { async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// let server = rpc::Server::new().serve(CalculatorServer::new(Calc)).bind("127.0.0.1:0").await?;
+    ///
+    /// // What `curl -d '{"jsonrpc":"2.0","id":1,"method":"add","params":[2,3]}' http://HOST/rpc` sends.
+    /// let body = r#"{"jsonrpc":"2.0","id":1,"method":"add","params":[2,3]}"#;
+    /// let mut http = tokio::net::TcpStream::connect(server.local_addr()).await?;
+    /// let request = format!(
+    ///     "POST /rpc HTTP/1.1\r\nHost: calc\r\nContent-Type: application/json\r\n\
+    ///      Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    ///     body.len()
+    /// );
+    /// http.write_all(request.as_bytes()).await?;
+    /// let mut response = String::new();
+    /// http.read_to_string(&mut response).await?;
+    /// assert!(response.starts_with("HTTP/1.1 200 OK"));
+    /// assert!(response.ends_with(r#"{"jsonrpc":"2.0","result":5,"id":1}"#));
+    /// server.stop().await;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "json")]
+    pub fn json(mut self, on: bool) -> Server {
+        self.json.enabled = on;
+        self
+    }
+
+    /// The HTTP path JSON-RPC requests are posted to (and WebSockets open
+    /// on). Default `/rpc`; `/` is accepted as well, and the OpenRPC
+    /// document is served at `<path>/openrpc.json`.
+    ///
+    /// # Panics
+    ///
+    /// If `path` does not start with `/`.
+    #[cfg(feature = "json")]
+    pub fn json_path(mut self, path: impl Into<String>) -> Server {
+        let path = path.into();
+        assert!(
+            path.starts_with('/'),
+            "a JSON-RPC path starts with `/`, as in `/rpc`; got {path:?}"
+        );
+        self.json.http.path = path;
+        self
+    }
+
+    /// Which web pages, served from other origins, may call the JSON-RPC
+    /// door from a browser. Default [`Cors::none`]: only pages from the
+    /// server's own origin.
+    ///
+    /// ```
+    /// let server = rpc::Server::new().cors(rpc::Cors::origins(["https://app.example.com"]));
+    /// # drop(server);
+    /// ```
+    #[cfg(feature = "json")]
+    pub fn cors(mut self, cors: Cors) -> Server {
+        self.json.http.cors = cors;
+        self
+    }
+
+    /// The most requests one JSON-RPC batch may hold. Default 1 000; a
+    /// larger batch is answered with one `-32600` error and none of it runs.
+    #[cfg(feature = "json")]
+    pub fn max_batch(mut self, requests: usize) -> Server {
+        self.json.json.max_batch = requests.max(1);
+        self
+    }
+
+    /// How long a JSON caller's HTTP request may take to send its headers,
+    /// and its body, and how long a kept-alive HTTP connection may sit
+    /// between requests. Default 30 s.
+    #[cfg(feature = "json")]
+    pub fn http_timeout(mut self, timeout: Duration) -> Server {
+        self.json.http.header_timeout = timeout;
+        self.json.http.body_timeout = timeout;
+        self
+    }
+
+    fn serves_json(&self) -> bool {
+        #[cfg(feature = "json")]
+        return self.json.enabled;
+        #[cfg(not(feature = "json"))]
+        false
     }
 
     /// What each connection enforces, and announces: the frame limits, and
@@ -240,11 +365,32 @@ impl Server {
     /// yourself).
     ///
     /// Must be called inside a tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If both the binary protocol and JSON are switched off: such a
+    /// server would serve nobody.
     pub fn start<L: Listener>(self, listener: L) -> ServerHandle<L::Addr> {
+        assert!(
+            self.binary || self.serves_json(),
+            "this server serves neither the binary protocol nor JSON (`Server::binary(false)` with `Server::json(false)`)"
+        );
         let local_addr = listener.local_addr();
         tracing::info!(?local_addr, services = ?self.state.router.service_names(), "rpc server listening");
         let state = Arc::clone(&self.state);
-        let task = tokio::spawn(accept_loop(listener, self));
+        let doors = accept::Doors {
+            state: Arc::clone(&self.state),
+            limits: self.limits(),
+            preface_timeout: self.preface_timeout,
+            binary: self.binary,
+            #[cfg(feature = "json")]
+            json: self.json.open(&self.state, self.limits.max_frame_len),
+        };
+        let task = tokio::spawn(accept::accept_loop(
+            listener,
+            Arc::new(doors),
+            self.max_connections,
+        ));
         ServerHandle {
             local_addr,
             task,
@@ -282,155 +428,6 @@ impl Server {
             .map_err(|_| no_preface(self.preface_timeout))??;
         rpc_core::server::serve_connection(Arc::clone(&self.state), conn).await;
         Ok(())
-    }
-}
-
-/// A server running in the background, from [`Server::bind`] (whose
-/// address is a `SocketAddr`), [`Server::bind_unix`] (a path) or
-/// [`Server::start`].
-///
-/// Dropping the handle leaves the server running; end it with
-/// [`shutdown`](ServerHandle::shutdown) (graceful) or
-/// [`stop`](ServerHandle::stop) (at once).
-#[derive(Debug)]
-#[must_use = "dropping the handle leaves the server running with no way to stop it"]
-pub struct ServerHandle<A = SocketAddr> {
-    local_addr: A,
-    task: JoinHandle<()>,
-    state: Arc<ServerState>,
-}
-
-/// How long, after a graceful shutdown's grace period, connections get to
-/// tell their clients which calls were interrupted before they are closed.
-const INTERRUPT_NOTICE: Duration = Duration::from_secs(2);
-
-impl<A: Clone + std::fmt::Debug> ServerHandle<A> {
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> A {
-        self.local_addr.clone()
-    }
-
-    /// The server's counters: open connections, calls in progress and
-    /// their peak, requests received, calls by how they ended.
-    pub fn stats(&self) -> ServerStats {
-        self.state.stats()
-    }
-
-    /// Shuts down gracefully: stops accepting, sends every client a goodbye
-    /// (they send no new calls on that connection, and calls the server had
-    /// not started are retried elsewhere or fail with
-    /// [`Error::ShuttingDown`]), and lets the calls it started finish and
-    /// be answered for up to `grace`. Calls still running then are stopped,
-    /// and their callers told so (a [`Error::Disconnected`] that says the
-    /// shutdown interrupted the call; `#[rpc(idempotent)]` calls are
-    /// retried elsewhere); then the connections close.
-    ///
-    /// When this returns the port is free to bind again.
-    pub async fn shutdown(mut self, grace: Duration) {
-        self.state.shutdown.cancel();
-        if tokio::time::timeout(grace, &mut self.task).await.is_ok() {
-            return;
-        }
-        tracing::info!(local_addr = ?self.local_addr, ?grace, "grace period over; interrupting the calls still running");
-        self.state.interrupt.cancel();
-        if tokio::time::timeout(INTERRUPT_NOTICE, &mut self.task)
-            .await
-            .is_err()
-        {
-            self.task.abort();
-            let _ = self.task.await;
-        }
-    }
-
-    /// Stops at once: closes the listener and every connection. Calls in
-    /// flight fail on their clients with [`Error::Disconnected`].
-    ///
-    /// When this returns the port is free to bind again.
-    pub async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-
-    /// Waits until the server ends (it runs until stopped or the process
-    /// ends).
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
-}
-
-/// How long to pause accepting after an error such as "too many open files",
-/// so a full file table does not become a busy loop.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-async fn accept_loop<L: Listener>(mut listener: L, server: Server) {
-    // Owning every connection task here means aborting this future (stop, or
-    // the end of a shutdown's grace period) aborts them all.
-    let mut connections = JoinSet::new();
-    let shutdown = server.state.shutdown.clone();
-    let room = Arc::new(Semaphore::new(server.max_connections));
-    let mut was_full = false;
-    loop {
-        // At the connection limit, stop accepting: clients queue in the
-        // kernel's backlog rather than costing us descriptors and memory.
-        let full = room.available_permits() == 0;
-        if full && !was_full {
-            tracing::warn!(
-                max_connections = server.max_connections,
-                "at the connection limit; new connections wait until one closes"
-            );
-        }
-        was_full = full;
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            (room_taken, accepted) = accept_with_room(&room, &mut listener) => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_stream(stream, peer, server.clone(), room_taken));
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "accepting a connection failed; pausing before the next accept");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                }
-            },
-        }
-    }
-    // Graceful shutdown: refuse new connections, let the open ones drain.
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-}
-
-/// Waits for room under the connection limit, then for a connection.
-/// Cancel-safe as long as the listener's `accept` is (tokio's are):
-/// dropping it returns the room.
-async fn accept_with_room<L: Listener>(
-    room: &Arc<Semaphore>,
-    listener: &mut L,
-) -> (Option<OwnedSemaphorePermit>, std::io::Result<(L::Stream, Peer)>) {
-    // The semaphore is never closed; `ok()` only satisfies the type.
-    let taken = Arc::clone(room).acquire_owned().await.ok();
-    (taken, listener.accept().await)
-}
-
-async fn serve_stream<S: ByteStream>(
-    stream: S,
-    peer: Peer,
-    server: Server,
-    _room: Option<OwnedSemaphorePermit>,
-) {
-    let establishing = rpc_transport::stream::accept(stream, peer.clone(), server.limits());
-    let established = tokio::select! {
-        established = tokio::time::timeout(server.preface_timeout, establishing) => {
-            established.unwrap_or_else(|_| Err(no_preface(server.preface_timeout)))
-        }
-        // A graceful shutdown does not wait for half-open handshakes.
-        () = server.state.shutdown.cancelled() => return,
-    };
-    match established {
-        Ok(conn) => rpc_core::server::serve_connection(server.state, conn).await,
-        // `stream::accept` has already said so, in words.
-        Err(Error::Protocol(ProtocolError::HttpPeer)) => {}
-        Err(err) => tracing::info!(%peer, error = %err, "refused a connection"),
     }
 }
 

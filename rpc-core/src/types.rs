@@ -6,6 +6,7 @@
 //! runs once, when something first asks (`rpc.discover`).
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 
 use serde::de::DeserializeOwned;
 use serde_reflection::{Format, Registry, Tracer, TracerConfig};
@@ -67,9 +68,14 @@ impl TypeTracer {
     /// Traces `T`: the next argument's type, then the result's (for
     /// `Result<T, E>`, `T`'s and then `E`'s).
     pub fn trace<T: DeserializeOwned>(&mut self) {
-        let traced = match self.tracer.trace_simple_type::<T>() {
-            Ok((format, _)) => Traced::Format(format),
-            Err(err) => Traced::Untraceable(err.to_string()),
+        // Tracing runs the type's `Deserialize`, which is the user's code
+        // and may panic on the made-up values it is fed: that type is then
+        // untraceable, and the document is still served.
+        let tracer = &mut self.tracer;
+        let traced = match std::panic::catch_unwind(AssertUnwindSafe(|| tracer.trace_simple_type::<T>())) {
+            Ok(Ok((format, _))) => Traced::Format(format),
+            Ok(Err(err)) => Traced::Untraceable(err.to_string()),
+            Err(_) => Traced::Untraceable("its `Deserialize` panicked while being traced".to_owned()),
         };
         self.traced.push(traced);
     }

@@ -79,18 +79,29 @@ pub(crate) enum End {
         /// closing stops it.
         to_completion: bool,
     },
-    /// A JSON caller waiting for the finished call; the call runs under a
-    /// timer of its own, and stops when the caller drops its handle.
+    /// A JSON caller that runs the call itself, in its own task, under
+    /// the call's own timer: [`Call::spawn`] hands back the call as a
+    /// future ([`CallHandle::Inline`]), and dropping it stops the call.
+    Inline,
+    /// A JSON caller waiting for a call that runs to completion in a task
+    /// of its own (`#[rpc(no_cancel)]`), whether or not the caller stays.
     Reply(oneshot::Sender<Finished>),
 }
 
-/// A call's task, spawned. Only [`Call::spawn`] makes one, so nothing can
-/// start a call that cannot be stopped.
-#[derive(Debug)]
-pub(crate) struct CallHandle {
-    /// `None` for a method that runs to completion whatever happens.
-    pub(crate) abort: Option<AbortHandle>,
+/// A started call. Only [`Call::spawn`] makes one, so nothing can start a
+/// call that cannot be stopped.
+pub(crate) enum CallHandle {
+    /// Running in a task of its own.
+    Spawned {
+        /// `None` for a method that runs to completion whatever happens.
+        abort: Option<AbortHandle>,
+    },
+    /// For its caller to run ([`End::Inline`]).
+    Inline(InlineCall),
 }
+
+/// A call its caller runs: it resolves to how the call ended.
+pub(crate) type InlineCall = std::pin::Pin<Box<dyn Future<Output = Finished> + Send>>;
 
 /// How a call ended.
 #[derive(Debug)]
@@ -230,13 +241,17 @@ impl Items<'_> {
     /// slow caller holds back the producer itself.
     async fn send(self, mut stream: ItemStream) -> Result<Finished, Error> {
         loop {
-            let room = match self.sink {
-                ItemSink::Frames { credit, .. } => credit.spend().await,
-                ItemSink::Queue { queue, .. } => !queue.is_closed(),
+            // Room first: credit, or a reserved place in the caller's queue.
+            let place = match self.sink {
+                ItemSink::Frames { credit, .. } => match credit.spend().await {
+                    true => None,
+                    false => return Ok(Finished::End),
+                },
+                ItemSink::Queue { queue, .. } => match queue.reserve().await {
+                    Ok(place) => Some(place),
+                    Err(_) => return Ok(Finished::End),
+                },
             };
-            if !room {
-                return Ok(Finished::End);
-            }
             let item = match stream.next().await {
                 None => return Ok(Finished::End),
                 Some(item) => item?,
@@ -244,23 +259,24 @@ impl Items<'_> {
             if item.len() > self.max_answer_len {
                 return Err(too_large(self.method, item.len(), self.max_answer_len));
             }
-            let sent = match self.sink {
-                ItemSink::Frames { id, credit, outbox } => {
+            match (self.sink, place) {
+                (ItemSink::Frames { id, credit, outbox }, _) => {
                     let frame = Frame::new(Kind::Item, *id, item)?;
                     self.state.counters.stream_item_sent(credit.in_flight());
-                    outbox.send(frame.into()).is_ok()
+                    if outbox.send(frame.into()).is_err() {
+                        return Ok(Finished::End);
+                    }
                 }
-                ItemSink::Queue { queue, open, close } => {
+                (ItemSink::Queue { open, close, .. }, Some(place)) => {
                     let mut message = bytes::BytesMut::with_capacity(open.len() + item.len() + close.len());
                     message.extend_from_slice(open);
                     message.extend_from_slice(&item);
                     message.extend_from_slice(close);
                     self.state.counters.stream_item_sent(0);
-                    queue.send(message.freeze()).await.is_ok()
+                    place.send(message.freeze());
                 }
-            };
-            if !sent {
-                return Ok(Finished::End);
+                // A queue's place is always reserved above.
+                (ItemSink::Queue { .. }, None) => return Ok(Finished::End),
             }
         }
     }

@@ -235,7 +235,11 @@ impl CallTable {
             work,
             end,
         };
-        let CallHandle { abort } = route.service.start(route.method, call);
+        let abort = match route.service.start(route.method, call) {
+            CallHandle::Spawned { abort } => abort,
+            // `End::Frames` always spawns.
+            CallHandle::Inline(_) => None,
+        };
         self.launched += 1;
         if let Some(entry) = self.entries.get_mut(&id) {
             entry.seq = Some(seq);

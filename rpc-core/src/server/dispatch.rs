@@ -17,7 +17,8 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     /// What the service offers.
     fn descriptor(&self) -> &'static ServiceDescriptor;
 
-    /// Starts `call` of `method` in a task of its own.
+    /// Starts `call` of `method`: in a task of its own, or (for a caller
+    /// that runs it itself) as a future handed back.
     fn start(&self, method: &'static MethodDescriptor, call: Call) -> CallHandle;
 }
 

@@ -39,20 +39,33 @@ impl Call {
                 permit,
                 to_completion,
             } => (outbox, report, permit, to_completion),
+            End::Inline => {
+                let mut guard = InlineGuard {
+                    ctx: work.ctx.clone(),
+                    state,
+                    running: true,
+                };
+                // Boxed rather than spawned: the caller's task runs it, with
+                // no task of its own to allocate, schedule and wake.
+                return CallHandle::Inline(Box::pin(async move {
+                    let finished = work.run(&guard.state, handler, Timing::OwnTimer).await;
+                    guard.finished();
+                    finished
+                }));
+            }
             End::Reply(reply) => {
                 let guard = ReplyGuard {
                     ctx: work.ctx.clone(),
                     state,
                     reply: Some(reply),
                 };
-                let task = tokio::spawn(async move {
+                // Detached: it runs to its end whether or not anyone waits.
+                drop(tokio::spawn(async move {
                     let mut guard = guard;
                     let finished = work.run(&guard.state, handler, Timing::OwnTimer).await;
                     guard.send(finished);
-                });
-                return CallHandle {
-                    abort: Some(task.abort_handle()),
-                };
+                }));
+                return CallHandle::Spawned { abort: None };
             }
         };
         // The end is reported before the answer is queued: the writer,
@@ -69,7 +82,7 @@ impl Call {
                     let _ = outbox.send(Outgoing { frame, permit });
                 }
             }));
-            CallHandle { abort: None }
+            CallHandle::Spawned { abort: None }
         } else {
             let responder = Responder {
                 id,
@@ -86,7 +99,7 @@ impl Call {
                 report.ended();
                 responder.send(frame);
             });
-            CallHandle {
+            CallHandle::Spawned {
                 abort: Some(task.abort_handle()),
             }
         }
@@ -132,9 +145,33 @@ impl Drop for Responder {
     }
 }
 
-/// The way out of a JSON call's task: the finished call to its caller. A
-/// task dropped before it finished (its caller went away, or cancelled it)
-/// is counted as cancelled.
+/// Counts a call its caller runs as cancelled if the caller drops it
+/// before it finishes (the caller went away, or cancelled it).
+struct InlineGuard {
+    ctx: Context,
+    state: Arc<ServerState>,
+    running: bool,
+}
+
+impl InlineGuard {
+    /// The call ended by itself (and counted itself).
+    fn finished(&mut self) {
+        self.running = false;
+    }
+}
+
+impl Drop for InlineGuard {
+    fn drop(&mut self) {
+        if self.running {
+            self.ctx.cancel();
+            self.state.counters.ended(Outcome::Cancelled);
+        }
+    }
+}
+
+/// The way out of a JSON call that runs to completion in its own task:
+/// the finished call to its caller, if still there. Dropped unfinished (the
+/// runtime shut down), it counts the call as cancelled.
 struct ReplyGuard {
     ctx: Context,
     state: Arc<ServerState>,

@@ -2,8 +2,8 @@
 //! server's one call path, and its response.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -15,48 +15,75 @@ use crate::codec::Codec;
 use crate::context::Context;
 use crate::descriptor::MethodDescriptor;
 use crate::error::{ErrorCode, WireError};
-use crate::server::call::{Call, End, Finished, ItemSink, Work};
+use crate::server::Outcome;
+use crate::server::call::{Call, CallHandle, End, Finished, ItemSink, Work};
 use crate::server::json::envelope::{self, ErrorObject, Invalid, Request};
 use crate::server::json::names;
-use crate::server::json::{Caller, JsonRpc, codes};
+use crate::server::json::{Caller, JsonRpc, Room, bounded, codes};
+use crate::server::router::Route;
 use crate::service::Args;
 
 impl JsonRpc {
     /// Runs one request and writes its response; `None` for a
     /// notification. `items`: the queue a streaming method's items go to,
     /// each wrapped in an `rpc.item` notification naming the call (only a
-    /// WebSocket has one).
+    /// WebSocket has one). `room`: what a batch's answers may still add up
+    /// to.
     pub(crate) async fn one(
         &self,
         request: Result<Request<'_>, Invalid<'_>>,
         caller: &Caller,
         items: Option<&mpsc::Sender<Bytes>>,
+        room: Option<&Room>,
     ) -> Option<Vec<u8>> {
         let request = match request {
             Ok(request) => request,
-            Err(invalid) => return Some(envelope::error(invalid.id, &ErrorObject::invalid(invalid.why))),
+            Err(invalid) => return Some(envelope::error(invalid.id, &ErrorObject::invalid(&invalid.why))),
         };
-        let outcome = self.run(&request, caller, items).await;
+        self.state.counters.request_received();
+        let outcome = match self.prepare(&request, items) {
+            Ok(prepared) => self.run(prepared, caller).await,
+            Err(refused) => {
+                // Refused without running, as the binary side counts it.
+                self.state.counters.ended(Outcome::Failed);
+                Err(refused)
+            }
+        };
         let id = request.id?;
+        let outcome = match outcome {
+            Ok(result) if room.is_some_and(|room| !room.take(result.len())) => Err(ErrorObject::new(
+                codes::TOO_LARGE,
+                format!(
+                    "this batch's answers add up to more than the {} bytes the server sends in one answer; send smaller batches",
+                    self.config.max_answer
+                ),
+            )),
+            outcome => outcome,
+        };
         Some(match outcome {
             Ok(result) => envelope::result(id, &result),
             Err(error) => envelope::error(Some(id), &error),
         })
     }
 
-    /// Runs a request; the result's JSON, or the error to answer with.
-    async fn run(
+    /// Finds what a request calls and reads its params; or says why it
+    /// cannot run.
+    fn prepare(
         &self,
         request: &Request<'_>,
-        caller: &Caller,
         items: Option<&mpsc::Sender<Bytes>>,
-    ) -> Result<Vec<u8>, ErrorObject> {
-        self.state.counters.request_received();
-        if request.method == "rpc.discover" {
-            return Ok(self.discover().to_vec());
+    ) -> Result<Prepared<'_>, ErrorObject> {
+        let name = request.method.as_ref();
+        if name == "rpc.discover" {
+            return Ok(Prepared::Discover);
         }
-        let Some(route) = self.methods.find(&request.method) else {
-            let name = &request.method;
+        if name == "rpc.cancel" {
+            return Err(ErrorObject::new(
+                codes::METHOD_NOT_FOUND,
+                "Method not found: `rpc.cancel` stops a call made on the same WebSocket; over HTTP, close the connection to stop a call",
+            ));
+        }
+        let Some(route) = self.methods.find(name) else {
             let message = match self.methods.meanings(name) {
                 Some(meanings) => format!(
                     "Method not found: `{name}` is a method of more than one service; name one of {}",
@@ -67,7 +94,8 @@ impl JsonRpc {
                         .join(", ")
                 ),
                 None => format!(
-                    "Method not found: `{name}`; name a method as `Service.method` (or `method` alone when one service has it)"
+                    "Method not found: `{}`; name a method as `Service.method` (or `method` alone when one service has it)",
+                    shortened(name)
                 ),
             };
             return Err(ErrorObject::new(codes::METHOD_NOT_FOUND, message));
@@ -82,14 +110,20 @@ impl JsonRpc {
                 ),
             ));
         }
-        let sink = match (method.shape.output, &items) {
-            (false, _) => None,
-            (true, Some(queue)) => Some(ItemSink::Queue {
+        let sink = match (method.shape.output, &items, request.id) {
+            (false, _, _) => None,
+            (true, Some(queue), Some(id)) => Some(ItemSink::Queue {
                 queue: (*queue).clone(),
-                open: Bytes::from(item_open(request.id)),
+                open: Bytes::from(item_open(id)),
                 close: Bytes::from_static(b"}}"),
             }),
-            (true, None) => {
+            (true, Some(_), None) => {
+                return Err(ErrorObject::new(
+                    codes::INVALID_REQUEST,
+                    "a stream's items name their call by its id; a notification has none",
+                ));
+            }
+            (true, None, _) => {
                 return Err(ErrorObject::new(
                     codes::NEEDS_STREAM,
                     format!(
@@ -101,22 +135,53 @@ impl JsonRpc {
         };
         let params = positional(method, request.params)
             .map_err(|why| ErrorObject::new(codes::INVALID_PARAMS, format!("Invalid params: {why}")))?;
-        let permit = caller
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ErrorObject::new(codes::SHUTTING_DOWN, "the connection is closing"))?;
-        let budget = caller
-            .timeout
-            .unwrap_or(self.config.default_timeout)
-            .min(self.state.config.max_budget);
+        Ok(Prepared::Call { route, sink, params })
+    }
+
+    /// Runs a prepared request; the result's JSON, or the error to answer
+    /// with.
+    async fn run(&self, prepared: Prepared<'_>, caller: &Caller) -> Result<Vec<u8>, ErrorObject> {
+        let (route, sink, params) = match prepared {
+            Prepared::Discover => return Ok(self.discover().to_vec()),
+            Prepared::Call { route, sink, params } => (route, sink, params),
+        };
+        let method = route.method;
+        let shutting_down = || {
+            ErrorObject::new(
+                codes::SHUTTING_DOWN,
+                "the server is shutting down and did not run the call; retry elsewhere",
+            )
+        };
+        if self.state.shutdown.is_cancelled() {
+            self.state.counters.ended(Outcome::Failed);
+            return Err(shutting_down());
+        }
+        let permit = tokio::select! {
+            permit = caller.permits.acquire() => permit.map_err(|_| shutting_down())?,
+            () = self.state.shutdown.cancelled() => {
+                self.state.counters.ended(Outcome::Failed);
+                return Err(shutting_down());
+            }
+        };
+        // As on the binary side: a method that runs to completion gets the
+        // server's ceiling; others the caller's deadline, or the method's
+        // own default, or the server's default for JSON calls.
+        let to_completion = method.no_cancel && !method.shape.streams();
+        let budget = if to_completion {
+            self.state.config.max_budget
+        } else {
+            caller
+                .timeout
+                .or(method.timeout)
+                .unwrap_or(self.config.default_timeout)
+                .min(self.state.config.max_budget)
+        };
         let ctx = Context::for_call(
             self.next_request_id(),
             method,
             Instant::now() + budget,
             caller.peer.clone(),
         );
-        let (tx, finished) = oneshot::channel();
         let work = Work {
             ctx,
             args: Args::new(method, Codec::Json, self.state.config.decode, params, None),
@@ -124,42 +189,74 @@ impl JsonRpc {
             items: sink,
             max_answer_len: self.config.max_answer,
         };
-        let call = Call {
-            state: Arc::clone(&self.state),
-            work,
-            end: End::Reply(tx),
+        let state = Arc::clone(&self.state);
+        let running = async {
+            if to_completion {
+                let (reply, finished) = oneshot::channel();
+                let call = Call {
+                    state,
+                    work,
+                    end: End::Reply(reply),
+                };
+                route.service.start(method, call);
+                finished.await.ok()
+            } else {
+                let call = Call {
+                    state,
+                    work,
+                    end: End::Inline,
+                };
+                // Run here, in the caller's task: dropping this future (the
+                // caller went away, or cancelled) stops the call.
+                match route.service.start(method, call) {
+                    CallHandle::Inline(call) => Some(call.await),
+                    CallHandle::Spawned { .. } => None,
+                }
+            }
         };
-        // Dropping this future (the caller went away) stops the call.
-        let handle = route.service.start(method, call);
-        let _stop = Stop(handle.abort);
-        let finished = finished.await;
+        // The end of a shutdown's grace period stops the call (its guard
+        // counts it) and tells the caller so.
+        let finished = tokio::select! {
+            finished = running => finished,
+            () = self.state.interrupt.cancelled() => None,
+        };
         drop(permit);
         match finished {
-            Ok(finished) => respond(method, finished),
-            Err(_) => Err(ErrorObject::new(
+            Some(finished) => respond(method, finished, budget, self.config.max_answer),
+            None => Err(ErrorObject::new(
                 codes::INTERRUPTED,
-                "the call was stopped before it finished",
+                "the server's shutdown stopped the call before it finished",
             )),
         }
     }
 }
 
-/// Stops a call's task when its caller stops waiting.
-struct Stop(Option<tokio::task::AbortHandle>);
+/// A request ready to run.
+enum Prepared<'s> {
+    /// `rpc.discover`: the OpenRPC document.
+    Discover,
+    /// A method of a service, its arguments in the trait's order.
+    Call {
+        route: &'s Route,
+        sink: Option<ItemSink>,
+        params: Bytes,
+    },
+}
 
-impl Drop for Stop {
-    fn drop(&mut self) {
-        if let Some(abort) = &self.0 {
-            abort.abort();
-        }
+/// A name as an error message may quote it: a peer's name may be long.
+fn shortened(name: &str) -> Cow<'_, str> {
+    const MAX: usize = 100;
+    match name.char_indices().nth(MAX) {
+        Some((end, _)) => Cow::Owned(format!("{}...", name.get(..end).unwrap_or_default())),
+        None => Cow::Borrowed(name),
     }
 }
 
 /// The start of an `rpc.item` notification for the call `id`; the item and
 /// `}}` follow.
-fn item_open(id: Option<&RawValue>) -> Vec<u8> {
+fn item_open(id: &RawValue) -> Vec<u8> {
     let mut open = br#"{"jsonrpc":"2.0","method":"rpc.item","params":{"call":"#.to_vec();
-    open.extend_from_slice(id.map_or("null", |id| id.get()).as_bytes());
+    open.extend_from_slice(id.get().as_bytes());
     open.extend_from_slice(br#","item":"#);
     open
 }
@@ -187,10 +284,13 @@ fn positional(method: &MethodDescriptor, params: Option<&RawValue>) -> Result<By
             false => Err(format!("no params were given; {}", signature())),
         };
     };
+    // Never more than one past what the method takes is kept: a peer's
+    // params may hold millions.
     if params.get().starts_with('[') {
-        let given: Vec<&RawValue> = serde_json::from_str(params.get()).map_err(|err| err.to_string())?;
-        if given.len() > expected.len() {
-            return Err(format!("{} arguments were given; {}", given.len(), signature()));
+        let (given, len) =
+            bounded::array(params.get().as_bytes(), expected.len() + 1).map_err(|err| err.to_string())?;
+        if len > expected.len() {
+            return Err(format!("{len} arguments were given; {}", signature()));
         }
         if given.len() == expected.len() {
             return Ok(Bytes::copy_from_slice(params.get().as_bytes()));
@@ -201,8 +301,8 @@ fn positional(method: &MethodDescriptor, params: Option<&RawValue>) -> Result<By
         }
         return Ok(nulls(&given, expected.len()));
     }
-    let given: HashMap<Cow<'_, str>, &RawValue> =
-        serde_json::from_str(params.get()).map_err(|err| err.to_string())?;
+    let (given, _) =
+        bounded::object(params.get().as_bytes(), expected.len() + 1).map_err(|err| err.to_string())?;
     let mut ordered: Vec<Option<&RawValue>> = vec![None; expected.len()];
     for (name, value) in given {
         let Some(index) = names::argument(method, &name) else {
@@ -242,7 +342,7 @@ fn nulls(values: &[&RawValue], len: usize) -> Bytes {
 
 /// How a method's `Result` looks in JSON.
 #[derive(Deserialize)]
-enum Outcome<'a> {
+enum Returned<'a> {
     #[serde(borrow)]
     Ok(&'a RawValue),
     #[serde(borrow)]
@@ -250,11 +350,16 @@ enum Outcome<'a> {
 }
 
 /// The response to a finished call of `method`.
-fn respond(method: &MethodDescriptor, finished: Finished) -> Result<Vec<u8>, ErrorObject> {
+fn respond(
+    method: &MethodDescriptor,
+    finished: Finished,
+    budget: Duration,
+    max_answer: usize,
+) -> Result<Vec<u8>, ErrorObject> {
     match finished {
-        Finished::Value(value) if method.fallible => match serde_json::from_slice::<Outcome<'_>>(&value) {
-            Ok(Outcome::Ok(result)) => Ok(result.get().as_bytes().to_vec()),
-            Ok(Outcome::Err(error)) => Err(ErrorObject {
+        Finished::Value(value) if method.fallible => match serde_json::from_slice::<Returned<'_>>(&value) {
+            Ok(Returned::Ok(result)) => Ok(result.get().as_bytes().to_vec()),
+            Ok(Returned::Err(error)) => Err(ErrorObject {
                 code: codes::APPLICATION_ERROR,
                 message: format!("`{}` returned an error", method.full_name),
                 data: Some(error.get().as_bytes().to_vec()),
@@ -264,13 +369,18 @@ fn respond(method: &MethodDescriptor, finished: Finished) -> Result<Vec<u8>, Err
         },
         Finished::Value(value) => Ok(value.to_vec()),
         Finished::End => Ok(b"null".to_vec()),
-        Finished::Failed(err) => Err(error_object(method, err)),
+        Finished::Failed(err) => Err(error_object(method, err, budget, max_answer)),
     }
 }
 
 /// A failed call's error object: the binary protocol's error, in
 /// JSON-RPC's codes, with the same words.
-fn error_object(method: &MethodDescriptor, err: WireError) -> ErrorObject {
+fn error_object(
+    method: &MethodDescriptor,
+    err: WireError,
+    budget: Duration,
+    max_answer: usize,
+) -> ErrorObject {
     let name = method.full_name;
     let (code, message) = match ErrorCode::from_wire(err.code) {
         Some(ErrorCode::UnknownService | ErrorCode::UnknownMethod) => {
@@ -281,13 +391,17 @@ fn error_object(method: &MethodDescriptor, err: WireError) -> ErrorObject {
             codes::INTERNAL_ERROR,
             format!("the handler of `{name}` panicked: {}", err.message),
         ),
-        Some(ErrorCode::DeadlineExceeded) => (codes::DEADLINE_EXCEEDED, err.message),
+        Some(ErrorCode::DeadlineExceeded) => (
+            codes::DEADLINE_EXCEEDED,
+            format!(
+                "`{name}` did not finish within its deadline of {budget:?}; if it is expected to be slow, send a longer one in the `rpc-timeout` header"
+            ),
+        ),
         Some(ErrorCode::Overloaded) => (codes::OVERLOADED, err.message),
         Some(ErrorCode::ResponseTooLarge) => (
             codes::TOO_LARGE,
             format!(
-                "the result of `{name}` is {} bytes, more than the server sends",
-                err.message
+                "`{name}` answered with more than the {max_answer} bytes the server sends in one answer or stream item (`Server::max_frame_len`)"
             ),
         ),
         Some(ErrorCode::Failed) => (

@@ -6,12 +6,15 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::server::json::codes;
+use crate::server::json::{bounded, codes};
 
 /// A body, parsed as far as the envelope: one request, or a batch.
 pub(crate) enum Body<'a> {
     Single(Result<Request<'a>, Invalid<'a>>),
     Batch(Vec<Result<Request<'a>, Invalid<'a>>>),
+    /// A batch that is empty or holds more requests than allowed: how many
+    /// it holds. None of it was parsed past counting.
+    Refused(usize),
 }
 
 /// One well-formed request.
@@ -29,8 +32,12 @@ pub(crate) struct Request<'a> {
 pub(crate) struct Invalid<'a> {
     /// The id, when the request had a usable one.
     pub(crate) id: Option<&'a RawValue>,
-    pub(crate) why: &'static str,
+    pub(crate) why: Cow<'static, str>,
 }
+
+/// The longest id a request may have. Ids are echoed in every answer and
+/// stream item, so a long one would be copied many times.
+pub(crate) const MAX_ID_LEN: usize = 256;
 
 /// Why a body could not be read as JSON at all.
 #[derive(Debug)]
@@ -55,28 +62,65 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&
 }
 
 /// Reads a body: malformed JSON is a parse error; anything else becomes
-/// requests, each valid or not.
-pub(crate) fn parse(body: &[u8]) -> Result<Body<'_>, ParseError> {
-    let value: &RawValue = serde_json::from_slice(body).map_err(|err| ParseError(err.to_string()))?;
-    let text = value.get();
-    if text.starts_with('[') {
-        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|err| ParseError(err.to_string()))?;
-        Ok(Body::Batch(items.into_iter().map(request).collect()))
-    } else {
-        Ok(Body::Single(request(value)))
+/// requests, each valid or not. A batch of more than `max_batch` requests
+/// (or none) is only counted.
+pub(crate) fn parse(body: &[u8], max_batch: usize) -> Result<Body<'_>, ParseError> {
+    let parse_error = |err: serde_json::Error| ParseError(err.to_string());
+    match body.iter().find(|byte| !byte.is_ascii_whitespace()) {
+        Some(b'[') => {
+            let (items, len) = bounded::array(body, max_batch).map_err(parse_error)?;
+            if len == 0 || len > max_batch {
+                return Ok(Body::Refused(len));
+            }
+            Ok(Body::Batch(items.into_iter().map(request).collect()))
+        }
+        // One pass: the members straight from the body.
+        Some(b'{') => match serde_json::from_slice::<Members<'_>>(body) {
+            Ok(members) => Ok(Body::Single(check(members))),
+            Err(err) if bounded::is_syntax(&err) => Err(parse_error(err)),
+            Err(err) => Ok(Body::Single(Err(malformed(&err)))),
+        },
+        _ => {
+            let value: &RawValue = serde_json::from_slice(body).map_err(parse_error)?;
+            Ok(Body::Single(request(value)))
+        }
     }
 }
 
-/// Checks one request object.
+/// Checks one request object of a batch.
 pub(crate) fn request(value: &RawValue) -> Result<Request<'_>, Invalid<'_>> {
-    let invalid = |id, why| Invalid { id, why };
     if !value.get().starts_with('{') {
-        return Err(invalid(None, "a request must be a JSON object"));
+        return Err(Invalid {
+            id: None,
+            why: Cow::Borrowed("a request must be a JSON object"),
+        });
     }
-    let members: Members<'_> = serde_json::from_str(value.get())
-        .map_err(|_| invalid(None, "the request's members are malformed"))?;
+    match serde_json::from_str::<Members<'_>>(value.get()) {
+        Ok(members) => check(members),
+        Err(err) => Err(malformed(&err)),
+    }
+}
+
+/// A request object whose members JSON-RPC cannot read (a member twice,
+/// say).
+fn malformed(err: &serde_json::Error) -> Invalid<'static> {
+    Invalid {
+        id: None,
+        why: Cow::Owned(format!("the request's members are malformed: {err}")),
+    }
+}
+
+/// Checks a request's members.
+fn check(members: Members<'_>) -> Result<Request<'_>, Invalid<'_>> {
+    let invalid = |id, why: &'static str| Invalid {
+        id,
+        why: Cow::Borrowed(why),
+    };
     let id = match members.id {
         Some(id) if !is_id(id) => return Err(invalid(None, "the id must be a string, a number or null")),
+        Some(id) if id.get().len() > MAX_ID_LEN => {
+            return Err(invalid(None, "the id is longer than 256 bytes"));
+        }
         id => id,
     };
     if let Some(version) = members.jsonrpc {
@@ -189,9 +233,9 @@ mod tests {
     use super::*;
 
     fn single(body: &str) -> Result<Request<'_>, Invalid<'_>> {
-        match parse(body.as_bytes()).unwrap() {
+        match parse(body.as_bytes(), 10).unwrap() {
             Body::Single(request) => request,
-            Body::Batch(_) => panic!("a batch"),
+            _ => panic!("a batch"),
         }
     }
 
@@ -212,16 +256,24 @@ mod tests {
 
     #[test]
     fn malformed_requests_are_invalid_and_malformed_json_is_a_parse_error() {
-        assert!(parse(br#"{"jsonrpc":"2.0","method":"foobar,"params":"bar","baz]"#).is_err());
+        assert!(parse(br#"{"jsonrpc":"2.0","method":"foobar,"params":"bar","baz]"#, 10).is_err());
         assert!(single(r#"{"jsonrpc":"2.0","method":1,"params":"bar"}"#).is_err());
         assert!(single(r#"{"jsonrpc":"1.0","method":"m","id":1}"#).is_err());
         assert!(single(r#"{"method":"m","params":3,"id":1}"#).is_err());
         assert!(single(r#"{"method":"m","id":{"a":1}}"#).is_err());
         assert!(single("1").is_err());
-        match parse(b"[1,2]").unwrap() {
+        match parse(b"[1,2]", 10).unwrap() {
             Body::Batch(items) => assert!(items.iter().all(Result::is_err)),
-            Body::Single(_) => panic!("a batch"),
+            _ => panic!("a batch"),
         }
+        assert!(
+            single(r#"{"method":"m","id":1,"id":2}"#).is_err(),
+            "a member twice"
+        );
+        let long = format!(r#"{{"method":"m","id":"{}"}}"#, "x".repeat(300));
+        assert!(single(&long).is_err());
+        assert!(matches!(parse(b" [] ", 10), Ok(Body::Refused(0))));
+        assert!(matches!(parse(b"[1,2,3]", 2), Ok(Body::Refused(3))));
     }
 
     #[test]

@@ -10,13 +10,14 @@
 //! - `session`: a WebSocket connection's calls, streams and cancels.
 //! - `openrpc`: the service's self-description, at `rpc.discover`.
 
+mod bounded;
 mod call;
 mod envelope;
 mod names;
 mod openrpc;
 mod session;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -118,6 +119,30 @@ impl std::fmt::Debug for JsonRpc {
     }
 }
 
+/// What a batch's answers may add up to: the largest answer the server
+/// sends. An answer that would take the batch past it is replaced by a
+/// "too large" error, so a batch of large results costs no more than one.
+pub(crate) struct Room {
+    left: AtomicUsize,
+}
+
+impl Room {
+    pub(crate) fn new(bytes: usize) -> Room {
+        Room {
+            left: AtomicUsize::new(bytes),
+        }
+    }
+
+    /// Takes `bytes` from the room, if they fit.
+    pub(crate) fn take(&self, bytes: usize) -> bool {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+}
+
 /// One connection of JSON callers: who they are, the deadline their HTTP
 /// request asked for, and the cap on their calls in progress.
 #[derive(Debug, Clone)]
@@ -168,38 +193,36 @@ impl JsonRpc {
     /// nothing is to be sent back (notifications only). Streaming methods
     /// are refused here: they need the WebSocket door.
     pub async fn answer(&self, body: &[u8], caller: &Caller) -> Option<Vec<u8>> {
-        let body = match envelope::parse(body) {
+        let body = match envelope::parse(body, self.config.max_batch) {
             Ok(body) => body,
             Err(err) => return Some(envelope::error(None, &ErrorObject::parse(&err))),
         };
         match body {
-            Body::Single(request) => self.one(request, caller, None).await,
+            Body::Single(request) => self.one(request, caller, None, None).await,
             Body::Batch(requests) => {
-                if let Some(refused) = self.refuse_batch(requests.len()) {
-                    return Some(refused);
-                }
+                let room = Room::new(self.config.max_answer);
                 let answers = join_all(
                     requests
                         .into_iter()
-                        .map(|request| self.one(request, caller, None)),
+                        .map(|request| self.one(request, caller, None, Some(&room))),
                 )
                 .await;
                 envelope::batch(answers.into_iter().flatten().collect())
             }
+            Body::Refused(len) => Some(self.refuse_batch(len)),
         }
     }
 
-    /// The answer to a batch that is empty or over the limit, if it is.
-    fn refuse_batch(&self, len: usize) -> Option<Vec<u8>> {
+    /// The answer to a batch that is empty or over the limit.
+    pub(crate) fn refuse_batch(&self, len: usize) -> Vec<u8> {
         let why = match len {
             0 => "an empty batch".to_owned(),
-            n if n > self.config.max_batch => format!(
-                "a batch of {n} requests is over the limit of {}; send smaller batches",
+            n => format!(
+                "a batch of {n} requests is over the limit of {}; send smaller batches (or raise `Server::max_batch`)",
                 self.config.max_batch
             ),
-            _ => return None,
         };
-        Some(envelope::error(None, &ErrorObject::invalid(&why)))
+        envelope::error(None, &ErrorObject::invalid(&why))
     }
 
     /// The request id the next call's context carries.

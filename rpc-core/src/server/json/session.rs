@@ -3,10 +3,10 @@
 //! Each request runs in a task of its own, so a slow call never holds up
 //! another; answers, and a streaming method's items (`rpc.item`
 //! notifications), leave through one bounded queue in the order they are
-//! ready. Past the server's cap on calls in progress per connection the
-//! session stops taking messages, and a reader that stops reading fills
-//! the queue, which holds every producer back: a slow WebSocket reader
-//! cannot make the server hold more than the cap's worth.
+//! ready. As on the binary side, calls past the server's cap on calls in
+//! progress per connection wait their turn, up to the cap again; past that
+//! the session stops taking messages (and TCP pushes back). A reader that
+//! stops reading fills the queue, which holds every producer back.
 //!
 //! A notification `{"method": "rpc.cancel", "params": {"call": <id>}}`
 //! (or `"params": [<id>]`) stops the call with that id; nothing more is
@@ -23,14 +23,15 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::server::json::envelope::{self, Body, ErrorObject, Request};
-use crate::server::json::{Caller, JsonRpc};
+use crate::server::json::{Caller, JsonRpc, Room};
 
 /// The calls of one WebSocket connection. Dropping it stops them all.
 pub struct Session {
     json: Arc<JsonRpc>,
     caller: Caller,
     outgoing: mpsc::Sender<Bytes>,
-    /// Room for calls in progress: the server's cap per connection.
+    /// Room for calls taken: in progress (up to the server's cap per
+    /// connection) or waiting their turn (as many again).
     room: Arc<Semaphore>,
     /// Calls in progress, by their id as the caller wrote it.
     running: Arc<Mutex<HashMap<String, AbortHandle>>>,
@@ -78,7 +79,7 @@ impl Session {
             json,
             caller,
             outgoing,
-            room: Arc::new(Semaphore::new(cap)),
+            room: Arc::new(Semaphore::new(cap.saturating_mul(2))),
             running: Arc::default(),
             tasks: JoinSet::new(),
         };
@@ -86,78 +87,84 @@ impl Session {
     }
 
     /// Takes one message from the client: starts the calls in it. Waits
-    /// while the connection is at its cap on calls in progress.
+    /// while the connection has as many calls as it may hold.
     pub async fn message(&mut self, text: Bytes) {
         // Finished tasks are tidied here, not by a task of their own.
         while self.tasks.try_join_next().is_some() {}
-        let body = match envelope::parse(&text) {
+        let max_batch = self.json.config.max_batch;
+        let body = match envelope::parse(&text, max_batch) {
             Ok(body) => body,
             Err(err) => {
-                let _ = self
-                    .outgoing
-                    .send(envelope::error(None, &ErrorObject::parse(&err)).into())
-                    .await;
+                let refused = envelope::error(None, &ErrorObject::parse(&err));
+                let _ = self.outgoing.send(refused.into()).await;
                 return;
             }
         };
         // A cancel frees room; it never waits for it.
         if let Body::Single(Ok(request)) = &body {
             if request.method == "rpc.cancel" {
-                self.cancel(request);
+                let stopped = self.cancel(request);
+                if let Some(id) = request.id {
+                    let answer = envelope::result(id, if stopped { b"true" } else { b"false" });
+                    let _ = self.outgoing.send(answer.into()).await;
+                }
                 return;
             }
         }
+        if let Body::Refused(len) = body {
+            let _ = self.outgoing.send(self.json.refuse_batch(len).into()).await;
+            return;
+        }
+        let key = match &body {
+            Body::Single(Ok(request)) => request.id.map(|id| id.get().to_owned()),
+            _ => None,
+        };
+        drop(body);
         let Ok(room) = Arc::clone(&self.room).acquire_owned().await else {
             return;
         };
-        match body {
-            Body::Single(request) => {
-                let key = request
-                    .as_ref()
-                    .ok()
-                    .and_then(|r| r.id)
-                    .map(|id| id.get().to_owned());
-                let (json, caller, outgoing) = self.parts();
-                let text = text.clone();
-                let abort = self.tasks.spawn(async move {
-                    let _room = room;
-                    // The request borrows the message, which this task owns.
-                    let request = match envelope::parse(&text) {
-                        Ok(Body::Single(request)) => request,
-                        _ => return,
-                    };
-                    if let Some(answer) = json.one(request, &caller, Some(&outgoing)).await {
+        let (json, caller, outgoing) = self.parts();
+        let running = Arc::clone(&self.running);
+        // Held while the task is spawned and entered, so a task that ends at
+        // once cannot leave its entry behind.
+        let mut table = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let tracked = key.clone();
+        let abort = self.tasks.spawn(async move {
+            let _room = room;
+            // The requests borrow the message, which this task owns.
+            match envelope::parse(&text, max_batch) {
+                Ok(Body::Single(request)) => {
+                    if let Some(answer) = json.one(request, &caller, Some(&outgoing), None).await {
                         let _ = outgoing.send(answer.into()).await;
                     }
-                });
-                if let Some(key) = key {
-                    self.track(key, abort);
                 }
-            }
-            Body::Batch(requests) => {
-                if let Some(refused) = self.json.refuse_batch(requests.len()) {
-                    let _ = self.outgoing.send(refused.into()).await;
-                    return;
-                }
-                drop(requests);
-                let (json, caller, outgoing) = self.parts();
-                self.tasks.spawn(async move {
-                    let _room = room;
-                    let Ok(Body::Batch(requests)) = envelope::parse(&text) else {
-                        return;
-                    };
+                Ok(Body::Batch(requests)) => {
+                    let room = Room::new(json.config.max_answer);
                     let answers = join_all(
                         requests
                             .into_iter()
-                            .map(|request| json.one(request, &caller, Some(&outgoing))),
+                            .map(|request| json.one(request, &caller, Some(&outgoing), Some(&room))),
                     )
                     .await;
                     if let Some(batch) = envelope::batch(answers.into_iter().flatten().collect()) {
                         let _ = outgoing.send(batch.into()).await;
                     }
-                });
+                }
+                Ok(Body::Refused(_)) | Err(_) => {}
             }
+            if let Some(key) = tracked {
+                forget(&running, &key);
+            }
+        });
+        if let Some(key) = key {
+            table.insert(key, abort);
         }
+    }
+
+    /// Whether no call is in progress.
+    pub fn is_idle(&mut self) -> bool {
+        while self.tasks.try_join_next().is_some() {}
+        self.tasks.is_empty()
     }
 
     /// Waits for the calls already taken to be answered: the connection
@@ -170,25 +177,31 @@ impl Session {
         (Arc::clone(&self.json), self.caller.clone(), self.outgoing.clone())
     }
 
-    /// Remembers a running call by its id, so `rpc.cancel` can stop it.
-    fn track(&self, key: String, abort: AbortHandle) {
+    /// Stops the call `rpc.cancel` names; whether one was running.
+    fn cancel(&self, request: &Request<'_>) -> bool {
+        let Some(id) = request.params.and_then(cancelled_id) else {
+            return false;
+        };
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        // Entries of finished calls go when the table grows, so it holds
-        // little more than the calls in progress.
-        if running.len() >= 2 * self.room.available_permits().max(64) {
-            running.retain(|_, call| !call.is_finished());
+        match running.remove(id.get()) {
+            Some(call) => {
+                call.abort();
+                true
+            }
+            None => false,
         }
-        running.insert(key, abort);
     }
+}
 
-    /// Stops the call `rpc.cancel` names, if it is running.
-    fn cancel(&self, request: &Request<'_>) {
-        let Some(params) = request.params else { return };
-        let Some(id) = cancelled_id(params) else { return };
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(call) = running.remove(id.get()) {
-            call.abort();
-        }
+/// Takes a finished call's entry out of the table, unless a later call with
+/// the same id has taken its place.
+fn forget(running: &Mutex<HashMap<String, AbortHandle>>, key: &str) {
+    let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
+    let mine = running
+        .get(key)
+        .is_some_and(|call| Some(call.id()) == tokio::task::try_id());
+    if mine {
+        running.remove(key);
     }
 }
 

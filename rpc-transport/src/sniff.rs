@@ -33,7 +33,9 @@ pub async fn sniff<S: ByteStream>(stream: &mut S) -> io::Result<Option<(Protocol
         return Ok(None);
     }
     let byte = first[0];
-    let protocol = if byte.is_ascii_uppercase() {
+    // An HTTP request starts with its method, in capitals; a server
+    // should also ignore an empty line before it (RFC 9112, 2.2).
+    let protocol = if byte.is_ascii_uppercase() || byte == b'\r' || byte == b'\n' {
         Protocol::Http
     } else {
         Protocol::Binary

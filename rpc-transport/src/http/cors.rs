@@ -70,6 +70,45 @@ impl Cors {
     }
 }
 
+/// Refuses a request a browser sent for a page of another origin that may
+/// not call. A browser lets any page post a form or open a WebSocket to any
+/// address (it only hides the answer), so without this check a page on the
+/// open web could make a visitor's browser call a service on their network.
+/// Requests with no `Origin` (every client that is not a browser) and from
+/// the server's own origin pass.
+pub(super) fn refusal<B>(cors: &Cors, request: &Request<B>) -> Option<super::Answer> {
+    let origin = request.headers().get(header::ORIGIN)?;
+    // A preflight only asks; its answer says whether the origin may call.
+    if request.method() == hyper::Method::OPTIONS || cors.allowed(Some(origin)).is_some() {
+        return None;
+    }
+    if same_origin(origin, request.headers().get(header::HOST)) {
+        return None;
+    }
+    let origin = String::from_utf8_lossy(origin.as_bytes());
+    let mut refused = Response::new(Full::new(Bytes::from(format!(
+        "a page from {origin} may not call this service; allow its origin with `Server::cors`\n"
+    ))));
+    *refused.status_mut() = StatusCode::FORBIDDEN;
+    refused.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Some(refused)
+}
+
+/// Whether `origin` (`http://host:port`) names the host the request was
+/// sent to: the page and the service share an origin.
+fn same_origin(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
+    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), host.map(HeaderValue::to_str)) else {
+        return false;
+    };
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    authority.is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
 /// Marks an answer as readable by `origin`.
 pub(super) fn allow(response: &mut super::Answer, origin: HeaderValue) {
     let headers = response.headers_mut();
@@ -117,5 +156,30 @@ mod tests {
             None
         );
         assert_eq!(listed.allowed(None), None);
+    }
+
+    fn request(origin: &'static str, host: &'static str) -> Request<()> {
+        Request::post("/rpc")
+            .header(header::ORIGIN, origin)
+            .header(header::HOST, host)
+            .body(())
+            .unwrap_or_else(|_| Request::new(()))
+    }
+
+    #[test]
+    fn pages_of_other_origins_may_not_call_unless_allowed() {
+        let none = Cors::none();
+        assert!(refusal(&none, &request("http://svc:7000", "svc:7000")).is_none());
+        assert!(refusal(&none, &request("https://SVC:7000", "svc:7000")).is_none());
+        let refused = refusal(&none, &request("https://evil.example", "svc:7000"));
+        assert_eq!(refused.map(|answer| answer.status()), Some(StatusCode::FORBIDDEN));
+        assert!(refusal(&none, &request("null", "svc:7000")).is_some());
+        let listed = Cors::origins(["https://app.example"]);
+        assert!(refusal(&listed, &request("https://app.example", "svc:7000")).is_none());
+        assert!(refusal(&Cors::any(), &request("https://evil.example", "svc:7000")).is_none());
+        let no_origin = Request::post("/rpc")
+            .body(())
+            .unwrap_or_else(|_| Request::new(()));
+        assert!(refusal(&none, &no_origin).is_none());
     }
 }

@@ -30,6 +30,7 @@ use rpc_core::peer::Peer;
 use rpc_core::server::json::{Caller, JsonRpc};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Newcomer;
@@ -57,6 +58,10 @@ pub struct HttpConfig {
     /// How long a WebSocket may sit with no message and no call in
     /// progress. Default 10 minutes.
     pub idle_timeout: Duration,
+    /// How long one write to the client may wait for it to read, before the
+    /// client is taken to have stopped reading and the connection closes.
+    /// Default 30 s.
+    pub write_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -68,6 +73,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -119,11 +125,15 @@ impl Front {
             let door = Arc::clone(&door);
             async move { Ok::<_, Infallible>(door.answer(request).await) }
         });
+        // A client that stops reading cannot hold the connection (and the
+        // answers queued for it) for ever.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(config.write_timeout));
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_timeout)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(Box::pin(stream)), service)
             .with_upgrades();
         tokio::pin!(connection);
         let served = tokio::select! {
@@ -174,6 +184,9 @@ impl Door {
     }
 
     async fn route(&self, request: Request<Incoming>) -> Answer {
+        if let Some(refused) = cors::refusal(&self.config.cors, &request) {
+            return refused;
+        }
         let path = request.uri().path();
         let rpc = path == self.config.path || path == "/";
         let discovery = path.strip_suffix("/openrpc.json") == Some(self.config.path.trim_end_matches('/'));
@@ -191,13 +204,19 @@ impl Door {
                 }
             }
             (&Method::GET, _, true) => json_response(StatusCode::OK, self.json.discover().to_vec()),
-            (_, true, _) => text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!(
-                    "POST JSON-RPC 2.0 requests to {} (or open a WebSocket there); GET {}/openrpc.json describes the service\n",
-                    self.config.path, self.config.path
-                ),
-            ),
+            (_, true, _) => {
+                let mut answer = text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!(
+                        "POST JSON-RPC 2.0 requests to {} (or open a WebSocket there); GET {}/openrpc.json describes the service\n",
+                        self.config.path, self.config.path
+                    ),
+                );
+                answer
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST, GET, OPTIONS"));
+                answer
+            }
             _ => text(
                 StatusCode::NOT_FOUND,
                 format!("nothing here; JSON-RPC is served at {}\n", self.config.path),

@@ -45,17 +45,24 @@ pub(super) fn accept(
     mut request: Request<Incoming>,
     json: &Arc<JsonRpc>,
     caller: &Caller,
-) -> Result<(Answer, Upgrade), &'static str> {
+) -> Result<(Answer, Upgrade), String> {
     let headers = request.headers();
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .map(HeaderValue::as_bytes)
         != Some(b"13")
     {
-        return Err("a WebSocket upgrade needs Sec-WebSocket-Version: 13");
+        return Err("a WebSocket upgrade needs Sec-WebSocket-Version: 13".to_owned());
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return Err("a WebSocket upgrade needs a Sec-WebSocket-Key");
+        return Err("a WebSocket upgrade needs a Sec-WebSocket-Key".to_owned());
+    };
+    // The deadline header of the upgrade request applies to every call
+    // made over the socket.
+    let timeout = match headers.get(super::TIMEOUT_HEADER).map(super::parse_timeout) {
+        None => None,
+        Some(Ok(timeout)) => Some(timeout),
+        Some(Err(bad)) => return Err(bad),
     };
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut request);
@@ -70,7 +77,7 @@ pub(super) fn accept(
     let upgrade = Upgrade {
         upgrade,
         json: Arc::clone(json),
-        caller: caller.clone(),
+        caller: caller.with_timeout(timeout),
     };
     Ok((response, upgrade))
 }
@@ -90,35 +97,57 @@ pub(super) async fn serve(upgrade: Upgrade, peer: Peer, config: &HttpConfig, shu
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(Some(config.max_body))
-        .max_frame_size(Some(config.max_body));
+        .max_frame_size(Some(config.max_body))
+        // Pongs to a flood of pings from a client that does not read would
+        // otherwise pile up here.
+        .max_write_buffer_size(config.max_body.saturating_mul(2));
     let socket = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(settings)).await;
     let (mut sink, mut stream) = socket.split();
     let (mut session, mut outgoing) = Session::new(upgrade.json, upgrade.caller);
     let idle = config.idle_timeout;
     let reading = async move {
-        loop {
+        let shutting_down = loop {
             let next = tokio::select! {
                 next = tokio::time::timeout(idle, stream.next()) => next,
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => break true,
             };
             match next {
-                Ok(Some(Ok(Message::Text(text)))) => session.message(Bytes::from(text)).await,
-                Ok(Some(Ok(Message::Binary(bytes)))) => session.message(bytes).await,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    // Waits while the socket is full of calls; a shutdown
+                    // still ends the wait.
+                    tokio::select! {
+                        () = session.message(Bytes::from(text)) => {}
+                        () = shutdown.cancelled() => break true,
+                    }
+                }
+                Ok(Some(Ok(Message::Binary(bytes)))) => {
+                    tokio::select! {
+                        () = session.message(bytes) => {}
+                        () = shutdown.cancelled() => break true,
+                    }
+                }
                 // Pings are answered by the WebSocket layer itself.
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
-                Ok(Some(Ok(Message::Close(_))) | None) => break,
+                Ok(Some(Ok(Message::Close(_))) | None) => break false,
                 Ok(Some(Err(err))) => {
                     tracing::debug!(%peer, error = %err, "WebSocket read failed");
-                    break;
+                    break false;
                 }
+                // Quiet, but a call (a long stream, say) is still running.
+                Err(_) if !session.is_idle() => {}
                 Err(_) => {
                     tracing::debug!(%peer, ?idle, "closing an idle WebSocket");
-                    break;
+                    break false;
                 }
             }
+        };
+        if shutting_down {
+            // Calls already taken are answered; nothing new is read.
+            session.finish().await;
         }
-        // Calls already taken are answered; nothing new is read.
-        session.finish().await;
+        // Otherwise the caller has gone: dropping the session stops its
+        // calls, as a Rust client's dropped future does.
+        drop(session);
     };
     let writing = async move {
         while let Some(message) = outgoing.recv().await {

@@ -35,6 +35,7 @@ impl Door {
         }
         let http = HttpConfig {
             max_body: max_frame_len,
+            write_timeout: state.config.write_timeout,
             ..self.http.clone()
         };
         let json = JsonConfig {

@@ -633,22 +633,44 @@ async fn a_rust_client_and_json_callers_share_one_port_at_the_same_time() {
 pub trait Users {
     async fn get_user_by_id(&self, user_id: u64, with_manager: Option<bool>) -> String;
     async fn add(&self, a: i64, b: i64) -> i64;
+    /// Runs to its end once started, whoever leaves.
+    #[rpc(no_cancel)]
+    async fn commit(&self, n: u64) -> u64;
+    /// Never answers by itself; its own deadline ends it.
+    #[rpc(timeout = "50ms")]
+    async fn stall(&self) -> u64;
 }
 
-struct UsersImpl;
+#[derive(Default)]
+struct UsersImpl {
+    started: AtomicUsize,
+    committed: AtomicUsize,
+    release: tokio::sync::Notify,
+}
 
-impl Users for UsersImpl {
+impl Users for Arc<UsersImpl> {
     async fn get_user_by_id(&self, user_id: u64, with_manager: Option<bool>) -> String {
         format!("user {user_id} {with_manager:?}")
     }
     async fn add(&self, a: i64, b: i64) -> i64 {
         a * 1000 + b
     }
+    async fn commit(&self, n: u64) -> u64 {
+        let released = self.release.notified();
+        self.started.fetch_add(1, Ordering::SeqCst);
+        released.await;
+        self.committed.fetch_add(1, Ordering::SeqCst);
+        n
+    }
+    async fn stall(&self) -> u64 {
+        std::future::pending().await
+    }
 }
 
 #[tokio::test]
 async fn methods_and_arguments_answer_to_every_spelling_a_caller_writes() {
-    let (server, _, addr) = common::start_with(|server| server.serve(UsersServer::new(UsersImpl))).await;
+    let users = Arc::new(UsersImpl::default());
+    let (server, _, addr) = common::start_with(|server| server.serve(UsersServer::new(users))).await;
     let mut http = Http::connect(addr).await;
     let mut call = async |method: &str, params: Value| {
         http.call(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
@@ -820,6 +842,143 @@ async fn a_caller_that_hangs_up_stops_its_call() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_websocket_caller_that_leaves_stops_its_calls() {
+    let (server, shapes, addr) = common::start().await;
+    let mut ws = Ws::connect(addr).await;
+    for tag in 0..3 {
+        ws.send(json!({"id": tag, "method": "wait_for_release", "params": [tag]}).to_string())
+            .await;
+    }
+    within(common::until_waiting(&shapes, 3)).await;
+    assert_eq!(server.stats().calls_in_progress, 3);
+    ws.close().await;
+    within(async {
+        while server.stats().calls_in_progress > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(server.stats().calls_cancelled, 3, "{:?}", server.stats());
+    assert_eq!(server.stats().open_connections, 0, "{:?}", server.stats());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn markers_hold_for_json_callers_too() {
+    let users = Arc::new(UsersImpl::default());
+    let (server, _, addr) =
+        common::start_with(|server| server.serve(UsersServer::new(Arc::clone(&users)))).await;
+    // A method's own deadline, when the caller sets none.
+    let mut http = Http::connect(addr).await;
+    let answer = within(http.call(json!({"id": 1, "method": "Users.stall"}))).await;
+    assert_eq!(answer["error"]["code"], codes::DEADLINE_EXCEEDED, "{answer}");
+    assert!(
+        answer["error"]["message"].as_str().unwrap().contains("50ms"),
+        "{answer}"
+    );
+    // `no_cancel`: the caller hangs up, the call runs on to its end.
+    let call = http.post(json!({"id": 2, "method": "Users.commit", "params": [7]}).to_string());
+    tokio::select! {
+        _ = call => panic!("commit waits for its release"),
+        () = async { while users.started.load(Ordering::SeqCst) == 0 { tokio::task::yield_now().await } } => {}
+    }
+    drop(http);
+    // Give the server every chance to (wrongly) stop it: the connection's
+    // end is seen before the release.
+    within(async {
+        while server.stats().open_connections > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    users.release.notify_waiters();
+    within(async {
+        while users.committed.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(server.stats().calls_cancelled, 0, "{:?}", server.stats());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_cancel_with_an_id_is_answered_and_the_upgrades_deadline_applies() {
+    let (server, shapes, addr) = common::start().await;
+    let mut ws = Ws::connect(addr).await;
+    ws.send(json!({"id": "slow", "method": "wait_for_release", "params": [1]}).to_string())
+        .await;
+    within(common::until_waiting(&shapes, 1)).await;
+    let answer = ws
+        .call(json!({"id": 9, "method": "rpc.cancel", "params": {"call": "slow"}}))
+        .await;
+    assert_eq!(answer, json!({"jsonrpc": "2.0", "result": true, "id": 9}));
+    let answer = ws
+        .call(json!({"id": 10, "method": "rpc.cancel", "params": ["gone"]}))
+        .await;
+    assert_eq!(answer["result"], false);
+    ws.close().await;
+
+    // `rpc-timeout` on the upgrade request: every call on the socket.
+    let upgrade = hyper::Request::get(format!("ws://{addr}/rpc"))
+        .header("host", addr.to_string())
+        .header("rpc-timeout", "50ms")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(())
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::client_async(upgrade, stream).await.unwrap();
+    let request = json!({"id": 1, "method": "wait_for_release", "params": [2]}).to_string();
+    futures::SinkExt::send(
+        &mut socket,
+        tokio_tungstenite::tungstenite::Message::text(request),
+    )
+    .await
+    .unwrap();
+    let answer = within(socket.next()).await.unwrap().unwrap();
+    let answer: Value = serde_json::from_str(answer.to_text().unwrap()).unwrap();
+    assert_eq!(answer["error"]["code"], codes::DEADLINE_EXCEEDED, "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_batchs_answers_add_up_to_no_more_than_one_answer_may_be() {
+    let (server, _, addr) = common::start_with(|server| server.max_frame_len(16 * 1024)).await;
+    let mut http = Http::connect(addr).await;
+    // Each result is 6 000 bytes of JSON (`[7,7,...]`); two fit in 16 KiB.
+    let batch: Vec<Value> = (0..3)
+        .map(|id| json!({"id": id, "method": "sized", "params": [3000]}))
+        .collect();
+    let answers = http.call(Value::Array(batch)).await;
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 3);
+    let fitted = answers.iter().filter(|a| a.get("result").is_some()).count();
+    let refused = answers
+        .iter()
+        .filter(|a| a["error"]["code"] == codes::TOO_LARGE)
+        .count();
+    assert_eq!((fitted, refused), (2, 1), "{answers:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_tells_json_callers_their_call_was_interrupted() {
+    let (server, shapes, addr) = common::start().await;
+    let mut http = Http::connect(addr).await;
+    let call = http.post(json!({"id": 1, "method": "wait_for_release", "params": [1]}).to_string());
+    let shutdown = async {
+        common::until_waiting(&shapes, 1).await;
+        server.shutdown(Duration::ZERO).await;
+    };
+    let (answer, ()) = within(async { tokio::join!(call, shutdown) }).await;
+    let answer = answer.json();
+    assert_eq!(answer["error"]["code"], codes::INTERRUPTED, "{answer}");
+}
+
 // ---------------------------------------------------------------------------
 // HTTP: paths, methods, CORS, the OpenRPC document.
 
@@ -890,13 +1049,36 @@ async fn browsers_on_allowed_origins_may_call_and_others_are_not_told_they_may()
         answer.headers.get("access-control-allow-origin").is_none(),
         "{answer:?}"
     );
+    // A page elsewhere cannot make a visitor's browser call: not by a
+    // form post, not by a WebSocket (neither needs a preflight).
     let answer = http
-        .post_to("/rpc", body, &[("origin", "https://evil.example")])
+        .post_to("/rpc", body.clone(), &[("origin", "https://evil.example")])
         .await;
-    assert!(
-        answer.headers.get("access-control-allow-origin").is_none(),
-        "{answer:?}"
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{answer:?}");
+    assert!(answer.text().contains("Server::cors"), "{}", answer.text());
+    assert!(answer.headers.get("access-control-allow-origin").is_none());
+    let upgrade = hyper::Request::get(format!("ws://{addr}/rpc"))
+        .header("host", addr.to_string())
+        .header("origin", "https://evil.example")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(())
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let refused = tokio_tungstenite::client_async(upgrade, stream).await;
+    assert!(refused.is_err(), "a WebSocket from another origin is refused");
+    // The server's own pages may call, and so may anything that is not a
+    // browser (no Origin).
+    let own = format!("http://{addr}");
+    assert_eq!(
+        http.post_to("/rpc", body.clone(), &[("origin", own.as_str())])
+            .await
+            .status,
+        StatusCode::OK
     );
+    assert_eq!(http.post_to("/rpc", body, &[]).await.status, StatusCode::OK);
     server.stop().await;
 
     let (server, _, addr) = common::start_with(|server| server.cors(rpc::Cors::any())).await;

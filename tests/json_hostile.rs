@@ -369,3 +369,70 @@ async fn ten_thousand_silent_sockets_do_not_lock_callers_out() {
     still_serving(addr).await;
     server.stop().await;
 }
+
+/// Set for the child process that serves with few file descriptors.
+const FEW_DESCRIPTORS: &str = "RPC_TEST_SERVE_WITH_FEW_DESCRIPTORS";
+
+/// The server runs in a child process of its own (this test binary again),
+/// so that lowering its open-file limit affects no other test.
+#[test]
+fn a_server_out_of_file_descriptors_closes_silent_connections_to_make_room() {
+    if std::env::var_os(FEW_DESCRIPTORS).is_some() {
+        serve_with_few_descriptors();
+        return;
+    }
+    raise_file_limit();
+    let name = "a_server_out_of_file_descriptors_closes_silent_connections_to_make_room";
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(FEW_DESCRIPTORS, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("the child's address").unwrap();
+        // The harness may have begun the line ("test name ... ").
+        if let Some((_, addr)) = line.split_once("serving on ") {
+            break addr.trim().parse().unwrap();
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Far more silent sockets than the server has descriptors, though
+        // fewer than its connection limit (4096).
+        let mut silent = Vec::new();
+        for _ in 0..400 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        still_serving(addr).await;
+        drop(silent);
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn serve_with_few_descriptors() {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    rlimit::setrlimit(rlimit::Resource::NOFILE, 128, hard).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Silent connections are never closed for being silent: only the
+        // server's need for their descriptors closes them.
+        let (server, _, addr) =
+            common::start_with(|server| server.preface_timeout(Duration::from_secs(3600))).await;
+        println!("serving on {addr}");
+        // Until the parent is done with us (it kills us, or closes stdin).
+        let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await;
+        server.stop().await;
+    });
+}

@@ -36,6 +36,11 @@ pub(super) struct Doors {
 /// so a full file table does not become a busy loop.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// "Too many open files", for the process and for the system (Linux and
+/// the BSDs agree on both numbers).
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
 /// A connection accepted, with its room under the connection limit.
 type Accepted<S> = (OwnedSemaphorePermit, std::io::Result<(S, Peer)>);
 
@@ -69,8 +74,16 @@ pub(super) async fn accept_loop<L: Listener>(listener: L, doors: Arc<Doors>, max
                 }
                 Err(err) => {
                     drop(room_taken);
-                    tracing::warn!(error = %err, "accepting a connection failed; pausing before the next accept");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    // Out of file descriptors, before the connection limit:
+                    // a silent connection gives its descriptor back.
+                    let out_of_descriptors = matches!(err.raw_os_error(), Some(EMFILE | ENFILE));
+                    if out_of_descriptors && admission.evict_oldest() {
+                        tracing::debug!("out of file descriptors; closed the oldest silent connection");
+                        tokio::task::yield_now().await;
+                    } else {
+                        tracing::warn!(error = %err, "accepting a connection failed; pausing before the next accept");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
                 }
             },
         }

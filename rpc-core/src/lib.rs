@@ -63,7 +63,7 @@ pub use codec::{Codec, DecodeLimits};
 pub use context::Context;
 pub use descriptor::{ArgDescriptor, MethodDescriptor, ServiceDescriptor, Shape};
 pub use error::Error;
-pub use peer::{Peer, PeerAddr};
+pub use peer::{AltName, Peer, PeerAddr, PeerCertificate};
 pub use server::{Router, ServerConfig, ServerState, ServerStats};
 pub use service::{Answer, Args, BoxFuture, RequestMessage, Service};
 pub use streaming::Streaming;

@@ -1,8 +1,8 @@
 //! [`Peer`]: who is on the other end of a connection, as its transport
-//! knows it.
+//! knows it, and the certificate it proved it holds, when TLS verified one.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,7 +14,94 @@ use std::sync::Arc;
 /// clone (one reference count).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Peer {
-    inner: Arc<PeerAddr>,
+    inner: Arc<Inner>,
+}
+
+#[derive(PartialEq, Eq)]
+struct Inner {
+    addr: PeerAddr,
+    certificate: Option<PeerCertificate>,
+}
+
+/// The certificate a peer presented over TLS, verified against the trusted
+/// CAs: who it proved to be.
+///
+/// A server sees its client's when it asks for client certificates
+/// (`ClientAuth::Required` or `Optional`); a client sees its server's.
+///
+/// ```
+/// # fn handler(ctx: &rpc_core::Context) -> Result<(), rpc_core::Error> {
+/// let who = ctx.peer().certificate().map(|cert| cert.subject().to_owned());
+/// if who.as_deref() != Some("CN=order-service") {
+///     return Err(rpc_core::Error::failed("only the order service may call this"));
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    subject: String,
+    alt_names: Vec<AltName>,
+    der: Vec<u8>,
+}
+
+/// One of a certificate's subject alternative names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AltName {
+    /// A DNS name (`users.internal`, `*.example.com`).
+    Dns(String),
+    /// An IP address.
+    Ip(IpAddr),
+    /// An email address.
+    Email(String),
+    /// A URI (SPIFFE ids are URIs: `spiffe://cluster/ns/default/sa/orders`).
+    Uri(String),
+}
+
+impl PeerCertificate {
+    /// A verified certificate: its subject as a distinguished name
+    /// (`CN=order-service, O=Example`), its alternative names, and its DER
+    /// bytes. Built by the TLS transport.
+    pub fn new(subject: String, alt_names: Vec<AltName>, der: Vec<u8>) -> PeerCertificate {
+        PeerCertificate {
+            subject,
+            alt_names,
+            der,
+        }
+    }
+
+    /// The subject, as a distinguished name: `CN=order-service, O=Example`.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The subject's common name (`CN`), if it has one.
+    pub fn common_name(&self) -> Option<&str> {
+        self.subject.split(", ").find_map(|part| part.strip_prefix("CN="))
+    }
+
+    /// The subject alternative names, in the certificate's order.
+    pub fn alt_names(&self) -> &[AltName] {
+        &self.alt_names
+    }
+
+    /// The certificate itself, DER-encoded, for checks this type does not
+    /// offer (extensions, policies, the issuer).
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+}
+
+impl fmt::Display for AltName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AltName::Dns(name) => write!(f, "DNS:{name}"),
+            AltName::Ip(ip) => write!(f, "IP:{ip}"),
+            AltName::Email(email) => write!(f, "email:{email}"),
+            AltName::Uri(uri) => write!(f, "URI:{uri}"),
+        }
+    }
 }
 
 /// The address part of a [`Peer`], by transport.
@@ -57,7 +144,20 @@ impl Peer {
     /// A peer at `addr`.
     pub fn new(addr: PeerAddr) -> Peer {
         Peer {
-            inner: Arc::new(addr),
+            inner: Arc::new(Inner {
+                addr,
+                certificate: None,
+            }),
+        }
+    }
+
+    /// This peer, having proved over TLS that it holds `certificate`.
+    pub fn with_certificate(self, certificate: PeerCertificate) -> Peer {
+        Peer {
+            inner: Arc::new(Inner {
+                addr: self.inner.addr.clone(),
+                certificate: Some(certificate),
+            }),
         }
     }
 
@@ -68,12 +168,18 @@ impl Peer {
 
     /// The peer's address, by transport.
     pub fn addr(&self) -> &PeerAddr {
-        &self.inner
+        &self.inner.addr
+    }
+
+    /// The certificate the peer presented over TLS and that was verified;
+    /// `None` without TLS, or when the peer presented none.
+    pub fn certificate(&self) -> Option<&PeerCertificate> {
+        self.inner.certificate.as_ref()
     }
 
     /// The peer's IP address and port, for TCP connections.
     pub fn socket_addr(&self) -> Option<SocketAddr> {
-        match *self.inner {
+        match self.inner.addr {
             PeerAddr::Tcp(addr) => Some(addr),
             _ => None,
         }
@@ -88,13 +194,24 @@ impl From<SocketAddr> for Peer {
 
 impl fmt::Debug for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.inner, f)
+        match &self.inner.certificate {
+            None => fmt::Debug::fmt(&self.inner.addr, f),
+            Some(cert) => f
+                .debug_struct("Peer")
+                .field("addr", &self.inner.addr)
+                .field("subject", &cert.subject)
+                .finish(),
+        }
     }
 }
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&*self.inner, f)
+        fmt::Display::fmt(&self.inner.addr, f)?;
+        match &self.inner.certificate {
+            Some(cert) => write!(f, " ({})", cert.subject),
+            None => Ok(()),
+        }
     }
 }
 

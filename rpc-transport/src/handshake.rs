@@ -1,7 +1,7 @@
 //! The connection preface exchange that opens every connection.
 
 use rpc_core::Error;
-use rpc_core::frame::{PREFACE_LEN, Preface, ProtocolError, looks_like_http};
+use rpc_core::frame::{PREFACE_LEN, Preface, ProtocolError, looks_like_http, looks_like_tls};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Sends our preface, `ours`, and reads and checks the peer's. Both sides run the same exchange, so neither waits for the other
@@ -44,6 +44,8 @@ where
             let sent = theirs.get(..got).unwrap_or_default();
             return Err(if looks_like_http(sent) {
                 ProtocolError::HttpPeer.into()
+            } else if looks_like_tls(sent) {
+                ProtocolError::TlsPeer.into()
             } else if got == 0 {
                 Error::disconnected("the peer closed the connection before sending its preface")
             } else {

@@ -33,6 +33,8 @@ pub mod reader;
 pub mod sniff;
 pub mod stream;
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(unix)]
 pub mod unix;
 pub mod writer;

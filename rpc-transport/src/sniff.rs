@@ -5,7 +5,8 @@
 //! The binary protocol's preface starts with `0x89`, which no text
 //! protocol's first byte can be; an HTTP request starts with an ASCII
 //! letter (`GET`, `POST`, `OPTIONS`). A server that serves both reads one
-//! byte before it says anything.
+//! byte before it says anything. A TLS client's first byte is `0x16`,
+//! the type of a handshake record.
 
 use std::io;
 use std::pin::Pin;
@@ -15,6 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::stream::ByteStream;
 
+/// The type of a TLS record that carries a handshake: what a TLS client's
+/// first byte is.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 /// What a connection's first byte says it speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -23,6 +28,8 @@ pub enum Protocol {
     Binary,
     /// HTTP/1.x.
     Http,
+    /// A TLS handshake (its first record's type, 22).
+    Tls,
 }
 
 /// Reads the first byte of `stream`: what it speaks, and the byte.
@@ -37,6 +44,8 @@ pub async fn sniff<S: ByteStream>(stream: &mut S) -> io::Result<Option<(Protocol
     // should also ignore an empty line before it (RFC 9112, 2.2).
     let protocol = if byte.is_ascii_uppercase() || byte == b'\r' || byte == b'\n' {
         Protocol::Http
+    } else if byte == TLS_HANDSHAKE {
+        Protocol::Tls
     } else {
         Protocol::Binary
     };

@@ -30,6 +30,9 @@ pub(super) struct Doors {
     /// The HTTP door, if JSON callers are served.
     #[cfg(feature = "json")]
     pub(super) json: Option<Front>,
+    /// TLS on every door, when set.
+    #[cfg(feature = "tls")]
+    pub(super) tls: Option<rpc_transport::tls::Acceptor>,
 }
 
 /// How long to pause accepting after an error such as "too many open files",
@@ -130,45 +133,134 @@ async fn serve_stream<S: ByteStream>(
     newcomer: Newcomer,
     _room: OwnedSemaphorePermit,
 ) {
-    // One byte tells the binary protocol from HTTP. The preface timeout
-    // covers the wait for it and for the rest of the preface.
+    // One byte tells TLS, the binary protocol and HTTP apart. The preface
+    // timeout covers the wait for it, the TLS handshake, and the rest of
+    // the preface.
     let deadline = tokio::time::Instant::now() + doors.preface_timeout;
+    let Some((protocol, first)) = first_byte(&mut stream, &peer, &doors, &newcomer, deadline).await else {
+        return;
+    };
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &doors.tls {
+        // Boxed: inline, a TLS session's state would make every plaintext
+        // connection's task as large as its own.
+        Box::pin(serve_tls(
+            stream, protocol, first, peer, tls, &doors, newcomer, deadline,
+        ))
+        .await;
+        return;
+    }
+    route(stream, protocol, first, peer, &doors, newcomer, deadline).await;
+}
+
+/// Runs the TLS handshake, then serves the connection inside it; refuses a
+/// client that speaks plaintext.
+#[cfg(feature = "tls")]
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls<S: ByteStream>(
+    mut stream: S,
+    protocol: Protocol,
+    first: u8,
+    peer: Peer,
+    tls: &rpc_transport::tls::Acceptor,
+    doors: &Doors,
+    newcomer: Newcomer,
+    deadline: tokio::time::Instant,
+) {
+    if protocol != Protocol::Tls {
+        let why = rpc_transport::tls::accept::refuse_plaintext(&mut stream, protocol).await;
+        tracing::info!(%peer, "{why}");
+        rpc_transport::handshake::linger(&mut stream).await;
+        return;
+    }
     let shutdown = doors.state.shutdown.clone();
-    let sniffed = tokio::select! {
-        sniffed = tokio::time::timeout_at(deadline, rpc_transport::sniff::sniff(&mut stream)) => sniffed,
-        // A graceful shutdown does not wait for half-open handshakes.
+    let accepting = tls.accept(rpc_transport::sniff::Rewind::new(first, stream), peer.clone());
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout_at(deadline, accepting) => accepted,
         () = shutdown.cancelled() => return,
         () = newcomer.evicted() => {
-            tracing::debug!(%peer, "closed a connection that sent nothing, to make room");
+            tracing::debug!(%peer, "closed a connection whose TLS handshake had not finished, to make room");
             return;
         }
     };
-    let first = match sniffed {
-        Ok(Ok(Some((protocol, first)))) => {
-            #[cfg(feature = "json")]
-            if let (Protocol::Http, Some(front)) = (protocol, &doors.json) {
-                let stream = rpc_transport::sniff::Rewind::new(first, stream);
-                // Boxed: inline, the HTTP connection's state would make
-                // every binary connection's task as large as its own.
-                Box::pin(front.serve(stream, peer, newcomer, shutdown.clone())).await;
-                return;
-            }
-            if protocol == Protocol::Binary && !doors.binary {
-                tracing::info!(%peer, "refused a binary-protocol connection: this server serves JSON-RPC only (`Server::binary(false)`)");
-                return;
-            }
-            first
-        }
-        Ok(Ok(None)) => return,
-        Ok(Err(err)) => {
-            tracing::debug!(%peer, error = %err, "reading a new connection failed");
+    let (mut stream, peer) = match accepted {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(why)) => {
+            tracing::info!(%peer, error = %why, "refused a TLS connection");
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, error = %no_preface(doors.preface_timeout), "refused a connection");
+            tracing::info!(
+                %peer,
+                timeout = ?doors.preface_timeout,
+                "refused a TLS connection: its handshake did not finish within the preface timeout"
+            );
             return;
         }
     };
+    let Some((protocol, first)) = first_byte(&mut stream, &peer, doors, &newcomer, deadline).await else {
+        return;
+    };
+    route(stream, protocol, first, peer, doors, newcomer, deadline).await;
+}
+
+/// A connection's first byte, and what it says the connection speaks;
+/// `None` if the connection ended, stayed silent past `deadline`, or was
+/// closed to make room (each logged).
+async fn first_byte<S: ByteStream>(
+    stream: &mut S,
+    peer: &Peer,
+    doors: &Doors,
+    newcomer: &Newcomer,
+    deadline: tokio::time::Instant,
+) -> Option<(Protocol, u8)> {
+    let shutdown = doors.state.shutdown.clone();
+    let sniffed = tokio::select! {
+        sniffed = tokio::time::timeout_at(deadline, rpc_transport::sniff::sniff(stream)) => sniffed,
+        // A graceful shutdown does not wait for half-open handshakes.
+        () = shutdown.cancelled() => return None,
+        () = newcomer.evicted() => {
+            tracing::debug!(%peer, "closed a connection that sent nothing, to make room");
+            return None;
+        }
+    };
+    match sniffed {
+        Ok(Ok(Some(sniffed))) => Some(sniffed),
+        Ok(Ok(None)) => None,
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, error = %err, "reading a new connection failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, error = %no_preface(doors.preface_timeout), "refused a connection");
+            None
+        }
+    }
+}
+
+/// Serves a connection by the door its first byte chose.
+async fn route<S: ByteStream>(
+    stream: S,
+    protocol: Protocol,
+    first: u8,
+    peer: Peer,
+    doors: &Doors,
+    newcomer: Newcomer,
+    deadline: tokio::time::Instant,
+) {
+    let shutdown = doors.state.shutdown.clone();
+    #[cfg(feature = "json")]
+    if let (Protocol::Http, Some(front)) = (protocol, &doors.json) {
+        let stream = rpc_transport::sniff::Rewind::new(first, stream);
+        // Boxed: inline, the HTTP connection's state would make every
+        // binary connection's task as large as its own.
+        Box::pin(front.serve(stream, peer, newcomer, shutdown)).await;
+        return;
+    }
+    if protocol == Protocol::Binary && !doors.binary {
+        tracing::info!(%peer, "refused a binary-protocol connection: this server serves JSON-RPC only (`Server::binary(false)`)");
+        return;
+    }
     let establishing = rpc_transport::stream::accept(stream, peer.clone(), doors.limits, Some(first));
     let established = tokio::select! {
         established = tokio::time::timeout_at(deadline, establishing) => {

@@ -21,6 +21,10 @@ pub struct ServerHandle<A = SocketAddr> {
     pub(super) local_addr: A,
     pub(super) task: JoinHandle<()>,
     pub(super) state: Arc<ServerState>,
+    /// The TLS acceptor every connection's task shares, to rotate
+    /// certificates.
+    #[cfg(feature = "tls")]
+    pub(super) tls: Option<rpc_transport::tls::Acceptor>,
 }
 
 /// How long, after a graceful shutdown's grace period, connections get to
@@ -37,6 +41,21 @@ impl<A: Clone + std::fmt::Debug> ServerHandle<A> {
     /// their peak, requests received, calls by how they ended.
     pub fn stats(&self) -> ServerStats {
         self.state.stats()
+    }
+
+    /// Rotates the server's certificate, key or client CAs without a
+    /// restart: connections accepted from now on use `tls`; established
+    /// ones keep what they negotiated. Fails only for a server started
+    /// without [`Server::tls`](crate::Server::tls).
+    ///
+    /// `tls` was checked when it was built, so a bad new certificate fails
+    /// there, and the server goes on serving the old one.
+    #[cfg(feature = "tls")]
+    pub fn reload_tls(&self, tls: rpc_transport::tls::ServerTls) -> Result<(), rpc_transport::tls::TlsError> {
+        let acceptor = self.tls.as_ref().ok_or(rpc_transport::tls::TlsError::NotTls)?;
+        acceptor.reload(tls);
+        tracing::info!(local_addr = ?self.local_addr, "TLS configuration reloaded; new connections use it");
+        Ok(())
     }
 
     /// Shuts down gracefully: stops accepting, sends every client a goodbye

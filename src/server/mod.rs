@@ -84,6 +84,9 @@ pub struct Server {
     /// The JSON-RPC door.
     #[cfg(feature = "json")]
     json: door::Door,
+    /// TLS on every door, when set.
+    #[cfg(feature = "tls")]
+    tls: Option<rpc_transport::tls::Acceptor>,
 }
 
 /// Connections a server serves at once, by default.
@@ -109,7 +112,41 @@ impl Server {
             binary: true,
             #[cfg(feature = "json")]
             json: door::Door::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Serves every connection over TLS: the binary protocol and the
+    /// JSON-RPC door (HTTPS and WSS) alike, on the same port. The
+    /// handshake shares the preface timeout; clients that speak plaintext
+    /// to the port are refused with a message saying to use TLS.
+    ///
+    /// With [`ClientAuth::Required`](crate::tls::ClientAuth) or `Optional`,
+    /// handlers see the client's verified certificate in
+    /// [`Context::peer`](crate::Context::peer). Replace the certificate
+    /// while serving with [`ServerHandle::reload_tls`].
+    ///
+    /// ```no_run
+    /// # #[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
+    /// # struct Calc;
+    /// # impl Calculator for Calc { async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use rpc::tls::{ClientAuth, Identity, Roots, ServerTls};
+    ///
+    /// let identity = Identity::from_pem_files("server.pem", "server.key")?;
+    /// let clients = ClientAuth::Required(Roots::from_pem_file("clients-ca.pem")?);
+    /// let server = rpc::Server::new()
+    ///     .tls(ServerTls::new(identity, clients)?)
+    ///     .serve(CalculatorServer::new(Calc))
+    ///     .bind("0.0.0.0:7443")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: rpc_transport::tls::ServerTls) -> Server {
+        self.tls = Some(rpc_transport::tls::Acceptor::new(tls));
+        self
     }
 
     /// Adds a service (a generated `FooServer`). Any number of services can
@@ -385,6 +422,8 @@ impl Server {
             binary: self.binary,
             #[cfg(feature = "json")]
             json: self.json.open(&self.state, self.limits.max_frame_len),
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
         };
         let task = tokio::spawn(accept::accept_loop(
             listener,
@@ -395,6 +434,8 @@ impl Server {
             local_addr,
             task,
             state,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         }
     }
 

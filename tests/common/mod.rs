@@ -8,6 +8,7 @@
 )]
 
 pub mod json;
+pub mod pki;
 pub mod raw;
 
 use std::net::SocketAddr;

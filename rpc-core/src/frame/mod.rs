@@ -144,6 +144,8 @@ impl Preface {
         if magic != MAGIC {
             return Err(if looks_like_http(bytes) {
                 ProtocolError::HttpPeer
+            } else if looks_like_tls(bytes) {
+                ProtocolError::TlsPeer
             } else {
                 ProtocolError::BadMagic(*bytes)
             });
@@ -189,6 +191,13 @@ pub fn looks_like_http(bytes: &[u8]) -> bool {
     METHODS
         .iter()
         .any(|m| bytes.starts_with(m) || (bytes.len() >= 4 && m.starts_with(bytes)))
+}
+
+/// Whether the first bytes a peer sent look like a TLS record: a handshake
+/// (a client's hello) or an alert (a TLS server refusing a plaintext
+/// client), in any TLS version's record layer (`0x03 0x00..=0x04`).
+pub fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, version, ..] if *version <= 0x04)
 }
 
 /// A checked frame header.

@@ -12,6 +12,12 @@ pub enum ProtocolError {
         "the peer sent an HTTP request to an rpc port; point an rpc client at this address, or an HTTP client at an HTTP server"
     )]
     HttpPeer,
+    /// The first bytes were a TLS record: the peer speaks TLS, this side
+    /// does not.
+    #[error(
+        "the peer speaks TLS and this side does not; use TLS on both sides (`Server::tls` and `ClientBuilder::tls`) or on neither"
+    )]
+    TlsPeer,
     /// The first bytes were not our magic.
     #[error(
         "the peer is not speaking the rpc protocol (its first bytes were {0:02x?}); check the address and port"

@@ -662,3 +662,18 @@ async fn a_thousand_silent_sockets_and_half_handshakes_do_not_lock_callers_out()
     })
     .await;
 }
+
+/// The platform's roots load, or fail saying where they were looked for.
+#[cfg(feature = "native-roots")]
+#[test]
+fn the_platforms_roots_load_or_say_why_not() {
+    match rpc::tls::Roots::native() {
+        Ok(roots) => {
+            ClientTls::new(roots).unwrap();
+        }
+        Err(err) => assert!(
+            err.to_string().contains("platform's trusted certificates"),
+            "{err}"
+        ),
+    }
+}

@@ -38,8 +38,16 @@ pub const ALPN_RPC: &[u8] = b"rpc/1";
 /// The ALPN id of HTTP/1.1.
 pub const ALPN_HTTP: &[u8] = b"http/1.1";
 
-/// The one crypto provider every configuration is built with.
+/// The one crypto provider every configuration is built with: ring's, with
+/// AES-128-GCM preferred over AES-256-GCM (as Go's TLS does), since it is
+/// about a third faster on large payloads and no less safe in practice.
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
+    Arc::clone(PROVIDER.get_or_init(|| {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider
+            .cipher_suites
+            .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        Arc::new(provider)
+    }))
 }

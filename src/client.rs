@@ -258,16 +258,31 @@ impl ClientBuilder {
     where
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        let timed_out = |connect_timeout: Duration| Error::Connect {
+            addr: "the given stream".to_owned(),
+            source: Arc::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the peer sent no preface within {connect_timeout:?}"),
+            )),
+        };
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            // The handshake and the preface share the connect timeout.
+            let establishing = async {
+                let (stream, peer) =
+                    rpc_transport::tls::connect::handshake(tls, io, Peer::unknown(), "the given stream")
+                        .await?;
+                rpc_transport::stream::establish(stream, peer, self.limits()).await
+            };
+            let conn = tokio::time::timeout(self.connect_timeout, establishing)
+                .await
+                .map_err(|_| timed_out(self.connect_timeout))??;
+            return Ok(Client::new(conn, self.config));
+        }
         let establishing = rpc_transport::stream::establish(Io(io), Peer::unknown(), self.limits());
         let conn = tokio::time::timeout(self.connect_timeout, establishing)
             .await
-            .map_err(|_| Error::Connect {
-                addr: "the given stream".to_owned(),
-                source: Arc::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the peer sent no preface within {:?}", self.connect_timeout),
-                )),
-            })??;
+            .map_err(|_| timed_out(self.connect_timeout))??;
         Ok(Client::new(conn, self.config))
     }
 }

@@ -677,3 +677,62 @@ fn the_platforms_roots_load_or_say_why_not() {
         ),
     }
 }
+
+#[tokio::test]
+async fn one_stream_served_and_called_by_hand_is_still_tls() {
+    within(async {
+        let ca = Ca::new("Test CA");
+        let server = rpc::Server::new()
+            .tls(ca.server_tls("users", ClientAuth::Required(ca.roots())))
+            .serve(WhoServer::new(Server));
+        let server = Arc::new(server);
+
+        // With a client certificate and the name to expect: served over TLS.
+        let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+        let serving = tokio::spawn({
+            let server = Arc::clone(&server);
+            async move { server.serve_io(server_end).await }
+        });
+        let tls = ca
+            .client_tls()
+            .server_name("localhost")
+            .unwrap()
+            .identity(ca.issue(Leaf::client("order-service")).identity())
+            .unwrap();
+        let who = WhoClient::from_client(
+            rpc::ClientBuilder::new()
+                .tls(tls)
+                .connect_io(client_end)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(who.subject().await.unwrap().as_deref(), Some("CN=order-service"));
+        drop(who);
+        serving.await.unwrap().unwrap();
+
+        // A plaintext client on such a stream is refused: no way around
+        // `ClientAuth::Required`.
+        let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+        let serving = tokio::spawn({
+            let server = Arc::clone(&server);
+            async move { server.serve_io(server_end).await }
+        });
+        let refused = rpc::ClientBuilder::new().connect_io(client_end).await;
+        assert!(refused.is_err());
+        let err = serving.await.unwrap().unwrap_err().to_string();
+        assert!(err.contains("TLS handshake failed"), "{err}");
+
+        // A stream of unknown origin has no address to check the
+        // certificate against: the name must be given.
+        let (client_end, _server_end) = tokio::io::duplex(64 * 1024);
+        let err = rpc::ClientBuilder::new()
+            .tls(ca.client_tls())
+            .connect_io(client_end)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("ClientTls::server_name"), "{err}");
+    })
+    .await;
+}

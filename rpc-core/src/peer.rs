@@ -41,6 +41,7 @@ struct Inner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCertificate {
     subject: String,
+    common_name: Option<String>,
     alt_names: Vec<AltName>,
     der: Vec<u8>,
 }
@@ -61,24 +62,34 @@ pub enum AltName {
 
 impl PeerCertificate {
     /// A verified certificate: its subject as a distinguished name
-    /// (`CN=order-service, O=Example`), its alternative names, and its DER
-    /// bytes. Built by the TLS transport.
-    pub fn new(subject: String, alt_names: Vec<AltName>, der: Vec<u8>) -> PeerCertificate {
+    /// (`CN=order-service, O=Example`), the subject's common name, its
+    /// alternative names, and its DER bytes. Built by the TLS transport.
+    pub fn new(
+        subject: String,
+        common_name: Option<String>,
+        alt_names: Vec<AltName>,
+        der: Vec<u8>,
+    ) -> PeerCertificate {
         PeerCertificate {
             subject,
+            common_name,
             alt_names,
             der,
         }
     }
 
-    /// The subject, as a distinguished name: `CN=order-service, O=Example`.
+    /// The subject, as a distinguished name in the certificate's order,
+    /// with special characters escaped as RFC 4514 says:
+    /// `CN=order-service, O=Example`. Compare it whole; to check one
+    /// attribute, use [`common_name`](Self::common_name) or the DER.
     pub fn subject(&self) -> &str {
         &self.subject
     }
 
-    /// The subject's common name (`CN`), if it has one.
+    /// The subject's common name (`CN`; the last, if there are several),
+    /// read from the certificate itself.
     pub fn common_name(&self) -> Option<&str> {
-        self.subject.split(", ").find_map(|part| part.strip_prefix("CN="))
+        self.common_name.as_deref()
     }
 
     /// The subject alternative names, in the certificate's order.

@@ -167,13 +167,22 @@ async fn serve_tls<S: ByteStream>(
     newcomer: Newcomer,
     deadline: tokio::time::Instant,
 ) {
+    let shutdown = doors.state.shutdown.clone();
     if protocol != Protocol::Tls {
-        let why = rpc_transport::tls::accept::refuse_plaintext(&mut stream, protocol).await;
-        tracing::info!(%peer, "{why}");
-        rpc_transport::handshake::linger(&mut stream).await;
+        // Bounded like a handshake: a peer that never reads the refusal
+        // costs its socket until the deadline, no longer.
+        let refusing = rpc_transport::tls::accept::refuse_plaintext(&mut stream, protocol);
+        tokio::select! {
+            refused = tokio::time::timeout_at(deadline, refusing) => {
+                if let Ok(why) = refused {
+                    tracing::info!(%peer, "{why}");
+                }
+            }
+            () = shutdown.cancelled() => {}
+            () = newcomer.evicted() => {}
+        }
         return;
     }
-    let shutdown = doors.state.shutdown.clone();
     let accepting = tls.accept(rpc_transport::sniff::Rewind::new(first, stream), peer.clone());
     let accepted = tokio::select! {
         accepted = tokio::time::timeout_at(deadline, accepting) => accepted,

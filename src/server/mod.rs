@@ -440,7 +440,8 @@ impl Server {
     }
 
     /// Serves one connection over any byte stream (a Unix socket, an
-    /// in-memory pipe, a TLS stream), until the client leaves.
+    /// in-memory pipe, a TLS stream), until the client leaves. With
+    /// [`Server::tls`], the stream is served over TLS like any other.
     ///
     /// Fails only if the preface exchange fails; what happens afterwards is
     /// logged, as for TCP connections.
@@ -463,6 +464,22 @@ impl Server {
     where
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            // The handshake and the preface share the preface timeout.
+            let serving = async {
+                let (stream, peer) = tls
+                    .accept(io, Peer::unknown())
+                    .await
+                    .map_err(|why| Error::disconnected(format!("the TLS handshake failed: {why}")))?;
+                rpc_transport::stream::establish(stream, peer, self.limits()).await
+            };
+            let conn = tokio::time::timeout(self.preface_timeout, serving)
+                .await
+                .map_err(|_| no_preface(self.preface_timeout))??;
+            rpc_core::server::serve_connection(Arc::clone(&self.state), conn).await;
+            return Ok(());
+        }
         let establishing = rpc_transport::stream::establish(Io(io), Peer::unknown(), self.limits());
         let conn = tokio::time::timeout(self.preface_timeout, establishing)
             .await

@@ -23,8 +23,8 @@ enum Allowed {
     /// Same-origin pages only.
     #[default]
     None,
-    /// Pages from any origin (the service holds nothing a page could abuse
-    /// with a visitor's credentials: no cookies are sent).
+    /// Pages from any origin (no cookies are sent; a client certificate
+    /// may be, see `Cors::any`).
     Any,
     /// Pages from these origins (`https://app.example.com`).
     Listed(Vec<String>),
@@ -36,7 +36,10 @@ impl Cors {
         Cors::default()
     }
 
-    /// Pages from any origin may call.
+    /// Pages from any origin may call. With client certificates on
+    /// (`ClientAuth::Optional` or `Required`), a browser presents the
+    /// visitor's certificate on any page's requests, so any page could call
+    /// as the visitor: list the origins instead.
     pub fn any() -> Cors {
         Cors {
             allowed: Allowed::Any,

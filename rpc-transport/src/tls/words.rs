@@ -31,14 +31,16 @@ impl Side {
     }
 }
 
-/// What went wrong, for the person reading this side's error.
+/// What went wrong during the handshake, for the person reading this
+/// side's error.
 pub(super) fn describe(err: &Error, side: Side) -> String {
     let peer = side.other();
     match err {
         Error::InvalidCertificate(cert) => certificate(cert, peer),
-        Error::NoCertificatesPresented => {
+        Error::NoCertificatesPresented if side == Side::Server => {
             "the client sent no certificate, and this server requires one (`ClientAuth::Required`); give the client one with `ClientTls::identity`".to_owned()
         }
+        Error::NoCertificatesPresented => "the server presented no certificate".to_owned(),
         Error::AlertReceived(alert) => alert_received(*alert, side),
         Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => format!(
             "the {peer} did not answer in TLS: it does not serve TLS on this port (use TLS on both sides, `Server::tls` and `ClientBuilder::tls`, or on neither)"
@@ -78,10 +80,10 @@ fn certificate(err: &CertificateError, peer: &str) -> String {
             date(time.as_secs())
         ),
         CertificateError::NotValidForName => format!(
-            "the {peer}'s certificate does not name the address dialled; connect by a name it carries, or set `ClientTls::server_name`"
+            "the {peer}'s certificate does not carry the name expected; set the name it carries with `ClientTls::server_name` (without it, the client expects the IP address it dialled)"
         ),
         CertificateError::NotValidForNameContext { expected, presented } => format!(
-            "the {peer}'s certificate is not valid for {} (it names {}); connect by a name it carries, or set `ClientTls::server_name`",
+            "the {peer}'s certificate is not valid for {} (it names {}); set one of its names with `ClientTls::server_name` (without it, the client expects the IP address it dialled)",
             expected.to_str(),
             if presented.is_empty() {
                 "no name".to_owned()
@@ -162,10 +164,35 @@ fn alert_received(alert: AlertDescription, side: Side) -> String {
     }
 }
 
-/// The words for an I/O error from a TLS stream, if rustls is its cause.
+/// The words for an I/O error from a handshake, if rustls is its cause.
 pub(super) fn describe_io(err: &io::Error, side: Side) -> Option<String> {
     let tls = err.get_ref()?.downcast_ref::<Error>()?;
     Some(describe(tls, side))
+}
+
+/// What went wrong after this side's part of the handshake: under TLS 1.3
+/// a server's refusal of the client's certificate arrives here; anything
+/// else is the session failing.
+fn describe_session(err: &Error, side: Side) -> String {
+    let peer = side.other();
+    match err {
+        Error::AlertReceived(
+            alert @ (AlertDescription::CertificateRequired
+            | AlertDescription::UnknownCA
+            | AlertDescription::BadCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::CertificateExpired
+            | AlertDescription::AccessDenied),
+        ) => alert_received(*alert, side),
+        Error::AlertReceived(alert) => format!("the {peer} ended the TLS session with the alert {alert:?}"),
+        Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => {
+            format!("the {peer} sent bytes that are not valid TLS records")
+        }
+        Error::DecryptError => {
+            format!("a TLS record from the {peer} failed to decrypt (altered in transit?)")
+        }
+        other => format!("the TLS session failed: {other}"),
+    }
 }
 
 /// A TLS stream whose errors are put in [`describe`]'s words: under TLS
@@ -184,10 +211,12 @@ impl<S> Worded<S> {
     }
 
     fn word<T>(&self, result: io::Result<T>) -> io::Result<T> {
-        result.map_err(|err| match describe_io(&err, self.side) {
-            Some(words) => io::Error::new(err.kind(), words),
-            None => err,
-        })
+        result.map_err(
+            |err| match err.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+                Some(tls) => io::Error::new(err.kind(), describe_session(tls, self.side)),
+                None => err,
+            },
+        )
     }
 }
 

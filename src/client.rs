@@ -48,6 +48,8 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     #[cfg(feature = "tls")]
     tls: Option<rpc_transport::tls::ClientTls>,
+    /// Metadata every call sends.
+    metadata: Vec<(String, rpc_core::metadata::MetadataValue)>,
 }
 
 impl Default for ClientBuilder {
@@ -66,6 +68,7 @@ impl ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: None,
+            metadata: Vec::new(),
         }
     }
 
@@ -128,6 +131,26 @@ impl ClientBuilder {
             frame_timeout: self.frame_timeout,
             max_calls: 0,
         }
+    }
+
+    /// Sends `key: value` as metadata with every call of the client (an
+    /// auth token, say); a call can add more with `with_metadata`. Keys
+    /// are lowercase ASCII (`authorization`, `x-tenant`); a bad key fails
+    /// the calls, saying why.
+    pub fn metadata(
+        mut self,
+        key: &str,
+        value: impl Into<rpc_core::metadata::MetadataValue>,
+    ) -> ClientBuilder {
+        self.metadata.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// `client` with this builder's metadata.
+    fn with_metadata(metadata: &[(String, rpc_core::metadata::MetadataValue)], client: Client) -> Client {
+        metadata.iter().fold(client, |client, (key, value)| {
+            client.with_metadata(key, value.clone())
+        })
     }
 
     /// How long [`connect`](Self::connect) (and each reconnect) may take.
@@ -222,7 +245,19 @@ impl ClientBuilder {
             async move {
                 let connecting = async {
                     let (stream, peer) = connector.connect().await?;
-                    match rpc_transport::stream::establish(stream, peer, limits).await {
+                    let established = match rpc_transport::stream::establish(stream, peer, limits).await {
+                        // A server of an older protocol version announced it,
+                        // and refused this build's preface: dial again,
+                        // speaking its version.
+                        Ok(conn) if conn.preface.version < rpc_core::frame::VERSION => {
+                            let version = conn.preface.version;
+                            drop(conn);
+                            let (stream, peer) = connector.connect().await?;
+                            rpc_transport::stream::establish_version(stream, peer, limits, version).await
+                        }
+                        established => established,
+                    };
+                    match established {
                         Err(Error::Disconnected { reason }) if over_tls => Err(Error::Connect {
                             addr: connector.target(),
                             source: Arc::new(std::io::Error::other(reason.to_string())),
@@ -244,7 +279,8 @@ impl ClientBuilder {
                 }
             }
         };
-        Client::connect_with(target, dial, self.config).await
+        let client = Client::connect_with(target, dial, self.config).await?;
+        Ok(ClientBuilder::with_metadata(&self.metadata, client))
     }
 
     /// Connects over one byte stream you opened (a stream from another
@@ -277,12 +313,18 @@ impl ClientBuilder {
             let conn = tokio::time::timeout(self.connect_timeout, establishing)
                 .await
                 .map_err(|_| timed_out(self.connect_timeout))??;
-            return Ok(Client::new(conn, self.config));
+            return Ok(ClientBuilder::with_metadata(
+                &self.metadata,
+                Client::new(conn, self.config),
+            ));
         }
         let establishing = rpc_transport::stream::establish(Io(io), Peer::unknown(), self.limits());
         let conn = tokio::time::timeout(self.connect_timeout, establishing)
             .await
             .map_err(|_| timed_out(self.connect_timeout))??;
-        Ok(Client::new(conn, self.config))
+        Ok(ClientBuilder::with_metadata(
+            &self.metadata,
+            Client::new(conn, self.config),
+        ))
     }
 }

@@ -306,6 +306,7 @@ pub use rpc_core::codec::DEFAULT_MAX_NESTING;
 pub use rpc_core::error::ErrorCode;
 pub use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, ProtocolError};
 pub use rpc_core::macro_support::FromRpcError;
+pub use rpc_core::metadata::{Metadata, MetadataError, MetadataValue};
 pub use rpc_core::server::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BUDGET, DEFAULT_MAX_CALLS_PER_CONNECTION};
 pub use rpc_core::streaming::{STREAM_WINDOW, Streaming};
 pub use rpc_core::{
@@ -449,6 +450,7 @@ pub mod __private {
     pub use bytes::BytesMut;
     pub use futures_core::Stream;
     pub use rpc_core::macro_support::{FromRpcError, encode_args, unknown_method};
+    pub use rpc_core::metadata::MetadataValue;
     pub use rpc_core::streaming::{ItemStream, Streaming, encode_stream};
     pub use rpc_core::types::{TraceFn, TypeTracer};
     pub use rpc_core::{

@@ -30,7 +30,7 @@ async fn expect_refused_preface(addr: SocketAddr, name: &str, bytes: &[u8]) {
     let expected: &[u8] = if bytes.is_empty() {
         &[]
     } else {
-        &SERVER_PREFACE[..]
+        &SERVER_PREFACE_V2[..]
     };
     assert_eq!(&got[..], expected, "{name}");
 }
@@ -343,7 +343,11 @@ fn with_json_off_an_http_client_is_refused_with_a_clear_log_line() {
             .await
             .unwrap();
         let got = until_closed(&mut socket).await;
-        assert_eq!(&got[..], &SERVER_PREFACE[..], "nothing but our preface goes back");
+        assert_eq!(
+            &got[..],
+            &SERVER_PREFACE_V2[..],
+            "nothing but our preface goes back"
+        );
         let good = ShapesClient::connect(addr).await.unwrap();
         assert_eq!(good.add(1, 1).await.unwrap(), 2);
         server.stop().await;

@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::descriptor::MethodDescriptor;
+use crate::metadata::Metadata;
 use crate::peer::Peer;
 
 tokio::task_local! {
@@ -48,6 +49,8 @@ struct Inner {
     method: Method,
     deadline: Instant,
     peer: Peer,
+    /// What the caller sent beside the arguments.
+    metadata: Metadata,
     /// Set when the call ends early; in the same allocation as the rest,
     /// so a call's context costs one allocation.
     cancelled: AtomicBool,
@@ -70,7 +73,28 @@ impl Context {
     /// handler code outside a server. The server makes its own.
     pub fn new(request_id: u64, method: String, deadline: Instant, peer_addr: Option<SocketAddr>) -> Context {
         let peer = peer_addr.map_or_else(Peer::unknown, Peer::from);
-        Context::make(request_id, Method::Named(method.into()), deadline, peer)
+        Context::make(
+            request_id,
+            Method::Named(method.into()),
+            deadline,
+            peer,
+            Metadata::new(),
+        )
+    }
+
+    /// This context with `metadata`, for tests of handlers that read it.
+    pub fn with_metadata(self, metadata: Metadata) -> Context {
+        let inner = &self.inner;
+        Context::make(
+            inner.request_id,
+            match &inner.method {
+                Method::Described(method) => Method::Described(method),
+                Method::Named(name) => Method::Named(name.clone()),
+            },
+            inner.deadline,
+            inner.peer.clone(),
+            metadata,
+        )
     }
 
     /// The context of a call the server routed to `method`.
@@ -79,17 +103,19 @@ impl Context {
         method: &'static MethodDescriptor,
         deadline: Instant,
         peer: Peer,
+        metadata: Metadata,
     ) -> Context {
-        Context::make(request_id, Method::Described(method), deadline, peer)
+        Context::make(request_id, Method::Described(method), deadline, peer, metadata)
     }
 
-    fn make(request_id: u64, method: Method, deadline: Instant, peer: Peer) -> Context {
+    fn make(request_id: u64, method: Method, deadline: Instant, peer: Peer, metadata: Metadata) -> Context {
         Context {
             inner: Arc::new(Inner {
                 request_id,
                 method,
                 deadline,
                 peer,
+                metadata,
                 cancelled: AtomicBool::new(false),
                 expired: AtomicBool::new(false),
                 cancel: Notify::new(),
@@ -110,6 +136,13 @@ impl Context {
     /// Runs `future` with this context as the current one.
     pub fn scope<F: Future>(self, future: F) -> impl Future<Output = F::Output> {
         CURRENT.scope(self, future)
+    }
+
+    /// What the caller sent beside the arguments: an auth token, a tenant,
+    /// a trace context. Over JSON, the request's HTTP headers (see
+    /// `docs/JSON.md`).
+    pub fn metadata(&self) -> &Metadata {
+        &self.inner.metadata
     }
 
     /// The request id the client gave the call (unique per connection).

@@ -37,6 +37,7 @@ pub mod error;
 pub mod frame;
 #[doc(hidden)]
 pub mod macro_support;
+pub mod metadata;
 pub mod peer;
 mod permit;
 

@@ -20,7 +20,8 @@ pub struct Peer {
 #[derive(PartialEq, Eq)]
 struct Inner {
     addr: PeerAddr,
-    certificate: Option<PeerCertificate>,
+    /// Boxed: most peers have none, and every connection holds a peer.
+    certificate: Option<Box<PeerCertificate>>,
 }
 
 /// The certificate a peer presented over TLS, verified against the trusted
@@ -167,7 +168,7 @@ impl Peer {
         Peer {
             inner: Arc::new(Inner {
                 addr: self.inner.addr.clone(),
-                certificate: Some(certificate),
+                certificate: Some(Box::new(certificate)),
             }),
         }
     }
@@ -185,7 +186,7 @@ impl Peer {
     /// The certificate the peer presented over TLS and that was verified;
     /// `None` without TLS, or when the peer presented none.
     pub fn certificate(&self) -> Option<&PeerCertificate> {
-        self.inner.certificate.as_ref()
+        self.inner.certificate.as_deref()
     }
 
     /// The peer's IP address and port, for TCP connections.

@@ -29,6 +29,39 @@ where
         .await
         .map_err(|err| Error::io("sending the connection preface failed", &err))?;
 
+    read_preface(io, first).await
+}
+
+/// The server's side of the exchange: reads the client's preface (whose
+/// `first` byte may have been read already), then answers with `ours`,
+/// speaking the client's version when it is an older one this build still
+/// speaks, so clients of the previous version keep working. A preface
+/// that cannot be accepted is still answered with `ours`, so a confused
+/// peer (a TLS client, say) sees that this is not what it expected.
+pub async fn answer<IO>(io: &mut IO, ours: Preface, first: Option<u8>) -> Result<Preface, Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let theirs = read_preface(io, first).await;
+    let ours = match &theirs {
+        Ok(theirs) => ours.with_version(theirs.version.min(ours.version)),
+        Err(_) => ours,
+    };
+    let sent = async {
+        io.write_all(&ours.to_bytes()).await?;
+        io.flush().await
+    };
+    let sent = sent
+        .await
+        .map_err(|err| Error::io("sending the connection preface failed", &err));
+    let theirs = theirs?;
+    sent?;
+    Ok(theirs)
+}
+
+/// Reads and checks the peer's preface, whose `first` byte may have been
+/// read already.
+async fn read_preface<IO: AsyncRead + Unpin>(io: &mut IO, first: Option<u8>) -> Result<Preface, Error> {
     let mut theirs = [0u8; PREFACE_LEN];
     let mut got = 0;
     if let (Some(first), Some(slot)) = (first, theirs.first_mut()) {

@@ -152,6 +152,19 @@ pub async fn establish<S: ByteStream>(
     Ok(framed(stream, preface, peer, limits))
 }
 
+/// Like [`establish`], speaking protocol `version` rather than this
+/// build's: what a client speaks to a server of an older version (which
+/// refused this build's preface and announced its own).
+pub async fn establish_version<S: ByteStream>(
+    mut stream: S,
+    peer: Peer,
+    limits: Limits,
+    version: u16,
+) -> Result<Established<FrameReader<S::Read>, FrameWriter<S::Write>>, Error> {
+    let preface = handshake::exchange(&mut stream, limits.preface().with_version(version)).await?;
+    Ok(framed(stream, preface, peer, limits))
+}
+
 /// A stream past its preface exchange, split into frame reader and writer.
 fn framed<S: ByteStream>(
     stream: S,
@@ -168,9 +181,10 @@ fn framed<S: ByteStream>(
     }
 }
 
-/// Like [`establish`], for a stream a server accepted, whose `first` byte
-/// the server may have read already (to tell the binary protocol from
-/// HTTP). When the preface exchange fails it first reads and discards what
+/// The server's side of [`establish`], for a stream a server accepted,
+/// whose `first` byte the server may have read already (to tell the binary
+/// protocol from HTTP). The server reads the client's preface before it
+/// answers, and answers in the client's version. When the preface exchange fails it first reads and discards what
 /// the peer still sends (up to a second, or 64 KiB), because closing a
 /// socket with unread bytes makes the kernel reset the connection, which
 /// can destroy our preface before a confused peer (an HTTP client, say)
@@ -181,7 +195,7 @@ pub async fn accept<S: ByteStream>(
     limits: Limits,
     first: Option<u8>,
 ) -> Result<Established<FrameReader<S::Read>, FrameWriter<S::Write>>, Error> {
-    match handshake::exchange_after(&mut stream, limits.preface(), first).await {
+    match handshake::answer(&mut stream, limits.preface(), first).await {
         Ok(preface) => Ok(framed(stream, preface, peer, limits)),
         Err(err) => {
             // Said before the lingering close, so it is said even if the

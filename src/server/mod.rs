@@ -472,7 +472,7 @@ impl Server {
                     .accept(io, Peer::unknown())
                     .await
                     .map_err(|why| Error::disconnected(format!("the TLS handshake failed: {why}")))?;
-                rpc_transport::stream::establish(stream, peer, self.limits()).await
+                rpc_transport::stream::accept(stream, peer, self.limits(), None).await
             };
             let conn = tokio::time::timeout(self.preface_timeout, serving)
                 .await
@@ -480,7 +480,7 @@ impl Server {
             rpc_core::server::serve_connection(Arc::clone(&self.state), conn).await;
             return Ok(());
         }
-        let establishing = rpc_transport::stream::establish(Io(io), Peer::unknown(), self.limits());
+        let establishing = rpc_transport::stream::accept(Io(io), Peer::unknown(), self.limits(), None);
         let conn = tokio::time::timeout(self.preface_timeout, establishing)
             .await
             .map_err(|_| no_preface(self.preface_timeout))??;

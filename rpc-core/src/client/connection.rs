@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
@@ -14,6 +15,7 @@ use crate::client::calls::{CallTable, Outbox, Reply, Waiter, sweep_deadlines};
 use crate::codec::DecodeLimits;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
+use crate::metadata::Metadata;
 use crate::permit::{CallPermit, CallPermits};
 use crate::service::RequestMessage;
 use crate::transport::{Established, FrameRead, FrameWrite};
@@ -27,6 +29,8 @@ pub(crate) struct Connection {
     /// The server's announced frame limit: larger requests are refused here,
     /// before they cost the network anything.
     pub(super) server_max_frame_len: usize,
+    /// The protocol version the connection speaks (1: no metadata).
+    pub(super) version: u16,
     /// Whether any call on this connection got an answer; a connection that
     /// dies before serving one counts as a failed attempt for the backoff.
     served: AtomicBool,
@@ -91,6 +95,7 @@ impl Connection {
             outbox,
             calls,
             server_max_frame_len: conn.preface.max_frame_len as usize,
+            version: conn.preface.version,
             served: AtomicBool::new(false),
             permits,
             decode,
@@ -227,6 +232,8 @@ impl Request {
     pub(crate) fn encode<Q: RequestMessage + ?Sized>(
         request: &Q,
         deadline: Instant,
+        version: u16,
+        metadata: Option<&Metadata>,
     ) -> Result<Option<Request>, Error> {
         let budget = deadline.saturating_duration_since(Instant::now());
         if budget.is_zero() {
@@ -234,13 +241,41 @@ impl Request {
         }
         let method = request.method();
         let mut payload = BytesMut::with_capacity(64);
-        RequestHead::encode(method, budget, &mut payload);
+        encode_head(method, budget, version, metadata, &mut payload)?;
         request.encode_args(&mut payload)?;
         Ok(Some(Request {
             method,
             payload: payload.freeze(),
         }))
     }
+}
+
+/// Appends a request head for a connection speaking `version`, with
+/// `metadata`, or says why it cannot be sent.
+pub(crate) fn encode_head(
+    method: &str,
+    budget: Duration,
+    version: u16,
+    metadata: Option<&Metadata>,
+    out: &mut BytesMut,
+) -> Result<(), Error> {
+    static NONE: Metadata = Metadata::new();
+    let metadata = metadata.unwrap_or(&NONE);
+    let refused = |reason: String| Error::BadRequest {
+        method: method.to_owned(),
+        reason,
+    };
+    if version >= 2 {
+        return RequestHead::encode_v2(method, budget, metadata, out).map_err(|err| refused(err.to_string()));
+    }
+    if !metadata.is_empty() {
+        return Err(refused(
+            "the server speaks protocol version 1, which carries no metadata; upgrade it to rpc 0.2 or later, or call without metadata"
+                .to_owned(),
+        ));
+    }
+    RequestHead::encode(method, budget, out);
+    Ok(())
 }
 
 /// A call waiting for its answer. Dropped unanswered, it forgets the call

@@ -49,6 +49,7 @@ use crate::codec::{self, DecodeLimits};
 use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError, explain_decode};
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, MAX_WIRE_BUDGET};
+use crate::metadata::{Metadata, MetadataError, MetadataValue};
 use crate::service::RequestMessage;
 use crate::streaming::{ItemStream, Streaming};
 use crate::transport::{Established, FrameRead, FrameWrite};
@@ -100,6 +101,10 @@ impl Default for ClientConfig {
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
+    /// What this client's calls send beside their arguments (`None`:
+    /// nothing, without an allocation); a key that could not be set fails
+    /// each call, saying why.
+    metadata: Result<Option<Arc<Metadata>>, MetadataError>,
 }
 
 struct Shared {
@@ -166,7 +171,44 @@ impl Client {
                 config,
                 picker: Box::new(Single(Arc::new(endpoint))),
             }),
+            metadata: Ok(None),
         }
+    }
+
+    /// A client whose calls send `key: value` as metadata, beside what this
+    /// one sends (replacing a value under the same key). Shares the
+    /// connection. A key that is not lowercase ASCII (`authorization`,
+    /// `x-tenant`) fails each call, saying why.
+    ///
+    /// Handlers read it with `Context::metadata()`. It is not passed on to
+    /// the calls a handler makes: each hop sends its own.
+    pub fn with_metadata(&self, key: &str, value: impl Into<MetadataValue>) -> Client {
+        let metadata = self.metadata.clone().and_then(|metadata| {
+            let mut metadata = metadata.map(Arc::unwrap_or_clone).unwrap_or_default();
+            metadata.insert(key, value)?;
+            Ok(Some(Arc::new(metadata)))
+        });
+        Client {
+            shared: Arc::clone(&self.shared),
+            metadata,
+        }
+    }
+
+    /// What this client's calls send as metadata.
+    pub fn metadata(&self) -> &Metadata {
+        static NONE: std::sync::OnceLock<Metadata> = std::sync::OnceLock::new();
+        match &self.metadata {
+            Ok(Some(metadata)) => metadata,
+            Ok(None) | Err(_) => NONE.get_or_init(Metadata::new),
+        }
+    }
+
+    /// The metadata a call of `method` sends, or why it cannot.
+    fn outgoing(&self, method: &str) -> Result<Option<Arc<Metadata>>, Error> {
+        self.metadata.clone().map_err(|err| Error::BadRequest {
+            method: method.to_owned(),
+            reason: err.to_string(),
+        })
     }
 
     /// The deadline of calls that do not set their own.
@@ -328,7 +370,8 @@ impl Client {
         let connection = endpoint.connection(deadline).await?;
         let permit = connection.permit().await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match connection.open(method, &args, remaining, permit, input)? {
+        let metadata = self.outgoing(method)?;
+        match connection.open(method, &args, metadata.as_deref(), remaining, permit, input)? {
             Ok(call) => Ok(call),
             Err(Reply::NotRun) => Err(Error::ShuttingDown),
             Err(Reply::Unsent(err) | Reply::Lost(err)) => Err(err),
@@ -352,6 +395,7 @@ impl Client {
         T: DeserializeOwned,
     {
         let method = request.method();
+        let metadata = self.outgoing(method)?;
         let idempotent = request.idempotent();
         let expired = || Error::DeadlineExceeded {
             timeout: deadline.budget,
@@ -379,7 +423,9 @@ impl Client {
             };
             let sent_at = endpoint::sample_due().then(Instant::now);
             let may_retry = !retried && endpoint.redials();
-            let Some(encoded) = Request::encode(&request, deadline.at)? else {
+            let Some(encoded) =
+                Request::encode(&request, deadline.at, connection.version, metadata.as_deref())?
+            else {
                 return Err(expired());
             };
             let reply = connection.round_trip(encoded, deadline.at, &permit).await?;

@@ -21,7 +21,8 @@ use crate::client::calls::{Event, Outbox, Reply, Waiter};
 use crate::client::connection::Connection;
 use crate::codec;
 use crate::error::{Error, explain_decode};
-use crate::frame::{self, Frame, Kind, RequestHead};
+use crate::frame::{self, Frame, Kind};
+use crate::metadata::Metadata;
 use crate::permit::CallPermit;
 use crate::streaming::{ItemStream, RecvWindow, STREAM_WINDOW, SendCredit};
 
@@ -35,12 +36,13 @@ impl Connection {
         self: &Arc<Self>,
         method: &'static str,
         args: &[u8],
+        metadata: Option<&Metadata>,
         budget: Duration,
         permit: Arc<CallPermit>,
         input: Option<ItemStream>,
     ) -> Result<Result<StreamCall, Reply>, Error> {
         let mut payload = BytesMut::with_capacity(64 + args.len());
-        RequestHead::encode(method, budget, &mut payload);
+        super::connection::encode_head(method, budget, self.version, metadata, &mut payload)?;
         payload.extend_from_slice(args);
         self.check_request_len(method, payload.len())?;
         // Room for a full window of items and the event that ends the call.

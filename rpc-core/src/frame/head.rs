@@ -9,7 +9,9 @@ use super::ProtocolError;
 /// The fixed part that opens every request payload.
 ///
 /// Layout: `u64` LE time budget in microseconds, `u8` name length, the
-/// method's wire name (UTF-8, `Service.method`), then the arguments.
+/// method's wire name (UTF-8, `Service.method`); from protocol version 2,
+/// a `u16` LE metadata length and the metadata block
+/// ([`Metadata`](crate::metadata::Metadata)); then the arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     /// Time the caller gives the call, relative (clocks differ). Zero means
@@ -19,6 +21,9 @@ pub struct RequestHead {
     /// The method's wire name, e.g. `Calculator.add`: a slice of the
     /// request frame (no copy), checked to be UTF-8.
     method: Bytes,
+    /// The metadata block (version 2), unread: a slice of the frame,
+    /// empty when the request carries none.
+    pub metadata: Bytes,
 }
 
 /// The longest time budget a client puts on the wire: one year. A server
@@ -37,6 +42,27 @@ impl RequestHead {
     /// [`MAX_METHOD_NAME_LEN`] bytes; the macro guarantees it for generated
     /// clients and longer names are cut at a character boundary.
     pub fn encode(method: &str, budget: Duration, out: &mut BytesMut) {
+        Self::encode_name(method, budget, out);
+    }
+
+    /// Appends the head of protocol version 2: the version 1 head, then
+    /// `metadata`. Fails, appending nothing of it, if the metadata breaks
+    /// its bounds.
+    pub fn encode_v2(
+        method: &str,
+        budget: Duration,
+        metadata: &crate::metadata::Metadata,
+        out: &mut BytesMut,
+    ) -> Result<(), crate::metadata::MetadataError> {
+        Self::encode_name(method, budget, out);
+        if metadata.is_empty() {
+            out.put_u16_le(0);
+            return Ok(());
+        }
+        metadata.encode(out)
+    }
+
+    fn encode_name(method: &str, budget: Duration, out: &mut BytesMut) {
         let micros = budget
             .as_nanos()
             .div_ceil(1000)
@@ -63,7 +89,15 @@ impl RequestHead {
     /// broken (too short, an empty name, a name past the end of the frame
     /// or not UTF-8) is a protocol violation: the peer's encoder is broken,
     /// and the connection closes. Any budget is accepted; the server caps it.
-    pub fn decode(mut payload: Bytes) -> Result<(RequestHead, Bytes), ProtocolError> {
+    pub fn decode(payload: Bytes) -> Result<(RequestHead, Bytes), ProtocolError> {
+        Self::decode_version(payload, 1)
+    }
+
+    /// Splits a request payload of protocol `version` (1 or 2) into its
+    /// head and its argument bytes. The metadata block's layout inside is
+    /// left for the call to check: a bad one fails that call, not the
+    /// connection.
+    pub fn decode_version(mut payload: Bytes, version: u16) -> Result<(RequestHead, Bytes), ProtocolError> {
         if payload.len() < 9 {
             return Err(ProtocolError::BadRequestHead(
                 "shorter than the 9-byte budget and name length",
@@ -82,10 +116,27 @@ impl RequestHead {
         let method = payload.split_to(name_len);
         std::str::from_utf8(&method)
             .map_err(|_| ProtocolError::BadRequestHead("the method name is not UTF-8"))?;
+        let metadata = if version >= 2 {
+            if payload.len() < 2 {
+                return Err(ProtocolError::BadRequestHead(
+                    "the metadata length runs past the end of the frame",
+                ));
+            }
+            let len = usize::from(payload.get_u16_le());
+            if payload.len() < len {
+                return Err(ProtocolError::BadRequestHead(
+                    "the metadata runs past the end of the frame",
+                ));
+            }
+            payload.split_to(len)
+        } else {
+            Bytes::new()
+        };
         Ok((
             RequestHead {
                 budget: Duration::from_micros(micros),
                 method,
+                metadata,
             },
             payload,
         ))

@@ -22,7 +22,11 @@ pub use violation::ProtocolError;
 pub const MAGIC: [u8; 8] = *b"\x89RPC\r\n\x1a\n";
 
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+
+/// The oldest protocol version this build still speaks. Version 1 is
+/// version 2 without request metadata.
+pub const MIN_VERSION: u16 = 1;
 
 /// Length of the connection preface in bytes.
 pub const PREFACE_LEN: usize = 16;
@@ -115,6 +119,12 @@ impl Preface {
         }
     }
 
+    /// This preface, speaking `version` (what a server answers a client of
+    /// an older version with).
+    pub fn with_version(self, version: u16) -> Preface {
+        Preface { version, ..self }
+    }
+
     /// This preface, announcing at most `max_calls` calls at once (a limit
     /// over 65 535 is announced as none).
     pub fn with_max_calls(self, max_calls: usize) -> Preface {
@@ -154,7 +164,7 @@ impl Preface {
         let version = bytes::Buf::get_u16_le(&mut rest);
         let max_calls = bytes::Buf::get_u16_le(&mut rest);
         let max_frame_len = bytes::Buf::get_u32_le(&mut rest);
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(ProtocolError::UnsupportedVersion { theirs: version });
         }
         if max_frame_len < MIN_FRAME_LEN {
@@ -454,10 +464,10 @@ mod tests {
         assert_eq!(Preface::parse(&http), Err(ProtocolError::HttpPeer));
 
         let mut newer = ours.to_bytes();
-        newer[8] = 2;
+        newer[8] = 3;
         assert_eq!(
             Preface::parse(&newer),
-            Err(ProtocolError::UnsupportedVersion { theirs: 2 })
+            Err(ProtocolError::UnsupportedVersion { theirs: 3 })
         );
         assert!(matches!(
             Preface::parse(&[0u8; PREFACE_LEN]),

@@ -1,7 +1,7 @@
 //! [`ProtocolError`]: every way a peer can break the wire protocol, each
 //! with the sentence the other side reads.
 
-use super::{Kind, MIN_FRAME_LEN, PREFACE_LEN, VERSION};
+use super::{Kind, MIN_FRAME_LEN, MIN_VERSION, PREFACE_LEN, VERSION};
 
 /// A violation of the wire protocol. The connection it happened on is closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,7 +25,7 @@ pub enum ProtocolError {
     BadMagic([u8; PREFACE_LEN]),
     /// The peer speaks another version.
     #[error(
-        "the peer speaks rpc protocol version {theirs}, this build speaks version {VERSION}; upgrade the older side"
+        "the peer speaks rpc protocol version {theirs}, this build speaks versions {MIN_VERSION} to {VERSION}; upgrade the older side"
     )]
     UnsupportedVersion {
         /// The version the peer announced.

@@ -79,6 +79,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         outbox,
         peer,
         client_max_frame_len: preface.max_frame_len as usize,
+        version: preface.version,
         stuck,
     };
     let ending = conn.run(&mut reader).await;
@@ -118,6 +119,8 @@ pub(super) struct Connection {
     pub(super) calls: CallTable,
     pub(super) peer: Peer,
     pub(super) client_max_frame_len: usize,
+    /// The protocol version the client speaks (1: no metadata).
+    pub(super) version: u16,
     /// Cancelled when the writer fails: nothing more can reach the client.
     stuck: CancellationToken,
 }

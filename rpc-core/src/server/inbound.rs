@@ -12,8 +12,9 @@ use tokio::time::Instant;
 
 use crate::codec::Codec;
 use crate::context::Context;
-use crate::error::{Error, WireError};
+use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
+use crate::metadata::Metadata;
 use crate::server::Outcome;
 use crate::server::call::{self, ItemSink, Work};
 use crate::server::calls::{Admitted, Entry, Input};
@@ -81,7 +82,7 @@ impl Connection {
         if id <= last {
             return Err(ProtocolError::IdNotIncreasing { id, last }.into());
         }
-        let (head, args) = RequestHead::decode(payload)?;
+        let (head, args) = RequestHead::decode_version(payload, self.version)?;
         self.calls.last_read_id = id;
         let route = match self.state.router.route(head.method()) {
             Ok(route) => route,
@@ -110,7 +111,20 @@ impl Connection {
         } else {
             head.budget.min(max_budget)
         };
-        let ctx = Context::for_call(id, method, Instant::now() + budget, self.peer.clone());
+        // Metadata past its bounds fails the call, not the connection.
+        let metadata = match head.metadata.is_empty() {
+            true => Metadata::new(),
+            false => match Metadata::decode(head.metadata) {
+                Ok(metadata) => metadata,
+                Err(err) => {
+                    let refused = WireError::new(ErrorCode::BadRequest, err.to_string());
+                    self.calls
+                        .admit(id, Admitted::Refuse(refused, Outcome::Failed), None);
+                    return Ok(());
+                }
+            },
+        };
+        let ctx = Context::for_call(id, method, Instant::now() + budget, self.peer.clone(), metadata);
         let (input, incoming) = match method.shape.input {
             true => {
                 let (input, incoming) = self.open_input(id);

@@ -142,6 +142,19 @@ pub(crate) fn client(generator: &ServiceGenerator<'_>) -> TokenStream {
                 }
             }
 
+            /// A client whose calls send `key: value` as metadata (an auth
+            /// token, a tenant), beside what this one sends. Shares the
+            /// connection. Handlers read it with `Context::metadata()`;
+            /// JSON callers send it as an HTTP header. Keys are lowercase
+            /// ASCII; a bad key or too much metadata fails the calls,
+            /// saying why.
+            pub fn with_metadata(&self, key: &str, value: impl ::core::convert::Into<#p::MetadataValue>) -> Self {
+                #client {
+                    client: self.client.with_metadata(key, value),
+                    timeout: self.timeout,
+                }
+            }
+
             /// The untyped client underneath.
             pub fn rpc_client(&self) -> &#p::Client {
                 &self.client

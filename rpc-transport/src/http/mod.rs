@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rpc_core::metadata::{Metadata, MetadataValue};
 use rpc_core::peer::Peer;
 use rpc_core::server::json::{Caller, JsonRpc};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -239,6 +240,10 @@ impl Door {
             Some(Ok(timeout)) => Some(timeout),
             Some(Err(bad)) => return invalid(StatusCode::BAD_REQUEST, &bad),
         };
+        let metadata = match metadata(request.headers()) {
+            Ok(metadata) => metadata,
+            Err(why) => return invalid(StatusCode::BAD_REQUEST, &why),
+        };
         let collecting = Limited::new(request.into_body(), max).collect();
         let body = match tokio::time::timeout(self.config.body_timeout, collecting).await {
             Ok(Ok(body)) => body.to_bytes(),
@@ -257,11 +262,68 @@ impl Door {
                 return closing(invalid(StatusCode::REQUEST_TIMEOUT, &why));
             }
         };
-        match self.json.answer(&body, &self.caller.with_timeout(timeout)).await {
+        let caller = self.caller.with_timeout(timeout).with_metadata(metadata);
+        match self.json.answer(&body, &caller).await {
             Some(answer) => json_response(StatusCode::OK, answer),
             None => empty(StatusCode::NO_CONTENT),
         }
     }
+}
+
+/// Headers that are HTTP's own business, or a browser's, and never
+/// metadata: hop-by-hop and framing headers, content negotiation, CORS and
+/// WebSocket handshakes, and cookies (which a browser attaches to any
+/// page's request, so a handler must not mistake them for the caller's
+/// choice).
+const NOT_METADATA: [&str; 24] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "user-agent",
+    "origin",
+    "referer",
+    "cookie",
+    "expect",
+    "access-control-request-method",
+    "access-control-request-headers",
+    "cache-control",
+    "pragma",
+    TIMEOUT_HEADER,
+];
+
+/// A request's metadata: its headers, minus HTTP's own ([`NOT_METADATA`],
+/// `sec-*`, `proxy-*`), as text (or bytes, for values that are not
+/// UTF-8). Headers whose names cannot be metadata keys are left out; too
+/// much metadata is refused, naming the bound.
+pub(super) fn metadata(headers: &hyper::HeaderMap) -> Result<Metadata, String> {
+    let mut metadata = Metadata::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if NOT_METADATA.contains(&name) || name.starts_with("sec-") || name.starts_with("proxy-") {
+            continue;
+        }
+        let value = match value.to_str() {
+            Ok(text) => MetadataValue::from(text),
+            Err(_) => MetadataValue::from(value.as_bytes().to_vec()),
+        };
+        // A repeated header keeps its last value.
+        let _ = metadata.insert(name, value);
+    }
+    metadata
+        .check()
+        .map_err(|err| format!("the request's headers, as metadata: {err}"))?;
+    Ok(metadata)
 }
 
 /// Reads `rpc-timeout`: `250ms`, `5s`, `2m`, `1h`, or a bare number of

@@ -64,6 +64,8 @@ pub(super) fn accept(
         Some(Ok(timeout)) => Some(timeout),
         Some(Err(bad)) => return Err(bad),
     };
+    // So do its headers, as metadata.
+    let metadata = super::metadata(headers)?;
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut request);
     let mut response = Response::new(Full::new(Bytes::new()));
@@ -77,7 +79,7 @@ pub(super) fn accept(
     let upgrade = Upgrade {
         upgrade,
         json: Arc::clone(json),
-        caller: caller.with_timeout(timeout),
+        caller: caller.with_timeout(timeout).with_metadata(metadata),
     };
     Ok((response, upgrade))
 }

@@ -15,6 +15,7 @@ use crate::codec::Codec;
 use crate::context::Context;
 use crate::descriptor::MethodDescriptor;
 use crate::error::{ErrorCode, WireError};
+use crate::metadata::Metadata;
 use crate::server::Outcome;
 use crate::server::call::{Call, CallHandle, End, Finished, ItemSink, Work};
 use crate::server::json::envelope::{self, ErrorObject, Invalid, Request};
@@ -181,6 +182,7 @@ impl JsonRpc {
             method,
             Instant::now() + budget,
             caller.peer.clone(),
+            Metadata::clone(&caller.metadata),
         );
         let work = Work {
             ctx,

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
+use crate::metadata::Metadata;
 use crate::peer::Peer;
 use crate::permit::CallPermits;
 use crate::server::ServerState;
@@ -149,6 +150,8 @@ impl Room {
 pub struct Caller {
     peer: Peer,
     timeout: Option<Duration>,
+    /// What the request's headers carried, for every call in it.
+    metadata: Arc<Metadata>,
     permits: CallPermits,
     /// Counts the connection among the server's open ones.
     _open: Arc<OpenConnection>,
@@ -162,6 +165,7 @@ impl Caller {
         Caller {
             peer,
             timeout: None,
+            metadata: Arc::default(),
             permits: CallPermits::new(cap).counted(Arc::clone(&json.state.counters.calls_in_progress)),
             _open: Arc::new(json.state.counters.connection_opened()),
         }
@@ -171,6 +175,15 @@ impl Caller {
     pub fn with_timeout(&self, timeout: Option<Duration>) -> Caller {
         Caller {
             timeout,
+            ..self.clone()
+        }
+    }
+
+    /// The same caller, with the metadata its request carried (its HTTP
+    /// headers).
+    pub fn with_metadata(&self, metadata: Metadata) -> Caller {
+        Caller {
+            metadata: Arc::new(metadata),
             ..self.clone()
         }
     }

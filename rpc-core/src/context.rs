@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use crate::descriptor::MethodDescriptor;
 use crate::metadata::Metadata;
 use crate::peer::Peer;
+use crate::trace::TraceContext;
 
 tokio::task_local! {
     static CURRENT: Context;
@@ -51,6 +52,8 @@ struct Inner {
     peer: Peer,
     /// What the caller sent beside the arguments.
     metadata: Metadata,
+    /// The call's place in a distributed trace, when it has one.
+    trace: Option<TraceContext>,
     /// Set when the call ends early; in the same allocation as the rest,
     /// so a call's context costs one allocation.
     cancelled: AtomicBool,
@@ -109,6 +112,7 @@ impl Context {
     }
 
     fn make(request_id: u64, method: Method, deadline: Instant, peer: Peer, metadata: Metadata) -> Context {
+        let trace = crate::observe::server_trace(&metadata);
         Context {
             inner: Arc::new(Inner {
                 request_id,
@@ -116,6 +120,7 @@ impl Context {
                 deadline,
                 peer,
                 metadata,
+                trace,
                 cancelled: AtomicBool::new(false),
                 expired: AtomicBool::new(false),
                 cancel: Notify::new(),
@@ -143,6 +148,13 @@ impl Context {
     /// `docs/JSON.md`).
     pub fn metadata(&self) -> &Metadata {
         &self.inner.metadata
+    }
+
+    /// The call's place in a distributed trace: continued from the
+    /// caller's `traceparent`, or started here when a subscriber listens to
+    /// `rpc` spans; `None` otherwise. Calls the handler makes carry it on.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.inner.trace.as_ref()
     }
 
     /// The request id the client gave the call (unique per connection).

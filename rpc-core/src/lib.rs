@@ -38,6 +38,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod macro_support;
 pub mod metadata;
+pub mod observe;
 pub mod peer;
 mod permit;
 
@@ -53,6 +54,7 @@ pub mod payload {
 pub mod server;
 pub mod service;
 pub mod streaming;
+pub mod trace;
 pub mod transport;
 pub mod types;
 mod writer;

@@ -35,6 +35,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 pub use backoff::Backoff;
 pub use endpoint::EndpointStats;
@@ -50,8 +51,10 @@ use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError, explain_decode};
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, MAX_WIRE_BUDGET};
 use crate::metadata::{Metadata, MetadataError, MetadataValue};
+use crate::observe::{self, CallOutcome};
 use crate::service::RequestMessage;
 use crate::streaming::{ItemStream, Streaming};
+use crate::trace::TraceContext;
 use crate::transport::{Established, FrameRead, FrameWrite};
 
 /// How long a call may take when neither the client nor the call sets a
@@ -203,12 +206,19 @@ impl Client {
         }
     }
 
-    /// The metadata a call of `method` sends, or why it cannot.
-    fn outgoing(&self, method: &str) -> Result<Option<Arc<Metadata>>, Error> {
-        self.metadata.clone().map_err(|err| Error::BadRequest {
+    /// The metadata a call of `method` sends (with `trace` as its trace
+    /// parent), or why it cannot.
+    fn outgoing(&self, method: &str, trace: Option<&TraceContext>) -> Result<Option<Arc<Metadata>>, Error> {
+        let metadata = self.metadata.clone().map_err(|err| Error::BadRequest {
             method: method.to_owned(),
             reason: err.to_string(),
-        })
+        })?;
+        let Some(trace) = trace else {
+            return Ok(metadata);
+        };
+        let mut metadata = metadata.map(Arc::unwrap_or_clone).unwrap_or_default();
+        trace.inject(&mut metadata);
+        Ok(Some(Arc::new(metadata)))
     }
 
     /// The deadline of calls that do not set their own.
@@ -253,10 +263,19 @@ impl Client {
         T: DeserializeOwned,
     {
         let client = self.clone();
+        let method = request.method();
+        let (span, trace) = observe::client_span(method);
+        let recorded = span.clone();
         async move {
-            let deadline = client.deadline(timeout)?;
-            client.call_until(request, deadline).await
+            let started = Instant::now();
+            let result = match client.deadline(timeout) {
+                Ok(deadline) => client.call_until(request, deadline, trace.as_ref()).await,
+                Err(err) => Err(err),
+            };
+            observe::client_call(&recorded, method, outcome(&result), started.elapsed());
+            result
         }
+        .instrument(span)
     }
 
     /// Makes a call whose answer is a stream (and which may send one too:
@@ -282,7 +301,14 @@ impl Client {
             Err(err) => return Streaming::failed(err),
         };
         let client = self.clone();
-        let opening = async move { client.open(method, args, deadline.at, input).await }.boxed();
+        let (span, trace) = observe::client_span(method);
+        let opening = async move {
+            client
+                .open(method, args, deadline.at, input, trace.as_ref())
+                .await
+        }
+        .instrument(span)
+        .boxed();
         let max_frame_len = self.shared.config.max_frame_len;
         Streaming::from_results(ClientStream::new(
             opening,
@@ -309,12 +335,16 @@ impl Client {
         let method = request.method();
         let args = encoded_args(&request);
         drop(request);
-        async move {
+        let (span, trace) = observe::client_span(method);
+        let recorded = span.clone();
+        let call = async move {
             let deadline = client.deadline(timeout)?;
             let args = args?;
             let max_frame_len = client.shared.config.max_frame_len;
             let answer = async {
-                let mut call = client.open(method, args, deadline.at, input).await?;
+                let mut call = client
+                    .open(method, args, deadline.at, input, trace.as_ref())
+                    .await?;
                 match call.next_event().await {
                     Event::Response(payload) => Ok(payload),
                     Event::Failed(err) => Err(err.into_error(method, deadline.budget, max_frame_len)),
@@ -332,7 +362,14 @@ impl Client {
                 },
             ))?;
             client.decode(method, &payload)
+        };
+        async move {
+            let started = Instant::now();
+            let result = call.await;
+            observe::client_call(&recorded, method, outcome(&result), started.elapsed());
+            result
         }
+        .instrument(span)
     }
 
     /// The deadline of a call that asked for `timeout`.
@@ -365,12 +402,13 @@ impl Client {
         args: Bytes,
         deadline: Instant,
         input: Option<ItemStream>,
+        trace: Option<&TraceContext>,
     ) -> Result<StreamCall, Error> {
         let endpoint = self.shared.picker.pick();
         let connection = endpoint.connection(deadline).await?;
         let permit = connection.permit().await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let metadata = self.outgoing(method)?;
+        let metadata = self.outgoing(method, trace)?;
         match connection.open(method, &args, metadata.as_deref(), remaining, permit, input)? {
             Ok(call) => Ok(call),
             Err(Reply::NotRun) => Err(Error::ShuttingDown),
@@ -389,13 +427,18 @@ impl Client {
     /// connection's deadline sweep. The request is borrowed only to encode
     /// it, never across a wait, so the call's future is `Send` whenever the
     /// request is.
-    async fn call_until<Q, T>(&self, request: Q, deadline: Deadline) -> Result<T, Error>
+    async fn call_until<Q, T>(
+        &self,
+        request: Q,
+        deadline: Deadline,
+        trace: Option<&TraceContext>,
+    ) -> Result<T, Error>
     where
         Q: RequestMessage,
         T: DeserializeOwned,
     {
         let method = request.method();
-        let metadata = self.outgoing(method)?;
+        let metadata = self.outgoing(method, trace)?;
         let idempotent = request.idempotent();
         let expired = || Error::DeadlineExceeded {
             timeout: deadline.budget,
@@ -477,6 +520,18 @@ impl Client {
     /// The error a server's error frame means for the caller of `method`.
     fn wire_error(&self, err: WireError, method: &str, deadline: Deadline) -> Error {
         err.into_error(method, deadline.budget, self.shared.config.max_frame_len)
+    }
+}
+
+/// How a client call ended, for its span and metrics. (A method's own
+/// `Err(e)` arrives inside `Ok`, so it counts as `ok` here; the server's
+/// metrics tell it apart.)
+fn outcome<T>(result: &Result<T, Error>) -> CallOutcome {
+    match result {
+        Ok(_) => CallOutcome::Ok,
+        Err(Error::DeadlineExceeded { .. }) => CallOutcome::DeadlineExceeded,
+        Err(Error::HandlerPanicked { .. }) => CallOutcome::Panicked,
+        Err(_) => CallOutcome::Failed,
     }
 }
 

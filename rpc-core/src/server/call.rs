@@ -11,11 +11,13 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{Frame, Kind};
+use crate::observe::{self, CallOutcome};
 use crate::permit::CallPermit;
 use crate::server::report::Report;
 use crate::server::{Outcome, ServerState};
@@ -156,6 +158,9 @@ impl Work {
         } = self;
         let started = Instant::now();
         let deadline = ctx.deadline();
+        let full_name = ctx.descriptor().map_or("", |method| method.full_name);
+        let fallible = ctx.descriptor().is_some_and(|method| method.fallible);
+        let span = observe::server_span(&ctx, full_name);
         // Cancels the context however the handler ends, aborts included, so
         // work it handed to other tasks hears about it.
         let _cancel = CancelOnDrop(ctx.clone());
@@ -185,7 +190,10 @@ impl Work {
             };
             items.send(stream).await
         };
-        let work = ctx.clone().scope(AssertUnwindSafe(work).catch_unwind());
+        let work = ctx
+            .clone()
+            .scope(AssertUnwindSafe(work).catch_unwind())
+            .instrument(span.clone());
         let finished = match timing {
             Timing::Swept => Some(work.await),
             Timing::OwnTimer => tokio::time::timeout_at(deadline, work).await.ok(),
@@ -205,7 +213,30 @@ impl Work {
             ),
         };
         observe(state, &ctx, outcome, started);
+        if let Finished::Value(value) = &finished {
+            observe::bytes(false, value.len());
+        }
+        let call_outcome = match (outcome, &finished) {
+            (Outcome::Succeeded, Finished::Value(value)) if fallible && returned_err(value, codec) => {
+                CallOutcome::ApplicationError
+            }
+            (Outcome::Succeeded, _) => CallOutcome::Ok,
+            (Outcome::Failed, _) => CallOutcome::Failed,
+            (Outcome::Panicked, _) => CallOutcome::Panicked,
+            (Outcome::DeadlineExceeded, _) => CallOutcome::DeadlineExceeded,
+            (Outcome::Cancelled, _) => CallOutcome::Cancelled,
+        };
+        observe::server_call(&span, full_name, call_outcome, started.elapsed());
         finished
+    }
+}
+
+/// Whether an encoded `Result` is its `Err`: bincode writes the variant
+/// index first (`1`), serde_json an object keyed `Err`.
+fn returned_err(value: &[u8], codec: Codec) -> bool {
+    match codec {
+        Codec::Binary => value.first() == Some(&1),
+        Codec::Json => value.starts_with(b"{\"Err\""),
     }
 }
 

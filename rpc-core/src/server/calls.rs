@@ -209,6 +209,7 @@ impl CallTable {
         let (work, route, to_completion) = match admitted {
             Admitted::Refuse(error, outcome) => {
                 self.state.counters.ended(outcome);
+                crate::observe::refused(error.code);
                 let frame = error.to_frame(id);
                 let _ = self.outbox.send(crate::writer::Outgoing {
                     frame,

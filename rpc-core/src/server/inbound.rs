@@ -82,6 +82,7 @@ impl Connection {
         if id <= last {
             return Err(ProtocolError::IdNotIncreasing { id, last }.into());
         }
+        crate::observe::bytes(true, payload.len());
         let (head, args) = RequestHead::decode_version(payload, self.version)?;
         self.calls.last_read_id = id;
         let route = match self.state.router.route(head.method()) {

@@ -93,6 +93,7 @@ impl Counters {
     /// Counts a connection as open for as long as the guard lives.
     pub(crate) fn connection_opened(self: &Arc<Self>) -> OpenConnection {
         self.open_connections.fetch_add(1, Ordering::Relaxed);
+        crate::observe::connections(1.0);
         OpenConnection(Arc::clone(self))
     }
 
@@ -126,5 +127,6 @@ pub(crate) struct OpenConnection(Arc<Counters>);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+        crate::observe::connections(-1.0);
     }
 }

@@ -133,7 +133,7 @@ pub(super) fn preflight<B>(cors: &Cors, request: &Request<B>) -> super::Answer {
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("content-type, rpc-timeout"),
+            HeaderValue::from_static("content-type, rpc-timeout, authorization, traceparent, tracestate"),
         );
         headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     }

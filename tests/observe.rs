@@ -1,0 +1,215 @@
+//! Tracing over real sockets: a span per call on each side, joined into
+//! one trace across the network (and across three hops). (Metrics are in
+//! `tests/metrics.rs`: a test without a subscriber, running beside these,
+//! would make tracing cache the `rpc` spans as uninteresting.)
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::layer::{Context as LayerContext, Layer, SubscriberExt};
+
+/// Calls other services when asked to, and ends in every way a call can.
+#[rpc::service]
+pub trait Hop {
+    /// Calls `next` in turn (each hop calls the next), then answers.
+    async fn relay(&self, next: Vec<String>) -> u32;
+    async fn ok(&self) -> u32;
+    async fn refuse(&self) -> Result<u32, String>;
+    async fn panic(&self) -> u32;
+    async fn slow(&self) -> u32;
+}
+
+struct Server;
+
+impl Hop for Server {
+    async fn relay(&self, mut next: Vec<String>) -> u32 {
+        if next.is_empty() {
+            return 0;
+        }
+        let addr = next.remove(0);
+        let hop = HopClient::connect(addr).await.unwrap();
+        hop.relay(next).await.unwrap() + 1
+    }
+    async fn ok(&self) -> u32 {
+        1
+    }
+    async fn refuse(&self) -> Result<u32, String> {
+        Err("no".to_owned())
+    }
+    async fn panic(&self) -> u32 {
+        panic!("on purpose")
+    }
+    async fn slow(&self) -> u32 {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        0
+    }
+}
+
+async fn start() -> rpc::ServerHandle {
+    rpc::Server::new()
+        .serve(HopServer::new(Server))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+}
+
+/// One span as a subscriber saw it: its name and fields.
+#[derive(Debug, Clone, Default)]
+struct SeenSpan {
+    name: &'static str,
+    fields: HashMap<String, String>,
+}
+
+impl SeenSpan {
+    fn field(&self, name: &str) -> &str {
+        self.fields.get(name).map_or("", String::as_str)
+    }
+}
+
+struct Fields<'a>(&'a mut HashMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(
+            field.name().to_owned(),
+            format!("{value:?}").trim_matches('"').to_owned(),
+        );
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+/// Keeps every span it is shown. (Span ids are reused once a span
+/// closes, so spans are kept in a list, and ids point into it.)
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Captured>>);
+
+/// The spans seen, and where each live span id points among them.
+type Captured = (Vec<SeenSpan>, HashMap<u64, usize>);
+
+impl<S: tracing::Subscriber> Layer<S> for Capture {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: LayerContext<'_, S>) {
+        let mut seen = SeenSpan {
+            name: attrs.metadata().name(),
+            ..SeenSpan::default()
+        };
+        attrs.record(&mut Fields(&mut seen.fields));
+        let mut captured = self.0.lock().unwrap();
+        let (spans, ids) = &mut *captured;
+        ids.insert(id.into_u64(), spans.len());
+        spans.push(seen);
+    }
+    fn on_record(&self, id: &Id, values: &Record<'_>, _: LayerContext<'_, S>) {
+        let mut captured = self.0.lock().unwrap();
+        let (spans, ids) = &mut *captured;
+        if let Some(seen) = ids.get(&id.into_u64()).and_then(|at| spans.get_mut(*at)) {
+            values.record(&mut Fields(&mut seen.fields));
+        }
+    }
+}
+
+impl Capture {
+    fn spans(&self, name: &str) -> Vec<SeenSpan> {
+        self.0
+            .lock()
+            .unwrap()
+            .0
+            .iter()
+            .filter(|span| span.name == name)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Runs `test` on one thread, with `capture` as the subscriber, so every
+/// task (servers' too) reports to it.
+fn traced<F: std::future::Future<Output = ()>>(capture: &Capture, test: F) {
+    let subscriber = tracing_subscriber::registry().with(capture.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test);
+}
+
+#[test]
+fn the_server_span_is_the_child_of_the_client_span_across_the_network() {
+    let capture = Capture::default();
+    traced(&capture, async {
+        let server = start().await;
+        let hop = HopClient::connect(server.local_addr()).await.unwrap();
+        assert_eq!(hop.ok().await.unwrap(), 1);
+        server.stop().await;
+    });
+    let clients = capture.spans("rpc.client");
+    let servers = capture.spans("rpc.server");
+    assert_eq!((clients.len(), servers.len()), (1, 1), "{clients:?} {servers:?}");
+    let (client, server) = (&clients[0], &servers[0]);
+    assert_eq!(client.field("rpc.system"), "rpc");
+    assert_eq!(client.field("rpc.service"), "Hop");
+    assert_eq!(client.field("rpc.method"), "ok");
+    assert_eq!(client.field("otel.kind"), "client");
+    assert_eq!(server.field("otel.kind"), "server");
+    assert_eq!(server.field("rpc.request_id"), "1");
+    assert!(server.field("net.peer").starts_with("127.0.0.1:"), "{server:?}");
+    assert_eq!(client.field("rpc.outcome"), "ok");
+    assert_eq!(server.field("rpc.outcome"), "ok");
+    assert_eq!(client.field("trace_id").len(), 32);
+    assert_eq!(server.field("trace_id"), client.field("trace_id"));
+    assert_eq!(server.field("parent_span_id"), client.field("span_id"));
+    assert_ne!(server.field("span_id"), client.field("span_id"));
+}
+
+#[test]
+fn a_chain_of_three_hops_is_one_trace() {
+    let capture = Capture::default();
+    traced(&capture, async {
+        let (a, b, c) = (start().await, start().await, start().await);
+        let first = HopClient::connect(a.local_addr()).await.unwrap();
+        let hops = first
+            .relay(vec![b.local_addr().to_string(), c.local_addr().to_string()])
+            .await
+            .unwrap();
+        assert_eq!(hops, 2);
+        for server in [a, b, c] {
+            server.stop().await;
+        }
+    });
+    let clients = capture.spans("rpc.client");
+    let servers = capture.spans("rpc.server");
+    assert_eq!((clients.len(), servers.len()), (3, 3), "{clients:?} {servers:?}");
+    let trace = clients[0].field("trace_id").to_owned();
+    for span in clients.iter().chain(&servers) {
+        assert_eq!(span.field("trace_id"), trace, "{span:?}");
+    }
+    // Each server span's parent is a client span; each client span but the
+    // first has a server span as its parent.
+    let client_ids: Vec<&str> = clients.iter().map(|span| span.field("span_id")).collect();
+    let server_ids: Vec<&str> = servers.iter().map(|span| span.field("span_id")).collect();
+    for server in &servers {
+        assert!(client_ids.contains(&server.field("parent_span_id")), "{server:?}");
+    }
+    let roots = clients
+        .iter()
+        .filter(|span| span.field("parent_span_id").is_empty())
+        .count();
+    assert_eq!(roots, 1, "{clients:?}");
+    for client in clients
+        .iter()
+        .filter(|span| !span.field("parent_span_id").is_empty())
+    {
+        assert!(server_ids.contains(&client.field("parent_span_id")), "{client:?}");
+    }
+}

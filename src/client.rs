@@ -50,6 +50,18 @@ pub struct ClientBuilder {
     tls: Option<rpc_transport::tls::ClientTls>,
     /// Metadata every call sends.
     metadata: Vec<(String, rpc_core::metadata::MetadataValue)>,
+    /// Middleware around every call, innermost first.
+    layers: Layers,
+}
+
+/// A client's middleware, innermost first.
+#[derive(Clone, Default)]
+struct Layers(Vec<rpc_core::middleware::Wrap<rpc_core::middleware::ClientService>>);
+
+impl std::fmt::Debug for Layers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} layers", self.0.len())
+    }
 }
 
 impl Default for ClientBuilder {
@@ -69,6 +81,7 @@ impl ClientBuilder {
             #[cfg(feature = "tls")]
             tls: None,
             metadata: Vec::new(),
+            layers: Layers::default(),
         }
     }
 
@@ -146,11 +159,37 @@ impl ClientBuilder {
         self
     }
 
-    /// `client` with this builder's metadata.
-    fn with_metadata(metadata: &[(String, rpc_core::metadata::MetadataValue)], client: Client) -> Client {
-        metadata.iter().fold(client, |client, (key, value)| {
+    /// Puts a tower [`Layer`](tower::Layer) around each call the client
+    /// makes (each call that returns one value; streams go straight to
+    /// the network): the layer sees a
+    /// [`ClientCall`](crate::middleware::ClientCall) (method, encoded
+    /// arguments, metadata, deadline) and can add metadata, refuse the
+    /// call, or observe it. Layers added later wrap those added before.
+    pub fn layer<L>(mut self, layer: L) -> ClientBuilder
+    where
+        L: tower::Layer<rpc_core::middleware::ClientService> + Send + Sync + 'static,
+        L::Service: tower::Service<rpc_core::middleware::ClientCall, Response = bytes::Bytes>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<rpc_core::middleware::ClientCall>>::Error:
+            Into<rpc_core::middleware::BoxError>,
+        <L::Service as tower::Service<rpc_core::middleware::ClientCall>>::Future: Send + 'static,
+    {
+        self.layers.0.push(rpc_core::middleware::wrap_with(layer));
+        self
+    }
+
+    /// `client` with this builder's metadata and middleware.
+    fn with_metadata(&self, client: Client) -> Client {
+        let client = self.metadata.iter().fold(client, |client, (key, value)| {
             client.with_metadata(key, value.clone())
-        })
+        });
+        self.layers
+            .0
+            .iter()
+            .fold(client, |client, wrap| client.with_layers(&**wrap))
     }
 
     /// How long [`connect`](Self::connect) (and each reconnect) may take.
@@ -279,8 +318,8 @@ impl ClientBuilder {
                 }
             }
         };
-        let client = Client::connect_with(target, dial, self.config).await?;
-        Ok(ClientBuilder::with_metadata(&self.metadata, client))
+        let client = Client::connect_with(target, dial, self.config.clone()).await?;
+        Ok(self.with_metadata(client))
     }
 
     /// Connects over one byte stream you opened (a stream from another
@@ -313,18 +352,12 @@ impl ClientBuilder {
             let conn = tokio::time::timeout(self.connect_timeout, establishing)
                 .await
                 .map_err(|_| timed_out(self.connect_timeout))??;
-            return Ok(ClientBuilder::with_metadata(
-                &self.metadata,
-                Client::new(conn, self.config),
-            ));
+            return Ok(self.with_metadata(Client::new(conn, self.config.clone())));
         }
         let establishing = rpc_transport::stream::establish(Io(io), Peer::unknown(), self.limits());
         let conn = tokio::time::timeout(self.connect_timeout, establishing)
             .await
             .map_err(|_| timed_out(self.connect_timeout))??;
-        Ok(ClientBuilder::with_metadata(
-            &self.metadata,
-            Client::new(conn, self.config),
-        ))
+        Ok(self.with_metadata(Client::new(conn, self.config.clone())))
     }
 }

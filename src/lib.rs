@@ -368,6 +368,15 @@ pub mod json {
     pub use rpc_transport::http::TIMEOUT_HEADER;
 }
 
+/// Middleware: tower layers around calls, on the server
+/// ([`Server::layer`]) and on the client ([`ClientBuilder::layer`]).
+pub mod middleware {
+    pub use rpc_core::middleware::{
+        BoxError, CallService, ClientCall, ClientNext, ClientService, FromFn, FromFnLayer, Next, ServerCall,
+        ServerNext, from_fn, into_error,
+    };
+}
+
 /// TLS on every door: TLS 1.3 (and 1.2) with rustls and its ring
 /// provider, mutual TLS, certificate rotation, and the caller's verified
 /// certificate in every handler.

@@ -131,6 +131,20 @@ pub enum Error {
         /// What the handler said.
         message: String,
     },
+    /// The caller did not prove who it is, or the proof was refused (a
+    /// missing or bad token): a middleware's or handler's answer. Calling
+    /// again with the same credentials will fail again.
+    #[error("the server refused the call as unauthenticated: {message}")]
+    Unauthenticated {
+        /// Why, as the server said it.
+        message: String,
+    },
+    /// The caller is known but may not make this call.
+    #[error("the server refused the call: permission denied: {message}")]
+    PermissionDenied {
+        /// Why, as the server said it.
+        message: String,
+    },
     /// The server refused the call because it is at a limit; retry later.
     #[error("the server is overloaded and refused the call: {reason}; retry later")]
     Overloaded {
@@ -168,6 +182,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// A refusal of a caller that did not prove who it is (for an auth
+    /// middleware): the caller sees [`Error::Unauthenticated`].
+    pub fn unauthenticated(message: impl Into<String>) -> Error {
+        Error::Unauthenticated {
+            message: message.into(),
+        }
+    }
+
+    /// A refusal of a caller that may not make this call: the caller sees
+    /// [`Error::PermissionDenied`].
+    pub fn permission_denied(message: impl Into<String>) -> Error {
+        Error::PermissionDenied {
+            message: message.into(),
+        }
+    }
+
     /// An error a handler reports to its caller, such as one that ends a
     /// stream early: the caller sees [`Error::Failed`] with `message`.
     pub fn failed(message: impl Into<String>) -> Error {
@@ -246,6 +276,11 @@ pub enum ErrorCode {
     /// The server shut down before the call finished: its graceful
     /// shutdown's grace period ran out. The call may have partly run.
     Interrupted = 11,
+    /// The caller did not prove who it is (new in 0.2; older clients see a
+    /// failure with code 12).
+    Unauthenticated = 12,
+    /// The caller may not make this call (new in 0.2).
+    PermissionDenied = 13,
 }
 
 impl ErrorCode {
@@ -263,6 +298,8 @@ impl ErrorCode {
             9 => ErrorCode::Protocol,
             10 => ErrorCode::Failed,
             11 => ErrorCode::Interrupted,
+            12 => ErrorCode::Unauthenticated,
+            13 => ErrorCode::PermissionDenied,
             _ => return None,
         })
     }
@@ -320,6 +357,8 @@ impl WireError {
             Some(ErrorCode::DeadlineExceeded) => Error::DeadlineExceeded { timeout },
             Some(ErrorCode::Overloaded) => Error::Overloaded { reason: message },
             Some(ErrorCode::Failed) => Error::Failed { message },
+            Some(ErrorCode::Unauthenticated) => Error::Unauthenticated { message },
+            Some(ErrorCode::PermissionDenied) => Error::PermissionDenied { message },
             Some(ErrorCode::Protocol) => Error::disconnected(format!(
                 "the server closed the connection after a protocol error: {message}"
             )),

@@ -38,6 +38,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod macro_support;
 pub mod metadata;
+pub mod middleware;
 pub mod observe;
 pub mod peer;
 mod permit;

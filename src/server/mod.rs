@@ -160,6 +160,71 @@ impl Server {
         self
     }
 
+    /// Puts a tower [`Layer`](tower::Layer) around every service served so
+    /// far: each call passes through it on its way to the handler, as a
+    /// [`ServerCall`](crate::middleware::ServerCall) (method, metadata,
+    /// peer, deadline, arguments). A layer can refuse a call
+    /// (`rpc::Error::unauthenticated(..)`), observe it, or pass it on.
+    /// tower's own middleware works as it is:
+    /// `tower::limit::ConcurrencyLimitLayer::new(8)` caps the calls the
+    /// services run at once. Layers added later wrap those added before;
+    /// services served after this call are not wrapped.
+    ///
+    /// ```
+    /// # #[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
+    /// # struct Calc;
+    /// # impl Calculator for Calc { async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
+    /// use rpc::middleware::{ServerCall, ServerNext, from_fn};
+    ///
+    /// let server = rpc::Server::new()
+    ///     .serve(CalculatorServer::new(Calc))
+    ///     // At most 64 calls at once, across the server's services.
+    ///     .layer(tower::limit::ConcurrencyLimitLayer::new(64))
+    ///     // Only callers with the token.
+    ///     .layer(from_fn(|call: ServerCall, next: ServerNext| async move {
+    ///         match call.metadata().get_str("authorization") {
+    ///             Some("Bearer let-me-in") => next.run(call).await,
+    ///             _ => Err(rpc::Error::unauthenticated("send `authorization: Bearer <token>`")),
+    ///         }
+    ///     }));
+    /// # let _ = server;
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Server
+    where
+        L: tower::Layer<rpc_core::middleware::CallService> + Send + Sync + 'static,
+        L::Service: tower::Service<rpc_core::middleware::ServerCall, Response = rpc_core::Answer>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<rpc_core::middleware::ServerCall>>::Error:
+            Into<rpc_core::middleware::BoxError>,
+        <L::Service as tower::Service<rpc_core::middleware::ServerCall>>::Future: Send + 'static,
+    {
+        Arc::make_mut(&mut self.state).router.layer(layer);
+        self
+    }
+
+    /// Puts a tower [`Layer`](tower::Layer) around one service (by its
+    /// name, `Calculator`), served already; see [`Server::layer`].
+    pub fn layer_service<L>(mut self, service: &str, layer: L) -> Server
+    where
+        L: tower::Layer<rpc_core::middleware::CallService> + Send + Sync + 'static,
+        L::Service: tower::Service<rpc_core::middleware::ServerCall, Response = rpc_core::Answer>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<rpc_core::middleware::ServerCall>>::Error:
+            Into<rpc_core::middleware::BoxError>,
+        <L::Service as tower::Service<rpc_core::middleware::ServerCall>>::Future: Send + 'static,
+    {
+        Arc::make_mut(&mut self.state)
+            .router
+            .layer_service(service, layer);
+        self
+    }
+
     /// The largest request payload accepted, in bytes. Default 16 MiB.
     ///
     /// Clients learn the limit when they connect and refuse a larger request

@@ -35,6 +35,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
 use tracing::Instrument;
 
 pub use backoff::Backoff;
@@ -51,6 +53,7 @@ use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError, explain_decode};
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, MAX_WIRE_BUDGET};
 use crate::metadata::{Metadata, MetadataError, MetadataValue};
+use crate::middleware::{BoxError, ClientCall, ClientService, into_error};
 use crate::observe::{self, CallOutcome};
 use crate::service::RequestMessage;
 use crate::streaming::{ItemStream, Streaming};
@@ -108,6 +111,8 @@ pub struct Client {
     /// nothing, without an allocation); a key that could not be set fails
     /// each call, saying why.
     metadata: Result<Option<Arc<Metadata>>, MetadataError>,
+    /// The client's middleware, if it has any.
+    stack: Option<ClientService>,
 }
 
 struct Shared {
@@ -175,6 +180,7 @@ impl Client {
                 picker: Box::new(Single(Arc::new(endpoint))),
             }),
             metadata: Ok(None),
+            stack: None,
         }
     }
 
@@ -194,6 +200,7 @@ impl Client {
         Client {
             shared: Arc::clone(&self.shared),
             metadata,
+            stack: self.stack.clone(),
         }
     }
 
@@ -268,14 +275,68 @@ impl Client {
         let recorded = span.clone();
         async move {
             let started = Instant::now();
-            let result = match client.deadline(timeout) {
-                Ok(deadline) => client.call_until(request, deadline, trace.as_ref()).await,
-                Err(err) => Err(err),
-            };
+            let result = async {
+                let deadline = client.deadline(timeout)?;
+                let metadata = client.outgoing(method, trace.as_ref())?;
+                let payload = match &client.stack {
+                    None => client.call_until(request, deadline, metadata).await?,
+                    Some(stack) => {
+                        let call = ClientCall {
+                            method,
+                            args: encoded_args(&request)?,
+                            idempotent: request.idempotent(),
+                            metadata: metadata.map(Arc::unwrap_or_clone).unwrap_or_default(),
+                            deadline: deadline.at,
+                        };
+                        drop(request);
+                        stack.clone().oneshot(call).await.map_err(into_error)?
+                    }
+                };
+                client.decode(method, &payload)
+            }
+            .await;
             observe::client_call(&recorded, method, outcome(&result), started.elapsed());
             result
         }
         .instrument(span)
+    }
+
+    /// This client with `wrap`'s layers around each of its calls (those
+    /// that return one value; streams go straight to the network).
+    #[doc(hidden)]
+    pub fn with_layers(&self, wrap: &(dyn Fn(ClientService) -> ClientService + Send + Sync)) -> Client {
+        let direct = Client {
+            stack: None,
+            ..self.clone()
+        };
+        let base = BoxCloneSyncService::new(tower::service_fn(move |call: ClientCall| {
+            let client = direct.clone();
+            async move {
+                let deadline = Deadline {
+                    at: call.deadline,
+                    budget: call.remaining(),
+                };
+                let metadata = (!call.metadata.is_empty()).then(|| Arc::new(call.metadata));
+                let request = Encoded {
+                    method: call.method,
+                    args: call.args,
+                    idempotent: call.idempotent,
+                };
+                client
+                    .call_until(request, deadline, metadata)
+                    .await
+                    .map_err(BoxError::from)
+            }
+        }));
+        let stack = match &self.stack {
+            // Layers added later wrap those added before.
+            Some(stack) => wrap(stack.clone()),
+            None => wrap(base),
+        };
+        Client {
+            stack: Some(stack),
+            ..self.clone()
+        }
     }
 
     /// Makes a call whose answer is a stream (and which may send one too:
@@ -427,18 +488,16 @@ impl Client {
     /// connection's deadline sweep. The request is borrowed only to encode
     /// it, never across a wait, so the call's future is `Send` whenever the
     /// request is.
-    async fn call_until<Q, T>(
+    async fn call_until<Q>(
         &self,
         request: Q,
         deadline: Deadline,
-        trace: Option<&TraceContext>,
-    ) -> Result<T, Error>
+        metadata: Option<Arc<Metadata>>,
+    ) -> Result<Bytes, Error>
     where
         Q: RequestMessage,
-        T: DeserializeOwned,
     {
         let method = request.method();
-        let metadata = self.outgoing(method, trace)?;
         let idempotent = request.idempotent();
         let expired = || Error::DeadlineExceeded {
             timeout: deadline.budget,
@@ -487,7 +546,7 @@ impl Client {
                     if let Some(sent_at) = sent_at {
                         endpoint.sample(sent_at);
                     }
-                    return self.decode(method, &payload);
+                    return Ok(payload);
                 }
                 Reply::Failed(err) => {
                     endpoint.answered();
@@ -541,6 +600,29 @@ struct Deadline {
     at: Instant,
     /// The call's whole budget, which errors report.
     budget: Duration,
+}
+
+/// A request whose arguments are encoded already: what the innermost
+/// client middleware sends.
+struct Encoded {
+    method: &'static str,
+    args: Bytes,
+    idempotent: bool,
+}
+
+impl RequestMessage for Encoded {
+    fn method(&self) -> &'static str {
+        self.method
+    }
+
+    fn encode_args(&self, out: &mut bytes::BytesMut) -> Result<(), Error> {
+        out.extend_from_slice(&self.args);
+        Ok(())
+    }
+
+    fn idempotent(&self) -> bool {
+        self.idempotent
+    }
 }
 
 /// A request's arguments, encoded ahead of time: streaming calls send them

@@ -347,6 +347,8 @@ pub(crate) fn to_wire(err: &Error) -> WireError {
         Error::BadRequest { reason, .. } => WireError::new(ErrorCode::BadRequest, reason.clone()),
         Error::Overloaded { reason } => WireError::new(ErrorCode::Overloaded, reason.clone()),
         Error::Failed { message } => WireError::new(ErrorCode::Failed, message.clone()),
+        Error::Unauthenticated { message } => WireError::new(ErrorCode::Unauthenticated, message.clone()),
+        Error::PermissionDenied { message } => WireError::new(ErrorCode::PermissionDenied, message.clone()),
         // The message is the length alone: the client knows its own limit
         // and builds the sentence (see `WireError::into_error`).
         Error::FrameTooLarge { len, .. } => WireError::new(ErrorCode::ResponseTooLarge, len.to_string()),

@@ -8,7 +8,13 @@
 
 use std::sync::Arc;
 
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+
+use crate::context::Context;
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
+use crate::error::Error;
+use crate::middleware::{BoxError, CallService, ServerCall, into_error};
 use crate::server::call::{Call, CallHandle};
 use crate::service::Service;
 
@@ -38,4 +44,45 @@ impl<S: Service> Dispatch for Handler<S> {
             service.encode(response, codec)
         })
     }
+}
+
+/// A service behind middleware: each call goes through its stack of
+/// layers, which ends in the typed call path.
+pub(crate) struct Layered {
+    pub(crate) descriptor: &'static ServiceDescriptor,
+    pub(crate) stack: CallService,
+}
+
+impl Dispatch for Layered {
+    fn descriptor(&self) -> &'static ServiceDescriptor {
+        self.descriptor
+    }
+
+    fn start(&self, method: &'static MethodDescriptor, call: Call) -> CallHandle {
+        let stack = self.stack.clone();
+        call.spawn(move |args, codec| async move {
+            // The call's task runs the handler in its context.
+            let ctx = Context::current().ok_or_else(|| Error::failed("a call ran outside its context"))?;
+            let call = ServerCall {
+                ctx,
+                method,
+                args,
+                codec,
+            };
+            stack.oneshot(call).await.map_err(into_error)
+        })
+    }
+}
+
+/// The typed call path of `service` as a tower service: what the first
+/// layer around it wraps.
+pub(crate) fn base<S: Service>(service: Arc<S>) -> CallService {
+    BoxCloneSyncService::new(tower::service_fn(move |call: ServerCall| {
+        let service = Arc::clone(&service);
+        async move {
+            let request = service.decode(call.method, call.args)?;
+            let response = service.call(request).await;
+            service.encode(response, call.codec).map_err(BoxError::from)
+        }
+    }))
 }

@@ -10,7 +10,11 @@ use rustc_hash::FxHashMap;
 
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::error::Error;
-use crate::server::dispatch::{Dispatch, Handler};
+use tower::Layer;
+
+use crate::middleware::{BoxError, CallService, ServerCall, Wrap, wrap_with};
+use crate::server::dispatch::{self, Dispatch, Handler, Layered};
+use crate::service::Answer;
 use crate::service::Service;
 
 /// The services a server offers, by wire name.
@@ -19,11 +23,22 @@ use crate::service::Service;
 /// named `Calculator`, method `add`.
 #[derive(Clone, Default)]
 pub struct Router {
-    services: HashMap<&'static str, Arc<dyn Dispatch>>,
+    services: HashMap<&'static str, Entry>,
     /// Every method of every service, by full wire name. The keys are the
     /// services' own names, fixed when they are added, so an unkeyed hash
     /// is safe: a client choosing what to look up cannot add collisions.
     routes: FxHashMap<&'static str, Route>,
+}
+
+/// A service as the router keeps it.
+#[derive(Clone)]
+struct Entry {
+    /// What calls go to: the service, or its middleware.
+    dispatch: Arc<dyn Dispatch>,
+    /// The typed call path as a tower service, for the first layer.
+    base: Arc<dyn Fn() -> CallService + Send + Sync>,
+    /// The stack of layers so far, if any.
+    stack: Option<CallService>,
 }
 
 /// Where a call goes: its service and its method.
@@ -57,15 +72,79 @@ impl Router {
     pub fn add<S: Service>(&mut self, service: S) {
         let descriptor = service.descriptor();
         let name = descriptor.name;
-        let service: Arc<dyn Dispatch> = Arc::new(Handler(Arc::new(service)));
-        let previous = self.services.insert(name, Arc::clone(&service));
+        let service = Arc::new(service);
+        let dispatch: Arc<dyn Dispatch> = Arc::new(Handler(Arc::clone(&service)));
+        let entry = Entry {
+            dispatch,
+            base: Arc::new(move || dispatch::base(Arc::clone(&service))),
+            stack: None,
+        };
+        let previous = self.services.insert(name, entry);
         assert!(
             previous.is_none(),
             "the service `{name}` is registered twice on one server; serve each service once"
         );
-        for method in &descriptor.methods {
+        self.reroute(name);
+    }
+
+    /// Puts `layer` around every service added so far: each of their calls
+    /// goes through it on its way to the handler. Layers added later wrap
+    /// the ones added before.
+    pub fn layer<L>(&mut self, layer: L)
+    where
+        L: Layer<CallService> + Send + Sync + 'static,
+        L::Service: tower::Service<ServerCall, Response = Answer> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<ServerCall>>::Error: Into<BoxError>,
+        <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
+    {
+        self.wrap_all(&wrap_with(layer));
+    }
+
+    /// Puts `layer` around the service called `service` only.
+    pub fn layer_service<L>(&mut self, service: &str, layer: L)
+    where
+        L: Layer<CallService> + Send + Sync + 'static,
+        L::Service: tower::Service<ServerCall, Response = Answer> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<ServerCall>>::Error: Into<BoxError>,
+        <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
+    {
+        if let Some((&name, _)) = self.services.get_key_value(service) {
+            self.wrap(name, &wrap_with(layer));
+        }
+    }
+
+    /// Puts `wrap`'s layers around every service added so far.
+    fn wrap_all(&mut self, wrap: &Wrap<CallService>) {
+        let names: Vec<&'static str> = self.services.keys().copied().collect();
+        for name in names {
+            self.wrap(name, wrap);
+        }
+    }
+
+    /// Puts `wrap`'s layers around the service called `name`.
+    fn wrap(&mut self, name: &'static str, wrap: &Wrap<CallService>) {
+        let Some(entry) = self.services.get_mut(name) else {
+            return;
+        };
+        let inner = entry.stack.take().unwrap_or_else(|| (entry.base)());
+        let stack = wrap(inner);
+        entry.dispatch = Arc::new(Layered {
+            descriptor: entry.dispatch.descriptor(),
+            stack: stack.clone(),
+        });
+        entry.stack = Some(stack);
+        self.reroute(name);
+    }
+
+    /// Points the routes of the service called `name` at what it dispatches
+    /// to now.
+    fn reroute(&mut self, name: &'static str) {
+        let Some(entry) = self.services.get(name) else {
+            return;
+        };
+        for method in &entry.dispatch.descriptor().methods {
             let route = Route {
-                service: Arc::clone(&service),
+                service: Arc::clone(&entry.dispatch),
                 method,
             };
             self.routes.insert(method.full_name, route);
@@ -84,7 +163,7 @@ impl Router {
         let mut services: Vec<_> = self
             .services
             .values()
-            .map(|service| service.descriptor())
+            .map(|entry| entry.dispatch.descriptor())
             .collect();
         services.sort_unstable_by_key(|service| service.name);
         services

@@ -411,6 +411,8 @@ fn error_object(
             format!("the call failed on the server: {}", err.message),
         ),
         Some(ErrorCode::Interrupted) => (codes::INTERRUPTED, err.message),
+        Some(ErrorCode::Unauthenticated) => (codes::UNAUTHENTICATED, err.message),
+        Some(ErrorCode::PermissionDenied) => (codes::PERMISSION_DENIED, err.message),
         Some(ErrorCode::Internal | ErrorCode::Protocol) | None => (codes::INTERNAL_ERROR, err.message),
     };
     ErrorObject::new(code, message)

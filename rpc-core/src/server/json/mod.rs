@@ -67,6 +67,11 @@ pub mod codes {
     /// from the caller (JSON cannot send one), or a stream to the caller
     /// over plain HTTP (call it over WebSocket).
     pub const NEEDS_STREAM: i64 = -32007;
+    /// The caller did not prove who it is (a missing or bad token); the
+    /// message says why.
+    pub const UNAUTHENTICATED: i64 = -32008;
+    /// The caller may not make this call; the message says why.
+    pub const PERMISSION_DENIED: i64 = -32009;
 }
 
 /// A whole answer saying the request is invalid, and why: for a door that

@@ -368,6 +368,27 @@ pub mod json {
     pub use rpc_transport::http::TIMEOUT_HEADER;
 }
 
+/// Prometheus for the call metrics (feature `prometheus`): a recorder for
+/// the `metrics` facade whose text [`Server::metrics`] serves at
+/// `GET /metrics`.
+#[cfg(feature = "prometheus")]
+pub mod prometheus {
+    pub use metrics_exporter_prometheus::PrometheusHandle;
+
+    /// Installs a Prometheus recorder as the process's `metrics` recorder,
+    /// with histogram buckets suited to call durations (100 µs to 10 s),
+    /// and returns the handle that renders it. Fails if a recorder is
+    /// installed already.
+    pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+        const BUCKETS: [f64; 12] = [
+            0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
+        ];
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(&BUCKETS)?
+            .install_recorder()
+    }
+}
+
 /// Middleware: tower layers around calls, on the server
 /// ([`Server::layer`]) and on the client ([`ClientBuilder::layer`]).
 pub mod middleware {

@@ -225,6 +225,32 @@ impl Server {
         self
     }
 
+    /// Serves `GET /metrics` on the HTTP door with what `render` returns:
+    /// the Prometheus text of the metrics recorder the application
+    /// installed (with the `prometheus` feature, [`crate::prometheus`]
+    /// installs one and gives the renderer). Off by default.
+    ///
+    /// ```no_run
+    /// # #[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
+    /// # struct Calc;
+    /// # impl Calculator for Calc { async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
+    /// # #[cfg(feature = "prometheus")]
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let metrics = rpc::prometheus::install()?;
+    /// let server = rpc::Server::new()
+    ///     .serve(CalculatorServer::new(Calc))
+    ///     .metrics(move || metrics.render())
+    ///     .bind("0.0.0.0:7000")
+    ///     .await?;
+    /// // curl http://127.0.0.1:7000/metrics
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "json")]
+    pub fn metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Server {
+        self.json.http.metrics = Some(rpc_transport::http::MetricsPage(Arc::new(render)));
+        self
+    }
+
     /// The largest request payload accepted, in bytes. Default 16 MiB.
     ///
     /// Clients learn the limit when they connect and refuse a larger request

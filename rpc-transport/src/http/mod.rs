@@ -63,6 +63,19 @@ pub struct HttpConfig {
     /// client is taken to have stopped reading and the connection closes.
     /// Default 30 s.
     pub write_timeout: Duration,
+    /// What `GET /metrics` answers (Prometheus text), if anything.
+    pub metrics: Option<MetricsPage>,
+}
+
+/// Renders the server's metrics as text (Prometheus's exposition format,
+/// say), for `GET /metrics`.
+#[derive(Clone)]
+pub struct MetricsPage(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for MetricsPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsPage")
+    }
 }
 
 impl Default for HttpConfig {
@@ -75,6 +88,7 @@ impl Default for HttpConfig {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             write_timeout: Duration::from_secs(30),
+            metrics: None,
         }
     }
 }
@@ -205,6 +219,20 @@ impl Door {
                 }
             }
             (&Method::GET, _, true) => json_response(StatusCode::OK, self.json.discover().to_vec()),
+            (&Method::GET, false, false) if path == "/metrics" && self.config.metrics.is_some() => {
+                let page = self
+                    .config
+                    .metrics
+                    .as_ref()
+                    .map(|page| (page.0)())
+                    .unwrap_or_default();
+                let mut answer = Response::new(Full::new(Bytes::from(page)));
+                answer.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                answer
+            }
             (_, true, _) => {
                 let mut answer = text(
                     StatusCode::METHOD_NOT_ALLOWED,

@@ -377,16 +377,31 @@ pub mod prometheus {
 
     /// Installs a Prometheus recorder as the process's `metrics` recorder,
     /// with histogram buckets suited to call durations (100 µs to 10 s),
-    /// and returns the handle that renders it. Fails if a recorder is
+    /// turns the call metrics on ([`crate::observe::enable_metrics`]), and
+    /// returns the handle that renders it. Fails if a recorder is
     /// installed already.
     pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
         const BUCKETS: [f64; 12] = [
             0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
         ];
-        metrics_exporter_prometheus::PrometheusBuilder::new()
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
             .set_buckets(&BUCKETS)?
-            .install_recorder()
+            .install_recorder()?;
+        rpc_core::observe::enable_metrics();
+        Ok(handle)
     }
+}
+
+/// Metadata: the bounds of what one request may carry beside its
+/// arguments (the types are [`Metadata`] and [`MetadataValue`]).
+pub mod metadata {
+    pub use rpc_core::metadata::{MAX_ENTRIES, MAX_KEY_LEN, MAX_METADATA_LEN};
+}
+
+/// Spans and metrics: what is recorded, and the switch for metrics (see
+/// the module's table in `rpc_core::observe`).
+pub mod observe {
+    pub use rpc_core::observe::{CallOutcome, TARGET, enable_metrics, metrics_enabled};
 }
 
 /// Middleware: tower layers around calls, on the server

@@ -61,6 +61,7 @@ async fn start() -> rpc::ServerHandle {
 
 #[test]
 fn a_known_set_of_calls_leaves_the_metrics_it_should() {
+    rpc::observe::enable_metrics();
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {

@@ -40,6 +40,8 @@ export const codes = Object.freeze({
   INTERRUPTED: -32005,
   TOO_LARGE: -32006,
   NEEDS_STREAM: -32007,
+  UNAUTHENTICATED: -32008,
+  PERMISSION_DENIED: -32009,
 });
 
 function outcome(response) {

@@ -52,8 +52,9 @@ struct Inner {
     peer: Peer,
     /// What the caller sent beside the arguments.
     metadata: Metadata,
-    /// The call's place in a distributed trace, when it has one.
-    trace: Option<TraceContext>,
+    /// The call's place in a distributed trace, when it has one (boxed:
+    /// most calls have none).
+    trace: Option<Box<TraceContext>>,
     /// Set when the call ends early; in the same allocation as the rest,
     /// so a call's context costs one allocation.
     cancelled: AtomicBool,
@@ -133,6 +134,20 @@ impl Context {
         CURRENT.try_with(Context::clone).ok()
     }
 
+    /// Whether this task serves a call that has a trace.
+    pub(crate) fn in_traced_call() -> bool {
+        CURRENT.try_with(|ctx| ctx.inner.trace.is_some()).unwrap_or(false)
+    }
+
+    /// A child of the current call's trace, if this task is serving a
+    /// call that has one: what a call made from its handler carries.
+    pub(crate) fn current_trace_child() -> Option<Box<TraceContext>> {
+        CURRENT
+            .try_with(|ctx| ctx.inner.trace.as_ref().map(|trace| Box::new(trace.child())))
+            .ok()
+            .flatten()
+    }
+
     /// The deadline of the current call, if this task is serving one.
     pub fn current_deadline() -> Option<Instant> {
         CURRENT.try_with(|ctx| ctx.inner.deadline).ok()
@@ -154,7 +169,7 @@ impl Context {
     /// caller's `traceparent`, or started here when a subscriber listens to
     /// `rpc` spans; `None` otherwise. Calls the handler makes carry it on.
     pub fn trace(&self) -> Option<&TraceContext> {
-        self.inner.trace.as_ref()
+        self.inner.trace.as_deref()
     }
 
     /// The request id the client gave the call (unique per connection).

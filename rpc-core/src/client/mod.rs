@@ -37,7 +37,6 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
-use tracing::Instrument;
 
 pub use backoff::Backoff;
 pub use endpoint::EndpointStats;
@@ -107,12 +106,28 @@ impl Default for ClientConfig {
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
-    /// What this client's calls send beside their arguments (`None`:
-    /// nothing, without an allocation); a key that could not be set fails
-    /// each call, saying why.
-    metadata: Result<Option<Arc<Metadata>>, MetadataError>,
-    /// The client's middleware, if it has any.
+    /// Metadata and middleware, if the client has any (most have none:
+    /// then a clone is one reference count).
+    extras: Option<Arc<Extras>>,
+}
+
+/// What a client adds to its calls.
+#[derive(Clone)]
+struct Extras {
+    /// What its calls send beside their arguments; a key that could not be
+    /// set fails each call, saying why.
+    metadata: Result<Arc<Metadata>, MetadataError>,
+    /// Its middleware.
     stack: Option<ClientService>,
+}
+
+impl Default for Extras {
+    fn default() -> Self {
+        Extras {
+            metadata: Ok(Arc::default()),
+            stack: None,
+        }
+    }
 }
 
 struct Shared {
@@ -179,8 +194,7 @@ impl Client {
                 config,
                 picker: Box::new(Single(Arc::new(endpoint))),
             }),
-            metadata: Ok(None),
-            stack: None,
+            extras: None,
         }
     }
 
@@ -192,34 +206,46 @@ impl Client {
     /// Handlers read it with `Context::metadata()`. It is not passed on to
     /// the calls a handler makes: each hop sends its own.
     pub fn with_metadata(&self, key: &str, value: impl Into<MetadataValue>) -> Client {
-        let metadata = self.metadata.clone().and_then(|metadata| {
-            let mut metadata = metadata.map(Arc::unwrap_or_clone).unwrap_or_default();
+        let mut extras = self.extras.as_deref().cloned().unwrap_or_default();
+        extras.metadata = extras.metadata.and_then(|metadata| {
+            let mut metadata = Arc::unwrap_or_clone(metadata);
             metadata.insert(key, value)?;
-            Ok(Some(Arc::new(metadata)))
+            Ok(Arc::new(metadata))
         });
         Client {
             shared: Arc::clone(&self.shared),
-            metadata,
-            stack: self.stack.clone(),
+            extras: Some(Arc::new(extras)),
         }
+    }
+
+    /// The client's middleware, if it has any.
+    fn stack(&self) -> Option<&ClientService> {
+        self.extras.as_ref()?.stack.as_ref()
     }
 
     /// What this client's calls send as metadata.
     pub fn metadata(&self) -> &Metadata {
         static NONE: std::sync::OnceLock<Metadata> = std::sync::OnceLock::new();
-        match &self.metadata {
-            Ok(Some(metadata)) => metadata,
-            Ok(None) | Err(_) => NONE.get_or_init(Metadata::new),
+        match self.extras.as_deref().map(|extras| &extras.metadata) {
+            Some(Ok(metadata)) => metadata,
+            None | Some(Err(_)) => NONE.get_or_init(Metadata::new),
         }
     }
 
     /// The metadata a call of `method` sends (with `trace` as its trace
     /// parent), or why it cannot.
     fn outgoing(&self, method: &str, trace: Option<&TraceContext>) -> Result<Option<Arc<Metadata>>, Error> {
-        let metadata = self.metadata.clone().map_err(|err| Error::BadRequest {
-            method: method.to_owned(),
-            reason: err.to_string(),
-        })?;
+        let metadata = match self.extras.as_deref().map(|extras| &extras.metadata) {
+            None => None,
+            Some(Ok(metadata)) if metadata.is_empty() => None,
+            Some(Ok(metadata)) => Some(Arc::clone(metadata)),
+            Some(Err(err)) => {
+                return Err(Error::BadRequest {
+                    method: method.to_owned(),
+                    reason: err.to_string(),
+                });
+            }
+        };
         let Some(trace) = trace else {
             return Ok(metadata);
         };
@@ -267,47 +293,65 @@ impl Client {
     ) -> impl Future<Output = Result<T, Error>> + 'static
     where
         Q: RequestMessage + 'static,
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
     {
         let client = self.clone();
-        let method = request.method();
-        let (span, trace) = observe::client_span(method);
-        let recorded = span.clone();
         async move {
-            let started = Instant::now();
-            let result = async {
-                let deadline = client.deadline(timeout)?;
-                let metadata = client.outgoing(method, trace.as_ref())?;
-                let payload = match &client.stack {
-                    None => client.call_until(request, deadline, metadata).await?,
-                    Some(stack) => {
-                        let call = ClientCall {
-                            method,
-                            args: encoded_args(&request)?,
-                            idempotent: request.idempotent(),
-                            metadata: metadata.map(Arc::unwrap_or_clone).unwrap_or_default(),
-                            deadline: deadline.at,
-                        };
-                        drop(request);
-                        stack.clone().oneshot(call).await.map_err(into_error)?
-                    }
-                };
-                client.decode(method, &payload)
+            // Nobody watching: the call as it is, with nothing to time or
+            // record.
+            if !observe::watching() {
+                return client.call_one(request, timeout, None).await;
             }
-            .await;
-            observe::client_call(&recorded, method, outcome(&result), started.elapsed());
+            let method = request.method();
+            let (span, trace) = observe::client_span(method);
+            let started = Instant::now();
+            let result = observe::in_span(span.clone(), client.call_one(request, timeout, trace)).await;
+            observe::client_call(&span, method, outcome(&result), started.elapsed());
             result
         }
-        .instrument(span)
+    }
+
+    /// A call returning one value, through the client's middleware if it
+    /// has any.
+    async fn call_one<Q, T>(
+        self,
+        request: Q,
+        timeout: Option<Duration>,
+        trace: Option<Box<TraceContext>>,
+    ) -> Result<T, Error>
+    where
+        Q: RequestMessage + 'static,
+        T: DeserializeOwned,
+    {
+        let method = request.method();
+        let deadline = self.deadline(timeout)?;
+        let metadata = self.outgoing(method, trace.as_deref())?;
+        let payload = match self.stack() {
+            None => self.call_until(request, deadline, metadata).await?,
+            Some(stack) => {
+                let call = ClientCall {
+                    method,
+                    args: encoded_args(&request)?,
+                    idempotent: request.idempotent(),
+                    metadata: metadata.map(Arc::unwrap_or_clone).unwrap_or_default(),
+                    deadline: deadline.at,
+                };
+                drop(request);
+                stack.clone().oneshot(call).await.map_err(into_error)?
+            }
+        };
+        self.decode(method, &payload)
     }
 
     /// This client with `wrap`'s layers around each of its calls (those
     /// that return one value; streams go straight to the network).
     #[doc(hidden)]
     pub fn with_layers(&self, wrap: &(dyn Fn(ClientService) -> ClientService + Send + Sync)) -> Client {
+        // The metadata travels in the `ClientCall`, so middleware can see
+        // and change it.
         let direct = Client {
-            stack: None,
-            ..self.clone()
+            shared: Arc::clone(&self.shared),
+            extras: None,
         };
         let base = BoxCloneSyncService::new(tower::service_fn(move |call: ClientCall| {
             let client = direct.clone();
@@ -328,14 +372,16 @@ impl Client {
                     .map_err(BoxError::from)
             }
         }));
-        let stack = match &self.stack {
+        let stack = match self.stack() {
             // Layers added later wrap those added before.
             Some(stack) => wrap(stack.clone()),
             None => wrap(base),
         };
+        let mut extras = self.extras.as_deref().cloned().unwrap_or_default();
+        extras.stack = Some(stack);
         Client {
-            stack: Some(stack),
-            ..self.clone()
+            shared: Arc::clone(&self.shared),
+            extras: Some(Arc::new(extras)),
         }
     }
 
@@ -365,11 +411,10 @@ impl Client {
         let (span, trace) = observe::client_span(method);
         let opening = async move {
             client
-                .open(method, args, deadline.at, input, trace.as_ref())
+                .open(method, args, deadline.at, input, trace.as_deref())
                 .await
-        }
-        .instrument(span)
-        .boxed();
+        };
+        let opening = observe::in_span(span, opening).boxed();
         let max_frame_len = self.shared.config.max_frame_len;
         Streaming::from_results(ClientStream::new(
             opening,
@@ -404,7 +449,7 @@ impl Client {
             let max_frame_len = client.shared.config.max_frame_len;
             let answer = async {
                 let mut call = client
-                    .open(method, args, deadline.at, input, trace.as_ref())
+                    .open(method, args, deadline.at, input, trace.as_deref())
                     .await?;
                 match call.next_event().await {
                     Event::Response(payload) => Ok(payload),
@@ -424,13 +469,12 @@ impl Client {
             ))?;
             client.decode(method, &payload)
         };
-        async move {
+        observe::in_span(span, async move {
             let started = Instant::now();
             let result = call.await;
             observe::client_call(&recorded, method, outcome(&result), started.elapsed());
             result
-        }
-        .instrument(span)
+        })
     }
 
     /// The deadline of a call that asked for `timeout`.

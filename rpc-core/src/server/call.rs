@@ -11,7 +11,6 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::codec::Codec;
 use crate::context::Context;
@@ -190,10 +189,10 @@ impl Work {
             };
             items.send(stream).await
         };
-        let work = ctx
-            .clone()
-            .scope(AssertUnwindSafe(work).catch_unwind())
-            .instrument(span.clone());
+        let work = observe::in_span(
+            span.clone(),
+            ctx.clone().scope(AssertUnwindSafe(work).catch_unwind()),
+        );
         let finished = match timing {
             Timing::Swept => Some(work.await),
             Timing::OwnTimer => tokio::time::timeout_at(deadline, work).await.ok(),

@@ -73,6 +73,33 @@ impl TraceContext {
         })
     }
 
+    /// A trace context from its parts, as another tracing system numbers
+    /// them: the trace, this span, the flags (`1`: sampled).
+    pub fn from_parts(trace_id: u128, span_id: u64, flags: u8) -> TraceContext {
+        TraceContext {
+            trace_id,
+            span_id,
+            parent_id: None,
+            flags,
+            state: None,
+        }
+    }
+
+    /// The trace id, as a number.
+    pub fn trace_raw(&self) -> u128 {
+        self.trace_id
+    }
+
+    /// The calling span's id, as a number, if the trace came from a caller.
+    pub fn parent_raw(&self) -> Option<u64> {
+        self.parent_id
+    }
+
+    /// The trace flags (`1`: sampled).
+    pub fn flags(&self) -> u8 {
+        self.flags
+    }
+
     /// The trace id, as 32 lowercase hex digits.
     pub fn trace_id(&self) -> String {
         format!("{:032x}", self.trace_id)

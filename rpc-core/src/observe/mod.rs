@@ -19,6 +19,9 @@
 //! | `rpc.server.request.bytes`, `rpc.server.response.bytes` | counters | |
 //! | `rpc.server.refused` | counter | `reason` |
 
+#[cfg(feature = "opentelemetry")]
+mod otel;
+
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -125,6 +128,8 @@ pub(crate) fn server_span(ctx: &Context, full_name: &'static str) -> Span {
     );
     if let (false, Some(trace)) = (span.is_disabled(), ctx.trace()) {
         record_trace(&span, trace);
+        #[cfg(feature = "opentelemetry")]
+        otel::set_remote_parent(&span, trace);
     }
     span
 }
@@ -147,7 +152,17 @@ pub(crate) fn client_span(full_name: &'static str) -> (Span, Option<Box<TraceCon
         parent_span_id = Empty,
         rpc.outcome = Empty,
     );
-    let trace = match Context::current_trace_child() {
+    // With an OpenTelemetry layer listening, its span's ids travel, so
+    // its backend links the server's span to this one.
+    #[cfg(feature = "opentelemetry")]
+    let exported = if span.is_disabled() {
+        None
+    } else {
+        otel::client_trace(&span).map(Box::new)
+    };
+    #[cfg(not(feature = "opentelemetry"))]
+    let exported = None;
+    let trace = match exported.or_else(Context::current_trace_child) {
         Some(trace) => Some(trace),
         None if !span.is_disabled() => Some(Box::new(TraceContext::root())),
         None => None,

@@ -5,6 +5,7 @@
 //! cargo bench --bench rpc_bench                      # 5 rounds, every scenario
 //! cargo bench --bench rpc_bench -- --rounds 3 --json bench.json
 //! cargo bench --bench rpc_bench -- --quick           # small counts, a smoke run
+//! RPC_BENCH_OBSERVE=1 cargo bench --bench rpc_bench --features prometheus   # with a subscriber and metrics
 //! ```
 //!
 //! Absolute times drift on shared machines, so what counts is the ratio of
@@ -57,7 +58,34 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// With `RPC_BENCH_OBSERVE=1` in the environment (server processes inherit
+/// it), every process watches the way a deployment would: a `tracing`
+/// subscriber at INFO for the `rpc` target that formats each call's span
+/// when it closes (into a sink), and a metrics recorder (Prometheus's, with
+/// the `prometheus` feature) with the call metrics on.
+fn observe_if_asked() {
+    if std::env::var_os("RPC_BENCH_OBSERVE").is_none() {
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter("rpc=info")
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(std::io::sink)
+        .init();
+    #[cfg(feature = "prometheus")]
+    {
+        let handle = rpc::prometheus::install().unwrap();
+        std::mem::forget(handle);
+    }
+    #[cfg(not(feature = "prometheus"))]
+    {
+        metrics::set_global_recorder(metrics_util::debugging::DebuggingRecorder::new()).unwrap();
+        rpc::observe::enable_metrics();
+    }
+}
+
 fn main() -> ExitCode {
+    observe_if_asked();
     let args: Vec<String> = std::env::args().skip(1).filter(|arg| arg != "--bench").collect();
     if args.first().map(String::as_str) == Some("serve") {
         let system = match args.get(1).map(String::as_str) {

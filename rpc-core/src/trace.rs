@@ -90,6 +90,11 @@ impl TraceContext {
         self.trace_id
     }
 
+    /// This span's id, as a number.
+    pub fn span_raw(&self) -> u64 {
+        self.span_id
+    }
+
     /// The calling span's id, as a number, if the trace came from a caller.
     pub fn parent_raw(&self) -> Option<u64> {
         self.parent_id

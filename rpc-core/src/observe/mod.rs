@@ -174,10 +174,30 @@ pub(crate) fn client_span(full_name: &'static str) -> (Span, Option<Box<TraceCon
 }
 
 fn record_trace(span: &Span, trace: &TraceContext) {
-    span.record("trace_id", trace.trace_id());
-    span.record("span_id", trace.span_id());
-    if let Some(parent) = trace.parent_id() {
-        span.record("parent_span_id", parent);
+    // Displayed as hex where they are formatted, not turned into strings
+    // first.
+    span.record("trace_id", tracing::field::display(Hex32(trace.trace_raw())));
+    span.record("span_id", tracing::field::display(Hex16(trace.span_raw())));
+    if let Some(parent) = trace.parent_raw() {
+        span.record("parent_span_id", tracing::field::display(Hex16(parent)));
+    }
+}
+
+/// A trace id as 32 lowercase hex digits.
+struct Hex32(u128);
+
+impl std::fmt::Display for Hex32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A span id as 16 lowercase hex digits.
+struct Hex16(u64);
+
+impl std::fmt::Display for Hex16 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
     }
 }
 

@@ -72,6 +72,21 @@ async fn check_token(call: ServerCall, next: ServerNext) -> Result<rpc::Answer, 
     }
 }
 
+#[test]
+#[should_panic(expected = "call `serve` first, then `layer`")]
+fn a_layer_before_any_service_is_refused_rather_than_guarding_nothing() {
+    let _ = rpc::Server::new().layer(from_fn(check_token));
+}
+
+#[test]
+#[should_panic(expected = "names `Valt`, which this server does not serve")]
+fn a_layer_for_a_service_not_served_is_refused() {
+    let state = Arc::new(Server::default());
+    let _ = rpc::Server::new()
+        .serve(VaultServer::new(state))
+        .layer_service("Valt", from_fn(check_token));
+}
+
 async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), future)
         .await

@@ -232,7 +232,7 @@ impl Metadata {
             )));
         }
         let broken = |what: &str| MetadataError(format!("the metadata is malformed: {what}"));
-        let mut entries = Vec::new();
+        let mut entries: Vec<(Arc<str>, MetadataValue)> = Vec::new();
         while block.has_remaining() {
             if entries.len() == MAX_ENTRIES {
                 return Err(MetadataError(format!(
@@ -261,7 +261,12 @@ impl Metadata {
                 1 => MetadataValue::Binary(value),
                 _ => return Err(broken("a value of unknown kind")),
             };
-            entries.push((Arc::from(key), value));
+            // A key sent twice keeps its last value, as for HTTP headers, so
+            // a check and a use never read different copies.
+            match entries.iter_mut().find(|(k, _)| &**k == key) {
+                Some((_, slot)) => *slot = value,
+                None => entries.push((Arc::from(key), value)),
+            }
         }
         Ok(Metadata { entries })
     }

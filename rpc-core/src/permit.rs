@@ -105,12 +105,12 @@ impl Gauge {
     fn up(&self) {
         let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak.fetch_max(now, Ordering::Relaxed);
-        crate::observe::calls_in_progress(1.0);
+        crate::observe::calls_in_progress(now);
     }
 
     fn down(&self) {
-        self.now.fetch_sub(1, Ordering::Relaxed);
-        crate::observe::calls_in_progress(-1.0);
+        let now = self.now.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        crate::observe::calls_in_progress(now);
     }
 
     /// The count now.

@@ -19,6 +19,9 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The metadata key of the W3C trace state (vendor data, passed through).
 pub const TRACESTATE: &str = "tracestate";
 
+/// The longest `tracestate` passed on; a longer one is dropped.
+pub const MAX_TRACESTATE_LEN: usize = 512;
+
 /// A call's place in a trace: the trace, this call's span, and the span
 /// that called it.
 #[derive(Clone, PartialEq, Eq)]
@@ -69,7 +72,12 @@ impl TraceContext {
             span_id: random(),
             parent_id: Some(parent),
             flags,
-            state: metadata.get_str(TRACESTATE).map(Arc::from),
+            // Passed on to every call the handler makes, so bounded: the
+            // specification lets a receiver drop what is over 512 bytes.
+            state: metadata
+                .get_str(TRACESTATE)
+                .filter(|state| state.len() <= MAX_TRACESTATE_LEN)
+                .map(Arc::from),
         })
     }
 

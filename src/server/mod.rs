@@ -170,6 +170,11 @@ impl Server {
     /// services run at once. Layers added later wrap those added before;
     /// services served after this call are not wrapped.
     ///
+    /// # Panics
+    ///
+    /// If no service was served before it: a layer meant to guard every
+    /// service must not silently guard none.
+    ///
     /// ```
     /// # #[rpc::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
     /// # struct Calc;
@@ -207,6 +212,10 @@ impl Server {
 
     /// Puts a tower [`Layer`](tower::Layer) around one service (by its
     /// name, `Calculator`), served already; see [`Server::layer`].
+    ///
+    /// # Panics
+    ///
+    /// If the server does not serve a service of that name (yet).
     pub fn layer_service<L>(mut self, service: &str, layer: L) -> Server
     where
         L: tower::Layer<rpc_core::middleware::CallService> + Send + Sync + 'static,

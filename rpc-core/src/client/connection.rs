@@ -268,7 +268,12 @@ pub(crate) fn encode_head(
     if version >= 2 {
         return RequestHead::encode_v2(method, budget, metadata, out).map_err(|err| refused(err.to_string()));
     }
-    if !metadata.is_empty() {
+    // The trace context is best effort: an older server simply does not
+    // continue the trace. Anything else the caller meant to send is refused.
+    let meant = metadata
+        .iter()
+        .any(|(key, _)| key != crate::trace::TRACEPARENT && key != crate::trace::TRACESTATE);
+    if meant {
         return Err(refused(
             "the server speaks protocol version 1, which carries no metadata; upgrade it to rpc 0.2 or later, or call without metadata"
                 .to_owned(),

@@ -313,23 +313,24 @@ pub(crate) fn refused(code: u8) {
     metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
 }
 
-/// A connection opened (`+1`) or closed (`-1`).
-pub(crate) fn connections(change: f64) {
+/// The connections open now. (Set, not incremented: a recorder installed
+/// while connections are open must not count their closing only.)
+pub(crate) fn connections(now: usize) {
     if !metrics_enabled() {
         return;
     }
-    metrics::with_recorder(|recorder| recorder.register_gauge(&CONNECTIONS, &METADATA).increment(change));
+    metrics::with_recorder(|recorder| recorder.register_gauge(&CONNECTIONS, &METADATA).set(now as f64));
 }
 
-/// A call started (`+1`) or ended (`-1`).
-pub(crate) fn calls_in_progress(change: f64) {
+/// The calls in progress now (set, as [`connections`]).
+pub(crate) fn calls_in_progress(now: usize) {
     if !metrics_enabled() {
         return;
     }
     metrics::with_recorder(|recorder| {
         recorder
             .register_gauge(&CALLS_IN_PROGRESS, &METADATA)
-            .increment(change)
+            .set(now as f64)
     });
 }
 

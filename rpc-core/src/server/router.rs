@@ -97,6 +97,10 @@ impl Router {
         <L::Service as tower::Service<ServerCall>>::Error: Into<BoxError>,
         <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
     {
+        assert!(
+            !self.services.is_empty(),
+            "`Server::layer` wraps the services served before it, and none is: call `serve` first, then `layer`"
+        );
         self.wrap_all(&wrap_with(layer));
     }
 
@@ -108,9 +112,13 @@ impl Router {
         <L::Service as tower::Service<ServerCall>>::Error: Into<BoxError>,
         <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
     {
-        if let Some((&name, _)) = self.services.get_key_value(service) {
-            self.wrap(name, &wrap_with(layer));
-        }
+        let Some((&name, _)) = self.services.get_key_value(service) else {
+            panic!(
+                "`Server::layer_service` names `{service}`, which this server does not serve (yet): serve it first; it serves {:?}",
+                self.service_names()
+            );
+        };
+        self.wrap(name, &wrap_with(layer));
     }
 
     /// Puts `wrap`'s layers around every service added so far.

@@ -92,8 +92,8 @@ impl Counters {
 
     /// Counts a connection as open for as long as the guard lives.
     pub(crate) fn connection_opened(self: &Arc<Self>) -> OpenConnection {
-        self.open_connections.fetch_add(1, Ordering::Relaxed);
-        crate::observe::connections(1.0);
+        let now = self.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::observe::connections(now);
         OpenConnection(Arc::clone(self))
     }
 
@@ -126,7 +126,11 @@ pub(crate) struct OpenConnection(Arc<Counters>);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
-        crate::observe::connections(-1.0);
+        let now = self
+            .0
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        crate::observe::connections(now);
     }
 }

@@ -332,8 +332,10 @@ const NOT_METADATA: [&str; 24] = [
 
 /// A request's metadata: its headers, minus HTTP's own ([`NOT_METADATA`],
 /// `sec-*`, `proxy-*`), as text (or bytes, for values that are not
-/// UTF-8). Headers whose names cannot be metadata keys are left out; too
-/// much metadata is refused, naming the bound.
+/// UTF-8), in their order. Headers whose names cannot be metadata keys are
+/// left out, and so are those past the bounds (proxies and CDNs add
+/// headers of their own; a request is not refused for them): the
+/// metadata holds what fits.
 pub(super) fn metadata(headers: &hyper::HeaderMap) -> Result<Metadata, String> {
     let mut metadata = Metadata::new();
     for (name, value) in headers {
@@ -345,12 +347,17 @@ pub(super) fn metadata(headers: &hyper::HeaderMap) -> Result<Metadata, String> {
             Ok(text) => MetadataValue::from(text),
             Err(_) => MetadataValue::from(value.as_bytes().to_vec()),
         };
+        let mut with = metadata.clone();
         // A repeated header keeps its last value.
-        let _ = metadata.insert(name, value);
+        if with.insert(name, value).is_ok() && with.check().is_ok() {
+            metadata = with;
+        } else {
+            tracing::debug!(
+                header = name,
+                "a request header was left out of the metadata, past its bounds"
+            );
+        }
     }
-    metadata
-        .check()
-        .map_err(|err| format!("the request's headers, as metadata: {err}"))?;
     Ok(metadata)
 }
 

@@ -165,19 +165,8 @@ impl ClientBuilder {
     /// [`ClientCall`](crate::middleware::ClientCall) (method, encoded
     /// arguments, metadata, deadline) and can add metadata, refuse the
     /// call, or observe it. Layers added later wrap those added before.
-    pub fn layer<L>(mut self, layer: L) -> ClientBuilder
-    where
-        L: tower::Layer<rpc_core::middleware::ClientService> + Send + Sync + 'static,
-        L::Service: tower::Service<rpc_core::middleware::ClientCall, Response = bytes::Bytes>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower::Service<rpc_core::middleware::ClientCall>>::Error:
-            Into<rpc_core::middleware::BoxError>,
-        <L::Service as tower::Service<rpc_core::middleware::ClientCall>>::Future: Send + 'static,
-    {
-        self.layers.0.push(rpc_core::middleware::wrap_with(layer));
+    pub fn layer(mut self, layer: impl rpc_core::middleware::ClientLayer) -> ClientBuilder {
+        self.layers.0.push(layer.into_wrap());
         self
     }
 

@@ -408,8 +408,8 @@ pub mod observe {
 /// ([`Server::layer`]) and on the client ([`ClientBuilder::layer`]).
 pub mod middleware {
     pub use rpc_core::middleware::{
-        BoxError, CallService, ClientCall, ClientNext, ClientService, FromFn, FromFnLayer, Next, ServerCall,
-        ServerNext, from_fn, into_error,
+        BoxError, CallService, ClientCall, ClientLayer, ClientNext, ClientService, FromFn, FromFnLayer,
+        Middleware, Next, ServerCall, ServerLayer, ServerNext, from_fn, into_error,
     };
 }
 

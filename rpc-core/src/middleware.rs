@@ -147,10 +147,17 @@ pub type ClientService = BoxCloneSyncService<ClientCall, Bytes, BoxError>;
 /// A stack of layers, as a function from what it wraps to the wrapped.
 pub type Wrap<S> = Arc<dyn Fn(S) -> S + Send + Sync>;
 
-/// `layer` as a function from the service it wraps to the wrapped one,
-/// boxed, with its errors boxed too (tower's middleware has errors of its
-/// own types).
-pub fn wrap_with<L, R, T>(layer: L) -> Wrap<BoxCloneSyncService<R, T, BoxError>>
+/// A tower [`Layer`] that can wrap a middleware stack of calls `R`
+/// answered with `T`: any layer whose service is `Clone + Send + Sync`,
+/// with a `Send` future and an error that boxes (tower's own layers are).
+/// [`ServerLayer`] and [`ClientLayer`] name the two stacks.
+pub trait Middleware<R, T>: Send + Sync + 'static {
+    /// The layer as a function from the service it wraps to the wrapped
+    /// one, boxed, with its errors boxed too.
+    fn into_wrap(self) -> Wrap<BoxCloneSyncService<R, T, BoxError>>;
+}
+
+impl<L, R, T> Middleware<R, T> for L
 where
     R: 'static,
     T: 'static,
@@ -159,8 +166,18 @@ where
     <L::Service as Service<R>>::Error: Into<BoxError>,
     <L::Service as Service<R>>::Future: Send + 'static,
 {
-    Arc::new(move |inner| BoxCloneSyncService::new(layer.layer(inner).map_err(Into::into)))
+    fn into_wrap(self) -> Wrap<BoxCloneSyncService<R, T, BoxError>> {
+        Arc::new(move |inner| BoxCloneSyncService::new(self.layer(inner).map_err(Into::into)))
+    }
 }
+
+/// Middleware around server calls: what `Server::layer` takes.
+pub trait ServerLayer: Middleware<ServerCall, Answer> {}
+impl<L: Middleware<ServerCall, Answer>> ServerLayer for L {}
+
+/// Middleware around client calls: what `ClientBuilder::layer` takes.
+pub trait ClientLayer: Middleware<ClientCall, Bytes> {}
+impl<L: Middleware<ClientCall, Bytes>> ClientLayer for L {}
 
 /// What a middleware error means for the caller: an `rpc::Error` is kept
 /// as it is; tower's timeout is a deadline, its load shedding an

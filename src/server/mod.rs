@@ -194,18 +194,7 @@ impl Server {
     ///     }));
     /// # let _ = server;
     /// ```
-    pub fn layer<L>(mut self, layer: L) -> Server
-    where
-        L: tower::Layer<rpc_core::middleware::CallService> + Send + Sync + 'static,
-        L::Service: tower::Service<rpc_core::middleware::ServerCall, Response = rpc_core::Answer>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower::Service<rpc_core::middleware::ServerCall>>::Error:
-            Into<rpc_core::middleware::BoxError>,
-        <L::Service as tower::Service<rpc_core::middleware::ServerCall>>::Future: Send + 'static,
-    {
+    pub fn layer(mut self, layer: impl rpc_core::middleware::ServerLayer) -> Server {
         Arc::make_mut(&mut self.state).router.layer(layer);
         self
     }
@@ -216,18 +205,7 @@ impl Server {
     /// # Panics
     ///
     /// If the server does not serve a service of that name (yet).
-    pub fn layer_service<L>(mut self, service: &str, layer: L) -> Server
-    where
-        L: tower::Layer<rpc_core::middleware::CallService> + Send + Sync + 'static,
-        L::Service: tower::Service<rpc_core::middleware::ServerCall, Response = rpc_core::Answer>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower::Service<rpc_core::middleware::ServerCall>>::Error:
-            Into<rpc_core::middleware::BoxError>,
-        <L::Service as tower::Service<rpc_core::middleware::ServerCall>>::Future: Send + 'static,
-    {
+    pub fn layer_service(mut self, service: &str, layer: impl rpc_core::middleware::ServerLayer) -> Server {
         Arc::make_mut(&mut self.state)
             .router
             .layer_service(service, layer);

@@ -10,11 +10,9 @@ use rustc_hash::FxHashMap;
 
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::error::Error;
-use tower::Layer;
 
-use crate::middleware::{BoxError, CallService, ServerCall, Wrap, wrap_with};
+use crate::middleware::{CallService, ServerLayer, Wrap};
 use crate::server::dispatch::{self, Dispatch, Handler, Layered};
-use crate::service::Answer;
 use crate::service::Service;
 
 /// The services a server offers, by wire name.
@@ -90,35 +88,23 @@ impl Router {
     /// Puts `layer` around every service added so far: each of their calls
     /// goes through it on its way to the handler. Layers added later wrap
     /// the ones added before.
-    pub fn layer<L>(&mut self, layer: L)
-    where
-        L: Layer<CallService> + Send + Sync + 'static,
-        L::Service: tower::Service<ServerCall, Response = Answer> + Clone + Send + Sync + 'static,
-        <L::Service as tower::Service<ServerCall>>::Error: Into<BoxError>,
-        <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
-    {
+    pub fn layer(&mut self, layer: impl ServerLayer) {
         assert!(
             !self.services.is_empty(),
             "`Server::layer` wraps the services served before it, and none is: call `serve` first, then `layer`"
         );
-        self.wrap_all(&wrap_with(layer));
+        self.wrap_all(&layer.into_wrap());
     }
 
     /// Puts `layer` around the service called `service` only.
-    pub fn layer_service<L>(&mut self, service: &str, layer: L)
-    where
-        L: Layer<CallService> + Send + Sync + 'static,
-        L::Service: tower::Service<ServerCall, Response = Answer> + Clone + Send + Sync + 'static,
-        <L::Service as tower::Service<ServerCall>>::Error: Into<BoxError>,
-        <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
-    {
+    pub fn layer_service(&mut self, service: &str, layer: impl ServerLayer) {
         let Some((&name, _)) = self.services.get_key_value(service) else {
             panic!(
                 "`Server::layer_service` names `{service}`, which this server does not serve (yet): serve it first; it serves {:?}",
                 self.service_names()
             );
         };
-        self.wrap(name, &wrap_with(layer));
+        self.wrap(name, &layer.into_wrap());
     }
 
     /// Puts `wrap`'s layers around every service added so far.

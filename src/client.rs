@@ -8,10 +8,13 @@ use std::time::Duration;
 use rpc_core::codec::DecodeLimits;
 use rpc_core::frame::MIN_FRAME_LEN;
 use rpc_core::peer::Peer;
+use rpc_core::transport::Established;
 use rpc_core::{Backoff, Client, ClientConfig, Error};
 use rpc_transport::Limits;
-use rpc_transport::stream::{Connector, Io};
+use rpc_transport::reader::FrameReader;
+use rpc_transport::stream::{ByteStream, Connector, Io};
 use rpc_transport::tcp::TcpConnector;
+use rpc_transport::writer::FrameWriter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::ToSocketAddrs;
 
@@ -52,6 +55,8 @@ pub struct ClientBuilder {
     metadata: Vec<(String, rpc_core::metadata::MetadataValue)>,
     /// Middleware around every call, innermost first.
     layers: Layers,
+    /// How a client of many servers spreads its calls.
+    policy: rpc_core::Policy,
 }
 
 /// A client's middleware, innermost first.
@@ -82,6 +87,7 @@ impl ClientBuilder {
             tls: None,
             metadata: Vec::new(),
             layers: Layers::default(),
+            policy: rpc_core::Policy::default(),
         }
     }
 
@@ -181,6 +187,16 @@ impl ClientBuilder {
             .fold(client, |client, wrap| client.with_layers(&**wrap))
     }
 
+    /// How a client of many servers ([`connect_many`](Self::connect_many),
+    /// [`connect_dns`](Self::connect_dns), [`discover`](Self::discover))
+    /// spreads its calls: [`Policy::PeakEwma`](crate::discover::Policy)
+    /// (the default: the less loaded of two picked at random) or round
+    /// robin.
+    pub fn balance(mut self, policy: rpc_core::Policy) -> ClientBuilder {
+        self.policy = policy;
+        self
+    }
+
     /// How long [`connect`](Self::connect) (and each reconnect) may take.
     pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.connect_timeout = timeout;
@@ -259,56 +275,50 @@ impl ClientBuilder {
     }
 
     /// Connects through `connector`, as it is.
-    /// Over TLS 1.3 a server refuses a client's certificate after the
-    /// client's side of the handshake is done, so the refusal arrives
-    /// during the preface exchange: `over_tls` makes it read as the failed
-    /// connect it is.
     async fn dial<C: Connector>(self, connector: C, over_tls: bool) -> Result<Client, Error> {
-        let limits = self.limits();
-        let connect_timeout = self.connect_timeout;
-        let connector = Arc::new(connector);
-        let target = connector.target();
-        let dial = move || {
-            let connector = Arc::clone(&connector);
-            async move {
-                let connecting = async {
-                    let (stream, peer) = connector.connect().await?;
-                    let established = match rpc_transport::stream::establish(stream, peer, limits).await {
-                        // A server of an older protocol version announced it,
-                        // and refused this build's preface: dial again,
-                        // speaking its version.
-                        Ok(conn) if conn.preface.version < rpc_core::frame::VERSION => {
-                            let version = conn.preface.version;
-                            drop(conn);
-                            let (stream, peer) = connector.connect().await?;
-                            rpc_transport::stream::establish_version(stream, peer, limits, version).await
-                        }
-                        established => established,
-                    };
-                    match established {
-                        Err(Error::Disconnected { reason }) if over_tls => Err(Error::Connect {
-                            addr: connector.target(),
-                            source: Arc::new(std::io::Error::other(reason.to_string())),
-                        }),
-                        established => established,
-                    }
-                };
-                match tokio::time::timeout(connect_timeout, connecting).await {
-                    Ok(result) => result,
-                    Err(_) => Err(Error::Connect {
-                        addr: connector.target(),
-                        source: Arc::new(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!(
-                                "no answer within {connect_timeout:?}; is the server running and reachable?"
-                            ),
-                        )),
-                    }),
-                }
-            }
-        };
-        let client = Client::connect_with(target, dial, self.config.clone()).await?;
+        let dialer = Arc::new(self.dialer(connector, over_tls));
+        let target = dialer.connector.target();
+        let client =
+            Client::connect_with(target, move || Arc::clone(&dialer).dial(), self.config.clone()).await?;
         Ok(self.with_metadata(client))
+    }
+
+    /// What opens each connection through `connector` with this builder's
+    /// limits and connect timeout.
+    pub(crate) fn dialer<C: Connector>(&self, connector: C, over_tls: bool) -> Dialer<C> {
+        Dialer {
+            connector,
+            limits: self.limits(),
+            connect_timeout: self.connect_timeout,
+            over_tls,
+        }
+    }
+
+    /// `client` with this builder's metadata and middleware (what the
+    /// discovery module hands back).
+    pub(crate) fn finish(&self, client: Client) -> Client {
+        self.with_metadata(client)
+    }
+
+    /// The client's settings.
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// How a client of many servers spreads its calls.
+    pub(crate) fn policy(&self) -> rpc_core::Policy {
+        self.policy
+    }
+
+    /// How long each connection may take to open.
+    pub(crate) fn connect_timeout_setting(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The TLS settings, if the client connects over TLS.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_config(&self) -> Option<&rpc_transport::tls::ClientTls> {
+        self.tls.as_ref()
     }
 
     /// Connects over one byte stream you opened (a stream from another
@@ -360,5 +370,66 @@ impl ClientBuilder {
             });
         }
         Ok(self.with_metadata(Client::new(conn, self.config.clone())))
+    }
+}
+
+/// Opens connections through a connector: a stream, the preface exchange
+/// (again in an older server's version if it asks), all within the
+/// connect timeout.
+pub(crate) struct Dialer<C> {
+    connector: C,
+    limits: Limits,
+    connect_timeout: Duration,
+    /// Over TLS 1.3 a server refuses a client's certificate after the
+    /// client's side of the handshake is done, so the refusal arrives
+    /// during the preface exchange: this makes it read as the failed
+    /// connect it is.
+    over_tls: bool,
+}
+
+/// A connection as a [`Dialer`] over `C` opens it.
+type Dialed<C> = Established<
+    FrameReader<<<C as Connector>::Stream as ByteStream>::Read>,
+    FrameWriter<<<C as Connector>::Stream as ByteStream>::Write>,
+>;
+
+impl<C: Connector> Dialer<C> {
+    /// Opens one connection.
+    pub(crate) async fn dial(self: Arc<Self>) -> Result<Dialed<C>, Error> {
+        let connector = &self.connector;
+        let limits = self.limits;
+        let connecting = async {
+            let (stream, peer) = connector.connect().await?;
+            let established = match rpc_transport::stream::establish(stream, peer, limits).await {
+                // A server of an older protocol version announced it, and
+                // refused this build's preface: dial again, speaking its
+                // version.
+                Ok(conn) if conn.preface.version < rpc_core::frame::VERSION => {
+                    let version = conn.preface.version;
+                    drop(conn);
+                    let (stream, peer) = connector.connect().await?;
+                    rpc_transport::stream::establish_version(stream, peer, limits, version).await
+                }
+                established => established,
+            };
+            match established {
+                Err(Error::Disconnected { reason }) if self.over_tls => Err(Error::Connect {
+                    addr: connector.target(),
+                    source: Arc::new(std::io::Error::other(reason.to_string())),
+                }),
+                established => established,
+            }
+        };
+        let connect_timeout = self.connect_timeout;
+        match tokio::time::timeout(connect_timeout, connecting).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Connect {
+                addr: connector.target(),
+                source: Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {connect_timeout:?}; is the server running and reachable?"),
+                )),
+            }),
+        }
     }
 }

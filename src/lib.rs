@@ -295,6 +295,7 @@
 //! wire format is specified byte for byte in `docs/PROTOCOL.md`.
 
 mod client;
+pub mod discover;
 #[cfg(feature = "json")]
 mod door;
 mod server;
@@ -317,7 +318,9 @@ pub use rpc_macros::service;
 #[cfg(feature = "json")]
 pub use rpc_transport::http::Cors;
 pub use rpc_transport::reader::DEFAULT_FRAME_TIMEOUT;
-pub use server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_PREFACE_TIMEOUT, Server, ServerHandle};
+pub use server::{
+    DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, DEFAULT_PREFACE_TIMEOUT, Server, ServerHandle, shutdown_signal,
+};
 
 /// Descriptors: what `#[rpc::service]` knows about a service, as data.
 ///

@@ -142,9 +142,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         ["server", addr] => {
             let handle = server().bind(*addr).await?;
-            println!("serving Calculator on {} (Ctrl-C to stop)", handle.local_addr());
+            println!(
+                "serving Calculator on {} (Ctrl-C or SIGTERM to stop)",
+                handle.local_addr()
+            );
             println!("call it from any language: {}", curl_line(handle.local_addr()));
-            handle.wait().await;
+            // A stop signal sends clients a goodbye and lets calls in flight
+            // finish: a rolling restart fails no call.
+            handle
+                .serve_until(rpc::shutdown_signal(), rpc::DEFAULT_GRACE)
+                .await;
+            println!("stopped");
         }
         ["client", addr] => {
             let addr: SocketAddr = addr.parse().map_err(|e| format!("bad address {addr:?}: {e}"))?;

@@ -67,12 +67,16 @@ async fn main() -> std::process::ExitCode {
             ["users", addr] => {
                 let server = serve_users(addr).await?;
                 println!("users listening on {}", server.local_addr());
-                server.wait().await;
+                server
+                    .serve_until(rpc::shutdown_signal(), rpc::DEFAULT_GRACE)
+                    .await;
             }
             ["orders", addr, users] => {
                 let server = serve_orders(addr, users.parse()?).await?;
                 println!("orders listening on {}", server.local_addr());
-                server.wait().await;
+                server
+                    .serve_until(rpc::shutdown_signal(), rpc::DEFAULT_GRACE)
+                    .await;
             }
             ["client", orders] => run_client(orders.parse()?).await?,
             _ => {

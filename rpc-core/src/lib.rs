@@ -62,7 +62,7 @@ mod writer;
 
 pub use writer::DEFAULT_WRITE_TIMEOUT;
 
-pub use client::{Backoff, Client, ClientConfig, EndpointStats};
+pub use client::{Backoff, Balanced, Client, ClientConfig, EndpointState, EndpointStats, Policy};
 pub use codec::{Codec, DecodeLimits};
 pub use context::Context;
 pub use descriptor::{ArgDescriptor, MethodDescriptor, ServiceDescriptor, Shape};

@@ -4,11 +4,14 @@
 //! - `accept`: the accept loop, the connection limit, and the first byte
 //!   that picks a connection's door.
 //! - `handle`: a running server, and how it ends.
+//! - `signal`: ending it on SIGTERM and Ctrl-C.
 
 mod accept;
 mod handle;
+mod signal;
 
 pub use handle::ServerHandle;
+pub use signal::{DEFAULT_GRACE, shutdown_signal};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +36,8 @@ use crate::door;
 /// An RPC server: the services it offers and its limits.
 ///
 /// Build it, add services with [`serve`](Server::serve), then
-/// [`listen`](Server::listen) (run until the process ends) or
+/// [`listen`](Server::listen) (run until SIGTERM or Ctrl-C, then stop
+/// gracefully) or
 /// [`bind`](Server::bind) (run in the background and get a handle). A
 /// server listens on TCP, on a Unix socket ([`bind_unix`](Server::bind_unix)),
 /// or on any [`Listener`](crate::transport::Listener) of your own
@@ -430,12 +434,17 @@ impl Server {
         }
     }
 
-    /// Listens on `addr` and serves until the process ends.
+    /// Listens on `addr` and serves until the process is asked to stop
+    /// (SIGTERM, or Ctrl-C), then shuts down gracefully: clients get a
+    /// goodbye, and calls in flight get [`DEFAULT_GRACE`] to finish.
+    /// Use [`bind`](Server::bind) and
+    /// [`serve_until`](ServerHandle::serve_until) to choose the signal or
+    /// the grace period.
     ///
     /// Fails only if the address cannot be bound.
     pub async fn listen(self, addr: impl ToSocketAddrs) -> Result<(), Error> {
         let handle = self.bind(addr).await?;
-        handle.wait().await;
+        handle.serve_until(shutdown_signal(), DEFAULT_GRACE).await;
         Ok(())
     }
 

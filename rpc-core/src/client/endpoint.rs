@@ -3,7 +3,8 @@
 //! calls through it have seen (latency, failures).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -43,12 +44,28 @@ pub(crate) struct Endpoint {
     failing: AtomicBool,
     /// Calls that failed for a reason of the network or the server.
     failures: AtomicU64,
-    /// Recent round-trip time: an exponentially weighted moving average,
-    /// in nanoseconds (0 until the first sample), of one call in
-    /// [`SAMPLE_ONE_IN`]: timing every call would cost each two clock
-    /// reads, and every caller writing the same line on every answer would
-    /// cost a busy client more than the estimate is worth.
+    /// Recent round-trip time, as a peak-EWMA (Finagle's): a sample above
+    /// the estimate replaces it at once, lower ones pull it down with a
+    /// decay of [`DECAY`]. In nanoseconds, 0 until the first sample; of
+    /// one call in [`SAMPLE_ONE_IN`]: timing every call would cost each two
+    /// clock reads, and every caller writing the same line on every answer
+    /// would cost a busy client more than the estimate is worth.
     latency_ns: AtomicU64,
+    /// When `latency_ns` was last set, in nanoseconds since [`epoch`].
+    latency_at: AtomicU64,
+    /// Calls a balancer has sent here that have not ended.
+    pending: AtomicUsize,
+    /// When the next connection attempt is due after failed ones, in
+    /// nanoseconds since [`epoch`]; 0 when none failed. A balancer skips
+    /// the endpoint until then.
+    retry_at: AtomicU64,
+    /// Removed from its client's set: it takes no new calls, and its
+    /// connection closes once the calls on it have ended.
+    removed: AtomicBool,
+    /// A connection attempt is under way. A balancer sends no more calls
+    /// to wait on it while other endpoints take them: the one call that
+    /// started it probes the server.
+    dialing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -83,8 +100,46 @@ pub struct EndpointStats {
     /// Calls that failed for a reason of the network or the server: lost,
     /// never sent, refused.
     pub failures: u64,
-    /// Recent round-trip time of its calls, once it has answered one.
+    /// Recent round-trip time of its calls, once it has answered one: a
+    /// peak-EWMA (a slower answer raises it at once; it falls with faster
+    /// ones and with time, over 10 s), as a balancer sees it now.
     pub latency: Option<Duration>,
+    /// Whether it takes calls, and if not, why.
+    pub state: EndpointState,
+}
+
+/// Whether an endpoint takes calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndpointState {
+    /// Connected and taking calls.
+    Ready,
+    /// Not connected yet, or its connection was closed by a goodbye or
+    /// lost: the next call to it connects.
+    Idle,
+    /// Connecting failed: calls go elsewhere until the next attempt is
+    /// due, `retry_in` from now.
+    Ejected {
+        /// Time until the next connection attempt.
+        retry_in: Duration,
+    },
+    /// Connecting now.
+    Connecting,
+}
+
+/// The time constant of the latency estimate's decay, Finagle's default.
+pub(crate) const DECAY: Duration = Duration::from_secs(10);
+
+/// The instant every endpoint's timestamps count from, so they fit in an
+/// atomic.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds from [`epoch`] to `at` (at least 1: 0 means unset).
+fn since_epoch(at: Instant) -> u64 {
+    nanos(at.saturating_duration_since(epoch())).max(1)
 }
 
 /// A duration in whole nanoseconds, saturating.
@@ -100,10 +155,6 @@ impl fmt::Debug for Endpoint {
             .finish()
     }
 }
-
-/// Weight of each new latency sample: an eighth, as TCP's smoothed
-/// round-trip time uses.
-const LATENCY_WEIGHT: f64 = 0.125;
 
 /// One call in this many (on each thread) is timed for the latency
 /// estimate.
@@ -144,7 +195,17 @@ impl Endpoint {
             failing: AtomicBool::new(false),
             failures: AtomicU64::new(0),
             latency_ns: AtomicU64::new(0),
+            latency_at: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+            retry_at: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
+            dialing: AtomicBool::new(false),
         }
+    }
+
+    /// What it dials, in words.
+    pub(crate) fn target(&self) -> &Arc<str> {
+        &self.target
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -213,6 +274,15 @@ impl Endpoint {
                 };
                 match &state.dialing {
                     Some(dialing) => Next::Join(dialing.clone()),
+                    // Discovery dropped it: dial it no more (its address
+                    // may belong to another service by now). Never sent,
+                    // so a balanced call goes elsewhere.
+                    None if self.is_removed() => {
+                        return Err(Error::disconnected(format!(
+                            "{} was removed from the client's servers",
+                            self.target
+                        )));
+                    }
                     None => {
                         let now = Instant::now();
                         self.note_lost(&mut state, now);
@@ -224,6 +294,7 @@ impl Endpoint {
                             None => {
                                 let dialing = self.redial(Arc::clone(dial));
                                 state.dialing = Some(dialing.clone());
+                                self.dialing.store(true, Ordering::Relaxed);
                                 Next::Join(dialing)
                             }
                         }
@@ -246,7 +317,8 @@ impl Endpoint {
             if state.redialed && !dead.served() {
                 state.failures = state.failures.saturating_add(1);
                 self.failing.store(true, Ordering::Relaxed);
-                state.retry_at = Some(now + self.backoff.delay(state.failures));
+                let retry_at = now + self.backoff.delay(state.failures);
+                self.backing_off(state, retry_at);
                 state.last_failure = Some((now, dead.unusable_error()));
             }
         }
@@ -288,22 +360,31 @@ impl Endpoint {
         .shared()
     }
 
+    /// No attempt before `at`.
+    fn backing_off(&self, state: &mut State, at: Instant) {
+        state.retry_at = Some(at);
+        self.retry_at.store(since_epoch(at), Ordering::Relaxed);
+    }
+
     /// Records the outcome of a redial.
     fn dialled(&self, result: &Result<Arc<Connection>, Error>) {
         let mut state = self.state();
         state.dialing = None;
+        self.dialing.store(false, Ordering::Relaxed);
         match result {
             Ok(connection) => {
                 state.connection = Some(Arc::clone(connection));
                 state.redialed = true;
                 state.retry_at = None;
+                self.retry_at.store(0, Ordering::Relaxed);
                 state.last_failure = None;
             }
             Err(err) => {
                 let now = Instant::now();
                 state.failures = state.failures.saturating_add(1);
                 self.failing.store(true, Ordering::Relaxed);
-                state.retry_at = Some(now + self.backoff.delay(state.failures));
+                let retry_at = now + self.backoff.delay(state.failures);
+                self.backing_off(&mut state, retry_at);
                 state.last_failure = Some((now, err.clone()));
             }
         }
@@ -319,16 +400,76 @@ impl Endpoint {
 
     /// A latency sample: a call sent at `sent_at` was just answered.
     pub(crate) fn sample(&self, sent_at: Instant) {
-        let sample = nanos(sent_at.elapsed());
+        let now = Instant::now();
+        let sample = nanos(now.saturating_duration_since(sent_at)).max(1);
         let old = self.latency_ns.load(Ordering::Relaxed);
         // A racy update loses a sample now and then; an estimate does not
         // need more.
-        let new = if old == 0 {
+        let new = if sample >= old {
             sample
         } else {
-            (old as f64 + LATENCY_WEIGHT * (sample as f64 - old as f64)) as u64
+            let decay = self.decay(now);
+            (old as f64 * decay + sample as f64 * (1.0 - decay)) as u64
         };
         self.latency_ns.store(new.max(1), Ordering::Relaxed);
+        self.latency_at.store(since_epoch(now), Ordering::Relaxed);
+    }
+
+    /// How much of the estimate is left at `now`: `e^(-elapsed / DECAY)`
+    /// since it was last set.
+    fn decay(&self, now: Instant) -> f64 {
+        let at = self.latency_at.load(Ordering::Relaxed);
+        let elapsed = since_epoch(now).saturating_sub(at) as f64;
+        (-elapsed / DECAY.as_nanos() as f64).exp()
+    }
+
+    /// The latency estimate at `now`, decayed since its last sample, in
+    /// nanoseconds (0 without one): a balancer's view, in which an
+    /// endpoint not called for a while looks faster until tried again.
+    pub(crate) fn latency_now(&self, now: Instant) -> f64 {
+        let estimate = self.latency_ns.load(Ordering::Relaxed);
+        if estimate == 0 {
+            return 0.0;
+        }
+        estimate as f64 * self.decay(now)
+    }
+
+    /// Calls a balancer sent here that have not ended.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Counts a call a balancer sent here until the guard drops.
+    pub(crate) fn begin(self: &Arc<Self>) -> Pending {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        Pending(Arc::clone(self))
+    }
+
+    /// Whether a balancer should send calls here at `now`: not removed,
+    /// not connecting (a call is probing it), and not waiting out a
+    /// backoff after failed connection attempts.
+    pub(crate) fn available(&self, now: Instant) -> bool {
+        if self.removed.load(Ordering::Relaxed) || self.dialing.load(Ordering::Relaxed) {
+            return false;
+        }
+        let retry_at = self.retry_at.load(Ordering::Relaxed);
+        retry_at == 0 || since_epoch(now) >= retry_at
+    }
+
+    /// When its next connection attempt is due, as a number that orders
+    /// endpoints (0: none pending).
+    pub(crate) fn retry_due(&self) -> u64 {
+        self.retry_at.load(Ordering::Relaxed)
+    }
+
+    /// Takes it out of its client's set.
+    pub(crate) fn remove(&self) {
+        self.removed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it was taken out of its client's set.
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
     }
 
     /// A call failed for a reason of the network or the server.
@@ -338,18 +479,36 @@ impl Endpoint {
 
     /// What the calls through this endpoint have seen.
     pub(crate) fn stats(&self) -> EndpointStats {
-        let (connection, sent_before) = {
+        let (connection, sent_before, retry_at) = {
             let state = self.state();
-            (state.connection.clone(), state.sent_before)
+            (state.connection.clone(), state.sent_before, state.retry_at)
         };
-        let latency = self.latency_ns.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let latency = self.latency_now(now) as u64;
+        let connected = connection.as_ref().is_some_and(|c| c.is_usable());
+        let state = match retry_at.filter(|at| *at > now) {
+            _ if connected => EndpointState::Ready,
+            Some(at) => EndpointState::Ejected { retry_in: at - now },
+            None if self.dialing.load(Ordering::Relaxed) => EndpointState::Connecting,
+            None => EndpointState::Idle,
+        };
         EndpointStats {
             target: self.target.to_string(),
-            connected: connection.as_ref().is_some_and(|c| c.is_usable()),
+            connected,
+            state,
             in_flight: connection.as_ref().map_or(0, |c| c.in_flight()),
             calls: sent_before + connection.as_ref().map_or(0, |c| c.sent()),
             failures: self.failures.load(Ordering::Relaxed),
             latency: (latency > 0).then(|| Duration::from_nanos(latency)),
         }
+    }
+}
+
+/// A call in progress on an endpoint, for its balancer's count.
+pub(crate) struct Pending(Arc<Endpoint>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -12,6 +12,7 @@
 //!
 //! - [`Client`] (this file): the call API, deadlines and retries.
 //! - `picker`: which endpoint a call goes to.
+//! - `balance`: the picker over a set of servers, and the set's changes.
 //! - `endpoint`: one server: its connection, redials with [`Backoff`],
 //!   latency and failures ([`EndpointStats`]).
 //! - `connection`: one live connection: its tasks, permits, and the unary
@@ -20,6 +21,7 @@
 //! - `stream`: streaming calls.
 
 mod backoff;
+mod balance;
 mod calls;
 mod connection;
 mod endpoint;
@@ -39,14 +41,17 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 pub use backoff::Backoff;
-pub use endpoint::EndpointStats;
+pub use balance::Policy;
+pub use endpoint::{EndpointState, EndpointStats};
 
+use balance::Balance;
 use calls::{Event, Reply};
 use connection::{Connection, Request};
 use endpoint::{Dial, Endpoint};
 use extras::Extras;
 use picker::{Pick, Single};
 use stream::{ClientStream, StreamCall};
+use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::codec::{self, DecodeLimits};
 use crate::context::Context;
@@ -65,8 +70,9 @@ use crate::transport::{Established, FrameRead, FrameWrite};
 /// server never hangs a caller for good.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Calls one client may have in flight before further callers wait for a
-/// permit: plenty for a busy service, and a bound on what a client queues.
+/// Calls one client may have in flight on each server's connection before
+/// further callers wait for a permit: plenty for a busy service, and a
+/// bound on what a client queues.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// Settings of a client.
@@ -78,8 +84,9 @@ pub struct ClientConfig {
     /// so it can refuse a larger response with a clear error instead of
     /// sending it. Default: [`DEFAULT_MAX_FRAME_LEN`].
     pub max_frame_len: usize,
-    /// Calls in flight at once; more callers wait (within their deadline).
-    /// Default: [`DEFAULT_MAX_IN_FLIGHT`].
+    /// Calls in flight at once on each server's connection (a client of
+    /// several servers may have this many on each); more callers wait
+    /// (within their deadline). Default: [`DEFAULT_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
     /// Delays between reconnect attempts, for clients that can redial.
     pub backoff: Backoff,
@@ -102,8 +109,8 @@ impl Default for ClientConfig {
 /// An untyped client: what generated `FooClient`s wrap, and what
 /// `rpc::ClientBuilder` connects.
 ///
-/// Cloning is cheap (an `Arc`) and every clone shares the connection. The
-/// connection closes when the last clone is dropped.
+/// Cloning is cheap (an `Arc`) and every clone shares the connections. They
+/// close when the last clone is dropped.
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
@@ -115,7 +122,13 @@ pub struct Client {
 struct Shared {
     config: ClientConfig,
     picker: Box<dyn Pick>,
+    /// What retries may cost, for a balanced client (boxed: a client of
+    /// one server, the common case, has none).
+    budget: Option<Box<TpsBudget>>,
 }
+
+/// Most times a balanced client sends one call again.
+const MAX_RETRIES: u32 = 3;
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -156,18 +169,35 @@ impl Client {
         R: FrameRead,
         W: FrameWrite,
     {
-        let (max_in_flight, decode) = (config.max_in_flight, config.decode);
-        let dial: Dial = Arc::new(move || {
-            let connecting = connect();
-            Box::pin(async move {
-                connecting
-                    .await
-                    .map(|conn| Connection::start(conn, max_in_flight, decode))
-            })
-        });
+        let dial = dial_with(connect, &config);
         let first = dial().await?;
         let endpoint = Endpoint::new(target.into(), Some(first), Some(dial), config.backoff);
         Ok(Client::over(endpoint, config))
+    }
+
+    /// A client that spreads its calls over a set of servers by `policy`,
+    /// and the handle that changes the set (discovery's end of it). Calls
+    /// made while the set is empty wait, within their deadlines, for a
+    /// server to be listed.
+    #[doc(hidden)]
+    pub fn balanced(policy: Policy, config: ClientConfig) -> (Client, Balanced) {
+        let failed = Arc::new(tokio::sync::Notify::new());
+        let balance = Arc::new(Balance::new(policy, Arc::clone(&failed)));
+        let handle = Balanced {
+            balance: Arc::downgrade(&balance),
+            gone: balance.gone(),
+            failed,
+            config: config.clone(),
+        };
+        let client = Client {
+            shared: Arc::new(Shared {
+                config,
+                picker: Box::new(balance),
+                budget: Some(Box::default()),
+            }),
+            extras: None,
+        };
+        (client, handle)
     }
 
     fn over(endpoint: Endpoint, config: ClientConfig) -> Client {
@@ -175,6 +205,7 @@ impl Client {
             shared: Arc::new(Shared {
                 config,
                 picker: Box::new(Single(Arc::new(endpoint))),
+                budget: None,
             }),
             extras: None,
         }
@@ -393,8 +424,22 @@ impl Client {
         input: Option<ItemStream>,
         trace: Option<&TraceContext>,
     ) -> Result<StreamCall, Error> {
-        let endpoint = self.shared.picker.pick();
-        let connection = endpoint.connection(deadline).await?;
+        let endpoint = loop {
+            match self.shared.picker.pick(None) {
+                Some(endpoint) => break endpoint,
+                None => {
+                    let budget = deadline.saturating_duration_since(Instant::now());
+                    self.await_endpoints(Deadline { at: deadline, budget }).await?;
+                }
+            }
+        };
+        let balanced = self.shared.picker.balanced();
+        let connection = endpoint.connection(deadline).await.inspect_err(|err| {
+            if balanced && !matches!(err, Error::Unreachable { .. }) {
+                endpoint.failed();
+                self.shared.picker.failed(&endpoint);
+            }
+        })?;
         let permit = connection.permit().await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let metadata = self.outgoing(method, trace)?;
@@ -430,9 +475,19 @@ impl Client {
         let expired = || Error::DeadlineExceeded {
             timeout: deadline.budget,
         };
-        let mut retried = false;
+        let picker = &self.shared.picker;
+        let balanced = picker.balanced();
+        if let Some(budget) = &self.shared.budget {
+            budget.deposit();
+        }
+        let mut retries = 0;
+        let mut last: Option<Arc<Endpoint>> = None;
         loop {
-            let endpoint = self.shared.picker.pick();
+            let Some(endpoint) = picker.pick(last.as_deref()) else {
+                self.await_endpoints(deadline).await?;
+                continue;
+            };
+            let _pending = balanced.then(|| endpoint.begin());
             let (connection, permit) = match endpoint.ready_now() {
                 Some(ready) => ready,
                 None => {
@@ -443,22 +498,38 @@ impl Client {
                     };
                     match tokio::time::timeout_at(deadline.at, ready).await {
                         Ok(Ok(ready)) => ready,
+                        // Every server is waiting out its backoff: nothing
+                        // was tried, so nothing counts as a failure.
+                        Ok(Err(err @ Error::Unreachable { .. })) if balanced => return Err(err),
                         Ok(Err(err)) => {
                             endpoint.failed();
-                            return Err(err);
+                            if !balanced {
+                                return Err(err);
+                            }
+                            picker.failed(&endpoint);
+                            // Never sent: another server may take it.
+                            if !self.may_retry(&mut retries, &endpoint) {
+                                return Err(err);
+                            }
+                            last = Some(endpoint.into_owned());
+                            continue;
                         }
                         Err(_) => return Err(expired()),
                     }
                 }
             };
-            let sent_at = endpoint::sample_due().then(Instant::now);
-            let may_retry = !retried && endpoint.redials();
+            // A balancer weighs every answer; one server's estimate is only
+            // for its stats.
+            let sent_at = (balanced || endpoint::sample_due()).then(Instant::now);
             let Some(encoded) =
                 Request::encode(&request, deadline.at, connection.version, metadata.as_deref())?
             else {
                 return Err(expired());
             };
             let reply = connection.round_trip(encoded, deadline.at, &permit).await?;
+            if let (Reply::Response(_) | Reply::Failed(_), Some(sent_at)) = (&reply, sent_at) {
+                endpoint.sample(sent_at);
+            }
             // A call the server's shutdown interrupted may have run: it is
             // as good as lost.
             let reply = match reply {
@@ -471,10 +542,16 @@ impl Client {
                 Reply::Expired => return Err(expired()),
                 Reply::Response(payload) => {
                     endpoint.answered();
-                    if let Some(sent_at) = sent_at {
-                        endpoint.sample(sent_at);
-                    }
                     return Ok(payload);
+                }
+                // Refused for load before it ran: another server may have
+                // room.
+                Reply::Failed(err)
+                    if balanced
+                        && err.code == ErrorCode::Overloaded as u8
+                        && self.may_retry(&mut retries, &endpoint) =>
+                {
+                    endpoint.answered();
                 }
                 Reply::Failed(err) => {
                     endpoint.answered();
@@ -482,7 +559,7 @@ impl Client {
                 }
                 // Never sent, or never started by the server: running it
                 // elsewhere is safe, whatever the method.
-                Reply::Unsent(_) | Reply::NotRun if may_retry => retried = true,
+                Reply::Unsent(_) | Reply::NotRun if self.may_retry(&mut retries, &endpoint) => {}
                 Reply::Unsent(err) => {
                     endpoint.failed();
                     return Err(err);
@@ -492,16 +569,46 @@ impl Client {
                     return Err(Error::ShuttingDown);
                 }
                 // It may have run; only an idempotent call may run again.
-                Reply::Lost(_) if may_retry && idempotent => {
-                    endpoint.failed();
-                    retried = true;
-                }
+                Reply::Lost(_) if idempotent && self.may_retry(&mut retries, &endpoint) => endpoint.failed(),
                 Reply::Lost(err) => {
                     endpoint.failed();
                     return Err(err);
                 }
             }
+            last = Some(endpoint.into_owned());
         }
+    }
+
+    /// Whether a call whose attempt on `endpoint` failed, after `retries`
+    /// retries, may go again (counting it if so): once, to the same
+    /// server redialled, for a client of one server; for a balanced one,
+    /// up to [`MAX_RETRIES`] times to other servers, each drawn from the
+    /// retry budget.
+    fn may_retry(&self, retries: &mut u32, endpoint: &Endpoint) -> bool {
+        let may = match &self.shared.budget {
+            None => *retries == 0 && endpoint.redials(),
+            Some(budget) => *retries < MAX_RETRIES && budget.withdraw(),
+        };
+        *retries += u32::from(may);
+        may
+    }
+
+    /// Waits, until `deadline`, for the client's discovery to list a
+    /// server.
+    async fn await_endpoints(&self, deadline: Deadline) -> Result<(), Error> {
+        let none = || Error::disconnected("no server to call: the client's discovery has listed none");
+        let Some(changes) = self.shared.picker.changes() else {
+            return Err(none());
+        };
+        let changed = changes.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if !self.shared.picker.endpoints().is_empty() {
+            return Ok(());
+        }
+        tokio::time::timeout_at(deadline.at, changed)
+            .await
+            .map_err(|_| none())
     }
 
     /// The error a server's error frame means for the caller of `method`.
@@ -519,6 +626,106 @@ fn outcome<T>(result: &Result<T, Error>) -> CallOutcome {
         Err(Error::DeadlineExceeded { .. }) => CallOutcome::DeadlineExceeded,
         Err(Error::HandlerPanicked { .. }) => CallOutcome::Panicked,
         Err(_) => CallOutcome::Failed,
+    }
+}
+
+/// How an endpoint opens connections with `connect`, started with
+/// `config`'s limits.
+fn dial_with<F, Fut, R, W>(connect: F, config: &ClientConfig) -> Dial
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Established<R, W>, Error>> + Send + 'static,
+    R: FrameRead,
+    W: FrameWrite,
+{
+    let (max_in_flight, decode) = (config.max_in_flight, config.decode);
+    Arc::new(move || {
+        let connecting = connect();
+        Box::pin(async move {
+            connecting
+                .await
+                .map(|conn| Connection::start(conn, max_in_flight, decode))
+        })
+    })
+}
+
+/// The set of servers a balanced client spreads its calls over, as its
+/// discovery sees it: what [`Client::balanced`] returns beside the client.
+/// It holds the client's set weakly: once every clone of the client is
+/// dropped, [`set`](Balanced::set) does nothing and
+/// [`gone`](Balanced::gone) resolves, and discovery can stop.
+#[doc(hidden)]
+pub struct Balanced {
+    balance: std::sync::Weak<Balance>,
+    gone: tokio_util::sync::CancellationToken,
+    failed: Arc<tokio::sync::Notify>,
+    config: ClientConfig,
+}
+
+impl Balanced {
+    /// Makes the set exactly `targets`, each a name in words and how to
+    /// connect to it. Servers already in the set keep their connection and
+    /// estimates; new ones connect on their first call; removed ones take
+    /// no new calls and close once their calls have ended. Returns whether
+    /// the client is still there.
+    pub fn set<F, Fut, R, W>(&self, targets: impl IntoIterator<Item = (Arc<str>, F)>) -> bool
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Established<R, W>, Error>> + Send + 'static,
+        R: FrameRead,
+        W: FrameWrite,
+    {
+        let Some(balance) = self.balance.upgrade() else {
+            return false;
+        };
+        let endpoints = targets
+            .into_iter()
+            .map(|(target, connect)| {
+                let dial = dial_with(connect, &self.config);
+                Arc::new(Endpoint::new(target, None, Some(dial), self.config.backoff))
+            })
+            .collect();
+        balance.update(endpoints);
+        true
+    }
+
+    /// Connects to every server in the set at once; succeeds if one
+    /// connects, else fails with the first error. (The others
+    /// wait out their backoff, and calls go elsewhere meanwhile.)
+    pub async fn connect_all(&self, deadline: Instant) -> Result<(), Error> {
+        let Some(balance) = self.balance.upgrade() else {
+            return Err(Error::disconnected("the client was dropped"));
+        };
+        let endpoints = balance.endpoints();
+        drop(balance);
+        if endpoints.is_empty() {
+            return Err(Error::disconnected("no server to connect to: the set is empty"));
+        }
+        // The first to connect ends the wait; the others' dials go on in
+        // their own tasks.
+        let mut dials: futures::stream::FuturesUnordered<_> =
+            endpoints.iter().map(|e| e.connection(deadline)).collect();
+        let mut first_error = None;
+        while let Some(result) = futures::StreamExt::next(&mut dials).await {
+            match result {
+                Ok(_) => return Ok(()),
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| Error::disconnected("no server connected")))
+    }
+
+    /// Resolves when a server in the set fails to connect, loses its
+    /// connection or says goodbye: time to look the set up again.
+    pub async fn failed(&self) {
+        self.failed.notified().await;
+    }
+
+    /// Resolves once every clone of the client has been dropped.
+    pub async fn gone(&self) {
+        self.gone.cancelled().await;
     }
 }
 

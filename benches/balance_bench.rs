@@ -22,33 +22,11 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::Instant;
+mod common;
 
-/// What every replica serves.
-#[rpc::service]
-pub trait Bench {
-    /// Adds two numbers.
-    async fn add(&self, a: u64, b: u64) -> u64;
-}
+use std::process::ExitCode;
 
-struct Server;
-
-impl Bench for Server {
-    async fn add(&self, a: u64, b: u64) -> u64 {
-        a + b
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
+use common::{BenchClient, BenchServer, Server, ServerProcess, median, runtime, small};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).filter(|arg| arg != "--bench").collect();
@@ -88,77 +66,11 @@ async fn serve() {
         println!("{}", handle.local_addr());
         handles.push(handle);
     }
-    tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        while std::io::stdin()
-            .read_line(&mut line)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
-    })
-    .await
-    .unwrap();
-}
-
-/// The replicas' process, killed when dropped.
-struct Replicas {
-    child: Child,
-    addrs: Vec<SocketAddr>,
-}
-
-impl Replicas {
-    fn start() -> Replicas {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .arg("serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("a server process");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let addrs = (0..3)
-            .map(|_| {
-                let mut line = String::new();
-                out.read_line(&mut line).unwrap();
-                line.trim().parse().expect("a replica's address")
-            })
-            .collect();
-        Replicas { child, addrs }
-    }
-}
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Small calls from `callers` tasks until `total` are answered: calls/s.
-async fn small(client: &BenchClient, callers: u64, total: u64) -> f64 {
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for _ in 0..total / callers {
-                    assert_eq!(client.add(1, 2).await.unwrap(), 3);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    (total / callers * callers) as f64 / started.elapsed().as_secs_f64()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    common::until_stdin_closes().await;
 }
 
 async fn compare(rounds: usize, calls: u64) {
-    let replicas = Replicas::start();
+    let replicas = ServerProcess::start(&[], 3);
     let plain = BenchClient::from_client(
         rpc::ClientBuilder::new()
             .connect(replicas.addrs[0])

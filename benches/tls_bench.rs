@@ -20,42 +20,16 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+mod common;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Instant;
 
+use common::{BenchClient, BenchServer, Server, ServerProcess, median, runtime, small};
 use rpc::Bytes;
 use rpc::tls::{ClientAuth, ClientTls, Identity, Roots, ServerTls};
-
-/// What both servers serve.
-#[rpc::service]
-pub trait Bench {
-    /// Adds two numbers.
-    async fn add(&self, a: u64, b: u64) -> u64;
-    /// Sends the blob back.
-    async fn echo(&self, blob: Bytes) -> Bytes;
-}
-
-struct Server;
-
-impl Bench for Server {
-    async fn add(&self, a: u64, b: u64) -> u64 {
-        a + b
-    }
-    async fn echo(&self, blob: Bytes) -> Bytes {
-        blob
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 struct Options {
     rounds: usize,
@@ -110,48 +84,7 @@ async fn serve(tls: Option<(&Path, &Path)>) {
         .await
         .unwrap();
     println!("{}", handle.local_addr());
-    // Serve until the parent closes stdin.
-    tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        while std::io::stdin()
-            .read_line(&mut line)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
-    })
-    .await
-    .unwrap();
-}
-
-/// A server process, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServerProcess {
-    fn start(args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .arg("serve")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("a server process");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line.trim().parse().expect("the server's address");
-        ServerProcess { child, addr }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    common::until_stdin_closes().await;
 }
 
 /// A CA and a server certificate for 127.0.0.1 and localhost, in a
@@ -176,25 +109,6 @@ fn certificates() -> (PathBuf, PathBuf, String) {
     (cert_file, key_file, ca.pem())
 }
 
-/// Small calls from `callers` tasks until `total` are answered: calls/s.
-async fn small(client: &BenchClient, callers: u64, total: u64) -> f64 {
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for _ in 0..total / callers {
-                    assert_eq!(client.add(1, 2).await.unwrap(), 3);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    (total / callers * callers) as f64 / started.elapsed().as_secs_f64()
-}
-
 /// 1 MiB echoes from `callers` tasks until `total` are answered: MB/s each
 /// way.
 async fn big(client: &BenchClient, callers: u64, total: u64) -> f64 {
@@ -216,18 +130,16 @@ async fn big(client: &BenchClient, callers: u64, total: u64) -> f64 {
     (total / callers * callers) as f64 * (1 << 20) as f64 / 1e6 / started.elapsed().as_secs_f64()
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 async fn compare(options: Options) {
     let (cert_file, key_file, ca) = certificates();
-    let plain_server = ServerProcess::start(&["plain"]);
-    let tls_server = ServerProcess::start(&["tls", cert_file.to_str().unwrap(), key_file.to_str().unwrap()]);
+    let plain_server = ServerProcess::start(&["plain"], 1);
+    let tls_server = ServerProcess::start(
+        &["tls", cert_file.to_str().unwrap(), key_file.to_str().unwrap()],
+        1,
+    );
     let plain = BenchClient::from_client(
         rpc::ClientBuilder::new()
-            .connect(plain_server.addr)
+            .connect(plain_server.addrs[0])
             .await
             .unwrap(),
     );
@@ -235,7 +147,7 @@ async fn compare(options: Options) {
     let secure = BenchClient::from_client(
         rpc::ClientBuilder::new()
             .tls(tls)
-            .connect(tls_server.addr)
+            .connect(tls_server.addrs[0])
             .await
             .unwrap(),
     );

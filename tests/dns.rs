@@ -21,6 +21,9 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use rpc::discover::Dns;
 use tokio::net::UdpSocket;
 
+mod common;
+use common::until;
+
 #[rpc::service]
 pub trait Named {
     /// Which replica answered, and `x + 1`.
@@ -141,26 +144,14 @@ fn srv(port: u16) -> SRV {
     SRV::new(10, 10, port, Name::from_ascii("node.test.").unwrap())
 }
 
-/// Waits until `done` holds. The limit only turns a hang (callers that
-/// panicked and stopped calling) into a failure; it decides nothing.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let waited = tokio::time::timeout(Duration::from_secs(60), async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "gave up waiting for {what}");
-}
-
 async fn targets_become(client: &rpc::Client, mut want: Vec<String>) {
     want.sort();
-    until("the client's servers to change", || {
+    let changed = until("the client's servers to change", || {
         let mut targets: Vec<String> = client.endpoints().into_iter().map(|s| s.target).collect();
         targets.sort();
         targets == want
-    })
-    .await;
+    });
+    changed.await.expect("waited too long");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +215,8 @@ async fn the_client_follows_the_records() {
     until("calls on the new replica", || {
         replicas[2].1.load(Ordering::Relaxed) >= before + 50
     })
-    .await;
+    .await
+    .expect("waited too long");
 
     // The first is removed from the records: it is drained, and takes no
     // new calls (the server itself keeps running).
@@ -238,7 +230,8 @@ async fn the_client_follows_the_records() {
     until("calls on the others", || {
         replicas[1].1.load(Ordering::Relaxed) + replicas[2].1.load(Ordering::Relaxed) >= others + 100
     })
-    .await;
+    .await
+    .expect("waited too long");
     // A call that picked it just before the change may still land.
     assert!(replicas[0].1.load(Ordering::Relaxed) <= removed + 8);
 

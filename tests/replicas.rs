@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 mod common;
-use common::raw;
+use common::{raw, until};
 
 #[rpc::service]
 pub trait Replica {
@@ -102,22 +102,6 @@ impl Running {
 /// One test at a time: each loads a 2-core machine, and a neighbour's
 /// load would be measured as a replica's latency.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Waits until `done` holds. The limit only turns a hang (callers that
-/// panicked and stopped calling) into a failure; it decides nothing.
-#[must_use = "None means it gave up"]
-async fn until(what: &str, mut done: impl FnMut() -> bool) -> Option<()> {
-    let waited = tokio::time::timeout(Duration::from_secs(60), async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    if waited.is_err() {
-        eprintln!("gave up waiting for {what}");
-    }
-    waited.ok()
-}
 
 /// Calls until the client has connected to every replica (`connect_many`
 /// returns once one has; a replica whose first dial failed is dialled

@@ -139,3 +139,20 @@ pub async fn until_waiting(shapes: &ShapesImpl, count: usize) {
         tokio::task::yield_now().await;
     }
 }
+
+/// Waits until `done` holds, and says whether it did. The limit of a
+/// minute only turns a hang (callers that panicked and stopped calling)
+/// into a failure; it decides nothing.
+#[must_use = "None means it gave up"]
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) -> Option<()> {
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while !done() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        eprintln!("gave up waiting for {what}");
+    }
+    waited.ok()
+}

@@ -185,6 +185,17 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // Asked to end (any line but `allocs`), so that a profiler running
+        // it (callgrind with --trace-children) writes its profile; killed
+        // if it does not end within 10 s.
+        let _ = writeln!(self.stdin, "end");
+        let _ = self.stdin.flush();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -44,17 +44,24 @@ pub struct Context {
     inner: Arc<Inner>,
 }
 
+/// What only some calls carry.
+#[derive(Debug)]
+struct Extras {
+    /// What the caller sent beside the arguments.
+    metadata: Metadata,
+    /// The call's place in a distributed trace.
+    trace: Option<TraceContext>,
+}
+
 #[derive(Debug)]
 struct Inner {
     request_id: u64,
     method: Method,
     deadline: Instant,
     peer: Peer,
-    /// What the caller sent beside the arguments.
-    metadata: Metadata,
-    /// The call's place in a distributed trace, when it has one (boxed:
-    /// most calls have none).
-    trace: Option<Box<TraceContext>>,
+    /// Metadata and trace, for the calls that have either (boxed: most
+    /// have neither, and every call allocates this struct).
+    extras: Option<Box<Extras>>,
     /// Set when the call ends early; in the same allocation as the rest,
     /// so a call's context costs one allocation.
     cancelled: AtomicBool,
@@ -114,14 +121,14 @@ impl Context {
 
     fn make(request_id: u64, method: Method, deadline: Instant, peer: Peer, metadata: Metadata) -> Context {
         let trace = crate::observe::server_trace(&metadata);
+        let extras = (!metadata.is_empty() || trace.is_some()).then(|| Box::new(Extras { metadata, trace }));
         Context {
             inner: Arc::new(Inner {
                 request_id,
                 method,
                 deadline,
                 peer,
-                metadata,
-                trace,
+                extras,
                 cancelled: AtomicBool::new(false),
                 expired: AtomicBool::new(false),
                 cancel: Notify::new(),
@@ -136,14 +143,14 @@ impl Context {
 
     /// Whether this task serves a call that has a trace.
     pub(crate) fn in_traced_call() -> bool {
-        CURRENT.try_with(|ctx| ctx.inner.trace.is_some()).unwrap_or(false)
+        CURRENT.try_with(|ctx| ctx.trace().is_some()).unwrap_or(false)
     }
 
     /// A child of the current call's trace, if this task is serving a
     /// call that has one: what a call made from its handler carries.
     pub(crate) fn current_trace_child() -> Option<Box<TraceContext>> {
         CURRENT
-            .try_with(|ctx| ctx.inner.trace.as_ref().map(|trace| Box::new(trace.child())))
+            .try_with(|ctx| ctx.trace().map(|trace| Box::new(trace.child())))
             .ok()
             .flatten()
     }
@@ -162,14 +169,18 @@ impl Context {
     /// a trace context. Over JSON, the request's HTTP headers (see
     /// `docs/JSON.md`).
     pub fn metadata(&self) -> &Metadata {
-        &self.inner.metadata
+        static NONE: Metadata = Metadata::new();
+        self.inner
+            .extras
+            .as_ref()
+            .map_or(&NONE, |extras| &extras.metadata)
     }
 
     /// The call's place in a distributed trace: continued from the
     /// caller's `traceparent`, or started here when a subscriber listens to
     /// `rpc` spans; `None` otherwise. Calls the handler makes carry it on.
     pub fn trace(&self) -> Option<&TraceContext> {
-        self.inner.trace.as_deref()
+        self.inner.extras.as_ref()?.trace.as_ref()
     }
 
     /// The request id the client gave the call (unique per connection).

@@ -99,17 +99,24 @@ fn split(full_name: &'static str) -> (&'static str, &'static str) {
 
 /// The trace a server call belongs to: the caller's, if its metadata
 /// names one, or a new one if someone is listening.
-pub(crate) fn server_trace(metadata: &Metadata) -> Option<Box<TraceContext>> {
+pub(crate) fn server_trace(metadata: &Metadata) -> Option<TraceContext> {
     if !metadata.is_empty() {
         if let Some(trace) = TraceContext::from_metadata(metadata) {
-            return Some(Box::new(trace));
+            return Some(trace);
         }
     }
-    tracing::enabled!(target: TARGET, tracing::Level::INFO).then(|| Box::new(TraceContext::root()))
+    tracing::enabled!(target: TARGET, tracing::Level::INFO).then(TraceContext::root)
+}
+
+/// Whether a server call is watched: metrics are on, or a subscriber
+/// listens to `rpc` spans.
+pub(crate) fn server_watched() -> bool {
+    metrics_enabled() || tracing::enabled!(target: TARGET, tracing::Level::INFO)
 }
 
 /// The span of a server call.
-pub(crate) fn server_span(ctx: &Context, full_name: &'static str) -> Span {
+pub(crate) fn server_span(ctx: &Context) -> Span {
+    let full_name = ctx.descriptor().map_or("", |method| method.full_name);
     let (service, method) = split(full_name);
     let span = tracing::info_span!(
         target: TARGET,

@@ -157,9 +157,14 @@ impl Work {
         } = self;
         let started = Instant::now();
         let deadline = ctx.deadline();
-        let full_name = ctx.descriptor().map_or("", |method| method.full_name);
-        let fallible = ctx.descriptor().is_some_and(|method| method.fallible);
-        let span = observe::server_span(&ctx, full_name);
+        // Nobody watching (no metrics, no subscriber for `rpc` spans): the
+        // call runs with nothing else to do. A span, when there is one, is
+        // boxed, so the call's task is no larger for it.
+        let watched = observe::server_watched();
+        let span = match watched {
+            true => Some(Box::new(observe::server_span(&ctx))),
+            false => None,
+        };
         // Cancels the context however the handler ends, aborts included, so
         // work it handed to other tasks hears about it.
         let _cancel = CancelOnDrop(ctx.clone());
@@ -189,13 +194,16 @@ impl Work {
             };
             items.send(stream).await
         };
-        let work = observe::in_span(
-            span.clone(),
-            ctx.clone().scope(AssertUnwindSafe(work).catch_unwind()),
-        );
-        let finished = match timing {
-            Timing::Swept => Some(work.await),
-            Timing::OwnTimer => tokio::time::timeout_at(deadline, work).await.ok(),
+        let work = ctx.clone().scope(AssertUnwindSafe(work).catch_unwind());
+        // Unwatched, the call's future is awaited where it stands: moving
+        // it into wrappers copies it, and it is the task's largest part.
+        let finished = match (span.as_deref().filter(|span| !span.is_disabled()), timing) {
+            (None, Timing::Swept) => Some(work.await),
+            (None, Timing::OwnTimer) => tokio::time::timeout_at(deadline, work).await.ok(),
+            (Some(span), timing) => {
+                use tracing::Instrument;
+                timed(Box::pin(work.instrument(span.clone())), timing, deadline).await
+            }
         };
         let (outcome, finished) = match finished {
             Some(Ok(Ok(finished))) => (Outcome::Succeeded, finished),
@@ -212,22 +220,47 @@ impl Work {
             ),
         };
         observe(state, &ctx, outcome, started);
-        if let Finished::Value(value) = &finished {
-            observe::bytes(false, value.len());
+        if let Some(span) = span {
+            watch(&span, &ctx, outcome, &finished, codec, started);
         }
-        let call_outcome = match (outcome, &finished) {
-            (Outcome::Succeeded, Finished::Value(value)) if fallible && returned_err(value, codec) => {
-                CallOutcome::ApplicationError
-            }
-            (Outcome::Succeeded, _) => CallOutcome::Ok,
-            (Outcome::Failed, _) => CallOutcome::Failed,
-            (Outcome::Panicked, _) => CallOutcome::Panicked,
-            (Outcome::DeadlineExceeded, _) => CallOutcome::DeadlineExceeded,
-            (Outcome::Cancelled, _) => CallOutcome::Cancelled,
-        };
-        observe::server_call(&span, full_name, call_outcome, started.elapsed());
         finished
     }
+}
+
+/// `work`, stopped at `deadline` if `timing` says this task keeps its own
+/// timer; `None` if it was.
+async fn timed<W: Future>(work: W, timing: Timing, deadline: Instant) -> Option<W::Output> {
+    match timing {
+        Timing::Swept => Some(work.await),
+        Timing::OwnTimer => tokio::time::timeout_at(deadline, work).await.ok(),
+    }
+}
+
+/// Tells the watchers (the call's span, the metrics) how a call ended.
+fn watch(
+    span: &tracing::Span,
+    ctx: &Context,
+    outcome: Outcome,
+    finished: &Finished,
+    codec: Codec,
+    started: Instant,
+) {
+    let full_name = ctx.descriptor().map_or("", |method| method.full_name);
+    let fallible = ctx.descriptor().is_some_and(|method| method.fallible);
+    if let Finished::Value(value) = finished {
+        observe::bytes(false, value.len());
+    }
+    let call_outcome = match (outcome, finished) {
+        (Outcome::Succeeded, Finished::Value(value)) if fallible && returned_err(value, codec) => {
+            CallOutcome::ApplicationError
+        }
+        (Outcome::Succeeded, _) => CallOutcome::Ok,
+        (Outcome::Failed, _) => CallOutcome::Failed,
+        (Outcome::Panicked, _) => CallOutcome::Panicked,
+        (Outcome::DeadlineExceeded, _) => CallOutcome::DeadlineExceeded,
+        (Outcome::Cancelled, _) => CallOutcome::Cancelled,
+    };
+    observe::server_call(span, full_name, call_outcome, started.elapsed());
 }
 
 /// Whether an encoded `Result` is its `Err`: bincode writes the variant

@@ -3,8 +3,11 @@
 //!
 //! Frames are `LengthDelimitedCodec` frames of `[u64 id][u8 op][payload]`;
 //! one connection; the client keeps an id -> oneshot map; each side has one
-//! writer task that drains its queue before flushing; the server spawns a
-//! task per request, as a multiplexed server must.
+//! writer task that drains its queue before flushing. The server answers
+//! each request in its connection's task (`inline`: the fastest thing a
+//! person would write for a small, non-blocking handler), or spawns a task
+//! per request (`spawn`: what a multiplexed server must do when handlers
+//! may block).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,36 +49,45 @@ async fn writer(
     }
 }
 
-pub(crate) async fn serve(listener: TcpListener) {
+pub(crate) async fn serve(listener: TcpListener, inline: bool) {
     while let Ok((stream, _)) = listener.accept().await {
         stream.set_nodelay(true).ok();
-        tokio::spawn(connection(stream));
+        tokio::spawn(connection(stream, inline));
     }
 }
 
-async fn connection(stream: TcpStream) {
+async fn connection(stream: TcpStream, inline: bool) {
     let (read, write) = stream.into_split();
     let (queue, queued) = mpsc::unbounded_channel();
     tokio::spawn(writer(FramedWrite::new(write, codec()), queued));
     let mut frames = FramedRead::new(read, codec());
-    while let Some(Ok(mut frame)) = frames.next().await {
-        let queue = queue.clone();
-        tokio::spawn(async move {
-            let id = frame.get_u64_le();
-            let op = frame.get_u8();
-            let mut out = BytesMut::with_capacity(8 + frame.len().max(8));
-            out.put_u64_le(id);
-            match op {
-                OP_ADD => {
-                    let a = frame.get_u64_le();
-                    let b = frame.get_u64_le();
-                    out.put_u64_le(a.wrapping_add(b));
-                }
-                _ => out.extend_from_slice(&frame),
-            }
-            let _ = queue.send(out.freeze());
-        });
+    while let Some(Ok(frame)) = frames.next().await {
+        if inline {
+            let _ = queue.send(answer(frame));
+        } else {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let _ = queue.send(answer(frame));
+            });
+        }
     }
+}
+
+/// The answer to one request frame.
+fn answer(mut frame: BytesMut) -> Bytes {
+    let id = frame.get_u64_le();
+    let op = frame.get_u8();
+    let mut out = BytesMut::with_capacity(8 + frame.len().max(8));
+    out.put_u64_le(id);
+    match op {
+        OP_ADD => {
+            let a = frame.get_u64_le();
+            let b = frame.get_u64_le();
+            out.put_u64_le(a.wrapping_add(b));
+        }
+        _ => out.extend_from_slice(&frame),
+    }
+    out.freeze()
 }
 
 #[derive(Clone)]

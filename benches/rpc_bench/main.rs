@@ -5,8 +5,15 @@
 //! cargo bench --bench rpc_bench                      # 5 rounds, every scenario
 //! cargo bench --bench rpc_bench -- --rounds 3 --json bench.json
 //! cargo bench --bench rpc_bench -- --quick           # small counts, a smoke run
+//! cargo bench --bench rpc_bench -- --runtime ct      # tokio's current-thread runtime (default: mt, 2 workers)
+//! cargo bench --bench rpc_bench -- --baseline spawn  # a baseline that spawns a task per request (default: inline)
 //! RPC_BENCH_OBSERVE=1 cargo bench --bench rpc_bench --features prometheus   # with a subscriber and metrics
 //! ```
+//!
+//! Both systems run with default settings, as users get them; `big` echoes
+//! 1 MiB `rpc::Bytes`, `bigvec` 1 MiB `Vec<u8>` (the baseline moves the same
+//! bytes either way), and `conns` makes 8 calls at a time on each of 1 000
+//! connections.
 //!
 //! Absolute times drift on shared machines, so what counts is the ratio of
 //! each system to the baseline within a round; the report gives the median
@@ -49,20 +56,43 @@ impl Contender {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    // Both systems, both sides: the same multi-threaded runtime, two workers.
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
+/// Which tokio runtime every process of a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runtime {
+    /// `current_thread`.
+    Ct,
+    /// `multi_thread` with two workers, one per core of the bench machine.
+    Mt,
 }
 
-/// With `RPC_BENCH_OBSERVE=1` in the environment (server processes inherit
-/// it), every process watches the way a deployment would: a `tracing`
-/// subscriber at INFO for the `rpc` target that formats each call's span
-/// when it closes (into a sink), and a metrics recorder (Prometheus's, with
-/// the `prometheus` feature) with the call metrics on.
+impl Runtime {
+    fn name(self) -> &'static str {
+        match self {
+            Runtime::Ct => "ct",
+            Runtime::Mt => "mt",
+        }
+    }
+
+    fn parse(name: &str) -> Result<Runtime, String> {
+        match name {
+            "ct" => Ok(Runtime::Ct),
+            "mt" => Ok(Runtime::Mt),
+            other => Err(format!("unknown runtime {other}; the runtimes are ct and mt")),
+        }
+    }
+
+    fn build(self) -> tokio::runtime::Runtime {
+        match self {
+            Runtime::Ct => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+            Runtime::Mt => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build(),
+        }
+        .expect("a tokio runtime")
+    }
+}
+
 fn observe_if_asked() {
     if std::env::var_os("RPC_BENCH_OBSERVE").is_none() {
         return;
@@ -86,6 +116,8 @@ fn observe_if_asked() {
 
 fn main() -> ExitCode {
     observe_if_asked();
+    // 1 000 connections on each side of `conns`, and a few more.
+    let _ = rlimit::increase_nofile_limit(8192);
     let args: Vec<String> = std::env::args().skip(1).filter(|arg| arg != "--bench").collect();
     if args.first().map(String::as_str) == Some("serve") {
         let system = match args.get(1).map(String::as_str) {
@@ -96,12 +128,20 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        serve(system);
+        let runtime = args.get(2).map_or(Ok(Runtime::Mt), |name| Runtime::parse(name));
+        let inline = args.get(3).map(String::as_str) != Some("spawn");
+        match runtime {
+            Ok(runtime) => serve(system, runtime, inline),
+            Err(err) => {
+                eprintln!("{err}");
+                return ExitCode::FAILURE;
+            }
+        }
         return ExitCode::SUCCESS;
     }
     match Options::parse(&args) {
         Ok(options) => {
-            runtime().block_on(orchestrate(options));
+            options.runtime.build().block_on(orchestrate(options));
             ExitCode::SUCCESS
         }
         Err(usage) => {
@@ -113,14 +153,14 @@ fn main() -> ExitCode {
 
 /// A server process: binds, says where, then answers `allocs` on stdin with
 /// its allocation count until stdin closes.
-fn serve(system: Contender) {
-    let runtime = runtime();
+fn serve(system: Contender, runtime: Runtime, inline: bool) {
+    let runtime = runtime.build();
     let addr = runtime.block_on(async {
         match system {
             Contender::Baseline => {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();
-                tokio::spawn(baseline::serve(listener));
+                tokio::spawn(baseline::serve(listener, inline));
                 addr
             }
             Contender::Rpc => {
@@ -133,16 +173,24 @@ fn serve(system: Contender) {
     });
     println!("LISTENING {addr}");
     std::io::stdout().flush().unwrap();
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        match line.as_deref() {
-            Ok("allocs") => {
-                println!("{}", INSTRUMENTED_SYSTEM.stats().allocations);
-                std::io::stdout().flush().unwrap();
+    // The runtime must keep running while this thread reads stdin: a
+    // current-thread runtime runs only inside `block_on`.
+    runtime.block_on(async {
+        tokio::task::spawn_blocking(|| {
+            let stdin = std::io::stdin();
+            for line in stdin.lock().lines() {
+                match line.as_deref() {
+                    Ok("allocs") => {
+                        println!("{}", INSTRUMENTED_SYSTEM.stats().allocations);
+                        std::io::stdout().flush().unwrap();
+                    }
+                    _ => break,
+                }
             }
-            _ => break,
-        }
-    }
+        })
+        .await
+        .unwrap();
+    });
     drop(runtime);
 }
 
@@ -154,9 +202,14 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn spawn(system: Contender) -> ServerProcess {
+    fn spawn(system: Contender, options: &Options) -> ServerProcess {
+        let inline = if options.spawning_baseline {
+            "spawn"
+        } else {
+            "inline"
+        };
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["serve", system.name()])
+            .args(["serve", system.name(), options.runtime.name(), inline])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -221,6 +274,21 @@ impl AnyClient {
             AnyClient::Rpc(client) => client.echo(data).await.expect("rpc echo"),
         }
     }
+
+    /// The echo as users write it: a `Vec<u8>` in, a `Vec<u8>` out.
+    async fn echo_vec(&self, data: Vec<u8>) -> Vec<u8> {
+        match self {
+            AnyClient::Baseline(client) => client.echo(data.into()).await.into(),
+            AnyClient::Rpc(client) => client.echo_vec(data).await.expect("rpc echo_vec"),
+        }
+    }
+
+    async fn connect(system: Contender, addr: SocketAddr) -> AnyClient {
+        match system {
+            Contender::Baseline => AnyClient::Baseline(baseline::Client::connect(addr).await),
+            Contender::Rpc => AnyClient::Rpc(ours::connect(addr).await),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,10 +297,19 @@ enum Scenario {
     Tput64,
     Tput1k,
     Big,
+    BigVec,
+    Conns,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [Scenario::Lat, Scenario::Tput64, Scenario::Tput1k, Scenario::Big];
+    const ALL: [Scenario; 6] = [
+        Scenario::Lat,
+        Scenario::Tput64,
+        Scenario::Tput1k,
+        Scenario::Big,
+        Scenario::BigVec,
+        Scenario::Conns,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -240,6 +317,8 @@ impl Scenario {
             Scenario::Tput64 => "tput64",
             Scenario::Tput1k => "tput1k",
             Scenario::Big => "big",
+            Scenario::BigVec => "bigvec",
+            Scenario::Conns => "conns",
         }
     }
 }
@@ -249,6 +328,9 @@ struct Options {
     quick: bool,
     json: Option<String>,
     scenarios: Vec<Scenario>,
+    runtime: Runtime,
+    /// The baseline spawns a task per request instead of answering inline.
+    spawning_baseline: bool,
 }
 
 impl Options {
@@ -258,6 +340,8 @@ impl Options {
             quick: false,
             json: None,
             scenarios: Scenario::ALL.to_vec(),
+            runtime: Runtime::Mt,
+            spawning_baseline: false,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -270,6 +354,16 @@ impl Options {
                         .ok_or("--rounds takes a positive number")?;
                 }
                 "--quick" => options.quick = true,
+                "--runtime" => {
+                    options.runtime = Runtime::parse(args.next().ok_or("--runtime takes ct or mt")?)?
+                }
+                "--baseline" => {
+                    options.spawning_baseline = match args.next().map(String::as_str) {
+                        Some("inline") => false,
+                        Some("spawn") => true,
+                        _ => return Err("--baseline takes inline or spawn".to_owned()),
+                    }
+                }
                 "--json" => options.json = Some(args.next().ok_or("--json takes a path")?.clone()),
                 "--scenarios" => {
                     let names = args.next().ok_or("--scenarios takes a list such as lat,big")?;
@@ -280,14 +374,14 @@ impl Options {
                                 .into_iter()
                                 .find(|s| s.name() == name)
                                 .ok_or(format!(
-                                    "unknown scenario {name}; the scenarios are lat, tput64, tput1k, big"
+                                    "unknown scenario {name}; the scenarios are lat, tput64, tput1k, big, bigvec, conns"
                                 ))
                         })
                         .collect::<Result<_, _>>()?;
                 }
                 other => {
                     return Err(format!(
-                        "unknown argument {other}\nusage: rpc_bench [--rounds N] [--quick] [--json PATH] [--scenarios lat,tput64,tput1k,big]"
+                        "unknown argument {other}\nusage: rpc_bench [--rounds N] [--quick] [--json PATH] [--runtime ct|mt] [--baseline inline|spawn] [--scenarios lat,tput64,tput1k,big,bigvec,conns]"
                     ));
                 }
             }
@@ -366,7 +460,7 @@ async fn throughput(client: &AnyClient, callers: usize, calls: usize) -> Measure
     summarise(latencies, (per_caller * callers) as f64 / elapsed)
 }
 
-async fn big(client: &AnyClient, callers: usize, calls: usize, size: usize) -> Measure {
+async fn big(client: &AnyClient, callers: usize, calls: usize, size: usize, vec: bool) -> Measure {
     let payload = Bytes::from(vec![0xa5u8; size]);
     let per_caller = (calls / callers).max(1);
     let started = Instant::now();
@@ -378,9 +472,14 @@ async fn big(client: &AnyClient, callers: usize, calls: usize, size: usize) -> M
                 let mut latencies = Vec::with_capacity(per_caller);
                 for _ in 0..per_caller {
                     let call = Instant::now();
-                    let back = client.echo(payload.clone()).await;
+                    let back = match vec {
+                        // The copy into a `Vec` is the caller's, as a user's
+                        // would be, and the same for both systems.
+                        true => client.echo_vec(payload.to_vec()).await.len(),
+                        false => client.echo(payload.clone()).await.len(),
+                    };
                     latencies.push(call.elapsed());
-                    assert_eq!(back.len(), payload.len());
+                    assert_eq!(back, payload.len());
                 }
                 latencies
             })
@@ -395,12 +494,72 @@ async fn big(client: &AnyClient, callers: usize, calls: usize, size: usize) -> M
     summarise(latencies, megabytes / elapsed)
 }
 
-async fn run(scenario: Scenario, client: &AnyClient, options: &Options) -> Measure {
+/// Small calls, `in_flight` at a time on each of `connections` connections
+/// of their own: calls/s. Connecting is not timed.
+async fn conns(
+    system: Contender,
+    addr: SocketAddr,
+    connections: usize,
+    in_flight: usize,
+    calls: usize,
+) -> Measure {
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(AnyClient::connect(system, addr).await);
+    }
+    let callers = connections * in_flight;
+    let per_caller = (calls / callers).max(1);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let client = clients[caller % connections].clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_caller);
+                for i in 0..per_caller {
+                    let call = Instant::now();
+                    let sum = client.add(caller as u64, i as u64).await;
+                    latencies.push(call.elapsed());
+                    debug_assert_eq!(sum, (caller + i) as u64);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(callers * per_caller);
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    summarise(latencies, (per_caller * callers) as f64 / elapsed)
+}
+
+/// One system under test: its client, and where its server listens (for
+/// scenarios that open connections of their own).
+struct Contestant {
+    system: Contender,
+    addr: SocketAddr,
+    client: AnyClient,
+}
+
+async fn run(scenario: Scenario, contestant: &Contestant, options: &Options) -> Measure {
+    let client = &contestant.client;
     match scenario {
         Scenario::Lat => latency(client, options.scale(20_000)).await,
         Scenario::Tput64 => throughput(client, 64, options.scale(200_000)).await,
         Scenario::Tput1k => throughput(client, 1024, options.scale(200_000).max(1024)).await,
-        Scenario::Big => big(client, 8, options.scale(512).max(8), 1024 * 1024).await,
+        Scenario::Big => big(client, 8, options.scale(512).max(8), 1024 * 1024, false).await,
+        Scenario::BigVec => big(client, 8, options.scale(512).max(8), 1024 * 1024, true).await,
+        Scenario::Conns => {
+            let connections = if options.quick { 100 } else { 1000 };
+            conns(
+                contestant.system,
+                contestant.addr,
+                connections,
+                8,
+                options.scale(400_000),
+            )
+            .await
+        }
     }
 }
 
@@ -418,8 +577,8 @@ fn figures(scenario: Scenario) -> &'static [Figure] {
             ("p999 us", |m| m.p999_us, false),
         ],
         Scenario::Tput64 => &[("calls/s", |m| m.rate, true), ("p99 us", |m| m.p99_us, false)],
-        Scenario::Tput1k => &[("calls/s", |m| m.rate, true)],
-        Scenario::Big => &[("MB/s", |m| m.rate, true)],
+        Scenario::Tput1k | Scenario::Conns => &[("calls/s", |m| m.rate, true)],
+        Scenario::Big | Scenario::BigVec => &[("MB/s", |m| m.rate, true)],
     }
 }
 
@@ -434,13 +593,27 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 async fn orchestrate(options: Options) {
-    let mut base_server = ServerProcess::spawn(Contender::Baseline);
-    let mut rpc_server = ServerProcess::spawn(Contender::Rpc);
-    let base = AnyClient::Baseline(baseline::Client::connect(base_server.addr).await);
-    let rpc = AnyClient::Rpc(ours::connect(rpc_server.addr).await);
+    let mut base_server = ServerProcess::spawn(Contender::Baseline, &options);
+    let mut rpc_server = ServerProcess::spawn(Contender::Rpc, &options);
+    let base = Contestant {
+        system: Contender::Baseline,
+        addr: base_server.addr,
+        client: AnyClient::connect(Contender::Baseline, base_server.addr).await,
+    };
+    let rpc = Contestant {
+        system: Contender::Rpc,
+        addr: rpc_server.addr,
+        client: AnyClient::connect(Contender::Rpc, rpc_server.addr).await,
+    };
     println!(
-        "rpc_bench: {} rounds, scenarios {:?}{}",
+        "rpc_bench: {} rounds, runtime {}, baseline {}, default settings, scenarios {:?}{}",
         options.rounds,
+        options.runtime.name(),
+        if options.spawning_baseline {
+            "spawning a task per request"
+        } else {
+            "answering inline"
+        },
         options.scenarios.iter().map(|s| s.name()).collect::<Vec<_>>(),
         if options.quick { " (quick)" } else { "" }
     );
@@ -475,8 +648,8 @@ async fn orchestrate(options: Options) {
     let calls = options.scale(200_000);
     let mut allocations = Vec::new();
     for (system, client, server) in [
-        (Contender::Baseline, &base, &mut base_server),
-        (Contender::Rpc, &rpc, &mut rpc_server),
+        (Contender::Baseline, &base.client, &mut base_server),
+        (Contender::Rpc, &rpc.client, &mut rpc_server),
     ] {
         let server_before = server.allocations();
         let region = Region::new(GLOBAL);

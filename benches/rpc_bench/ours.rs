@@ -11,6 +11,8 @@ pub(crate) trait Bench {
     async fn add(&self, a: u64, b: u64) -> u64;
     /// A big one.
     async fn echo(&self, data: Bytes) -> Bytes;
+    /// A big one as users write it.
+    async fn echo_vec(&self, data: Vec<u8>) -> Vec<u8>;
 }
 
 struct Impl;
@@ -22,25 +24,23 @@ impl Bench for Impl {
     async fn echo(&self, data: Bytes) -> Bytes {
         data
     }
+    async fn echo_vec(&self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
 }
+
+// Default settings on both sides: what users get.
 
 pub(crate) async fn serve(listener_addr: &str) -> rpc::ServerHandle {
     rpc::Server::new()
         .serve(BenchServer::new(Impl))
-        // No limit should shape the comparison: the baseline has none.
-        .max_calls_per_connection(4096)
-        .max_frame_len(64 * 1024 * 1024)
         .bind(listener_addr)
         .await
         .expect("bind the rpc server")
 }
 
 pub(crate) async fn connect(addr: SocketAddr) -> BenchClient {
-    let client = rpc::ClientBuilder::new()
-        .max_in_flight(4096)
-        .max_frame_len(64 * 1024 * 1024)
-        .connect(addr)
+    BenchClient::connect(addr)
         .await
-        .expect("connect to the rpc server");
-    BenchClient::from_client(client)
+        .expect("connect to the rpc server")
 }

@@ -47,3 +47,93 @@ impl<T, E: From<Error>> FromRpcError for Result<T, E> {
         Err(E::from(err))
     }
 }
+
+/// A `Vec<u8>` argument or result on its way out. serde's own impl writes
+/// a `Vec<u8>` byte by byte; this writes it as one byte string in binary
+/// encodings, which bincode lays out exactly as the byte sequence (a
+/// length, then the bytes), so peers see the same bytes either way. In
+/// JSON it stays an array of numbers.
+pub struct AsBytes<'a>(pub &'a [u8]);
+
+impl Serialize for AsBytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_seq(self.0)
+        } else {
+            serializer.serialize_bytes(self.0)
+        }
+    }
+}
+
+/// A `Vec<u8>` argument or result on its way in: read as one byte string
+/// from binary encodings (see [`AsBytes`]), as an array of numbers from
+/// JSON.
+pub struct ByteVec(pub Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for ByteVec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            return Vec::<u8>::deserialize(deserializer).map(ByteVec);
+        }
+        deserializer.deserialize_byte_buf(ByteVisitor).map(ByteVec)
+    }
+}
+
+/// Takes a byte string however the format hands it over.
+struct ByteVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ByteVisitor {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence of bytes")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(bytes.to_vec())
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(bytes)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+        // A format without byte strings: element by element, as serde does.
+        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(byte) = seq.next_element()? {
+            bytes.push(byte);
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, DecodeLimits};
+
+    #[test]
+    fn byte_strings_are_byte_sequences_on_the_wire() {
+        for len in [0usize, 1, 127, 128, 300, 70_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let (mut ours, mut serdes) = (BytesMut::new(), BytesMut::new());
+            codec::encode_into(&(7u32, AsBytes(&bytes)), &mut ours).unwrap();
+            codec::encode_into(&(7u32, &bytes), &mut serdes).unwrap();
+            assert_eq!(ours, serdes, "{len} bytes");
+            let limits = DecodeLimits::default();
+            let (_, back): (u32, ByteVec) = codec::decode(&serdes, limits).unwrap();
+            assert_eq!(back.0, bytes);
+            let (_, plain): (u32, Vec<u8>) = codec::decode(&ours, limits).unwrap();
+            assert_eq!(plain, bytes);
+        }
+    }
+
+    #[test]
+    fn json_keeps_arrays_of_numbers() {
+        let text = serde_json::to_string(&AsBytes(&[1, 2, 255])).unwrap();
+        assert_eq!(text, "[1,2,255]");
+        let back: ByteVec = serde_json::from_str("[1,2,255]").unwrap();
+        assert_eq!(back.0, [1, 2, 255]);
+        assert!(serde_json::from_str::<ByteVec>("\"abc\"").is_err());
+    }
+}

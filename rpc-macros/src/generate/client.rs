@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::ServiceGenerator;
+use super::{ServiceGenerator, is_byte_vec};
 
 pub(crate) fn client(generator: &ServiceGenerator<'_>) -> TokenStream {
     let ServiceGenerator {
@@ -55,18 +55,36 @@ pub(crate) fn client(generator: &ServiceGenerator<'_>) -> TokenStream {
             "\n\n# Errors\n\nFails with `rpc::Error` when the call does not complete: \
              the connection is lost, the deadline passes, or the server does not have `{full}`.{deadline_doc}"
         );
+        // A blob result is read as one byte string (see `is_byte_vec`).
+        let blob = is_byte_vec(output);
+        let (call, call_with_input) = match blob {
+            true => (
+                quote! {
+                    let call = self.client.call::<_, #p::ByteVec>(request, #timeout);
+                    async move { #p::Result::map(call.await, |bytes| bytes.0) }
+                },
+                quote! {
+                    let call = self.client.call_with_input::<_, #p::ByteVec>(request, #timeout);
+                    async move { #p::Result::map(call.await, |bytes| bytes.0) }
+                },
+            ),
+            false => (
+                quote!(self.client.call(request, #timeout)),
+                quote!(self.client.call_with_input(request, #timeout)),
+            ),
+        };
         let body = match (method.input_stream.is_some(), &method.output_item) {
             (false, None) => quote! {
                 pub fn #ident(&self, #(#args),*) -> impl #p::Future<Output = #p::Result<#output, #p::Error>> + 'static {
                     let request = #request::#variant { #(#names),* };
-                    self.client.call(request, #timeout)
+                    #call
                 }
             },
             (true, None) => quote! {
                 pub fn #ident(&self, #(#args),*) -> impl #p::Future<Output = #p::Result<#output, #p::Error>> + 'static {
                     #wrap_input
                     let request = #request::#variant { #(#names),* };
-                    self.client.call_with_input(request, #timeout)
+                    #call_with_input
                 }
             },
             (_, Some(item)) => quote! {

@@ -113,3 +113,30 @@ impl MethodGenerator<'_> {
         }
     }
 }
+
+/// Whether `ty` is written `Vec<u8>` (or `std::vec::Vec<u8>`,
+/// `alloc::vec::Vec<u8>`): a blob, which the generated code sends as one
+/// byte string instead of serde's byte-by-byte sequence (the same bytes on
+/// the wire). Aliases and blobs inside other types are not recognised.
+pub(crate) fn is_byte_vec(ty: &Type) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    if path.qself.is_some() {
+        return false;
+    }
+    let segments: Vec<String> = path.path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let vec_path = matches!(
+        segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+        ["Vec"] | ["std", "vec", "Vec"] | ["alloc", "vec", "Vec"]
+    );
+    let Some(last) = path.path.segments.last() else {
+        return false;
+    };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    vec_path
+        && args.args.len() == 1
+        && matches!(args.args.first(), Some(syn::GenericArgument::Type(Type::Path(item))) if item.qself.is_none() && item.path.is_ident("u8"))
+}

@@ -5,7 +5,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::quote;
 use syn::Ident;
 
-use super::ServiceGenerator;
+use super::{ServiceGenerator, is_byte_vec};
 
 pub(crate) fn request_enum(generator: &ServiceGenerator<'_>) -> TokenStream {
     let ServiceGenerator {
@@ -46,8 +46,13 @@ pub(crate) fn request_enum(generator: &ServiceGenerator<'_>) -> TokenStream {
     let out = Ident::new("__rpc_out", Span::mixed_site());
     let encode_arms = generator.methods.iter().map(|m| {
         let (cfgs, variant, full, args) = (&m.cfgs, &m.variant, &m.full_name, &m.plain_names);
+        // Blobs as one byte string (see `is_byte_vec`).
+        let values = m.plain_names.iter().zip(&m.plain_types).map(|(arg, ty)| match is_byte_vec(ty) {
+            true => quote!(#p::AsBytes(&#arg[..])),
+            false => quote!(#arg),
+        });
         quote! {
-            #(#cfgs)* #request::#variant { #(ref #args,)* .. } => #p::encode_args(#full, &(#(#args,)*), #out)
+            #(#cfgs)* #request::#variant { #(ref #args,)* .. } => #p::encode_args(#full, &(#(#values,)*), #out)
         }
     });
     let take_input_arms = generator.methods.iter().map(|m| {

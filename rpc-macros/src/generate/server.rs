@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::ServiceGenerator;
+use super::{ServiceGenerator, is_byte_vec};
 
 pub(crate) fn server(generator: &ServiceGenerator<'_>) -> TokenStream {
     let ServiceGenerator {
@@ -32,9 +32,20 @@ pub(crate) fn server(generator: &ServiceGenerator<'_>) -> TokenStream {
             .input()
             .map(|(stream, item)| quote!(let #stream: #p::Streaming<#item> = args.input();));
         let stream_name = m.method.input().map(|(stream, _)| stream);
+        // Blobs read as one byte string (see `is_byte_vec`).
+        let wire_types = types.iter().map(|ty| match is_byte_vec(ty) {
+            true => quote!(#p::ByteVec),
+            false => quote!(#ty),
+        });
+        let unwrap = args
+            .iter()
+            .zip(types)
+            .filter(|(_, ty)| is_byte_vec(ty))
+            .map(|(arg, _)| quote!(let #arg = #arg.0;));
         quote! {
             #(#cfgs)* #id => {
-                let (#(#args,)*): (#(#types,)*) = args.decode()?;
+                let (#(#args,)*): (#(#wire_types,)*) = args.decode()?;
+                #(#unwrap)*
                 #stream
                 #p::Ok(#request::#variant { #(#args,)* #stream_name })
             }
@@ -52,6 +63,8 @@ pub(crate) fn server(generator: &ServiceGenerator<'_>) -> TokenStream {
         let (cfgs, variant, full) = (&m.cfgs, &m.variant, &m.full_name);
         if m.method.output_item.is_some() {
             quote!(#(#cfgs)* #response::#variant(stream) => #p::Ok(#p::Answer::stream(#full, stream, codec)),)
+        } else if is_byte_vec(&m.method.output) {
+            quote!(#(#cfgs)* #response::#variant(value) => #p::Answer::value(#full, &#p::AsBytes(&value[..]), codec),)
         } else {
             quote!(#(#cfgs)* #response::#variant(value) => #p::Answer::value(#full, &value, codec),)
         }

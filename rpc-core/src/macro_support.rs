@@ -129,6 +129,16 @@ mod tests {
     }
 
     #[test]
+    fn a_lying_length_is_refused_without_allocating_it() {
+        // A varint claiming 2^40 bytes, then five.
+        let mut payload = vec![0xfd];
+        payload.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        payload.extend_from_slice(b"hello");
+        let err = codec::decode::<ByteVec>(&payload, DecodeLimits::default()).err();
+        assert!(err.is_some(), "a 13-byte payload cannot hold 2^40 bytes");
+    }
+
+    #[test]
     fn json_keeps_arrays_of_numbers() {
         let text = serde_json::to_string(&AsBytes(&[1, 2, 255])).unwrap();
         assert_eq!(text, "[1,2,255]");

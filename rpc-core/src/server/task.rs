@@ -90,7 +90,7 @@ impl Call {
                 state,
                 out: Some((outbox, permit)),
             };
-            let task = tokio::spawn(async move {
+            let mut call = Box::pin(async move {
                 let mut responder = responder;
                 let frame = work
                     .run(&responder.state, handler, Timing::Swept)
@@ -99,8 +99,16 @@ impl Call {
                 report.ended();
                 responder.send(frame);
             });
-            CallHandle::Spawned {
-                abort: Some(task.abort_handle()),
+            // Most handlers answer on their first poll: run that here, in
+            // the connection's task, and spawn only a call that has to
+            // wait. (The waker of this poll wakes nothing; the task's first
+            // poll, which tokio runs at once, registers its own.)
+            let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+            match call.as_mut().poll(&mut first) {
+                std::task::Poll::Ready(()) => CallHandle::Spawned { abort: None },
+                std::task::Poll::Pending => CallHandle::Spawned {
+                    abort: Some(tokio::spawn(call).abort_handle()),
+                },
             }
         }
     }

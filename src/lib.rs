@@ -269,9 +269,10 @@
 //! # Many calls, one connection
 //!
 //! A client (and all its clones) multiplexes every call over one TCP
-//! connection. Each call carries a request id; the server runs each call in
-//! its own task and answers in completion order, so a slow call never holds
-//! up a fast one. Frames queued while the connection is busy go out together
+//! connection. Each call carries a request id; the server answers a call
+//! that is done on its first poll at once, runs each call that waits in a
+//! task of its own, and answers in completion order, so a slow call never
+//! holds up a fast one. Frames queued while the connection is busy go out together
 //! in one write. A client caps its calls in flight, a server its calls in
 //! progress per connection; at the cap the server stops reading and TCP holds
 //! the client back. See [`Server`] for every limit and its default.

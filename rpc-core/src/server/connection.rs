@@ -27,8 +27,9 @@ use crate::writer;
 /// Serves one connection until the client leaves, breaks the protocol, or
 /// the server shuts down.
 ///
-/// Every request runs in a task of its own, so a slow call never holds up a
-/// fast one; answers go out in completion order. At most
+/// Every request that waits runs in a task of its own (one done on its
+/// first poll, in this task, is answered at once), so a slow call never
+/// holds up a fast one; answers go out in completion order. At most
 /// `max_calls_per_connection` calls are in progress (running, or answered
 /// and waiting to be written); requests past it wait in a queue as long as
 /// the cap, and with that full the server stops reading, so TCP pushes

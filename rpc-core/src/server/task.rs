@@ -18,13 +18,13 @@ use crate::service::{Answer, Args};
 use crate::writer::Outgoing;
 
 impl Call {
-    /// Spawns the call's task, in which `handler` turns the arguments into
-    /// the method's answer.
+    /// Starts the call, in which `handler` turns the arguments into the
+    /// method's answer: polled once here, and spawned as a task of its own
+    /// if it has to wait.
     ///
-    /// The handler's future is spawned as it is, not boxed; the task runs
-    /// it under the call's context and deadline, turns a panic (decoding
-    /// included) into an error answer, and sends the answer with the
-    /// call's permit.
+    /// The call runs under its context and deadline, turns a panic
+    /// (decoding included) into an error answer, and sends the answer with
+    /// the call's permit.
     pub(crate) fn spawn<F, Fut>(self, handler: F) -> CallHandle
     where
         F: FnOnce(Args, Codec) -> Fut + Send + 'static,

@@ -21,7 +21,7 @@ pub(crate) fn server(generator: &ServiceGenerator<'_>) -> TokenStream {
     let name_str = server.to_string();
     let doc = format!(
         "Serves a [`{trait_name}`] implementation: pass it to `rpc::Server::serve`.\n\n\
-         Each call runs in its own task under the caller's deadline; a panic in a \
+         Each call runs under the caller's deadline, in a task of its own once it waits; a panic in a \
          method answers that call with an error and leaves the server running."
     );
     let decode_arms = generator.methods.iter().map(|m| {

@@ -83,6 +83,13 @@ pub struct Args {
     input: Option<Incoming>,
 }
 
+impl Args {
+    /// The encoded arguments' length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.payload.len()
+    }
+}
+
 impl fmt::Debug for Args {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Args")

@@ -17,6 +17,10 @@ use crate::server::{Outcome, ServerState};
 use crate::service::{Answer, Args};
 use crate::writer::Outgoing;
 
+/// Requests whose arguments are at most this long get their first poll in
+/// the connection's task.
+const INLINE_ARGS_LEN: usize = 16 * 1024;
+
 impl Call {
     /// Starts the call, in which `handler` turns the arguments into the
     /// method's answer: polled once here, and spawned as a task of its own
@@ -90,6 +94,9 @@ impl Call {
                 state,
                 out: Some((outbox, permit)),
             };
+            // A large request (a blob to store, to echo) is likely work to
+            // match: its task runs beside the connection's reader.
+            let first_poll_here = work.args.len() <= INLINE_ARGS_LEN;
             let mut call = Box::pin(async move {
                 let mut responder = responder;
                 let frame = work
@@ -104,6 +111,11 @@ impl Call {
             // wait. (The waker of this poll wakes nothing; the task's first
             // poll, which tokio runs at once, registers its own.)
             let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+            if !first_poll_here {
+                return CallHandle::Spawned {
+                    abort: Some(tokio::spawn(call).abort_handle()),
+                };
+            }
             match call.as_mut().poll(&mut first) {
                 std::task::Poll::Ready(()) => CallHandle::Spawned { abort: None },
                 std::task::Poll::Pending => CallHandle::Spawned {

@@ -75,7 +75,10 @@ impl<'de> serde::Deserialize<'de> for ByteVec {
         if deserializer.is_human_readable() {
             return Vec::<u8>::deserialize(deserializer).map(ByteVec);
         }
-        deserializer.deserialize_byte_buf(ByteVisitor).map(ByteVec)
+        // Borrowed, not owned: bincode checks a borrowed byte string's
+        // length against the input before taking it, where an owned one
+        // would be allocated at its claimed length first.
+        deserializer.deserialize_bytes(ByteVisitor).map(ByteVec)
     }
 }
 

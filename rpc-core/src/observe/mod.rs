@@ -118,8 +118,11 @@ pub(crate) fn server_watched() -> bool {
 pub(crate) fn server_span(ctx: &Context) -> Span {
     let full_name = ctx.descriptor().map_or("", |method| method.full_name);
     let (service, method) = split(full_name);
+    // A root span, whichever task runs the call's first poll: its parent
+    // is the remote caller's, set below.
     let span = tracing::info_span!(
         target: TARGET,
+        parent: None,
         "rpc.server",
         otel.name = full_name,
         otel.kind = "server",

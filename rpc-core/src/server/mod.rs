@@ -25,6 +25,7 @@ mod inbound;
 pub mod json;
 mod report;
 mod router;
+mod slow;
 mod stats;
 mod task;
 
@@ -100,6 +101,8 @@ pub struct ServerState {
     /// Cancelled when a graceful shutdown's grace period is over: calls
     /// still running are stopped, and their callers told so.
     pub interrupt: CancellationToken,
+    /// Methods whose first poll was once slow: spawned from the start.
+    pub(crate) slow: slow::SlowMethods,
 }
 
 impl ServerState {
@@ -117,6 +120,7 @@ impl Clone for ServerState {
             counters: Arc::default(),
             shutdown: CancellationToken::new(),
             interrupt: CancellationToken::new(),
+            slow: slow::SlowMethods::default(),
         }
     }
 }

@@ -3,7 +3,9 @@
 //! or the finished call to a JSON caller.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::sync::oneshot;
 
@@ -13,6 +15,7 @@ use crate::error::Error;
 use crate::frame::Frame;
 use crate::permit::CallPermit;
 use crate::server::call::{Call, CallHandle, End, Finished, Outbox, Timing, deadline_exceeded};
+use crate::server::slow::SLOW_FIRST_POLL;
 use crate::server::{Outcome, ServerState};
 use crate::service::{Answer, Args};
 use crate::writer::Outgoing;
@@ -95,8 +98,12 @@ impl Call {
                 out: Some((outbox, permit)),
             };
             // A large request (a blob to store, to echo) is likely work to
-            // match: its task runs beside the connection's reader.
-            let first_poll_here = work.args.len() <= INLINE_ARGS_LEN;
+            // match, as is a method that once computed for long before its
+            // first await: their tasks run beside the connection's reader.
+            let method = work.ctx.descriptor();
+            let first_poll_here =
+                work.args.len() <= INLINE_ARGS_LEN && !responder.state.slow.contains(method);
+            let state = Arc::clone(&responder.state);
             let mut call = Box::pin(async move {
                 let mut responder = responder;
                 let frame = work
@@ -116,11 +123,28 @@ impl Call {
                     abort: Some(tokio::spawn(call).abort_handle()),
                 };
             }
-            match call.as_mut().poll(&mut first) {
-                std::task::Poll::Ready(()) => CallHandle::Spawned { abort: None },
-                std::task::Poll::Pending => CallHandle::Spawned {
+            let started = std::time::Instant::now();
+            // The handler's panics are the call's (caught inside); this
+            // guards the connection from the rest (a subscriber's or a
+            // recorder's), which would otherwise end it: the call ends as
+            // a panicked task would.
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut first)));
+            if started.elapsed() > SLOW_FIRST_POLL {
+                state.slow.mark(method);
+            }
+            match polled {
+                Ok(Poll::Ready(())) => CallHandle::Spawned { abort: None },
+                Ok(Poll::Pending) => CallHandle::Spawned {
                     abort: Some(tokio::spawn(call).abort_handle()),
                 },
+                Err(panic) => {
+                    tracing::error!(
+                        id,
+                        message = %crate::server::call::panic_message(panic.as_ref()),
+                        "a call panicked outside its handler"
+                    );
+                    CallHandle::Spawned { abort: None }
+                }
             }
         }
     }

@@ -3,53 +3,82 @@
 //!
 //! A call's first poll runs in its connection's task (most handlers
 //! answer on it). A handler that computes for long before its first
-//! `.await` would hold that connection up, so the first time one takes
-//! longer than [`SLOW_FIRST_POLL`], its method is marked and every later
-//! call of it is spawned at once.
+//! `.await` would hold that connection up, so once [`STRIKES`] first polls
+//! of a method in a row take longer than [`SLOW_FIRST_POLL`], the method
+//! is marked and every later call of it is spawned at once. (One slow poll
+//! proves nothing: the thread may have been preempted.)
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use crate::descriptor::MethodDescriptor;
 
-/// A first poll longer than this marks its method slow.
-pub(crate) const SLOW_FIRST_POLL: Duration = Duration::from_micros(200);
+/// A first poll longer than this is a strike against its method.
+pub(crate) const SLOW_FIRST_POLL: Duration = Duration::from_micros(500);
 
-/// Bits of the set: methods share a bit now and then, which only makes a
-/// fast method spawn too.
-const BITS: usize = 1024;
+/// Slow first polls in a row that mark a method.
+const STRIKES: u8 = 3;
 
-/// A set of methods, one bit each, by the address of their descriptor.
+/// Slots of the set: methods share a slot now and then, which at worst
+/// makes a fast method spawn too.
+const SLOTS: usize = 1024;
+
+/// Methods by the address of their descriptor: each slot counts slow first
+/// polls in a row, up to [`STRIKES`].
 #[derive(Debug)]
-pub(crate) struct SlowMethods([AtomicU64; BITS / 64]);
+pub(crate) struct SlowMethods([AtomicU8; SLOTS]);
 
 impl Default for SlowMethods {
     fn default() -> Self {
-        SlowMethods(std::array::from_fn(|_| AtomicU64::new(0)))
+        SlowMethods(std::array::from_fn(|_| AtomicU8::new(0)))
     }
 }
 
 impl SlowMethods {
-    fn bit(method: Option<&'static MethodDescriptor>) -> (usize, u64) {
+    fn slot(&self, method: Option<&'static MethodDescriptor>) -> Option<&AtomicU8> {
         let address = method.map_or(0, |method| std::ptr::from_ref(method) as usize);
         // Descriptors are at least 8-byte aligned: skip the zero bits.
-        let bit = (address >> 3) % BITS;
-        (bit / 64, 1 << (bit % 64))
+        self.0.get((address >> 3) % SLOTS)
     }
 
     /// Whether `method` was marked.
     pub(crate) fn contains(&self, method: Option<&'static MethodDescriptor>) -> bool {
-        let (word, mask) = Self::bit(method);
-        self.0
-            .get(word)
-            .is_some_and(|word| word.load(Ordering::Relaxed) & mask != 0)
+        self.slot(method)
+            .is_some_and(|slot| slot.load(Ordering::Relaxed) >= STRIKES)
     }
 
-    /// Marks `method`.
-    pub(crate) fn mark(&self, method: Option<&'static MethodDescriptor>) {
-        let (word, mask) = Self::bit(method);
-        if let Some(word) = self.0.get(word) {
-            word.fetch_or(mask, Ordering::Relaxed);
+    /// Counts a first poll of `method` that took `took`.
+    pub(crate) fn first_poll(&self, method: Option<&'static MethodDescriptor>, took: Duration) {
+        let Some(slot) = self.slot(method) else {
+            return;
+        };
+        let strikes = slot.load(Ordering::Relaxed);
+        if took > SLOW_FIRST_POLL {
+            slot.store(strikes.saturating_add(1).min(STRIKES), Ordering::Relaxed);
+        } else if strikes != 0 && strikes < STRIKES {
+            // A fast one in between: the slow ones were the machine's.
+            slot.store(0, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_strikes_in_a_row_mark_a_method() {
+        let set = SlowMethods::default();
+        let (slow, fast) = (SLOW_FIRST_POLL * 2, Duration::ZERO);
+        set.first_poll(None, slow);
+        set.first_poll(None, slow);
+        set.first_poll(None, fast);
+        set.first_poll(None, slow);
+        set.first_poll(None, slow);
+        assert!(!set.contains(None));
+        set.first_poll(None, slow);
+        assert!(set.contains(None));
+        set.first_poll(None, fast);
+        assert!(set.contains(None), "a marked method stays marked");
     }
 }

@@ -15,7 +15,6 @@ use crate::error::Error;
 use crate::frame::Frame;
 use crate::permit::CallPermit;
 use crate::server::call::{Call, CallHandle, End, Finished, Outbox, Timing, deadline_exceeded};
-use crate::server::slow::SLOW_FIRST_POLL;
 use crate::server::{Outcome, ServerState};
 use crate::service::{Answer, Args};
 use crate::writer::Outgoing;
@@ -129,9 +128,7 @@ impl Call {
             // recorder's), which would otherwise end it: the call ends as
             // a panicked task would.
             let polled = std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut first)));
-            if started.elapsed() > SLOW_FIRST_POLL {
-                state.slow.mark(method);
-            }
+            state.slow.first_poll(method, started.elapsed());
             match polled {
                 Ok(Poll::Ready(())) => CallHandle::Spawned { abort: None },
                 Ok(Poll::Pending) => CallHandle::Spawned {

@@ -435,11 +435,17 @@ async fn latency(client: &AnyClient, calls: usize) -> Measure {
 }
 
 async fn throughput(client: &AnyClient, callers: usize, calls: usize) -> Measure {
-    let per_caller = calls / callers;
+    throughput_over(std::slice::from_ref(client), callers, calls).await
+}
+
+/// Small calls from `callers` tasks spread over `clients` (caller `i` on
+/// client `i % clients.len()`), `calls` in all: calls/s and latencies.
+async fn throughput_over(clients: &[AnyClient], callers: usize, calls: usize) -> Measure {
+    let per_caller = (calls / callers).max(1);
     let started = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|caller| {
-            let client = client.clone();
+            let client = clients[caller % clients.len()].clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(per_caller);
                 for i in 0..per_caller {
@@ -452,7 +458,7 @@ async fn throughput(client: &AnyClient, callers: usize, calls: usize) -> Measure
             })
         })
         .collect();
-    let mut latencies = Vec::with_capacity(calls);
+    let mut latencies = Vec::with_capacity(callers * per_caller);
     for task in tasks {
         latencies.extend(task.await.unwrap());
     }
@@ -507,30 +513,7 @@ async fn conns(
     for _ in 0..connections {
         clients.push(AnyClient::connect(system, addr).await);
     }
-    let callers = connections * in_flight;
-    let per_caller = (calls / callers).max(1);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|caller| {
-            let client = clients[caller % connections].clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_caller);
-                for i in 0..per_caller {
-                    let call = Instant::now();
-                    let sum = client.add(caller as u64, i as u64).await;
-                    latencies.push(call.elapsed());
-                    debug_assert_eq!(sum, (caller + i) as u64);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(callers * per_caller);
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    summarise(latencies, (per_caller * callers) as f64 / elapsed)
+    throughput_over(&clients, connections * in_flight, calls).await
 }
 
 /// One system under test: its client, and where its server listens (for

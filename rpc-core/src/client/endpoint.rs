@@ -12,11 +12,12 @@ use futures::FutureExt;
 use futures::future::Shared;
 use tokio::time::Instant;
 
-use crate::client::Backoff;
 use crate::client::connection::Connection;
+use crate::client::{Backoff, ClientConfig};
 use crate::error::Error;
 use crate::permit::CallPermit;
 use crate::service::BoxFuture;
+use crate::transport::{Established, FrameRead, FrameWrite};
 
 /// Opens a fresh connection, for endpoints that redial.
 pub(crate) type Dial = Arc<dyn Fn() -> BoxFuture<Result<Connection, Error>> + Send + Sync>;
@@ -511,4 +512,24 @@ impl Drop for Pending {
     fn drop(&mut self) {
         self.0.pending.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// How an endpoint opens connections with `connect`, started with
+/// `config`'s limits.
+pub(crate) fn dial_with<F, Fut, R, W>(connect: F, config: &ClientConfig) -> Dial
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Established<R, W>, Error>> + Send + 'static,
+    R: FrameRead,
+    W: FrameWrite,
+{
+    let (max_in_flight, decode) = (config.max_in_flight, config.decode);
+    Arc::new(move || {
+        let connecting = connect();
+        Box::pin(async move {
+            connecting
+                .await
+                .map(|conn| Connection::start(conn, max_in_flight, decode))
+        })
+    })
 }

@@ -12,7 +12,10 @@
 //!
 //! - [`Client`] (this file): the call API, deadlines and retries.
 //! - `picker`: which endpoint a call goes to.
-//! - `balance`: the picker over a set of servers, and the set's changes.
+//! - `balance`: the picker over a set of servers.
+//! - `balanced`: a client over a set, and the handle its discovery changes
+//!   the set with.
+//! - `unary`: a call returning one value, with its retries.
 //! - `endpoint`: one server: its connection, redials with [`Backoff`],
 //!   latency and failures ([`EndpointStats`]).
 //! - `connection`: one live connection: its tasks, permits, and the unary
@@ -22,12 +25,14 @@
 
 mod backoff;
 mod balance;
+mod balanced;
 mod calls;
 mod connection;
 mod endpoint;
 mod extras;
 mod picker;
 mod stream;
+mod unary;
 
 use std::fmt;
 use std::future::Future;
@@ -42,22 +47,21 @@ use tower::ServiceExt;
 
 pub use backoff::Backoff;
 pub use balance::Policy;
+pub use balanced::Balanced;
 pub use endpoint::{EndpointState, EndpointStats};
 
-use balance::Balance;
 use calls::{Event, Reply};
-use connection::{Connection, Request};
-use endpoint::{Dial, Endpoint};
+use connection::Connection;
+use endpoint::{Endpoint, dial_with};
 use extras::Extras;
 use picker::{Pick, Single};
 use stream::{ClientStream, StreamCall};
-use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::budget::TpsBudget;
 
 use crate::codec::{self, DecodeLimits};
 use crate::context::Context;
-use crate::error::{Error, ErrorCode, WireError, explain_decode};
+use crate::error::{Error, WireError, explain_decode};
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, MAX_WIRE_BUDGET};
-use crate::metadata::Metadata;
 use crate::middleware::{ClientCall, into_error};
 use crate::observe::{self, CallOutcome};
 use crate::service::RequestMessage;
@@ -127,9 +131,6 @@ struct Shared {
     budget: Option<Box<TpsBudget>>,
 }
 
-/// Most times a balanced client sends one call again.
-const MAX_RETRIES: u32 = 3;
-
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
@@ -173,31 +174,6 @@ impl Client {
         let first = dial().await?;
         let endpoint = Endpoint::new(target.into(), Some(first), Some(dial), config.backoff);
         Ok(Client::over(endpoint, config))
-    }
-
-    /// A client that spreads its calls over a set of servers by `policy`,
-    /// and the handle that changes the set (discovery's end of it). Calls
-    /// made while the set is empty wait, within their deadlines, for a
-    /// server to be listed.
-    #[doc(hidden)]
-    pub fn balanced(policy: Policy, config: ClientConfig) -> (Client, Balanced) {
-        let failed = Arc::new(tokio::sync::Notify::new());
-        let balance = Arc::new(Balance::new(policy, Arc::clone(&failed)));
-        let handle = Balanced {
-            balance: Arc::downgrade(&balance),
-            gone: balance.gone(),
-            failed,
-            config: config.clone(),
-        };
-        let client = Client {
-            shared: Arc::new(Shared {
-                config,
-                picker: Box::new(balance),
-                budget: Some(Box::default()),
-            }),
-            extras: None,
-        };
-        (client, handle)
     }
 
     fn over(endpoint: Endpoint, config: ClientConfig) -> Client {
@@ -453,164 +429,6 @@ impl Client {
         }
     }
 
-    /// Makes a call, retrying it where that is safe, until its deadline,
-    /// and decodes its result.
-    ///
-    /// Only waiting for a connection or a permit arms a timer of its own
-    /// (and only if it has to wait); the wait for the answer is under the
-    /// connection's deadline sweep. The request is borrowed only to encode
-    /// it, never across a wait, so the call's future is `Send` whenever the
-    /// request is.
-    async fn call_until<Q>(
-        &self,
-        request: Q,
-        deadline: Deadline,
-        metadata: Option<Arc<Metadata>>,
-    ) -> Result<Bytes, Error>
-    where
-        Q: RequestMessage,
-    {
-        let method = request.method();
-        let idempotent = request.idempotent();
-        let expired = || Error::DeadlineExceeded {
-            timeout: deadline.budget,
-        };
-        let picker = &self.shared.picker;
-        let balanced = picker.balanced();
-        if let Some(budget) = &self.shared.budget {
-            budget.deposit();
-        }
-        let mut retries = 0;
-        let mut last: Option<Arc<Endpoint>> = None;
-        loop {
-            let Some(endpoint) = picker.pick(last.as_deref()) else {
-                self.await_endpoints(deadline).await?;
-                continue;
-            };
-            let _pending = balanced.then(|| endpoint.begin());
-            let (connection, permit) = match endpoint.ready_now() {
-                Some(ready) => ready,
-                None => {
-                    let ready = async {
-                        let connection = endpoint.connection(deadline.at).await?;
-                        let permit = connection.permit().await?;
-                        Ok::<_, Error>((connection, permit))
-                    };
-                    match tokio::time::timeout_at(deadline.at, ready).await {
-                        Ok(Ok(ready)) => ready,
-                        // Every server is waiting out its backoff: nothing
-                        // was tried, so nothing counts as a failure.
-                        Ok(Err(err @ Error::Unreachable { .. })) if balanced => return Err(err),
-                        Ok(Err(err)) => {
-                            endpoint.failed();
-                            if !balanced {
-                                return Err(err);
-                            }
-                            picker.failed(&endpoint);
-                            // Never sent: another server may take it.
-                            if !self.may_retry(&mut retries, &endpoint) {
-                                return Err(err);
-                            }
-                            last = Some(endpoint.into_owned());
-                            continue;
-                        }
-                        Err(_) => return Err(expired()),
-                    }
-                }
-            };
-            // A balancer weighs every answer; one server's estimate is only
-            // for its stats.
-            let sent_at = (balanced || endpoint::sample_due()).then(Instant::now);
-            let Some(encoded) =
-                Request::encode(&request, deadline.at, connection.version, metadata.as_deref())?
-            else {
-                return Err(expired());
-            };
-            let reply = connection.round_trip(encoded, deadline.at, &permit).await?;
-            if let (Reply::Response(_) | Reply::Failed(_), Some(sent_at)) = (&reply, sent_at) {
-                endpoint.sample(sent_at);
-            }
-            // A call the server's shutdown interrupted may have run: it is
-            // as good as lost.
-            let reply = match reply {
-                Reply::Failed(err) if err.code == ErrorCode::Interrupted as u8 => {
-                    Reply::Lost(self.wire_error(err, method, deadline))
-                }
-                other => other,
-            };
-            match reply {
-                Reply::Expired => return Err(expired()),
-                Reply::Response(payload) => {
-                    endpoint.answered();
-                    return Ok(payload);
-                }
-                // Refused for load before it ran: another server may have
-                // room.
-                Reply::Failed(err)
-                    if balanced
-                        && err.code == ErrorCode::Overloaded as u8
-                        && self.may_retry(&mut retries, &endpoint) =>
-                {
-                    endpoint.answered();
-                }
-                Reply::Failed(err) => {
-                    endpoint.answered();
-                    return Err(self.wire_error(err, method, deadline));
-                }
-                // Never sent, or never started by the server: running it
-                // elsewhere is safe, whatever the method.
-                Reply::Unsent(_) | Reply::NotRun if self.may_retry(&mut retries, &endpoint) => {}
-                Reply::Unsent(err) => {
-                    endpoint.failed();
-                    return Err(err);
-                }
-                Reply::NotRun => {
-                    endpoint.failed();
-                    return Err(Error::ShuttingDown);
-                }
-                // It may have run; only an idempotent call may run again.
-                Reply::Lost(_) if idempotent && self.may_retry(&mut retries, &endpoint) => endpoint.failed(),
-                Reply::Lost(err) => {
-                    endpoint.failed();
-                    return Err(err);
-                }
-            }
-            last = Some(endpoint.into_owned());
-        }
-    }
-
-    /// Whether a call whose attempt on `endpoint` failed, after `retries`
-    /// retries, may go again (counting it if so): once, to the same
-    /// server redialled, for a client of one server; for a balanced one,
-    /// up to [`MAX_RETRIES`] times to other servers, each drawn from the
-    /// retry budget.
-    fn may_retry(&self, retries: &mut u32, endpoint: &Endpoint) -> bool {
-        let may = match &self.shared.budget {
-            None => *retries == 0 && endpoint.redials(),
-            Some(budget) => *retries < MAX_RETRIES && budget.withdraw(),
-        };
-        *retries += u32::from(may);
-        may
-    }
-
-    /// Waits, until `deadline`, for the client's discovery to list a
-    /// server.
-    async fn await_endpoints(&self, deadline: Deadline) -> Result<(), Error> {
-        let none = || Error::disconnected("no server to call: the client's discovery has listed none");
-        let Some(changes) = self.shared.picker.changes() else {
-            return Err(none());
-        };
-        let changed = changes.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        if !self.shared.picker.endpoints().is_empty() {
-            return Ok(());
-        }
-        tokio::time::timeout_at(deadline.at, changed)
-            .await
-            .map_err(|_| none())
-    }
-
     /// The error a server's error frame means for the caller of `method`.
     fn wire_error(&self, err: WireError, method: &str, deadline: Deadline) -> Error {
         err.into_error(method, deadline.budget, self.shared.config.max_frame_len)
@@ -626,106 +444,6 @@ fn outcome<T>(result: &Result<T, Error>) -> CallOutcome {
         Err(Error::DeadlineExceeded { .. }) => CallOutcome::DeadlineExceeded,
         Err(Error::HandlerPanicked { .. }) => CallOutcome::Panicked,
         Err(_) => CallOutcome::Failed,
-    }
-}
-
-/// How an endpoint opens connections with `connect`, started with
-/// `config`'s limits.
-fn dial_with<F, Fut, R, W>(connect: F, config: &ClientConfig) -> Dial
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Established<R, W>, Error>> + Send + 'static,
-    R: FrameRead,
-    W: FrameWrite,
-{
-    let (max_in_flight, decode) = (config.max_in_flight, config.decode);
-    Arc::new(move || {
-        let connecting = connect();
-        Box::pin(async move {
-            connecting
-                .await
-                .map(|conn| Connection::start(conn, max_in_flight, decode))
-        })
-    })
-}
-
-/// The set of servers a balanced client spreads its calls over, as its
-/// discovery sees it: what [`Client::balanced`] returns beside the client.
-/// It holds the client's set weakly: once every clone of the client is
-/// dropped, [`set`](Balanced::set) does nothing and
-/// [`gone`](Balanced::gone) resolves, and discovery can stop.
-#[doc(hidden)]
-pub struct Balanced {
-    balance: std::sync::Weak<Balance>,
-    gone: tokio_util::sync::CancellationToken,
-    failed: Arc<tokio::sync::Notify>,
-    config: ClientConfig,
-}
-
-impl Balanced {
-    /// Makes the set exactly `targets`, each a name in words and how to
-    /// connect to it. Servers already in the set keep their connection and
-    /// estimates; new ones connect on their first call; removed ones take
-    /// no new calls and close once their calls have ended. Returns whether
-    /// the client is still there.
-    pub fn set<F, Fut, R, W>(&self, targets: impl IntoIterator<Item = (Arc<str>, F)>) -> bool
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Established<R, W>, Error>> + Send + 'static,
-        R: FrameRead,
-        W: FrameWrite,
-    {
-        let Some(balance) = self.balance.upgrade() else {
-            return false;
-        };
-        let endpoints = targets
-            .into_iter()
-            .map(|(target, connect)| {
-                let dial = dial_with(connect, &self.config);
-                Arc::new(Endpoint::new(target, None, Some(dial), self.config.backoff))
-            })
-            .collect();
-        balance.update(endpoints);
-        true
-    }
-
-    /// Connects to every server in the set at once; succeeds if one
-    /// connects, else fails with the first error. (The others
-    /// wait out their backoff, and calls go elsewhere meanwhile.)
-    pub async fn connect_all(&self, deadline: Instant) -> Result<(), Error> {
-        let Some(balance) = self.balance.upgrade() else {
-            return Err(Error::disconnected("the client was dropped"));
-        };
-        let endpoints = balance.endpoints();
-        drop(balance);
-        if endpoints.is_empty() {
-            return Err(Error::disconnected("no server to connect to: the set is empty"));
-        }
-        // The first to connect ends the wait; the others' dials go on in
-        // their own tasks.
-        let mut dials: futures::stream::FuturesUnordered<_> =
-            endpoints.iter().map(|e| e.connection(deadline)).collect();
-        let mut first_error = None;
-        while let Some(result) = futures::StreamExt::next(&mut dials).await {
-            match result {
-                Ok(_) => return Ok(()),
-                Err(err) => {
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        Err(first_error.unwrap_or_else(|| Error::disconnected("no server connected")))
-    }
-
-    /// Resolves when a server in the set fails to connect, loses its
-    /// connection or says goodbye: time to look the set up again.
-    pub async fn failed(&self) {
-        self.failed.notified().await;
-    }
-
-    /// Resolves once every clone of the client has been dropped.
-    pub async fn gone(&self) {
-        self.gone.cancelled().await;
     }
 }
 

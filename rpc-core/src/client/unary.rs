@@ -1,0 +1,179 @@
+//! A call that returns one value: picking an endpoint, the round trip,
+//! and retrying where that is safe.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tower::retry::budget::Budget;
+
+use crate::client::calls::Reply;
+use crate::client::connection::Request;
+use crate::client::endpoint::{self, Endpoint};
+use crate::client::{Client, Deadline};
+use crate::error::{Error, ErrorCode};
+use crate::metadata::Metadata;
+use crate::service::RequestMessage;
+
+/// Most times a balanced client sends one call again.
+const MAX_RETRIES: u32 = 3;
+
+impl Client {
+    /// Makes a call, retrying it where that is safe, until its deadline,
+    /// and decodes its result.
+    ///
+    /// Only waiting for a connection or a permit arms a timer of its own
+    /// (and only if it has to wait); the wait for the answer is under the
+    /// connection's deadline sweep. The request is borrowed only to encode
+    /// it, never across a wait, so the call's future is `Send` whenever the
+    /// request is.
+    pub(super) async fn call_until<Q>(
+        &self,
+        request: Q,
+        deadline: Deadline,
+        metadata: Option<Arc<Metadata>>,
+    ) -> Result<Bytes, Error>
+    where
+        Q: RequestMessage,
+    {
+        let method = request.method();
+        let idempotent = request.idempotent();
+        let expired = || Error::DeadlineExceeded {
+            timeout: deadline.budget,
+        };
+        let picker = &self.shared.picker;
+        let balanced = picker.balanced();
+        if let Some(budget) = &self.shared.budget {
+            budget.deposit();
+        }
+        let mut retries = 0;
+        let mut last: Option<Arc<Endpoint>> = None;
+        loop {
+            let Some(endpoint) = picker.pick(last.as_deref()) else {
+                self.await_endpoints(deadline).await?;
+                continue;
+            };
+            let _pending = balanced.then(|| endpoint.begin());
+            let (connection, permit) = match endpoint.ready_now() {
+                Some(ready) => ready,
+                None => {
+                    let ready = async {
+                        let connection = endpoint.connection(deadline.at).await?;
+                        let permit = connection.permit().await?;
+                        Ok::<_, Error>((connection, permit))
+                    };
+                    match tokio::time::timeout_at(deadline.at, ready).await {
+                        Ok(Ok(ready)) => ready,
+                        // Every server is waiting out its backoff: nothing
+                        // was tried, so nothing counts as a failure.
+                        Ok(Err(err @ Error::Unreachable { .. })) if balanced => return Err(err),
+                        Ok(Err(err)) => {
+                            endpoint.failed();
+                            if !balanced {
+                                return Err(err);
+                            }
+                            picker.failed(&endpoint);
+                            // Never sent: another server may take it.
+                            if !self.may_retry(&mut retries, &endpoint) {
+                                return Err(err);
+                            }
+                            last = Some(endpoint.into_owned());
+                            continue;
+                        }
+                        Err(_) => return Err(expired()),
+                    }
+                }
+            };
+            // A balancer weighs every answer; one server's estimate is only
+            // for its stats.
+            let sent_at = (balanced || endpoint::sample_due()).then(Instant::now);
+            let Some(encoded) =
+                Request::encode(&request, deadline.at, connection.version, metadata.as_deref())?
+            else {
+                return Err(expired());
+            };
+            let reply = connection.round_trip(encoded, deadline.at, &permit).await?;
+            if let (Reply::Response(_) | Reply::Failed(_), Some(sent_at)) = (&reply, sent_at) {
+                endpoint.sample(sent_at);
+            }
+            // A call the server's shutdown interrupted may have run: it is
+            // as good as lost.
+            let reply = match reply {
+                Reply::Failed(err) if err.code == ErrorCode::Interrupted as u8 => {
+                    Reply::Lost(self.wire_error(err, method, deadline))
+                }
+                other => other,
+            };
+            match reply {
+                Reply::Expired => return Err(expired()),
+                Reply::Response(payload) => {
+                    endpoint.answered();
+                    return Ok(payload);
+                }
+                // Refused for load before it ran: another server may have
+                // room.
+                Reply::Failed(err)
+                    if balanced
+                        && err.code == ErrorCode::Overloaded as u8
+                        && self.may_retry(&mut retries, &endpoint) =>
+                {
+                    endpoint.answered();
+                }
+                Reply::Failed(err) => {
+                    endpoint.answered();
+                    return Err(self.wire_error(err, method, deadline));
+                }
+                // Never sent, or never started by the server: running it
+                // elsewhere is safe, whatever the method.
+                Reply::Unsent(_) | Reply::NotRun if self.may_retry(&mut retries, &endpoint) => {}
+                Reply::Unsent(err) => {
+                    endpoint.failed();
+                    return Err(err);
+                }
+                Reply::NotRun => {
+                    endpoint.failed();
+                    return Err(Error::ShuttingDown);
+                }
+                // It may have run; only an idempotent call may run again.
+                Reply::Lost(_) if idempotent && self.may_retry(&mut retries, &endpoint) => endpoint.failed(),
+                Reply::Lost(err) => {
+                    endpoint.failed();
+                    return Err(err);
+                }
+            }
+            last = Some(endpoint.into_owned());
+        }
+    }
+
+    /// Whether a call whose attempt on `endpoint` failed, after `retries`
+    /// retries, may go again (counting it if so): once, to the same
+    /// server redialled, for a client of one server; for a balanced one,
+    /// up to [`MAX_RETRIES`] times to other servers, each drawn from the
+    /// retry budget.
+    fn may_retry(&self, retries: &mut u32, endpoint: &Endpoint) -> bool {
+        let may = match &self.shared.budget {
+            None => *retries == 0 && endpoint.redials(),
+            Some(budget) => *retries < MAX_RETRIES && budget.withdraw(),
+        };
+        *retries += u32::from(may);
+        may
+    }
+
+    /// Waits, until `deadline`, for the client's discovery to list a
+    /// server.
+    pub(super) async fn await_endpoints(&self, deadline: Deadline) -> Result<(), Error> {
+        let none = || Error::disconnected("no server to call: the client's discovery has listed none");
+        let Some(changes) = self.shared.picker.changes() else {
+            return Err(none());
+        };
+        let changed = changes.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if !self.shared.picker.endpoints().is_empty() {
+            return Ok(());
+        }
+        tokio::time::timeout_at(deadline.at, changed)
+            .await
+            .map_err(|_| none())
+    }
+}

@@ -356,6 +356,41 @@ pub mod descriptor {
     pub use rpc_core::descriptor::{ArgDescriptor, MethodDescriptor, ServiceDescriptor, Shape};
 }
 
+/// Compatible by construction: each method's shape on the wire travels as a
+/// fingerprint, a server refuses a call whose shape differs from its own
+/// ([`Error::IncompatibleMethod`], naming the difference), and a service's
+/// descriptor can be kept as JSON and checked for breaking changes in CI.
+/// `docs/COMPATIBILITY.md` says which changes are compatible.
+///
+/// ```
+/// #[rpc::service]
+/// pub trait Calculator {
+///     async fn add(&self, a: i64, b: i64) -> i64;
+/// }
+///
+/// // What `CalculatorServer::<YourImpl>::descriptor_json()` writes.
+/// let json = CalculatorRequest::descriptor().contract().to_json();
+/// let checked_in = rpc::compat::Contract::from_json(&json).unwrap();
+/// assert_eq!(checked_in.methods[0].signature, "add(a: i64, b: i64) -> i64");
+///
+/// // A later build of the trait compared with the checked-in descriptor.
+/// mod later {
+///     #[rpc::service]
+///     pub trait Calculator {
+///         async fn add(&self, a: u64, b: i64) -> i64;
+///     }
+/// }
+/// let built = later::CalculatorRequest::descriptor().contract();
+/// let breaking = rpc::compat::breaking_changes(&checked_in, &built);
+/// assert_eq!(
+///     breaking[0].to_string(),
+///     "`Calculator.add`: argument `a`: the old version has i64, the new version has u64"
+/// );
+/// ```
+pub mod compat {
+    pub use rpc_core::compat::*;
+}
+
 /// JSON-RPC 2.0: how callers in other languages reach a server.
 ///
 /// Every server answers JSON-RPC 2.0 over HTTP/1.1 (`POST /rpc`) and over
@@ -490,6 +525,7 @@ pub mod __private {
     pub use core::option::Option::{self, None, Some};
     pub use core::result::Result::{self, Err, Ok};
     pub use std::boxed::Box;
+    pub use std::string::String;
     pub use std::sync::{Arc, OnceLock};
     pub use std::time::Duration;
     pub use std::vec::Vec;
@@ -498,6 +534,7 @@ pub mod __private {
 
     pub use bytes::BytesMut;
     pub use futures_core::Stream;
+    pub use rpc_core::compat::{Fingerprint, Signature};
     pub use rpc_core::macro_support::{AsBytes, ByteVec, FromRpcError, encode_args, unknown_method};
     pub use rpc_core::metadata::MetadataValue;
     pub use rpc_core::streaming::{ItemStream, Streaming, encode_stream};

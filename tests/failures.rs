@@ -66,9 +66,11 @@ async fn a_newer_client_reaches_an_older_server_and_learns_which_method_is_missi
     );
     assert!(err.to_string().contains("`Store.rename`"), "{err}");
 
+    // A changed method is refused, by its fingerprint, before it is decoded.
     let err = client.get(5).await.unwrap_err();
     assert!(
-        matches!(&err, rpc::Error::BadRequest { method, .. } if method == "Store.get"),
+        matches!(&err, rpc::Error::IncompatibleMethod { method, difference }
+            if method == "Store.get" && difference == "argument `key`: the client has u64, the server has String"),
         "{err:?}"
     );
 

@@ -30,7 +30,7 @@ async fn expect_refused_preface(addr: SocketAddr, name: &str, bytes: &[u8]) {
     let expected: &[u8] = if bytes.is_empty() {
         &[]
     } else {
-        &SERVER_PREFACE_V2[..]
+        &SERVER_PREFACE_V3[..]
     };
     assert_eq!(&got[..], expected, "{name}");
 }
@@ -345,7 +345,7 @@ fn with_json_off_an_http_client_is_refused_with_a_clear_log_line() {
         let got = until_closed(&mut socket).await;
         assert_eq!(
             &got[..],
-            &SERVER_PREFACE_V2[..],
+            &SERVER_PREFACE_V3[..],
             "nothing but our preface goes back"
         );
         let good = ShapesClient::connect(addr).await.unwrap();

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::raw::{SERVER_PREFACE_V2, frame, raw, read_frame, request};
+use common::raw::{SERVER_PREFACE_V3, frame, raw, read_frame, request};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -129,7 +129,7 @@ async fn fake_server(first: Vec<u8>) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
-        socket.write_all(SERVER_PREFACE_V2).await.unwrap();
+        socket.write_all(SERVER_PREFACE_V3).await.unwrap();
         let mut preface = [0u8; 16];
         socket.read_exact(&mut preface).await.unwrap();
         let mut answer = Some(first);

@@ -362,7 +362,7 @@ async fn failing_replica(requests: Arc<AtomicU64>) -> SocketAddr {
             tokio::spawn(async move {
                 let mut preface = [0u8; 16];
                 socket.read_exact(&mut preface).await.unwrap();
-                socket.write_all(raw::SERVER_PREFACE_V2).await.unwrap();
+                socket.write_all(raw::SERVER_PREFACE_V3).await.unwrap();
                 loop {
                     let mut head = [0u8; 16];
                     if socket.read_exact(&mut head).await.is_err() {

@@ -221,7 +221,7 @@ async fn a_silent_server_cannot_outlast_the_clients_deadline_and_hears_the_cance
         let (mut socket, _) = listener.accept().await.unwrap();
         let mut preface = [0u8; 16];
         socket.read_exact(&mut preface).await.unwrap();
-        socket.write_all(raw::SERVER_PREFACE_V2).await.unwrap();
+        socket.write_all(raw::SERVER_PREFACE_V3).await.unwrap();
         loop {
             let (kind, id, _) = raw::read_frame(&mut socket).await;
             if seen_tx.send((kind, id)).is_err() {

@@ -4,6 +4,7 @@
 //! cargo run --example calculator                       # server and client in one process
 //! cargo run --example calculator -- server 127.0.0.1:7000
 //! cargo run --example calculator -- client 127.0.0.1:7000
+//! cargo run --example calculator -- descriptor > tests/descriptors/Calculator.json
 //! node examples/js/calculator.mjs http://127.0.0.1:7000/rpc   # a JavaScript caller
 //! ```
 //!
@@ -158,8 +159,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let addr: SocketAddr = addr.parse().map_err(|e| format!("bad address {addr:?}: {e}"))?;
             run_client(addr).await?;
         }
+        // The descriptor CI compares each build with (tests/compat.rs).
+        ["descriptor"] => print!("{}", CalculatorServer::<Calc>::descriptor_json()),
         _ => {
-            eprintln!("usage: calculator [server ADDR | client ADDR]");
+            eprintln!("usage: calculator [server ADDR | client ADDR | descriptor]");
             std::process::exit(2);
         }
     }

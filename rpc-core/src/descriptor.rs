@@ -63,9 +63,19 @@ pub struct MethodDescriptor {
     pub timeout: Option<Duration>,
     /// Whether the method is `#[deprecated]`.
     pub deprecated: bool,
+    /// `#[rpc(unchecked)]`: its calls carry no fingerprint, so a server
+    /// runs them whatever shape the client has.
+    pub unchecked: bool,
+    /// `#[rpc(accepts = "..")]`: older fingerprints a server takes for it
+    /// besides its own (a change that moved no byte, made on purpose).
+    pub accepts: &'static [crate::compat::Fingerprint],
     /// Names the method's types for tracing their serde form
     /// ([`types::trace`](crate::types::trace)).
     pub trace: crate::types::TraceFn,
+    /// Its form and fingerprint, traced when first asked for
+    /// ([`form`](MethodDescriptor::form),
+    /// [`fingerprint`](MethodDescriptor::fingerprint)).
+    pub signature: crate::compat::Signature,
 }
 
 /// One argument of a method.

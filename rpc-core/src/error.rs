@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::DecodeError;
+use crate::descriptor::MethodDescriptor;
 use crate::frame::ProtocolError;
 
 /// Why a remote call, a connection or a server failed.
@@ -145,6 +146,20 @@ pub enum Error {
         /// Why, as the server said it.
         message: String,
     },
+    /// The server's method has another shape than the client's (an argument,
+    /// a field, a variant or the result changed between their builds), so
+    /// it refused the call rather than misread it. The connection and the
+    /// service's other methods go on working.
+    #[error(
+        "`{method}` differs between this client and the server, which refused the call: {difference}; build both from the same service definition, or see docs/COMPATIBILITY.md for changing a method on purpose"
+    )]
+    IncompatibleMethod {
+        /// The full wire name of the method.
+        method: String,
+        /// The first difference, as the client sees it ("argument `a`: the
+        /// client has u64, the server has i64"), or the server's own words.
+        difference: String,
+    },
     /// The server refused the call because it is at a limit; retry later.
     #[error("the server is overloaded and refused the call: {reason}; retry later")]
     Overloaded {
@@ -281,6 +296,9 @@ pub enum ErrorCode {
     Unauthenticated = 12,
     /// The caller may not make this call (new in 0.2).
     PermissionDenied = 13,
+    /// The client's shape of the method differs from the server's: its
+    /// fingerprint is not one the server's method admits (new in 0.3).
+    IncompatibleMethod = 14,
 }
 
 impl ErrorCode {
@@ -300,6 +318,7 @@ impl ErrorCode {
             11 => ErrorCode::Interrupted,
             12 => ErrorCode::Unauthenticated,
             13 => ErrorCode::PermissionDenied,
+            14 => ErrorCode::IncompatibleMethod,
             _ => return None,
         })
     }
@@ -340,9 +359,17 @@ impl WireError {
 
     /// Turns a server's error into the [`Error`] the caller of `method` sees.
     ///
+    /// `descriptor` is the method's on the client, if known: a refusal for
+    /// another shape is explained by comparing it with the server's.
     /// `timeout` is the call's budget and `max_frame_len` the client's own
     /// frame limit, which the messages of those errors mention.
-    pub fn into_error(self, method: &str, timeout: Duration, max_frame_len: usize) -> Error {
+    pub fn into_error(
+        self,
+        method: &str,
+        descriptor: Option<&MethodDescriptor>,
+        timeout: Duration,
+        max_frame_len: usize,
+    ) -> Error {
         let WireError { code, message } = self;
         let method = method.to_owned();
         match ErrorCode::from_wire(code) {
@@ -359,6 +386,10 @@ impl WireError {
             Some(ErrorCode::Failed) => Error::Failed { message },
             Some(ErrorCode::Unauthenticated) => Error::Unauthenticated { message },
             Some(ErrorCode::PermissionDenied) => Error::PermissionDenied { message },
+            Some(ErrorCode::IncompatibleMethod) => Error::IncompatibleMethod {
+                difference: crate::compat::explain_refusal(descriptor, &message),
+                method,
+            },
             Some(ErrorCode::Protocol) => Error::disconnected(format!(
                 "the server closed the connection after a protocol error: {message}"
             )),

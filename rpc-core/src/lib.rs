@@ -16,7 +16,8 @@
 //! - [`error`]: [`Error`], the one error type, and the wire error codes.
 //! - [`peer`]: [`Peer`], who is at the other end of a connection.
 //! - [`descriptor`]: what a service offers, as data; [`types`]: the serde
-//!   form of its types, traced.
+//!   form of its types, traced; [`compat`]: each method's shape and
+//!   fingerprint, and the checks made with them.
 //! - [`context`]: what a handler knows about its call; deadline inheritance.
 //! - [`streaming`]: [`Streaming`] and the credit-based flow control of
 //!   streams.
@@ -31,6 +32,7 @@
 pub mod blob;
 pub mod client;
 pub mod codec;
+pub mod compat;
 pub mod context;
 pub mod descriptor;
 pub mod error;

@@ -99,6 +99,7 @@ pub type CallService = BoxCloneSyncService<ServerCall, Answer, BoxError>;
 #[derive(Debug, Clone)]
 pub struct ClientCall {
     pub(crate) method: &'static str,
+    pub(crate) descriptor: Option<&'static MethodDescriptor>,
     pub(crate) args: Bytes,
     pub(crate) idempotent: bool,
     pub(crate) metadata: Metadata,
@@ -109,6 +110,12 @@ impl ClientCall {
     /// The method's wire name, `Service.method`.
     pub fn method(&self) -> &'static str {
         self.method
+    }
+
+    /// The method's descriptor, when the request knows it (a generated
+    /// client's always does).
+    pub fn descriptor(&self) -> Option<&'static MethodDescriptor> {
+        self.descriptor
     }
 
     /// The arguments, encoded.

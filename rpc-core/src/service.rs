@@ -59,6 +59,13 @@ pub trait RequestMessage {
     /// excluded: they travel as item frames).
     fn encode_args(&self, out: &mut BytesMut) -> Result<(), Error>;
 
+    /// The method's descriptor, if the request knows it (generated requests
+    /// do): its fingerprint travels with the call, and its form explains a
+    /// server's refusal of it.
+    fn descriptor(&self) -> Option<&'static MethodDescriptor> {
+        None
+    }
+
     /// Takes the call's stream argument out of the request, encoded, for
     /// methods that have one.
     fn take_input(&mut self) -> Option<ItemStream> {

@@ -102,6 +102,15 @@ pub struct ServiceTypes {
     pub registry: Registry,
 }
 
+/// Traces the types of one method, with a tracer of its own: what each
+/// gave, in the order [`TraceFn`] names them, and the named types they
+/// refer to.
+pub(crate) fn trace_method(method: &crate::descriptor::MethodDescriptor) -> (Vec<Traced>, Registry) {
+    let mut tracer = TypeTracer::new();
+    (method.trace.0)(&mut tracer);
+    (tracer.traced, tracer.tracer.registry_unchecked())
+}
+
 /// Traces every type of `service`.
 pub fn trace(service: &ServiceDescriptor) -> ServiceTypes {
     let mut tracer = TypeTracer::new();

@@ -55,6 +55,10 @@ pub(crate) struct MethodMarkers {
     pub(crate) idempotent: bool,
     /// `timeout = "5s"`: the method's default deadline.
     pub(crate) timeout: Option<Duration>,
+    /// `unchecked`: calls carry no fingerprint.
+    pub(crate) unchecked: bool,
+    /// `accepts = "9c1d0e6b2f3a4457"`: older fingerprints a server takes.
+    pub(crate) accepts: Vec<u64>,
 }
 
 /// Splits our `#[rpc(..)]` markers off a method's attributes.
@@ -85,9 +89,24 @@ pub(crate) fn method_markers(attrs: &[Attribute], errors: &mut Errors) -> (Vec<A
                         "write the timeout as a number and a unit: \"250ms\", \"5s\", \"2m\" or \"1h\"",
                     )),
                 }
+            } else if meta.path.is_ident("unchecked") {
+                markers.unchecked = true;
+                Ok(())
+            } else if meta.path.is_ident("accepts") {
+                let literal: LitStr = meta.value()?.parse()?;
+                match parse_fingerprint(&literal.value()) {
+                    Some(fingerprint) => {
+                        markers.accepts.push(fingerprint);
+                        Ok(())
+                    }
+                    None => Err(syn::Error::new(
+                        literal.span(),
+                        "write the fingerprint as the 16 hex digits an `IncompatibleMethod` error or a descriptor shows: accepts = \"9c1d0e6b2f3a4457\"",
+                    )),
+                }
             } else {
                 Err(meta.error(
-                    "unknown #[rpc(..)] marker; the markers are `no_cancel` (the handler runs to completion even if the caller goes away), `idempotent` (retried once after a lost connection) and `timeout = \"5s\"` (the method's default deadline)",
+                    "unknown #[rpc(..)] marker; the markers are `no_cancel` (the handler runs to completion even if the caller goes away), `idempotent` (retried once after a lost connection), `timeout = \"5s\"` (the method's default deadline), `accepts = \"<fingerprint>\"` (a server also takes calls of that older shape) and `unchecked` (calls carry no fingerprint)",
                 ))
             }
         });
@@ -96,6 +115,15 @@ pub(crate) fn method_markers(attrs: &[Attribute], errors: &mut Errors) -> (Vec<A
         }
     }
     (kept, markers)
+}
+
+/// A fingerprint: up to 16 hex digits, `0x` allowed, not zero.
+fn parse_fingerprint(text: &str) -> Option<u64> {
+    let digits = text.trim().trim_start_matches("0x");
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok().filter(|value| *value != 0)
 }
 
 /// `"250ms"`, `"5s"`, `"2m"`, `"1h"`: a positive whole number and a unit.

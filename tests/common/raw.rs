@@ -12,9 +12,9 @@ pub const PREFACE: &[u8; 16] = b"\x89RPC\r\n\x1a\n\x01\x00\x00\x00\x00\x00\x00\x
 /// at once, 16 MiB frames.
 pub const SERVER_PREFACE: &[u8; 16] = b"\x89RPC\r\n\x1a\n\x01\x00\x00\x01\x00\x00\x00\x01";
 
-/// What a default server sends a client of version 2, and a preface it
-/// refuses: version 2, 256 calls at once, 16 MiB frames.
-pub const SERVER_PREFACE_V2: &[u8; 16] = b"\x89RPC\r\n\x1a\n\x02\x00\x00\x01\x00\x00\x00\x01";
+/// What a default server sends a client of the current version (3), and a
+/// preface it refuses: version 3, 256 calls at once, 16 MiB frames.
+pub const SERVER_PREFACE_V3: &[u8; 16] = b"\x89RPC\r\n\x1a\n\x03\x00\x00\x01\x00\x00\x00\x01";
 
 pub fn header(len: u32, kind: u8, flags: u8, reserved: u16, id: u64) -> Vec<u8> {
     let mut out = len.to_le_bytes().to_vec();

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::calls::{CallTable, Outbox, Reply, Waiter, sweep_deadlines};
 use crate::codec::DecodeLimits;
+use crate::compat::Fingerprint;
+use crate::descriptor::MethodDescriptor;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
@@ -240,8 +242,9 @@ impl Request {
             return Ok(None);
         }
         let method = request.method();
+        let fingerprint = request.descriptor().and_then(MethodDescriptor::wire_fingerprint);
         let mut payload = BytesMut::with_capacity(64);
-        encode_head(method, budget, version, metadata, &mut payload)?;
+        encode_head(method, fingerprint, budget, version, metadata, &mut payload)?;
         request.encode_args(&mut payload)?;
         Ok(Some(Request {
             method,
@@ -251,9 +254,10 @@ impl Request {
 }
 
 /// Appends a request head for a connection speaking `version`, with
-/// `metadata`, or says why it cannot be sent.
+/// `fingerprint` and `metadata`, or says why it cannot be sent.
 pub(crate) fn encode_head(
     method: &str,
+    fingerprint: Option<Fingerprint>,
     budget: Duration,
     version: u16,
     metadata: Option<&Metadata>,
@@ -265,7 +269,12 @@ pub(crate) fn encode_head(
         method: method.to_owned(),
         reason,
     };
-    if version >= 2 {
+    if version >= 3 {
+        return RequestHead::encode_v3(method, budget, fingerprint, metadata, out)
+            .map_err(|err| refused(err.to_string()));
+    }
+    // An older server checks no fingerprint: the call goes as it did.
+    if version == 2 {
         return RequestHead::encode_v2(method, budget, metadata, out).map_err(|err| refused(err.to_string()));
     }
     // The trace context is best effort: an older server simply does not

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use tower::util::BoxCloneSyncService;
 
 use super::{Client, Deadline};
+use crate::descriptor::MethodDescriptor;
 use crate::error::Error;
 use crate::metadata::{Metadata, MetadataError, MetadataValue};
 use crate::middleware::{BoxError, ClientCall, ClientService};
@@ -113,6 +114,7 @@ impl Client {
                     let metadata = (!call.metadata.is_empty()).then(|| Arc::new(call.metadata));
                     let request = Encoded {
                         method: call.method,
+                        descriptor: call.descriptor,
                         args: call.args,
                         idempotent: call.idempotent,
                     };
@@ -141,6 +143,7 @@ impl Client {
 /// client middleware sends.
 struct Encoded {
     method: &'static str,
+    descriptor: Option<&'static MethodDescriptor>,
     args: Bytes,
     idempotent: bool,
 }
@@ -157,5 +160,9 @@ impl RequestMessage for Encoded {
 
     fn idempotent(&self) -> bool {
         self.idempotent
+    }
+
+    fn descriptor(&self) -> Option<&'static MethodDescriptor> {
+        self.descriptor
     }
 }

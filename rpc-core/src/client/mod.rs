@@ -60,6 +60,7 @@ use tower::retry::budget::TpsBudget;
 
 use crate::codec::{self, DecodeLimits};
 use crate::context::Context;
+use crate::descriptor::MethodDescriptor;
 use crate::error::{Error, WireError, explain_decode};
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, MAX_WIRE_BUDGET};
 use crate::middleware::{ClientCall, into_error};
@@ -264,6 +265,7 @@ impl Client {
             Some(stack) => {
                 let call = ClientCall {
                     method,
+                    descriptor: request.descriptor(),
                     args: encoded_args(&request)?,
                     idempotent: request.idempotent(),
                     metadata: metadata.map(Arc::unwrap_or_clone).unwrap_or_default(),
@@ -293,7 +295,8 @@ impl Client {
             Err(err) => return Streaming::failed(err),
         };
         let input = request.take_input();
-        let method = request.method();
+        let callee = Callee::of(&request);
+        let method = callee.name;
         let args = match encoded_args(&request) {
             Ok(args) => args,
             Err(err) => return Streaming::failed(err),
@@ -302,7 +305,7 @@ impl Client {
         let (span, trace) = observe::client_span(method);
         let opening = async move {
             client
-                .open(method, args, deadline.at, input, trace.as_deref())
+                .open(callee, args, deadline.at, input, trace.as_deref())
                 .await
         };
         let opening = observe::in_span(span, opening).boxed();
@@ -311,7 +314,7 @@ impl Client {
             opening,
             deadline.at,
             deadline.budget,
-            method,
+            callee,
             max_frame_len,
         ))
     }
@@ -329,7 +332,8 @@ impl Client {
     {
         let client = self.clone();
         let input = request.take_input();
-        let method = request.method();
+        let callee = Callee::of(&request);
+        let method = callee.name;
         let args = encoded_args(&request);
         drop(request);
         let (span, trace) = observe::client_span(method);
@@ -340,11 +344,13 @@ impl Client {
             let max_frame_len = client.shared.config.max_frame_len;
             let answer = async {
                 let mut call = client
-                    .open(method, args, deadline.at, input, trace.as_deref())
+                    .open(callee, args, deadline.at, input, trace.as_deref())
                     .await?;
                 match call.next_event().await {
                     Event::Response(payload) => Ok(payload),
-                    Event::Failed(err) => Err(err.into_error(method, deadline.budget, max_frame_len)),
+                    Event::Failed(err) => {
+                        Err(err.into_error(method, callee.descriptor, deadline.budget, max_frame_len))
+                    }
                     Event::Lost(err) => Err(err),
                     Event::NotRun => Err(Error::ShuttingDown),
                     Event::Item(_) | Event::End => Err(Error::BadResponse {
@@ -394,7 +400,7 @@ impl Client {
     /// Opens a streaming call on the current (or a fresh) connection.
     async fn open(
         &self,
-        method: &'static str,
+        callee: Callee,
         args: Bytes,
         deadline: Instant,
         input: Option<ItemStream>,
@@ -418,8 +424,8 @@ impl Client {
         })?;
         let permit = connection.permit().await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let metadata = self.outgoing(method, trace)?;
-        match connection.open(method, &args, metadata.as_deref(), remaining, permit, input)? {
+        let metadata = self.outgoing(callee.name, trace)?;
+        match connection.open(callee, &args, metadata.as_deref(), remaining, permit, input)? {
             Ok(call) => Ok(call),
             Err(Reply::NotRun) => Err(Error::ShuttingDown),
             Err(Reply::Unsent(err) | Reply::Lost(err)) => Err(err),
@@ -429,9 +435,21 @@ impl Client {
         }
     }
 
-    /// The error a server's error frame means for the caller of `method`.
-    fn wire_error(&self, err: WireError, method: &str, deadline: Deadline) -> Error {
-        err.into_error(method, deadline.budget, self.shared.config.max_frame_len)
+    /// The error a server's error frame means for the caller of `method`
+    /// (whose `descriptor` explains a refusal for another shape).
+    fn wire_error(
+        &self,
+        err: WireError,
+        method: &str,
+        descriptor: Option<&MethodDescriptor>,
+        deadline: Deadline,
+    ) -> Error {
+        err.into_error(
+            method,
+            descriptor,
+            deadline.budget,
+            self.shared.config.max_frame_len,
+        )
     }
 }
 
@@ -444,6 +462,28 @@ fn outcome<T>(result: &Result<T, Error>) -> CallOutcome {
         Err(Error::DeadlineExceeded { .. }) => CallOutcome::DeadlineExceeded,
         Err(Error::HandlerPanicked { .. }) => CallOutcome::Panicked,
         Err(_) => CallOutcome::Failed,
+    }
+}
+
+/// The method a call is for: its wire name, and its descriptor when the
+/// request knows it (for its fingerprint, and to explain a refusal).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Callee {
+    pub(crate) name: &'static str,
+    pub(crate) descriptor: Option<&'static MethodDescriptor>,
+}
+
+impl Callee {
+    pub(crate) fn of(request: &impl RequestMessage) -> Callee {
+        Callee {
+            name: request.method(),
+            descriptor: request.descriptor(),
+        }
+    }
+
+    /// What its request carries to be checked against the server's shape.
+    pub(crate) fn fingerprint(self) -> Option<crate::compat::Fingerprint> {
+        self.descriptor.and_then(MethodDescriptor::wire_fingerprint)
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::client::Callee;
 use crate::client::calls::{Event, Outbox, Reply, Waiter};
 use crate::client::connection::Connection;
 use crate::codec;
@@ -34,7 +35,7 @@ impl Connection {
     /// before the call ends cancels the call and stops the pump.
     pub(crate) fn open(
         self: &Arc<Self>,
-        method: &'static str,
+        callee: Callee,
         args: &[u8],
         metadata: Option<&Metadata>,
         budget: Duration,
@@ -42,7 +43,15 @@ impl Connection {
         input: Option<ItemStream>,
     ) -> Result<Result<StreamCall, Reply>, Error> {
         let mut payload = BytesMut::with_capacity(64 + args.len());
-        super::connection::encode_head(method, budget, self.version, metadata, &mut payload)?;
+        let method = callee.name;
+        super::connection::encode_head(
+            method,
+            callee.fingerprint(),
+            budget,
+            self.version,
+            metadata,
+            &mut payload,
+        )?;
         payload.extend_from_slice(args);
         self.check_request_len(method, payload.len())?;
         // Room for a full window of items and the event that ends the call.
@@ -221,7 +230,7 @@ pub(crate) struct ClientStream<T> {
     state: State,
     deadline: Pin<Box<Sleep>>,
     budget: Duration,
-    method: &'static str,
+    callee: Callee,
     max_frame_len: usize,
     _item: PhantomData<fn() -> T>,
 }
@@ -237,14 +246,14 @@ impl<T> ClientStream<T> {
         opening: BoxFuture<'static, Result<StreamCall, Error>>,
         deadline: tokio::time::Instant,
         budget: Duration,
-        method: &'static str,
+        callee: Callee,
         max_frame_len: usize,
     ) -> ClientStream<T> {
         ClientStream {
             state: State::Opening(opening),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             budget,
-            method,
+            callee,
             max_frame_len,
             _item: PhantomData,
         }
@@ -286,7 +295,7 @@ impl<T: DeserializeOwned> Stream for ClientStream<T> {
                             match codec::decode_shared(&payload, call.decode_limits()) {
                                 Ok(item) => return Poll::Ready(Some(Ok(item))),
                                 Err(err) => Err(Error::BadResponse {
-                                    method: this.method.to_owned(),
+                                    method: this.callee.name.to_owned(),
                                     reason: format!(
                                         "a stream item did not decode: {}",
                                         explain_decode(&err, "client")
@@ -298,13 +307,16 @@ impl<T: DeserializeOwned> Stream for ClientStream<T> {
                             this.state = State::Done;
                             return Poll::Ready(None);
                         }
-                        Event::Failed(err) => {
-                            Err(err.into_error(this.method, this.budget, this.max_frame_len))
-                        }
+                        Event::Failed(err) => Err(err.into_error(
+                            this.callee.name,
+                            this.callee.descriptor,
+                            this.budget,
+                            this.max_frame_len,
+                        )),
                         Event::Lost(err) => Err(err),
                         Event::NotRun => Err(Error::ShuttingDown),
                         Event::Response(_) => Err(Error::BadResponse {
-                            method: this.method.to_owned(),
+                            method: this.callee.name.to_owned(),
                             reason: "the server answered with one value where a stream was expected"
                                 .to_owned(),
                         }),

@@ -100,7 +100,7 @@ impl Client {
             // as good as lost.
             let reply = match reply {
                 Reply::Failed(err) if err.code == ErrorCode::Interrupted as u8 => {
-                    Reply::Lost(self.wire_error(err, method, deadline))
+                    Reply::Lost(self.wire_error(err, method, request.descriptor(), deadline))
                 }
                 other => other,
             };
@@ -121,7 +121,7 @@ impl Client {
                 }
                 Reply::Failed(err) => {
                     endpoint.answered();
-                    return Err(self.wire_error(err, method, deadline));
+                    return Err(self.wire_error(err, method, request.descriptor(), deadline));
                 }
                 // Never sent, or never started by the server: running it
                 // elsewhere is safe, whatever the method.

@@ -5,12 +5,14 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::ProtocolError;
+use crate::compat::Fingerprint;
 
 /// The fixed part that opens every request payload.
 ///
 /// Layout: `u64` LE time budget in microseconds, `u8` name length, the
-/// method's wire name (UTF-8, `Service.method`); from protocol version 2,
-/// a `u16` LE metadata length and the metadata block
+/// method's wire name (UTF-8, `Service.method`); from protocol version 3,
+/// the method's `u64` LE fingerprint (0: none); from version 2, a `u16` LE
+/// metadata length and the metadata block
 /// ([`Metadata`](crate::metadata::Metadata)); then the arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
@@ -24,6 +26,9 @@ pub struct RequestHead {
     /// The metadata block (version 2), unread: a slice of the frame,
     /// empty when the request carries none.
     pub metadata: Bytes,
+    /// The fingerprint of the method's shape on the client (version 3):
+    /// `None` from older clients and for unchecked methods.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// The longest time budget a client puts on the wire: one year. A server
@@ -55,6 +60,28 @@ impl RequestHead {
         out: &mut BytesMut,
     ) -> Result<(), crate::metadata::MetadataError> {
         Self::encode_name(method, budget, out);
+        Self::encode_metadata(metadata, out)
+    }
+
+    /// Appends the head of protocol version 3: the version 1 head, the
+    /// method's `fingerprint`, then `metadata`. Fails, appending nothing of
+    /// the metadata, if it breaks its bounds.
+    pub fn encode_v3(
+        method: &str,
+        budget: Duration,
+        fingerprint: Option<Fingerprint>,
+        metadata: &crate::metadata::Metadata,
+        out: &mut BytesMut,
+    ) -> Result<(), crate::metadata::MetadataError> {
+        Self::encode_name(method, budget, out);
+        out.put_u64_le(fingerprint.map_or(0, Fingerprint::get));
+        Self::encode_metadata(metadata, out)
+    }
+
+    fn encode_metadata(
+        metadata: &crate::metadata::Metadata,
+        out: &mut BytesMut,
+    ) -> Result<(), crate::metadata::MetadataError> {
         if metadata.is_empty() {
             out.put_u16_le(0);
             return Ok(());
@@ -93,7 +120,7 @@ impl RequestHead {
         Self::decode_version(payload, 1)
     }
 
-    /// Splits a request payload of protocol `version` (1 or 2) into its
+    /// Splits a request payload of protocol `version` (1 to 3) into its
     /// head and its argument bytes. The metadata block's layout inside is
     /// left for the call to check: a bad one fails that call, not the
     /// connection.
@@ -116,6 +143,16 @@ impl RequestHead {
         let method = payload.split_to(name_len);
         std::str::from_utf8(&method)
             .map_err(|_| ProtocolError::BadRequestHead("the method name is not UTF-8"))?;
+        let fingerprint = if version >= 3 {
+            if payload.len() < 8 {
+                return Err(ProtocolError::BadRequestHead(
+                    "the fingerprint runs past the end of the frame",
+                ));
+            }
+            Fingerprint::from_wire(payload.get_u64_le())
+        } else {
+            None
+        };
         let metadata = if version >= 2 {
             if payload.len() < 2 {
                 return Err(ProtocolError::BadRequestHead(
@@ -137,6 +174,7 @@ impl RequestHead {
                 budget: Duration::from_micros(micros),
                 method,
                 metadata,
+                fingerprint,
             },
             payload,
         ))
@@ -177,6 +215,37 @@ mod tests {
             let (head, _) = RequestHead::decode(raw.freeze()).unwrap();
             assert_eq!(head.budget, Duration::from_micros(micros));
         }
+    }
+
+    #[test]
+    fn a_version_3_head_carries_the_fingerprint_before_the_metadata() {
+        let fingerprint = Fingerprint::from_wire(0x0102_0304_0506_0708);
+        let mut metadata = crate::metadata::Metadata::new();
+        metadata.insert("k", "v").unwrap();
+        let mut buf = BytesMut::new();
+        RequestHead::encode_v3("S.m", Duration::from_secs(1), fingerprint, &metadata, &mut buf).unwrap();
+        buf.put_u8(0x0a);
+        let payload = buf.freeze();
+        assert_eq!(&payload[12..20], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        let (head, args) = RequestHead::decode_version(payload.clone(), 3).unwrap();
+        assert_eq!(head.fingerprint, fingerprint);
+        assert_eq!(
+            crate::metadata::Metadata::decode(head.metadata).unwrap(),
+            metadata
+        );
+        assert_eq!(&args[..], &[0x0a]);
+
+        // Zero is "none"; a head cut inside the fingerprint is broken.
+        let mut none = BytesMut::new();
+        RequestHead::encode_v3("S.m", Duration::from_secs(1), None, &metadata, &mut none).unwrap();
+        assert_eq!(
+            RequestHead::decode_version(none.freeze(), 3)
+                .unwrap()
+                .0
+                .fingerprint,
+            None
+        );
+        assert!(RequestHead::decode_version(payload.slice(..15), 3).is_err());
     }
 
     #[test]

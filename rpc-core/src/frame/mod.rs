@@ -22,7 +22,7 @@ pub use violation::ProtocolError;
 pub const MAGIC: [u8; 8] = *b"\x89RPC\r\n\x1a\n";
 
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// The oldest protocol version this build still speaks. Version 1 is
 /// version 2 without request metadata.
@@ -180,6 +180,10 @@ impl Preface {
 
 /// Longest message an error frame carries, in bytes; longer ones are cut.
 pub const MAX_ERROR_MESSAGE_LEN: usize = 512;
+
+/// Longest message of an "incompatible method" error (code 14), which
+/// carries the server's form of the method after its sentence.
+pub const MAX_REFUSAL_LEN: usize = 8192;
 
 /// The smallest frame limit a peer may announce: enough for a request head
 /// with a long method name and a useful error message.
@@ -350,7 +354,11 @@ impl Frame {
     /// Messages longer than [`MAX_ERROR_MESSAGE_LEN`] are cut at a character
     /// boundary, which keeps the frame small enough for any peer's limit.
     pub fn error(id: u64, code: u8, message: &str) -> Frame {
-        let mut end = message.len().min(MAX_ERROR_MESSAGE_LEN);
+        let limit = match code == crate::error::ErrorCode::IncompatibleMethod as u8 {
+            true => MAX_REFUSAL_LEN,
+            false => MAX_ERROR_MESSAGE_LEN,
+        };
+        let mut end = message.len().min(limit);
         while !message.is_char_boundary(end) {
             end -= 1;
         }
@@ -359,7 +367,7 @@ impl Frame {
         payload.put_u8(code);
         payload.put_slice(message.as_bytes());
         Frame {
-            // At most 1 + MAX_ERROR_MESSAGE_LEN bytes, so this never truncates.
+            // At most 1 + MAX_REFUSAL_LEN bytes, so this never truncates.
             header: Header {
                 len: payload.len() as u32,
                 kind: Kind::Error,
@@ -464,10 +472,10 @@ mod tests {
         assert_eq!(Preface::parse(&http), Err(ProtocolError::HttpPeer));
 
         let mut newer = ours.to_bytes();
-        newer[8] = 3;
+        newer[8] = 4;
         assert_eq!(
             Preface::parse(&newer),
-            Err(ProtocolError::UnsupportedVersion { theirs: 3 })
+            Err(ProtocolError::UnsupportedVersion { theirs: 4 })
         );
         assert!(matches!(
             Preface::parse(&[0u8; PREFACE_LEN]),

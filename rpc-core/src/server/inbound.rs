@@ -96,6 +96,15 @@ impl Connection {
             }
         };
         let method = route.method;
+        // A client whose method has another shape would be misread.
+        if let Some(theirs) = head.fingerprint.filter(|&theirs| !method.admits(theirs)) {
+            let max_len = frame::MAX_REFUSAL_LEN.min(self.client_max_frame_len.saturating_sub(1));
+            let message = crate::compat::refusal(method, theirs, max_len);
+            let refused = WireError::new(ErrorCode::IncompatibleMethod, message);
+            self.calls
+                .admit(id, Admitted::Refuse(refused, Outcome::Failed), None);
+            return Ok(());
+        }
         // Streams end with their call, so a streaming method always honours
         // its caller's cancel and deadline; a method that runs to completion
         // ignores its caller's deadline, but not the server's ceiling.

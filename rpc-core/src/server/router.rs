@@ -70,6 +70,10 @@ impl Router {
     pub fn add<S: Service>(&mut self, service: S) {
         let descriptor = service.descriptor();
         let name = descriptor.name;
+        // Traced now rather than on a method's first call.
+        for method in &descriptor.methods {
+            let _ = method.fingerprint();
+        }
         let service = Arc::new(service);
         let dispatch: Arc<dyn Dispatch> = Arc::new(Handler(Arc::clone(&service)));
         let entry = Entry {

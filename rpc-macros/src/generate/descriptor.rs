@@ -34,6 +34,8 @@ pub(crate) fn descriptor(generator: &ServiceGenerator<'_>) -> TokenStream {
         let idempotent = method.markers.idempotent;
         let no_cancel = method.markers.no_cancel;
         let deprecated = method.deprecated();
+        let unchecked = method.markers.unchecked;
+        let accepts = &method.markers.accepts;
         let timeout = match method.timeout() {
             Some(timeout) => {
                 let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
@@ -70,10 +72,17 @@ pub(crate) fn descriptor(generator: &ServiceGenerator<'_>) -> TokenStream {
                 no_cancel: #no_cancel,
                 timeout: #timeout,
                 deprecated: #deprecated,
+                unchecked: #unchecked,
+                accepts: {
+                    // A constant, so the slice lives for the program.
+                    const ACCEPTS: &[#p::Fingerprint] = &[#(#p::Fingerprint::from_macro(#accepts)),*];
+                    ACCEPTS
+                },
                 trace: #p::TraceFn(|tracer: &mut #p::TypeTracer| {
                     #(#traced_args)*
                     #traced_result
                 }),
+                signature: #p::Signature::new(),
             });
         }
     });

@@ -73,6 +73,10 @@ pub(crate) fn request_enum(generator: &ServiceGenerator<'_>) -> TokenStream {
         let idempotent = m.method.markers.idempotent;
         quote!(#(#cfgs)* #request::#variant { .. } => #idempotent)
     });
+    let descriptor_arms = generator.methods.iter().map(|m| {
+        let (cfgs, variant, id) = (&m.cfgs, &m.variant, m.id);
+        quote!(#(#cfgs)* #request::#variant { .. } => #id)
+    });
     quote! {
         #(#cfgs)*
         #[doc = #doc]
@@ -100,6 +104,16 @@ pub(crate) fn request_enum(generator: &ServiceGenerator<'_>) -> TokenStream {
                 match *self {
                     #(#idempotent_arms),*
                 }
+            }
+
+            fn descriptor(&self) -> #p::Option<&'static #p::MethodDescriptor> {
+                let id = match *self {
+                    #(#descriptor_arms),*
+                };
+                // Methods are listed in the order of their ids.
+                let methods = &#request::descriptor().methods;
+                let found = methods.binary_search_by_key(&id, |method| method.id);
+                found.ok().and_then(|index| methods.get(index))
             }
 
             fn take_input(&mut self) -> #p::Option<#p::ItemStream> {

@@ -103,6 +103,14 @@ pub(crate) fn server(generator: &ServiceGenerator<'_>) -> TokenStream {
                 #server { service }
             }
 
+            /// The service's descriptor as JSON: each method's shape on the
+            /// wire and its fingerprint. Keep it in the repository and
+            /// compare it with each build's (`rpc::compat::breaking_changes`)
+            /// to catch a change that old clients would be refused for.
+            pub fn descriptor_json() -> #p::String {
+                #request::descriptor().contract().to_json()
+            }
+
             /// Runs one decoded request against the service, in this task.
             pub async fn handle(&self, request: #request) -> #response {
                 <Self as #p::Service>::call(self, request).await

@@ -6,6 +6,10 @@ pub trait Jobs {
     async fn later(&self);
     #[rpc(timeout = "0s")]
     async fn never(&self);
+    #[rpc(accepts = "0000000000000000")]
+    async fn zero(&self);
+    #[rpc(accepts = "not-hex")]
+    async fn typo(&self);
 }
 
 #[rpc::service(unknown)]

@@ -413,6 +413,9 @@ fn error_object(
         Some(ErrorCode::Interrupted) => (codes::INTERRUPTED, err.message),
         Some(ErrorCode::Unauthenticated) => (codes::UNAUTHENTICATED, err.message),
         Some(ErrorCode::PermissionDenied) => (codes::PERMISSION_DENIED, err.message),
+        // JSON calls carry no fingerprint; a layer that refuses one anyway
+        // says the parameters do not fit.
+        Some(ErrorCode::IncompatibleMethod) => (codes::INVALID_PARAMS, err.message),
         Some(ErrorCode::Internal | ErrorCode::Protocol) | None => (codes::INTERNAL_ERROR, err.message),
     };
     ErrorObject::new(code, message)

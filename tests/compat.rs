@@ -1,0 +1,568 @@
+//! Compatible by construction: two builds of one service whose methods
+//! changed shape, over real sockets. The old client is refused with
+//! `IncompatibleMethod` naming the difference, never handed a wrong value;
+//! unchanged methods go on working on the same connection; the
+//! breaking-change check lists the same changes.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::net::SocketAddr;
+
+use rpc::compat::{Contract, Fingerprint, breaking_changes};
+
+/// The service as the old client was built.
+mod before {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Span {
+        pub lo: u32,
+        pub hi: u32,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct User {
+        pub name: String,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Color {
+        Red,
+        Green,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Point {
+        pub x: i32,
+        pub y: i32,
+    }
+
+    #[rpc::service]
+    pub trait Shop {
+        async fn add(&self, a: i64, b: i64) -> i64;
+        async fn width(&self, span: Span) -> u32;
+        async fn save(&self, user: User) -> bool;
+        async fn paint(&self, color: Color) -> String;
+        async fn count(&self) -> u32;
+        async fn ticks(&self, n: u32) -> rpc::Streaming<u32>;
+        async fn echo(&self, text: String) -> String;
+        async fn locate(&self, at: Point) -> i32;
+        async fn nudge(&self, at: Point) -> i32;
+    }
+}
+
+/// The service as the server runs it now.
+mod now {
+    use serde::{Deserialize, Serialize};
+
+    /// Fields swapped: the same bytes mean the other field.
+    #[derive(Serialize, Deserialize)]
+    pub struct Span {
+        pub hi: u32,
+        pub lo: u32,
+    }
+
+    /// A field added.
+    #[derive(Serialize, Deserialize)]
+    pub struct User {
+        pub name: String,
+        pub email: String,
+    }
+
+    /// Variants reordered.
+    #[derive(Serialize, Deserialize)]
+    pub enum Color {
+        Green,
+        Red,
+    }
+
+    /// Renamed fields, deliberately: the bytes are the same.
+    #[derive(Serialize, Deserialize)]
+    pub struct Point {
+        pub east: i32,
+        pub north: i32,
+    }
+
+    #[rpc::service]
+    pub trait Shop {
+        /// A primitive changed.
+        async fn add(&self, a: u64, b: i64) -> i64;
+        async fn width(&self, span: Span) -> u32;
+        async fn save(&self, user: User) -> bool;
+        async fn paint(&self, color: Color) -> String;
+        /// The result changed.
+        async fn count(&self) -> u64;
+        /// The stream's item changed.
+        async fn ticks(&self, n: u32) -> rpc::Streaming<u64>;
+        async fn echo(&self, text: String) -> String;
+        /// The old shape is accepted on purpose: only names changed.
+        #[rpc(accepts = "a1a7d2d86773cae8")]
+        async fn locate(&self, at: Point) -> i32;
+        /// Not checked at all.
+        #[rpc(unchecked)]
+        async fn nudge(&self, at: Point) -> i32;
+        /// A method added: old clients never call it.
+        async fn added(&self) -> u8;
+    }
+}
+
+struct Shop;
+
+impl now::Shop for Shop {
+    async fn add(&self, a: u64, b: i64) -> i64 {
+        a as i64 + b
+    }
+    async fn width(&self, span: now::Span) -> u32 {
+        span.hi.wrapping_sub(span.lo)
+    }
+    async fn save(&self, _user: now::User) -> bool {
+        true
+    }
+    async fn paint(&self, color: now::Color) -> String {
+        match color {
+            now::Color::Green => "green".to_owned(),
+            now::Color::Red => "red".to_owned(),
+        }
+    }
+    async fn count(&self) -> u64 {
+        7
+    }
+    async fn ticks(&self, n: u32) -> rpc::Streaming<u64> {
+        rpc::Streaming::iter(0..u64::from(n))
+    }
+    async fn echo(&self, text: String) -> String {
+        text
+    }
+    async fn locate(&self, at: now::Point) -> i32 {
+        at.east * 10 + at.north
+    }
+    async fn nudge(&self, at: now::Point) -> i32 {
+        at.east + at.north
+    }
+    async fn added(&self) -> u8 {
+        1
+    }
+}
+
+async fn serve_now() -> (rpc::ServerHandle, SocketAddr) {
+    let server = rpc::Server::new()
+        .serve(now::ShopServer::new(Shop))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    (server, addr)
+}
+
+/// The difference an old client's call was refused with.
+fn refused<T: std::fmt::Debug>(method: &str, result: Result<T, rpc::Error>) -> String {
+    match result {
+        Err(rpc::Error::IncompatibleMethod {
+            method: named,
+            difference,
+        }) => {
+            assert_eq!(named, format!("Shop.{method}"));
+            difference
+        }
+        other => panic!("`{method}` must be refused as incompatible, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_old_client_is_refused_for_each_changed_method_and_served_for_the_rest() {
+    let (_server, addr) = serve_now().await;
+    let old = before::ShopClient::connect(addr).await.unwrap();
+
+    assert_eq!(old.echo("before".to_owned()).await.unwrap(), "before");
+    assert_eq!(
+        refused("add", old.add(5, 10).await),
+        "argument `a`: the client has i64, the server has u64"
+    );
+    assert_eq!(
+        refused("width", old.width(before::Span { lo: 3, hi: 10 }).await),
+        "argument `span`: field 1 of `Span` is `lo` in the client and `hi` in the server"
+    );
+    assert_eq!(
+        refused(
+            "save",
+            old.save(before::User {
+                name: "ada".to_owned()
+            })
+            .await
+        ),
+        "argument `user`: the server has field `email` of `User` that the client lacks"
+    );
+    assert_eq!(
+        refused("paint", old.paint(before::Color::Red).await),
+        "argument `color`: variant 1 of `Color` is `Red` in the client and `Green` in the server"
+    );
+    assert_eq!(
+        refused("count", old.count().await),
+        "the result: the client has u32, the server has u64"
+    );
+    let mut ticks = old.ticks(3);
+    assert_eq!(
+        refused("ticks", ticks.next().await.unwrap()),
+        "the item of the stream the server returns: the client has u32, the server has u64"
+    );
+    assert!(ticks.next().await.is_none());
+
+    // The whole sentence says what to do about it.
+    let err = old.add(5, 10).await.unwrap_err().to_string();
+    assert!(
+        err.contains("`Shop.add` differs between this client and the server"),
+        "{err}"
+    );
+    assert!(err.contains("docs/COMPATIBILITY.md"), "{err}");
+
+    // The connection and the unchanged method went on throughout.
+    assert_eq!(old.echo("after".to_owned()).await.unwrap(), "after");
+}
+
+#[tokio::test]
+async fn accepted_old_fingerprints_and_unchecked_methods_run() {
+    // The literal in `#[rpc(accepts)]` is the old build's fingerprint, as
+    // its descriptor (or a refusal) shows it.
+    let old_locate = before::ShopRequest::descriptor()
+        .method("locate")
+        .unwrap()
+        .fingerprint()
+        .unwrap();
+    assert_eq!(old_locate, "a1a7d2d86773cae8".parse::<Fingerprint>().unwrap());
+    let new_locate = now::ShopRequest::descriptor().method("locate").unwrap();
+    assert_ne!(new_locate.fingerprint(), Some(old_locate));
+    assert!(new_locate.admits(old_locate));
+
+    let (_server, addr) = serve_now().await;
+    let old = before::ShopClient::connect(addr).await.unwrap();
+    assert_eq!(old.locate(before::Point { x: 3, y: 4 }).await.unwrap(), 34);
+    assert_eq!(old.nudge(before::Point { x: 3, y: 4 }).await.unwrap(), 7);
+
+    // A new client is, of course, served everywhere.
+    let new = now::ShopClient::connect(addr).await.unwrap();
+    assert_eq!(new.add(5, 10).await.unwrap(), 15);
+    assert_eq!(new.count().await.unwrap(), 7);
+    assert_eq!(new.added().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_client_of_protocol_version_2_is_served_without_a_check() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (_server, addr) = serve_now().await;
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"\x89RPC\r\n\x1a\n\x02\x00\x00\x00\x00\x00\x00\x01")
+        .await
+        .unwrap();
+    let mut preface = [0u8; 16];
+    socket.read_exact(&mut preface).await.unwrap();
+    assert_eq!(&preface[8..10], &[2, 0], "the server answers in version 2");
+
+    // `Shop.count()` in version 2: budget, name, empty metadata, no
+    // arguments. Nothing says which shape the client has, so the call runs.
+    let mut payload = 1_000_000u64.to_le_bytes().to_vec();
+    payload.push(10);
+    payload.extend_from_slice(b"Shop.count");
+    payload.extend_from_slice(&[0, 0]);
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&[1, 0, 0, 0]);
+    frame.extend_from_slice(&1u64.to_le_bytes());
+    frame.extend_from_slice(&payload);
+    socket.write_all(&frame).await.unwrap();
+    let mut head = [0u8; 16];
+    socket.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[4], 2, "a response");
+    let mut answer = vec![0u8; u32::from_le_bytes(head[..4].try_into().unwrap()) as usize];
+    socket.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer, [7]);
+}
+
+#[tokio::test]
+async fn a_refusal_on_the_wire_is_a_sentence_and_the_servers_form() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (_server, addr) = serve_now().await;
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"\x89RPC\r\n\x1a\n\x03\x00\x00\x00\x00\x00\x00\x01")
+        .await
+        .unwrap();
+    let mut preface = [0u8; 16];
+    socket.read_exact(&mut preface).await.unwrap();
+    assert_eq!(&preface[8..10], &[3, 0]);
+
+    // `Shop.count()` with a fingerprint no build has.
+    let mut payload = 1_000_000u64.to_le_bytes().to_vec();
+    payload.push(10);
+    payload.extend_from_slice(b"Shop.count");
+    payload.extend_from_slice(&0x1234u64.to_le_bytes());
+    payload.extend_from_slice(&[0, 0]);
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&[1, 0, 0, 0]);
+    frame.extend_from_slice(&1u64.to_le_bytes());
+    frame.extend_from_slice(&payload);
+    socket.write_all(&frame).await.unwrap();
+    let mut head = [0u8; 16];
+    socket.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[4], 3, "an error");
+    let mut answer = vec![0u8; u32::from_le_bytes(head[..4].try_into().unwrap()) as usize];
+    socket.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer[0], 14, "incompatible method");
+    let message = String::from_utf8(answer[1..].to_vec()).unwrap();
+    let (sentence, form) = message.split_once('\n').unwrap();
+    let ours = now::ShopRequest::descriptor().method("count").unwrap();
+    assert_eq!(
+        sentence,
+        format!(
+            "`Shop.count` has another shape on the server: count() -> u64 (fingerprint {}; the client's is 0000000000001234)",
+            ours.fingerprint().unwrap()
+        )
+    );
+    let form: rpc::compat::MethodForm = serde_json::from_str(form).unwrap();
+    assert_eq!(&form, ours.form().unwrap());
+}
+
+#[test]
+fn the_breaking_change_check_lists_each_change() {
+    let old = before::ShopRequest::descriptor().contract();
+    let new = now::ShopRequest::descriptor().contract();
+    let listed: Vec<String> = breaking_changes(&old, &new)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "`Shop.add`: argument `a`: the old version has i64, the new version has u64",
+            "`Shop.width`: argument `span`: field 1 of `Span` is `lo` in the old version and `hi` in the new version",
+            "`Shop.width`: argument `span`: field 2 of `Span` is `hi` in the old version and `lo` in the new version",
+            "`Shop.save`: argument `user`: the new version has field `email` of `User` that the old version lacks",
+            "`Shop.paint`: argument `color`: variant 1 of `Color` is `Red` in the old version and `Green` in the new version",
+            "`Shop.paint`: argument `color`: variant 2 of `Color` is `Green` in the old version and `Red` in the new version",
+            "`Shop.count`: the result: the old version has u32, the new version has u64",
+            "`Shop.ticks`: the item of the stream the server returns: the old version has u32, the new version has u64",
+            "`Shop.nudge`: argument `at`: field 1 of `Point` is `x` in the old version and `east` in the new version",
+            "`Shop.nudge`: argument `at`: field 2 of `Point` is `y` in the old version and `north` in the new version",
+        ]
+    );
+
+    // Going back removes `added`, which clients of the new build call.
+    let back: Vec<String> = breaking_changes(&new, &old)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        back.contains(
+            &"`Shop.added`: the method was removed (old clients get \"unknown method\")".to_owned()
+        ),
+        "{back:?}"
+    );
+
+    // A contract survives being written and read back.
+    let json = now::ShopServer::<Shop>::descriptor_json();
+    assert_eq!(Contract::from_json(&json).unwrap(), new);
+    assert!(breaking_changes(&new, &Contract::from_json(&json).unwrap()).is_empty());
+}
+
+/// Compatible changes: a method added, a type renamed, docs and markers.
+mod grown {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Range {
+        pub lo: u32,
+        pub hi: u32,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct User {
+        pub name: String,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Color {
+        Red,
+        Green,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Point {
+        pub x: i32,
+        pub y: i32,
+    }
+
+    #[rpc::service]
+    pub trait Shop {
+        #[rpc(idempotent)]
+        async fn add(&self, a: i64, b: i64) -> i64;
+        /// `Span` is called `Range` now.
+        async fn width(&self, span: Range) -> u32;
+        async fn save(&self, user: User) -> bool;
+        #[rpc(timeout = "5s")]
+        async fn paint(&self, color: Color) -> String;
+        async fn count(&self) -> u32;
+        async fn ticks(&self, n: u32) -> rpc::Streaming<u32>;
+        async fn echo(&self, text: String) -> String;
+        async fn locate(&self, at: Point) -> i32;
+        async fn nudge(&self, at: Point) -> i32;
+        async fn size(&self) -> u64;
+    }
+}
+
+#[test]
+fn compatible_changes_pass_the_check_and_keep_every_fingerprint() {
+    let old = before::ShopRequest::descriptor().contract();
+    let new = grown::ShopRequest::descriptor().contract();
+    assert_eq!(breaking_changes(&old, &new), []);
+    for method in &old.methods {
+        let grown = new.methods.iter().find(|m| m.name == method.name).unwrap();
+        assert_eq!(grown.fingerprint, method.fingerprint, "{}", method.name);
+    }
+}
+
+/// The calculator of `examples/calculator`, whose descriptor is checked in
+/// at `tests/descriptors/Calculator.json`.
+#[path = "../examples/calculator/service.rs"]
+#[allow(dead_code)]
+mod calculator;
+
+const CHECKED_IN: &str = include_str!("descriptors/Calculator.json");
+
+#[test]
+fn the_calculator_keeps_its_checked_in_contract() {
+    let checked_in = Contract::from_json(CHECKED_IN).unwrap();
+    let built = calculator::CalculatorRequest::descriptor().contract();
+    let breaking = breaking_changes(&checked_in, &built);
+    assert!(
+        breaking.is_empty(),
+        "the Calculator changed in ways its old clients would be refused for:\n{}\n\
+         (if that is intended, write the new descriptor with \
+         `cargo run --example calculator -- descriptor > tests/descriptors/Calculator.json`)",
+        breaking
+            .iter()
+            .map(|change| format!("  {change}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The calculator with `add` changed as in the issue that asked for this.
+mod changed_calculator {
+    #[rpc::service]
+    pub trait Calculator {
+        async fn add(&self, a: u64, b: i64) -> i64;
+    }
+}
+
+#[test]
+fn the_calculator_check_fails_on_an_incompatible_change() {
+    let checked_in = Contract::from_json(CHECKED_IN).unwrap();
+    let mut changed = changed_calculator::CalculatorRequest::descriptor().contract();
+    // Only `add` is compared: the rest of the calculator is as checked in.
+    for method in &checked_in.methods {
+        if method.name != "add" {
+            changed.methods.push(method.clone());
+        }
+    }
+    let breaking: Vec<String> = breaking_changes(&checked_in, &changed)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        breaking,
+        ["`Calculator.add`: argument `a`: the old version has i64, the new version has u64"]
+    );
+}
+
+/// Types the fingerprint has to think about: one that contains itself, and
+/// one whose `Deserialize` cannot be traced.
+mod odd {
+    use serde::{Deserialize, Deserializer, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Tree {
+        pub value: u32,
+        pub kids: Vec<Tree>,
+    }
+
+    /// Reads whatever comes, as self-describing formats allow: serde cannot
+    /// say what shape that is.
+    #[derive(Debug, Serialize)]
+    pub struct Anything(pub u32);
+
+    impl<'de> Deserialize<'de> for Anything {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Anything, D::Error> {
+            struct Visitor;
+            impl serde::de::Visitor<'_> for Visitor {
+                type Value = Anything;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a number")
+                }
+                fn visit_u32<E>(self, v: u32) -> Result<Anything, E> {
+                    Ok(Anything(v))
+                }
+                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Anything, E> {
+                    u32::try_from(v).map(Anything).map_err(E::custom)
+                }
+            }
+            deserializer.deserialize_any(Visitor)
+        }
+    }
+
+    #[rpc::service]
+    pub trait Odd {
+        async fn sum(&self, tree: Tree) -> u64;
+        async fn any(&self, value: u32) -> Anything;
+    }
+}
+
+struct Odd;
+
+impl odd::Odd for Odd {
+    async fn sum(&self, tree: odd::Tree) -> u64 {
+        u64::from(tree.value) + tree.kids.into_iter().map(|kid| u64::from(kid.value)).sum::<u64>()
+    }
+    async fn any(&self, value: u32) -> odd::Anything {
+        odd::Anything(value)
+    }
+}
+
+#[tokio::test]
+async fn recursive_types_are_fingerprinted_and_untraceable_ones_go_unchecked() {
+    let descriptor = odd::OddRequest::descriptor();
+    let sum = descriptor.method("sum").unwrap();
+    assert_eq!(sum.form().unwrap().to_string(), "(tree: Tree) -> u64");
+    assert!(sum.fingerprint().is_some());
+    let any = descriptor.method("any").unwrap();
+    assert_eq!(any.fingerprint(), None);
+    let why = any.form().unwrap_err();
+    assert!(why.starts_with("the result type could not be traced"), "{why}");
+    let contract = descriptor.contract();
+    assert_eq!(contract.methods[1].untraceable.as_deref(), Some(why));
+    assert_eq!(contract.methods[1].signature, "any(..) -> Anything");
+
+    let server = rpc::Server::new()
+        .serve(odd::OddServer::new(Odd))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = odd::OddClient::connect(server.local_addr()).await.unwrap();
+    let tree = odd::Tree {
+        value: 1,
+        kids: vec![odd::Tree {
+            value: 2,
+            kids: Vec::new(),
+        }],
+    };
+    assert_eq!(client.sum(tree).await.unwrap(), 3);
+    // bincode cannot read `Anything` either (it is not self-describing),
+    // but the call is not refused for its shape: it fails as it always did.
+    let err = client.any(5).await.unwrap_err();
+    assert!(matches!(err, rpc::Error::BadResponse { .. }), "{err:?}");
+}

@@ -297,7 +297,7 @@ pub enum ErrorCode {
     /// The caller may not make this call (new in 0.2).
     PermissionDenied = 13,
     /// The client's shape of the method differs from the server's: its
-    /// fingerprint is not one the server's method admits (new in 0.3).
+    /// fingerprint is not one the server's method admits (new in 0.2).
     IncompatibleMethod = 14,
 }
 

@@ -351,26 +351,31 @@ impl ClientBuilder {
             let conn = tokio::time::timeout(self.connect_timeout, establishing)
                 .await
                 .map_err(|_| timed_out(self.connect_timeout))??;
+            older_server(conn.preface.version)?;
             return Ok(self.with_metadata(Client::new(conn, self.config.clone())));
         }
         let establishing = rpc_transport::stream::establish(Io(io), Peer::unknown(), self.limits());
         let conn = tokio::time::timeout(self.connect_timeout, establishing)
             .await
             .map_err(|_| timed_out(self.connect_timeout))??;
-        // An older server refused this build's preface and closes; with one
-        // stream there is no redialling in its version.
-        if conn.preface.version < rpc_core::frame::VERSION {
-            return Err(Error::Connect {
-                addr: "the given stream".to_owned(),
-                source: Arc::new(std::io::Error::other(format!(
-                    "the server speaks rpc protocol version {}, and closes on this build's version {}; upgrade the server, or connect with `connect`/`connect_with`, which redial in its version",
-                    conn.preface.version,
-                    rpc_core::frame::VERSION
-                ))),
-            });
-        }
+        older_server(conn.preface.version)?;
         Ok(self.with_metadata(Client::new(conn, self.config.clone())))
     }
+}
+
+/// An older server refused this build's preface and closes: with one
+/// given stream there is no redialling in its version.
+fn older_server(version: u16) -> Result<(), Error> {
+    if version >= rpc_core::frame::VERSION {
+        return Ok(());
+    }
+    Err(Error::Connect {
+        addr: "the given stream".to_owned(),
+        source: Arc::new(std::io::Error::other(format!(
+            "the server speaks rpc protocol version {version}, and closes on this build's version {}; upgrade the server, or connect with `connect`/`connect_with`, which redial in its version",
+            rpc_core::frame::VERSION
+        ))),
+    })
 }
 
 /// Opens connections through a connector: a stream, the preface exchange

@@ -161,12 +161,16 @@ async fn serve_now() -> (rpc::ServerHandle, SocketAddr) {
 
 /// The difference an old client's call was refused with.
 fn refused<T: std::fmt::Debug>(method: &str, result: Result<T, rpc::Error>) -> String {
+    refused_as(&format!("Shop.{method}"), result)
+}
+
+fn refused_as<T: std::fmt::Debug>(method: &str, result: Result<T, rpc::Error>) -> String {
     match result {
         Err(rpc::Error::IncompatibleMethod {
             method: named,
             difference,
         }) => {
-            assert_eq!(named, format!("Shop.{method}"));
+            assert_eq!(named, method);
             difference
         }
         other => panic!("`{method}` must be refused as incompatible, got {other:?}"),
@@ -515,10 +519,60 @@ mod odd {
         }
     }
 
+    /// An enum inside other types, with an enum inside one of its variants.
+    #[derive(Serialize, Deserialize)]
+    pub enum Role {
+        Guest,
+        Admin { level: u8 },
+        Owner(Option<Grant>),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Grant {
+        Read,
+        Write,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Member {
+        pub name: String,
+        pub role: Role,
+    }
+
     #[rpc::service]
     pub trait Odd {
         async fn sum(&self, tree: Tree) -> u64;
         async fn any(&self, value: u32) -> Anything;
+        async fn promote(&self, member: Member) -> Vec<Role>;
+    }
+}
+
+/// `odd` with the nested enum's inner variants reordered.
+mod odd_later {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Role {
+        Guest,
+        Admin { level: u8 },
+        Owner(Option<Grant>),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Grant {
+        Write,
+        Read,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Member {
+        pub name: String,
+        pub role: Role,
+    }
+
+    #[rpc::service]
+    pub trait Odd {
+        async fn promote(&self, member: Member) -> Vec<Role>;
     }
 }
 
@@ -531,6 +585,34 @@ impl odd::Odd for Odd {
     async fn any(&self, value: u32) -> odd::Anything {
         odd::Anything(value)
     }
+    async fn promote(&self, member: odd::Member) -> Vec<odd::Role> {
+        vec![member.role]
+    }
+}
+
+#[test]
+fn enums_inside_other_types_are_traced_to_their_last_variant() {
+    let promote = odd::OddRequest::descriptor().method("promote").unwrap();
+    let json = serde_json::to_string(promote.form().unwrap()).unwrap();
+    for variant in ["Guest", "Admin", "Owner", "Read", "Write"] {
+        assert!(
+            json.contains(&format!("\"{variant}\"")),
+            "{variant} missing from {json}"
+        );
+    }
+    let later = odd_later::OddRequest::descriptor().method("promote").unwrap();
+    assert_ne!(promote.fingerprint(), later.fingerprint());
+    let old = odd::OddRequest::descriptor().contract();
+    let new = odd_later::OddRequest::descriptor().contract();
+    let changes: Vec<String> = breaking_changes(&old, &new)
+        .iter()
+        .filter(|change| change.method == "Odd.promote")
+        .map(|change| change.change.clone())
+        .collect();
+    assert_eq!(
+        changes[0],
+        "argument `member`, field `Member.role`, variant `Role::Owner`, inside the `Option`: variant 1 of `Grant` is `Read` in the old version and `Write` in the new version"
+    );
 }
 
 #[tokio::test]
@@ -545,7 +627,7 @@ async fn recursive_types_are_fingerprinted_and_untraceable_ones_go_unchecked() {
     assert!(why.starts_with("the result type could not be traced"), "{why}");
     let contract = descriptor.contract();
     assert_eq!(contract.methods[1].untraceable.as_deref(), Some(why));
-    assert_eq!(contract.methods[1].signature, "any(..) -> Anything");
+    assert_eq!(contract.methods[1].signature, "any(value: u32) -> Anything");
 
     let server = rpc::Server::new()
         .serve(odd::OddServer::new(Odd))
@@ -565,4 +647,184 @@ async fn recursive_types_are_fingerprinted_and_untraceable_ones_go_unchecked() {
     // but the call is not refused for its shape: it fails as it always did.
     let err = client.any(5).await.unwrap_err();
     assert!(matches!(err, rpc::Error::BadResponse { .. }), "{err:?}");
+}
+
+/// Two shapes of a method whose signature alone is longer than the
+/// smallest frame a client may accept.
+mod long_before {
+    #[rpc::service]
+    pub trait Long {
+        #[allow(clippy::too_many_arguments)]
+        async fn many(
+            &self,
+            argument_number_00_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_01_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_02_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_03_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_04_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_05_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_06_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_07_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_08_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_09_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_10_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_11_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_12_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_13_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_14_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_15_with_a_really_quite_long_descriptive_name: u8,
+        ) -> u8;
+        async fn ping(&self) -> u8;
+    }
+}
+
+mod long_now {
+    #[rpc::service]
+    pub trait Long {
+        #[allow(clippy::too_many_arguments)]
+        async fn many(
+            &self,
+            argument_number_00_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_01_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_02_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_03_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_04_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_05_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_06_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_07_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_08_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_09_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_10_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_11_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_12_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_13_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_14_with_a_really_quite_long_descriptive_name: u8,
+            argument_number_15_with_a_really_quite_long_descriptive_name: u16,
+        ) -> u8;
+        async fn ping(&self) -> u8;
+    }
+}
+
+struct Long;
+
+impl long_now::Long for Long {
+    async fn many(
+        &self,
+        _a00: u8,
+        _a01: u8,
+        _a02: u8,
+        _a03: u8,
+        _a04: u8,
+        _a05: u8,
+        _a06: u8,
+        _a07: u8,
+        _a08: u8,
+        _a09: u8,
+        _a10: u8,
+        _a11: u8,
+        _a12: u8,
+        _a13: u8,
+        _a14: u8,
+        _a15: u16,
+    ) -> u8 {
+        0
+    }
+    async fn ping(&self) -> u8 {
+        1
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_fits_the_smallest_frame_a_client_accepts() {
+    let server = rpc::Server::new()
+        .serve(long_now::LongServer::new(Long))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = long_before::LongClient::from_client(
+        rpc::ClientBuilder::new()
+            .max_frame_len(1024)
+            .connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    let signature = long_now::LongRequest::descriptor()
+        .method("many")
+        .unwrap()
+        .form()
+        .unwrap()
+        .to_string();
+    assert!(signature.len() > 1024, "{}", signature.len());
+    // The server's form does not fit, so the client has the server's
+    // sentence, cut to its limit; the connection goes on.
+    let difference = refused_as(
+        "Long.many",
+        client.many(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1).await,
+    );
+    assert!(
+        difference.starts_with("`Long.many` has another shape on the server: many("),
+        "{difference}"
+    );
+    assert!(difference.len() < 1024);
+    assert_eq!(client.ping().await.unwrap(), 1);
+}
+
+/// Recursion is told apart by where it points, not by type names.
+mod recursive_p {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct A {
+        pub x: (u8, Option<Box<A>>),
+        pub z: u16,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Tree {
+        pub kids: Vec<Tree>,
+    }
+
+    #[rpc::service]
+    pub trait Rec {
+        async fn walk(&self, a: A) -> u8;
+        async fn grow(&self, tree: Tree) -> u8;
+    }
+}
+
+mod recursive_q {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct A {
+        pub x: T,
+        pub z: u16,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct T(u8, Option<Box<T>>);
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Tree {
+        pub kids: Vec<Tree>,
+    }
+
+    /// A newtype around a recursive type: the same bytes.
+    #[derive(Serialize, Deserialize)]
+    pub struct Forest(Tree);
+
+    #[rpc::service]
+    pub trait Rec {
+        async fn walk(&self, a: A) -> u8;
+        async fn grow(&self, tree: Forest) -> u8;
+    }
+}
+
+#[test]
+fn recursive_types_differ_by_where_they_point() {
+    let p = recursive_p::RecRequest::descriptor();
+    let q = recursive_q::RecRequest::descriptor();
+    let fingerprint =
+        |d: &rpc::descriptor::ServiceDescriptor, m: &str| d.method(m).unwrap().fingerprint().unwrap();
+    assert_ne!(fingerprint(p, "walk"), fingerprint(q, "walk"));
+    assert_eq!(fingerprint(p, "grow"), fingerprint(q, "grow"));
 }

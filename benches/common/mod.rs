@@ -14,6 +14,9 @@ use rpc::Bytes;
 pub trait Bench {
     /// Adds two numbers.
     async fn add(&self, a: u64, b: u64) -> u64;
+    /// `add` whose calls carry no fingerprint and are not checked.
+    #[rpc(unchecked)]
+    async fn add_unchecked(&self, a: u64, b: u64) -> u64;
     /// Sends the blob back.
     async fn echo(&self, blob: Bytes) -> Bytes;
 }
@@ -23,6 +26,9 @@ pub struct Server;
 
 impl Bench for Server {
     async fn add(&self, a: u64, b: u64) -> u64 {
+        a + b
+    }
+    async fn add_unchecked(&self, a: u64, b: u64) -> u64 {
         a + b
     }
     async fn echo(&self, blob: Bytes) -> Bytes {
@@ -93,13 +99,22 @@ impl Drop for ServerProcess {
 
 /// Small calls from `callers` tasks until `total` are answered: calls/s.
 pub async fn small(client: &BenchClient, callers: u64, total: u64) -> f64 {
+    small_of(client, callers, total, true).await
+}
+
+/// [`small`], of `add` if `checked`, else of `add_unchecked`.
+pub async fn small_of(client: &BenchClient, callers: u64, total: u64, checked: bool) -> f64 {
     let started = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
             let client = client.clone();
             tokio::spawn(async move {
                 for _ in 0..total / callers {
-                    assert_eq!(client.add(1, 2).await.unwrap(), 3);
+                    let sum = match checked {
+                        true => client.add(1, 2).await,
+                        false => client.add_unchecked(1, 2).await,
+                    };
+                    assert_eq!(sum.unwrap(), 3);
                 }
             })
         })

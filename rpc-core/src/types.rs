@@ -9,7 +9,7 @@ use std::fmt;
 use std::panic::AssertUnwindSafe;
 
 use serde::de::DeserializeOwned;
-use serde_reflection::{Format, Registry, Tracer, TracerConfig};
+use serde_reflection::{Format, Registry, Samples, Tracer, TracerConfig};
 
 use crate::descriptor::ServiceDescriptor;
 
@@ -47,7 +47,18 @@ pub enum Traced {
 pub struct TypeTracer {
     tracer: Tracer,
     traced: Vec<Traced>,
+    /// Enums found inside other types in an earlier pass, traced again
+    /// until each of their variants has been seen.
+    enums: Vec<String>,
 }
+
+/// Most passes spent finding enums inside other types (an enum inside a
+/// variant of another is found a pass later).
+const MAX_PASSES: usize = 8;
+
+/// Most times one type is traced in a pass to reach every variant of the
+/// enums in it.
+const MAX_ROUNDS: usize = 256;
 
 impl fmt::Debug for TypeTracer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -58,10 +69,11 @@ impl fmt::Debug for TypeTracer {
 }
 
 impl TypeTracer {
-    fn new() -> TypeTracer {
+    fn new(enums: Vec<String>) -> TypeTracer {
         TypeTracer {
             tracer: Tracer::new(TracerConfig::default()),
             traced: Vec::new(),
+            enums,
         }
     }
 
@@ -71,9 +83,27 @@ impl TypeTracer {
         // Tracing runs the type's `Deserialize`, which is the user's code
         // and may panic on the made-up values it is fed: that type is then
         // untraceable, and the document is still served.
-        let tracer = &mut self.tracer;
-        let traced = match std::panic::catch_unwind(AssertUnwindSafe(|| tracer.trace_simple_type::<T>())) {
-            Ok(Ok((format, _))) => Traced::Format(format),
+        let (tracer, enums) = (&mut self.tracer, &self.enums);
+        let traced = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let samples = Samples::new();
+            let mut rounds = 0;
+            // Each round takes the next unseen variant of every enum met.
+            loop {
+                let (format, _) = tracer.trace_type_once::<T>(&samples)?;
+                rounds += 1;
+                let mut incomplete = match &format {
+                    Format::TypeName(name) => tracer.check_incomplete_enum(name).is_some(),
+                    _ => false,
+                };
+                for name in enums {
+                    incomplete |= tracer.check_incomplete_enum(name).is_some();
+                }
+                if !incomplete || rounds >= MAX_ROUNDS {
+                    return Ok::<_, serde_reflection::Error>(format);
+                }
+            }
+        })) {
+            Ok(Ok(format)) => Traced::Format(format),
             Ok(Err(err)) => Traced::Untraceable(err.to_string()),
             Err(_) => Traced::Untraceable("its `Deserialize` panicked while being traced".to_owned()),
         };
@@ -106,34 +136,69 @@ pub struct ServiceTypes {
 /// gave, in the order [`TraceFn`] names them, and the named types they
 /// refer to.
 pub(crate) fn trace_method(method: &crate::descriptor::MethodDescriptor) -> (Vec<Traced>, Registry) {
-    let mut tracer = TypeTracer::new();
-    (method.trace.0)(&mut tracer);
-    (tracer.traced, tracer.tracer.registry_unchecked())
+    traced_fully(|tracer| {
+        (method.trace.0)(tracer);
+        std::mem::take(&mut tracer.traced)
+    })
+}
+
+/// What `run` traces, and the named types it met, every variant of their
+/// enums included: serde-reflection completes an enum only when it is the
+/// type traced, so enums met inside other types are named to the next
+/// pass, which traces until it has seen all their variants.
+fn traced_fully<R>(mut run: impl FnMut(&mut TypeTracer) -> R) -> (R, Registry) {
+    let mut enums: Vec<String> = Vec::new();
+    let mut pass = 1;
+    loop {
+        let mut tracer = TypeTracer::new(enums.clone());
+        let result = run(&mut tracer);
+        if pass >= MAX_PASSES {
+            return (result, tracer.tracer.registry_unchecked());
+        }
+        match tracer.tracer.registry() {
+            Ok(registry) => return (result, registry),
+            Err(serde_reflection::Error::MissingVariants(names))
+                if names.iter().any(|n| !enums.contains(n)) =>
+            {
+                for name in names {
+                    if !enums.contains(&name) {
+                        enums.push(name);
+                    }
+                }
+            }
+            // Nothing more to learn: one last pass keeps what it can.
+            Err(_) => pass = MAX_PASSES - 1,
+        }
+        pass += 1;
+    }
 }
 
 /// Traces every type of `service`.
 pub fn trace(service: &ServiceDescriptor) -> ServiceTypes {
-    let mut tracer = TypeTracer::new();
-    let mut methods = Vec::with_capacity(service.methods.len());
-    for method in &service.methods {
-        tracer.traced.clear();
-        (method.trace.0)(&mut tracer);
-        let mut traced = std::mem::take(&mut tracer.traced);
-        let mut last = || {
-            traced
-                .pop()
-                .unwrap_or_else(|| Traced::Untraceable("the method's types were not named".to_owned()))
-        };
-        let error = method.fallible.then(&mut last);
-        let result = last();
-        methods.push(MethodTypes {
-            args: traced,
-            result,
-            error,
-        });
-    }
-    ServiceTypes {
-        methods,
-        registry: tracer.tracer.registry_unchecked(),
+    let (methods, registry) = traced_fully(|tracer| {
+        service
+            .methods
+            .iter()
+            .map(|method| method_types(method, tracer))
+            .collect()
+    });
+    ServiceTypes { methods, registry }
+}
+
+fn method_types(method: &crate::descriptor::MethodDescriptor, tracer: &mut TypeTracer) -> MethodTypes {
+    tracer.traced.clear();
+    (method.trace.0)(tracer);
+    let mut traced = std::mem::take(&mut tracer.traced);
+    let mut last = || {
+        traced
+            .pop()
+            .unwrap_or_else(|| Traced::Untraceable("the method's types were not named".to_owned()))
+    };
+    let error = method.fallible.then(&mut last);
+    let result = last();
+    MethodTypes {
+        args: traced,
+        result,
+        error,
     }
 }

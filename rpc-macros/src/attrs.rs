@@ -119,8 +119,9 @@ pub(crate) fn method_markers(attrs: &[Attribute], errors: &mut Errors) -> (Vec<A
 
 /// A fingerprint: up to 16 hex digits, `0x` allowed, not zero.
 fn parse_fingerprint(text: &str) -> Option<u64> {
-    let digits = text.trim().trim_start_matches("0x");
-    if digits.is_empty() || digits.len() > 16 {
+    let trimmed = text.trim();
+    let digits = trimmed.strip_prefix("0x").unwrap_or(trimmed);
+    if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     u64::from_str_radix(digits, 16).ok().filter(|value| *value != 0)

@@ -95,11 +95,13 @@ impl Diff {
 
     fn has(&mut self, ours: &Form, theirs: &Form) {
         let Sides { ours: a, theirs: b } = self.sides;
-        self.say(format!(
-            "{a} has {}, {b} has {}",
-            ours.describe(),
-            theirs.describe()
-        ));
+        let (x, y) = (ours.describe(), theirs.describe());
+        match x == y {
+            // Alike by name, not by shape (a type met again at another
+            // depth, say).
+            true => self.say(format!("{a} and {b} have differently shaped `{x}`")),
+            false => self.say(format!("{a} has {x}, {b} has {y}")),
+        }
     }
 
     fn args(&mut self, ours: &[Field], theirs: &[Field]) {

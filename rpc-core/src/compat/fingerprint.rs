@@ -84,9 +84,10 @@ impl FromStr for Fingerprint {
     type Err = ParseFingerprintError;
 
     fn from_str(text: &str) -> Result<Fingerprint, ParseFingerprintError> {
-        let digits = text.trim().trim_start_matches("0x");
+        let trimmed = text.trim();
+        let digits = trimmed.strip_prefix("0x").unwrap_or(trimmed);
         let refused = || ParseFingerprintError(text.to_owned());
-        if digits.is_empty() || digits.len() > 16 {
+        if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(refused());
         }
         let value = u64::from_str_radix(digits, 16).map_err(|_| refused())?;
@@ -143,12 +144,31 @@ impl Fnv {
         }
     }
 
-    fn tuple<'a>(&mut self, len: u64, items: impl Iterator<Item = &'a Form>) {
-        self.tag(b'T');
-        self.len(len);
-        for item in items {
-            self.form(item);
+    /// A tuple whose items are all alike is written as the array it is on
+    /// the wire, so `(u32, u32)` and `[u32; 2]` hash alike, and an array
+    /// costs one item however long it is.
+    fn tuple(&mut self, items: &[Form]) {
+        match items {
+            [first, rest @ ..] if rest.iter().all(|item| item == first) => {
+                self.array(items.len() as u64, first)
+            }
+            _ => {
+                self.tag(b'T');
+                self.len(items.len() as u64);
+                for item in items {
+                    self.form(item);
+                }
+            }
         }
+    }
+
+    fn array(&mut self, len: u64, item: &Form) {
+        if len == 0 {
+            return self.tuple(&[]);
+        }
+        self.tag(b'A');
+        self.len(len);
+        self.form(item);
     }
 
     fn form(&mut self, form: &Form) {
@@ -183,11 +203,8 @@ impl Fnv {
                 self.form(key);
                 self.form(value);
             }
-            Form::Tuple(items) => self.tuple(items.len() as u64, items.iter()),
-            Form::Array { item, len } => {
-                let repeated = std::iter::repeat_n(&**item, usize::try_from(*len).unwrap_or(usize::MAX));
-                self.tuple(*len, repeated);
-            }
+            Form::Tuple(items) => self.tuple(items),
+            Form::Array { item, len } => self.array(*len, item),
             Form::Struct { fields, .. } => {
                 self.tag(b'S');
                 self.fields(fields);
@@ -203,7 +220,7 @@ impl Fnv {
                             self.tag(b'n');
                             self.form(inner);
                         }
-                        VariantForm::Tuple(items) => self.tuple(items.len() as u64, items.iter()),
+                        VariantForm::Tuple(items) => self.tuple(items),
                         VariantForm::Struct(fields) => {
                             self.tag(b'S');
                             self.fields(fields);
@@ -261,6 +278,17 @@ mod tests {
         };
         let tuple = Form::Tuple(vec![Form::U32, Form::U32]);
         assert_eq!(Fingerprint::of(&method(array)), Fingerprint::of(&method(tuple)));
+        let mixed = Form::Tuple(vec![Form::U32, Form::U64]);
+        assert_ne!(
+            Fingerprint::of(&method(mixed)),
+            Fingerprint::of(&method(Form::U32))
+        );
+        // However long, an array costs one item.
+        let huge = Form::Array {
+            item: Box::new(Form::U8),
+            len: u64::MAX,
+        };
+        let _ = Fingerprint::of(&method(huge));
     }
 
     #[test]
@@ -270,7 +298,16 @@ mod tests {
         assert_eq!(text.len(), 16);
         assert_eq!(text.parse::<Fingerprint>(), Ok(fingerprint));
         assert_eq!(format!("0x{text}").parse::<Fingerprint>(), Ok(fingerprint));
-        for bad in ["", "0", "xyz", "00000000000000000", "12345678901234567"] {
+        for bad in [
+            "",
+            "0",
+            "xyz",
+            "00000000000000000",
+            "12345678901234567",
+            "0x0x12",
+            "+12",
+            "0x",
+        ] {
             assert!(bad.parse::<Fingerprint>().is_err(), "{bad}");
         }
     }

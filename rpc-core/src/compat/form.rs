@@ -7,6 +7,7 @@
 //! bytes. Named structs and enums keep their names for messages; the
 //! fingerprint leaves them out, so renaming a Rust type changes nothing.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ const MAX_NODES: usize = 20_000;
 /// The shape of one type on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Form {
     /// `()`, a unit struct.
     Unit,
@@ -92,13 +94,15 @@ pub enum Form {
     Recursive {
         /// The type's serde name.
         name: String,
-        /// How many named types up the one it refers to is (1: the nearest).
+        /// How many forms up the one it refers to is, counted in this
+        /// tree (so newtype wrappers, which add none, count for nothing).
         depth: u32,
     },
 }
 
 /// A named field of a struct, or an argument of a method.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Field {
     /// Its serde name.
     pub name: String,
@@ -108,6 +112,7 @@ pub struct Field {
 
 /// A variant of an enum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Variant {
     /// Its serde name.
     pub name: String,
@@ -118,6 +123,7 @@ pub struct Variant {
 /// What a variant holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum VariantForm {
     /// Nothing: `Red`.
     Unit,
@@ -131,6 +137,7 @@ pub enum VariantForm {
 
 /// A method's shape on the wire: its arguments, its stream, its result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct MethodForm {
     /// The arguments that travel in the request, in order (a stream
     /// argument is `input`).
@@ -219,8 +226,11 @@ impl fmt::Display for MethodForm {
 /// Turns traced formats into forms, writing named types out in place.
 pub(crate) struct Resolver<'a> {
     registry: &'a Registry,
-    /// The named types being written out, innermost last.
-    within: Vec<String>,
+    /// The named types being written out, innermost last, each with the
+    /// level of the form it makes.
+    within: Vec<(String, u32)>,
+    /// How many forms up the root is from the one being made.
+    level: u32,
     nodes: usize,
 }
 
@@ -229,6 +239,7 @@ impl<'a> Resolver<'a> {
         Resolver {
             registry,
             within: Vec::new(),
+            level: 0,
             nodes: 0,
         }
     }
@@ -241,7 +252,7 @@ impl<'a> Resolver<'a> {
                 "its types have more than {MAX_NODES} parts written out, too many to fingerprint"
             ));
         }
-        let boxed = |this: &mut Self, inner: &Format| this.form(inner).map(Box::new);
+        let boxed = |this: &mut Self, inner: &Format| this.child(inner).map(Box::new);
         Ok(match format {
             Format::Variable(variable) => {
                 let resolved = variable.borrow().clone();
@@ -284,8 +295,16 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// The form of a part of the form being made.
+    fn child(&mut self, format: &Format) -> Result<Form, String> {
+        self.level += 1;
+        let form = self.form(format);
+        self.level -= 1;
+        form
+    }
+
     fn forms(&mut self, formats: &[Format]) -> Result<Vec<Form>, String> {
-        formats.iter().map(|format| self.form(format)).collect()
+        formats.iter().map(|format| self.child(format)).collect()
     }
 
     fn fields(&mut self, fields: &[Named<Format>]) -> Result<Vec<Field>, String> {
@@ -294,7 +313,7 @@ impl<'a> Resolver<'a> {
             .map(|field| {
                 Ok(Field {
                     name: field.name.clone(),
-                    form: self.form(&field.value)?,
+                    form: self.child(&field.value)?,
                 })
             })
             .collect()
@@ -303,11 +322,10 @@ impl<'a> Resolver<'a> {
     /// A named type: written out in place, or a reference back if it is
     /// being written out already.
     fn named(&mut self, name: &str) -> Result<Form, String> {
-        if let Some(position) = self.within.iter().rposition(|within| within == name) {
-            let depth = u32::try_from(self.within.len() - position).unwrap_or(u32::MAX);
+        if let Some((_, level)) = self.within.iter().rev().find(|(within, _)| within == name) {
             return Ok(Form::Recursive {
                 name: name.to_owned(),
-                depth,
+                depth: self.level - level,
             });
         }
         let Some(container) = self.registry.get(name) else {
@@ -317,7 +335,7 @@ impl<'a> Resolver<'a> {
         container
             .normalize()
             .map_err(|err| format!("the type `{name}` could not be traced to the end: {err}"))?;
-        self.within.push(name.to_owned());
+        self.within.push((name.to_owned(), self.level));
         let form = self.container(name, &container);
         self.within.pop();
         form
@@ -334,11 +352,7 @@ impl<'a> Resolver<'a> {
             },
             ContainerFormat::Enum(variants) => {
                 let mut forms = Vec::with_capacity(variants.len());
-                for (index, (&key, variant)) in variants.iter().enumerate() {
-                    // A gap means a variant the tracer never reached.
-                    if usize::try_from(key).ok() != Some(index) {
-                        return Err(format!("not every variant of `{name}` could be traced"));
-                    }
+                for variant in in_order(name, variants)? {
                     let form = match &variant.value {
                         VariantFormat::Variable(_) => {
                             return Err(format!(
@@ -347,7 +361,7 @@ impl<'a> Resolver<'a> {
                             ));
                         }
                         VariantFormat::Unit => VariantForm::Unit,
-                        VariantFormat::NewType(inner) => VariantForm::NewType(self.form(inner)?),
+                        VariantFormat::NewType(inner) => VariantForm::NewType(self.child(inner)?),
                         VariantFormat::Tuple(items) => VariantForm::Tuple(self.forms(items)?),
                         VariantFormat::Struct(fields) => VariantForm::Struct(self.fields(fields)?),
                     };
@@ -363,6 +377,48 @@ impl<'a> Resolver<'a> {
             }
         })
     }
+}
+
+/// An enum's traced variants in wire order, or why not all were traced.
+///
+/// serde-reflection meets each variant by name, in declaration order, and
+/// keeps it under a provisional key (`u32::MAX - (count - 1) + position`)
+/// until later visits have learned its wire index. An enum met only
+/// through a later variant of another enum is visited too rarely for
+/// that, so its names are read as they are: for a derived `Deserialize`
+/// the wire index is the declaration position. Every name must have been
+/// met, which is so once the last one has (they are met in order) or once
+/// any index has been learned (that starts after all were met); and the
+/// positions must leave no gap.
+fn in_order<'a>(
+    name: &str,
+    variants: &'a BTreeMap<u32, Named<VariantFormat>>,
+) -> Result<Vec<&'a Named<VariantFormat>>, String> {
+    let incomplete = || format!("not every variant of `{name}` could be traced");
+    let count = variants.len();
+    let first_provisional = u32::MAX - u32::try_from(count.saturating_sub(1)).unwrap_or(u32::MAX);
+    let learned = variants.keys().any(|&key| key < first_provisional);
+    if !learned && !variants.contains_key(&u32::MAX) {
+        return Err(incomplete());
+    }
+    let mut ordered: Vec<Option<&Named<VariantFormat>>> = vec![None; count];
+    for (&key, variant) in variants {
+        let position = match key >= first_provisional {
+            true => key - first_provisional,
+            false => key,
+        };
+        match usize::try_from(position)
+            .ok()
+            .and_then(|position| ordered.get_mut(position))
+        {
+            Some(slot @ None) => *slot = Some(variant),
+            _ => return Err(incomplete()),
+        }
+    }
+    ordered
+        .into_iter()
+        .map(|variant| variant.ok_or_else(incomplete))
+        .collect()
 }
 
 /// `Result<T, E>` as the enum it is on the wire.

@@ -32,6 +32,7 @@ pub use fingerprint::{Fingerprint, ParseFingerprintError};
 pub use form::{Field, Form, MethodForm, Variant, VariantForm};
 
 use crate::descriptor::MethodDescriptor;
+use crate::frame::MAX_REFUSAL_LEN;
 use crate::types::{self, Traced};
 
 /// A method's form and fingerprint, traced the first time either is asked
@@ -39,11 +40,16 @@ use crate::types::{self, Traced};
 #[derive(Default)]
 pub struct Signature(OnceLock<Result<Known, String>>);
 
-/// A method's traced form with its fingerprint.
+/// A method's traced form with its fingerprint, and what a refusal
+/// says of it, made once rather than per refused call.
 #[derive(Debug)]
 struct Known {
     form: MethodForm,
     fingerprint: Fingerprint,
+    /// `add(a: i64, b: i64) -> i64`.
+    signature: String,
+    /// The form as JSON.
+    json: String,
 }
 
 impl Signature {
@@ -157,30 +163,47 @@ fn trace(method: &MethodDescriptor) -> Result<Known, String> {
         output,
     };
     let fingerprint = Fingerprint::of(&form);
-    Ok(Known { form, fingerprint })
+    let signature = format!("{}{form}", method.name);
+    // A tree of strings and numbers always serializes.
+    let json = serde_json::to_string(&form).unwrap_or_default();
+    Ok(Known {
+        form,
+        fingerprint,
+        signature,
+        json,
+    })
 }
+
+/// Deepest nesting of brackets a refusal's JSON may have: far more than
+/// any form a server of ours sends, far less than would strain a stack.
+const MAX_REFUSAL_NESTING: usize = 64;
 
 /// The message of a server's refusal of a call whose fingerprint differs
 /// from `method`'s: a sentence, then (if it fits in `max_len` bytes) a
 /// newline and the server's form as JSON, from which a client names the
 /// first difference.
 pub(crate) fn refusal(method: &MethodDescriptor, theirs: Fingerprint, max_len: usize) -> String {
-    let (ours, form) = match (method.fingerprint(), method.form()) {
-        (Some(ours), Ok(form)) => (ours, form),
+    let mut message = match method.known() {
+        Ok(known) => format!(
+            "`{}` has another shape on the server: {} (fingerprint {}; the client's is {theirs})",
+            method.full_name, known.signature, known.fingerprint
+        ),
         // Only a method with a fingerprint refuses calls.
-        _ => return format!("`{}` has another shape on the server", method.full_name),
+        Err(_) => format!("`{}` has another shape on the server", method.full_name),
     };
-    let sentence = format!(
-        "`{}` has another shape on the server: {}{form} (fingerprint {ours}; the client's is {theirs})",
-        method.full_name, method.name
-    );
-    let Ok(json) = serde_json::to_string(form) else {
-        return sentence;
-    };
-    match sentence.len() + 1 + json.len() <= max_len {
-        true => format!("{sentence}\n{json}"),
-        false => sentence,
+    if let Ok(known) = method.known() {
+        if message.len() + 1 + known.json.len() <= max_len {
+            message.push('\n');
+            message.push_str(&known.json);
+        }
     }
+    // Within the client's frame limit, whatever the names' lengths.
+    let mut end = message.len().min(max_len);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message
 }
 
 /// Words for the caller of `method` whose call a server refused with
@@ -189,9 +212,14 @@ pub(crate) fn refusal(method: &MethodDescriptor, theirs: Fingerprint, max_len: u
 pub(crate) fn explain_refusal(method: Option<&MethodDescriptor>, message: &str) -> String {
     let (sentence, json) = message.split_once('\n').unwrap_or((message, ""));
     let ours = method.and_then(|method| method.form().ok());
-    // The server's JSON is hostile input like any other: serde_json refuses
-    // nesting past 128 levels, and the message's length bounds the rest.
-    let theirs = serde_json::from_str::<MethodForm>(json).ok();
+    // The server's JSON is hostile input like any other: a server of ours
+    // sends at most MAX_REFUSAL_LEN bytes and little nesting, so anything
+    // longer or deeper is not read (serde_json's own nesting limit is a
+    // crate feature away from being lifted).
+    let readable = message.len() <= MAX_REFUSAL_LEN && nesting(json) <= MAX_REFUSAL_NESTING;
+    let theirs = readable
+        .then(|| serde_json::from_str::<MethodForm>(json).ok())
+        .flatten();
     if let (Some(ours), Some(theirs)) = (ours, theirs) {
         if let Some(first) = diff::differences(ours, &theirs, diff::CLIENT_SERVER, 1)
             .into_iter()
@@ -201,6 +229,23 @@ pub(crate) fn explain_refusal(method: Option<&MethodDescriptor>, message: &str) 
         }
     }
     sentence.to_owned()
+}
+
+/// The deepest nesting of brackets in `json`, counting those inside
+/// strings too: never less than the real depth.
+fn nesting(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for byte in json.bytes() {
+        match byte {
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 #[cfg(test)]
@@ -219,6 +264,10 @@ mod tests {
             "the server's words\n{not json".to_owned(),
             "the server's words\n[1, 2, 3]".to_owned(),
             format!("the server's words\n{deep}"),
+            format!(
+                "the server's words\n{{\"args\":[],\"result\":{{\"tuple\":[{}\"u8\"]}}}}",
+                "\"u8\",".repeat(10_000)
+            ),
         ] {
             assert_eq!(explain_refusal(None, &message), "the server's words");
         }

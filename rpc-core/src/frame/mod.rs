@@ -352,7 +352,9 @@ impl Frame {
     /// An error frame: the code byte, then the message as UTF-8.
     ///
     /// Messages longer than [`MAX_ERROR_MESSAGE_LEN`] are cut at a character
-    /// boundary, which keeps the frame small enough for any peer's limit.
+    /// boundary, which keeps the frame small enough for any peer's limit;
+    /// an incompatible-method refusal may run to [`MAX_REFUSAL_LEN`], and
+    /// its maker fits it to the peer's limit.
     pub fn error(id: u64, code: u8, message: &str) -> Frame {
         let limit = match code == crate::error::ErrorCode::IncompatibleMethod as u8 {
             true => MAX_REFUSAL_LEN,

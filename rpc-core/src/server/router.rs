@@ -70,9 +70,18 @@ impl Router {
     pub fn add<S: Service>(&mut self, service: S) {
         let descriptor = service.descriptor();
         let name = descriptor.name;
-        // Traced now rather than on a method's first call.
+        // Traced now rather than on a method's first call; a method whose
+        // types cannot be traced runs unchecked, which its author should
+        // know.
         for method in &descriptor.methods {
-            let _ = method.fingerprint();
+            if let Err(why) = method.form() {
+                tracing::warn!(
+                    target: "rpc",
+                    method = method.full_name,
+                    "calls of `{}` are not checked for compatibility: {why}",
+                    method.full_name
+                );
+            }
         }
         let service = Arc::new(service);
         let dispatch: Arc<dyn Dispatch> = Arc::new(Handler(Arc::clone(&service)));

@@ -100,6 +100,9 @@ pub(crate) fn client(generator: &ServiceGenerator<'_>) -> TokenStream {
             #(#docs)*
             #[doc = #errors]
             #(#deprecations)*
+            // As many arguments as the trait's method has, which is the
+            // user's call.
+            #[allow(clippy::too_many_arguments)]
             #body
         }
     });

@@ -7,7 +7,12 @@
 //! cargo bench --bench compat_bench                 # 7 rounds
 //! cargo bench --bench compat_bench -- --rounds 11
 //! cargo bench --bench compat_bench -- --quick      # a smoke run
+//! cargo bench --bench compat_bench -- --only checked 20000   # one path, for a profiler
 //! ```
+//!
+//! `--only` makes one kind of call and nothing else, so that instruction
+//! counts of the two paths can be compared exactly:
+//! `valgrind --tool=callgrind --trace-children=yes <bench binary> --only checked 20000`.
 //!
 //! The server runs in a process of its own (the bench's binary), on tokio's
 //! multi-thread runtime with 2 workers; the client in the bench's process.
@@ -41,6 +46,11 @@ fn main() -> ExitCode {
             Ok(n) if n > 0 => rounds = n,
             _ => return usage(),
         },
+        ["--only", which @ ("checked" | "unchecked"), n] => {
+            let Ok(calls) = n.parse() else { return usage() };
+            runtime().block_on(only(*which == "checked", calls));
+            return ExitCode::SUCCESS;
+        }
         _ => return usage(),
     }
     runtime().block_on(compare(rounds, calls));
@@ -48,7 +58,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: compat_bench [--quick | --rounds N]");
+    eprintln!("usage: compat_bench [--quick | --rounds N | --only checked|unchecked CALLS]");
     ExitCode::FAILURE
 }
 
@@ -90,4 +100,15 @@ async fn compare(rounds: usize, calls: u64) {
         );
     }
     println!("median ratio checked / unchecked: {:.3}", median(ratios));
+}
+
+/// `calls` calls of one kind, for a profiler.
+async fn only(checked: bool, calls: u64) {
+    let server = ServerProcess::start(&[], 1);
+    let client = BenchClient::connect(server.addrs[0]).await.unwrap();
+    let rate = small_of(&client, 64, calls, checked).await;
+    println!(
+        "{calls} {} calls: {rate:.0} calls/s",
+        if checked { "checked" } else { "unchecked" }
+    );
 }

@@ -828,3 +828,62 @@ fn recursive_types_differ_by_where_they_point() {
     assert_ne!(fingerprint(p, "walk"), fingerprint(q, "walk"));
     assert_eq!(fingerprint(p, "grow"), fingerprint(q, "grow"));
 }
+
+/// A server of protocol version 2, as the build before fingerprints
+/// behaves: it sends its preface, closes on a client of another version,
+/// and answers `Shop.count` with 7 after checking the version 2 head
+/// (budget, name, metadata, no arguments) to the byte.
+async fn version_2_server() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                socket
+                    .write_all(b"\x89RPC\r\n\x1a\n\x02\x00\x00\x01\x00\x00\x00\x01")
+                    .await
+                    .unwrap();
+                let mut theirs = [0u8; 16];
+                if socket.read_exact(&mut theirs).await.is_err() || theirs[8] != 2 {
+                    return;
+                }
+                loop {
+                    let mut head = [0u8; 16];
+                    if socket.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+                    let id = u64::from_le_bytes(head[8..].try_into().unwrap());
+                    let mut payload = vec![0u8; len];
+                    socket.read_exact(&mut payload).await.unwrap();
+                    let name_len = usize::from(payload[8]);
+                    assert_eq!(&payload[9..9 + name_len], b"Shop.count");
+                    let rest = &payload[9 + name_len..];
+                    let metadata = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+                    assert_eq!(rest.len(), 2 + metadata, "no fingerprint, no arguments");
+                    let mut answer = 1u32.to_le_bytes().to_vec();
+                    answer.extend_from_slice(&[2, 0, 0, 0]);
+                    answer.extend_from_slice(&id.to_le_bytes());
+                    answer.push(7);
+                    socket.write_all(&answer).await.unwrap();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_server_of_protocol_version_2_is_called_without_a_fingerprint() {
+    let addr = version_2_server().await;
+    let client = before::ShopClient::connect(addr).await.unwrap();
+    assert_eq!(client.count().await.unwrap(), 7);
+    assert_eq!(
+        client.with_metadata("tenant", "a").count().await.unwrap(),
+        7,
+        "metadata still travels in version 2"
+    );
+}

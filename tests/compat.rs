@@ -11,8 +11,11 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::net::SocketAddr;
 
+use common::raw;
 use rpc::compat::{Contract, Fingerprint, breaking_changes};
 
 /// The service as the old client was built.
@@ -274,17 +277,8 @@ async fn a_client_of_protocol_version_2_is_served_without_a_check() {
     payload.push(10);
     payload.extend_from_slice(b"Shop.count");
     payload.extend_from_slice(&[0, 0]);
-    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
-    frame.extend_from_slice(&[1, 0, 0, 0]);
-    frame.extend_from_slice(&1u64.to_le_bytes());
-    frame.extend_from_slice(&payload);
-    socket.write_all(&frame).await.unwrap();
-    let mut head = [0u8; 16];
-    socket.read_exact(&mut head).await.unwrap();
-    assert_eq!(head[4], 2, "a response");
-    let mut answer = vec![0u8; u32::from_le_bytes(head[..4].try_into().unwrap()) as usize];
-    socket.read_exact(&mut answer).await.unwrap();
-    assert_eq!(answer, [7]);
+    socket.write_all(&raw::frame(1, 1, &payload)).await.unwrap();
+    assert_eq!(raw::read_frame(&mut socket).await, (2, 1, vec![7]), "a response");
 }
 
 #[tokio::test]
@@ -307,16 +301,9 @@ async fn a_refusal_on_the_wire_is_a_sentence_and_the_servers_form() {
     payload.extend_from_slice(b"Shop.count");
     payload.extend_from_slice(&0x1234u64.to_le_bytes());
     payload.extend_from_slice(&[0, 0]);
-    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
-    frame.extend_from_slice(&[1, 0, 0, 0]);
-    frame.extend_from_slice(&1u64.to_le_bytes());
-    frame.extend_from_slice(&payload);
-    socket.write_all(&frame).await.unwrap();
-    let mut head = [0u8; 16];
-    socket.read_exact(&mut head).await.unwrap();
-    assert_eq!(head[4], 3, "an error");
-    let mut answer = vec![0u8; u32::from_le_bytes(head[..4].try_into().unwrap()) as usize];
-    socket.read_exact(&mut answer).await.unwrap();
+    socket.write_all(&raw::frame(1, 1, &payload)).await.unwrap();
+    let (kind, _, answer) = raw::read_frame(&mut socket).await;
+    assert_eq!(kind, 3, "an error");
     assert_eq!(answer[0], 14, "incompatible method");
     let message = String::from_utf8(answer[1..].to_vec()).unwrap();
     let (sentence, form) = message.split_once('\n').unwrap();
@@ -851,24 +838,17 @@ async fn version_2_server() -> SocketAddr {
                     return;
                 }
                 loop {
-                    let mut head = [0u8; 16];
-                    if socket.read_exact(&mut head).await.is_err() {
+                    let mut peek = [0u8; 1];
+                    if socket.peek(&mut peek).await.unwrap_or(0) == 0 {
                         return;
                     }
-                    let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
-                    let id = u64::from_le_bytes(head[8..].try_into().unwrap());
-                    let mut payload = vec![0u8; len];
-                    socket.read_exact(&mut payload).await.unwrap();
+                    let (_, id, payload) = raw::read_frame(&mut socket).await;
                     let name_len = usize::from(payload[8]);
                     assert_eq!(&payload[9..9 + name_len], b"Shop.count");
                     let rest = &payload[9 + name_len..];
                     let metadata = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
                     assert_eq!(rest.len(), 2 + metadata, "no fingerprint, no arguments");
-                    let mut answer = 1u32.to_le_bytes().to_vec();
-                    answer.extend_from_slice(&[2, 0, 0, 0]);
-                    answer.extend_from_slice(&id.to_le_bytes());
-                    answer.push(7);
-                    socket.write_all(&answer).await.unwrap();
+                    socket.write_all(&raw::frame(2, id, &[7])).await.unwrap();
                 }
             });
         }

@@ -24,6 +24,14 @@ pub trait FrameRead: Send + 'static {
     /// else wakes it first, and a partly read frame must not be lost.
     fn read_frame(&mut self) -> impl Future<Output = Result<Option<Frame>, Error>> + Send;
 
+    /// The next frame if its bytes have all arrived already, without
+    /// waiting or reading: `None` when a read would be needed. Lets a
+    /// reader take a burst of frames that came together in one go. The
+    /// default is always `None`.
+    fn buffered_frame(&mut self) -> Option<Result<Frame, Error>> {
+        None
+    }
+
     /// Reads and throws away up to `limit` bytes, until the peer closes or
     /// an error; used when closing a connection so its last frames are not
     /// destroyed by a reset.

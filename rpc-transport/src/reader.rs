@@ -145,6 +145,17 @@ impl<R: ReadHalf + 'static> FrameRead for FrameReader<R> {
         self.next_frame().await.map_err(Error::from)
     }
 
+    fn buffered_frame(&mut self) -> Option<Result<Frame, Error>> {
+        match self.codec.decode(&mut self.buf) {
+            Ok(Some(frame)) => {
+                self.frame_started = (!self.buf.is_empty()).then(Instant::now);
+                Some(Ok(frame))
+            }
+            Ok(None) => None,
+            Err(err) => Some(Err(err.into())),
+        }
+    }
+
     async fn discard(&mut self, limit: usize) {
         // On the heap, and only while discarding: an array here would sit in
         // every connection's future, idle or not, for its whole life.

@@ -113,6 +113,10 @@ const LINGER_BYTES: usize = 1024 * 1024;
 /// `Duration::MAX` means none).
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
+/// Most frames taken from the read buffer in one go, before the loop looks
+/// at shutdown, timers and finished calls again.
+const MAX_BURST: usize = 64;
+
 /// A server connection's state, shared by the loop and the frame handlers.
 pub(super) struct Connection {
     pub(super) state: Arc<ServerState>,
@@ -234,6 +238,13 @@ impl Connection {
                             self.calls.abort_all();
                             return Ending::Failed(err);
                         }
+                        // Frames that came with it are taken now: another
+                        // turn of this loop would arm and drop a waker for
+                        // each branch above, per frame.
+                        if let Err(err) = self.on_buffered_frames(reader, !open) {
+                            self.calls.abort_all();
+                            return Ending::Failed(err);
+                        }
                     }
                     // No more frames can come: streams that need the
                     // client's credit or items end now; everything read is
@@ -264,6 +275,21 @@ impl Connection {
                 },
             }
         }
+    }
+
+    /// Handles the frames already buffered behind the one just read, up to
+    /// [`MAX_BURST`] and while the queue has room, as the loop would.
+    fn on_buffered_frames<R: FrameRead>(&mut self, reader: &mut R, draining: bool) -> Result<(), Error> {
+        for _ in 0..MAX_BURST {
+            if self.calls.queue_full() {
+                break;
+            }
+            match reader.buffered_frame() {
+                Some(frame) => self.on_frame(frame?, draining)?,
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     /// Sends the goodbye: the client learns the last request that will be

@@ -243,14 +243,47 @@ impl Request {
         }
         let method = request.method();
         let fingerprint = request.descriptor().and_then(MethodDescriptor::wire_fingerprint);
-        let mut payload = BytesMut::with_capacity(64);
-        encode_head(method, fingerprint, budget, version, metadata, &mut payload)?;
-        request.encode_args(&mut payload)?;
-        Ok(Some(Request {
-            method,
-            payload: payload.freeze(),
-        }))
+        let payload = with_scratch(|payload| {
+            encode_head(method, fingerprint, budget, version, metadata, payload)?;
+            request.encode_args(payload)
+        })?;
+        Ok(Some(Request { method, payload }))
     }
+}
+
+/// Requests up to this long are encoded in a buffer the thread keeps and
+/// copied out to one of their exact length: one allocation a request,
+/// where a buffer of its own (whose length is not known ahead) would take
+/// two, since `Bytes` needs a second for a buffer it does not fill.
+/// Longer ones keep the buffer they were encoded in.
+const SCRATCH_LEN: usize = 4096;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// What `encode` writes, as the payload of a request.
+fn with_scratch(encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>) -> Result<Bytes, Error> {
+    SCRATCH.with(|scratch| {
+        // Taken, not borrowed across `encode`, which runs the user's
+        // `Serialize` code: whatever that does, it finds the slot empty
+        // rather than borrowed.
+        let mut payload = scratch.take();
+        payload.clear();
+        let encoded = encode(&mut payload);
+        let bytes = match payload.len() <= SCRATCH_LEN {
+            true => {
+                let bytes = Bytes::copy_from_slice(&payload);
+                payload.clear();
+                if payload.capacity() <= SCRATCH_LEN {
+                    scratch.replace(payload);
+                }
+                bytes
+            }
+            false => payload.freeze(),
+        };
+        encoded.map(|()| bytes)
+    })
 }
 
 /// Appends a request head for a connection speaking `version`, with

@@ -23,7 +23,13 @@ use super::{DecodeError, DecodeLimits, EncodeError};
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Result<(), EncodeError> {
     let mut size = SizeWriter::default();
     ::bincode::serde::encode_into_writer(value, &mut size, config::standard()).map_err(EncodeError::from)?;
-    out.reserve(size.bytes_written);
+    // A fresh buffer gets exactly the room it needs: frozen full, it
+    // becomes `Bytes` without a second allocation.
+    if out.capacity() == 0 {
+        *out = BytesMut::with_capacity(size.bytes_written);
+    } else {
+        out.reserve(size.bytes_written);
+    }
     ::bincode::serde::encode_into_writer(value, BufWriter(out), config::standard()).map_err(EncodeError::from)
 }
 

@@ -41,8 +41,9 @@ pub(crate) struct Work {
     pub(crate) ctx: Context,
     pub(crate) args: Args,
     pub(crate) codec: Codec,
-    /// Where a returned stream's items go, for methods that return one.
-    pub(crate) items: Option<ItemSink>,
+    /// Where a returned stream's items go, for methods that return one
+    /// (boxed: most return a value, and every call's future holds this).
+    pub(crate) items: Option<Box<ItemSink>>,
     /// The largest answer (or item) the caller accepts.
     pub(crate) max_answer_len: usize,
 }
@@ -143,18 +144,16 @@ pub(crate) enum Timing {
 impl Work {
     /// Runs the call, sending any stream items as it goes, and says how it
     /// ended: its value, the end of its stream, or an error.
-    pub(crate) async fn run<F, Fut>(self, state: &ServerState, handler: F, timing: Timing) -> Finished
+    pub(crate) async fn run<F, Fut>(self, state: Arc<ServerState>, handler: F, timing: Timing) -> Finished
     where
         F: FnOnce(Args, Codec) -> Fut,
         Fut: Future<Output = Result<Answer, Error>>,
     {
-        let Work {
-            ctx,
-            args,
-            codec,
-            items,
-            max_answer_len,
-        } = self;
+        let state = &*state;
+        // Fields are used where they lie, not moved out into locals: this
+        // future would hold them twice.
+        let ctx = &self.ctx;
+        let (codec, max_answer_len) = (self.codec, self.max_answer_len);
         let started = Instant::now();
         let deadline = ctx.deadline();
         // Nobody watching (no metrics, no subscriber for `rpc` spans): the
@@ -162,7 +161,7 @@ impl Work {
         // boxed, so the call's task is no larger for it.
         let watched = observe::server_watched();
         let span = match watched {
-            true => Some(Box::new(observe::server_span(&ctx))),
+            true => Some(Box::new(observe::server_span(ctx))),
             false => None,
         };
         // Cancels the context however the handler ends, aborts included, so
@@ -170,36 +169,43 @@ impl Work {
         let _cancel = CancelOnDrop(ctx.clone());
         // Borrowed from the context, which lives as long as this call.
         let method = ctx.method();
+        let items = &self.items;
         // Decoding (which runs the user's `Deserialize`) and every poll of
         // the handler's stream are inside the unwind guard too: a panic
-        // anywhere in the call is the call's problem.
-        let work = async {
-            let stream = match handler(args, codec).await? {
-                Answer::Value(result) if result.len() > max_answer_len => {
-                    return Err(too_large(method, result.len(), max_answer_len));
-                }
-                Answer::Value(result) => return Ok(Finished::Value(result)),
-                Answer::Stream(stream) => stream,
-            };
-            let Some(sink) = &items else {
-                return Err(Error::failed(format!(
-                    "`{method}` returned a stream it does not declare"
-                )));
-            };
-            let items = Items {
-                sink,
-                state,
-                method,
-                max_answer_len,
-            };
-            items.send(stream).await
-        };
-        let work = ctx.clone().scope(AssertUnwindSafe(work).catch_unwind());
+        // anywhere in the call is the call's problem. Made in one
+        // expression, so that no copy of it is kept on the way.
+        let args = self.args;
+        let work = ctx.clone().scope(
+            AssertUnwindSafe(async move {
+                let stream = match handler(args, codec).await? {
+                    Answer::Value(result) if result.len() > max_answer_len => {
+                        return Err(too_large(method, result.len(), max_answer_len));
+                    }
+                    Answer::Value(result) => return Ok(Finished::Value(result)),
+                    Answer::Stream(stream) => stream,
+                };
+                let Some(sink) = items else {
+                    return Err(Error::failed(format!(
+                        "`{method}` returned a stream it does not declare"
+                    )));
+                };
+                let items = Items {
+                    sink,
+                    state,
+                    method,
+                    max_answer_len,
+                };
+                items.send(stream).await
+            })
+            .catch_unwind(),
+        );
         // Unwatched, the call's future is awaited where it stands: moving
         // it into wrappers copies it, and it is the task's largest part.
         let finished = match (span.as_deref().filter(|span| !span.is_disabled()), timing) {
             (None, Timing::Swept) => Some(work.await),
-            (None, Timing::OwnTimer) => tokio::time::timeout_at(deadline, work).await.ok(),
+            // Boxed: a timer and a copy of the call's future would make
+            // every call's future larger, and most are swept instead.
+            (None, Timing::OwnTimer) => tokio::time::timeout_at(deadline, Box::pin(work)).await.ok(),
             (Some(span), timing) => {
                 use tracing::Instrument;
                 timed(Box::pin(work.instrument(span.clone())), timing, deadline).await
@@ -219,9 +225,9 @@ impl Work {
                 Finished::Failed(deadline_exceeded(method)),
             ),
         };
-        observe(state, &ctx, outcome, started);
+        observe(state, ctx, outcome, started);
         if let Some(span) = span {
-            watch(&span, &ctx, outcome, &finished, codec, started);
+            watch(&span, ctx, outcome, &finished, codec, started);
         }
         finished
     }

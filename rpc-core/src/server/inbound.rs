@@ -147,10 +147,12 @@ impl Connection {
             ctx: ctx.clone(),
             args: Args::new(method, Codec::Binary, self.state.config.decode, args, incoming),
             codec: Codec::Binary,
-            items: output.clone().map(|credit| ItemSink::Frames {
-                id,
-                credit,
-                outbox: self.outbox.clone(),
+            items: output.clone().map(|credit| {
+                Box::new(ItemSink::Frames {
+                    id,
+                    credit,
+                    outbox: self.outbox.clone(),
+                })
             }),
             max_answer_len: self.client_max_frame_len,
         };

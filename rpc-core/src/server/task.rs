@@ -54,7 +54,9 @@ impl Call {
                 // Boxed rather than spawned: the caller's task runs it, with
                 // no task of its own to allocate, schedule and wake.
                 return CallHandle::Inline(Box::pin(async move {
-                    let finished = work.run(&guard.state, handler, Timing::OwnTimer).await;
+                    let finished = work
+                        .run(Arc::clone(&guard.state), handler, Timing::OwnTimer)
+                        .await;
                     guard.finished();
                     finished
                 }));
@@ -68,7 +70,9 @@ impl Call {
                 // Detached: it runs to its end whether or not anyone waits.
                 drop(tokio::spawn(async move {
                     let mut guard = guard;
-                    let finished = work.run(&guard.state, handler, Timing::OwnTimer).await;
+                    let finished = work
+                        .run(Arc::clone(&guard.state), handler, Timing::OwnTimer)
+                        .await;
                     guard.send(finished);
                 }));
                 return CallHandle::Spawned { abort: None };
@@ -82,7 +86,7 @@ impl Call {
             // connection never waits for it.
             let outbox = outbox.downgrade();
             drop(tokio::spawn(async move {
-                let frame = work.run(&state, handler, Timing::OwnTimer).await.into_frame(id);
+                let frame = work.run(state, handler, Timing::OwnTimer).await.into_frame(id);
                 report.ended();
                 if let Some(outbox) = outbox.upgrade() {
                     let _ = outbox.send(Outgoing { frame, permit });
@@ -103,15 +107,14 @@ impl Call {
             let first_poll_here =
                 work.args.len() <= INLINE_ARGS_LEN && !responder.state.slow.contains(method);
             let state = Arc::clone(&responder.state);
-            let mut call = Box::pin(async move {
-                let mut responder = responder;
-                let frame = work
-                    .run(&responder.state, handler, Timing::Swept)
-                    .await
-                    .into_frame(id);
+            // A combinator, not an `async` block around `run`: that would
+            // hold `work` twice (before and inside `run`'s future), passing
+            // the size the allocator serves from its per-thread cache.
+            let running = work.run(Arc::clone(&state), handler, Timing::Swept);
+            let mut call = Box::pin(futures::FutureExt::map(running, move |finished| {
                 report.ended();
-                responder.send(frame);
-            });
+                responder.send(finished.into_frame(id));
+            }));
             // Most handlers answer on their first poll: run that here, in
             // the connection's task, and spawn only a call that has to
             // wait. (The waker of this poll wakes nothing; the task's first
@@ -161,7 +164,11 @@ struct Responder {
 }
 
 impl Responder {
-    fn send(&mut self, frame: Frame) {
+    fn send(mut self, frame: Frame) {
+        self.queue(frame);
+    }
+
+    fn queue(&mut self, frame: Frame) {
         if let Some((outbox, permit)) = self.out.take() {
             // A closed outbox means the connection is gone; nobody to tell.
             let _ = outbox.send(Outgoing { frame, permit });
@@ -177,7 +184,7 @@ impl Drop for Responder {
         if self.ctx.expired() {
             self.state.counters.ended(Outcome::DeadlineExceeded);
             let frame = deadline_exceeded(self.ctx.method()).to_frame(self.id);
-            self.send(frame);
+            self.queue(frame);
         } else {
             // Cancelled by its caller, or interrupted by the end of a
             // shutdown's grace period (the connection answers for it).

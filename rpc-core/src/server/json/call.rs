@@ -188,7 +188,7 @@ impl JsonRpc {
             ctx,
             args: Args::new(method, Codec::Json, self.state.config.decode, params, None),
             codec: Codec::Json,
-            items: sink,
+            items: sink.map(Box::new),
             max_answer_len: self.config.max_answer,
         };
         let state = Arc::clone(&self.state);

@@ -104,6 +104,11 @@ impl RequestHead {
         out.put_slice(name.as_bytes());
     }
 
+    /// The method's wire name, as bytes (checked to be UTF-8).
+    pub fn method_bytes(&self) -> &[u8] {
+        &self.method
+    }
+
     /// The method's wire name.
     pub fn method(&self) -> &str {
         // Checked when the head was decoded.

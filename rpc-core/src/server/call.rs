@@ -154,12 +154,13 @@ impl Work {
         // future would hold them twice.
         let ctx = &self.ctx;
         let (codec, max_answer_len) = (self.codec, self.max_answer_len);
-        let started = Instant::now();
         let deadline = ctx.deadline();
         // Nobody watching (no metrics, no subscriber for `rpc` spans): the
-        // call runs with nothing else to do. A span, when there is one, is
-        // boxed, so the call's task is no larger for it.
+        // call runs with nothing else to do, not even reading the clock. A
+        // span, when there is one, is boxed, so the call's task is no
+        // larger for it.
         let watched = observe::server_watched();
+        let started = watched.then(Instant::now);
         let span = match watched {
             true => Some(Box::new(observe::server_span(ctx))),
             false => None,
@@ -226,7 +227,7 @@ impl Work {
             ),
         };
         observe(state, ctx, outcome, started);
-        if let Some(span) = span {
+        if let (Some(span), Some(started)) = (span, started) {
             watch(&span, ctx, outcome, &finished, codec, started);
         }
         finished
@@ -284,14 +285,14 @@ fn returned_err(value: &[u8], codec: Codec) -> bool {
 /// call stopped from outside, by a cancel, its deadline or a shutdown, is
 /// counted by the guard on its way out (`task.rs`); one refused before it
 /// ran, by whoever refused it.)
-fn observe(state: &ServerState, ctx: &Context, outcome: Outcome, started: Instant) {
+fn observe(state: &ServerState, ctx: &Context, outcome: Outcome, started: Option<Instant>) {
     state.counters.ended(outcome);
     tracing::debug!(
         method = ctx.method(),
         request_id = ctx.request_id(),
         peer = %ctx.peer(),
         ?outcome,
-        elapsed = ?started.elapsed(),
+        elapsed = ?started.map(|started| started.elapsed()),
         "call finished"
     );
 }

@@ -85,7 +85,7 @@ impl Connection {
         crate::observe::bytes(true, payload.len());
         let (head, args) = RequestHead::decode_version(payload, self.version)?;
         self.calls.last_read_id = id;
-        let route = match self.state.router.route(head.method()) {
+        let route = match self.state.router.route_wire(&head) {
             Ok(route) => route,
             Err(unknown) => {
                 // Items the client sends behind the request are ignored: the

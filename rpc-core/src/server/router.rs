@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::error::Error;
+use crate::frame::RequestHead;
 
 use crate::middleware::{CallService, ServerLayer, Wrap};
 use crate::server::dispatch::{self, Dispatch, Handler, Layered};
@@ -25,7 +26,8 @@ pub struct Router {
     /// Every method of every service, by full wire name. The keys are the
     /// services' own names, fixed when they are added, so an unkeyed hash
     /// is safe: a client choosing what to look up cannot add collisions.
-    routes: FxHashMap<&'static str, Route>,
+    /// By bytes: a request's name is looked up as it came, checked once.
+    routes: FxHashMap<&'static [u8], Route>,
 }
 
 /// A service as the router keeps it.
@@ -154,7 +156,7 @@ impl Router {
                 service: Arc::clone(&entry.dispatch),
                 method,
             };
-            self.routes.insert(method.full_name, route);
+            self.routes.insert(method.full_name.as_bytes(), route);
         }
     }
 
@@ -181,10 +183,20 @@ impl Router {
         self.routes.values()
     }
 
+    /// Where the method a request head names goes, or why nothing here
+    /// serves it: the name's bytes are looked up as they came (the head
+    /// checked they are UTF-8 when it was decoded).
+    pub(crate) fn route_wire(&self, head: &RequestHead) -> Result<&Route, Error> {
+        match self.routes.get(head.method_bytes()) {
+            Some(route) => Ok(route),
+            None => self.route(head.method()),
+        }
+    }
+
     /// Where the method called `name` (a full wire name) goes, or why
     /// nothing here serves it.
     pub(crate) fn route(&self, name: &str) -> Result<&Route, Error> {
-        if let Some(route) = self.routes.get(name) {
+        if let Some(route) = self.routes.get(name.as_bytes()) {
             return Ok(route);
         }
         // A name without a dot names no service; one whose service is here

@@ -264,26 +264,24 @@ thread_local! {
 
 /// What `encode` writes, as the payload of a request.
 fn with_scratch(encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>) -> Result<Bytes, Error> {
-    SCRATCH.with(|scratch| {
-        // Taken, not borrowed across `encode`, which runs the user's
-        // `Serialize` code: whatever that does, it finds the slot empty
-        // rather than borrowed.
-        let mut payload = scratch.take();
+    // Taken out of its slot, not borrowed across `encode` (which runs the
+    // user's `Serialize` code: whatever that does, it finds the slot
+    // empty). A thread whose locals are being torn down lends nothing, and
+    // the request gets a buffer of its own.
+    let mut payload = SCRATCH.try_with(|scratch| scratch.take()).unwrap_or_default();
+    payload.clear();
+    let encoded = encode(&mut payload);
+    let bytes = if payload.len() <= SCRATCH_LEN {
+        let bytes = Bytes::copy_from_slice(&payload);
         payload.clear();
-        let encoded = encode(&mut payload);
-        let bytes = match payload.len() <= SCRATCH_LEN {
-            true => {
-                let bytes = Bytes::copy_from_slice(&payload);
-                payload.clear();
-                if payload.capacity() <= SCRATCH_LEN {
-                    scratch.replace(payload);
-                }
-                bytes
-            }
-            false => payload.freeze(),
-        };
-        encoded.map(|()| bytes)
-    })
+        if payload.capacity() <= SCRATCH_LEN {
+            let _ = SCRATCH.try_with(|scratch| scratch.replace(payload));
+        }
+        bytes
+    } else {
+        payload.freeze()
+    };
+    encoded.map(|()| bytes)
 }
 
 /// Appends a request head for a connection speaking `version`, with

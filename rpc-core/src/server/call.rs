@@ -160,7 +160,8 @@ impl Work {
         // span, when there is one, is boxed, so the call's task is no
         // larger for it.
         let watched = observe::server_watched();
-        let started = watched.then(Instant::now);
+        let logged = tracing::enabled!(tracing::Level::DEBUG);
+        let started = (watched || logged).then(Instant::now);
         let span = match watched {
             true => Some(Box::new(observe::server_span(ctx))),
             false => None,
@@ -292,7 +293,7 @@ fn observe(state: &ServerState, ctx: &Context, outcome: Outcome, started: Option
         request_id = ctx.request_id(),
         peer = %ctx.peer(),
         ?outcome,
-        elapsed = ?started.map(|started| started.elapsed()),
+        elapsed = ?started.map(|started| started.elapsed()).unwrap_or_default(),
         "call finished"
     );
 }

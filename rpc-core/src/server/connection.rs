@@ -281,7 +281,10 @@ impl Connection {
     /// [`MAX_BURST`] and while the queue has room, as the loop would.
     fn on_buffered_frames<R: FrameRead>(&mut self, reader: &mut R, draining: bool) -> Result<(), Error> {
         for _ in 0..MAX_BURST {
-            if self.calls.queue_full() {
+            // What the loop's select would see first still comes first.
+            let interrupted = draining && self.state.interrupt.is_cancelled();
+            let stopping = self.state.shutdown.is_cancelled() && !draining;
+            if self.calls.queue_full() || self.stuck.is_cancelled() || stopping || interrupted {
                 break;
             }
             match reader.buffered_frame() {

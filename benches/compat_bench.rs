@@ -32,27 +32,23 @@ use std::process::ExitCode;
 use common::{BenchClient, BenchServer, Server, ServerProcess, median, runtime, small, small_of};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).filter(|arg| arg != "--bench").collect();
+    let args = common::args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (mut rounds, mut calls) = (7, 200_000);
-    match args.as_slice() {
+    let (rounds, calls) = match args.as_slice() {
         ["serve"] => {
             runtime().block_on(serve());
             return ExitCode::SUCCESS;
         }
-        [] => {}
-        ["--quick"] => (rounds, calls) = (1, 10_000),
-        ["--rounds", n] => match n.parse() {
-            Ok(n) if n > 0 => rounds = n,
-            _ => return usage(),
-        },
         ["--only", which @ ("checked" | "unchecked"), n] => {
             let Ok(calls) = n.parse() else { return usage() };
             runtime().block_on(only(*which == "checked", calls));
             return ExitCode::SUCCESS;
         }
-        _ => return usage(),
-    }
+        other => match common::rounds_and_calls(other, 7, 200_000) {
+            Some(counts) => counts,
+            None => return usage(),
+        },
+    };
     runtime().block_on(compare(rounds, calls));
     ExitCode::SUCCESS
 }

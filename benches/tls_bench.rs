@@ -38,7 +38,7 @@ struct Options {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).filter(|arg| arg != "--bench").collect();
+    let args = common::args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut options = Options {
         rounds: 5,

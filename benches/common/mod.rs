@@ -134,6 +134,24 @@ pub async fn small_of(client: &BenchClient, callers: u64, total: u64, checked: b
     (total / callers * callers) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The command line's arguments, without the `--bench` cargo adds.
+pub fn args() -> Vec<String> {
+    std::env::args().skip(1).filter(|arg| arg != "--bench").collect()
+}
+
+/// Rounds and calls as `args` set them from the defaults: nothing,
+/// `--quick` (one round of 10 000), or `--rounds N`; `None` for anything
+/// else.
+#[allow(dead_code)] // tls_bench counts two kinds of calls, and parses its own.
+pub fn rounds_and_calls(args: &[&str], rounds: usize, calls: u64) -> Option<(usize, u64)> {
+    match args {
+        [] => Some((rounds, calls)),
+        ["--quick"] => Some((1, 10_000)),
+        ["--rounds", n] => n.parse().ok().filter(|n| *n > 0).map(|n| (n, calls)),
+        _ => None,
+    }
+}
+
 /// The median of `values`.
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);

@@ -32,6 +32,12 @@ pub trait FrameRead: Send + 'static {
         None
     }
 
+    /// The reader's owner stopped reading for a while of its own accord
+    /// (its queue of calls was full) and reads again: a frame begun before
+    /// the pause gets its full timeout from now, since the wait was not
+    /// the peer's. The default does nothing.
+    fn resume(&mut self) {}
+
     /// Reads and throws away up to `limit` bytes, until the peer closes or
     /// an error; used when closing a connection so its last frames are not
     /// destroyed by a reset.

@@ -156,6 +156,12 @@ impl<R: ReadHalf + 'static> FrameRead for FrameReader<R> {
         }
     }
 
+    fn resume(&mut self) {
+        if self.frame_started.is_some() {
+            self.frame_started = Some(Instant::now());
+        }
+    }
+
     async fn discard(&mut self, limit: usize) {
         // On the heap, and only while discarding: an array here would sit in
         // every connection's future, idle or not, for its whole life.
@@ -187,6 +193,39 @@ mod tests {
             err,
             CodecError::Protocol(ProtocolError::FrameTimeout { got: 3, .. })
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_begun_before_the_owner_paused_gets_its_timeout_afresh() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(ours, 1024).with_frame_timeout(Duration::from_secs(5));
+        let frame = Frame::new(Kind::Cancel, 4, Bytes::new()).unwrap();
+        let mut wire = BytesMut::new();
+        frame.into_parts().0.encode(&mut wire);
+        // Half a frame arrives with a whole one before it; the owner takes
+        // the whole one, then stops reading for longer than the timeout.
+        let mut first = BytesMut::new();
+        Frame::new(Kind::Cancel, 3, Bytes::new())
+            .unwrap()
+            .into_parts()
+            .0
+            .encode(&mut first);
+        peer.write_all(&first).await.unwrap();
+        peer.write_all(&wire[..5]).await.unwrap();
+        assert_eq!(
+            reader.next_frame().await.unwrap().map(|f| f.header().id()),
+            Some(3)
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        reader.resume();
+        // The rest comes a second after the owner reads again: within the
+        // timeout counted from then, long after it counted from the start.
+        let rest = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            peer.write_all(&wire[5..]).await.unwrap();
+        };
+        let (read, ()) = tokio::join!(reader.next_frame(), rest);
+        assert_eq!(read.unwrap().map(|f| f.header().id()), Some(4));
     }
 
     #[tokio::test(start_paused = true)]

@@ -204,7 +204,13 @@ impl Connection {
                 () = self.calls.reported(!open) => {}
                 permit = permits.acquire(), if self.calls.has_queue() => {
                     if let Ok(permit) = permit {
+                        let was_full = self.calls.queue_full();
                         self.calls.launch_next(permit);
+                        // The reader stood still while the queue was full:
+                        // a frame it had begun is not late for that.
+                        if was_full {
+                            reader.resume();
+                        }
                     }
                 }
                 () = &mut timer => {

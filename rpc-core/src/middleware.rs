@@ -1,4 +1,4 @@
-//! Middleware: tower [`Layer`](tower::Layer)s around calls.
+//! Middleware: tower `Layer`s around calls.
 //!
 //! On the server a layer wraps a [`CallService`]: a tower service from a
 //! [`ServerCall`] (the method's descriptor, the caller's metadata, peer

@@ -8,9 +8,9 @@ use rpc_core::ServerStats;
 use rpc_core::server::ServerState;
 use tokio::task::JoinHandle;
 
-/// A server running in the background, from [`Server::bind`] (whose
-/// address is a `SocketAddr`), [`Server::bind_unix`] (a path) or
-/// [`Server::start`].
+/// A server running in the background, from [`Server::bind`](crate::Server::bind) (whose
+/// address is a `SocketAddr`), [`Server::bind_unix`](crate::Server::bind_unix) (a path) or
+/// [`Server::start`](crate::Server::start).
 ///
 /// Dropping the handle leaves the server running; end it with
 /// [`shutdown`](ServerHandle::shutdown) (graceful) or
@@ -61,9 +61,9 @@ impl<A: Clone + std::fmt::Debug> ServerHandle<A> {
     /// Shuts down gracefully: stops accepting, sends every client a goodbye
     /// (they send no new calls on that connection, and calls the server had
     /// not started are retried elsewhere or fail with
-    /// [`Error::ShuttingDown`]), and lets the calls it started finish and
+    /// [`Error::ShuttingDown`](crate::Error::ShuttingDown)), and lets the calls it started finish and
     /// be answered for up to `grace`. Calls still running then are stopped,
-    /// and their callers told so (a [`Error::Disconnected`] that says the
+    /// and their callers told so (a [`Error::Disconnected`](crate::Error::Disconnected) that says the
     /// shutdown interrupted the call; `#[rpc(idempotent)]` calls are
     /// retried elsewhere); then the connections close.
     ///
@@ -85,7 +85,7 @@ impl<A: Clone + std::fmt::Debug> ServerHandle<A> {
     }
 
     /// Stops at once: closes the listener and every connection. Calls in
-    /// flight fail on their clients with [`Error::Disconnected`].
+    /// flight fail on their clients with [`Error::Disconnected`](crate::Error::Disconnected).
     ///
     /// When this returns the port is free to bind again.
     pub async fn stop(self) {

@@ -218,7 +218,7 @@ impl Server {
 
     /// Serves `GET /metrics` on the HTTP door with what `render` returns:
     /// the Prometheus text of the metrics recorder the application
-    /// installed (with the `prometheus` feature, [`crate::prometheus`]
+    /// installed (with the `prometheus` feature, `rpc::prometheus`
     /// installs one and gives the renderer). Off by default.
     ///
     /// ```no_run

@@ -3,7 +3,7 @@
 //! same path), for callers in any language, on the same port as the binary
 //! protocol. hyper speaks HTTP, tokio-tungstenite the WebSocket; the calls
 //! themselves go to the server's JSON-RPC front
-//! ([`JsonRpc`](rpc_core::server::json::JsonRpc)).
+//! (`rpc_core::server::json::JsonRpc`).
 //!
 //! | request | answer |
 //! | --- | --- |

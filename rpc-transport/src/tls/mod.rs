@@ -8,8 +8,8 @@
 //! - [`connect`]: the client's side, a [`TlsConnector`] around any
 //!   [`Connector`](crate::stream::Connector), so reconnects redo the
 //!   handshake.
-//! - [`certificate`]: the verified peer certificate, read for handlers.
-//! - [`words`]: every handshake failure, in words that name its cause.
+//! - `certificate`: the verified peer certificate, read for handlers.
+//! - `words`: every handshake failure, in words that name its cause.
 //!
 //! Every rustls configuration is built with an explicit provider (ring), so
 //! a process that also links aws-lc-rs never trips over rustls's choice of

@@ -195,7 +195,7 @@ fn describe_session(err: &Error, side: Side) -> String {
     }
 }
 
-/// A TLS stream whose errors are put in [`describe`]'s words: under TLS
+/// A TLS stream whose errors are put in `describe`'s words: under TLS
 /// 1.3 a server refuses a client's certificate after the client's side of
 /// the handshake is done, so the client reads the refusal on its first
 /// read.

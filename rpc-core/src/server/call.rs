@@ -100,6 +100,9 @@ pub(crate) enum CallHandle {
     },
     /// For its caller to run ([`End::Inline`]).
     Inline(InlineCall),
+    /// Done already, answered on its first poll: nothing of it is left
+    /// running, and it reported nothing ([`End::Frames`] only).
+    Finished,
 }
 
 /// A call its caller runs: it resolves to how the call ended.

@@ -238,6 +238,12 @@ impl CallTable {
         };
         let abort = match route.service.start(route.method, call) {
             CallHandle::Spawned { abort } => abort,
+            // Answered on its first poll, here: forgotten now, with no
+            // report to come back for.
+            CallHandle::Finished => {
+                self.forget(id);
+                return;
+            }
             // `End::Frames` always spawns.
             CallHandle::Inline(_) => None,
         };

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::frame::Frame;
 use crate::permit::CallPermit;
 use crate::server::call::{Call, CallHandle, End, Finished, Outbox, Timing, deadline_exceeded};
+use crate::server::report::Report;
 use crate::server::{Outcome, ServerState};
 use crate::service::{Answer, Args};
 use crate::writer::Outgoing;
@@ -112,7 +113,6 @@ impl Call {
             // the size the allocator serves from its per-thread cache.
             let running = work.run(Arc::clone(&state), handler, Timing::Swept);
             let mut call = Box::pin(futures::FutureExt::map(running, move |finished| {
-                report.ended();
                 responder.send(finished.into_frame(id));
             }));
             // Most handlers answer on their first poll: run that here, in
@@ -121,9 +121,7 @@ impl Call {
             // poll, which tokio runs at once, registers its own.)
             let mut first = std::task::Context::from_waker(std::task::Waker::noop());
             if !first_poll_here {
-                return CallHandle::Spawned {
-                    abort: Some(tokio::spawn(call).abort_handle()),
-                };
+                return spawn_reported(call, report);
             }
             let started = std::time::Instant::now();
             // The handler's panics are the call's (caught inside); this
@@ -133,10 +131,11 @@ impl Call {
             let polled = std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut first)));
             state.slow.first_poll(method, started.elapsed());
             match polled {
-                Ok(Poll::Ready(())) => CallHandle::Spawned { abort: None },
-                Ok(Poll::Pending) => CallHandle::Spawned {
-                    abort: Some(tokio::spawn(call).abort_handle()),
-                },
+                Ok(Poll::Ready(())) => {
+                    report.forgo();
+                    CallHandle::Finished
+                }
+                Ok(Poll::Pending) => spawn_reported(call, report),
                 Err(panic) => {
                     tracing::error!(
                         id,
@@ -147,6 +146,19 @@ impl Call {
                 }
             }
         }
+    }
+}
+
+/// Spawns `call`, which reports its end to the connection when it is
+/// done, so the connection can forget it. (A call done on its first poll
+/// is forgotten at once, and reports nothing.)
+fn spawn_reported<F>(call: F, report: Report) -> CallHandle
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let reported = futures::FutureExt::map(call, move |()| report.ended());
+    CallHandle::Spawned {
+        abort: Some(tokio::spawn(reported).abort_handle()),
     }
 }
 

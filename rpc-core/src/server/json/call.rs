@@ -212,7 +212,7 @@ impl JsonRpc {
                 // caller went away, or cancelled) stops the call.
                 match route.service.start(method, call) {
                     CallHandle::Inline(call) => Some(call.await),
-                    CallHandle::Spawned { .. } => None,
+                    CallHandle::Spawned { .. } | CallHandle::Finished => None,
                 }
             }
         };

@@ -73,9 +73,7 @@ impl<R: ReadHalf> FrameReader<R> {
 
     pub(crate) async fn next_frame(&mut self) -> Result<Option<Frame>, CodecError> {
         loop {
-            if let Some(frame) = self.codec.decode(&mut self.buf)? {
-                // Bytes left over belong to the next frame, which has begun.
-                self.frame_started = (!self.buf.is_empty()).then(Instant::now);
+            if let Some(frame) = self.decode_buffered()? {
                 return Ok(Some(frame));
             }
             if self.buf.is_empty() {
@@ -115,6 +113,16 @@ impl<R: ReadHalf> FrameReader<R> {
 }
 
 impl<R: ReadHalf> FrameReader<R> {
+    /// The next frame, if the buffer holds all of it.
+    fn decode_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
+        let frame = self.codec.decode(&mut self.buf)?;
+        if frame.is_some() {
+            // Bytes left over belong to the next frame, which has begun.
+            self.frame_started = (!self.buf.is_empty()).then(Instant::now);
+        }
+        Ok(frame)
+    }
+
     /// Waits, between frames, until the stream has bytes. A connection
     /// that stays quiet for [`RELEASE_AFTER`] gives its buffer back first:
     /// it would only sit there while the connection is idle. A busy one,
@@ -146,14 +154,7 @@ impl<R: ReadHalf + 'static> FrameRead for FrameReader<R> {
     }
 
     fn buffered_frame(&mut self) -> Option<Result<Frame, Error>> {
-        match self.codec.decode(&mut self.buf) {
-            Ok(Some(frame)) => {
-                self.frame_started = (!self.buf.is_empty()).then(Instant::now);
-                Some(Ok(frame))
-            }
-            Ok(None) => None,
-            Err(err) => Some(Err(err.into())),
-        }
+        self.decode_buffered().map_err(Error::from).transpose()
     }
 
     fn resume(&mut self) {

@@ -11,10 +11,10 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::Callee;
 use crate::client::calls::{CallTable, Outbox, Reply, Waiter, sweep_deadlines};
 use crate::codec::DecodeLimits;
 use crate::compat::Fingerprint;
-use crate::descriptor::MethodDescriptor;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
@@ -241,13 +241,22 @@ impl Request {
         if budget.is_zero() {
             return Ok(None);
         }
-        let method = request.method();
-        let fingerprint = request.descriptor().and_then(MethodDescriptor::wire_fingerprint);
+        let callee = Callee::of(request);
         let payload = with_scratch(|payload| {
-            encode_head(method, fingerprint, budget, version, metadata, payload)?;
+            encode_head(
+                callee.name,
+                callee.fingerprint(),
+                budget,
+                version,
+                metadata,
+                payload,
+            )?;
             request.encode_args(payload)
         })?;
-        Ok(Some(Request { method, payload }))
+        Ok(Some(Request {
+            method: callee.name,
+            payload,
+        }))
     }
 }
 
@@ -268,8 +277,8 @@ fn with_scratch(encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>) -> Resu
     // user's `Serialize` code: whatever that does, it finds the slot
     // empty). A thread whose locals are being torn down lends nothing, and
     // the request gets a buffer of its own.
+    // What the slot holds was cleared before it was put back.
     let mut payload = SCRATCH.try_with(|scratch| scratch.take()).unwrap_or_default();
-    payload.clear();
     let encoded = encode(&mut payload);
     let bytes = if payload.len() <= SCRATCH_LEN {
         let bytes = Bytes::copy_from_slice(&payload);

@@ -474,7 +474,7 @@ pub(crate) struct Callee {
 }
 
 impl Callee {
-    pub(crate) fn of(request: &impl RequestMessage) -> Callee {
+    pub(crate) fn of<Q: RequestMessage + ?Sized>(request: &Q) -> Callee {
         Callee {
             name: request.method(),
             descriptor: request.descriptor(),

@@ -183,31 +183,26 @@ impl Router {
         self.routes.values()
     }
 
-    /// Where the method a request head names goes, or why nothing here
-    /// serves it: the name's bytes are looked up as they came (the head
-    /// checked they are UTF-8 when it was decoded).
+    /// Where the method a request head names (a full wire name) goes, or
+    /// why nothing here serves it: the name's bytes are looked up as they
+    /// came (the head checked they are UTF-8 when it was decoded).
     pub(crate) fn route_wire(&self, head: &RequestHead) -> Result<&Route, Error> {
-        match self.routes.get(head.method_bytes()) {
-            Some(route) => Ok(route),
-            None => self.route(head.method()),
-        }
+        self.routes
+            .get(head.method_bytes())
+            .ok_or_else(|| self.unknown(head.method()))
     }
 
-    /// Where the method called `name` (a full wire name) goes, or why
-    /// nothing here serves it.
-    pub(crate) fn route(&self, name: &str) -> Result<&Route, Error> {
-        if let Some(route) = self.routes.get(name.as_bytes()) {
-            return Ok(route);
-        }
-        // A name without a dot names no service; one whose service is here
-        // names a method that service lacks (an older server, usually).
-        Err(match name.rsplit_once('.') {
+    /// Why nothing here serves `name`: a name without a dot names no
+    /// service; one whose service is here names a method that service
+    /// lacks (an older server, usually).
+    fn unknown(&self, name: &str) -> Error {
+        match name.rsplit_once('.') {
             Some((service, _)) if !self.services.contains_key(service) => Error::UnknownService {
                 service: service.to_owned(),
             },
             _ => Error::UnknownMethod {
                 method: name.to_owned(),
             },
-        })
+        }
     }
 }

@@ -108,34 +108,33 @@ impl Call {
             let first_poll_here =
                 work.args.len() <= INLINE_ARGS_LEN && !responder.state.slow.contains(method);
             let state = Arc::clone(&responder.state);
-            // A combinator, not an `async` block around `run`: that would
-            // hold `work` twice (before and inside `run`'s future), passing
-            // the size the allocator serves from its per-thread cache.
-            let running = work.run(Arc::clone(&state), handler, Timing::Swept);
-            let mut call = Box::pin(futures::FutureExt::map(running, move |finished| {
-                responder.send(finished.into_frame(id));
-            }));
+            // Boxed alone, so that it may be polled here and still move
+            // into a task: the responder and the report stay out of it.
+            let mut running = Box::pin(work.run(Arc::clone(&state), handler, Timing::Swept));
+            if !first_poll_here {
+                return spawn_answering(running, responder, report);
+            }
             // Most handlers answer on their first poll: run that here, in
             // the connection's task, and spawn only a call that has to
             // wait. (The waker of this poll wakes nothing; the task's first
             // poll, which tokio runs at once, registers its own.)
             let mut first = std::task::Context::from_waker(std::task::Waker::noop());
-            if !first_poll_here {
-                return spawn_reported(call, report);
-            }
             let started = std::time::Instant::now();
             // The handler's panics are the call's (caught inside); this
             // guards the connection from the rest (a subscriber's or a
             // recorder's), which would otherwise end it: the call ends as
             // a panicked task would.
-            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut first)));
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(&mut first)));
             state.slow.first_poll(method, started.elapsed());
             match polled {
-                Ok(Poll::Ready(())) => {
+                // Done: answered now, and forgotten by the connection at
+                // once, with no report to come back for.
+                Ok(Poll::Ready(finished)) => {
                     report.forgo();
+                    responder.send(finished.into_frame(id));
                     CallHandle::Finished
                 }
-                Ok(Poll::Pending) => spawn_reported(call, report),
+                Ok(Poll::Pending) => spawn_answering(running, responder, report),
                 Err(panic) => {
                     tracing::error!(
                         id,
@@ -149,16 +148,20 @@ impl Call {
     }
 }
 
-/// Spawns `call`, which reports its end to the connection when it is
-/// done, so the connection can forget it. (A call done on its first poll
-/// is forgotten at once, and reports nothing.)
-fn spawn_reported<F>(call: F, report: Report) -> CallHandle
+/// Spawns the rest of a call: when `running` is done, it reports its end
+/// to the connection (so the connection can forget it), then queues the
+/// answer; in that order, for the reason `Call::spawn` gives.
+fn spawn_answering<F>(running: F, responder: Responder, report: Report) -> CallHandle
 where
-    F: Future<Output = ()> + Send + 'static,
+    F: Future<Output = Finished> + Send + 'static,
 {
-    let reported = futures::FutureExt::map(call, move |()| report.ended());
+    let id = responder.id;
+    let answering = futures::FutureExt::map(running, move |finished| {
+        report.ended();
+        responder.send(finished.into_frame(id));
+    });
     CallHandle::Spawned {
-        abort: Some(tokio::spawn(reported).abort_handle()),
+        abort: Some(tokio::spawn(answering).abort_handle()),
     }
 }
 

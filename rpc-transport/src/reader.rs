@@ -30,6 +30,13 @@ pub struct FrameReader<R> {
     buf: BytesMut,
     /// When the first byte of the frame being read arrived.
     frame_started: Option<Instant>,
+    /// When the last read brought bytes (or reading resumed): bytes left
+    /// over after a frame arrived then, since a read only happens when the
+    /// buffer holds no whole frame.
+    read_at: Instant,
+    /// The buffer was given back (or never taken): the next read takes a
+    /// small one.
+    released: bool,
     frame_timeout: Duration,
 }
 
@@ -56,6 +63,8 @@ impl<R: ReadHalf> FrameReader<R> {
             codec: FrameCodec::new(max_frame_len),
             buf: BytesMut::new(),
             frame_started: None,
+            read_at: Instant::now(),
+            released: true,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
         }
     }
@@ -79,9 +88,11 @@ impl<R: ReadHalf> FrameReader<R> {
             if self.buf.is_empty() {
                 self.wait_for_data().await?;
             }
-            // Not even a header's room left: take a fresh stretch.
+            // Not even a header's room left: take a fresh stretch. (A
+            // buffer read to its last byte has no capacity left either, but
+            // it was busy: only a released one starts small.)
             if self.buf.capacity() - self.buf.len() < HEADER_LEN {
-                let room = if self.buf.capacity() == 0 {
+                let room = if std::mem::take(&mut self.released) {
                     READ_SMALL
                 } else {
                     READ_AHEAD
@@ -107,7 +118,8 @@ impl<R: ReadHalf> FrameReader<R> {
             if read == 0 {
                 return self.codec.decode_eof(&mut self.buf);
             }
-            self.frame_started.get_or_insert_with(Instant::now);
+            self.read_at = Instant::now();
+            self.frame_started.get_or_insert(self.read_at);
         }
     }
 }
@@ -118,7 +130,7 @@ impl<R: ReadHalf> FrameReader<R> {
         let frame = self.codec.decode(&mut self.buf)?;
         if frame.is_some() {
             // Bytes left over belong to the next frame, which has begun.
-            self.frame_started = (!self.buf.is_empty()).then(Instant::now);
+            self.frame_started = (!self.buf.is_empty()).then_some(self.read_at);
         }
         Ok(frame)
     }
@@ -141,6 +153,7 @@ impl<R: ReadHalf> FrameReader<R> {
             return ready;
         }
         self.buf = BytesMut::new();
+        self.released = true;
         self.io.readable().await
     }
 }
@@ -158,8 +171,10 @@ impl<R: ReadHalf + 'static> FrameRead for FrameReader<R> {
     }
 
     fn resume(&mut self) {
+        // Frames still buffered count from now too, as if read now.
+        self.read_at = Instant::now();
         if self.frame_started.is_some() {
-            self.frame_started = Some(Instant::now());
+            self.frame_started = Some(self.read_at);
         }
     }
 
@@ -227,6 +242,70 @@ mod tests {
         };
         let (read, ()) = tokio::join!(reader.next_frame(), rest);
         assert_eq!(read.unwrap().map(|f| f.header().id()), Some(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_still_buffered_when_the_owner_paused_count_from_the_resume() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(ours, 1024).with_frame_timeout(Duration::from_secs(5));
+        let mut wire = BytesMut::new();
+        for id in 3..=5 {
+            Frame::new(Kind::Cancel, id, Bytes::new())
+                .unwrap()
+                .into_parts()
+                .0
+                .encode(&mut wire);
+        }
+        let whole = 2 * HEADER_LEN;
+        // Two whole frames and half of a third arrive in one read; the
+        // owner takes one, pauses past the timeout, resumes, and takes the
+        // second from the buffer: the third is not late for the pause.
+        peer.write_all(&wire[..whole + 5]).await.unwrap();
+        assert_eq!(
+            reader.next_frame().await.unwrap().map(|f| f.header().id()),
+            Some(3)
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        reader.resume();
+        assert_eq!(
+            reader.decode_buffered().unwrap().map(|f| f.header().id()),
+            Some(4)
+        );
+        let rest = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            peer.write_all(&wire[whole + 5..]).await.unwrap();
+        };
+        let (read, ()) = tokio::join!(reader.next_frame(), rest);
+        assert_eq!(read.unwrap().map(|f| f.header().id()), Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_busy_reader_reads_ahead_after_using_up_its_buffer() {
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(ours, 1024);
+        let mut wire = BytesMut::new();
+        for id in 1..=1000 {
+            Frame::new(Kind::Cancel, id, Bytes::new())
+                .unwrap()
+                .into_parts()
+                .0
+                .encode(&mut wire);
+        }
+        peer.write_all(&wire).await.unwrap();
+        // The first read takes a small buffer; once the reader has used it
+        // to its last byte, it reads ahead rather than small again.
+        let mut largest = 0;
+        for id in 1..=1000 {
+            assert_eq!(
+                reader.next_frame().await.unwrap().map(|f| f.header().id()),
+                Some(id)
+            );
+            largest = largest.max(reader.buf.len());
+        }
+        assert!(
+            largest > READ_SMALL,
+            "the reader never read more than {largest} bytes at once"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -20,8 +20,10 @@ use serde::{Serialize, Serializer};
 /// Use it for blobs in service methods (arguments, results, stream items):
 /// it encodes with a single `memcpy` (a `Vec<u8>` goes through serde byte
 /// by byte), and the receiver gets a slice of the frame the data came in,
-/// without copying it. It dereferences to [`bytes::Bytes`], so `len`,
-/// `slice`, `to_vec` and the rest are there.
+/// without copying it (in messages of [`LEND_FROM`](crate::codec::LEND_FROM)
+/// bytes or more; a shorter one's few bytes are copied, which costs
+/// less). It dereferences to [`bytes::Bytes`], so `len`, `slice`, `to_vec`
+/// and the rest are there.
 ///
 /// A received value keeps the memory of the frame it came in alive for as
 /// long as it lives. To keep a small part of a large message for long,

@@ -79,10 +79,19 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limits: DecodeLimits) -> Result
 
 /// Decodes a payload held in a shared buffer, lending the buffer to the
 /// [`Bytes`](crate::blob::Bytes) values in it, which become slices of it
-/// instead of copies. Otherwise the same as [`decode`].
+/// instead of copies (in payloads of at least [`LEND_FROM`] bytes: the
+/// blobs of a shorter one are copied). Otherwise the same as [`decode`].
 pub fn decode_shared<T: DeserializeOwned>(bytes: &Bytes, limits: DecodeLimits) -> Result<T, DecodeError> {
+    if bytes.len() < LEND_FROM {
+        return decode(bytes, limits);
+    }
     crate::blob::lending(bytes, || decode(bytes, limits))
 }
+
+/// The shortest payload [`decode_shared`] lends: copying the few bytes a
+/// shorter one's blobs can hold costs less than lending the buffer, which
+/// every decode would pay for, blobs or not.
+pub const LEND_FROM: usize = 256;
 
 fn decode_with<T: DeserializeOwned, C: Config>(
     bytes: &[u8],
@@ -183,14 +192,26 @@ mod tests {
     #[test]
     fn zero_copy_blobs_survive_the_depth_adapter() {
         let mut buf = BytesMut::new();
-        encode_into(&(7u32, crate::blob::Bytes::from_static(b"blob")), &mut buf).unwrap();
+        let data = vec![5u8; LEND_FROM];
+        encode_into(&(7u32, crate::blob::Bytes::from(data.clone())), &mut buf).unwrap();
         let frame = buf.freeze();
         let (n, blob): (u32, crate::blob::Bytes) = decode_shared(&frame, LIMITS).unwrap();
-        assert_eq!((n, &blob[..]), (7, &b"blob"[..]));
+        assert_eq!((n, &blob[..]), (7, &data[..]));
         assert!(
             frame.as_ptr_range().contains(&blob.as_ptr()),
             "a slice of the frame, not a copy"
         );
+    }
+
+    #[test]
+    fn the_blobs_of_a_short_payload_are_copied() {
+        let mut buf = BytesMut::new();
+        encode_into(&(7u32, crate::blob::Bytes::from_static(b"blob")), &mut buf).unwrap();
+        let frame = buf.freeze();
+        assert!(frame.len() < LEND_FROM);
+        let (n, blob): (u32, crate::blob::Bytes) = decode_shared(&frame, LIMITS).unwrap();
+        assert_eq!((n, &blob[..]), (7, &b"blob"[..]));
+        assert!(!frame.as_ptr_range().contains(&blob.as_ptr()));
     }
 }
 

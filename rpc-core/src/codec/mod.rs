@@ -11,7 +11,7 @@ mod binary;
 mod depth;
 pub mod json;
 
-pub use binary::{decode, decode_shared, encode_into};
+pub use binary::{LEND_FROM, decode, decode_shared, encode_into};
 
 /// How deeply a decoded value may nest by default: 128 levels, as
 /// `serde_json` allows. Every struct, enum, tuple, sequence, map, option

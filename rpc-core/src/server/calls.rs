@@ -84,6 +84,13 @@ impl Entry {
         }
     }
 
+    /// Forgets the call: a stream it was sending ends.
+    fn close(self) {
+        if let Some(output) = self.output {
+            output.close();
+        }
+    }
+
     /// The deadline the sweep enforces, if it enforces one.
     fn deadline(&self) -> Option<Instant> {
         self.ctx.as_ref().map(Context::deadline)
@@ -119,6 +126,14 @@ pub(super) enum Admitted {
     /// Answer with this error, running nothing (an unknown method, a
     /// budget already spent), and count it so.
     Refuse(WireError, Outcome),
+}
+
+/// Where a call being launched has its entry.
+enum Placed {
+    /// In the table already (it was queued).
+    InTable,
+    /// With the launch: a call read and launched at once.
+    Here(Entry),
 }
 
 /// A call waiting for a permit.
@@ -183,28 +198,28 @@ impl CallTable {
     /// Takes in a call just read: launched at once if a permit is free and
     /// no call is queued before it, queued otherwise.
     pub(super) fn admit(&mut self, id: u64, admitted: Admitted, entry: Option<Entry>) {
-        if let Some(entry) = entry {
-            self.entries.insert(id, entry);
-        }
-        let queued = Queued { id, admitted };
         if self.queue.is_empty() {
             if let Some(permit) = self.permits.try_acquire() {
-                self.launch(queued, permit);
+                // The entry goes into the table only if the call outlives
+                // its first poll: nothing can reach it during that poll.
+                self.launch(id, admitted, entry.map(Placed::Here), permit);
                 return;
             }
         }
-        self.queue.push_back(queued);
+        if let Some(entry) = entry {
+            self.entries.insert(id, entry);
+        }
+        self.queue.push_back(Queued { id, admitted });
     }
 
     /// Launches the first queued call under `permit`.
     pub(super) fn launch_next(&mut self, permit: CallPermit) {
-        if let Some(queued) = self.queue.pop_front() {
-            self.launch(queued, permit);
+        if let Some(Queued { id, admitted }) = self.queue.pop_front() {
+            self.launch(id, admitted, Some(Placed::InTable), permit);
         }
     }
 
-    fn launch(&mut self, queued: Queued, permit: CallPermit) {
-        let Queued { id, admitted } = queued;
+    fn launch(&mut self, id: u64, admitted: Admitted, entry: Option<Placed>, permit: CallPermit) {
         self.last_started_id = self.last_started_id.max(id);
         let (work, route, to_completion) = match admitted {
             Admitted::Refuse(error, outcome) => {
@@ -241,14 +256,21 @@ impl CallTable {
             // Answered on its first poll, here: forgotten now, with no
             // report to come back for.
             CallHandle::Finished => {
-                self.forget(id);
+                match entry {
+                    Some(Placed::Here(entry)) => entry.close(),
+                    _ => self.forget(id),
+                }
                 return;
             }
             // `End::Frames` always spawns.
             CallHandle::Inline(_) => None,
         };
         self.launched += 1;
-        if let Some(entry) = self.entries.get_mut(&id) {
+        let entry = match entry {
+            Some(Placed::Here(entry)) => Some(self.entries.entry(id).insert_entry(entry).into_mut()),
+            _ => self.entries.get_mut(&id),
+        };
+        if let Some(entry) = entry {
             entry.seq = Some(seq);
             entry.abort = abort;
             if let Some(deadline) = entry.deadline().filter(|_| entry.stoppable()) {
@@ -347,9 +369,7 @@ impl CallTable {
 
     fn forget(&mut self, id: u64) {
         if let Some(entry) = self.entries.remove(&id) {
-            if let Some(output) = entry.output {
-                output.close();
-            }
+            entry.close();
         }
     }
 

@@ -21,6 +21,7 @@ use crate::server::ServerState;
 use crate::server::call::Outbox;
 use crate::server::calls::CallTable;
 use crate::server::report::Reports;
+use crate::server::slow::Stretch;
 use crate::transport::{Established, FrameRead, FrameWrite};
 use crate::writer;
 
@@ -116,6 +117,10 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// Most frames taken from the read buffer in one go, before the loop looks
 /// at shutdown, timers and finished calls again.
 const MAX_BURST: usize = 64;
+
+/// How many buffered frames a burst takes between looks at shutdown, the
+/// grace period and the writer.
+const SIGNALS_EVERY: usize = 8;
 
 /// A server connection's state, shared by the loop and the frame handlers.
 pub(super) struct Connection {
@@ -240,14 +245,18 @@ impl Connection {
                 frame = reader.read_frame(), if reading && !self.calls.queue_full() => match frame {
                     Ok(Some(frame)) => {
                         last_frame = Instant::now();
-                        if let Err(err) = self.on_frame(frame, !open) {
+                        // The calls this frame and those buffered behind it
+                        // start, back to back: timed with one clock reading
+                        // each.
+                        let _stretch = Stretch::begin();
+                        if let Err(err) = self.on_frame(frame, !open, last_frame) {
                             self.calls.abort_all();
                             return Ending::Failed(err);
                         }
                         // Frames that came with it are taken now: another
                         // turn of this loop would arm and drop a waker for
                         // each branch above, per frame.
-                        if let Err(err) = self.on_buffered_frames(reader, !open) {
+                        if let Err(err) = self.on_buffered_frames(reader, !open, last_frame) {
                             self.calls.abort_all();
                             return Ending::Failed(err);
                         }
@@ -283,18 +292,31 @@ impl Connection {
         }
     }
 
-    /// Handles the frames already buffered behind the one just read, up to
-    /// [`MAX_BURST`] and while the queue has room, as the loop would.
-    fn on_buffered_frames<R: FrameRead>(&mut self, reader: &mut R, draining: bool) -> Result<(), Error> {
-        for _ in 0..MAX_BURST {
-            // What the loop's select would see first still comes first.
-            let interrupted = draining && self.state.interrupt.is_cancelled();
-            let stopping = self.state.shutdown.is_cancelled() && !draining;
-            if self.calls.queue_full() || self.stuck.is_cancelled() || stopping || interrupted {
+    /// Handles the frames already buffered behind the one just read (at
+    /// `received`), up to [`MAX_BURST`] and while the queue has room, as the
+    /// loop would.
+    fn on_buffered_frames<R: FrameRead>(
+        &mut self,
+        reader: &mut R,
+        draining: bool,
+        received: Instant,
+    ) -> Result<(), Error> {
+        for taken in 0..MAX_BURST {
+            if self.calls.queue_full() {
                 break;
             }
+            // What the loop's select would see first still comes first,
+            // looked at every few frames (the select just looked, and
+            // each look takes a lock).
+            if taken % SIGNALS_EVERY == 0 {
+                let interrupted = draining && self.state.interrupt.is_cancelled();
+                let stopping = self.state.shutdown.is_cancelled() && !draining;
+                if self.stuck.is_cancelled() || stopping || interrupted {
+                    break;
+                }
+            }
             match reader.buffered_frame() {
-                Some(frame) => self.on_frame(frame?, draining)?,
+                Some(frame) => self.on_frame(frame?, draining, received)?,
                 None => break,
             }
         }

@@ -23,15 +23,15 @@ use crate::service::Args;
 use crate::streaming::{Incoming, MAX_STREAM_CREDIT, STREAM_WINDOW, SendCredit};
 
 impl Connection {
-    /// Handles one frame from the client. `draining`: the connection said
-    /// goodbye, so new requests are ignored (the goodbye told the client
-    /// they will not run).
-    pub(super) fn on_frame(&mut self, frame: Frame, draining: bool) -> Result<(), Error> {
+    /// Handles one frame from the client, read at `received`. `draining`:
+    /// the connection said goodbye, so new requests are ignored (the
+    /// goodbye told the client they will not run).
+    pub(super) fn on_frame(&mut self, frame: Frame, draining: bool, received: Instant) -> Result<(), Error> {
         let (header, payload) = frame.into_parts();
         let id = header.id();
         match header.kind() {
             Kind::Request if draining => self.ignore_request(id),
-            Kind::Request => self.on_request(id, payload),
+            Kind::Request => self.on_request(id, payload, received),
             Kind::Cancel if !payload.is_empty() => {
                 Err(ProtocolError::CancelWithPayload(payload.len()).into())
             }
@@ -71,12 +71,13 @@ impl Connection {
         Ok(())
     }
 
-    /// A request: routed by its method's wire name, under its budget.
+    /// A request: routed by its method's wire name, under its budget,
+    /// counted from when it was read.
     ///
     /// A request for a method nothing here serves, or whose budget is
     /// already spent, is answered with an error without running anything;
     /// the connection goes on.
-    fn on_request(&mut self, id: u64, payload: Bytes) -> Result<(), Error> {
+    fn on_request(&mut self, id: u64, payload: Bytes, received: Instant) -> Result<(), Error> {
         self.state.counters.request_received();
         let last = self.calls.last_read_id;
         if id <= last {
@@ -134,7 +135,7 @@ impl Connection {
                 }
             },
         };
-        let ctx = Context::for_call(id, method, Instant::now() + budget, self.peer.clone(), metadata);
+        let ctx = Context::for_call(id, method, received + budget, self.peer.clone(), metadata);
         let (input, incoming) = match method.shape.input {
             true => {
                 let (input, incoming) = self.open_input(id);

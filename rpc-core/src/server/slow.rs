@@ -8,8 +8,9 @@
 //! is marked and every later call of it is spawned at once. (One slow poll
 //! proves nothing: the thread may have been preempted.)
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::descriptor::MethodDescriptor;
 
@@ -62,6 +63,53 @@ impl SlowMethods {
     }
 }
 
+thread_local! {
+    /// Inside a [`Stretch`] on this thread: when the last first poll ended
+    /// (or the stretch began).
+    static MARK: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// A stretch of calls that one connection's task starts back to back,
+/// with no `.await` between them: each first poll is timed from the end
+/// of the one before, one clock reading a call instead of two. The time
+/// between two polls (reading the next request) counts against the later
+/// call, which only makes a strike come sooner for a method whose calls
+/// are slow to start anyway.
+pub(crate) struct Stretch(());
+
+impl Stretch {
+    /// Begins a stretch on this thread; it ends when dropped.
+    pub(crate) fn begin() -> Stretch {
+        MARK.set(Some(Instant::now()));
+        Stretch(())
+    }
+}
+
+impl Drop for Stretch {
+    fn drop(&mut self) {
+        MARK.set(None);
+    }
+}
+
+/// Runs `poll`, a call's first poll, and says how long it took: measured
+/// from the end of the one before in the stretch this thread is in, or
+/// from now outside one.
+pub(crate) fn timed<T>(poll: impl FnOnce() -> T) -> (T, Duration) {
+    let started = MARK.get();
+    let started_now = started.is_none().then(Instant::now);
+    let polled = poll();
+    let ended = Instant::now();
+    // A stretch that began and ended inside `poll` (a handler that serves
+    // a connection of its own, synchronously) leaves no mark to move.
+    if started.is_some() && MARK.get().is_some() {
+        MARK.set(Some(ended));
+    }
+    let took = started
+        .or(started_now)
+        .map_or(Duration::ZERO, |at| ended.saturating_duration_since(at));
+    (polled, took)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +128,26 @@ mod tests {
         assert!(set.contains(None));
         set.first_poll(None, fast);
         assert!(set.contains(None), "a marked method stays marked");
+    }
+
+    #[test]
+    fn first_polls_in_a_stretch_are_timed_from_the_end_of_the_one_before() {
+        let pause = Duration::from_millis(20);
+        let (_, alone) = timed(|| std::thread::sleep(pause));
+        assert!(alone >= pause);
+        assert!(MARK.get().is_none(), "outside a stretch nothing is marked");
+        let stretch = Stretch::begin();
+        let began = MARK.get().unwrap();
+        // The time before the first poll counts against it.
+        std::thread::sleep(pause);
+        let (_, first) = timed(|| ());
+        assert!(first >= pause, "{first:?}");
+        let first_ended = MARK.get().unwrap();
+        assert_eq!(first_ended - began, first);
+        // The second is timed from the end of the first.
+        let (_, second) = timed(|| ());
+        assert_eq!(MARK.get().unwrap() - first_ended, second);
+        drop(stretch);
+        assert!(MARK.get().is_none());
     }
 }

@@ -16,6 +16,7 @@ use crate::frame::Frame;
 use crate::permit::CallPermit;
 use crate::server::call::{Call, CallHandle, End, Finished, Outbox, Timing, deadline_exceeded};
 use crate::server::report::Report;
+use crate::server::slow;
 use crate::server::{Outcome, ServerState};
 use crate::service::{Answer, Args};
 use crate::writer::Outgoing;
@@ -119,13 +120,14 @@ impl Call {
             // wait. (The waker of this poll wakes nothing; the task's first
             // poll, which tokio runs at once, registers its own.)
             let mut first = std::task::Context::from_waker(std::task::Waker::noop());
-            let started = std::time::Instant::now();
             // The handler's panics are the call's (caught inside); this
             // guards the connection from the rest (a subscriber's or a
             // recorder's), which would otherwise end it: the call ends as
             // a panicked task would.
-            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(&mut first)));
-            state.slow.first_poll(method, started.elapsed());
+            let (polled, took) = slow::timed(|| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(&mut first)))
+            });
+            state.slow.first_poll(method, took);
             match polled {
                 // Done: answered now, and forgotten by the connection at
                 // once, with no report to come back for.

@@ -7,6 +7,7 @@
 //! cargo bench --bench rpc_bench -- --quick           # small counts, a smoke run
 //! cargo bench --bench rpc_bench -- --runtime ct      # tokio's current-thread runtime (default: mt, 2 workers)
 //! cargo bench --bench rpc_bench -- --baseline spawn  # a baseline that spawns a task per request (default: inline)
+//! cargo bench --bench rpc_bench -- --alone rpc       # one system only, no ratios: for a profiler
 //! RPC_BENCH_OBSERVE=1 cargo bench --bench rpc_bench --features prometheus   # with a subscriber and metrics
 //! ```
 //!
@@ -331,6 +332,8 @@ struct Options {
     runtime: Runtime,
     /// The baseline spawns a task per request instead of answering inline.
     spawning_baseline: bool,
+    /// Run this system alone (to profile it), measuring no ratio.
+    alone: Option<Contender>,
 }
 
 impl Options {
@@ -342,6 +345,7 @@ impl Options {
             scenarios: Scenario::ALL.to_vec(),
             runtime: Runtime::Mt,
             spawning_baseline: false,
+            alone: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -364,6 +368,13 @@ impl Options {
                         _ => return Err("--baseline takes inline or spawn".to_owned()),
                     }
                 }
+                "--alone" => {
+                    options.alone = match args.next().map(String::as_str) {
+                        Some("rpc") => Some(Contender::Rpc),
+                        Some("baseline") => Some(Contender::Baseline),
+                        _ => return Err("--alone takes rpc or baseline".to_owned()),
+                    }
+                }
                 "--json" => options.json = Some(args.next().ok_or("--json takes a path")?.clone()),
                 "--scenarios" => {
                     let names = args.next().ok_or("--scenarios takes a list such as lat,big")?;
@@ -381,7 +392,7 @@ impl Options {
                 }
                 other => {
                     return Err(format!(
-                        "unknown argument {other}\nusage: rpc_bench [--rounds N] [--quick] [--json PATH] [--runtime ct|mt] [--baseline inline|spawn] [--scenarios lat,tput64,tput1k,big,bigvec,conns]"
+                        "unknown argument {other}\nusage: rpc_bench [--rounds N] [--quick] [--json PATH] [--runtime ct|mt] [--baseline inline|spawn] [--alone rpc|baseline] [--scenarios lat,tput64,tput1k,big,bigvec,conns]"
                     ));
                 }
             }
@@ -576,6 +587,9 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 async fn orchestrate(options: Options) {
+    if let Some(system) = options.alone {
+        return alone(system, &options).await;
+    }
     let mut base_server = ServerProcess::spawn(Contender::Baseline, &options);
     let mut rpc_server = ServerProcess::spawn(Contender::Rpc, &options);
     let base = Contestant {
@@ -685,5 +699,29 @@ async fn orchestrate(options: Options) {
     if let Some(path) = &options.json {
         std::fs::write(path, format!("[\n{}\n]\n", json.join(",\n"))).expect("write the JSON report");
         println!("\nwrote {path}");
+    }
+}
+
+/// Runs the scenarios on one system only: what a profiler of that system's
+/// client (this process) and server (its child) should see.
+async fn alone(system: Contender, options: &Options) {
+    let server = ServerProcess::spawn(system, options);
+    let contestant = Contestant {
+        system,
+        addr: server.addr,
+        client: AnyClient::connect(system, server.addr).await,
+    };
+    for round in 0..options.rounds {
+        for scenario in &options.scenarios {
+            let measure = run(*scenario, &contestant, options).await;
+            let (label, figure, _) = figures(*scenario)[0];
+            println!(
+                "round {} {:<7} {} {:>12.1} {label}",
+                round + 1,
+                scenario.name(),
+                system.name(),
+                figure(&measure),
+            );
+        }
     }
 }

@@ -39,6 +39,18 @@ pub const MAX_WIRE_BUDGET: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Longest wire name of a method, in bytes.
 pub const MAX_METHOD_NAME_LEN: usize = u8::MAX as usize;
 
+/// `budget` in whole microseconds, rounded up, within 1 µs ..=
+/// [`MAX_WIRE_BUDGET`] (in 64-bit arithmetic: 128-bit division is slow,
+/// and every request does this).
+fn wire_micros(budget: Duration) -> u64 {
+    const MAX: u64 = MAX_WIRE_BUDGET.as_secs() * 1_000_000;
+    budget
+        .as_secs()
+        .checked_mul(1_000_000)
+        .and_then(|micros| micros.checked_add(u64::from(budget.subsec_nanos().div_ceil(1000))))
+        .map_or(MAX, |micros| micros.clamp(1, MAX))
+}
+
 impl RequestHead {
     /// Appends the head for `method` with `budget` to `out`.
     ///
@@ -90,16 +102,14 @@ impl RequestHead {
     }
 
     fn encode_name(method: &str, budget: Duration, out: &mut BytesMut) {
-        let micros = budget
-            .as_nanos()
-            .div_ceil(1000)
-            .clamp(1, MAX_WIRE_BUDGET.as_micros());
-        out.put_u64_le(u64::try_from(micros).unwrap_or(u64::MAX));
         let mut end = method.len().min(MAX_METHOD_NAME_LEN);
         while !method.is_char_boundary(end) {
             end -= 1;
         }
         let name = method.get(..end).unwrap_or_default();
+        // Room for the whole head of any version at once.
+        out.reserve(9 + name.len() + 8 + 2);
+        out.put_u64_le(wire_micros(budget));
         out.put_u8(u8::try_from(name.len()).unwrap_or(u8::MAX));
         out.put_slice(name.as_bytes());
     }
@@ -203,6 +213,30 @@ mod tests {
         assert_eq!(head.budget, Duration::from_millis(1500));
         assert_eq!(&args[..], &[0x0a, 0x06]);
         assert_eq!(args.as_ptr(), payload[payload.len() - 2..].as_ptr());
+    }
+
+    #[test]
+    fn budgets_go_out_in_whole_microseconds_rounded_up() {
+        let cases = [
+            (Duration::ZERO, 1),
+            (Duration::from_nanos(1), 1),
+            (Duration::from_nanos(1000), 1),
+            (Duration::from_nanos(1001), 2),
+            (Duration::new(2, 999_999_999), 3_000_000),
+            (
+                MAX_WIRE_BUDGET + Duration::from_nanos(1),
+                MAX_WIRE_BUDGET.as_secs() * 1_000_000,
+            ),
+            (Duration::MAX, MAX_WIRE_BUDGET.as_secs() * 1_000_000),
+        ];
+        for (budget, micros) in cases {
+            let expected = budget
+                .as_nanos()
+                .div_ceil(1000)
+                .clamp(1, MAX_WIRE_BUDGET.as_micros());
+            assert_eq!(u128::from(micros), expected, "{budget:?}");
+            assert_eq!(wire_micros(budget), micros, "{budget:?}");
+        }
     }
 
     #[test]

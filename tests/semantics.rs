@@ -531,6 +531,44 @@ async fn excess_callers_wait_for_a_place_under_the_clients_in_flight_cap() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_waiting_for_a_place_gives_up_at_its_deadline_and_the_others_keep_their_turn() {
+    let (server, lab) = serve(rpc::Server::new()).await;
+    let client = LabClient::from_client(
+        rpc::ClientBuilder::new()
+            .max_in_flight(1)
+            .connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    let first = tokio::spawn({
+        let client = client.with_timeout(Duration::from_secs(3600));
+        async move { client.gated(1).await }
+    });
+    until(&lab.waiting, 1).await;
+    // Behind it, one caller that waits long and one that does not.
+    let patient = tokio::spawn({
+        let client = client.with_timeout(Duration::from_secs(3600));
+        async move { client.gated(2).await }
+    });
+    let hurried = client.with_timeout(Duration::from_millis(100));
+    let err = tokio::time::timeout(Duration::from_secs(30), hurried.gated(3))
+        .await
+        .expect("a caller waiting for a place must give up at its deadline")
+        .unwrap_err();
+    assert!(
+        matches!(err, rpc::Error::DeadlineExceeded { timeout } if timeout == Duration::from_millis(100)),
+        "{err:?}"
+    );
+    // It never left the client; the patient one still has its turn.
+    assert_eq!(server.stats().requests_received, 1);
+    lab.gate.add_permits(2);
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    assert_eq!(patient.await.unwrap().unwrap(), 2);
+    assert_eq!(server.stats().requests_received, 2);
+    server.stop().await;
+}
+
 /// A request frame for `Lab.blob(len)`, written by hand.
 fn blob_request(id: u64, len: u64) -> Vec<u8> {
     let mut args = vec![252];

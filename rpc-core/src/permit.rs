@@ -8,16 +8,27 @@
 //! requests up behind a stalled socket). The writer reads how many permits
 //! are held to tell whether more frames are on their way.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+use tokio::time::Instant;
 
 /// The permits of one connection.
+///
+/// Taking and returning a permit are one atomic operation each while
+/// nobody waits (every call takes one and returns one, so this is the
+/// path that counts); only waiters go through a lock, in a queue that
+/// serves them first come, first served: a returned permit goes to the
+/// first waiter, and newcomers queue behind waiters.
 #[derive(Debug, Clone)]
 pub(crate) struct CallPermits {
-    semaphore: Arc<Semaphore>,
-    total: usize,
+    pool: Arc<Pool>,
     /// Counts permits held across every connection of a server.
     gauge: Option<Arc<Gauge>>,
 }
@@ -25,8 +36,200 @@ pub(crate) struct CallPermits {
 /// One call's permit under its connection's cap. Dropping it frees it.
 #[derive(Debug)]
 pub(crate) struct CallPermit {
-    _permit: OwnedSemaphorePermit,
+    pool: Arc<Pool>,
     gauge: Option<Arc<Gauge>>,
+}
+
+/// Why a wait for a permit ended without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoPermit {
+    /// The permits were closed: the connection is gone.
+    Closed,
+    /// The waiter's deadline passed first.
+    Expired,
+}
+
+#[derive(Debug)]
+struct Pool {
+    total: usize,
+    /// Permits neither held nor handed to a waiter.
+    free: AtomicUsize,
+    /// How many wait in the queue: while any do, a returned permit goes to
+    /// them, through the lock.
+    queued: AtomicUsize,
+    closed: AtomicBool,
+    queue: Mutex<Queue>,
+    /// Told when a waiter's deadline comes before every other's: whoever
+    /// enforces them ([`CallPermits::expire`]) should look again.
+    rearm: Notify,
+}
+
+/// The waiters, first come first served. Each has a place in `places`,
+/// reused once its waiter is done with it: waiting allocates nothing.
+#[derive(Debug, Default)]
+struct Queue {
+    order: VecDeque<usize>,
+    places: Vec<Place>,
+    unused: Vec<usize>,
+    /// No later than the earliest deadline of a waiter (earlier is
+    /// harmless: [`CallPermits::expire`] looks, and finds none due).
+    earliest: Option<Instant>,
+}
+
+/// One waiter's place.
+#[derive(Debug)]
+struct Place {
+    turn: Turn,
+    waker: Option<Waker>,
+    deadline: Option<Instant>,
+}
+
+/// Where a waiter stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    Waiting,
+    /// Handed a permit, which it has yet to take.
+    Granted,
+    Closed,
+    /// Its deadline passed.
+    Expired,
+}
+
+impl Queue {
+    /// Queues a waiter woken through `waker`; its place's key, and whether
+    /// its deadline is now the earliest.
+    fn enter(&mut self, waker: &Waker, deadline: Option<Instant>) -> (usize, bool) {
+        let place = Place {
+            turn: Turn::Waiting,
+            waker: Some(waker.clone()),
+            deadline,
+        };
+        let earliest = deadline.filter(|at| self.earliest.is_none_or(|earliest| at < &earliest));
+        if earliest.is_some() {
+            self.earliest = earliest;
+        }
+        let key = match self.unused.pop() {
+            Some(key) => {
+                if let Some(slot) = self.places.get_mut(key) {
+                    *slot = place;
+                }
+                key
+            }
+            None => {
+                self.places.push(place);
+                self.places.len() - 1
+            }
+        };
+        self.order.push_back(key);
+        (key, earliest.is_some())
+    }
+
+    /// Gives the place back: its waiter is done with it.
+    fn leave(&mut self, key: usize) {
+        self.unused.push(key);
+    }
+
+    fn turn(&self, key: usize) -> Turn {
+        self.places.get(key).map_or(Turn::Closed, |place| place.turn)
+    }
+
+    /// Ends a waiter's wait (out of `order` already) and wakes it.
+    fn settle(&mut self, key: usize, turn: Turn) {
+        if let Some(place) = self.places.get_mut(key) {
+            place.turn = turn;
+            if let Some(waker) = place.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Each update under the lock leaves the queue whole: a panic
+        // cannot interrupt one halfway, so poisoning is ignored.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a free permit, if there is one.
+    fn take_free(&self) -> bool {
+        let mut free = self.free.load(Ordering::Acquire);
+        loop {
+            if free == 0 {
+                return false;
+            }
+            match self
+                .free
+                .compare_exchange_weak(free, free - 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => free = now,
+            }
+        }
+    }
+
+    /// A permit for a newcomer: only when nobody waits, and the pool is open.
+    fn try_take(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) == 0 && !self.closed.load(Ordering::Acquire) && self.take_free()
+    }
+
+    /// Returns a permit; it goes to the first waiter, if any.
+    fn release(&self) {
+        self.free.fetch_add(1, Ordering::SeqCst);
+        // A waiter counts itself (SeqCst) before it looks for a free permit
+        // under the lock: either it sees the one just returned, or this
+        // sees it waiting and hands the permit over.
+        if self.queued.load(Ordering::SeqCst) != 0 {
+            let mut queue = self.lock();
+            self.hand_off(&mut queue);
+        }
+    }
+
+    /// Gives free permits to waiters, first come first served. Under the lock.
+    fn hand_off(&self, queue: &mut Queue) {
+        while !queue.order.is_empty() && self.take_free() {
+            if let Some(key) = queue.order.pop_front() {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                queue.settle(key, Turn::Granted);
+            }
+        }
+    }
+
+    /// Ends the wait of every waiter whose deadline is `now` or earlier.
+    fn expire(&self, now: Instant) {
+        let mut queue = self.lock();
+        let Queue { order, places, .. } = &mut *queue;
+        let mut expired = Vec::new();
+        order.retain(|&key| {
+            let due = places
+                .get(key)
+                .and_then(|place| place.deadline)
+                .is_some_and(|deadline| deadline <= now);
+            if due {
+                expired.push(key);
+            }
+            !due
+        });
+        self.queued.fetch_sub(expired.len(), Ordering::SeqCst);
+        for key in expired {
+            queue.settle(key, Turn::Expired);
+        }
+        let Queue { order, places, .. } = &*queue;
+        let earliest = order
+            .iter()
+            .filter_map(|&key| places.get(key).and_then(|place| place.deadline))
+            .min();
+        queue.earliest = earliest;
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let mut queue = self.lock();
+        while let Some(key) = queue.order.pop_front() {
+            queue.settle(key, Turn::Closed);
+        }
+        self.queued.store(0, Ordering::SeqCst);
+    }
 }
 
 impl CallPermits {
@@ -34,8 +237,14 @@ impl CallPermits {
     pub(crate) fn new(total: usize) -> CallPermits {
         let total = total.max(1);
         CallPermits {
-            semaphore: Arc::new(Semaphore::new(total)),
-            total,
+            pool: Arc::new(Pool {
+                total,
+                free: AtomicUsize::new(total),
+                queued: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+                queue: Mutex::default(),
+                rearm: Notify::new(),
+            }),
             gauge: None,
         }
     }
@@ -50,37 +259,75 @@ impl CallPermits {
 
     /// How many calls the cap allows.
     pub(crate) fn total(&self) -> usize {
-        self.total
+        self.pool.total
     }
 
-    /// A permit, if one is free now.
+    /// A permit, if one is free now and nobody waits for one.
     pub(crate) fn try_acquire(&self) -> Option<CallPermit> {
-        let permit = Arc::clone(&self.semaphore).try_acquire_owned().ok()?;
-        Some(self.issue(permit))
+        self.pool.try_take().then(|| self.issue())
     }
 
-    /// Waits for a permit; fails only once the permits are closed.
-    pub(crate) async fn acquire(&self) -> Result<CallPermit, AcquireError> {
-        let permit = Arc::clone(&self.semaphore).acquire_owned().await?;
-        Ok(self.issue(permit))
+    /// Waits for a permit, behind those already waiting; fails only once
+    /// the permits are closed. Dropped while waiting, it leaves the queue
+    /// (and passes on a permit it was handed but never took).
+    pub(crate) fn acquire(&self) -> Acquire {
+        Acquire {
+            permits: self.clone(),
+            place: None,
+            deadline: None,
+        }
     }
 
-    /// Permits held now.
+    /// [`CallPermits::acquire`], giving up at `deadline`: not with a timer
+    /// of its own, but through [`CallPermits::expire`], which whoever owns
+    /// the permits runs (a client connection's deadline sweep). With many
+    /// callers, most calls wait here, and a timer each would cost more
+    /// than the rest of their wait.
+    pub(crate) fn acquire_until(&self, deadline: Instant) -> Acquire {
+        Acquire {
+            permits: self.clone(),
+            place: None,
+            deadline: Some(deadline),
+        }
+    }
+
+    /// No later than the earliest deadline of a waiter, if one waits with
+    /// a deadline.
+    pub(crate) fn earliest_deadline(&self) -> Option<Instant> {
+        self.pool.lock().earliest
+    }
+
+    /// Resolves when a waiter arrives whose deadline is earlier than every
+    /// other's. (Made before reading [`CallPermits::earliest_deadline`],
+    /// it misses none.)
+    pub(crate) fn rearmed(&self) -> Notified<'_> {
+        self.pool.rearm.notified()
+    }
+
+    /// Ends, with [`NoPermit::Expired`], the wait of every waiter whose
+    /// deadline is `now` or earlier.
+    pub(crate) fn expire(&self, now: Instant) {
+        self.pool.expire(now);
+    }
+
+    /// Permits held now (or handed to a waiter that has yet to take one).
     pub(crate) fn in_use(&self) -> usize {
-        self.total.saturating_sub(self.semaphore.available_permits())
+        self.pool
+            .total
+            .saturating_sub(self.pool.free.load(Ordering::Acquire))
     }
 
     /// Wakes every waiter with an error: the connection is gone.
     pub(crate) fn close(&self) {
-        self.semaphore.close();
+        self.pool.close();
     }
 
-    fn issue(&self, permit: OwnedSemaphorePermit) -> CallPermit {
+    fn issue(&self) -> CallPermit {
         if let Some(gauge) = &self.gauge {
             gauge.up();
         }
         CallPermit {
-            _permit: permit,
+            pool: Arc::clone(&self.pool),
             gauge: self.gauge.clone(),
         }
     }
@@ -91,6 +338,97 @@ impl Drop for CallPermit {
         if let Some(gauge) = &self.gauge {
             gauge.down();
         }
+        self.pool.release();
+    }
+}
+
+/// Waiting for a permit ([`CallPermits::acquire`]).
+#[derive(Debug)]
+pub(crate) struct Acquire {
+    permits: CallPermits,
+    /// Its place in the queue, once it has one.
+    place: Option<usize>,
+    deadline: Option<Instant>,
+}
+
+impl Future for Acquire {
+    type Output = Result<CallPermit, NoPermit>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let pool = &this.permits.pool;
+        if this.place.is_none() {
+            if pool.closed.load(Ordering::Acquire) {
+                return Poll::Ready(Err(NoPermit::Closed));
+            }
+            if pool.try_take() {
+                return Poll::Ready(Ok(this.permits.issue()));
+            }
+        }
+        let mut queue = pool.lock();
+        let key = match this.place {
+            Some(key) => key,
+            None => {
+                if pool.closed.load(Ordering::Acquire) {
+                    return Poll::Ready(Err(NoPermit::Closed));
+                }
+                let (key, earliest) = queue.enter(cx.waker(), this.deadline);
+                pool.queued.fetch_add(1, Ordering::SeqCst);
+                this.place = Some(key);
+                // A permit returned just before it counted itself.
+                pool.hand_off(&mut queue);
+                if earliest && queue.turn(key) == Turn::Waiting {
+                    pool.rearm.notify_one();
+                }
+                key
+            }
+        };
+        match queue.turn(key) {
+            Turn::Waiting => {
+                if let Some(place) = queue.places.get_mut(key) {
+                    match &mut place.waker {
+                        Some(waker) => waker.clone_from(cx.waker()),
+                        None => place.waker = Some(cx.waker().clone()),
+                    }
+                }
+                Poll::Pending
+            }
+            turn => {
+                queue.leave(key);
+                this.place = None;
+                drop(queue);
+                match turn {
+                    Turn::Granted => Poll::Ready(Ok(this.permits.issue())),
+                    Turn::Expired => Poll::Ready(Err(NoPermit::Expired)),
+                    Turn::Waiting | Turn::Closed => Poll::Ready(Err(NoPermit::Closed)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Acquire {
+    fn drop(&mut self) {
+        let Some(key) = self.place.take() else {
+            return;
+        };
+        let pool = &self.permits.pool;
+        let mut queue = pool.lock();
+        match queue.turn(key) {
+            Turn::Waiting => {
+                if let Some(at) = queue.order.iter().position(|&queued| queued == key) {
+                    queue.order.remove(at);
+                    pool.queued.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            // Handed a permit it never took: the next waiter gets it.
+            Turn::Granted => {
+                pool.free.fetch_add(1, Ordering::SeqCst);
+                pool.hand_off(&mut queue);
+            }
+            Turn::Closed | Turn::Expired => {}
+        }
+        queue.leave(key);
     }
 }
 
@@ -127,6 +465,8 @@ impl Gauge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn permits_are_capped_counted_and_returned_on_drop() {
@@ -142,5 +482,123 @@ mod tests {
         assert_eq!((permits.in_use(), gauge.now(), gauge.peak()), (0, 0, 2));
         permits.close();
         assert!(permits.acquire().await.is_err());
+        assert!(permits.try_acquire().is_none());
+    }
+
+    #[tokio::test]
+    async fn waiters_are_served_in_order_and_newcomers_queue_behind_them() {
+        let permits = CallPermits::new(1);
+        let held = permits.try_acquire().unwrap();
+        let mut first = Box::pin(permits.acquire());
+        let mut second = Box::pin(permits.acquire());
+        assert!((&mut first).now_or_never().is_none());
+        assert!((&mut second).now_or_never().is_none());
+        drop(held);
+        // The permit went to the first waiter: a newcomer cannot take it,
+        // nor can the second waiter.
+        assert!(permits.try_acquire().is_none());
+        assert!((&mut second).now_or_never().is_none());
+        let first = first.now_or_never().unwrap().unwrap();
+        drop(first);
+        let second = second.now_or_never().unwrap().unwrap();
+        assert_eq!(permits.in_use(), 1);
+        drop(second);
+        assert_eq!(permits.in_use(), 0);
+        assert!(permits.try_acquire().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_leaves_passes_on_its_place_and_any_permit_it_was_handed() {
+        let permits = CallPermits::new(1);
+        let held = permits.try_acquire().unwrap();
+        let mut leaving = Box::pin(permits.acquire());
+        let mut handed = Box::pin(permits.acquire());
+        let mut last = Box::pin(permits.acquire());
+        for waiting in [&mut leaving, &mut handed, &mut last] {
+            assert!(waiting.now_or_never().is_none());
+        }
+        // Leaves before its turn: the queue forgets it.
+        drop(leaving);
+        drop(held);
+        // `handed` got the permit but leaves without taking it: `last`
+        // gets it.
+        drop(handed);
+        let permit = last.now_or_never().unwrap().unwrap();
+        assert_eq!(permits.in_use(), 1);
+        drop(permit);
+        assert_eq!(permits.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_fails_every_waiter() {
+        let permits = CallPermits::new(1);
+        let _held = permits.try_acquire().unwrap();
+        let waiting = tokio::spawn({
+            let permits = permits.clone();
+            async move { permits.acquire().await.is_err() }
+        });
+        tokio::task::yield_now().await;
+        permits.close();
+        assert!(waiting.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_past_its_deadline_is_expired_by_whoever_enforces_deadlines() {
+        let permits = CallPermits::new(1);
+        let held = permits.try_acquire().unwrap();
+        let now = Instant::now();
+        let (soon, later) = (now + Duration::from_secs(1), now + Duration::from_secs(5));
+        let mut patient = Box::pin(permits.acquire_until(later));
+        assert!((&mut patient).now_or_never().is_none());
+        let rearmed = permits.rearmed();
+        let mut hasty = Box::pin(permits.acquire_until(soon));
+        assert!((&mut hasty).now_or_never().is_none());
+        // The hastier waiter's deadline is the earliest now: the enforcer
+        // is told.
+        assert!(rearmed.now_or_never().is_some());
+        assert_eq!(permits.earliest_deadline(), Some(soon));
+        permits.expire(soon);
+        assert_eq!(hasty.now_or_never().unwrap().unwrap_err(), NoPermit::Expired);
+        assert_eq!(permits.earliest_deadline(), Some(later));
+        // The patient one still waits, and gets the permit.
+        assert!((&mut patient).now_or_never().is_none());
+        drop(held);
+        assert!(patient.now_or_never().unwrap().is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_tasks_never_hold_more_than_the_cap_and_all_get_through() {
+        const CAP: usize = 3;
+        let permits = CallPermits::new(CAP);
+        let held = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (permits, held, most) = (permits.clone(), Arc::clone(&held), Arc::clone(&most));
+                tokio::spawn(async move {
+                    for round in 0..500 {
+                        let permit = match round % 2 {
+                            0 => permits.acquire().await.unwrap(),
+                            _ => match permits.try_acquire() {
+                                Some(permit) => permit,
+                                None => permits.acquire().await.unwrap(),
+                            },
+                        };
+                        let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        drop(permit);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert!(most.load(Ordering::SeqCst) <= CAP);
+        assert_eq!(permits.in_use(), 0);
+        assert_eq!(permits.pool.queued.load(Ordering::SeqCst), 0);
+        assert!(permits.pool.lock().order.is_empty());
     }
 }

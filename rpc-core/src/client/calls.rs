@@ -1,6 +1,7 @@
 //! [`CallTable`]: a client connection's calls waiting for their answers,
 //! and the one deadline sweep that gives up on them on time.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, Frame, Kind, ProtocolError};
-use crate::permit::CallPermit;
+use crate::permit::{CallPermit, CallPermits};
 use crate::streaming::{MAX_STREAM_CREDIT, STREAM_WINDOW, SendCredit};
 use crate::writer::Outgoing;
 
@@ -119,12 +120,25 @@ impl Waiter {
 }
 
 /// The calls of one connection waiting for their answers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct CallTable {
     inner: Mutex<Inner>,
     /// Wakes the deadline sweep when a call's deadline comes before the
     /// one it sleeps until.
     rearm: Notify,
+    /// Cleared, under the lock, when the connection closes or the server
+    /// says goodbye: what every call asks first, answered without the lock.
+    usable: AtomicBool,
+}
+
+impl Default for CallTable {
+    fn default() -> CallTable {
+        CallTable {
+            inner: Mutex::default(),
+            rearm: Notify::new(),
+            usable: AtomicBool::new(true),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -160,6 +174,13 @@ impl Inner {
 }
 
 impl CallTable {
+    /// Whether new calls may use the connection: neither closed nor told
+    /// goodbye. (A call that finds it usable and sends as it closes learns
+    /// so from [`CallTable::send`].)
+    pub(super) fn is_usable(&self) -> bool {
+        self.usable.load(Ordering::Acquire)
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every update under this lock is a single map or field operation, so
         // a panic elsewhere cannot leave it half-done: poisoning is ignored.
@@ -329,6 +350,7 @@ impl CallTable {
         let not_run: Vec<_> = {
             let mut inner = self.lock();
             inner.goodbye = Some(last_started);
+            self.usable.store(false, Ordering::Release);
             let ids: Vec<u64> = inner
                 .waiting
                 .keys()
@@ -350,6 +372,7 @@ impl CallTable {
             if inner.closed.is_none() {
                 inner.closed = Some(err.clone());
             }
+            self.usable.store(false, Ordering::Release);
             std::mem::take(&mut inner.waiting)
         };
         for (_, waiter) in waiting {
@@ -358,32 +381,45 @@ impl CallTable {
     }
 }
 
-/// Enforces the deadlines of a connection's unary calls with one timer,
-/// re-armed at the earliest deadline, instead of one timer per call: with
-/// a thousand calls in flight that is a thousand timer registrations and
-/// removals fewer per thousand calls. With every call on the same timeout,
-/// deadlines arrive in order and the sweep wakes about once per timeout.
+/// Enforces the deadlines of a connection's unary calls, and of the calls
+/// waiting for a permit on it, with one timer, re-armed at the earliest
+/// deadline, instead of one timer per call: with a thousand calls in
+/// flight that is a thousand timer registrations and removals fewer per
+/// thousand calls. With every call on the same timeout, deadlines arrive
+/// in order and the sweep wakes about once per timeout.
 pub(super) async fn sweep_deadlines(
     calls: Arc<CallTable>,
+    permits: CallPermits,
     outbox: mpsc::WeakUnboundedSender<Outgoing<Arc<CallPermit>>>,
 ) {
     loop {
-        // A call that arms an earlier deadline after the read below leaves
-        // a permit here (`notify_one`), so the sleep is cut short.
+        // A call that arms an earlier deadline after the reads below
+        // leaves a permit here (`notify_one`), so the sleep is cut short.
         let rearmed = calls.rearm.notified();
+        let waiter_rearmed = permits.rearmed();
         let armed = calls.lock().armed;
+        let armed = match (armed, permits.earliest_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match armed {
             Some(at) => {
                 tokio::select! {
                     () = tokio::time::sleep_until(at) => {}
                     () = rearmed => continue,
+                    () = waiter_rearmed => continue,
                 }
             }
             None => {
-                rearmed.await;
+                tokio::select! {
+                    () = rearmed => {}
+                    () = waiter_rearmed => {}
+                }
                 continue;
             }
         }
-        calls.expire(Instant::now(), &outbox);
+        let now = Instant::now();
+        calls.expire(now, &outbox);
+        permits.expire(now);
     }
 }

@@ -18,7 +18,7 @@ use crate::compat::Fingerprint;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
-use crate::permit::{CallPermit, CallPermits};
+use crate::permit::{CallPermit, CallPermits, NoPermit};
 use crate::service::RequestMessage;
 use crate::transport::{Established, FrameRead, FrameWrite};
 use crate::writer::{self, DEFAULT_WRITE_TIMEOUT};
@@ -78,7 +78,11 @@ impl Connection {
         // so the server's lingering close is not kept waiting.
         let stop = CancellationToken::new();
         let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls), stop.clone()));
-        let sweeper = tokio::spawn(sweep_deadlines(Arc::clone(&calls), outbox.downgrade()));
+        let sweeper = tokio::spawn(sweep_deadlines(
+            Arc::clone(&calls),
+            permits.clone(),
+            outbox.downgrade(),
+        ));
         let writer_calls = Arc::clone(&calls);
         let writing = writer::run(
             conn.writer,
@@ -111,8 +115,7 @@ impl Connection {
 
     /// Whether new calls may use this connection.
     pub(crate) fn is_usable(&self) -> bool {
-        let calls = self.calls.lock();
-        calls.closed.is_none() && calls.goodbye.is_none()
+        self.calls.is_usable()
     }
 
     /// Whether the connection has ended.
@@ -127,6 +130,20 @@ impl Connection {
             .await
             .map(Arc::new)
             .map_err(|_| self.unusable_error())
+    }
+
+    /// Waits for a permit until `deadline` (under the connection's deadline
+    /// sweep, with no timer of its own): `Ok(Err(_))` if the connection
+    /// closes first, `Err(Expired)` if the deadline passes first.
+    pub(crate) async fn permit_until(
+        &self,
+        deadline: Instant,
+    ) -> Result<Result<Arc<CallPermit>, Error>, Expired> {
+        match self.permits.acquire_until(deadline).await {
+            Ok(permit) => Ok(Ok(Arc::new(permit))),
+            Err(NoPermit::Closed) => Ok(Err(self.unusable_error())),
+            Err(NoPermit::Expired) => Err(Expired),
+        }
     }
 
     /// A permit, if one is free now.
@@ -219,6 +236,10 @@ impl Connection {
         }
     }
 }
+
+/// A call's deadline passed while it waited.
+#[derive(Debug)]
+pub(crate) struct Expired;
 
 /// A request ready for the wire: its head (with the budget left) and its
 /// arguments.

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
 use crate::client::calls::Reply;
-use crate::client::connection::Request;
+use crate::client::connection::{Expired, Request};
 use crate::client::endpoint::{self, Endpoint};
 use crate::client::{Client, Deadline};
 use crate::error::{Error, ErrorCode};
@@ -57,12 +57,26 @@ impl Client {
             let (connection, permit) = match endpoint.ready_now() {
                 Some(ready) => ready,
                 None => {
-                    let ready = async {
-                        let connection = endpoint.connection(deadline.at).await?;
-                        let permit = connection.permit().await?;
-                        Ok::<_, Error>((connection, permit))
-                    };
-                    match tokio::time::timeout_at(deadline.at, ready).await {
+                    // Waiting for the permit is under the connection's
+                    // deadline sweep, not a timer: with many callers most
+                    // calls wait there, and a timer each would cost more
+                    // than the rest of their wait.
+                    let ready =
+                        async {
+                            let connection =
+                                match tokio::time::timeout_at(deadline.at, endpoint.connection(deadline.at))
+                                    .await
+                                {
+                                    Ok(Ok(connection)) => connection,
+                                    Ok(Err(err)) => return Ok(Err(err)),
+                                    Err(_) => return Err(Expired),
+                                };
+                            Ok(connection
+                                .permit_until(deadline.at)
+                                .await?
+                                .map(|permit| (connection, permit)))
+                        };
+                    match ready.await {
                         Ok(Ok(ready)) => ready,
                         // Every server is waiting out its backoff: nothing
                         // was tried, so nothing counts as a failure.
@@ -80,7 +94,7 @@ impl Client {
                             last = Some(endpoint.into_owned());
                             continue;
                         }
-                        Err(_) => return Err(expired()),
+                        Err(Expired) => return Err(expired()),
                     }
                 }
             };

@@ -29,15 +29,12 @@ use tokio::time::Instant;
 #[derive(Debug, Clone)]
 pub(crate) struct CallPermits {
     pool: Arc<Pool>,
-    /// Counts permits held across every connection of a server.
-    gauge: Option<Arc<Gauge>>,
 }
 
 /// One call's permit under its connection's cap. Dropping it frees it.
 #[derive(Debug)]
 pub(crate) struct CallPermit {
     pool: Arc<Pool>,
-    gauge: Option<Arc<Gauge>>,
 }
 
 /// Why a wait for a permit ended without one.
@@ -51,11 +48,14 @@ pub(crate) enum NoPermit {
 
 #[derive(Debug)]
 struct Pool {
+    /// Calls the cap allows.
     total: usize,
+    /// Counts permits held across every connection of a server.
+    gauge: Option<Arc<Gauge>>,
     /// Permits neither held nor handed to a waiter.
     free: AtomicUsize,
-    /// How many wait in the queue: while any do, a returned permit goes to
-    /// them, through the lock.
+    /// How many wait in the queue: while any do, a returned permit goes
+    /// to them, through the lock.
     queued: AtomicUsize,
     closed: AtomicBool,
     queue: Mutex<Queue>,
@@ -68,6 +68,8 @@ struct Pool {
 /// reused once its waiter is done with it: waiting allocates nothing.
 #[derive(Debug, Default)]
 struct Queue {
+    /// Places in order of arrival: waiting ones, and ones whose waiter
+    /// left, taken out when they come up.
     order: VecDeque<usize>,
     places: Vec<Place>,
     unused: Vec<usize>,
@@ -93,21 +95,43 @@ enum Turn {
     Closed,
     /// Its deadline passed.
     Expired,
+    /// It left while waiting; its place is still in `order`.
+    Left,
+}
+
+/// Waiters to wake once the lock is released (waking under it would
+/// hold every other waiter up, and a waker that came back to the pool
+/// would deadlock). Mostly one, kept apart so that waking it allocates
+/// nothing.
+#[derive(Default)]
+struct Woken {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl Woken {
+    fn add(&mut self, waker: Option<Waker>) {
+        match self.first {
+            None => self.first = waker,
+            Some(_) => self.rest.extend(waker),
+        }
+    }
+
+    fn wake(self) {
+        for waker in self.first.into_iter().chain(self.rest) {
+            waker.wake();
+        }
+    }
 }
 
 impl Queue {
-    /// Queues a waiter woken through `waker`; its place's key, and whether
-    /// its deadline is now the earliest.
-    fn enter(&mut self, waker: &Waker, deadline: Option<Instant>) -> (usize, bool) {
+    /// Queues a waiter woken through `waker`; its place's key.
+    fn enter(&mut self, waker: &Waker, deadline: Option<Instant>) -> usize {
         let place = Place {
             turn: Turn::Waiting,
             waker: Some(waker.clone()),
             deadline,
         };
-        let earliest = deadline.filter(|at| self.earliest.is_none_or(|earliest| at < &earliest));
-        if earliest.is_some() {
-            self.earliest = earliest;
-        }
         let key = match self.unused.pop() {
             Some(key) => {
                 if let Some(slot) = self.places.get_mut(key) {
@@ -121,11 +145,11 @@ impl Queue {
             }
         };
         self.order.push_back(key);
-        (key, earliest.is_some())
+        key
     }
 
-    /// Gives the place back: its waiter is done with it.
-    fn leave(&mut self, key: usize) {
+    /// Gives the place back: nothing refers to it any more.
+    fn reuse(&mut self, key: usize) {
         self.unused.push(key);
     }
 
@@ -133,14 +157,11 @@ impl Queue {
         self.places.get(key).map_or(Turn::Closed, |place| place.turn)
     }
 
-    /// Ends a waiter's wait (out of `order` already) and wakes it.
-    fn settle(&mut self, key: usize, turn: Turn) {
-        if let Some(place) = self.places.get_mut(key) {
-            place.turn = turn;
-            if let Some(waker) = place.waker.take() {
-                waker.wake();
-            }
-        }
+    /// Ends a waiter's wait (out of `order` already): its waker, to wake.
+    fn settle(&mut self, key: usize, turn: Turn) -> Option<Waker> {
+        let place = self.places.get_mut(key)?;
+        place.turn = turn;
+        place.waker.take()
     }
 }
 
@@ -153,14 +174,17 @@ impl Pool {
 
     /// Takes a free permit, if there is one.
     fn take_free(&self) -> bool {
-        let mut free = self.free.load(Ordering::Acquire);
+        // SeqCst, read and write: with `release`'s pair (return a permit,
+        // then look for waiters) and a waiter's (count itself, then look
+        // here), one of the two always sees the other.
+        let mut free = self.free.load(Ordering::SeqCst);
         loop {
             if free == 0 {
                 return false;
             }
             match self
                 .free
-                .compare_exchange_weak(free, free - 1, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange_weak(free, free - 1, Ordering::SeqCst, Ordering::SeqCst)
             {
                 Ok(_) => return true,
                 Err(now) => free = now,
@@ -176,85 +200,108 @@ impl Pool {
     /// Returns a permit; it goes to the first waiter, if any.
     fn release(&self) {
         self.free.fetch_add(1, Ordering::SeqCst);
-        // A waiter counts itself (SeqCst) before it looks for a free permit
-        // under the lock: either it sees the one just returned, or this
-        // sees it waiting and hands the permit over.
         if self.queued.load(Ordering::SeqCst) != 0 {
             let mut queue = self.lock();
-            self.hand_off(&mut queue);
+            let woken = self.hand_off(&mut queue);
+            drop(queue);
+            woken.wake();
         }
     }
 
-    /// Gives free permits to waiters, first come first served. Under the lock.
-    fn hand_off(&self, queue: &mut Queue) {
-        while !queue.order.is_empty() && self.take_free() {
-            if let Some(key) = queue.order.pop_front() {
-                self.queued.fetch_sub(1, Ordering::SeqCst);
-                queue.settle(key, Turn::Granted);
+    /// Gives free permits to waiters, first come first served, and takes
+    /// the places of waiters that left out of the way. Under the lock.
+    fn hand_off(&self, queue: &mut Queue) -> Woken {
+        let mut woken = Woken::default();
+        while let Some(&key) = queue.order.front() {
+            if queue.turn(key) == Turn::Left {
+                queue.order.pop_front();
+                queue.reuse(key);
+                continue;
             }
+            if !self.take_free() {
+                break;
+            }
+            queue.order.pop_front();
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            woken.add(queue.settle(key, Turn::Granted));
         }
+        woken
     }
 
     /// Ends the wait of every waiter whose deadline is `now` or earlier.
     fn expire(&self, now: Instant) {
         let mut queue = self.lock();
-        let Queue { order, places, .. } = &mut *queue;
-        let mut expired = Vec::new();
-        order.retain(|&key| {
-            let due = places
+        let mut woken = Woken::default();
+        let mut expired = 0;
+        let mut kept = VecDeque::with_capacity(queue.order.len());
+        let mut earliest: Option<Instant> = None;
+        while let Some(key) = queue.order.pop_front() {
+            let (turn, deadline) = queue
+                .places
                 .get(key)
-                .and_then(|place| place.deadline)
-                .is_some_and(|deadline| deadline <= now);
-            if due {
-                expired.push(key);
+                .map_or((Turn::Left, None), |place| (place.turn, place.deadline));
+            match (turn, deadline) {
+                (Turn::Left, _) => queue.reuse(key),
+                (_, Some(deadline)) if deadline <= now => {
+                    expired += 1;
+                    woken.add(queue.settle(key, Turn::Expired));
+                }
+                _ => {
+                    if let Some(deadline) = deadline {
+                        earliest = Some(earliest.map_or(deadline, |at| at.min(deadline)));
+                    }
+                    kept.push_back(key);
+                }
             }
-            !due
-        });
-        self.queued.fetch_sub(expired.len(), Ordering::SeqCst);
-        for key in expired {
-            queue.settle(key, Turn::Expired);
         }
-        let Queue { order, places, .. } = &*queue;
-        let earliest = order
-            .iter()
-            .filter_map(|&key| places.get(key).and_then(|place| place.deadline))
-            .min();
+        queue.order = kept;
         queue.earliest = earliest;
+        self.queued.fetch_sub(expired, Ordering::SeqCst);
+        drop(queue);
+        woken.wake();
     }
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let mut queue = self.lock();
+        let mut woken = Woken::default();
         while let Some(key) = queue.order.pop_front() {
-            queue.settle(key, Turn::Closed);
+            match queue.turn(key) {
+                Turn::Left => queue.reuse(key),
+                _ => woken.add(queue.settle(key, Turn::Closed)),
+            }
         }
         self.queued.store(0, Ordering::SeqCst);
+        drop(queue);
+        woken.wake();
     }
 }
 
 impl CallPermits {
     /// `total` permits (at least one).
     pub(crate) fn new(total: usize) -> CallPermits {
+        Self::with_gauge(total, None)
+    }
+
+    fn with_gauge(total: usize, gauge: Option<Arc<Gauge>>) -> CallPermits {
         let total = total.max(1);
         CallPermits {
             pool: Arc::new(Pool {
                 total,
+                gauge,
                 free: AtomicUsize::new(total),
                 queued: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 queue: Mutex::default(),
                 rearm: Notify::new(),
             }),
-            gauge: None,
         }
     }
 
-    /// The same permits, each also counted in `gauge` while held.
+    /// The same number of permits, each also counted in `gauge` while
+    /// held. (Made where the permits are: they are new ones.)
     pub(crate) fn counted(self, gauge: Arc<Gauge>) -> CallPermits {
-        CallPermits {
-            gauge: Some(gauge),
-            ..self
-        }
+        Self::with_gauge(self.pool.total, Some(gauge))
     }
 
     /// How many calls the cap allows.
@@ -269,7 +316,8 @@ impl CallPermits {
 
     /// Waits for a permit, behind those already waiting; fails only once
     /// the permits are closed. Dropped while waiting, it leaves the queue
-    /// (and passes on a permit it was handed but never took).
+    /// (and passes on a permit it was handed but never took). Like any
+    /// future, it is not to be polled again once it has completed.
     pub(crate) fn acquire(&self) -> Acquire {
         Acquire {
             permits: self.clone(),
@@ -312,9 +360,8 @@ impl CallPermits {
 
     /// Permits held now (or handed to a waiter that has yet to take one).
     pub(crate) fn in_use(&self) -> usize {
-        self.pool
-            .total
-            .saturating_sub(self.pool.free.load(Ordering::Acquire))
+        let pool = &self.pool;
+        pool.total.saturating_sub(pool.free.load(Ordering::Acquire))
     }
 
     /// Wakes every waiter with an error: the connection is gone.
@@ -323,19 +370,18 @@ impl CallPermits {
     }
 
     fn issue(&self) -> CallPermit {
-        if let Some(gauge) = &self.gauge {
+        if let Some(gauge) = &self.pool.gauge {
             gauge.up();
         }
         CallPermit {
             pool: Arc::clone(&self.pool),
-            gauge: self.gauge.clone(),
         }
     }
 }
 
 impl Drop for CallPermit {
     fn drop(&mut self) {
-        if let Some(gauge) = &self.gauge {
+        if let Some(gauge) = &self.pool.gauge {
             gauge.down();
         }
         self.pool.release();
@@ -366,25 +412,32 @@ impl Future for Acquire {
             }
         }
         let mut queue = pool.lock();
+        let mut woken = Woken::default();
+        let mut rearm = false;
         let key = match this.place {
             Some(key) => key,
             None => {
                 if pool.closed.load(Ordering::Acquire) {
                     return Poll::Ready(Err(NoPermit::Closed));
                 }
-                let (key, earliest) = queue.enter(cx.waker(), this.deadline);
+                let key = queue.enter(cx.waker(), this.deadline);
                 pool.queued.fetch_add(1, Ordering::SeqCst);
                 this.place = Some(key);
                 // A permit returned just before it counted itself.
-                pool.hand_off(&mut queue);
-                if earliest && queue.turn(key) == Turn::Waiting {
-                    pool.rearm.notify_one();
+                woken = pool.hand_off(&mut queue);
+                // Still waiting, with the earliest deadline: whoever
+                // enforces deadlines must look again.
+                if let (Turn::Waiting, Some(deadline)) = (queue.turn(key), this.deadline) {
+                    if queue.earliest.is_none_or(|earliest| deadline < earliest) {
+                        queue.earliest = Some(deadline);
+                        rearm = true;
+                    }
                 }
                 key
             }
         };
-        match queue.turn(key) {
-            Turn::Waiting => {
+        let polled = match queue.turn(key) {
+            Turn::Waiting | Turn::Left => {
                 if let Some(place) = queue.places.get_mut(key) {
                     match &mut place.waker {
                         Some(waker) => waker.clone_from(cx.waker()),
@@ -394,15 +447,21 @@ impl Future for Acquire {
                 Poll::Pending
             }
             turn => {
-                queue.leave(key);
+                queue.reuse(key);
                 this.place = None;
-                drop(queue);
-                match turn {
-                    Turn::Granted => Poll::Ready(Ok(this.permits.issue())),
-                    Turn::Expired => Poll::Ready(Err(NoPermit::Expired)),
-                    Turn::Waiting | Turn::Closed => Poll::Ready(Err(NoPermit::Closed)),
-                }
+                Poll::Ready(turn)
             }
+        };
+        drop(queue);
+        woken.wake();
+        if rearm {
+            pool.rearm.notify_one();
+        }
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Turn::Granted) => Poll::Ready(Ok(this.permits.issue())),
+            Poll::Ready(Turn::Expired) => Poll::Ready(Err(NoPermit::Expired)),
+            Poll::Ready(_) => Poll::Ready(Err(NoPermit::Closed)),
         }
     }
 }
@@ -414,21 +473,28 @@ impl Drop for Acquire {
         };
         let pool = &self.permits.pool;
         let mut queue = pool.lock();
+        let mut woken = Woken::default();
         match queue.turn(key) {
+            // Its place stays in the queue until it comes up (finding it
+            // now would mean a walk through the queue).
             Turn::Waiting => {
-                if let Some(at) = queue.order.iter().position(|&queued| queued == key) {
-                    queue.order.remove(at);
-                    pool.queued.fetch_sub(1, Ordering::SeqCst);
+                if let Some(place) = queue.places.get_mut(key) {
+                    place.turn = Turn::Left;
+                    place.waker = None;
                 }
+                pool.queued.fetch_sub(1, Ordering::SeqCst);
             }
             // Handed a permit it never took: the next waiter gets it.
             Turn::Granted => {
+                queue.reuse(key);
                 pool.free.fetch_add(1, Ordering::SeqCst);
-                pool.hand_off(&mut queue);
+                woken = pool.hand_off(&mut queue);
             }
-            Turn::Closed | Turn::Expired => {}
+            Turn::Closed | Turn::Expired => queue.reuse(key),
+            Turn::Left => {}
         }
-        queue.leave(key);
+        drop(queue);
+        woken.wake();
     }
 }
 
@@ -527,6 +593,27 @@ mod tests {
         assert_eq!(permits.in_use(), 1);
         drop(permit);
         assert_eq!(permits.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn places_of_waiters_that_left_are_taken_out_of_the_way_and_reused() {
+        let permits = CallPermits::new(1);
+        let held = permits.try_acquire().unwrap();
+        for _ in 0..100 {
+            let mut leaving = Box::pin(permits.acquire());
+            assert!((&mut leaving).now_or_never().is_none());
+        }
+        // A hundred left; the next waiter is served first when the permit
+        // comes back, and the places are reused rather than grown.
+        let mut next = Box::pin(permits.acquire());
+        assert!((&mut next).now_or_never().is_none());
+        drop(held);
+        let permit = next.now_or_never().unwrap().unwrap();
+        let queue = permits.pool.lock();
+        assert!(queue.order.is_empty());
+        assert!(queue.places.len() <= 2, "{} places", queue.places.len());
+        drop(queue);
+        drop(permit);
     }
 
     #[tokio::test]

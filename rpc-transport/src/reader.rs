@@ -28,12 +28,10 @@ pub struct FrameReader<R> {
     io: R,
     codec: FrameCodec,
     buf: BytesMut,
-    /// When the first byte of the frame being read arrived.
+    /// Since when the reader has been waiting for the rest of the frame
+    /// it holds part of: from the read that brought its first byte, or,
+    /// for bytes left over behind a frame, from the first read after it.
     frame_started: Option<Instant>,
-    /// When the last read brought bytes (or reading resumed): bytes left
-    /// over after a frame arrived then, since a read only happens when the
-    /// buffer holds no whole frame.
-    read_at: Instant,
     /// The buffer was given back (or never taken): the next read takes a
     /// small one.
     released: bool,
@@ -63,7 +61,6 @@ impl<R: ReadHalf> FrameReader<R> {
             codec: FrameCodec::new(max_frame_len),
             buf: BytesMut::new(),
             frame_started: None,
-            read_at: Instant::now(),
             released: true,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
         }
@@ -99,6 +96,13 @@ impl<R: ReadHalf> FrameReader<R> {
                 };
                 self.buf.reserve(room);
             }
+            // Bytes left over behind the last frame: waiting for the rest
+            // starts now. (Stamped here rather than when the frame before
+            // was taken: the owner may have paused in between, and that
+            // wait is not the peer's.)
+            if !self.buf.is_empty() && self.frame_started.is_none() {
+                self.frame_started = Some(Instant::now());
+            }
             let read = match self.frame_started {
                 None => self.io.read_buf(&mut self.buf).await?,
                 Some(started) => {
@@ -118,8 +122,7 @@ impl<R: ReadHalf> FrameReader<R> {
             if read == 0 {
                 return self.codec.decode_eof(&mut self.buf);
             }
-            self.read_at = Instant::now();
-            self.frame_started.get_or_insert(self.read_at);
+            self.frame_started.get_or_insert_with(Instant::now);
         }
     }
 }
@@ -129,8 +132,9 @@ impl<R: ReadHalf> FrameReader<R> {
     fn decode_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
         let frame = self.codec.decode(&mut self.buf)?;
         if frame.is_some() {
-            // Bytes left over belong to the next frame, which has begun.
-            self.frame_started = (!self.buf.is_empty()).then_some(self.read_at);
+            // Bytes left over belong to the next frame, which is not
+            // waited for until the next read.
+            self.frame_started = None;
         }
         Ok(frame)
     }
@@ -171,10 +175,8 @@ impl<R: ReadHalf + 'static> FrameRead for FrameReader<R> {
     }
 
     fn resume(&mut self) {
-        // Frames still buffered count from now too, as if read now.
-        self.read_at = Instant::now();
         if self.frame_started.is_some() {
-            self.frame_started = Some(self.read_at);
+            self.frame_started = Some(Instant::now());
         }
     }
 

@@ -297,11 +297,33 @@ impl Header {
 
     /// Appends the 16 header bytes to `out`.
     pub fn encode(&self, out: &mut impl BufMut) {
-        out.put_u32_le(self.len);
-        out.put_u8(self.kind as u8);
-        out.put_u8(0);
-        out.put_u16_le(0);
-        out.put_u64_le(self.id);
+        out.put_slice(&self.to_bytes());
+    }
+
+    /// The 16 header bytes: put together here and appended in one go,
+    /// since each append checks for room on its own.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let [l0, l1, l2, l3] = self.len.to_le_bytes();
+        let [i0, i1, i2, i3, i4, i5, i6, i7] = self.id.to_le_bytes();
+        // Then flags and the reserved u16, zero.
+        [
+            l0,
+            l1,
+            l2,
+            l3,
+            self.kind as u8,
+            0,
+            0,
+            0,
+            i0,
+            i1,
+            i2,
+            i3,
+            i4,
+            i5,
+            i6,
+            i7,
+        ]
     }
 }
 
@@ -424,6 +446,7 @@ mod tests {
         header.encode(&mut out);
         let bytes: [u8; HEADER_LEN] = out.try_into().unwrap();
         assert_eq!(Header::parse(&bytes, 100).unwrap(), header);
+        assert_eq!(bytes, header_bytes(7, Kind::Response as u8, 0, 0, 42));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! new call, lets the accepted ones finish and be answered, and closes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -64,13 +65,13 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     // A client that stops reading fails the writer (at its write timeout):
     // the connection ends then too, rather than run calls whose answers
     // can never leave.
-    let stuck = CancellationToken::new();
+    let stuck = Stuck::default();
     let writer = AbortOnDropHandle::new(tokio::spawn({
         let stuck = stuck.clone();
         async move {
             let written = writing.await;
             if written.is_err() {
-                stuck.cancel();
+                stuck.set();
             }
             written
         }
@@ -118,8 +119,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// at shutdown, timers and finished calls again.
 const MAX_BURST: usize = 64;
 
-/// How many buffered frames a burst takes between looks at shutdown, the
-/// grace period and the writer.
+/// How many buffered frames a burst takes between looks at shutdown and
+/// the grace period.
 const SIGNALS_EVERY: usize = 8;
 
 /// A server connection's state, shared by the loop and the frame handlers.
@@ -131,8 +132,27 @@ pub(super) struct Connection {
     pub(super) client_max_frame_len: usize,
     /// The protocol version the client speaks (1: no metadata).
     pub(super) version: u16,
-    /// Cancelled when the writer fails: nothing more can reach the client.
-    stuck: CancellationToken,
+    /// Set when the writer fails: nothing more can reach the client.
+    stuck: Stuck,
+}
+
+/// That the writer failed: read per frame (an atomic), waited for by the
+/// loop (the token, whose every look takes a lock).
+#[derive(Debug, Clone, Default)]
+struct Stuck {
+    failed: Arc<AtomicBool>,
+    token: CancellationToken,
+}
+
+impl Stuck {
+    fn set(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    fn is_set(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
 }
 
 /// Where the connection is in its life.
@@ -169,7 +189,8 @@ impl Connection {
         let shutdown = self.state.shutdown.clone();
         let interrupt = self.state.interrupt.clone();
         let permits = self.calls.permits().clone();
-        let stuck = self.stuck.clone();
+        let stuck = self.stuck.token.clone();
+        let mut was_reading = true;
         loop {
             // Completed calls are tidied away here, not by waking this task
             // for each one: a wake-up per call is latency the client would
@@ -186,7 +207,13 @@ impl Connection {
             let reading = match phase {
                 Phase::Open => true,
                 Phase::Draining { reading } => reading,
-            };
+            } && !self.calls.queue_full();
+            // The reader stood still (the queue was full): a frame it had
+            // begun is not late for that wait, which was ours.
+            if reading && !was_reading {
+                reader.resume();
+            }
+            was_reading = reading;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled(), if open => {
@@ -209,13 +236,7 @@ impl Connection {
                 () = self.calls.reported(!open) => {}
                 permit = permits.acquire(), if self.calls.has_queue() => {
                     if let Ok(permit) = permit {
-                        let was_full = self.calls.queue_full();
                         self.calls.launch_next(permit);
-                        // The reader stood still while the queue was full:
-                        // a frame it had begun is not late for that.
-                        if was_full {
-                            reader.resume();
-                        }
                     }
                 }
                 () = &mut timer => {
@@ -242,7 +263,7 @@ impl Connection {
                 // and the reader goes on: the cancels, credit and items that
                 // running calls need are never stuck behind a request. With
                 // the queue full it stops reading, and TCP pushes back.
-                frame = reader.read_frame(), if reading && !self.calls.queue_full() => match frame {
+                frame = reader.read_frame(), if reading => match frame {
                     Ok(Some(frame)) => {
                         last_frame = Instant::now();
                         // The calls this frame and those buffered behind it
@@ -302,7 +323,7 @@ impl Connection {
         received: Instant,
     ) -> Result<(), Error> {
         for taken in 0..MAX_BURST {
-            if self.calls.queue_full() {
+            if self.calls.queue_full() || self.stuck.is_set() {
                 break;
             }
             // What the loop's select would see first still comes first,
@@ -311,7 +332,7 @@ impl Connection {
             if taken % SIGNALS_EVERY == 0 {
                 let interrupted = draining && self.state.interrupt.is_cancelled();
                 let stopping = self.state.shutdown.is_cancelled() && !draining;
-                if self.stuck.is_cancelled() || stopping || interrupted {
+                if stopping || interrupted {
                     break;
                 }
             }

@@ -73,10 +73,18 @@ struct Queue {
     order: VecDeque<usize>,
     places: Vec<Place>,
     unused: Vec<usize>,
+    /// Places in `order` whose waiter left: when they are more than
+    /// [`COMPACT_AFTER`] and half of `order`, they are taken out, so a
+    /// waiter that stays at the front while others come and go cannot
+    /// make the queue grow without bound.
+    left: usize,
     /// No later than the earliest deadline of a waiter (earlier is
     /// harmless: [`CallPermits::expire`] looks, and finds none due).
     earliest: Option<Instant>,
 }
+
+/// Left places tolerated in the queue before it is compacted.
+const COMPACT_AFTER: usize = 32;
 
 /// One waiter's place.
 #[derive(Debug)]
@@ -153,6 +161,45 @@ impl Queue {
         self.unused.push(key);
     }
 
+    /// A place whose waiter left, popped from `order`.
+    fn reclaim(&mut self, key: usize) {
+        self.left = self.left.saturating_sub(1);
+        self.reuse(key);
+    }
+
+    /// The waiter at `key` leaves while waiting. The last to arrive (a
+    /// connection's own loop, most often) is taken out at once; any other
+    /// is marked, and taken out when it comes up or when the marked ones
+    /// are too many (finding it now would mean a walk through the queue).
+    fn leave(&mut self, key: usize) {
+        if self.order.back() == Some(&key) {
+            self.order.pop_back();
+            self.reuse(key);
+            return;
+        }
+        if let Some(place) = self.places.get_mut(key) {
+            place.turn = Turn::Left;
+            place.waker = None;
+        }
+        self.left += 1;
+        if self.left > COMPACT_AFTER && self.left > self.order.len() / 2 {
+            let Queue {
+                order,
+                places,
+                unused,
+                ..
+            } = self;
+            order.retain(|&key| {
+                let left = places.get(key).is_none_or(|place| place.turn == Turn::Left);
+                if left {
+                    unused.push(key);
+                }
+                !left
+            });
+            self.left = 0;
+        }
+    }
+
     fn turn(&self, key: usize) -> Turn {
         self.places.get(key).map_or(Turn::Closed, |place| place.turn)
     }
@@ -215,7 +262,7 @@ impl Pool {
         while let Some(&key) = queue.order.front() {
             if queue.turn(key) == Turn::Left {
                 queue.order.pop_front();
-                queue.reuse(key);
+                queue.reclaim(key);
                 continue;
             }
             if !self.take_free() {
@@ -241,7 +288,7 @@ impl Pool {
                 .get(key)
                 .map_or((Turn::Left, None), |place| (place.turn, place.deadline));
             match (turn, deadline) {
-                (Turn::Left, _) => queue.reuse(key),
+                (Turn::Left, _) => queue.reclaim(key),
                 (_, Some(deadline)) if deadline <= now => {
                     expired += 1;
                     woken.add(queue.settle(key, Turn::Expired));
@@ -267,7 +314,7 @@ impl Pool {
         let mut woken = Woken::default();
         while let Some(key) = queue.order.pop_front() {
             match queue.turn(key) {
-                Turn::Left => queue.reuse(key),
+                Turn::Left => queue.reclaim(key),
                 _ => woken.add(queue.settle(key, Turn::Closed)),
             }
         }
@@ -475,13 +522,8 @@ impl Drop for Acquire {
         let mut queue = pool.lock();
         let mut woken = Woken::default();
         match queue.turn(key) {
-            // Its place stays in the queue until it comes up (finding it
-            // now would mean a walk through the queue).
             Turn::Waiting => {
-                if let Some(place) = queue.places.get_mut(key) {
-                    place.turn = Turn::Left;
-                    place.waker = None;
-                }
+                queue.leave(key);
                 pool.queued.fetch_sub(1, Ordering::SeqCst);
             }
             // Handed a permit it never took: the next waiter gets it.
@@ -614,6 +656,39 @@ mod tests {
         assert!(queue.places.len() <= 2, "{} places", queue.places.len());
         drop(queue);
         drop(permit);
+    }
+
+    #[tokio::test]
+    async fn waiters_coming_and_going_behind_one_that_stays_do_not_grow_the_queue() {
+        let permits = CallPermits::new(1);
+        let _held = permits.try_acquire().unwrap();
+        let mut front = Box::pin(permits.acquire());
+        assert!((&mut front).now_or_never().is_none());
+        for _ in 0..1_000 {
+            let batch: Vec<_> = (0..10)
+                .map(|_| {
+                    let mut waiting = Box::pin(permits.acquire());
+                    assert!((&mut waiting).now_or_never().is_none());
+                    waiting
+                })
+                .collect();
+            // They leave first come first: all but the last leave from
+            // the middle of the queue.
+            drop(batch);
+        }
+        let queue = permits.pool.lock();
+        assert!(
+            queue.order.len() <= 2 * COMPACT_AFTER + 24,
+            "{} in the queue",
+            queue.order.len()
+        );
+        assert!(
+            queue.places.len() <= 2 * COMPACT_AFTER + 24,
+            "{} places",
+            queue.places.len()
+        );
+        drop(queue);
+        assert_eq!(permits.pool.queued.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -103,10 +103,13 @@ impl<R: ReadHalf> FrameReader<R> {
             if !self.buf.is_empty() && self.frame_started.is_none() {
                 self.frame_started = Some(Instant::now());
             }
-            let read = match self.frame_started {
+            // A timeout too long to add to an instant is none at all.
+            let deadline = self
+                .frame_started
+                .and_then(|started| started.checked_add(self.frame_timeout));
+            let read = match deadline {
                 None => self.io.read_buf(&mut self.buf).await?,
-                Some(started) => {
-                    let deadline = started + self.frame_timeout;
+                Some(deadline) => {
                     match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await {
                         Ok(read) => read?,
                         Err(_) => {
@@ -301,6 +304,25 @@ mod tests {
             largest > READ_SMALL,
             "the reader never read more than {largest} bytes at once"
         );
+    }
+
+    #[tokio::test]
+    async fn an_endless_frame_timeout_waits_for_the_rest_instead_of_overflowing() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(ours, 1024).with_frame_timeout(Duration::MAX);
+        let mut wire = BytesMut::new();
+        Frame::new(Kind::Cancel, 4, Bytes::new())
+            .unwrap()
+            .into_parts()
+            .0
+            .encode(&mut wire);
+        peer.write_all(&wire[..5]).await.unwrap();
+        let rest = async {
+            tokio::task::yield_now().await;
+            peer.write_all(&wire[5..]).await.unwrap();
+        };
+        let (read, ()) = tokio::join!(reader.next_frame(), rest);
+        assert_eq!(read.unwrap().map(|f| f.header().id()), Some(4));
     }
 
     #[tokio::test(start_paused = true)]

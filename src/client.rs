@@ -138,7 +138,7 @@ impl ClientBuilder {
     }
 
     /// How long one frame from the server may take to arrive once its first
-    /// byte has. Default 30 s.
+    /// byte has. Default 30 s; `Duration::MAX` means none.
     pub fn frame_timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.frame_timeout = timeout;
         self

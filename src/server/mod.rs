@@ -269,7 +269,8 @@ impl Server {
     }
 
     /// How long one frame may take to arrive once its first byte has.
-    /// Default 30 s: enough for a 16 MiB frame at 1 MB/s.
+    /// Default 30 s: enough for a 16 MiB frame at 1 MB/s. `Duration::MAX`
+    /// means none.
     pub fn frame_timeout(mut self, timeout: Duration) -> Server {
         self.limits.frame_timeout = timeout;
         self

@@ -253,3 +253,53 @@ async fn connecting_to_something_that_is_not_an_rpc_server_is_refused_clearly() 
     );
     assert!(err.to_string().contains("not speaking the rpc protocol"), "{err}");
 }
+
+/// A server that says hello, then never reads again: what the client
+/// writes to it piles up in the socket until the socket is full.
+async fn deaf_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket.write_all(common::raw::SERVER_PREFACE_V3).await.unwrap();
+            let mut theirs = [0u8; 16];
+            socket.read_exact(&mut theirs).await.unwrap();
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_calls_cannot_pile_requests_up_behind_a_server_that_stopped_reading() {
+    const CALLS: usize = 40;
+    const BLOB: usize = 4 << 20;
+    let addr = deaf_server().await;
+    let inner = rpc::ClientBuilder::new()
+        .max_in_flight(2)
+        .connect(addr)
+        .await
+        .unwrap();
+    let client = ShapesClient::from_client(inner.clone());
+    let blob = vec![7u8; BLOB];
+    for _ in 0..CALLS {
+        let err = client
+            .with_timeout(Duration::from_millis(50))
+            .reverse(blob.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, rpc::Error::DeadlineExceeded { .. }), "{err:?}");
+    }
+    // A call's place is free only once its request has been written, so
+    // once the socket is full the calls given up on keep theirs, and the
+    // calls after them never get one, nor queue a request.
+    let stats = &inner.endpoints()[0];
+    assert_eq!(stats.in_flight, 2, "{stats:?}");
+    assert!(
+        (stats.calls as usize) < CALLS / 2,
+        "{} of {CALLS} requests were queued for a server that reads nothing",
+        stats.calls
+    );
+}

@@ -5,9 +5,8 @@
 //! last frame is written (a client that stops reading holds its calls'
 //! permits, so it cannot make the server queue more); a client call until
 //! its answer comes *and* its request has left (abandoned calls cannot pile
-//! requests up behind a stalled socket): the request carries the permit,
-//! and once it is written the call's waiter keeps it. The writer reads how
-//! many permits are held to tell whether more frames are on their way.
+//! requests up behind a stalled socket). The writer reads how many permits
+//! are held to tell whether more frames are on their way.
 
 use std::collections::VecDeque;
 use std::future::Future;

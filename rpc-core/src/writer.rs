@@ -39,6 +39,7 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub(crate) struct Outgoing<P> {
     pub(crate) frame: Frame,
+    #[expect(dead_code, reason = "held only to be dropped once the frame is written")]
     pub(crate) permit: Option<P>,
 }
 
@@ -56,9 +57,7 @@ impl<P> From<Frame> for Outgoing<P> {
 /// frames, with one call it is one write per frame and no added latency.
 /// `permits` are the connection's: more of them held than frames in hand
 /// means other calls are under way. `idle` runs whenever everything queued
-/// has been written and the writer is about to wait; `written` gets each
-/// batch once it is written, to take permits that should outlive the write
-/// (the rest are freed with the batch).
+/// has been written and the writer is about to wait.
 pub(crate) async fn run<W, P>(
     mut writer: W,
     mut outbox: mpsc::UnboundedReceiver<Outgoing<P>>,
@@ -66,7 +65,6 @@ pub(crate) async fn run<W, P>(
     stop: CancellationToken,
     write_timeout: Duration,
     idle: impl Fn() + Send,
-    mut written: impl FnMut(&mut [Outgoing<P>]) + Send,
 ) -> Result<(), Error>
 where
     W: FrameWrite,
@@ -128,9 +126,7 @@ where
                 )));
             }
         }
-        // Written: the permits the frames held are free now, but for those
-        // `written` keeps.
-        written(&mut batch);
+        // Written: the permits the frames held are free now.
         batch.clear();
     }
     writer.shutdown().await

@@ -15,11 +15,9 @@ use crate::permit::{CallPermit, CallPermits};
 use crate::streaming::{MAX_STREAM_CREDIT, STREAM_WINDOW, SendCredit};
 use crate::writer::Outgoing;
 
-/// Where a client connection's frames go: its writer task. A request
-/// carries its call's permit; once it is written, the permit goes to the
-/// call's waiter ([`CallTable::hold_permits`]), so a call holds its place
-/// until its request has left *and* its answer has come.
-pub(super) type Outbox = mpsc::UnboundedSender<Outgoing<CallPermit>>;
+/// Where a client connection's frames go: its writer task. A request holds
+/// its call's permit, shared with the call, until it is written.
+pub(super) type Outbox = mpsc::UnboundedSender<Outgoing<Arc<CallPermit>>>;
 
 /// What a call's wait ends with.
 #[derive(Debug)]
@@ -73,45 +71,16 @@ pub(super) enum Waiter {
     Unary {
         reply: oneshot::Sender<Reply>,
         deadline: Instant,
-        /// The call's permit, once its request is written.
-        permit: Option<CallPermit>,
     },
     /// A streaming call: events in order, and the credit of the stream the
     /// client sends, if it sends one.
     Stream {
         events: mpsc::Sender<Event>,
         credit: Option<Arc<SendCredit>>,
-        /// The call's permit, once its request is written.
-        permit: Option<CallPermit>,
     },
 }
 
 impl Waiter {
-    /// A one-answer call's waiter.
-    pub(super) fn unary(reply: oneshot::Sender<Reply>, deadline: Instant) -> Waiter {
-        Waiter::Unary {
-            reply,
-            deadline,
-            permit: None,
-        }
-    }
-
-    /// A streaming call's waiter.
-    pub(super) fn stream(events: mpsc::Sender<Event>, credit: Option<Arc<SendCredit>>) -> Waiter {
-        Waiter::Stream {
-            events,
-            credit,
-            permit: None,
-        }
-    }
-
-    /// Keeps the call's permit until the call is over (the waiter goes).
-    fn hold(&mut self, held: CallPermit) {
-        match self {
-            Waiter::Unary { permit, .. } | Waiter::Stream { permit, .. } => *permit = Some(held),
-        }
-    }
-
     /// The deadline the connection's sweep enforces; streaming calls keep
     /// their own.
     fn deadline(&self) -> Option<Instant> {
@@ -126,7 +95,7 @@ impl Waiter {
             Waiter::Unary { reply, .. } => {
                 let _ = reply.send(Reply::Lost(err));
             }
-            Waiter::Stream { events, credit, .. } => {
+            Waiter::Stream { events, credit } => {
                 let _ = events.try_send(Event::Lost(err));
                 if let Some(credit) = credit {
                     credit.close();
@@ -140,7 +109,7 @@ impl Waiter {
             Waiter::Unary { reply, .. } => {
                 let _ = reply.send(Reply::NotRun);
             }
-            Waiter::Stream { events, credit, .. } => {
+            Waiter::Stream { events, credit } => {
                 let _ = events.try_send(Event::NotRun);
                 if let Some(credit) = credit {
                     credit.close();
@@ -227,7 +196,7 @@ impl CallTable {
         &self,
         outbox: &Outbox,
         payload: Bytes,
-        permit: CallPermit,
+        permit: &Arc<CallPermit>,
         waiter: Waiter,
     ) -> Result<Result<u64, Reply>, Error> {
         let mut inner = self.lock();
@@ -241,7 +210,7 @@ impl CallTable {
         let frame = Frame::new(Kind::Request, id, payload)?;
         let out = Outgoing {
             frame,
-            permit: Some(permit),
+            permit: Some(Arc::clone(permit)),
         };
         if outbox.send(out).is_err() {
             return Ok(Err(Reply::Unsent(inner.unusable_error())));
@@ -257,23 +226,6 @@ impl CallTable {
         Ok(Ok(id))
     }
 
-    /// Gives the permits of requests just written to their calls' waiters,
-    /// which keep them until the call is over; the permit of a call over
-    /// already (answered, given up) is freed, its request having left.
-    pub(super) fn hold_permits(&self, written: &mut [Outgoing<CallPermit>]) {
-        if written.iter().all(|out| out.permit.is_none()) {
-            return;
-        }
-        let mut inner = self.lock();
-        for out in written {
-            if let Some(permit) = out.permit.take() {
-                if let Some(waiter) = inner.waiting.get_mut(&out.frame.header().id()) {
-                    waiter.hold(permit);
-                }
-            }
-        }
-    }
-
     /// Hands the server's final answer to the call's waiter.
     pub(super) fn complete(&self, id: u64, answer: Result<Bytes, WireError>) {
         let waiter = self.lock().waiting.remove(&id);
@@ -281,7 +233,7 @@ impl CallTable {
             Some(Waiter::Unary { reply, .. }) => {
                 let _ = reply.send(answer.into());
             }
-            Some(Waiter::Stream { events, credit, .. }) => {
+            Some(Waiter::Stream { events, credit }) => {
                 let event = match answer {
                     Ok(payload) => Event::Response(payload),
                     Err(err) => Event::Failed(err),
@@ -308,7 +260,7 @@ impl CallTable {
                 Ok(())
             };
         };
-        let Waiter::Stream { events, credit, .. } = waiter else {
+        let Waiter::Stream { events, credit } = waiter else {
             // A server whose method streams where ours does not (a version
             // mismatch): that call fails, the connection goes on.
             if let Some(Waiter::Unary { reply, .. }) = inner.waiting.remove(&id) {
@@ -366,7 +318,7 @@ impl CallTable {
 
     /// Fails every call whose deadline is `now` or earlier, and tells the
     /// server to stop them; re-arms the sweep for the calls left.
-    fn expire(&self, now: Instant, outbox: &mpsc::WeakUnboundedSender<Outgoing<CallPermit>>) {
+    fn expire(&self, now: Instant, outbox: &mpsc::WeakUnboundedSender<Outgoing<Arc<CallPermit>>>) {
         let (expired, live) = {
             let mut inner = self.lock();
             let due: Vec<u64> = inner
@@ -438,7 +390,7 @@ impl CallTable {
 pub(super) async fn sweep_deadlines(
     calls: Arc<CallTable>,
     permits: CallPermits,
-    outbox: mpsc::WeakUnboundedSender<Outgoing<CallPermit>>,
+    outbox: mpsc::WeakUnboundedSender<Outgoing<Arc<CallPermit>>>,
 ) {
     loop {
         // A call that arms an earlier deadline after the reads below

@@ -84,7 +84,6 @@ impl Connection {
             outbox.downgrade(),
         ));
         let writer_calls = Arc::clone(&calls);
-        let holding = Arc::clone(&calls);
         let writing = writer::run(
             conn.writer,
             queued,
@@ -92,7 +91,6 @@ impl Connection {
             stop,
             DEFAULT_WRITE_TIMEOUT,
             || {},
-            move |written| holding.hold_permits(written),
         );
         let writer = tokio::spawn(async move {
             if let Err(err) = writing.await {
@@ -126,24 +124,31 @@ impl Connection {
     }
 
     /// Waits for a permit for one more call in flight on this connection.
-    pub(crate) async fn permit(&self) -> Result<CallPermit, Error> {
-        self.permits.acquire().await.map_err(|_| self.unusable_error())
+    pub(crate) async fn permit(&self) -> Result<Arc<CallPermit>, Error> {
+        self.permits
+            .acquire()
+            .await
+            .map(Arc::new)
+            .map_err(|_| self.unusable_error())
     }
 
     /// Waits for a permit until `deadline` (under the connection's deadline
     /// sweep, with no timer of its own): `Ok(Err(_))` if the connection
     /// closes first, `Err(Expired)` if the deadline passes first.
-    pub(crate) async fn permit_until(&self, deadline: Instant) -> Result<Result<CallPermit, Error>, Expired> {
+    pub(crate) async fn permit_until(
+        &self,
+        deadline: Instant,
+    ) -> Result<Result<Arc<CallPermit>, Error>, Expired> {
         match self.permits.acquire_until(deadline).await {
-            Ok(permit) => Ok(Ok(permit)),
+            Ok(permit) => Ok(Ok(Arc::new(permit))),
             Err(NoPermit::Closed) => Ok(Err(self.unusable_error())),
             Err(NoPermit::Expired) => Err(Expired),
         }
     }
 
     /// A permit, if one is free now.
-    pub(crate) fn try_permit(&self) -> Option<CallPermit> {
-        self.permits.try_acquire()
+    pub(crate) fn try_permit(&self) -> Option<Arc<CallPermit>> {
+        self.permits.try_acquire().map(Arc::new)
     }
 
     /// Calls sent on this connection, in all.
@@ -191,8 +196,7 @@ impl Connection {
     }
 
     /// Sends one call and waits for its answer, until `deadline` at the
-    /// latest. `permit` is the call's permit: it goes with the request, and
-    /// from the writer to the call's waiter.
+    /// latest. `permit` is the call's permit; the queued request shares it.
     ///
     /// If this future is dropped before the answer arrives (a `select!`, a
     /// dropped caller), the server is told to stop the call, as it is when
@@ -201,11 +205,11 @@ impl Connection {
         &self,
         request: Request,
         deadline: Instant,
-        permit: CallPermit,
+        permit: &Arc<CallPermit>,
     ) -> Result<Reply, Error> {
         self.check_request_len(request.method, request.payload.len())?;
         let (tx, answer) = oneshot::channel();
-        let waiter = Waiter::unary(tx, deadline);
+        let waiter = Waiter::Unary { reply: tx, deadline };
         let id = match self.calls.send(&self.outbox, request.payload, permit, waiter)? {
             Ok(id) => id,
             Err(refused) => return Ok(refused),

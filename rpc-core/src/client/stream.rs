@@ -39,7 +39,7 @@ impl Connection {
         args: &[u8],
         metadata: Option<&Metadata>,
         budget: Duration,
-        permit: CallPermit,
+        permit: Arc<CallPermit>,
         input: Option<ItemStream>,
     ) -> Result<Result<StreamCall, Reply>, Error> {
         let mut payload = BytesMut::with_capacity(64 + args.len());
@@ -57,8 +57,11 @@ impl Connection {
         // Room for a full window of items and the event that ends the call.
         let (events, received) = mpsc::channel(STREAM_WINDOW as usize + 2);
         let credit = input.as_ref().map(|_| SendCredit::new());
-        let waiter = Waiter::stream(events, credit.clone());
-        let id = match self.calls.send(&self.outbox, payload.freeze(), permit, waiter)? {
+        let waiter = Waiter::Stream {
+            events,
+            credit: credit.clone(),
+        };
+        let id = match self.calls.send(&self.outbox, payload.freeze(), &permit, waiter)? {
             Ok(id) => id,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -76,6 +79,7 @@ impl Connection {
             pump,
             window: RecvWindow::default(),
             finished: false,
+            _permit: permit,
         }))
     }
 }
@@ -145,6 +149,7 @@ pub(crate) struct StreamCall {
     window: RecvWindow,
     /// Set once the call has ended, so dropping it sends no cancel.
     finished: bool,
+    _permit: Arc<CallPermit>,
 }
 
 impl std::fmt::Debug for StreamCall {

@@ -34,8 +34,9 @@ const RELEASE_AFTER: Duration = Duration::from_millis(100);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A frame on its way out, with the permit (`P`) it keeps held until it is
-/// written: a server call's [`CallPermit`](crate::permit::CallPermit), a
-/// client call's shared one.
+/// written: a server call's [`CallPermit`](crate::permit::CallPermit). (A
+/// client's frames carry none: its calls keep their permits, and learn
+/// what was written from the `written` hook of [`run`].)
 #[derive(Debug)]
 pub(crate) struct Outgoing<P> {
     pub(crate) frame: Frame,
@@ -57,7 +58,8 @@ impl<P> From<Frame> for Outgoing<P> {
 /// frames, with one call it is one write per frame and no added latency.
 /// `permits` are the connection's: more of them held than frames in hand
 /// means other calls are under way. `idle` runs whenever everything queued
-/// has been written and the writer is about to wait.
+/// has been written and the writer is about to wait; `written` gets each
+/// batch once it is written.
 pub(crate) async fn run<W, P>(
     mut writer: W,
     mut outbox: mpsc::UnboundedReceiver<Outgoing<P>>,
@@ -65,6 +67,7 @@ pub(crate) async fn run<W, P>(
     stop: CancellationToken,
     write_timeout: Duration,
     idle: impl Fn() + Send,
+    written: impl Fn(&[Outgoing<P>]) + Send,
 ) -> Result<(), Error>
 where
     W: FrameWrite,
@@ -127,6 +130,7 @@ where
             }
         }
         // Written: the permits the frames held are free now.
+        written(&batch);
         batch.clear();
     }
     writer.shutdown().await

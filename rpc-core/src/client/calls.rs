@@ -1,7 +1,8 @@
 //! [`CallTable`]: a client connection's calls waiting for their answers,
 //! and the one deadline sweep that gives up on them on time.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -15,9 +16,10 @@ use crate::permit::{CallPermit, CallPermits};
 use crate::streaming::{MAX_STREAM_CREDIT, STREAM_WINDOW, SendCredit};
 use crate::writer::Outgoing;
 
-/// Where a client connection's frames go: its writer task. A request holds
-/// its call's permit, shared with the call, until it is written.
-pub(super) type Outbox = mpsc::UnboundedSender<Outgoing<Arc<CallPermit>>>;
+/// Where a client connection's frames go: its writer task. Frames carry no
+/// permit: a call keeps its own, and frees it once its request has been
+/// written ([`CallTable::written`]) and the call is over.
+pub(super) type Outbox = mpsc::UnboundedSender<Outgoing<Infallible>>;
 
 /// What a call's wait ends with.
 #[derive(Debug)]
@@ -129,6 +131,13 @@ pub(super) struct CallTable {
     /// Cleared, under the lock, when the connection closes or the server
     /// says goodbye: what every call asks first, answered without the lock.
     usable: AtomicBool,
+    /// The id of the last request the writer has written (requests leave
+    /// in id order): a call over before its request left keeps its permit,
+    /// parked, until this passes its id.
+    written: AtomicU64,
+    /// Whether permits are parked: the writer takes the lock after a batch
+    /// only if so.
+    has_parked: AtomicBool,
 }
 
 impl Default for CallTable {
@@ -137,6 +146,8 @@ impl Default for CallTable {
             inner: Mutex::default(),
             rearm: Notify::new(),
             usable: AtomicBool::new(true),
+            written: AtomicU64::new(0),
+            has_parked: AtomicBool::new(false),
         }
     }
 }
@@ -154,6 +165,9 @@ pub(super) struct Inner {
     /// When the deadline sweep next runs: no later than the earliest
     /// deadline of a waiting call (earlier is harmless; it runs again).
     armed: Option<Instant>,
+    /// Permits of calls that ended before their requests were written, by
+    /// request id.
+    parked: Vec<(u64, CallPermit)>,
 }
 
 impl Inner {
@@ -181,6 +195,58 @@ impl CallTable {
         self.usable.load(Ordering::Acquire)
     }
 
+    /// The writer has written every request up to `id`: parked permits of
+    /// those are free.
+    pub(super) fn written(&self, id: u64) {
+        self.written.fetch_max(id, Ordering::SeqCst);
+        if self.has_parked.load(Ordering::SeqCst) {
+            let freed = self.unpark();
+            drop(freed);
+        }
+    }
+
+    /// Frees the permit of call `id`, over now (answered, given up,
+    /// refused): at once if its request has left, or once it has, so that
+    /// calls given up on cannot pile requests up behind a stalled socket.
+    /// (A call the server answered has had its request written; it need
+    /// not ask.)
+    pub(super) fn release(&self, id: u64, permit: CallPermit) {
+        if self.written.load(Ordering::SeqCst) >= id {
+            return;
+        }
+        {
+            let mut inner = self.lock();
+            // A closed connection writes nothing more: nothing can pile up.
+            if inner.closed.is_some() {
+                drop(inner);
+                drop(permit);
+                return;
+            }
+            inner.parked.push((id, permit));
+        }
+        self.has_parked.store(true, Ordering::SeqCst);
+        // The writer may have passed `id` since the look above, and looked
+        // for parked permits before this one was there: one of the two
+        // looks sees the other (SeqCst on both sides).
+        let freed = self.unpark();
+        drop(freed);
+    }
+
+    /// Takes out the parked permits whose requests have been written; the
+    /// caller drops them after the lock.
+    fn unpark(&self) -> Vec<CallPermit> {
+        let mut inner = self.lock();
+        let written = self.written.load(Ordering::SeqCst);
+        let (waiting, freed): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.parked)
+            .into_iter()
+            .partition(|(id, _)| *id > written);
+        inner.parked = waiting;
+        if inner.parked.is_empty() {
+            self.has_parked.store(false, Ordering::SeqCst);
+        }
+        freed.into_iter().map(|(_, permit)| permit).collect()
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every update under this lock is a single map or field operation, so
         // a panic elsewhere cannot leave it half-done: poisoning is ignored.
@@ -196,7 +262,6 @@ impl CallTable {
         &self,
         outbox: &Outbox,
         payload: Bytes,
-        permit: &Arc<CallPermit>,
         waiter: Waiter,
     ) -> Result<Result<u64, Reply>, Error> {
         let mut inner = self.lock();
@@ -208,10 +273,7 @@ impl CallTable {
         }
         let id = inner.last_id + 1;
         let frame = Frame::new(Kind::Request, id, payload)?;
-        let out = Outgoing {
-            frame,
-            permit: Some(Arc::clone(permit)),
-        };
+        let out = Outgoing::from(frame);
         if outbox.send(out).is_err() {
             return Ok(Err(Reply::Unsent(inner.unusable_error())));
         }
@@ -318,7 +380,7 @@ impl CallTable {
 
     /// Fails every call whose deadline is `now` or earlier, and tells the
     /// server to stop them; re-arms the sweep for the calls left.
-    fn expire(&self, now: Instant, outbox: &mpsc::WeakUnboundedSender<Outgoing<Arc<CallPermit>>>) {
+    fn expire(&self, now: Instant, outbox: &mpsc::WeakUnboundedSender<Outgoing<Infallible>>) {
         let (expired, live) = {
             let mut inner = self.lock();
             let due: Vec<u64> = inner
@@ -367,14 +429,19 @@ impl CallTable {
     }
 
     pub(super) fn close(&self, err: Error) {
-        let waiting = {
+        let (waiting, parked) = {
             let mut inner = self.lock();
             if inner.closed.is_none() {
                 inner.closed = Some(err.clone());
             }
             self.usable.store(false, Ordering::Release);
-            std::mem::take(&mut inner.waiting)
+            (
+                std::mem::take(&mut inner.waiting),
+                std::mem::take(&mut inner.parked),
+            )
         };
+        // Nothing more is written: the parked permits are free.
+        drop(parked);
         for (_, waiter) in waiting {
             waiter.lost(err.clone());
         }
@@ -390,7 +457,7 @@ impl CallTable {
 pub(super) async fn sweep_deadlines(
     calls: Arc<CallTable>,
     permits: CallPermits,
-    outbox: mpsc::WeakUnboundedSender<Outgoing<Arc<CallPermit>>>,
+    outbox: mpsc::WeakUnboundedSender<Outgoing<Infallible>>,
 ) {
     loop {
         // A call that arms an earlier deadline after the reads below

@@ -1,6 +1,7 @@
 //! [`Connection`]: one live client connection: its reader, writer and
 //! deadline-sweep tasks, its permits, and the unary round trip.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use crate::metadata::Metadata;
 use crate::permit::{CallPermit, CallPermits, NoPermit};
 use crate::service::RequestMessage;
 use crate::transport::{Established, FrameRead, FrameWrite};
-use crate::writer::{self, DEFAULT_WRITE_TIMEOUT};
+use crate::writer::{self, DEFAULT_WRITE_TIMEOUT, Outgoing};
 
 /// A started connection. Dropping it stops its tasks.
 #[derive(Debug)]
@@ -84,6 +85,7 @@ impl Connection {
             outbox.downgrade(),
         ));
         let writer_calls = Arc::clone(&calls);
+        let written_calls = Arc::clone(&calls);
         let writing = writer::run(
             conn.writer,
             queued,
@@ -91,6 +93,18 @@ impl Connection {
             stop,
             DEFAULT_WRITE_TIMEOUT,
             || {},
+            // Requests leave in id order: the batch's last one is the
+            // highest written.
+            move |batch: &[Outgoing<Infallible>]| {
+                let last = batch
+                    .iter()
+                    .rev()
+                    .map(|out| out.frame.header())
+                    .find(|header| header.kind() == Kind::Request);
+                if let Some(header) = last {
+                    written_calls.written(header.id());
+                }
+            },
         );
         let writer = tokio::spawn(async move {
             if let Err(err) = writing.await {
@@ -124,31 +138,24 @@ impl Connection {
     }
 
     /// Waits for a permit for one more call in flight on this connection.
-    pub(crate) async fn permit(&self) -> Result<Arc<CallPermit>, Error> {
-        self.permits
-            .acquire()
-            .await
-            .map(Arc::new)
-            .map_err(|_| self.unusable_error())
+    pub(crate) async fn permit(&self) -> Result<CallPermit, Error> {
+        self.permits.acquire().await.map_err(|_| self.unusable_error())
     }
 
     /// Waits for a permit until `deadline` (under the connection's deadline
     /// sweep, with no timer of its own): `Ok(Err(_))` if the connection
     /// closes first, `Err(Expired)` if the deadline passes first.
-    pub(crate) async fn permit_until(
-        &self,
-        deadline: Instant,
-    ) -> Result<Result<Arc<CallPermit>, Error>, Expired> {
+    pub(crate) async fn permit_until(&self, deadline: Instant) -> Result<Result<CallPermit, Error>, Expired> {
         match self.permits.acquire_until(deadline).await {
-            Ok(permit) => Ok(Ok(Arc::new(permit))),
+            Ok(permit) => Ok(Ok(permit)),
             Err(NoPermit::Closed) => Ok(Err(self.unusable_error())),
             Err(NoPermit::Expired) => Err(Expired),
         }
     }
 
     /// A permit, if one is free now.
-    pub(crate) fn try_permit(&self) -> Option<Arc<CallPermit>> {
-        self.permits.try_acquire().map(Arc::new)
+    pub(crate) fn try_permit(&self) -> Option<CallPermit> {
+        self.permits.try_acquire()
     }
 
     /// Calls sent on this connection, in all.
@@ -196,7 +203,8 @@ impl Connection {
     }
 
     /// Sends one call and waits for its answer, until `deadline` at the
-    /// latest. `permit` is the call's permit; the queued request shares it.
+    /// latest. `permit` is the call's permit, freed once the call is over
+    /// and its request has left ([`CallTable::release`]).
     ///
     /// If this future is dropped before the answer arrives (a `select!`, a
     /// dropped caller), the server is told to stop the call, as it is when
@@ -205,12 +213,12 @@ impl Connection {
         &self,
         request: Request,
         deadline: Instant,
-        permit: &Arc<CallPermit>,
+        permit: CallPermit,
     ) -> Result<Reply, Error> {
         self.check_request_len(request.method, request.payload.len())?;
         let (tx, answer) = oneshot::channel();
         let waiter = Waiter::Unary { reply: tx, deadline };
-        let id = match self.calls.send(&self.outbox, request.payload, permit, waiter)? {
+        let id = match self.calls.send(&self.outbox, request.payload, waiter)? {
             Ok(id) => id,
             Err(refused) => return Ok(refused),
         };
@@ -218,12 +226,15 @@ impl Connection {
             connection: self,
             id,
             answered: false,
+            permit: Some(permit),
         };
         let reply = answer
             .await
             .unwrap_or_else(|_| Reply::Lost(self.unusable_error()));
         pending.answered = true;
         if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
+            // The server answered: the request has left.
+            drop(pending.permit.take());
             self.mark_served();
         }
         Ok(reply)
@@ -360,12 +371,17 @@ struct PendingCall<'a> {
     connection: &'a Connection,
     id: u64,
     answered: bool,
+    /// The call's permit, until the server answers.
+    permit: Option<CallPermit>,
 }
 
 impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
         if !self.answered && self.connection.calls.forget(self.id) {
             self.connection.cancel(self.id);
+        }
+        if let Some(permit) = self.permit.take() {
+            self.connection.calls.release(self.id, permit);
         }
     }
 }

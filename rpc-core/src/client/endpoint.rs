@@ -237,7 +237,7 @@ impl Endpoint {
 
     /// The current connection and a permit on it, if both are there
     /// without waiting: the common case, which needs no timer.
-    pub(crate) fn ready_now(&self) -> Option<(Arc<Connection>, Arc<CallPermit>)> {
+    pub(crate) fn ready_now(&self) -> Option<(Arc<Connection>, CallPermit)> {
         let connection = Arc::clone(
             self.state()
                 .connection

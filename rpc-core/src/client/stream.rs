@@ -39,7 +39,7 @@ impl Connection {
         args: &[u8],
         metadata: Option<&Metadata>,
         budget: Duration,
-        permit: Arc<CallPermit>,
+        permit: CallPermit,
         input: Option<ItemStream>,
     ) -> Result<Result<StreamCall, Reply>, Error> {
         let mut payload = BytesMut::with_capacity(64 + args.len());
@@ -61,7 +61,7 @@ impl Connection {
             events,
             credit: credit.clone(),
         };
-        let id = match self.calls.send(&self.outbox, payload.freeze(), &permit, waiter)? {
+        let id = match self.calls.send(&self.outbox, payload.freeze(), waiter)? {
             Ok(id) => id,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -79,7 +79,7 @@ impl Connection {
             pump,
             window: RecvWindow::default(),
             finished: false,
-            _permit: permit,
+            permit: Some(permit),
         }))
     }
 }
@@ -149,7 +149,8 @@ pub(crate) struct StreamCall {
     window: RecvWindow,
     /// Set once the call has ended, so dropping it sends no cancel.
     finished: bool,
-    _permit: Arc<CallPermit>,
+    /// Its permit, freed once the call is over and its request has left.
+    permit: Option<CallPermit>,
 }
 
 impl std::fmt::Debug for StreamCall {
@@ -216,6 +217,9 @@ impl Drop for StreamCall {
         self.pump = None;
         if !self.finished && self.connection.calls.forget(self.id) {
             self.connection.cancel(self.id);
+        }
+        if let Some(permit) = self.permit.take() {
+            self.connection.calls.release(self.id, permit);
         }
     }
 }

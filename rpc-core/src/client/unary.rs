@@ -106,7 +106,7 @@ impl Client {
             else {
                 return Err(expired());
             };
-            let reply = connection.round_trip(encoded, deadline.at, &permit).await?;
+            let reply = connection.round_trip(encoded, deadline.at, permit).await?;
             if let (Reply::Response(_) | Reply::Failed(_), Some(sent_at)) = (&reply, sent_at) {
                 endpoint.sample(sent_at);
             }

@@ -61,6 +61,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         CancellationToken::new(),
         state.config.write_timeout,
         reports.tidy(),
+        |_: &[_]| {},
     );
     // A client that stops reading fails the writer (at its write timeout):
     // the connection ends then too, rather than run calls whose answers

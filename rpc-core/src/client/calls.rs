@@ -208,8 +208,6 @@ impl CallTable {
     /// Frees the permit of call `id`, over now (answered, given up,
     /// refused): at once if its request has left, or once it has, so that
     /// calls given up on cannot pile requests up behind a stalled socket.
-    /// (A call the server answered has had its request written; it need
-    /// not ask.)
     pub(super) fn release(&self, id: u64, permit: CallPermit) {
         if self.written.load(Ordering::SeqCst) >= id {
             return;
@@ -237,6 +235,13 @@ impl CallTable {
     fn unpark(&self) -> Vec<CallPermit> {
         let mut inner = self.lock();
         let written = self.written.load(Ordering::SeqCst);
+        // At most a connection's cap of them: a look costs little.
+        if !inner.parked.iter().any(|(id, _)| *id <= written) {
+            if inner.parked.is_empty() {
+                self.has_parked.store(false, Ordering::SeqCst);
+            }
+            return Vec::new();
+        }
         let (waiting, freed): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.parked)
             .into_iter()
             .partition(|(id, _)| *id > written);

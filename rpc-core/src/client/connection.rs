@@ -70,9 +70,10 @@ impl Connection {
             cap => usize::from(cap),
         };
         let permits = CallPermits::new(max_in_flight.min(server_cap));
-        // Unbounded, because what enters it is bounded: each request holds a
-        // permit under the client's in-flight limit until it is written, and
-        // each call adds at most one cancel.
+        // Unbounded, because what enters it is bounded: each request's call
+        // holds a permit under the client's in-flight limit until the
+        // request is written (and the call is over), and each call adds at
+        // most one cancel.
         let (outbox, queued) = mpsc::unbounded_channel();
         let calls = Arc::new(CallTable::default());
         // When the server is gone, stop writing at once and close our side,
@@ -233,8 +234,6 @@ impl Connection {
             .unwrap_or_else(|_| Reply::Lost(self.unusable_error()));
         pending.answered = true;
         if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
-            // The server answered: the request has left.
-            drop(pending.permit.take());
             self.mark_served();
         }
         Ok(reply)
@@ -371,7 +370,9 @@ struct PendingCall<'a> {
     connection: &'a Connection,
     id: u64,
     answered: bool,
-    /// The call's permit, until the server answers.
+    /// The call's permit, freed when the call is over and its request has
+    /// left (even an answer does not prove that: a hostile server can
+    /// answer a request it guessed the id of).
     permit: Option<CallPermit>,
 }
 

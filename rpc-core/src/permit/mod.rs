@@ -13,11 +13,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
+
+mod gauge;
+mod queue;
+
+pub(crate) use gauge::Gauge;
+use queue::{Queue, Turn, Woken};
 
 /// The permits of one connection.
 ///
@@ -62,154 +68,6 @@ struct Pool {
     /// Told when a waiter's deadline comes before every other's: whoever
     /// enforces them ([`CallPermits::expire`]) should look again.
     rearm: Notify,
-}
-
-/// The waiters, first come first served. Each has a place in `places`,
-/// reused once its waiter is done with it: waiting allocates nothing.
-#[derive(Debug, Default)]
-struct Queue {
-    /// Places in order of arrival: waiting ones, and ones whose waiter
-    /// left, taken out when they come up.
-    order: VecDeque<usize>,
-    places: Vec<Place>,
-    unused: Vec<usize>,
-    /// Places in `order` whose waiter left: when they are more than
-    /// [`COMPACT_AFTER`] and half of `order`, they are taken out, so a
-    /// waiter that stays at the front while others come and go cannot
-    /// make the queue grow without bound.
-    left: usize,
-    /// No later than the earliest deadline of a waiter (earlier is
-    /// harmless: [`CallPermits::expire`] looks, and finds none due).
-    earliest: Option<Instant>,
-}
-
-/// Left places tolerated in the queue before it is compacted.
-const COMPACT_AFTER: usize = 32;
-
-/// One waiter's place.
-#[derive(Debug)]
-struct Place {
-    turn: Turn,
-    waker: Option<Waker>,
-    deadline: Option<Instant>,
-}
-
-/// Where a waiter stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Turn {
-    Waiting,
-    /// Handed a permit, which it has yet to take.
-    Granted,
-    Closed,
-    /// Its deadline passed.
-    Expired,
-    /// It left while waiting; its place is still in `order`.
-    Left,
-}
-
-/// Waiters to wake once the lock is released (waking under it would
-/// hold every other waiter up, and a waker that came back to the pool
-/// would deadlock). Mostly one, kept apart so that waking it allocates
-/// nothing.
-#[derive(Default)]
-struct Woken {
-    first: Option<Waker>,
-    rest: Vec<Waker>,
-}
-
-impl Woken {
-    fn add(&mut self, waker: Option<Waker>) {
-        match self.first {
-            None => self.first = waker,
-            Some(_) => self.rest.extend(waker),
-        }
-    }
-
-    fn wake(self) {
-        for waker in self.first.into_iter().chain(self.rest) {
-            waker.wake();
-        }
-    }
-}
-
-impl Queue {
-    /// Queues a waiter woken through `waker`; its place's key.
-    fn enter(&mut self, waker: &Waker, deadline: Option<Instant>) -> usize {
-        let place = Place {
-            turn: Turn::Waiting,
-            waker: Some(waker.clone()),
-            deadline,
-        };
-        let key = match self.unused.pop() {
-            Some(key) => {
-                if let Some(slot) = self.places.get_mut(key) {
-                    *slot = place;
-                }
-                key
-            }
-            None => {
-                self.places.push(place);
-                self.places.len() - 1
-            }
-        };
-        self.order.push_back(key);
-        key
-    }
-
-    /// Gives the place back: nothing refers to it any more.
-    fn reuse(&mut self, key: usize) {
-        self.unused.push(key);
-    }
-
-    /// A place whose waiter left, popped from `order`.
-    fn reclaim(&mut self, key: usize) {
-        self.left = self.left.saturating_sub(1);
-        self.reuse(key);
-    }
-
-    /// The waiter at `key` leaves while waiting. The last to arrive (a
-    /// connection's own loop, most often) is taken out at once; any other
-    /// is marked, and taken out when it comes up or when the marked ones
-    /// are too many (finding it now would mean a walk through the queue).
-    fn leave(&mut self, key: usize) {
-        if self.order.back() == Some(&key) {
-            self.order.pop_back();
-            self.reuse(key);
-            return;
-        }
-        if let Some(place) = self.places.get_mut(key) {
-            place.turn = Turn::Left;
-            place.waker = None;
-        }
-        self.left += 1;
-        if self.left > COMPACT_AFTER && self.left > self.order.len() / 2 {
-            let Queue {
-                order,
-                places,
-                unused,
-                ..
-            } = self;
-            order.retain(|&key| {
-                let left = places.get(key).is_none_or(|place| place.turn == Turn::Left);
-                if left {
-                    unused.push(key);
-                }
-                !left
-            });
-            self.left = 0;
-        }
-    }
-
-    fn turn(&self, key: usize) -> Turn {
-        self.places.get(key).map_or(Turn::Closed, |place| place.turn)
-    }
-
-    /// Ends a waiter's wait (out of `order` already): its waker, to wake.
-    fn settle(&mut self, key: usize, turn: Turn) -> Option<Waker> {
-        let place = self.places.get_mut(key)?;
-        place.turn = turn;
-        place.waker.take()
-    }
 }
 
 impl Pool {
@@ -540,38 +398,9 @@ impl Drop for Acquire {
     }
 }
 
-/// A count that goes up and down, and the highest it has been.
-#[derive(Debug, Default)]
-pub(crate) struct Gauge {
-    now: AtomicUsize,
-    peak: AtomicUsize,
-}
-
-impl Gauge {
-    fn up(&self) {
-        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak.fetch_max(now, Ordering::Relaxed);
-        crate::observe::calls_in_progress(now);
-    }
-
-    fn down(&self) {
-        let now = self.now.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
-        crate::observe::calls_in_progress(now);
-    }
-
-    /// The count now.
-    pub(crate) fn now(&self) -> usize {
-        self.now.load(Ordering::Relaxed)
-    }
-
-    /// The highest the count has been.
-    pub(crate) fn peak(&self) -> usize {
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::queue::COMPACT_AFTER;
     use super::*;
     use futures::FutureExt;
     use std::time::Duration;

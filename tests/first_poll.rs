@@ -1,11 +1,23 @@
 //! A call's first poll runs in its connection's task; a method that once
 //! computed for long before its first await is spawned from then on, so
-//! it no longer holds up the other calls on its connection.
-#![allow(missing_docs, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+//! it no longer holds up the other calls on its connection; and answers
+//! given in the connection's task leave before a long burst of them ends.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
-use std::sync::Arc;
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use common::raw::{raw, read_frame, request};
+use tokio::io::AsyncWriteExt;
 
 #[rpc::service]
 pub trait Work {
@@ -67,4 +79,95 @@ async fn a_method_that_computes_before_awaiting_is_spawned_once_seen() {
     );
     assert_eq!(long.await.unwrap().unwrap(), 2_000);
     server.stop().await;
+}
+
+#[rpc::service]
+pub trait Steps {
+    /// Answers `n`; step `HELD` first waits, holding its thread, until the
+    /// test says it may go on.
+    async fn step(&self, n: u64) -> u64;
+}
+
+/// The step that waits for the client to have read an answer.
+const HELD: u64 = 40;
+
+struct Stepper {
+    /// Sent once the client has read the first answer.
+    go_on: Mutex<mpsc::Receiver<()>>,
+    /// Whether the held step was let go by the client (not by the timeout).
+    let_go: Arc<AtomicBool>,
+}
+
+impl Steps for Stepper {
+    async fn step(&self, n: u64) -> u64 {
+        if n == HELD {
+            // Blocks the server's only thread: its writer can run no more
+            // until this returns. The timeout only keeps a broken server
+            // from hanging the test.
+            let heard = self.go_on.lock().unwrap().recv_timeout(Duration::from_secs(20));
+            self.let_go.store(heard.is_ok(), Ordering::SeqCst);
+        }
+        n
+    }
+}
+
+/// A current-thread server's one thread runs the connection's writer only
+/// when the connection's task waits: a burst of requests answered in place
+/// must let the first answers go before the whole burst is worked through,
+/// or a client with 64 calls in flight sits idle while the server works.
+#[tokio::test]
+async fn a_current_thread_server_sends_the_first_answers_of_a_burst_before_its_end() {
+    let (go, go_on) = mpsc::channel();
+    let let_go = Arc::new(AtomicBool::new(false));
+    let stepper = Stepper {
+        go_on: Mutex::new(go_on),
+        let_go: Arc::clone(&let_go),
+    };
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let server = rpc::Server::new()
+                .serve(StepsServer::new(stepper))
+                .bind("127.0.0.1:0")
+                .await
+                .unwrap();
+            addr_tx.send(server.local_addr()).unwrap();
+            stopped.await.ok();
+            server.stop().await;
+        });
+    });
+    let addr = addr_rx.await.unwrap();
+    let mut socket = raw(addr).await;
+    // 64 requests in one write: one burst for the server.
+    let mut burst = Vec::new();
+    for n in 1..=64u64 {
+        burst.extend(request(n, "Steps.step", &[u8::try_from(n).unwrap()]));
+    }
+    socket.write_all(&burst).await.unwrap();
+    let (kind, id, payload) = read_frame(&mut socket).await;
+    assert_eq!((kind, payload), (2, vec![u8::try_from(id).unwrap()]));
+    assert!(
+        id < HELD,
+        "the first answer to arrive is one before the held step"
+    );
+    go.send(()).unwrap();
+    let mut answered = vec![id];
+    while answered.len() < 64 {
+        let (kind, id, payload) = read_frame(&mut socket).await;
+        assert_eq!((kind, payload), (2, vec![u8::try_from(id).unwrap()]));
+        answered.push(id);
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, (1..=64).collect::<Vec<_>>());
+    assert!(
+        let_go.load(Ordering::SeqCst),
+        "the held step was let go by its timeout: no answer left before it"
+    );
+    stop.send(()).unwrap();
+    server.join().unwrap();
 }

@@ -260,15 +260,14 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    /// Encodes `request` with the budget left until `deadline`; `None` if
-    /// none is left.
+    /// Encodes `request` with `budget`, the time its caller has left;
+    /// `None` if none is.
     pub(crate) fn encode<Q: RequestMessage + ?Sized>(
         request: &Q,
-        deadline: Instant,
+        budget: Duration,
         version: u16,
         metadata: Option<&Metadata>,
     ) -> Result<Option<Request>, Error> {
-        let budget = deadline.saturating_duration_since(Instant::now());
         if budget.is_zero() {
             return Ok(None);
         }

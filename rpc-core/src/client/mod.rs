@@ -378,11 +378,12 @@ impl Client {
     fn deadline(&self, timeout: Option<Duration>) -> Result<Deadline, Error> {
         let now = Instant::now();
         let timeout = timeout.unwrap_or(self.shared.config.timeout).min(MAX_WIRE_BUDGET);
-        let mut at = now + timeout;
-        if let Some(inherited) = Context::current_deadline() {
-            at = at.min(inherited);
-        }
-        let budget = at.saturating_duration_since(now);
+        let (at, budget) = match Context::current_deadline() {
+            Some(inherited) if inherited < now + timeout => {
+                (inherited, inherited.saturating_duration_since(now))
+            }
+            _ => (now + timeout, timeout),
+        };
         if budget.is_zero() {
             return Err(Error::DeadlineExceeded { timeout: budget });
         }

@@ -48,8 +48,14 @@ impl Client {
         }
         let mut retries = 0;
         let mut last: Option<Arc<Endpoint>> = None;
+        // Whether the call has waited (for an endpoint, a connection, a
+        // permit, or an attempt before this one) since its budget was
+        // measured: if not, the budget is still whole, and the clock need
+        // not be read again.
+        let mut waited = false;
         loop {
             let Some(endpoint) = picker.pick(last.as_deref()) else {
+                waited = true;
                 self.await_endpoints(deadline).await?;
                 continue;
             };
@@ -57,6 +63,7 @@ impl Client {
             let (connection, permit) = match endpoint.ready_now() {
                 Some(ready) => ready,
                 None => {
+                    waited = true;
                     // Waiting for the permit is under the connection's
                     // deadline sweep, not a timer: with many callers most
                     // calls wait there, and a timer each would cost more
@@ -101,8 +108,12 @@ impl Client {
             // A balancer weighs every answer; one server's estimate is only
             // for its stats.
             let sent_at = (balanced || endpoint::sample_due()).then(Instant::now);
-            let Some(encoded) =
-                Request::encode(&request, deadline.at, connection.version, metadata.as_deref())?
+            let budget = match waited {
+                true => deadline.at.saturating_duration_since(Instant::now()),
+                false => deadline.budget,
+            };
+            waited = true;
+            let Some(encoded) = Request::encode(&request, budget, connection.version, metadata.as_deref())?
             else {
                 return Err(expired());
             };

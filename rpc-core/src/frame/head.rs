@@ -86,7 +86,15 @@ impl RequestHead {
         out: &mut BytesMut,
     ) -> Result<(), crate::metadata::MetadataError> {
         Self::encode_name(method, budget, out);
-        out.put_u64_le(fingerprint.map_or(0, Fingerprint::get));
+        let fingerprint = fingerprint.map_or(0, Fingerprint::get).to_le_bytes();
+        if metadata.is_empty() {
+            // The fingerprint and an empty metadata block, in one piece.
+            let mut rest = [0u8; 10];
+            rest[..8].copy_from_slice(&fingerprint);
+            out.extend_from_slice(&rest);
+            return Ok(());
+        }
+        out.extend_from_slice(&fingerprint);
         Self::encode_metadata(metadata, out)
     }
 
@@ -109,9 +117,11 @@ impl RequestHead {
         let name = method.get(..end).unwrap_or_default();
         // Room for the whole head of any version at once.
         out.reserve(9 + name.len() + 8 + 2);
-        out.put_u64_le(wire_micros(budget));
-        out.put_u8(u8::try_from(name.len()).unwrap_or(u8::MAX));
-        out.put_slice(name.as_bytes());
+        let mut start = [0u8; 9];
+        start[..8].copy_from_slice(&wire_micros(budget).to_le_bytes());
+        start[8] = u8::try_from(name.len()).unwrap_or(u8::MAX);
+        out.extend_from_slice(&start);
+        out.extend_from_slice(name.as_bytes());
     }
 
     /// The method's wire name, as bytes (checked to be UTF-8).

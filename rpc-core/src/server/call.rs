@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{Frame, Kind};
 use crate::observe::{self, CallOutcome};
 use crate::permit::CallPermit;
-use crate::server::report::Report;
+use crate::server::report::{Report, Reports};
 use crate::server::{Outcome, ServerState};
 use crate::service::{Answer, Args};
 use crate::streaming::{ItemStream, SendCredit};
@@ -28,11 +28,12 @@ use crate::writer::Outgoing;
 pub(crate) type Outbox = mpsc::UnboundedSender<Outgoing<CallPermit>>;
 
 /// One call, ready to run: the server it runs on, the work, and where its
-/// end goes.
-pub(crate) struct Call {
-    pub(crate) state: Arc<ServerState>,
+/// end goes. What it borrows is cloned only by a call that outlives its
+/// launch.
+pub(crate) struct Call<'a> {
+    pub(crate) state: &'a Arc<ServerState>,
     pub(crate) work: Work,
-    pub(crate) end: End,
+    pub(crate) end: End<'a>,
 }
 
 /// What running a call needs.
@@ -68,19 +69,9 @@ pub(crate) enum ItemSink {
 }
 
 /// Where a call's end goes.
-pub(crate) enum End {
+pub(crate) enum End<'a> {
     /// Frames to a binary connection's writer.
-    Frames {
-        outbox: Outbox,
-        /// How the task tells the connection it has ended.
-        report: Report,
-        /// The call's permit under the connection's cap, held until its
-        /// last frame is written.
-        permit: Option<CallPermit>,
-        /// `#[rpc(no_cancel)]`: neither a cancel nor the connection
-        /// closing stops it.
-        to_completion: bool,
-    },
+    Frames(Launch<'a>),
     /// A JSON caller that runs the call itself, in its own task, under
     /// the call's own timer: [`Call::spawn`] hands back the call as a
     /// future ([`CallHandle::Inline`]), and dropping it stops the call.
@@ -88,6 +79,31 @@ pub(crate) enum End {
     /// A JSON caller waiting for a call that runs to completion in a task
     /// of its own (`#[rpc(no_cancel)]`), whether or not the caller stays.
     Reply(oneshot::Sender<Finished>),
+}
+
+/// A binary connection's call at its launch: what its end needs from the
+/// connection, borrowed (a call answered on its first poll, most of them,
+/// clones none of it).
+pub(crate) struct Launch<'a> {
+    pub(super) outbox: &'a Outbox,
+    /// How the call's task, if it gets one, tells the connection it has
+    /// ended.
+    pub(super) reports: &'a Reports,
+    /// The call's launch number on its connection.
+    pub(super) seq: u64,
+    /// The call's permit under the connection's cap, held until its last
+    /// frame is written.
+    pub(super) permit: Option<CallPermit>,
+    /// `#[rpc(no_cancel)]`: neither a cancel nor the connection closing
+    /// stops it.
+    pub(super) to_completion: bool,
+}
+
+impl Launch<'_> {
+    /// The report of call `id`'s task.
+    pub(crate) fn report(&self, id: u64) -> Report {
+        self.reports.report(id, self.seq)
+    }
 }
 
 /// A started call. Only [`Call::spawn`] makes one, so nothing can start a

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::context::Context;
 use crate::error::{ErrorCode, WireError};
 use crate::permit::{CallPermit, CallPermits};
-use crate::server::call::{Call, CallHandle, End, Outbox, Work};
+use crate::server::call::{Call, CallHandle, End, Launch, Outbox, Work};
 use crate::server::report::Reports;
 use crate::server::router::Route;
 use crate::server::{Outcome, ServerState};
@@ -240,14 +240,15 @@ impl CallTable {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
-        let end = End::Frames {
-            outbox: self.outbox.clone(),
-            report: self.reports.report(id, seq),
+        let end = End::Frames(Launch {
+            outbox: &self.outbox,
+            reports: &self.reports,
+            seq,
             permit: Some(permit),
             to_completion,
-        };
+        });
         let call = Call {
-            state: Arc::clone(&self.state),
+            state: &self.state,
             work,
             end,
         };

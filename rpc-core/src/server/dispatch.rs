@@ -25,7 +25,7 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
 
     /// Starts `call` of `method`: in a task of its own, or (for a caller
     /// that runs it itself) as a future handed back.
-    fn start(&self, method: &'static MethodDescriptor, call: Call) -> CallHandle;
+    fn start(&self, method: &'static MethodDescriptor, call: Call<'_>) -> CallHandle;
 }
 
 /// A typed service, as the router holds it.
@@ -36,7 +36,7 @@ impl<S: Service> Dispatch for Handler<S> {
         self.0.descriptor()
     }
 
-    fn start(&self, method: &'static MethodDescriptor, call: Call) -> CallHandle {
+    fn start(&self, method: &'static MethodDescriptor, call: Call<'_>) -> CallHandle {
         let service = Arc::clone(&self.0);
         call.spawn(move |args, codec| async move {
             let request = service.decode(method, args)?;
@@ -58,7 +58,7 @@ impl Dispatch for Layered {
         self.descriptor
     }
 
-    fn start(&self, method: &'static MethodDescriptor, call: Call) -> CallHandle {
+    fn start(&self, method: &'static MethodDescriptor, call: Call<'_>) -> CallHandle {
         let stack = self.stack.clone();
         call.spawn(move |args, codec| async move {
             // The call's task runs the handler in its context.

@@ -40,9 +40,6 @@ pub(crate) struct Report {
     seq: u64,
     /// Whether the call ended on its own, its answer following.
     ended: bool,
-    /// Whether the connection forgot the call itself (it ended during its
-    /// launch), so there is nothing for it to tidy.
-    forgone: bool,
 }
 
 impl Reports {
@@ -67,7 +64,6 @@ impl Reports {
             id,
             seq,
             ended: false,
-            forgone: false,
         }
     }
 
@@ -116,17 +112,9 @@ impl Report {
     }
 }
 
-impl Report {
-    /// The call ended during its launch, and the connection forgets it
-    /// there: nothing to send, nobody to wake.
-    pub(crate) fn forgo(mut self) {
-        self.forgone = true;
-    }
-}
-
 impl Drop for Report {
     fn drop(&mut self) {
-        if self.shared.running.fetch_sub(1, Ordering::AcqRel) == 1 && !self.forgone {
+        if self.shared.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.quiet.store(true, Ordering::Release);
             // A call that ended on its own has an answer on its way, and
             // the writer wakes the connection once it is out (see

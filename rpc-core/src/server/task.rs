@@ -14,7 +14,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::frame::Frame;
 use crate::permit::CallPermit;
-use crate::server::call::{Call, CallHandle, End, Finished, Outbox, Timing, deadline_exceeded};
+use crate::server::call::{Call, CallHandle, End, Finished, Launch, Outbox, Timing, deadline_exceeded};
 use crate::server::report::Report;
 use crate::server::slow;
 use crate::server::{Outcome, ServerState};
@@ -25,7 +25,7 @@ use crate::writer::Outgoing;
 /// the connection's task.
 const INLINE_ARGS_LEN: usize = 16 * 1024;
 
-impl Call {
+impl Call<'_> {
     /// Starts the call, in which `handler` turns the arguments into the
     /// method's answer: polled once here, and spawned as a task of its own
     /// if it has to wait.
@@ -40,17 +40,12 @@ impl Call {
     {
         let Call { state, work, end } = self;
         let id = work.ctx.request_id();
-        let (outbox, report, permit, to_completion) = match end {
-            End::Frames {
-                outbox,
-                report,
-                permit,
-                to_completion,
-            } => (outbox, report, permit, to_completion),
+        let launch = match end {
+            End::Frames(launch) => launch,
             End::Inline => {
                 let mut guard = InlineGuard {
                     ctx: work.ctx.clone(),
-                    state,
+                    state: Arc::clone(state),
                     running: true,
                 };
                 // Boxed rather than spawned: the caller's task runs it, with
@@ -66,7 +61,7 @@ impl Call {
             End::Reply(reply) => {
                 let guard = ReplyGuard {
                     ctx: work.ctx.clone(),
-                    state,
+                    state: Arc::clone(state),
                     reply: Some(reply),
                 };
                 // Detached: it runs to its end whether or not anyone waits.
@@ -83,10 +78,13 @@ impl Call {
         // The end is reported before the answer is queued: the writer,
         // woken last, runs first (tokio runs the task woken last next), so
         // the report costs the answer no latency.
-        if to_completion {
+        if launch.to_completion {
+            let report = launch.report(id);
             // The task holds the outbox only weakly, so a closing
             // connection never waits for it.
-            let outbox = outbox.downgrade();
+            let outbox = launch.outbox.downgrade();
+            let permit = launch.permit;
+            let state = Arc::clone(state);
             drop(tokio::spawn(async move {
                 let frame = work.run(state, handler, Timing::OwnTimer).await.into_frame(id);
                 report.ended();
@@ -94,60 +92,76 @@ impl Call {
                     let _ = outbox.send(Outgoing { frame, permit });
                 }
             }));
-            CallHandle::Spawned { abort: None }
-        } else {
-            let responder = Responder {
-                id,
-                ctx: work.ctx.clone(),
-                state,
-                out: Some((outbox, permit)),
-            };
-            // A large request (a blob to store, to echo) is likely work to
-            // match, as is a method that once computed for long before its
-            // first await: their tasks run beside the connection's reader.
-            let method = work.ctx.descriptor();
-            let first_poll_here =
-                work.args.len() <= INLINE_ARGS_LEN && !responder.state.slow.contains(method);
-            let state = Arc::clone(&responder.state);
-            // Boxed alone, so that it may be polled here and still move
-            // into a task: the responder and the report stay out of it.
-            let mut running = Box::pin(work.run(Arc::clone(&state), handler, Timing::Swept));
-            if !first_poll_here {
-                return spawn_answering(running, responder, report);
+            return CallHandle::Spawned { abort: None };
+        }
+        // A large request (a blob to store, to echo) is likely work to
+        // match, as is a method that once computed for long before its
+        // first await: their tasks run beside the connection's reader.
+        let method = work.ctx.descriptor();
+        let first_poll_here = work.args.len() <= INLINE_ARGS_LEN && !state.slow.contains(method);
+        let ctx = work.ctx.clone();
+        // Boxed alone, so that it may be polled here and still move into a
+        // task: the responder and the report stay out of it.
+        let mut running = Box::pin(work.run(Arc::clone(state), handler, Timing::Swept));
+        if !first_poll_here {
+            let (responder, report) = outliving(id, ctx, state, launch);
+            return spawn_answering(running, responder, report);
+        }
+        // Most handlers answer on their first poll: run that here, in the
+        // connection's task, and spawn only a call that has to wait. (The
+        // waker of this poll wakes nothing; the task's first poll, which
+        // tokio runs at once, registers its own.)
+        let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+        // The handler's panics are the call's (caught inside); this guards
+        // the connection from the rest (a subscriber's or a recorder's),
+        // which would otherwise end it: the call ends as a panicked task
+        // would.
+        let (polled, took) =
+            slow::timed(|| std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(&mut first))));
+        state.slow.first_poll(method, took);
+        match polled {
+            // Done: answered now, and forgotten by the connection at once,
+            // with nothing of it cloned or reported.
+            Ok(Poll::Ready(finished)) => {
+                let frame = finished.into_frame(id);
+                // A closed outbox means the connection is gone; nobody to
+                // tell.
+                let _ = launch.outbox.send(Outgoing {
+                    frame,
+                    permit: launch.permit,
+                });
+                CallHandle::Finished
             }
-            // Most handlers answer on their first poll: run that here, in
-            // the connection's task, and spawn only a call that has to
-            // wait. (The waker of this poll wakes nothing; the task's first
-            // poll, which tokio runs at once, registers its own.)
-            let mut first = std::task::Context::from_waker(std::task::Waker::noop());
-            // The handler's panics are the call's (caught inside); this
-            // guards the connection from the rest (a subscriber's or a
-            // recorder's), which would otherwise end it: the call ends as
-            // a panicked task would.
-            let (polled, took) = slow::timed(|| {
-                std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(&mut first)))
-            });
-            state.slow.first_poll(method, took);
-            match polled {
-                // Done: answered now, and forgotten by the connection at
-                // once, with no report to come back for.
-                Ok(Poll::Ready(finished)) => {
-                    report.forgo();
-                    responder.send(finished.into_frame(id));
-                    CallHandle::Finished
-                }
-                Ok(Poll::Pending) => spawn_answering(running, responder, report),
-                Err(panic) => {
-                    tracing::error!(
-                        id,
-                        message = %crate::server::call::panic_message(panic.as_ref()),
-                        "a call panicked outside its handler"
-                    );
-                    CallHandle::Spawned { abort: None }
-                }
+            Ok(Poll::Pending) => {
+                let (responder, report) = outliving(id, ctx, state, launch);
+                spawn_answering(running, responder, report)
+            }
+            Err(panic) => {
+                tracing::error!(
+                    id,
+                    message = %crate::server::call::panic_message(panic.as_ref()),
+                    "a call panicked outside its handler"
+                );
+                // Its responder and report go as an aborted task's would.
+                drop(running);
+                drop(outliving(id, ctx, state, launch));
+                CallHandle::Spawned { abort: None }
             }
         }
     }
+}
+
+/// What answers for call `id` once it outlives its launch: its responder
+/// (with clones of what the launch lent it), and its task's report.
+fn outliving(id: u64, ctx: Context, state: &Arc<ServerState>, launch: Launch<'_>) -> (Responder, Report) {
+    let report = launch.report(id);
+    let responder = Responder {
+        id,
+        ctx,
+        state: Arc::clone(state),
+        out: Some((launch.outbox.clone(), launch.permit)),
+    };
+    (responder, report)
 }
 
 /// Spawns the rest of a call: when `running` is done, it reports its end

@@ -2,7 +2,6 @@
 //! server's one call path, and its response.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -191,7 +190,7 @@ impl JsonRpc {
             items: sink.map(Box::new),
             max_answer_len: self.config.max_answer,
         };
-        let state = Arc::clone(&self.state);
+        let state = &self.state;
         let running = async {
             if to_completion {
                 let (reply, finished) = oneshot::channel();

@@ -300,16 +300,17 @@ impl Connection {
                         last_frame = Instant::now();
                         // The calls this frame and those buffered behind it
                         // start, back to back: timed with one clock reading
-                        // each.
-                        let _stretch = Stretch::begin();
-                        if let Err(err) = self.on_frame(frame, !open, last_frame) {
-                            self.calls.abort_all();
-                            return Ending::Failed(err);
-                        }
-                        // Frames that came with it are taken now: another
-                        // turn of this loop would arm and drop a waker for
-                        // each branch above, per frame.
-                        match self.on_buffered_frames(reader, !open, last_frame) {
+                        // each. The stretch ends before any wait (another
+                        // task, or another thread, may run in it).
+                        let burst = {
+                            let _stretch = Stretch::begin();
+                            // Frames that came with it are taken now: another
+                            // turn of this loop would arm and drop a waker
+                            // for each branch above, per frame.
+                            self.on_frame(frame, !open, last_frame)
+                                .and_then(|()| self.on_buffered_frames(reader, !open, last_frame))
+                        };
+                        match burst {
                             Ok(Burst::Over) => {}
                             // More may be buffered: the answers so far go
                             // out first, and other tasks get their turn.

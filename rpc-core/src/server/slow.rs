@@ -75,13 +75,17 @@ thread_local! {
 /// between two polls (reading the next request) counts against the later
 /// call, which only makes a strike come sooner for a method whose calls
 /// are slow to start anyway.
-pub(crate) struct Stretch(());
+///
+/// Not `Send`, so that a connection's task (which must be) cannot hold one
+/// across an `.await`: the task could resume on another thread, or other
+/// tasks run in the stretch, and their first polls be timed from its mark.
+pub(crate) struct Stretch(std::marker::PhantomData<*const ()>);
 
 impl Stretch {
     /// Begins a stretch on this thread; it ends when dropped.
     pub(crate) fn begin() -> Stretch {
         MARK.set(Some(Instant::now()));
-        Stretch(())
+        Stretch(std::marker::PhantomData)
     }
 }
 

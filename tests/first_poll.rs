@@ -1,7 +1,9 @@
 //! A call's first poll runs in its connection's task; a method that once
 //! computed for long before its first await is spawned from then on, so
-//! it no longer holds up the other calls on its connection; and answers
-//! given in the connection's task leave before a long burst of them ends.
+//! it no longer holds up the other calls on its connection (and is tried
+//! in place again now and then, in case the machine was to blame); and
+//! answers given in the connection's task leave before a long burst of
+//! them ends.
 #![allow(
     missing_docs,
     unreachable_pub,
@@ -25,6 +27,8 @@ pub trait Work {
     async fn spin(&self, millis: u64) -> u64;
     /// Answers at once.
     async fn add(&self, a: u64, b: u64) -> u64;
+    /// Computes for `millis`, then names the task it ran in.
+    async fn whose(&self, millis: u64) -> String;
 }
 
 struct Worker {
@@ -44,6 +48,14 @@ impl Work for Worker {
 
     async fn add(&self, a: u64, b: u64) -> u64 {
         a + b
+    }
+
+    async fn whose(&self, millis: u64) -> String {
+        let until = Instant::now() + Duration::from_millis(millis);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        format!("{:?}", tokio::task::try_id())
     }
 }
 
@@ -78,6 +90,62 @@ async fn a_method_that_computes_before_awaiting_is_spawned_once_seen() {
         "the add was answered while the spin ran"
     );
     assert_eq!(long.await.unwrap().unwrap(), 2_000);
+    server.stop().await;
+}
+
+/// A method marked slow by a stall is not spawned for good: one call in
+/// 256 gets its first poll in the connection's task again, and if that is
+/// fast the mark goes. Where a call ran tells it: calls answered in the
+/// connection's task share its task; spawned ones each have their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_marked_slow_is_tried_in_place_again_and_unmarked_if_fast() {
+    let server = rpc::Server::new()
+        .serve(WorkServer::new(Worker {
+            spinning: Arc::new(AtomicBool::new(false)),
+        }))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = WorkClient::connect(server.local_addr()).await.unwrap();
+    for _ in 0..3 {
+        client.whose(5).await.unwrap();
+    }
+    // Marked: 255 calls in tasks of their own before the first trial.
+    let mut tasks = Vec::new();
+    for _ in 0..255 {
+        tasks.push(client.whose(0).await.unwrap());
+    }
+    let mut distinct = tasks.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 255, "each spawned call has a task of its own");
+    // The trial is fast, and from it on calls run in the connection's
+    // task. (A trial the machine stalled would be slow; the next comes 512
+    // calls later: three are allowed for.)
+    let mut in_place = Vec::new();
+    for _ in 0..(1 + 512 + 1024 + 10) {
+        let task = client.whose(0).await.unwrap();
+        in_place.push(task);
+        if in_place.len() >= 10
+            && in_place
+                .iter()
+                .rev()
+                .take(10)
+                .all(|task| *task == in_place[in_place.len() - 1])
+        {
+            break;
+        }
+    }
+    let last = in_place.last().unwrap();
+    assert!(
+        in_place.iter().rev().take(10).all(|task| task == last),
+        "no trial cleared the mark: {:?}",
+        &in_place[in_place.len() - 10..]
+    );
+    assert!(
+        !tasks.contains(last),
+        "the connection's task served none of the spawned calls"
+    );
     server.stop().await;
 }
 

@@ -5,11 +5,18 @@
 //! answer on it). A handler that computes for long before its first
 //! `.await` would hold that connection up, so once [`STRIKES`] first polls
 //! of a method in a row take longer than [`SLOW_FIRST_POLL`], the method
-//! is marked and every later call of it is spawned at once. (One slow poll
+//! is marked and its later calls are spawned at once. (One slow poll
 //! proves nothing: the thread may have been preempted.)
+//!
+//! A mark is not for good: a machine stalled long enough can mark a fast
+//! method, which would then pay for a task on every call. One call in
+//! [`PAROLE_AFTER`] of a marked method gets its first poll in place again;
+//! fast, it clears the mark; slow, the next trial comes twice as late (up
+//! to one call in 32 768), so a method that really computes holds its
+//! connection up ever more rarely.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::descriptor::MethodDescriptor;
@@ -18,34 +25,90 @@ use crate::descriptor::MethodDescriptor;
 pub(crate) const SLOW_FIRST_POLL: Duration = Duration::from_micros(500);
 
 /// Slow first polls in a row that mark a method.
-const STRIKES: u8 = 3;
+const STRIKES: u32 = 3;
+
+/// Calls of a marked method between two trials of its first poll in place,
+/// at first.
+const PAROLE_AFTER: u32 = 256;
+
+/// The most times the wait between trials doubles: at most one call in
+/// 32 768 (which a record's count of calls holds).
+const MAX_PAROLE_SHIFT: u32 = 7;
+
+// A record's count of calls must reach the longest wait, or the trial
+// after it would never come.
+const _: () = assert!(PAROLE_AFTER << MAX_PAROLE_SHIFT <= 0xffff);
 
 /// Slots of the set: methods share a slot now and then, which at worst
 /// makes a fast method spawn too.
 const SLOTS: usize = 1024;
 
-/// Methods by the address of their descriptor: each slot counts slow first
-/// polls in a row, up to [`STRIKES`].
+/// One method's record, packed in a word so that it is read and written
+/// at once: slow first polls in a row (up to [`STRIKES`], which marks
+/// it), and, once marked, how often its first poll is tried again and how
+/// many calls have gone by since the last trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record {
+    strikes: u32,
+    parole_shift: u32,
+    since_trial: u32,
+}
+
+impl Record {
+    fn unpack(word: u32) -> Record {
+        Record {
+            strikes: word & 0xff,
+            parole_shift: (word >> 8) & 0xff,
+            since_trial: word >> 16,
+        }
+    }
+
+    fn pack(self) -> u32 {
+        self.strikes | (self.parole_shift << 8) | (self.since_trial.min(0xffff) << 16)
+    }
+
+    fn marked(self) -> bool {
+        self.strikes >= STRIKES
+    }
+}
+
+/// Methods by the address of their descriptor. Records are read and
+/// written without ordering: connections racing on one may lose a count,
+/// which only moves a trial by a call.
 #[derive(Debug)]
-pub(crate) struct SlowMethods([AtomicU8; SLOTS]);
+pub(crate) struct SlowMethods([AtomicU32; SLOTS]);
 
 impl Default for SlowMethods {
     fn default() -> Self {
-        SlowMethods(std::array::from_fn(|_| AtomicU8::new(0)))
+        SlowMethods(std::array::from_fn(|_| AtomicU32::new(0)))
     }
 }
 
 impl SlowMethods {
-    fn slot(&self, method: Option<&'static MethodDescriptor>) -> Option<&AtomicU8> {
+    fn slot(&self, method: Option<&'static MethodDescriptor>) -> Option<&AtomicU32> {
         let address = method.map_or(0, |method| std::ptr::from_ref(method) as usize);
         // Descriptors are at least 8-byte aligned: skip the zero bits.
         self.0.get((address >> 3) % SLOTS)
     }
 
-    /// Whether `method` was marked.
-    pub(crate) fn contains(&self, method: Option<&'static MethodDescriptor>) -> bool {
-        self.slot(method)
-            .is_some_and(|slot| slot.load(Ordering::Relaxed) >= STRIKES)
+    /// Whether this call of `method` gets a task at once: the method is
+    /// marked, and it is not this call's turn to try its first poll in
+    /// place.
+    pub(crate) fn spawns(&self, method: Option<&'static MethodDescriptor>) -> bool {
+        let Some(slot) = self.slot(method) else {
+            return false;
+        };
+        let mut record = Record::unpack(slot.load(Ordering::Relaxed));
+        if !record.marked() {
+            return false;
+        }
+        record.since_trial += 1;
+        let trial = record.since_trial >= PAROLE_AFTER << record.parole_shift;
+        if trial {
+            record.since_trial = 0;
+        }
+        slot.store(record.pack(), Ordering::Relaxed);
+        !trial
     }
 
     /// Counts a first poll of `method` that took `took`.
@@ -53,12 +116,21 @@ impl SlowMethods {
         let Some(slot) = self.slot(method) else {
             return;
         };
-        let strikes = slot.load(Ordering::Relaxed);
-        if took > SLOW_FIRST_POLL {
-            slot.store(strikes.saturating_add(1).min(STRIKES), Ordering::Relaxed);
-        } else if strikes != 0 && strikes < STRIKES {
+        let word = slot.load(Ordering::Relaxed);
+        let mut record = Record::unpack(word);
+        let slow = took > SLOW_FIRST_POLL;
+        match (record.marked(), slow) {
+            // A trial in place that was fast: the mark was the machine's.
+            (true, false) => record = Record::unpack(0),
+            // Slow again: the next trial comes later.
+            (true, true) => record.parole_shift = (record.parole_shift + 1).min(MAX_PAROLE_SHIFT),
+            (false, true) => record.strikes += 1,
             // A fast one in between: the slow ones were the machine's.
-            slot.store(0, Ordering::Relaxed);
+            (false, false) => record.strikes = 0,
+        }
+        let updated = record.pack();
+        if updated != word {
+            slot.store(updated, Ordering::Relaxed);
         }
     }
 }
@@ -118,20 +190,76 @@ pub(crate) fn timed<T>(poll: impl FnOnce() -> T) -> (T, Duration) {
 mod tests {
     use super::*;
 
+    const SLOW: Duration = SLOW_FIRST_POLL.saturating_mul(2);
+    const FAST: Duration = Duration::ZERO;
+
+    /// Marks the method with no descriptor.
+    fn marked() -> SlowMethods {
+        let set = SlowMethods::default();
+        for _ in 0..STRIKES {
+            set.first_poll(None, SLOW);
+        }
+        set
+    }
+
+    /// Calls of `set`'s marked method until one is tried in place: how
+    /// many were spawned before it.
+    fn spawned_before_trial(set: &SlowMethods) -> u32 {
+        let mut spawned = 0;
+        while set.spawns(None) {
+            spawned += 1;
+            assert!(spawned < PAROLE_AFTER << (MAX_PAROLE_SHIFT + 1), "no trial came");
+        }
+        spawned
+    }
+
     #[test]
     fn only_strikes_in_a_row_mark_a_method() {
         let set = SlowMethods::default();
-        let (slow, fast) = (SLOW_FIRST_POLL * 2, Duration::ZERO);
-        set.first_poll(None, slow);
-        set.first_poll(None, slow);
-        set.first_poll(None, fast);
-        set.first_poll(None, slow);
-        set.first_poll(None, slow);
-        assert!(!set.contains(None));
-        set.first_poll(None, slow);
-        assert!(set.contains(None));
-        set.first_poll(None, fast);
-        assert!(set.contains(None), "a marked method stays marked");
+        set.first_poll(None, SLOW);
+        set.first_poll(None, SLOW);
+        set.first_poll(None, FAST);
+        set.first_poll(None, SLOW);
+        set.first_poll(None, SLOW);
+        assert!(!set.spawns(None));
+        set.first_poll(None, SLOW);
+        assert!(set.spawns(None));
+        assert!(set.spawns(None), "marked, calls are spawned");
+    }
+
+    #[test]
+    fn a_marked_method_is_tried_in_place_now_and_then_and_cleared_if_fast() {
+        let set = marked();
+        assert_eq!(spawned_before_trial(&set), PAROLE_AFTER - 1);
+        // The trial was fast: the mark is gone.
+        set.first_poll(None, FAST);
+        assert!(!set.spawns(None));
+        assert_eq!(set.0[0].load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_method_slow_on_trial_is_tried_ever_more_rarely() {
+        let set = marked();
+        let mut waits = Vec::new();
+        for _ in 0..=MAX_PAROLE_SHIFT + 1 {
+            waits.push(spawned_before_trial(&set) + 1);
+            set.first_poll(None, SLOW);
+        }
+        let expected: Vec<u32> = (0..=MAX_PAROLE_SHIFT + 1)
+            .map(|shift| PAROLE_AFTER << shift.min(MAX_PAROLE_SHIFT))
+            .collect();
+        assert_eq!(waits, expected);
+        assert!(set.spawns(None), "still marked");
+    }
+
+    #[test]
+    fn records_round_trip_through_their_word() {
+        let record = Record {
+            strikes: STRIKES,
+            parole_shift: MAX_PAROLE_SHIFT,
+            since_trial: PAROLE_AFTER << MAX_PAROLE_SHIFT,
+        };
+        assert_eq!(Record::unpack(record.pack()), record);
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl Call<'_> {
         // match, as is a method that once computed for long before its
         // first await: their tasks run beside the connection's reader.
         let method = work.ctx.descriptor();
-        let first_poll_here = work.args.len() <= INLINE_ARGS_LEN && !state.slow.contains(method);
+        let first_poll_here = work.args.len() <= INLINE_ARGS_LEN && !state.slow.spawns(method);
         let ctx = work.ctx.clone();
         // Boxed alone, so that it may be polled here and still move into a
         // task: the responder and the report stay out of it.

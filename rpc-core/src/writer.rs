@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -74,6 +75,11 @@ where
     P: Send + Sync,
 {
     let mut batch: Vec<Outgoing<P>> = Vec::new();
+    // One timer for the writer's life, pushed back at each wait: while it
+    // has not fired, that costs the runtime an atomic update, where a
+    // timer per wait would cost a registration and a removal.
+    let release_at = tokio::time::sleep(RELEASE_AFTER);
+    tokio::pin!(release_at);
     loop {
         if stop.is_cancelled() {
             break;
@@ -87,14 +93,16 @@ where
                 // while gives its buffers back, so an idle one holds little;
                 // a busy one keeps them, since taking them afresh after
                 // every batch costs more than the memory saves.
+                release_at.as_mut().reset(Instant::now() + RELEASE_AFTER);
                 let received = tokio::select! {
                     biased;
                     () = stop.cancelled() => break,
-                    received = tokio::time::timeout(RELEASE_AFTER, outbox.recv_many(&mut batch, MAX_BATCH)) => received,
+                    received = outbox.recv_many(&mut batch, MAX_BATCH) => Some(received),
+                    () = release_at.as_mut() => None,
                 };
                 let received = match received {
-                    Ok(received) => received,
-                    Err(_) => {
+                    Some(received) => received,
+                    None => {
                         batch.shrink_to(IDLE_BATCH);
                         writer.idle();
                         tokio::select! {

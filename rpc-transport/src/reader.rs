@@ -1,5 +1,6 @@
 //! [`FrameReader`]: frames from the reading half of a byte stream.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -8,7 +9,7 @@ use rpc_core::Error;
 use rpc_core::frame::{Frame, HEADER_LEN, ProtocolError};
 use rpc_core::transport::FrameRead;
 use tokio::io::AsyncReadExt;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::codec::Decoder;
 
 use crate::codec::{CodecError, FrameCodec};
@@ -36,6 +37,11 @@ pub struct FrameReader<R> {
     /// small one.
     released: bool,
     frame_timeout: Duration,
+    /// When a quiet connection gives its buffer back: one timer for the
+    /// reader's life, taken at its first wait and pushed back at each
+    /// (which costs the runtime an atomic update while it has not fired,
+    /// where a timer per wait costs a registration and a removal).
+    release_at: Option<Pin<Box<Sleep>>>,
 }
 
 /// How long one frame may take to arrive once it has started, by default.
@@ -63,6 +69,7 @@ impl<R: ReadHalf> FrameReader<R> {
             frame_started: None,
             released: true,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            release_at: None,
         }
     }
 
@@ -156,8 +163,20 @@ impl<R: ReadHalf> FrameReader<R> {
         if let Some(ready) = self.io.readable().now_or_never() {
             return ready;
         }
-        if let Ok(ready) = tokio::time::timeout(RELEASE_AFTER, self.io.readable()).await {
-            return ready;
+        let deadline = Instant::now() + RELEASE_AFTER;
+        let release_at = match &mut self.release_at {
+            Some(release_at) => {
+                release_at.as_mut().reset(deadline);
+                release_at
+            }
+            None => self
+                .release_at
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        tokio::select! {
+            biased;
+            ready = self.io.readable() => return ready,
+            () = release_at.as_mut() => {}
         }
         self.buf = BytesMut::new();
         self.released = true;

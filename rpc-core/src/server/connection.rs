@@ -6,7 +6,6 @@
 //! new call, lets the accepted ones finish and be answered, and closes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -18,11 +17,11 @@ use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind};
 use crate::peer::Peer;
 use crate::permit::CallPermits;
-use crate::server::ServerState;
 use crate::server::call::Outbox;
 use crate::server::calls::CallTable;
 use crate::server::report::Reports;
 use crate::server::slow::Stretch;
+use crate::server::{ServerState, Signal};
 use crate::transport::{Established, FrameRead, FrameWrite};
 use crate::writer;
 
@@ -66,13 +65,13 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
     // A client that stops reading fails the writer (at its write timeout):
     // the connection ends then too, rather than run calls whose answers
     // can never leave.
-    let stuck = Stuck::default();
+    let stuck = Arc::new(Signal::new());
     let writer = AbortOnDropHandle::new(tokio::spawn({
-        let stuck = stuck.clone();
+        let stuck = Arc::clone(&stuck);
         async move {
             let written = writing.await;
             if written.is_err() {
-                stuck.set();
+                stuck.cancel();
             }
             written
         }
@@ -162,29 +161,10 @@ pub(super) struct Connection {
     pub(super) client_max_frame_len: usize,
     /// The protocol version the client speaks (1: no metadata).
     pub(super) version: u16,
-    /// Set when the writer fails: nothing more can reach the client.
-    stuck: Stuck,
+    /// Raised when the writer fails: nothing more can reach the client.
+    stuck: Arc<Signal>,
     /// The most buffered frames a burst takes ([`burst_len`]).
     burst_len: usize,
-}
-
-/// That the writer failed: read per frame (an atomic), waited for by the
-/// loop (the token, whose every look takes a lock).
-#[derive(Debug, Clone, Default)]
-struct Stuck {
-    failed: Arc<AtomicBool>,
-    token: CancellationToken,
-}
-
-impl Stuck {
-    fn set(&self) {
-        self.failed.store(true, Ordering::Release);
-        self.token.cancel();
-    }
-
-    fn is_set(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
-    }
 }
 
 /// Where the connection is in its life.
@@ -218,10 +198,14 @@ impl Connection {
         let mut timer_at = later(last_frame, idle_timeout);
         let timer = tokio::time::sleep_until(timer_at);
         tokio::pin!(timer);
-        let shutdown = self.state.shutdown.clone();
-        let interrupt = self.state.interrupt.clone();
+        // Looked at on every turn: each wait joins its signal's waiters
+        // once, and after that a look reads a flag.
+        let state = Arc::clone(&self.state);
+        let mut shutdown = state.shutdown.watch();
+        let mut interrupt = state.interrupt.watch();
+        let stuck_signal = Arc::clone(&self.stuck);
+        let mut stuck = stuck_signal.watch();
         let permits = self.calls.permits().clone();
-        let stuck = self.stuck.token.clone();
         let mut was_reading = true;
         loop {
             // Completed calls are tidied away here, not by waking this task
@@ -248,15 +232,15 @@ impl Connection {
             was_reading = reading;
             tokio::select! {
                 biased;
-                () = shutdown.cancelled(), if open => {
+                () = shutdown.raised(), if open => {
                     self.say_goodbye("shutting down");
                     phase = Phase::Draining { reading: true };
                 }
-                () = stuck.cancelled() => {
+                () = stuck.raised() => {
                     self.calls.abort_all();
                     return Ending::Failed(Error::disconnected("writing to the client failed"));
                 }
-                () = interrupt.cancelled(), if !open => {
+                () = interrupt.raised(), if !open => {
                     tracing::debug!(peer = %self.peer, "grace period over; interrupting the calls left");
                     self.calls.interrupt_all();
                     self.calls.abort_all();
@@ -362,7 +346,7 @@ impl Connection {
         received: Instant,
     ) -> Result<Burst, Error> {
         for taken in 0..self.burst_len {
-            if self.calls.queue_full() || self.stuck.is_set() {
+            if self.calls.queue_full() || self.stuck.is_cancelled() {
                 return Ok(Burst::Over);
             }
             // What the loop's select would see first still comes first,

@@ -25,6 +25,7 @@ mod inbound;
 pub mod json;
 mod report;
 mod router;
+mod signal;
 mod slow;
 mod stats;
 mod task;
@@ -32,12 +33,11 @@ mod task;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::codec::DecodeLimits;
 
 pub use connection::serve_connection;
 pub use router::Router;
+pub use signal::Signal;
 pub use stats::ServerStats;
 pub(crate) use stats::{Counters, Outcome};
 
@@ -95,12 +95,12 @@ pub struct ServerState {
     /// The limits.
     pub config: ServerConfig,
     pub(crate) counters: Arc<Counters>,
-    /// Cancelled when the server starts a graceful shutdown: connections
+    /// Raised when the server starts a graceful shutdown: connections
     /// say goodbye, stop reading and finish what they accepted.
-    pub shutdown: CancellationToken,
-    /// Cancelled when a graceful shutdown's grace period is over: calls
+    pub shutdown: Signal,
+    /// Raised when a graceful shutdown's grace period is over: calls
     /// still running are stopped, and their callers told so.
-    pub interrupt: CancellationToken,
+    pub interrupt: Signal,
     /// Methods whose first poll was once slow: spawned from the start.
     pub(crate) slow: slow::SlowMethods,
 }
@@ -118,8 +118,8 @@ impl Clone for ServerState {
             router: self.router.clone(),
             config: self.config.clone(),
             counters: Arc::default(),
-            shutdown: CancellationToken::new(),
-            interrupt: CancellationToken::new(),
+            shutdown: Signal::new(),
+            interrupt: Signal::new(),
             slow: slow::SlowMethods::default(),
         }
     }

@@ -148,10 +148,6 @@ enum Burst {
     Over,
 }
 
-/// How many buffered frames a burst takes between looks at shutdown and
-/// the grace period.
-const SIGNALS_EVERY: usize = 8;
-
 /// A server connection's state, shared by the loop and the frame handlers.
 pub(super) struct Connection {
     pub(super) state: Arc<ServerState>,
@@ -345,19 +341,16 @@ impl Connection {
         draining: bool,
         received: Instant,
     ) -> Result<Burst, Error> {
-        for taken in 0..self.burst_len {
+        for _ in 0..self.burst_len {
             if self.calls.queue_full() || self.stuck.is_cancelled() {
                 return Ok(Burst::Over);
             }
-            // What the loop's select would see first still comes first,
-            // looked at every few frames (the select just looked, and
-            // each look takes a lock).
-            if taken % SIGNALS_EVERY == 0 {
-                let interrupted = draining && self.state.interrupt.is_cancelled();
-                let stopping = self.state.shutdown.is_cancelled() && !draining;
-                if stopping || interrupted {
-                    return Ok(Burst::Over);
-                }
+            // What the loop's select would see first still comes first (a
+            // look reads a flag).
+            let interrupted = draining && self.state.interrupt.is_cancelled();
+            let stopping = self.state.shutdown.is_cancelled() && !draining;
+            if stopping || interrupted {
+                return Ok(Burst::Over);
             }
             match reader.buffered_frame() {
                 Some(frame) => self.on_frame(frame?, draining, received)?,

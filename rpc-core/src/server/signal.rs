@@ -42,9 +42,11 @@ impl Signal {
         self.token.cancelled()
     }
 
-    /// The token beneath, for waits that need one of their own.
-    pub fn token(&self) -> &CancellationToken {
-        &self.token
+    /// A token cancelled with the signal, for waits that need one of their
+    /// own. A child: cancelling it does not raise the signal (the signal's
+    /// flag would not know).
+    pub fn child_token(&self) -> CancellationToken {
+        self.token.child_token()
     }
 
     /// A wait for this signal that a loop polls on every turn.
@@ -115,7 +117,7 @@ mod tests {
         assert!(!signal.is_cancelled());
         signal.cancel();
         assert!(task.await.unwrap(), "the flag is set when the watch completes");
-        assert!(signal.token().is_cancelled());
+        assert!(signal.child_token().is_cancelled());
     }
 
     #[tokio::test]

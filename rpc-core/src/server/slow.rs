@@ -73,8 +73,10 @@ impl Record {
 }
 
 /// Methods by the address of their descriptor. Records are read and
-/// written without ordering: connections racing on one may lose a count,
-/// which only moves a trial by a call.
+/// written without ordering or locks: connections racing on one may lose
+/// an update, which at worst brings a mark back or clears it early (any
+/// fast first poll in place clears it, one that began before the mark
+/// too); the next trial, or the next three slow polls, settle it.
 #[derive(Debug)]
 pub(crate) struct SlowMethods([AtomicU32; SLOTS]);
 

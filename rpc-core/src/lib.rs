@@ -56,6 +56,7 @@ pub mod payload {
 }
 pub mod server;
 pub mod service;
+mod signal;
 pub mod streaming;
 pub mod trace;
 pub mod transport;

@@ -1,14 +1,15 @@
 //! The one writer task of a connection, on either side.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::frame::{Frame, HEADER_LEN};
 use crate::permit::CallPermits;
+use crate::signal::Signal;
 use crate::transport::FrameWrite;
 
 /// Most frames handed to the transport in one batch. Bounds the batch's
@@ -52,7 +53,7 @@ impl<P> From<Frame> for Outgoing<P> {
 }
 
 /// Writes frames from `outbox` until every sender is gone or `stop` is
-/// cancelled, then closes the sending direction.
+/// raised, then closes the sending direction.
 ///
 /// Whatever queued up while the previous batch was being written goes out
 /// as the next batch: with many calls in flight that is one write for many
@@ -65,7 +66,7 @@ pub(crate) async fn run<W, P>(
     mut writer: W,
     mut outbox: mpsc::UnboundedReceiver<Outgoing<P>>,
     permits: CallPermits,
-    stop: CancellationToken,
+    stop: Arc<Signal>,
     write_timeout: Duration,
     idle: impl Fn() + Send,
     written: impl Fn(&[Outgoing<P>]) + Send,
@@ -80,6 +81,9 @@ where
     // timer per wait would cost a registration and a removal.
     let release_at = tokio::time::sleep(RELEASE_AFTER);
     tokio::pin!(release_at);
+    // Looked at before every batch and waited on at every wait: a watch
+    // reads a flag, where the token's own look and wait take locks.
+    let mut stopped = stop.watch();
     loop {
         if stop.is_cancelled() {
             break;
@@ -96,7 +100,7 @@ where
                 release_at.as_mut().reset(Instant::now() + RELEASE_AFTER);
                 let received = tokio::select! {
                     biased;
-                    () = stop.cancelled() => break,
+                    () = stopped.raised() => break,
                     received = outbox.recv_many(&mut batch, MAX_BATCH) => Some(received),
                     () = release_at.as_mut() => None,
                 };
@@ -107,7 +111,7 @@ where
                         writer.idle();
                         tokio::select! {
                             biased;
-                            () = stop.cancelled() => break,
+                            () = stopped.raised() => break,
                             received = outbox.recv_many(&mut batch, MAX_BATCH) => received,
                         }
                     }

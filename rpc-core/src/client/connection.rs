@@ -10,7 +10,6 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::client::Callee;
 use crate::client::calls::{CallTable, Outbox, Reply, Waiter, sweep_deadlines};
@@ -21,6 +20,7 @@ use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead}
 use crate::metadata::Metadata;
 use crate::permit::{CallPermit, CallPermits, NoPermit};
 use crate::service::RequestMessage;
+use crate::signal::Signal;
 use crate::transport::{Established, FrameRead, FrameWrite};
 use crate::writer::{self, DEFAULT_WRITE_TIMEOUT, Outgoing};
 
@@ -78,8 +78,8 @@ impl Connection {
         let calls = Arc::new(CallTable::default());
         // When the server is gone, stop writing at once and close our side,
         // so the server's lingering close is not kept waiting.
-        let stop = CancellationToken::new();
-        let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls), stop.clone()));
+        let stop = Arc::new(Signal::new());
+        let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls), Arc::clone(&stop)));
         let sweeper = tokio::spawn(sweep_deadlines(
             Arc::clone(&calls),
             permits.clone(),
@@ -388,7 +388,7 @@ impl Drop for PendingCall<'_> {
 
 /// Reads the server's frames and hands each to its call, until the
 /// connection ends; then fails every call still waiting.
-async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: CancellationToken) {
+async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc<Signal>) {
     let reason = loop {
         let frame = match reader.read_frame().await {
             Ok(Some(frame)) => frame,

@@ -10,18 +10,18 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind};
 use crate::peer::Peer;
 use crate::permit::CallPermits;
+use crate::server::ServerState;
 use crate::server::call::Outbox;
 use crate::server::calls::CallTable;
 use crate::server::report::Reports;
 use crate::server::slow::Stretch;
-use crate::server::{ServerState, Signal};
+use crate::signal::Signal;
 use crate::transport::{Established, FrameRead, FrameWrite};
 use crate::writer;
 
@@ -57,7 +57,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         writer,
         queued,
         permits.clone(),
-        CancellationToken::new(),
+        Arc::new(Signal::new()),
         state.config.write_timeout,
         reports.tidy(),
         |_: &[_]| {},

@@ -25,7 +25,6 @@ mod inbound;
 pub mod json;
 mod report;
 mod router;
-mod signal;
 mod slow;
 mod stats;
 mod task;
@@ -35,9 +34,9 @@ use std::time::Duration;
 
 use crate::codec::DecodeLimits;
 
+pub use crate::signal::Signal;
 pub use connection::serve_connection;
 pub use router::Router;
-pub use signal::Signal;
 pub use stats::ServerStats;
 pub(crate) use stats::{Counters, Outcome};
 

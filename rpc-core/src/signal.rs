@@ -1,9 +1,9 @@
-//! [`Signal`]: a signal every connection's loop looks at on every turn
-//! (shut down; stop the calls left; the writer failed). A cancellation
-//! token, for whoever waits on it, with a flag beside it that a look reads
-//! without a lock (the token's own look takes one, shared by every
-//! connection of the server); and [`Watch`], a wait that a loop polls on
-//! every turn at the cost of that flag.
+//! [`Signal`]: a signal a loop looks at on every turn (the server shuts
+//! down; the grace period is over; a connection's writer failed, or must
+//! stop). A cancellation token, for whoever waits on it, with a flag beside
+//! it that a look reads without a lock (the token's own look takes one,
+//! which a server-wide token shares with every connection); and [`Watch`],
+//! a wait that a loop polls on every turn at the cost of that flag.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;

@@ -133,7 +133,15 @@ where
             gather(&mut outbox, &mut batch);
         }
         let frames = batch.iter().map(|out| &out.frame);
-        match tokio::time::timeout(write_timeout, writer.write_frames(frames)).await {
+        // A peer that stopped reading holds a write up to the timeout;
+        // `stop` does not wait for it (a client whose reader found the
+        // server gone closes its side at once).
+        let writing = tokio::select! {
+            biased;
+            () = stopped.raised() => break,
+            writing = tokio::time::timeout(write_timeout, writer.write_frames(frames)) => writing,
+        };
+        match writing {
             Ok(written) => written?,
             Err(_) => {
                 return Err(Error::disconnected(format!(
@@ -145,7 +153,14 @@ where
         written(&batch);
         batch.clear();
     }
-    writer.shutdown().await
+    // Closing writes too (a TLS close_notify), under the same bound.
+    tokio::time::timeout(write_timeout, writer.shutdown())
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::disconnected(format!(
+                "the peer stopped reading: closing the connection took longer than {write_timeout:?}"
+            )))
+        })
 }
 
 /// Adds whatever else is queued, up to a full batch.
@@ -164,4 +179,63 @@ fn batch_len<P>(batch: &[Outgoing<P>]) -> usize {
         .iter()
         .map(|out| HEADER_LEN + out.frame.payload().len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::pending;
+
+    use super::*;
+    use crate::frame::Kind;
+
+    /// A transport whose peer never reads: writes never finish.
+    struct Stalled;
+
+    impl FrameWrite for Stalled {
+        async fn write_frames<'a, I>(&mut self, _frames: I) -> Result<(), Error>
+        where
+            I: Iterator<Item = &'a Frame> + Clone + Send,
+        {
+            pending().await
+        }
+
+        async fn shutdown(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_stopped_in_the_middle_of_a_write_ends_without_waiting_for_it() {
+        let (outbox, queued) = mpsc::unbounded_channel::<Outgoing<()>>();
+        let stop = Arc::new(Signal::new());
+        outbox
+            .send(
+                Frame::new(Kind::Request, 1, bytes::Bytes::from_static(b"x"))
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        let writing = run(
+            Stalled,
+            queued,
+            CallPermits::new(4),
+            Arc::clone(&stop),
+            Duration::from_secs(3600),
+            || {},
+            |_: &[Outgoing<()>]| {},
+        );
+        tokio::pin!(writing);
+        // The writer takes the frame and is inside the stalled write.
+        for _ in 0..3 {
+            assert!(futures::FutureExt::now_or_never(writing.as_mut()).is_none());
+        }
+        stop.cancel();
+        // The guard only keeps a broken writer from hanging the test.
+        let ended = tokio::time::timeout(Duration::from_secs(10), writing).await;
+        assert!(
+            matches!(ended, Ok(Ok(()))),
+            "the writer waited for its write: {ended:?}"
+        );
+        drop(outbox);
+    }
 }

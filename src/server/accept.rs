@@ -51,7 +51,7 @@ pub(super) async fn accept_loop<L: Listener>(listener: L, doors: Arc<Doors>, max
     // Owning every connection task here means aborting this future (stop, or
     // the end of a shutdown's grace period) aborts them all.
     let mut connections = JoinSet::new();
-    let shutdown = doors.state.shutdown.child_token();
+    let shutdown = &doors.state.shutdown;
     let room = Arc::new(Semaphore::new(max_connections));
     let admission = Admission::new();
     // A stream, so that a connection accepted while waiting for room is
@@ -167,7 +167,7 @@ async fn serve_tls<S: ByteStream>(
     newcomer: Newcomer,
     deadline: tokio::time::Instant,
 ) {
-    let shutdown = doors.state.shutdown.child_token();
+    let shutdown = &doors.state.shutdown;
     if protocol != Protocol::Tls {
         // Bounded like a handshake: a peer that never reads the refusal
         // costs its socket until the deadline, no longer.
@@ -223,7 +223,7 @@ async fn first_byte<S: ByteStream>(
     newcomer: &Newcomer,
     deadline: tokio::time::Instant,
 ) -> Option<(Protocol, u8)> {
-    let shutdown = doors.state.shutdown.child_token();
+    let shutdown = &doors.state.shutdown;
     let sniffed = tokio::select! {
         sniffed = tokio::time::timeout_at(deadline, rpc_transport::sniff::sniff(stream)) => sniffed,
         // A graceful shutdown does not wait for half-open handshakes.
@@ -257,13 +257,13 @@ async fn route<S: ByteStream>(
     newcomer: Newcomer,
     deadline: tokio::time::Instant,
 ) {
-    let shutdown = doors.state.shutdown.child_token();
+    let shutdown = &doors.state.shutdown;
     #[cfg(feature = "json")]
     if let (Protocol::Http, Some(front)) = (protocol, &doors.json) {
         let stream = rpc_transport::sniff::Rewind::new(first, stream);
         // Boxed: inline, the HTTP connection's state would make every
         // binary connection's task as large as its own.
-        Box::pin(front.serve(stream, peer, newcomer, shutdown)).await;
+        Box::pin(front.serve(stream, peer, newcomer, shutdown.child_token())).await;
         return;
     }
     if protocol == Protocol::Binary && !doors.binary {

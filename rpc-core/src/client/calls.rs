@@ -200,8 +200,7 @@ impl CallTable {
     pub(super) fn written(&self, id: u64) {
         self.written.fetch_max(id, Ordering::SeqCst);
         if self.has_parked.load(Ordering::SeqCst) {
-            let freed = self.unpark();
-            drop(freed);
+            drop(self.unpark());
         }
     }
 
@@ -226,8 +225,7 @@ impl CallTable {
         // The writer may have passed `id` since the look above, and looked
         // for parked permits before this one was there: one of the two
         // looks sees the other (SeqCst on both sides).
-        let freed = self.unpark();
-        drop(freed);
+        drop(self.unpark());
     }
 
     /// Takes out the parked permits whose requests have been written; the

@@ -342,14 +342,11 @@ impl Connection {
         received: Instant,
     ) -> Result<Burst, Error> {
         for _ in 0..self.burst_len {
-            if self.calls.queue_full() || self.stuck.is_cancelled() {
-                return Ok(Burst::Over);
-            }
             // What the loop's select would see first still comes first (a
             // look reads a flag).
             let interrupted = draining && self.state.interrupt.is_cancelled();
             let stopping = self.state.shutdown.is_cancelled() && !draining;
-            if stopping || interrupted {
+            if self.calls.queue_full() || self.stuck.is_cancelled() || stopping || interrupted {
                 return Ok(Burst::Over);
             }
             match reader.buffered_frame() {

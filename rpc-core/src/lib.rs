@@ -43,6 +43,7 @@ pub mod metadata;
 pub mod middleware;
 pub mod observe;
 pub mod peer;
+mod outbox;
 mod permit;
 
 /// The request head and payload encoding, under their old name.

@@ -6,10 +6,14 @@
 //! in-memory pipes), after the connection preface has been exchanged, and
 //! hands the runtime an [`Established`] connection.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes};
 
 use crate::error::Error;
-use crate::frame::{Frame, Preface};
+use crate::frame::{Frame, HEADER_LEN, Header, MAX_PAYLOAD_LEN, Preface};
 use crate::peer::Peer;
 
 /// The receiving half of a connection.
@@ -55,6 +59,19 @@ pub trait FrameWrite: Send + 'static {
     where
         I: Iterator<Item = &'a Frame> + Clone + Send;
 
+    /// Writes a batch of frames the runtime has already encoded, header
+    /// after payload, in order, as one run of bytes: what the runtime calls
+    /// for every batch. A byte stream writes it as it is (`rpc-transport`
+    /// does, with vectored writes); the default takes the frames apart
+    /// again and hands them to [`write_frames`](FrameWrite::write_frames),
+    /// so a transport that implements only that still works.
+    fn write_encoded(&mut self, batch: &mut Encoded) -> impl Future<Output = Result<(), Error>> + Send {
+        async move {
+            let frames = batch.frames()?;
+            self.write_frames(frames.iter()).await
+        }
+    }
+
     /// Nothing has been queued for a while: a good moment to give back
     /// large buffers, so that an idle connection costs little memory.
     /// Optional.
@@ -62,6 +79,122 @@ pub trait FrameWrite: Send + 'static {
 
     /// Flushes and closes the sending direction.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// A batch of encoded frames: their bytes in order, as the chunks they were
+/// queued in (runs of small frames, and large payloads as they are), ready
+/// for a vectored write. Reading it as a [`Buf`] consumes it.
+///
+/// ```
+/// use bytes::{Buf, Bytes};
+/// use rpc_core::transport::Encoded;
+///
+/// let mut batch = Encoded::default();
+/// batch.push(Bytes::from_static(b"head"));
+/// batch.push(Bytes::from_static(b"payload"));
+/// assert_eq!(batch.remaining(), 11);
+/// assert_eq!(batch.copy_to_bytes(11), Bytes::from_static(b"headpayload"));
+/// ```
+#[derive(Debug, Default)]
+pub struct Encoded {
+    chunks: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Encoded {
+    /// Appends `chunk`, after everything already in the batch.
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.remaining += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Empties the batch, keeping its room for chunks.
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.remaining = 0;
+    }
+
+    /// Gives back room for chunks beyond `chunks`, for an idle connection.
+    pub fn shrink_to(&mut self, chunks: usize) {
+        self.chunks.shrink_to(chunks);
+    }
+
+    /// The batch taken apart into frames (the default
+    /// [`FrameWrite::write_encoded`]); consumes it.
+    fn frames(&mut self) -> Result<Vec<Frame>, Error> {
+        let mut frames = Vec::new();
+        while self.remaining >= HEADER_LEN {
+            let mut bytes = [0; HEADER_LEN];
+            self.copy_to_slice(&mut bytes);
+            // The runtime encoded these itself: only a bug makes them bad.
+            let header = Header::parse(&bytes, MAX_PAYLOAD_LEN)
+                .map_err(|err| Error::disconnected(format!("an encoded batch holds a bad frame header: {err}")))?;
+            if self.remaining < header.payload_len() {
+                break;
+            }
+            let payload = self.copy_to_bytes(header.payload_len());
+            frames.push(Frame::new(header.kind(), header.id(), payload)?);
+        }
+        if self.remaining > 0 {
+            return Err(Error::disconnected("an encoded batch ends in the middle of a frame"));
+        }
+        Ok(frames)
+    }
+}
+
+impl Buf for Encoded {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |chunk| &chunk[..])
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slot, chunk) in dst.iter_mut().zip(&self.chunks) {
+            *slot = IoSlice::new(chunk);
+            filled += 1;
+        }
+        filled
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        self.remaining = self.remaining.saturating_sub(cnt);
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        // A payload queued as a chunk of its own comes back out as it is.
+        match self.chunks.front_mut() {
+            Some(front) if front.len() == len => {
+                self.remaining -= len;
+                self.chunks.pop_front().unwrap_or_default()
+            }
+            Some(front) if front.len() > len => {
+                self.remaining -= len;
+                front.split_to(len)
+            }
+            _ => {
+                let mut out = bytes::BytesMut::with_capacity(len);
+                bytes::BufMut::put(&mut out, (&mut *self).take(len));
+                out.freeze()
+            }
+        }
+    }
 }
 
 /// A connection whose preface exchange succeeded: its two halves, what the

@@ -3,25 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::frame::{Frame, HEADER_LEN};
+use crate::outbox::{Batch, Queued};
 use crate::permit::CallPermits;
 use crate::signal::Signal;
 use crate::transport::FrameWrite;
-
-/// Most frames handed to the transport in one batch. Bounds the batch's
-/// memory; a full batch of small frames is still a single write.
-const MAX_BATCH: usize = 256;
 
 /// Batches smaller than this are worth delaying (by one pass of the
 /// scheduler) to gather more frames; larger ones go out at once, since their
 /// write costs far more than a system call.
 const COALESCE_BELOW: usize = 16 * 1024;
 
-/// Frames' worth of room the batch keeps while the connection is idle; a
+/// Chunks' worth of room the batch keeps while the connection is idle; a
 /// burst grows it, and the next idle spell gives the rest back.
 const IDLE_BATCH: usize = 4;
 
@@ -35,25 +30,8 @@ const RELEASE_AFTER: Duration = Duration::from_millis(100);
 /// alive for ever.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A frame on its way out, with the permit (`P`) it keeps held until it is
-/// written: a server call's [`CallPermit`](crate::permit::CallPermit). (A
-/// client's frames carry none: its calls keep their permits, and learn
-/// what was written from the `written` hook of [`run`].)
-#[derive(Debug)]
-pub(crate) struct Outgoing<P> {
-    pub(crate) frame: Frame,
-    #[expect(dead_code, reason = "held only to be dropped once the frame is written")]
-    pub(crate) permit: Option<P>,
-}
-
-impl<P> From<Frame> for Outgoing<P> {
-    fn from(frame: Frame) -> Outgoing<P> {
-        Outgoing { frame, permit: None }
-    }
-}
-
-/// Writes frames from `outbox` until every sender is gone or `stop` is
-/// raised, then closes the sending direction.
+/// Writes what is queued in the outbox until every sender is gone or
+/// `stop` is raised, then closes the sending direction.
 ///
 /// Whatever queued up while the previous batch was being written goes out
 /// as the next batch: with many calls in flight that is one write for many
@@ -61,21 +39,22 @@ impl<P> From<Frame> for Outgoing<P> {
 /// `permits` are the connection's: more of them held than frames in hand
 /// means other calls are under way. `idle` runs whenever everything queued
 /// has been written and the writer is about to wait; `written` gets each
-/// batch once it is written.
+/// batch once it is written, before what its frames hold (`P`, a server
+/// call's permit) is let go.
 pub(crate) async fn run<W, P>(
     mut writer: W,
-    mut outbox: mpsc::UnboundedReceiver<Outgoing<P>>,
+    queued: Queued<P>,
     permits: CallPermits,
     stop: Arc<Signal>,
     write_timeout: Duration,
     idle: impl Fn() + Send,
-    written: impl Fn(&[Outgoing<P>]) + Send,
+    written: impl Fn(&Batch<P>) + Send,
 ) -> Result<(), Error>
 where
     W: FrameWrite,
-    P: Send + Sync,
+    P: Send,
 {
-    let mut batch: Vec<Outgoing<P>> = Vec::new();
+    let mut batch: Batch<P> = Batch::default();
     // One timer for the writer's life, pushed back at each wait: while it
     // has not fired, that costs the runtime an atomic update, where a
     // timer per wait would cost a registration and a removal.
@@ -88,41 +67,37 @@ where
         if stop.is_cancelled() {
             break;
         }
-        match outbox.try_recv() {
-            Ok(out) => batch.push(out),
-            Err(TryRecvError::Disconnected) => break,
-            Err(TryRecvError::Empty) => {
-                idle();
-                // Nothing queued: wait. A connection that stays quiet for a
-                // while gives its buffers back, so an idle one holds little;
-                // a busy one keeps them, since taking them afresh after
-                // every batch costs more than the memory saves.
-                release_at.as_mut().reset(Instant::now() + RELEASE_AFTER);
-                let received = tokio::select! {
-                    biased;
-                    () = stopped.raised() => break,
-                    received = outbox.recv_many(&mut batch, MAX_BATCH) => Some(received),
-                    () = release_at.as_mut() => None,
-                };
-                let received = match received {
-                    Some(received) => received,
-                    None => {
-                        batch.shrink_to(IDLE_BATCH);
-                        writer.idle();
-                        tokio::select! {
-                            biased;
-                            () = stopped.raised() => break,
-                            received = outbox.recv_many(&mut batch, MAX_BATCH) => received,
-                        }
+        if !queued.take(&mut batch) {
+            idle();
+            // Nothing queued: wait. A connection that stays quiet for a
+            // while gives its buffers back, so an idle one holds little;
+            // a busy one keeps them, since taking them afresh after
+            // every batch costs more than the memory saves.
+            release_at.as_mut().reset(Instant::now() + RELEASE_AFTER);
+            let taken = tokio::select! {
+                biased;
+                () = stopped.raised() => break,
+                taken = queued.taken(&mut batch) => Some(taken),
+                () = release_at.as_mut() => None,
+            };
+            let taken = match taken {
+                Some(taken) => taken,
+                None => {
+                    batch.shrink_to(IDLE_BATCH);
+                    queued.release();
+                    writer.idle();
+                    tokio::select! {
+                        biased;
+                        () = stopped.raised() => break,
+                        taken = queued.taken(&mut batch) => taken,
                     }
-                };
-                if received == 0 {
-                    break;
                 }
+            };
+            if !taken {
+                break;
             }
         }
-        gather(&mut outbox, &mut batch);
-        if batch.len() < MAX_BATCH && permits.in_use() > batch.len() && batch_len(&batch) < COALESCE_BELOW {
+        if permits.in_use() > batch.frames() && batch.len() < COALESCE_BELOW {
             // Whoever queued this frame woke us, and tokio runs a task woken
             // that way next, ahead of the other tasks ready to run: small
             // answers finishing together would each get a write (a system
@@ -130,16 +105,15 @@ where
             // that are ready queue their frames first. A lone call does not
             // wait, nor does a batch big enough to be worth its write.
             tokio::task::yield_now().await;
-            gather(&mut outbox, &mut batch);
+            queued.take(&mut batch);
         }
-        let frames = batch.iter().map(|out| &out.frame);
         // A peer that stopped reading holds a write up to the timeout;
         // `stop` does not wait for it (a client whose reader found the
         // server gone closes its side at once).
         let writing = tokio::select! {
             biased;
             () = stopped.raised() => break,
-            writing = tokio::time::timeout(write_timeout, writer.write_frames(frames)) => writing,
+            writing = tokio::time::timeout(write_timeout, writer.write_encoded(&mut batch.encoded)) => writing,
         };
         match writing {
             Ok(written) => written?,
@@ -149,7 +123,7 @@ where
                 )));
             }
         }
-        // Written: the permits the frames held are free now.
+        // Written: what the frames held (permits) is free now.
         written(&batch);
         batch.clear();
     }
@@ -163,30 +137,13 @@ where
         })
 }
 
-/// Adds whatever else is queued, up to a full batch.
-fn gather<P>(outbox: &mut mpsc::UnboundedReceiver<Outgoing<P>>, batch: &mut Vec<Outgoing<P>>) {
-    while batch.len() < MAX_BATCH {
-        match outbox.try_recv() {
-            Ok(out) => batch.push(out),
-            Err(_) => return,
-        }
-    }
-}
-
-/// The bytes of a batch's frames.
-fn batch_len<P>(batch: &[Outgoing<P>]) -> usize {
-    batch
-        .iter()
-        .map(|out| HEADER_LEN + out.frame.payload().len())
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use std::future::pending;
 
     use super::*;
-    use crate::frame::Kind;
+    use crate::frame::{Frame, Kind};
+    use crate::outbox::outbox;
 
     /// A transport whose peer never reads: writes never finish.
     struct Stalled;
@@ -206,14 +163,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_writer_stopped_in_the_middle_of_a_write_ends_without_waiting_for_it() {
-        let (outbox, queued) = mpsc::unbounded_channel::<Outgoing<()>>();
+        let (outbox, queued) = outbox::<()>();
         let stop = Arc::new(Signal::new());
         outbox
-            .send(
-                Frame::new(Kind::Request, 1, bytes::Bytes::from_static(b"x"))
-                    .unwrap()
-                    .into(),
-            )
+            .send(Frame::new(Kind::Request, 1, bytes::Bytes::from_static(b"x")).unwrap(), None)
             .unwrap();
         let writing = run(
             Stalled,
@@ -222,7 +175,7 @@ mod tests {
             Arc::clone(&stop),
             Duration::from_secs(3600),
             || {},
-            |_: &[Outgoing<()>]| {},
+            |_: &Batch<()>| {},
         );
         tokio::pin!(writing);
         // The writer takes the frame and is inside the stalled write.

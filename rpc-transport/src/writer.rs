@@ -1,12 +1,9 @@
 //! [`FrameWriter`]: batches of frames to the writing half of a byte stream.
 
-use std::collections::VecDeque;
-use std::io::IoSlice;
-
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use rpc_core::Error;
 use rpc_core::frame::{Frame, HEADER_LEN};
-use rpc_core::transport::FrameWrite;
+use rpc_core::transport::{Encoded, FrameWrite};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Payloads at least this large are written from their own memory with a
@@ -24,7 +21,7 @@ pub struct FrameWriter<W> {
     /// Headers and small payloads; reused across batches.
     buf: BytesMut,
     /// The batch, in order: slices of `buf` and large payloads.
-    chunks: Chunks,
+    chunks: Encoded,
 }
 
 impl<W: AsyncWrite> FrameWriter<W> {
@@ -33,7 +30,7 @@ impl<W: AsyncWrite> FrameWriter<W> {
         FrameWriter {
             io,
             buf: BytesMut::new(),
-            chunks: Chunks::default(),
+            chunks: Encoded::default(),
         }
     }
 }
@@ -69,8 +66,15 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWrite for FrameWriter<W> {
             }
         }
         self.chunks.push(self.buf.split().freeze());
-        let written = self.io.write_all_buf(&mut self.chunks).await;
-        self.chunks.clear();
+        let mut chunks = std::mem::take(&mut self.chunks);
+        let written = self.write_encoded(&mut chunks).await;
+        chunks.clear();
+        self.chunks = chunks;
+        written
+    }
+
+    async fn write_encoded(&mut self, batch: &mut Encoded) -> Result<(), Error> {
+        let written = self.io.write_all_buf(batch).await;
         written.map_err(|err| Error::io("writing to the connection failed", &err))?;
         self.io
             .flush()
@@ -82,7 +86,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWrite for FrameWriter<W> {
         // The buffer's memory may be more than its spare capacity shows
         // (what the last batch used comes back to it), so it goes whole.
         self.buf = BytesMut::new();
-        self.chunks.queue.shrink_to(IDLE_CHUNKS);
+        self.chunks.shrink_to(IDLE_CHUNKS);
     }
 
     async fn shutdown(&mut self) -> Result<(), Error> {
@@ -93,64 +97,10 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWrite for FrameWriter<W> {
     }
 }
 
-/// A queue of byte chunks that `write_all_buf` writes with vectored I/O.
-#[derive(Debug, Default)]
-struct Chunks {
-    queue: VecDeque<Bytes>,
-    remaining: usize,
-}
-
-impl Chunks {
-    fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.remaining += chunk.len();
-            self.queue.push_back(chunk);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.queue.clear();
-        self.remaining = 0;
-    }
-}
-
-impl Buf for Chunks {
-    fn remaining(&self) -> usize {
-        self.remaining
-    }
-
-    fn chunk(&self) -> &[u8] {
-        self.queue.front().map_or(&[], |chunk| &chunk[..])
-    }
-
-    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let mut filled = 0;
-        for (slot, chunk) in dst.iter_mut().zip(&self.queue) {
-            *slot = IoSlice::new(chunk);
-            filled += 1;
-        }
-        filled
-    }
-
-    fn advance(&mut self, mut cnt: usize) {
-        self.remaining = self.remaining.saturating_sub(cnt);
-        while cnt > 0 {
-            let Some(front) = self.queue.front_mut() else {
-                return;
-            };
-            if cnt < front.len() {
-                front.advance(cnt);
-                return;
-            }
-            cnt -= front.len();
-            self.queue.pop_front();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use rpc_core::frame::Kind;
     use tokio::io::AsyncReadExt;
 
@@ -190,20 +140,5 @@ mod tests {
         writer.idle();
         assert_eq!(writer.buf.capacity(), 0);
         writer.write_frames(many.iter()).await.unwrap();
-    }
-
-    #[test]
-    fn chunks_advance_across_boundaries() {
-        let mut chunks = Chunks::default();
-        chunks.push(Bytes::from_static(b"abc"));
-        chunks.push(Bytes::new());
-        chunks.push(Bytes::from_static(b"defg"));
-        assert_eq!(chunks.remaining(), 7);
-        chunks.advance(4);
-        assert_eq!(chunks.chunk(), b"efg");
-        assert_eq!(chunks.remaining(), 3);
-        chunks.advance(3);
-        assert_eq!(chunks.remaining(), 0);
-        assert!(chunks.chunk().is_empty());
     }
 }

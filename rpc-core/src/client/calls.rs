@@ -11,15 +11,15 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorCode, WireError};
-use crate::frame::{self, Frame, Kind, ProtocolError};
+use crate::frame::{self, Kind, ProtocolError};
+use crate::outbox::{self, Payload, WeakOutbox};
 use crate::permit::{CallPermit, CallPermits};
 use crate::streaming::{MAX_STREAM_CREDIT, STREAM_WINDOW, SendCredit};
-use crate::writer::Outgoing;
 
-/// Where a client connection's frames go: its writer task. Frames carry no
+/// Where a client connection's frames go: its writer task. Frames hold no
 /// permit: a call keeps its own, and frees it once its request has been
 /// written ([`CallTable::written`]) and the call is over.
-pub(super) type Outbox = mpsc::UnboundedSender<Outgoing<Infallible>>;
+pub(super) type Outbox = outbox::Outbox<Infallible>;
 
 /// What a call's wait ends with.
 #[derive(Debug)]
@@ -264,7 +264,7 @@ impl CallTable {
     pub(super) fn send(
         &self,
         outbox: &Outbox,
-        payload: Bytes,
+        payload: Payload<'_>,
         waiter: Waiter,
     ) -> Result<Result<u64, Reply>, Error> {
         let mut inner = self.lock();
@@ -275,9 +275,7 @@ impl CallTable {
             return Ok(Err(Reply::Unsent(inner.unusable_error())));
         }
         let id = inner.last_id + 1;
-        let frame = Frame::new(Kind::Request, id, payload)?;
-        let out = Outgoing::from(frame);
-        if outbox.send(out).is_err() {
+        if outbox.send_payload(Kind::Request, id, payload)?.is_err() {
             return Ok(Err(Reply::Unsent(inner.unusable_error())));
         }
         inner.last_id = id;
@@ -383,7 +381,7 @@ impl CallTable {
 
     /// Fails every call whose deadline is `now` or earlier, and tells the
     /// server to stop them; re-arms the sweep for the calls left.
-    fn expire(&self, now: Instant, outbox: &mpsc::WeakUnboundedSender<Outgoing<Infallible>>) {
+    fn expire(&self, now: Instant, outbox: &WeakOutbox<Infallible>) {
         let (expired, live) = {
             let mut inner = self.lock();
             let due: Vec<u64> = inner
@@ -404,9 +402,9 @@ impl CallTable {
             if let Waiter::Unary { reply, .. } = waiter {
                 let _ = reply.send(Reply::Expired);
             }
-            let cancel = Frame::new(Kind::Cancel, id, Bytes::new());
-            if let (Some(outbox), Ok(cancel)) = (&outbox, cancel) {
-                let _ = outbox.send(cancel.into());
+            if let Some(outbox) = &outbox {
+                // A gone writer means a closed connection: nobody to tell.
+                let _ = outbox.send_payload(Kind::Cancel, id, Payload::Borrowed(&[]));
             }
         }
     }
@@ -460,7 +458,7 @@ impl CallTable {
 pub(super) async fn sweep_deadlines(
     calls: Arc<CallTable>,
     permits: CallPermits,
-    outbox: mpsc::WeakUnboundedSender<Outgoing<Infallible>>,
+    outbox: WeakOutbox<Infallible>,
 ) {
     loop {
         // A call that arms an earlier deadline after the reads below

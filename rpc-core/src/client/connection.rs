@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -16,13 +16,14 @@ use crate::client::calls::{CallTable, Outbox, Reply, Waiter, sweep_deadlines};
 use crate::codec::DecodeLimits;
 use crate::compat::Fingerprint;
 use crate::error::{Error, WireError};
-use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
+use crate::frame::{self, CONNECTION_ID, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
 use crate::permit::{CallPermit, CallPermits, NoPermit};
 use crate::service::RequestMessage;
 use crate::signal::Signal;
 use crate::transport::{Established, FrameRead, FrameWrite};
-use crate::writer::{self, DEFAULT_WRITE_TIMEOUT, Outgoing};
+use crate::outbox::{self, Batch, Payload};
+use crate::writer::{self, DEFAULT_WRITE_TIMEOUT};
 
 /// A started connection. Dropping it stops its tasks.
 #[derive(Debug)]
@@ -74,7 +75,7 @@ impl Connection {
         // holds a permit under the client's in-flight limit until the
         // request is written (and the call is over), and each call adds at
         // most one cancel.
-        let (outbox, queued) = mpsc::unbounded_channel();
+        let (outbox, queued) = outbox::outbox();
         let calls = Arc::new(CallTable::default());
         // When the server is gone, stop writing at once and close our side,
         // so the server's lingering close is not kept waiting.
@@ -96,14 +97,9 @@ impl Connection {
             || {},
             // Requests leave in id order: the batch's last one is the
             // highest written.
-            move |batch: &[Outgoing<Infallible>]| {
-                let last = batch
-                    .iter()
-                    .rev()
-                    .map(|out| out.frame.header())
-                    .find(|header| header.kind() == Kind::Request);
-                if let Some(header) = last {
-                    written_calls.written(header.id());
+            move |batch: &Batch<Infallible>| {
+                if let Some(id) = batch.last_request() {
+                    written_calls.written(id);
                 }
             },
         );
@@ -216,10 +212,14 @@ impl Connection {
         deadline: Instant,
         permit: CallPermit,
     ) -> Result<Reply, Error> {
-        self.check_request_len(request.method, request.payload.len())?;
+        self.check_request_len(request.method, request.len())?;
         let (tx, answer) = oneshot::channel();
         let waiter = Waiter::Unary { reply: tx, deadline };
-        let id = match self.calls.send(&self.outbox, request.payload, waiter)? {
+        let sent = self.calls.send(&self.outbox, request.payload(), waiter);
+        // Its bytes are queued: the scratch buffer goes back to the thread
+        // before this call waits.
+        drop(request);
+        let id = match sent? {
             Ok(id) => id,
             Err(refused) => return Ok(refused),
         };
@@ -241,9 +241,8 @@ impl Connection {
 
     /// Tells the server to stop call `id`, which nobody waits for any more.
     pub(super) fn cancel(&self, id: u64) {
-        if let Ok(cancel) = Frame::new(Kind::Cancel, id, Bytes::new()) {
-            let _ = self.outbox.send(cancel.into());
-        }
+        // A gone writer means a closed connection: nobody to tell.
+        let _ = self.outbox.send_payload(Kind::Cancel, id, Payload::Borrowed(&[]));
     }
 }
 
@@ -256,7 +255,18 @@ pub(crate) struct Expired;
 #[derive(Debug)]
 pub(crate) struct Request {
     pub(crate) method: &'static str,
-    pub(crate) payload: Bytes,
+    body: Body,
+}
+
+/// A request's bytes.
+#[derive(Debug)]
+enum Body {
+    /// In the thread's scratch buffer, which goes back to the thread when
+    /// the request is dropped: copied to the connection's outbox, a short
+    /// request costs no allocation of its own.
+    Scratch(BytesMut),
+    /// A long request's own buffer, queued as it is.
+    Own(Bytes),
 }
 
 impl Request {
@@ -272,7 +282,7 @@ impl Request {
             return Ok(None);
         }
         let callee = Callee::of(request);
-        let payload = with_scratch(|payload| {
+        let body = with_scratch(|payload| {
             encode_head(
                 callee.name,
                 callee.fingerprint(),
@@ -285,42 +295,71 @@ impl Request {
         })?;
         Ok(Some(Request {
             method: callee.name,
-            payload,
+            body,
         }))
+    }
+
+    /// The request's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        match &self.body {
+            Body::Scratch(bytes) => bytes.len(),
+            Body::Own(bytes) => bytes.len(),
+        }
+    }
+
+    /// The request's bytes, for the outbox.
+    pub(crate) fn payload(&self) -> Payload<'_> {
+        match &self.body {
+            Body::Scratch(bytes) => Payload::Borrowed(bytes),
+            Body::Own(bytes) => Payload::Owned(bytes.clone()),
+        }
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if let Body::Scratch(bytes) = &mut self.body {
+            give_back(std::mem::take(bytes));
+        }
     }
 }
 
 /// Requests up to this long are encoded in a buffer the thread keeps and
-/// copied out to one of their exact length: one allocation a request,
-/// where a buffer of its own (whose length is not known ahead) would take
-/// two, since `Bytes` needs a second for a buffer it does not fill.
-/// Longer ones keep the buffer they were encoded in.
+/// copied from there to the connection's outbox, so they cost no
+/// allocation. Longer ones keep the buffer they were encoded in, and the
+/// outbox queues it as it is.
 const SCRATCH_LEN: usize = 4096;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
-/// What `encode` writes, as the payload of a request.
-fn with_scratch(encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>) -> Result<Bytes, Error> {
+/// What `encode` writes, as the body of a request.
+fn with_scratch(encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>) -> Result<Body, Error> {
     // Taken out of its slot, not borrowed across `encode` (which runs the
     // user's `Serialize` code: whatever that does, it finds the slot
-    // empty). A thread whose locals are being torn down lends nothing, and
-    // the request gets a buffer of its own.
-    // What the slot holds was cleared before it was put back.
+    // empty), nor for the request's life (a second request encoded
+    // meanwhile takes a buffer of its own). A thread whose locals are
+    // being torn down lends nothing, and the request gets a buffer of its
+    // own. What the slot holds was cleared before it was put back.
     let mut payload = SCRATCH.try_with(|scratch| scratch.take()).unwrap_or_default();
-    let encoded = encode(&mut payload);
-    let bytes = if payload.len() <= SCRATCH_LEN {
-        let bytes = Bytes::copy_from_slice(&payload);
-        payload.clear();
-        if payload.capacity() <= SCRATCH_LEN {
-            let _ = SCRATCH.try_with(|scratch| scratch.replace(payload));
-        }
-        bytes
-    } else {
-        payload.freeze()
-    };
-    encoded.map(|()| bytes)
+    if let Err(err) = encode(&mut payload) {
+        give_back(payload);
+        return Err(err);
+    }
+    Ok(match payload.len() <= SCRATCH_LEN {
+        true => Body::Scratch(payload),
+        false => Body::Own(payload.freeze()),
+    })
+}
+
+/// Puts a scratch buffer back in the thread's slot, unless it grew too
+/// large to keep.
+fn give_back(mut payload: BytesMut) {
+    payload.clear();
+    if payload.capacity() <= SCRATCH_LEN {
+        let _ = SCRATCH.try_with(|scratch| scratch.replace(payload));
+    }
 }
 
 /// Appends a request head for a connection speaking `version`, with

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -24,6 +24,7 @@ use crate::codec;
 use crate::error::{Error, explain_decode};
 use crate::frame::{self, Frame, Kind};
 use crate::metadata::Metadata;
+use crate::outbox::Payload;
 use crate::permit::CallPermit;
 use crate::streaming::{ItemStream, RecvWindow, STREAM_WINDOW, SendCredit};
 
@@ -61,7 +62,7 @@ impl Connection {
             events,
             credit: credit.clone(),
         };
-        let id = match self.calls.send(&self.outbox, payload.freeze(), waiter)? {
+        let id = match self.calls.send(&self.outbox, Payload::Owned(payload.freeze()), waiter)? {
             Ok(id) => id,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -114,9 +115,7 @@ async fn pump(
                 return;
             }
             Ok(None) => {
-                if let Ok(end) = Frame::new(Kind::End, id, Bytes::new()) {
-                    let _ = outbox.send(end.into());
-                }
+                let _ = outbox.send_payload(Kind::End, id, Payload::Borrowed(&[]));
                 return;
             }
         };
@@ -133,7 +132,7 @@ async fn pump(
         let Ok(frame) = Frame::new(Kind::Item, id, item) else {
             return;
         };
-        if outbox.send(frame.into()).is_err() {
+        if outbox.send(frame, None).is_err() {
             return;
         }
     }
@@ -206,7 +205,7 @@ impl StreamCall {
     pub(crate) fn consumed_item(&mut self) {
         if let Some(items) = self.window.consumed() {
             if let Ok(frame) = Frame::new(Kind::Credit, self.id, frame::credit_payload(items)) {
-                let _ = self.connection.outbox.send(frame.into());
+                let _ = self.connection.outbox.send(frame, None);
             }
         }
     }

@@ -22,10 +22,9 @@ use crate::server::report::{Report, Reports};
 use crate::server::{Outcome, ServerState};
 use crate::service::{Answer, Args};
 use crate::streaming::{ItemStream, SendCredit};
-use crate::writer::Outgoing;
 
 /// Where a binary connection's frames go: its writer task.
-pub(crate) type Outbox = mpsc::UnboundedSender<Outgoing<CallPermit>>;
+pub(crate) type Outbox = crate::outbox::Outbox<CallPermit>;
 
 /// One call, ready to run: the server it runs on, the work, and where its
 /// end goes. What it borrows is cloned only by a call that outlives its
@@ -353,7 +352,7 @@ impl Items<'_> {
                 (ItemSink::Frames { id, credit, outbox }, _) => {
                     let frame = Frame::new(Kind::Item, *id, item)?;
                     self.state.counters.stream_item_sent(credit.in_flight());
-                    if outbox.send(frame.into()).is_err() {
+                    if outbox.send(frame, None).is_err() {
                         return Ok(Finished::End);
                     }
                 }

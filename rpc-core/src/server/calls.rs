@@ -226,10 +226,7 @@ impl CallTable {
                 self.state.counters.ended(outcome);
                 crate::observe::refused(error.code);
                 let frame = error.to_frame(id);
-                let _ = self.outbox.send(crate::writer::Outgoing {
-                    frame,
-                    permit: Some(permit),
-                });
+                let _ = self.outbox.send(frame, Some(permit));
                 return;
             }
             Admitted::Run {
@@ -429,7 +426,7 @@ impl CallTable {
                     ErrorCode::Interrupted,
                     "the server's graceful shutdown ran out of time before the call finished",
                 );
-                let _ = self.outbox.send(notice.to_frame(id).into());
+                let _ = self.outbox.send(notice.to_frame(id), None);
             }
         }
     }

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -49,7 +48,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         peer,
     } = conn;
     let _open = state.counters.connection_opened();
-    let (outbox, queued) = mpsc::unbounded_channel();
+    let (outbox, queued) = crate::outbox::outbox();
     let permits = CallPermits::new(state.config.max_calls_per_connection)
         .counted(Arc::clone(&state.counters.calls_in_progress));
     let reports = Reports::new();
@@ -60,7 +59,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         Arc::new(Signal::new()),
         state.config.write_timeout,
         reports.tidy(),
-        |_: &[_]| {},
+        |_: &crate::outbox::Batch<_>| {},
     );
     // A client that stops reading fails the writer (at its write timeout):
     // the connection ends then too, rather than run calls whose answers
@@ -92,7 +91,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         tracing::info!(%peer, error = %err, "closing connection");
         if let Error::Protocol(violation) = err {
             let notice = WireError::new(ErrorCode::Protocol, violation.to_string());
-            let _ = conn.outbox.send(notice.to_frame(CONNECTION_ID).into());
+            let _ = conn.outbox.send(notice.to_frame(CONNECTION_ID), None);
         }
     }
     drop(conn);
@@ -364,7 +363,7 @@ impl Connection {
         self.calls.drop_queued();
         let last = self.calls.last_started_id;
         if let Ok(goodbye) = Frame::new(Kind::Goodbye, CONNECTION_ID, frame::goodbye_payload(last)) {
-            let _ = self.outbox.send(goodbye.into());
+            let _ = self.outbox.send(goodbye, None);
         }
     }
 }

@@ -190,7 +190,7 @@ impl Connection {
             granted.fetch_add(u64::from(credit), Ordering::Release);
             let frame = Frame::new(Kind::Credit, id, frame::credit_payload(credit));
             if let (Some(outbox), Ok(frame)) = (outbox.upgrade(), frame) {
-                let _ = outbox.send(frame.into());
+                let _ = outbox.send(frame, None);
             }
         };
         let incoming = Incoming::new(received, Box::new(grant), ended, self.state.config.decode);

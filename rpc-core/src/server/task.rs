@@ -19,7 +19,6 @@ use crate::server::report::Report;
 use crate::server::slow;
 use crate::server::{Outcome, ServerState};
 use crate::service::{Answer, Args};
-use crate::writer::Outgoing;
 
 /// Requests whose arguments are at most this long get their first poll in
 /// the connection's task.
@@ -89,7 +88,7 @@ impl Call<'_> {
                 let frame = work.run(state, handler, Timing::OwnTimer).await.into_frame(id);
                 report.ended();
                 if let Some(outbox) = outbox.upgrade() {
-                    let _ = outbox.send(Outgoing { frame, permit });
+                    let _ = outbox.send(frame, permit);
                 }
             }));
             return CallHandle::Spawned { abort: None };
@@ -126,10 +125,7 @@ impl Call<'_> {
                 let frame = finished.into_frame(id);
                 // A closed outbox means the connection is gone; nobody to
                 // tell.
-                let _ = launch.outbox.send(Outgoing {
-                    frame,
-                    permit: launch.permit,
-                });
+                let _ = launch.outbox.send(frame, launch.permit);
                 CallHandle::Finished
             }
             Ok(Poll::Pending) => {
@@ -202,7 +198,7 @@ impl Responder {
     fn queue(&mut self, frame: Frame) {
         if let Some((outbox, permit)) = self.out.take() {
             // A closed outbox means the connection is gone; nobody to tell.
-            let _ = outbox.send(Outgoing { frame, permit });
+            let _ = outbox.send(frame, permit);
         }
     }
 }

@@ -1,0 +1,455 @@
+//! [`Outbox`]: a connection's frames on their way to its writer, encoded
+//! as they are queued.
+//!
+//! Senders append a frame's header and payload to one buffer under a lock
+//! the writer takes only to swap the buffer out. A frame costs no
+//! allocation, no channel slot and no second copy, and the writer hands
+//! the transport a run of small frames as one piece of memory.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::frame::{Frame, Header, Kind, ProtocolError};
+use crate::transport::Encoded;
+
+/// Payloads at least this large are queued as they are, as chunks of their
+/// own; smaller ones are copied next to their header, since one buffer of
+/// many small frames is cheaper to write than a slice each.
+pub(crate) const COPY_BELOW: usize = 4 * 1024;
+
+/// A frame's payload, as its sender holds it.
+pub(crate) enum Payload<'a> {
+    /// Bytes the sender keeps (a buffer it reuses): always copied.
+    Borrowed(&'a [u8]),
+    /// Bytes of the frame's own: copied if small, queued as they are if not.
+    Owned(Bytes),
+}
+
+/// The sending side: each clone is a sender, and the writer ends once
+/// every sender is gone and everything queued is written. `P` is what a
+/// frame keeps held until it is written (a server call's permit).
+#[derive(Debug)]
+pub(crate) struct Outbox<P> {
+    shared: Arc<Shared<P>>,
+}
+
+/// A sender that does not keep the writer going: it can send only while
+/// some [`Outbox`] is left.
+#[derive(Debug)]
+pub(crate) struct WeakOutbox<P> {
+    shared: Weak<Shared<P>>,
+}
+
+/// The writer's side.
+#[derive(Debug)]
+pub(crate) struct Queued<P> {
+    shared: Arc<Shared<P>>,
+}
+
+/// The writer is gone: nothing sent now will be written.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+#[derive(Debug)]
+struct Shared<P> {
+    queue: Mutex<Queue<P>>,
+    /// Live [`Outbox`]es.
+    senders: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Queue<P> {
+    /// The queued frames' bytes since the last chunk was cut.
+    bytes: BytesMut,
+    /// What was queued before `bytes`: large payloads, and the runs of
+    /// small frames cut off in front of them.
+    chunks: Vec<Bytes>,
+    /// What the queued frames keep held.
+    held: Vec<P>,
+    frames: usize,
+    /// The id of the last request queued, 0 if none.
+    last_request: u64,
+    /// The writer, when it waits for frames.
+    writer: Option<Waker>,
+    /// The writer is gone.
+    closed: bool,
+}
+
+/// What the writer took from the queue: the frames' bytes, and what they
+/// keep held until they are written.
+#[derive(Debug)]
+pub(crate) struct Batch<P> {
+    pub(crate) encoded: Encoded,
+    held: Vec<P>,
+    frames: usize,
+    len: usize,
+    last_request: u64,
+}
+
+impl<P> Default for Batch<P> {
+    fn default() -> Batch<P> {
+        Batch {
+            encoded: Encoded::default(),
+            held: Vec::new(),
+            frames: 0,
+            len: 0,
+            last_request: 0,
+        }
+    }
+}
+
+impl<P> Batch<P> {
+    /// Frames in the batch.
+    pub(crate) fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// The batch's bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The id of the batch's last request (requests are queued in id
+    /// order, so the highest), if it has one.
+    pub(crate) fn last_request(&self) -> Option<u64> {
+        Some(self.last_request).filter(|id| *id != 0)
+    }
+
+    /// Empties the batch, dropping what its frames held.
+    pub(crate) fn clear(&mut self) {
+        self.encoded.clear();
+        self.held.clear();
+        self.frames = 0;
+        self.len = 0;
+        self.last_request = 0;
+    }
+
+    /// Gives back room kept for a busy connection.
+    pub(crate) fn shrink_to(&mut self, chunks: usize) {
+        self.encoded.shrink_to(chunks);
+        self.held.shrink_to(chunks);
+    }
+}
+
+/// A new outbox and its writer's side.
+pub(crate) fn outbox<P>() -> (Outbox<P>, Queued<P>) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            bytes: BytesMut::new(),
+            chunks: Vec::new(),
+            held: Vec::new(),
+            frames: 0,
+            last_request: 0,
+            writer: None,
+            closed: false,
+        }),
+        senders: AtomicUsize::new(1),
+    });
+    let queued = Queued {
+        shared: Arc::clone(&shared),
+    };
+    (Outbox { shared }, queued)
+}
+
+impl<P> Shared<P> {
+    fn lock(&self) -> MutexGuard<'_, Queue<P>> {
+        // Every update under the lock leaves the queue whole (a frame is
+        // appended by infallible copies), so a panic elsewhere cannot leave
+        // it half-done: poisoning is ignored.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<P> Outbox<P> {
+    /// Queues a frame; `held` stays held until the frame is written. If
+    /// the writer is gone, `held` comes back.
+    pub(crate) fn send(&self, frame: Frame, held: Option<P>) -> Result<(), Option<P>> {
+        let (header, payload) = frame.into_parts();
+        self.send_parts(header, Payload::Owned(payload), held)
+    }
+
+    /// Queues a frame of `kind` for call `id` around `payload`: the inner
+    /// `Err` if the writer is gone.
+    pub(crate) fn send_payload(
+        &self,
+        kind: Kind,
+        id: u64,
+        payload: Payload<'_>,
+    ) -> Result<Result<(), Closed>, ProtocolError> {
+        let len = match &payload {
+            Payload::Borrowed(bytes) => bytes.len(),
+            Payload::Owned(bytes) => bytes.len(),
+        };
+        let header = Header::new(kind, id, len)?;
+        Ok(self.send_parts(header, payload, None).map_err(|_| Closed))
+    }
+
+    fn send_parts(&self, header: Header, payload: Payload<'_>, held: Option<P>) -> Result<(), Option<P>> {
+        let mut guard = self.shared.lock();
+        if guard.closed {
+            return Err(held);
+        }
+        let queue = &mut *guard;
+        let head = header.to_bytes();
+        match payload {
+            Payload::Owned(payload) if payload.len() >= COPY_BELOW => {
+                queue.bytes.extend_from_slice(&head);
+                let run = queue.bytes.split().freeze();
+                queue.chunks.push(run);
+                queue.chunks.push(payload);
+            }
+            Payload::Owned(payload) => queue.copy(&head, &payload),
+            Payload::Borrowed(payload) => queue.copy(&head, payload),
+        }
+        queue.frames += 1;
+        if header.kind() == Kind::Request {
+            queue.last_request = header.id();
+        }
+        if let Some(held) = held {
+            queue.held.push(held);
+        }
+        let writer = queue.writer.take();
+        drop(guard);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+        Ok(())
+    }
+
+    /// A sender that does not keep the writer going.
+    pub(crate) fn downgrade(&self) -> WeakOutbox<P> {
+        WeakOutbox {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+}
+
+impl<P> Queue<P> {
+    fn copy(&mut self, head: &[u8], payload: &[u8]) {
+        // Room for both at once: one check, at most one allocation.
+        self.bytes.reserve(head.len() + payload.len());
+        self.bytes.extend_from_slice(head);
+        self.bytes.extend_from_slice(payload);
+    }
+}
+
+impl<P> Clone for Outbox<P> {
+    fn clone(&self) -> Outbox<P> {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<P> Drop for Outbox<P> {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last sender: a waiting writer has nothing more to wait
+            // for. Taken under the lock the writer registers under, so it
+            // either sees no senders or is woken.
+            let writer = self.shared.lock().writer.take();
+            if let Some(writer) = writer {
+                writer.wake();
+            }
+        }
+    }
+}
+
+impl<P> WeakOutbox<P> {
+    /// A sender, if any is left.
+    pub(crate) fn upgrade(&self) -> Option<Outbox<P>> {
+        let shared = self.shared.upgrade()?;
+        let mut senders = shared.senders.load(Ordering::Relaxed);
+        loop {
+            if senders == 0 {
+                return None;
+            }
+            match shared
+                .senders
+                .compare_exchange_weak(senders, senders + 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(Outbox { shared }),
+                Err(now) => senders = now,
+            }
+        }
+    }
+}
+
+impl<P> Clone for WeakOutbox<P> {
+    fn clone(&self) -> WeakOutbox<P> {
+        WeakOutbox {
+            shared: Weak::clone(&self.shared),
+        }
+    }
+}
+
+impl<P> Queued<P> {
+    /// Moves everything queued into `batch`, after what it holds: `false`
+    /// if nothing was.
+    pub(crate) fn take(&self, batch: &mut Batch<P>) -> bool {
+        let mut queue = self.shared.lock();
+        queue.move_into(batch)
+    }
+
+    /// Waits for frames and moves them into `batch`: `false` once every
+    /// sender is gone and nothing is left.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>, batch: &mut Batch<P>) -> Poll<bool> {
+        let mut queue = self.shared.lock();
+        if queue.move_into(batch) {
+            return Poll::Ready(true);
+        }
+        if self.shared.senders.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(false);
+        }
+        match &mut queue.writer {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            writer => *writer = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// [`poll_take`](Queued::poll_take) as a future.
+    pub(crate) async fn taken(&self, batch: &mut Batch<P>) -> bool {
+        std::future::poll_fn(|cx| self.poll_take(cx, batch)).await
+    }
+
+    /// Gives back the buffer's memory while nothing is queued, for an idle
+    /// connection.
+    pub(crate) fn release(&self) {
+        let mut queue = self.shared.lock();
+        if queue.frames == 0 {
+            queue.bytes = BytesMut::new();
+            queue.chunks = Vec::new();
+            queue.held = Vec::new();
+        }
+    }
+}
+
+impl<P> Queue<P> {
+    fn move_into(&mut self, batch: &mut Batch<P>) -> bool {
+        if self.frames == 0 {
+            return false;
+        }
+        for chunk in self.chunks.drain(..) {
+            batch.len += chunk.len();
+            batch.encoded.push(chunk);
+        }
+        if !self.bytes.is_empty() {
+            let run = self.bytes.split().freeze();
+            batch.len += run.len();
+            batch.encoded.push(run);
+        }
+        batch.held.append(&mut self.held);
+        batch.frames += std::mem::take(&mut self.frames);
+        batch.last_request = batch.last_request.max(std::mem::take(&mut self.last_request));
+        true
+    }
+}
+
+impl<P> Drop for Queued<P> {
+    fn drop(&mut self) {
+        // Whatever is still queued is never written: what it holds goes
+        // now, outside the lock (a permit's release wakes its waiter).
+        let left = {
+            let mut queue = self.shared.lock();
+            queue.closed = true;
+            queue.frames = 0;
+            queue.bytes = BytesMut::new();
+            queue.chunks = Vec::new();
+            std::mem::take(&mut queue.held)
+        };
+        drop(left);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Buf;
+
+    use super::*;
+
+    fn frame(kind: Kind, id: u64, payload: &'static [u8]) -> Frame {
+        Frame::new(kind, id, Bytes::from_static(payload)).unwrap()
+    }
+
+    fn drain(batch: &mut Batch<u32>) -> Vec<u8> {
+        let len = batch.encoded.remaining();
+        batch.encoded.copy_to_bytes(len).to_vec()
+    }
+
+    #[test]
+    fn frames_come_out_encoded_in_the_order_they_went_in() {
+        let (outbox, queued) = outbox::<u32>();
+        let large = Bytes::from(vec![7u8; COPY_BELOW]);
+        outbox.send(frame(Kind::Request, 1, b"one"), Some(1)).unwrap();
+        outbox
+            .send(Frame::new(Kind::Request, 2, large.clone()).unwrap(), Some(2))
+            .unwrap();
+        outbox
+            .send_payload(Kind::Cancel, 1, Payload::Borrowed(b""))
+            .unwrap()
+            .unwrap();
+        let mut batch = Batch::default();
+        assert!(queued.take(&mut batch));
+        assert_eq!((batch.frames(), batch.last_request()), (3, Some(2)));
+        assert_eq!(batch.held, vec![1, 2]);
+        let mut want = Vec::new();
+        for (kind, id, payload) in [(Kind::Request, 1, &b"one"[..]), (Kind::Request, 2, &large[..]), (Kind::Cancel, 1, b"")] {
+            want.extend_from_slice(&Header::new(kind, id, payload.len()).unwrap().to_bytes());
+            want.extend_from_slice(payload);
+        }
+        assert_eq!(batch.len(), want.len());
+        assert_eq!(drain(&mut batch), want);
+        assert!(!queued.take(&mut batch));
+    }
+
+    #[test]
+    fn a_large_payload_is_queued_without_a_copy() {
+        let (outbox, queued) = outbox::<u32>();
+        let large = Bytes::from(vec![7u8; COPY_BELOW]);
+        outbox
+            .send(Frame::new(Kind::Response, 9, large.clone()).unwrap(), None)
+            .unwrap();
+        let mut batch = Batch::default();
+        assert!(queued.take(&mut batch));
+        batch.encoded.advance(crate::frame::HEADER_LEN);
+        assert_eq!(batch.encoded.chunk().as_ptr(), large.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn the_writer_waits_for_frames_and_ends_when_every_sender_is_gone() {
+        let (outbox, queued) = outbox::<u32>();
+        let weak = outbox.downgrade();
+        let second = weak.upgrade().expect("a sender is left");
+        let mut batch = Batch::default();
+        let mut taking = Box::pin(async {
+            let got = queued.taken(&mut batch).await;
+            (got, batch.frames())
+        });
+        assert!(futures::FutureExt::now_or_never(taking.as_mut()).is_none());
+        second.send(frame(Kind::Response, 3, b"x"), Some(3)).unwrap();
+        assert_eq!(taking.await, (true, 1));
+        drop(outbox);
+        drop(second);
+        assert!(weak.upgrade().is_none());
+        let mut batch = Batch::default();
+        assert!(!queued.taken(&mut batch).await);
+    }
+
+    #[test]
+    fn what_a_frame_holds_comes_back_once_the_writer_is_gone() {
+        let (outbox, queued) = outbox::<Arc<()>>();
+        let held = Arc::new(());
+        outbox
+            .send(frame(Kind::Response, 1, b"x"), Some(Arc::clone(&held)))
+            .unwrap();
+        drop(queued);
+        assert_eq!(Arc::strong_count(&held), 1, "the queued frame's hold was dropped");
+        let back = outbox.send(frame(Kind::Response, 2, b"y"), Some(Arc::clone(&held)));
+        assert!(matches!(back, Err(Some(_))));
+    }
+}

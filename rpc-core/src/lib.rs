@@ -57,6 +57,7 @@ pub mod payload {
 }
 pub mod server;
 pub mod service;
+mod scratch;
 mod signal;
 pub mod streaming;
 pub mod trace;

@@ -19,6 +19,7 @@ use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
 use crate::permit::{CallPermit, CallPermits, NoPermit};
+use crate::scratch;
 use crate::service::RequestMessage;
 use crate::signal::Signal;
 use crate::transport::{Established, FrameRead, FrameWrite};
@@ -319,47 +320,25 @@ impl Request {
 impl Drop for Request {
     fn drop(&mut self) {
         if let Body::Scratch(bytes) = &mut self.body {
-            give_back(std::mem::take(bytes));
+            scratch::give_back(std::mem::take(bytes));
         }
     }
 }
 
-/// Requests up to this long are encoded in a buffer the thread keeps and
-/// copied from there to the connection's outbox, so they cost no
-/// allocation. Longer ones keep the buffer they were encoded in, and the
-/// outbox queues it as it is.
-const SCRATCH_LEN: usize = 4096;
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
-}
-
-/// What `encode` writes, as the body of a request.
+/// What `encode` writes, as the body of a request: a short one stays in
+/// the thread's scratch buffer, which the connection's outbox copies from,
+/// so it costs no allocation; a longer one keeps the buffer it grew, and
+/// the outbox queues that as it is.
 fn with_scratch(encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>) -> Result<Body, Error> {
-    // Taken out of its slot, not borrowed across `encode` (which runs the
-    // user's `Serialize` code: whatever that does, it finds the slot
-    // empty), nor for the request's life (a second request encoded
-    // meanwhile takes a buffer of its own). A thread whose locals are
-    // being torn down lends nothing, and the request gets a buffer of its
-    // own. What the slot holds was cleared before it was put back.
-    let mut payload = SCRATCH.try_with(|scratch| scratch.take()).unwrap_or_default();
+    let mut payload = scratch::take();
     if let Err(err) = encode(&mut payload) {
-        give_back(payload);
+        scratch::give_back(payload);
         return Err(err);
     }
-    Ok(match payload.len() <= SCRATCH_LEN {
+    Ok(match payload.len() <= scratch::SCRATCH_LEN {
         true => Body::Scratch(payload),
         false => Body::Own(payload.freeze()),
     })
-}
-
-/// Puts a scratch buffer back in the thread's slot, unless it grew too
-/// large to keep.
-fn give_back(mut payload: BytesMut) {
-    payload.clear();
-    if payload.capacity() <= SCRATCH_LEN {
-        let _ = SCRATCH.try_with(|scratch| scratch.replace(payload));
-    }
 }
 
 /// Appends a request head for a connection speaking `version`, with

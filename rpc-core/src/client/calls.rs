@@ -4,10 +4,11 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorCode, WireError};
@@ -69,9 +70,11 @@ pub(super) enum Event {
 /// Who waits for a call's answer.
 #[derive(Debug)]
 pub(super) enum Waiter {
-    /// A one-answer call, and when its caller stops waiting.
+    /// A one-answer call: its caller's task once it has polled for the
+    /// answer, and when it stops waiting. The answer goes in the table
+    /// ([`CallTable::poll_reply`]): a call costs no channel.
     Unary {
-        reply: oneshot::Sender<Reply>,
+        waker: Option<Waker>,
         deadline: Instant,
     },
     /// A streaming call: events in order, and the credit of the stream the
@@ -92,27 +95,37 @@ impl Waiter {
         }
     }
 
-    fn lost(self, err: Error) {
+    /// Ends the wait of call `id` with `reply` (a unary call's) or
+    /// `event` (a stream's); what to wake once the table's lock is let go.
+    fn end(self, id: u64, answered: &mut FxHashMap<u64, Reply>, reply: Reply, event: Event) -> Option<Wake> {
         match self {
-            Waiter::Unary { reply, .. } => {
-                let _ = reply.send(Reply::Lost(err));
+            Waiter::Unary { waker, .. } => {
+                answered.insert(id, reply);
+                waker.map(Wake::Caller)
             }
-            Waiter::Stream { events, credit } => {
-                let _ = events.try_send(Event::Lost(err));
-                if let Some(credit) = credit {
-                    credit.close();
-                }
-            }
+            Waiter::Stream { events, credit } => Some(Wake::Stream { events, credit, event }),
         }
     }
+}
 
-    fn not_run(self) {
+/// Who learns that a wait ended, told after the table's lock is let go.
+enum Wake {
+    /// A unary call's caller, whose answer is in the table.
+    Caller(Waker),
+    /// A stream's consumer, told by an event.
+    Stream {
+        events: mpsc::Sender<Event>,
+        credit: Option<Arc<SendCredit>>,
+        event: Event,
+    },
+}
+
+impl Wake {
+    fn wake(self) {
         match self {
-            Waiter::Unary { reply, .. } => {
-                let _ = reply.send(Reply::NotRun);
-            }
-            Waiter::Stream { events, credit } => {
-                let _ = events.try_send(Event::NotRun);
+            Wake::Caller(waker) => waker.wake(),
+            Wake::Stream { events, credit, event } => {
+                let _ = events.try_send(event);
                 if let Some(credit) = credit {
                     credit.close();
                 }
@@ -158,6 +171,8 @@ pub(super) struct Inner {
     last_id: u64,
     /// Keyed by our own sequential ids, so a fast unkeyed hash is safe.
     waiting: FxHashMap<u64, Waiter>,
+    /// Answers of unary calls that ended, until their callers take them.
+    answered: FxHashMap<u64, Reply>,
     /// Set once, when the connection ends; later calls fail with it at once.
     pub(super) closed: Option<Error>,
     /// Set when the server said goodbye: the last request id it started.
@@ -291,12 +306,18 @@ impl CallTable {
 
     /// Hands the server's final answer to the call's waiter.
     pub(super) fn complete(&self, id: u64, answer: Result<Bytes, WireError>) {
-        let waiter = self.lock().waiting.remove(&id);
+        let mut inner = self.lock();
+        let waiter = inner.waiting.remove(&id);
         match waiter {
-            Some(Waiter::Unary { reply, .. }) => {
-                let _ = reply.send(answer.into());
+            Some(Waiter::Unary { waker, .. }) => {
+                inner.answered.insert(id, answer.into());
+                drop(inner);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
             }
             Some(Waiter::Stream { events, credit }) => {
+                drop(inner);
                 let event = match answer {
                     Ok(payload) => Event::Response(payload),
                     Err(err) => Event::Failed(err),
@@ -326,11 +347,16 @@ impl CallTable {
         let Waiter::Stream { events, credit } = waiter else {
             // A server whose method streams where ours does not (a version
             // mismatch): that call fails, the connection goes on.
-            if let Some(Waiter::Unary { reply, .. }) = inner.waiting.remove(&id) {
-                let _ = reply.send(Reply::Failed(WireError::new(
+            if let Some(Waiter::Unary { waker, .. }) = inner.waiting.remove(&id) {
+                let failed = WireError::new(
                     ErrorCode::Internal,
                     "the server sent a stream where this client expects one value; client and server disagree on the method",
-                )));
+                );
+                inner.answered.insert(id, Reply::Failed(failed));
+                drop(inner);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
             }
             return Ok(());
         };
@@ -372,36 +398,61 @@ impl CallTable {
         }
     }
 
-    /// Removes `id`'s waiter; whether it was still waiting on a live
-    /// connection (and so deserves a cancel).
+    /// Removes `id`'s waiter, and its answer if nobody took it; whether it
+    /// was still waiting on a live connection (and so deserves a cancel).
     pub(super) fn forget(&self, id: u64) -> bool {
         let mut inner = self.lock();
+        inner.answered.remove(&id);
         inner.waiting.remove(&id).is_some() && inner.closed.is_none()
+    }
+
+    /// The answer of unary call `id` once it has one; until then, wakes
+    /// `cx` when it does.
+    pub(super) fn poll_reply(&self, id: u64, cx: &mut Context<'_>) -> Poll<Reply> {
+        let mut inner = self.lock();
+        if let Some(reply) = inner.answered.remove(&id) {
+            return Poll::Ready(reply);
+        }
+        match inner.waiting.get_mut(&id) {
+            Some(Waiter::Unary { waker, .. }) => {
+                match waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    waker => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            // Neither waiting nor answered: only the call itself forgets
+            // its id, so this is a call polled after it gave up.
+            _ => Poll::Ready(Reply::Lost(inner.unusable_error())),
+        }
     }
 
     /// Fails every call whose deadline is `now` or earlier, and tells the
     /// server to stop them; re-arms the sweep for the calls left.
     fn expire(&self, now: Instant, outbox: &WeakOutbox<Infallible>) {
-        let (expired, live) = {
+        let (expired, wakes, live) = {
             let mut inner = self.lock();
-            let due: Vec<u64> = inner
+            let inner = &mut *inner;
+            let expired: Vec<u64> = inner
                 .waiting
                 .iter()
                 .filter(|(_, waiter)| waiter.deadline().is_some_and(|deadline| deadline <= now))
                 .map(|(id, _)| *id)
                 .collect();
-            let expired: Vec<(u64, Waiter)> = due
-                .into_iter()
-                .filter_map(|id| inner.waiting.remove(&id).map(|waiter| (id, waiter)))
+            // Only unary calls have deadlines here.
+            let wakes: Vec<Wake> = expired
+                .iter()
+                .filter_map(|id| {
+                    let waiter = inner.waiting.remove(id)?;
+                    waiter.end(*id, &mut inner.answered, Reply::Expired, Event::NotRun)
+                })
                 .collect();
             inner.armed = inner.waiting.values().filter_map(Waiter::deadline).min();
-            (expired, inner.closed.is_none())
+            (expired, wakes, inner.closed.is_none())
         };
+        wakes.into_iter().for_each(Wake::wake);
         let outbox = outbox.upgrade().filter(|_| live);
-        for (id, waiter) in expired {
-            if let Waiter::Unary { reply, .. } = waiter {
-                let _ = reply.send(Reply::Expired);
-            }
+        for id in expired {
             if let Some(outbox) = &outbox {
                 // A gone writer means a closed connection: nobody to tell.
                 let _ = outbox.send_payload(Kind::Cancel, id, Payload::Borrowed(&[]));
@@ -410,8 +461,9 @@ impl CallTable {
     }
 
     pub(super) fn goodbye(&self, last_started: u64) {
-        let not_run: Vec<_> = {
+        let wakes: Vec<Wake> = {
             let mut inner = self.lock();
+            let inner = &mut *inner;
             inner.goodbye = Some(last_started);
             self.usable.store(false, Ordering::Release);
             let ids: Vec<u64> = inner
@@ -421,31 +473,34 @@ impl CallTable {
                 .filter(|id| *id > last_started)
                 .collect();
             ids.into_iter()
-                .filter_map(|id| inner.waiting.remove(&id))
+                .filter_map(|id| {
+                    let waiter = inner.waiting.remove(&id)?;
+                    waiter.end(id, &mut inner.answered, Reply::NotRun, Event::NotRun)
+                })
                 .collect()
         };
-        for waiter in not_run {
-            waiter.not_run();
-        }
+        wakes.into_iter().for_each(Wake::wake);
     }
 
     pub(super) fn close(&self, err: Error) {
-        let (waiting, parked) = {
+        let (wakes, parked) = {
             let mut inner = self.lock();
+            let inner = &mut *inner;
             if inner.closed.is_none() {
                 inner.closed = Some(err.clone());
             }
             self.usable.store(false, Ordering::Release);
-            (
-                std::mem::take(&mut inner.waiting),
-                std::mem::take(&mut inner.parked),
-            )
+            let wakes: Vec<Wake> = std::mem::take(&mut inner.waiting)
+                .into_iter()
+                .filter_map(|(id, waiter)| {
+                    waiter.end(id, &mut inner.answered, Reply::Lost(err.clone()), Event::Lost(err.clone()))
+                })
+                .collect();
+            (wakes, std::mem::take(&mut inner.parked))
         };
         // Nothing more is written: the parked permits are free.
         drop(parked);
-        for (_, waiter) in waiting {
-            waiter.lost(err.clone());
-        }
+        wakes.into_iter().for_each(Wake::wake);
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -214,8 +213,7 @@ impl Connection {
         permit: CallPermit,
     ) -> Result<Reply, Error> {
         self.check_request_len(request.method, request.len())?;
-        let (tx, answer) = oneshot::channel();
-        let waiter = Waiter::Unary { reply: tx, deadline };
+        let waiter = Waiter::Unary { waker: None, deadline };
         let sent = self.calls.send(&self.outbox, request.payload(), waiter);
         // Its bytes are queued: the scratch buffer goes back to the thread
         // before this call waits.
@@ -230,9 +228,7 @@ impl Connection {
             answered: false,
             permit: Some(permit),
         };
-        let reply = answer
-            .await
-            .unwrap_or_else(|_| Reply::Lost(self.unusable_error()));
+        let reply = std::future::poll_fn(|cx| self.calls.poll_reply(id, cx)).await;
         pending.answered = true;
         if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
             self.mark_served();

@@ -42,8 +42,8 @@ pub mod macro_support;
 pub mod metadata;
 pub mod middleware;
 pub mod observe;
-pub mod peer;
 mod outbox;
+pub mod peer;
 mod permit;
 
 /// The request head and payload encoding, under their old name.
@@ -55,9 +55,9 @@ pub mod payload {
     pub use crate::codec::{DecodeError, encode_into};
     pub use crate::frame::{MAX_METHOD_NAME_LEN, MAX_WIRE_BUDGET, RequestHead};
 }
+mod scratch;
 pub mod server;
 pub mod service;
-mod scratch;
 mod signal;
 pub mod streaming;
 pub mod trace;

@@ -268,10 +268,12 @@ impl<P> WeakOutbox<P> {
             if senders == 0 {
                 return None;
             }
-            match shared
-                .senders
-                .compare_exchange_weak(senders, senders + 1, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match shared.senders.compare_exchange_weak(
+                senders,
+                senders + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Some(Outbox { shared }),
                 Err(now) => senders = now,
             }
@@ -398,7 +400,11 @@ mod tests {
         assert_eq!((batch.frames(), batch.last_request()), (3, Some(2)));
         assert_eq!(batch.held, vec![1, 2]);
         let mut want = Vec::new();
-        for (kind, id, payload) in [(Kind::Request, 1, &b"one"[..]), (Kind::Request, 2, &large[..]), (Kind::Cancel, 1, b"")] {
+        for (kind, id, payload) in [
+            (Kind::Request, 1, &b"one"[..]),
+            (Kind::Request, 2, &large[..]),
+            (Kind::Cancel, 1, b""),
+        ] {
             want.extend_from_slice(&Header::new(kind, id, payload.len()).unwrap().to_bytes());
             want.extend_from_slice(payload);
         }

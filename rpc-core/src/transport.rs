@@ -129,8 +129,9 @@ impl Encoded {
             let mut bytes = [0; HEADER_LEN];
             self.copy_to_slice(&mut bytes);
             // The runtime encoded these itself: only a bug makes them bad.
-            let header = Header::parse(&bytes, MAX_PAYLOAD_LEN)
-                .map_err(|err| Error::disconnected(format!("an encoded batch holds a bad frame header: {err}")))?;
+            let header = Header::parse(&bytes, MAX_PAYLOAD_LEN).map_err(|err| {
+                Error::disconnected(format!("an encoded batch holds a bad frame header: {err}"))
+            })?;
             if self.remaining < header.payload_len() {
                 break;
             }
@@ -138,7 +139,9 @@ impl Encoded {
             frames.push(Frame::new(header.kind(), header.id(), payload)?);
         }
         if self.remaining > 0 {
-            return Err(Error::disconnected("an encoded batch ends in the middle of a frame"));
+            return Err(Error::disconnected(
+                "an encoded batch ends in the middle of a frame",
+            ));
         }
         Ok(frames)
     }

@@ -166,7 +166,10 @@ mod tests {
         let (outbox, queued) = outbox::<()>();
         let stop = Arc::new(Signal::new());
         outbox
-            .send(Frame::new(Kind::Request, 1, bytes::Bytes::from_static(b"x")).unwrap(), None)
+            .send(
+                Frame::new(Kind::Request, 1, bytes::Bytes::from_static(b"x")).unwrap(),
+                None,
+            )
             .unwrap();
         let writing = run(
             Stalled,

@@ -73,10 +73,7 @@ pub(super) enum Waiter {
     /// A one-answer call: its caller's task once it has polled for the
     /// answer, and when it stops waiting. The answer goes in the table
     /// ([`CallTable::poll_reply`]): a call costs no channel.
-    Unary {
-        waker: Option<Waker>,
-        deadline: Instant,
-    },
+    Unary { waker: Option<Waker>, deadline: Instant },
     /// A streaming call: events in order, and the credit of the stream the
     /// client sends, if it sends one.
     Stream {
@@ -103,7 +100,11 @@ impl Waiter {
                 answered.insert(id, reply);
                 waker.map(Wake::Caller)
             }
-            Waiter::Stream { events, credit } => Some(Wake::Stream { events, credit, event }),
+            Waiter::Stream { events, credit } => Some(Wake::Stream {
+                events,
+                credit,
+                event,
+            }),
         }
     }
 }
@@ -124,7 +125,11 @@ impl Wake {
     fn wake(self) {
         match self {
             Wake::Caller(waker) => waker.wake(),
-            Wake::Stream { events, credit, event } => {
+            Wake::Stream {
+                events,
+                credit,
+                event,
+            } => {
                 let _ = events.try_send(event);
                 if let Some(credit) = credit {
                     credit.close();
@@ -493,7 +498,12 @@ impl CallTable {
             let wakes: Vec<Wake> = std::mem::take(&mut inner.waiting)
                 .into_iter()
                 .filter_map(|(id, waiter)| {
-                    waiter.end(id, &mut inner.answered, Reply::Lost(err.clone()), Event::Lost(err.clone()))
+                    waiter.end(
+                        id,
+                        &mut inner.answered,
+                        Reply::Lost(err.clone()),
+                        Event::Lost(err.clone()),
+                    )
                 })
                 .collect();
             (wakes, std::mem::take(&mut inner.parked))

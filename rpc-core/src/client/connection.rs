@@ -17,12 +17,12 @@ use crate::compat::Fingerprint;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
+use crate::outbox::{self, Batch, Payload};
 use crate::permit::{CallPermit, CallPermits, NoPermit};
 use crate::scratch;
 use crate::service::RequestMessage;
 use crate::signal::Signal;
 use crate::transport::{Established, FrameRead, FrameWrite};
-use crate::outbox::{self, Batch, Payload};
 use crate::writer::{self, DEFAULT_WRITE_TIMEOUT};
 
 /// A started connection. Dropping it stops its tasks.
@@ -213,7 +213,10 @@ impl Connection {
         permit: CallPermit,
     ) -> Result<Reply, Error> {
         self.check_request_len(request.method, request.len())?;
-        let waiter = Waiter::Unary { waker: None, deadline };
+        let waiter = Waiter::Unary {
+            waker: None,
+            deadline,
+        };
         let sent = self.calls.send(&self.outbox, request.payload(), waiter);
         // Its bytes are queued: the scratch buffer goes back to the thread
         // before this call waits.

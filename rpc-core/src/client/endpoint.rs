@@ -236,16 +236,20 @@ impl Endpoint {
     }
 
     /// The current connection and a permit on it, if both are there
-    /// without waiting: the common case, which needs no timer.
-    pub(crate) fn ready_now(&self) -> Option<(Arc<Connection>, CallPermit)> {
+    /// without waiting (the common case, which needs no timer); else the
+    /// connection, if it is up and only its permits are all taken.
+    pub(crate) fn ready_now(&self) -> Result<(Arc<Connection>, CallPermit), Option<Arc<Connection>>> {
         let connection = Arc::clone(
             self.state()
                 .connection
                 .as_ref()
-                .filter(|connection| connection.is_usable())?,
+                .filter(|connection| connection.is_usable())
+                .ok_or(None)?,
         );
-        let permit = connection.try_permit()?;
-        Some((connection, permit))
+        match connection.try_permit() {
+            Some(permit) => Ok((connection, permit)),
+            None => Err(Some(connection)),
+        }
     }
 
     /// The connection to use: the current one while it takes calls, else a

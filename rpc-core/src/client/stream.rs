@@ -62,7 +62,10 @@ impl Connection {
             events,
             credit: credit.clone(),
         };
-        let id = match self.calls.send(&self.outbox, Payload::Owned(payload.freeze()), waiter)? {
+        let id = match self
+            .calls
+            .send(&self.outbox, Payload::Owned(payload.freeze()), waiter)?
+        {
             Ok(id) => id,
             Err(refused) => return Ok(Err(refused)),
         };

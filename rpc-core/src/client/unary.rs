@@ -61,28 +61,32 @@ impl Client {
             };
             let _pending = balanced.then(|| endpoint.begin());
             let (connection, permit) = match endpoint.ready_now() {
-                Some(ready) => ready,
-                None => {
+                Ok(ready) => ready,
+                Err(up) => {
                     waited = true;
                     // Waiting for the permit is under the connection's
                     // deadline sweep, not a timer: with many callers most
                     // calls wait there, and a timer each would cost more
-                    // than the rest of their wait.
-                    let ready =
-                        async {
-                            let connection =
+                    // than the rest of their wait. Only a connection not
+                    // up yet is waited for under a timer.
+                    let ready = async {
+                        let connection = match up {
+                            Some(connection) => connection,
+                            None => {
                                 match tokio::time::timeout_at(deadline.at, endpoint.connection(deadline.at))
                                     .await
                                 {
                                     Ok(Ok(connection)) => connection,
                                     Ok(Err(err)) => return Ok(Err(err)),
                                     Err(_) => return Err(Expired),
-                                };
-                            Ok(connection
-                                .permit_until(deadline.at)
-                                .await?
-                                .map(|permit| (connection, permit)))
+                                }
+                            }
                         };
+                        Ok(connection
+                            .permit_until(deadline.at)
+                            .await?
+                            .map(|permit| (connection, permit)))
+                    };
                     match ready.await {
                         Ok(Ok(ready)) => ready,
                         // Every server is waiting out its backoff: nothing

@@ -173,16 +173,16 @@ impl fmt::Debug for Answer {
 impl Answer {
     /// The answer of `method` returning `value`, encoded in `codec`.
     pub fn value<T: Serialize + ?Sized>(method: &str, value: &T, codec: Codec) -> Result<Answer, Error> {
-        let mut out = BytesMut::new();
-        match codec {
-            Codec::Binary => codec::encode_into(value, &mut out),
-            Codec::Json => codec::json::encode_into(value, &mut out),
-        }
-        .map_err(|err| Error::Encode {
+        // In the thread's block: a short answer costs no allocation.
+        let encoded = crate::scratch::encode(|out| match codec {
+            Codec::Binary => codec::encode_into(value, out),
+            Codec::Json => codec::json::encode_into(value, out),
+        });
+        let encoded = encoded.map_err(|err| Error::Encode {
             what: format!("the result of `{method}`"),
             reason: err.to_string(),
         })?;
-        Ok(Answer::Value(out.freeze()))
+        Ok(Answer::Value(encoded))
     }
 
     /// The answer of `method` returning `stream`, each item encoded in

@@ -212,16 +212,12 @@ impl Connection {
         deadline: Instant,
         permit: CallPermit,
     ) -> Result<Reply, Error> {
-        self.check_request_len(request.method, request.len())?;
+        self.check_request_len(request.method, request.payload.len())?;
         let waiter = Waiter::Unary {
             waker: None,
             deadline,
         };
-        let sent = self.calls.send(&self.outbox, request.payload(), waiter);
-        // Its bytes are queued: the scratch buffer goes back to the thread
-        // before this call waits.
-        drop(request);
-        let id = match sent? {
+        let id = match self.calls.send(&self.outbox, Payload::Owned(request.payload), waiter)? {
             Ok(id) => id,
             Err(refused) => return Ok(refused),
         };
@@ -255,18 +251,7 @@ pub(crate) struct Expired;
 #[derive(Debug)]
 pub(crate) struct Request {
     pub(crate) method: &'static str,
-    body: Body,
-}
-
-/// A request's bytes.
-#[derive(Debug)]
-enum Body {
-    /// In the thread's scratch buffer, which goes back to the thread when
-    /// the request is dropped: copied to the connection's outbox, a short
-    /// request costs no allocation of its own.
-    Scratch(BytesMut),
-    /// A long request's own buffer, queued as it is.
-    Own(Bytes),
+    pub(crate) payload: Bytes,
 }
 
 impl Request {
@@ -282,7 +267,9 @@ impl Request {
             return Ok(None);
         }
         let callee = Callee::of(request);
-        let body = with_scratch(|payload| {
+        // In the thread's block: a short request costs no allocation, and
+        // the outbox copies it from there.
+        let payload = scratch::encode(|payload| {
             encode_head(
                 callee.name,
                 callee.fingerprint(),
@@ -295,49 +282,9 @@ impl Request {
         })?;
         Ok(Some(Request {
             method: callee.name,
-            body,
+            payload,
         }))
     }
-
-    /// The request's length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        match &self.body {
-            Body::Scratch(bytes) => bytes.len(),
-            Body::Own(bytes) => bytes.len(),
-        }
-    }
-
-    /// The request's bytes, for the outbox.
-    pub(crate) fn payload(&self) -> Payload<'_> {
-        match &self.body {
-            Body::Scratch(bytes) => Payload::Borrowed(bytes),
-            Body::Own(bytes) => Payload::Owned(bytes.clone()),
-        }
-    }
-}
-
-impl Drop for Request {
-    fn drop(&mut self) {
-        if let Body::Scratch(bytes) = &mut self.body {
-            scratch::give_back(std::mem::take(bytes));
-        }
-    }
-}
-
-/// What `encode` writes, as the body of a request: a short one stays in
-/// the thread's scratch buffer, which the connection's outbox copies from,
-/// so it costs no allocation; a longer one keeps the buffer it grew, and
-/// the outbox queues that as it is.
-fn with_scratch(encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>) -> Result<Body, Error> {
-    let mut payload = scratch::take();
-    if let Err(err) = encode(&mut payload) {
-        scratch::give_back(payload);
-        return Err(err);
-    }
-    Ok(match payload.len() <= scratch::SCRATCH_LEN {
-        true => Body::Scratch(payload),
-        false => Body::Own(payload.freeze()),
-    })
 }
 
 /// Appends a request head for a connection speaking `version`, with

@@ -147,16 +147,14 @@ pub fn encode_stream<T: Serialize + Send + 'static>(
 ) -> ItemStream {
     Box::pin(stream.map(move |item| {
         let value = item?;
-        let mut out = bytes::BytesMut::new();
-        let encoded = match codec {
-            Codec::Binary => codec::encode_into(&value, &mut out),
-            Codec::Json => codec::json::encode_into(&value, &mut out),
-        };
+        let encoded = crate::scratch::encode(|out| match codec {
+            Codec::Binary => codec::encode_into(&value, out),
+            Codec::Json => codec::json::encode_into(&value, out),
+        });
         encoded.map_err(|err| Error::Encode {
             what: format!("an item of `{method}`"),
             reason: err.to_string(),
-        })?;
-        Ok(out.freeze())
+        })
     }))
 }
 

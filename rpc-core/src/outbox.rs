@@ -3,9 +3,16 @@
 //!
 //! Senders append a frame's header and payload to one buffer under a lock
 //! the writer takes only to swap the buffer out. A frame costs no
-//! allocation, no channel slot and no second copy, and the writer hands
-//! the transport a run of small frames as one piece of memory.
+//! allocation of its own (the buffer grows now and then, for many), no
+//! channel slot and no second copy, and the writer hands the transport a
+//! run of small frames as one piece of memory.
+//!
+//! What piles up while a batch is written is cut into batches of at most
+//! [`MAX_BATCH_FRAMES`] frames or [`MAX_BATCH_LEN`] bytes, so that each
+//! write has a bounded amount of work to do within the write timeout, and
+//! the permits its frames hold come free batch by batch.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
@@ -19,6 +26,12 @@ use crate::transport::Encoded;
 /// own; smaller ones are copied next to their header, since one buffer of
 /// many small frames is cheaper to write than a slice each.
 pub(crate) const COPY_BELOW: usize = 4 * 1024;
+
+/// Most frames in one batch.
+const MAX_BATCH_FRAMES: usize = 256;
+
+/// Most bytes in one batch, short of its last frame.
+const MAX_BATCH_LEN: usize = 4 * 1024 * 1024;
 
 /// A frame's payload, as its sender holds it.
 pub(crate) enum Payload<'a> {
@@ -62,16 +75,13 @@ struct Shared<P> {
 
 #[derive(Debug)]
 struct Queue<P> {
-    /// The queued frames' bytes since the last chunk was cut.
+    /// Batches cut off whole, oldest first, before `open`.
+    full: VecDeque<Batch<P>>,
+    /// The batch being filled: its frames, short of the bytes still in
+    /// `bytes` (which it counts).
+    open: Batch<P>,
+    /// The open batch's last bytes, not cut off into a chunk yet.
     bytes: BytesMut,
-    /// What was queued before `bytes`: large payloads, and the runs of
-    /// small frames cut off in front of them.
-    chunks: Vec<Bytes>,
-    /// What the queued frames keep held.
-    held: Vec<P>,
-    frames: usize,
-    /// The id of the last request queued, 0 if none.
-    last_request: u64,
     /// The writer, when it waits for frames.
     writer: Option<Waker>,
     /// The writer is gone.
@@ -102,6 +112,16 @@ impl<P> Default for Batch<P> {
 }
 
 impl<P> Batch<P> {
+    /// Moves `other`'s frames to the end of this batch, leaving `other`
+    /// empty with its room kept.
+    fn append(&mut self, other: &mut Batch<P>) {
+        self.encoded.append(&mut other.encoded);
+        self.held.append(&mut other.held);
+        self.frames += std::mem::take(&mut other.frames);
+        self.len += std::mem::take(&mut other.len);
+        self.last_request = self.last_request.max(std::mem::take(&mut other.last_request));
+    }
+
     /// Frames in the batch.
     pub(crate) fn frames(&self) -> usize {
         self.frames
@@ -138,11 +158,9 @@ impl<P> Batch<P> {
 pub(crate) fn outbox<P>() -> (Outbox<P>, Queued<P>) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
+            full: VecDeque::new(),
+            open: Batch::default(),
             bytes: BytesMut::new(),
-            chunks: Vec::new(),
-            held: Vec::new(),
-            frames: 0,
-            last_request: 0,
             writer: None,
             closed: false,
         }),
@@ -194,22 +212,25 @@ impl<P> Outbox<P> {
         }
         let queue = &mut *guard;
         let head = header.to_bytes();
+        queue.open.len += head.len() + header.payload_len();
         match payload {
             Payload::Owned(payload) if payload.len() >= COPY_BELOW => {
                 queue.bytes.extend_from_slice(&head);
-                let run = queue.bytes.split().freeze();
-                queue.chunks.push(run);
-                queue.chunks.push(payload);
+                queue.open.encoded.push(queue.bytes.split().freeze());
+                queue.open.encoded.push(payload);
             }
             Payload::Owned(payload) => queue.copy(&head, &payload),
             Payload::Borrowed(payload) => queue.copy(&head, payload),
         }
-        queue.frames += 1;
+        queue.open.frames += 1;
         if header.kind() == Kind::Request {
-            queue.last_request = header.id();
+            queue.open.last_request = header.id();
         }
         if let Some(held) = held {
-            queue.held.push(held);
+            queue.open.held.push(held);
+        }
+        if queue.open.frames >= MAX_BATCH_FRAMES || queue.open.len >= MAX_BATCH_LEN {
+            queue.cut();
         }
         let writer = queue.writer.take();
         drop(guard);
@@ -233,6 +254,39 @@ impl<P> Queue<P> {
         self.bytes.reserve(head.len() + payload.len());
         self.bytes.extend_from_slice(head);
         self.bytes.extend_from_slice(payload);
+    }
+
+    /// Closes the open batch: the next frame starts a new one.
+    fn cut(&mut self) {
+        let mut full = Batch::default();
+        self.close_open();
+        full.append(&mut self.open);
+        self.full.push_back(full);
+    }
+
+    /// Cuts the open batch's last bytes off into a chunk of its own.
+    fn close_open(&mut self) {
+        if !self.bytes.is_empty() {
+            self.open.encoded.push(self.bytes.split().freeze());
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.full.is_empty() && self.open.frames == 0
+    }
+
+    /// Moves the oldest batch into `batch`: `false` if there is none.
+    fn move_into(&mut self, batch: &mut Batch<P>) -> bool {
+        if let Some(mut full) = self.full.pop_front() {
+            batch.append(&mut full);
+            return true;
+        }
+        if self.open.frames == 0 {
+            return false;
+        }
+        self.close_open();
+        batch.append(&mut self.open);
+        true
     }
 }
 
@@ -290,15 +344,15 @@ impl<P> Clone for WeakOutbox<P> {
 }
 
 impl<P> Queued<P> {
-    /// Moves everything queued into `batch`, after what it holds: `false`
-    /// if nothing was.
+    /// Moves the oldest batch queued into `batch`, after what it holds:
+    /// `false` if nothing was queued.
     pub(crate) fn take(&self, batch: &mut Batch<P>) -> bool {
         let mut queue = self.shared.lock();
         queue.move_into(batch)
     }
 
-    /// Waits for frames and moves them into `batch`: `false` once every
-    /// sender is gone and nothing is left.
+    /// Waits for frames and moves the oldest batch of them into `batch`:
+    /// `false` once every sender is gone and nothing is left.
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>, batch: &mut Batch<P>) -> Poll<bool> {
         let mut queue = self.shared.lock();
         if queue.move_into(batch) {
@@ -323,32 +377,11 @@ impl<P> Queued<P> {
     /// connection.
     pub(crate) fn release(&self) {
         let mut queue = self.shared.lock();
-        if queue.frames == 0 {
+        if queue.is_empty() {
             queue.bytes = BytesMut::new();
-            queue.chunks = Vec::new();
-            queue.held = Vec::new();
+            queue.open = Batch::default();
+            queue.full = VecDeque::new();
         }
-    }
-}
-
-impl<P> Queue<P> {
-    fn move_into(&mut self, batch: &mut Batch<P>) -> bool {
-        if self.frames == 0 {
-            return false;
-        }
-        for chunk in self.chunks.drain(..) {
-            batch.len += chunk.len();
-            batch.encoded.push(chunk);
-        }
-        if !self.bytes.is_empty() {
-            let run = self.bytes.split().freeze();
-            batch.len += run.len();
-            batch.encoded.push(run);
-        }
-        batch.held.append(&mut self.held);
-        batch.frames += std::mem::take(&mut self.frames);
-        batch.last_request = batch.last_request.max(std::mem::take(&mut self.last_request));
-        true
     }
 }
 
@@ -359,10 +392,8 @@ impl<P> Drop for Queued<P> {
         let left = {
             let mut queue = self.shared.lock();
             queue.closed = true;
-            queue.frames = 0;
             queue.bytes = BytesMut::new();
-            queue.chunks = Vec::new();
-            std::mem::take(&mut queue.held)
+            (std::mem::take(&mut queue.open), std::mem::take(&mut queue.full))
         };
         drop(left);
     }
@@ -411,6 +442,35 @@ mod tests {
         assert_eq!(batch.len(), want.len());
         assert_eq!(drain(&mut batch), want);
         assert!(!queued.take(&mut batch));
+    }
+
+    #[test]
+    fn a_backlog_comes_out_in_bounded_batches_in_order() {
+        let (outbox, queued) = outbox::<u32>();
+        let frames = MAX_BATCH_FRAMES as u32 * 2 + 10;
+        for id in 1..=frames {
+            outbox
+                .send(frame(Kind::Response, u64::from(id), b"answer"), Some(id))
+                .unwrap();
+        }
+        let large = Bytes::from(vec![1u8; MAX_BATCH_LEN]);
+        outbox
+            .send(Frame::new(Kind::Response, 9_999, large).unwrap(), None)
+            .unwrap();
+        outbox.send(frame(Kind::Response, 10_000, b"last"), None).unwrap();
+        let mut sizes = Vec::new();
+        let mut held = Vec::new();
+        let mut batch = Batch::default();
+        while queued.take(&mut batch) {
+            sizes.push(batch.frames());
+            held.append(&mut batch.held);
+            batch.clear();
+        }
+        // Whole batches of frames, then the rest with the large frame, which
+        // closes its batch; the last frame starts a new one.
+        let full = MAX_BATCH_FRAMES;
+        assert_eq!(sizes, vec![full, full, 11, 1]);
+        assert_eq!(held, (1..=frames).collect::<Vec<_>>());
     }
 
     #[test]

@@ -49,7 +49,10 @@ pub(crate) fn encode<E>(encode: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> 
     }
 }
 
-fn encode_in<E>(block: &mut BytesMut, encode: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Result<Bytes, E> {
+fn encode_in<E>(
+    block: &mut BytesMut,
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<Bytes, E> {
     // Whatever a panicking encoding left behind.
     block.clear();
     if block.capacity() < SHARED_UP_TO {
@@ -114,7 +117,10 @@ mod tests {
         assert_eq!(long.len(), BLOCK_LEN * 4);
         let short = message(b"short");
         let end = long.as_ptr().wrapping_add(long.len());
-        assert!(!std::ptr::eq(short.as_ptr(), end), "not appended to the long one's memory");
+        assert!(
+            !std::ptr::eq(short.as_ptr(), end),
+            "not appended to the long one's memory"
+        );
     }
 
     #[test]

@@ -52,9 +52,10 @@ pub trait FrameRead: Send + 'static {
 pub trait FrameWrite: Send + 'static {
     /// Writes every frame of `frames`, in order.
     ///
-    /// Implementations should use as few system calls as they can: the
-    /// runtime hands over everything that queued up while the previous batch
-    /// was being written.
+    /// The runtime calls [`write_encoded`](FrameWrite::write_encoded); its
+    /// default comes here with the frames of a batch, everything that
+    /// queued up while the previous batch was being written, so
+    /// implementations should use as few system calls as they can.
     fn write_frames<'a, I>(&mut self, frames: I) -> impl Future<Output = Result<(), Error>> + Send
     where
         I: Iterator<Item = &'a Frame> + Clone + Send;
@@ -108,6 +109,13 @@ impl Encoded {
             self.remaining += chunk.len();
             self.chunks.push_back(chunk);
         }
+    }
+
+    /// Moves every chunk of `other` to the end of this batch, leaving
+    /// `other` empty.
+    pub fn append(&mut self, other: &mut Encoded) {
+        self.remaining += std::mem::take(&mut other.remaining);
+        self.chunks.append(&mut other.chunks);
     }
 
     /// Empties the batch, keeping its room for chunks.

@@ -40,9 +40,6 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWrite for FrameWriter<W> {
     where
         I: Iterator<Item = &'a Frame> + Clone + Send,
     {
-        // Left over only if a previous call was cancelled mid-write; those
-        // bytes are stale, and the connection is being torn down anyway.
-        self.chunks.clear();
         // Room for every header and small payload at once: one allocation
         // at most, instead of one per doubling.
         let copied: usize = frames

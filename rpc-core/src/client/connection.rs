@@ -217,7 +217,10 @@ impl Connection {
             waker: None,
             deadline,
         };
-        let id = match self.calls.send(&self.outbox, Payload::Owned(request.payload), waiter)? {
+        let id = match self
+            .calls
+            .send(&self.outbox, Payload::Owned(request.payload), waiter)?
+        {
             Ok(id) => id,
             Err(refused) => return Ok(refused),
         };

@@ -8,9 +8,11 @@
 //! run of small frames as one piece of memory.
 //!
 //! What piles up while a batch is written is cut into batches of at most
-//! [`MAX_BATCH_FRAMES`] frames or [`MAX_BATCH_LEN`] bytes, so that each
-//! write has a bounded amount of work to do within the write timeout, and
-//! the permits its frames hold come free batch by batch.
+//! [`MAX_BATCH_FRAMES`] frames or [`MAX_BATCH_LEN`] bytes (short of the
+//! last frame), so that each write has a bounded amount of work to do
+//! within the write timeout, and the permits its frames hold come free
+//! batch by batch. (The writer may join a second batch to a small first
+//! one, so a write takes at most twice that.)
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};

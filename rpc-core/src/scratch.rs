@@ -59,6 +59,11 @@ fn encode_in<E>(
         // Reuses the block from its start if no message holds it any more.
         block.reserve(BLOCK_LEN);
     }
+    if block.capacity() > BLOCK_LEN {
+        // Grown by an encoding that panicked before it could be split off:
+        // left to go, or every short message after it would pin it.
+        *block = BytesMut::with_capacity(BLOCK_LEN);
+    }
     let encoded = encode(block);
     let message = block.split().freeze();
     if message.len() > SHARED_UP_TO {
@@ -150,5 +155,21 @@ mod tests {
         });
         assert!(panicked.is_err());
         assert_eq!(&message(b"whole")[..], b"whole");
+    }
+
+    #[test]
+    fn a_block_grown_by_a_panicking_encoding_is_let_go() {
+        let panicked = std::panic::catch_unwind(|| {
+            let _ = encode(|buf: &mut BytesMut| -> Result<(), ()> {
+                buf.extend_from_slice(&[0; BLOCK_LEN * 64]);
+                panic!("after growing the block");
+            });
+        });
+        assert!(panicked.is_err());
+        for _ in 0..100 {
+            drop(message(&[1; SHARED_UP_TO]));
+        }
+        let kept = BLOCK.with(|block| block.borrow().capacity());
+        assert!(kept <= BLOCK_LEN, "the thread keeps {kept} bytes of block");
     }
 }

@@ -172,6 +172,11 @@ impl fmt::Debug for Answer {
 
 impl Answer {
     /// The answer of `method` returning `value`, encoded in `codec`.
+    ///
+    /// A short answer's bytes share a block of memory with other messages
+    /// the thread encoded, which is reused once they are all gone: a
+    /// middleware that keeps answers for long (a cache) should keep a copy
+    /// (`Bytes::copy_from_slice`), or each one it keeps holds its block.
     pub fn value<T: Serialize + ?Sized>(method: &str, value: &T, codec: Codec) -> Result<Answer, Error> {
         // In the thread's block: a short answer costs no allocation.
         let encoded = crate::scratch::encode(|out| match codec {

@@ -139,7 +139,9 @@ impl<T> Stream for Streaming<T> {
 /// Encoded items on their way to the wire: what a streaming call sends.
 pub type ItemStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send + 'static>>;
 
-/// Encodes each value of `stream` in `codec`; errors pass through.
+/// Encodes each value of `stream` in `codec`; errors pass through. Short
+/// items share a block of memory as short answers do (see
+/// [`Answer::value`](crate::service::Answer::value)).
 pub fn encode_stream<T: Serialize + Send + 'static>(
     method: &'static str,
     stream: Streaming<T>,

@@ -87,7 +87,9 @@ pub struct Args {
     codec: Codec,
     limits: DecodeLimits,
     payload: Bytes,
-    input: Option<Incoming>,
+    /// Boxed: most methods take no stream, and every call's arguments are
+    /// moved through several layers and held by its future.
+    input: Option<Box<Incoming>>,
 }
 
 impl Args {
@@ -123,7 +125,7 @@ impl Args {
             codec,
             limits,
             payload,
-            input,
+            input: input.map(Box::new),
         }
     }
 
@@ -147,7 +149,7 @@ impl Args {
     /// for one that did not arrive.
     pub fn input<T: DeserializeOwned + Send + 'static>(&mut self) -> Streaming<T> {
         match self.input.take() {
-            Some(input) => input.decode(self.method.full_name),
+            Some(input) => (*input).decode(self.method.full_name),
             None => Streaming::empty(),
         }
     }

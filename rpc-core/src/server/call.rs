@@ -215,7 +215,9 @@ impl Work {
                     method,
                     max_answer_len,
                 };
-                items.send(stream).await
+                // Boxed: every call's future would hold room for it, and
+                // most calls return one value.
+                Box::pin(items.send(stream)).await
             })
             .catch_unwind(),
         );

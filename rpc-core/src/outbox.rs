@@ -24,24 +24,11 @@ use bytes::{Bytes, BytesMut};
 use crate::frame::{Frame, Header, Kind, ProtocolError};
 use crate::transport::Encoded;
 
-/// Payloads at least this large are queued as they are, as chunks of their
-/// own; smaller ones are copied next to their header, since one buffer of
-/// many small frames is cheaper to write than a slice each.
-pub(crate) const COPY_BELOW: usize = 4 * 1024;
-
 /// Most frames in one batch.
 const MAX_BATCH_FRAMES: usize = 256;
 
 /// Most bytes in one batch, short of its last frame.
 const MAX_BATCH_LEN: usize = 4 * 1024 * 1024;
-
-/// A frame's payload, as its sender holds it.
-pub(crate) enum Payload<'a> {
-    /// Bytes the sender keeps (a buffer it reuses): always copied.
-    Borrowed(&'a [u8]),
-    /// Bytes of the frame's own: copied if small, queued as they are if not.
-    Owned(Bytes),
-}
 
 /// The sending side: each clone is a sender, and the writer ends once
 /// every sender is gone and everything queued is written. `P` is what a
@@ -80,7 +67,7 @@ struct Queue<P> {
     /// Batches cut off whole, oldest first, before `open`.
     full: VecDeque<Batch<P>>,
     /// The batch being filled: its frames, short of the bytes still in
-    /// `bytes` (which it counts).
+    /// `bytes`.
     open: Batch<P>,
     /// The open batch's last bytes, not cut off into a chunk yet.
     bytes: BytesMut,
@@ -97,7 +84,6 @@ pub(crate) struct Batch<P> {
     pub(crate) encoded: Encoded,
     held: Vec<P>,
     frames: usize,
-    len: usize,
     last_request: u64,
 }
 
@@ -107,7 +93,6 @@ impl<P> Default for Batch<P> {
             encoded: Encoded::default(),
             held: Vec::new(),
             frames: 0,
-            len: 0,
             last_request: 0,
         }
     }
@@ -120,7 +105,6 @@ impl<P> Batch<P> {
         self.encoded.append(&mut other.encoded);
         self.held.append(&mut other.held);
         self.frames += std::mem::take(&mut other.frames);
-        self.len += std::mem::take(&mut other.len);
         self.last_request = self.last_request.max(std::mem::take(&mut other.last_request));
     }
 
@@ -131,7 +115,7 @@ impl<P> Batch<P> {
 
     /// The batch's bytes.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        bytes::Buf::remaining(&self.encoded)
     }
 
     /// The id of the batch's last request (requests are queued in id
@@ -145,7 +129,6 @@ impl<P> Batch<P> {
         self.encoded.clear();
         self.held.clear();
         self.frames = 0;
-        self.len = 0;
         self.last_request = 0;
     }
 
@@ -188,7 +171,7 @@ impl<P> Outbox<P> {
     /// the writer is gone, `held` comes back.
     pub(crate) fn send(&self, frame: Frame, held: Option<P>) -> Result<(), Option<P>> {
         let (header, payload) = frame.into_parts();
-        self.send_parts(header, Payload::Owned(payload), held)
+        self.send_parts(header, &payload, held)
     }
 
     /// Queues a frame of `kind` for call `id` around `payload`: the inner
@@ -197,33 +180,19 @@ impl<P> Outbox<P> {
         &self,
         kind: Kind,
         id: u64,
-        payload: Payload<'_>,
+        payload: Bytes,
     ) -> Result<Result<(), Closed>, ProtocolError> {
-        let len = match &payload {
-            Payload::Borrowed(bytes) => bytes.len(),
-            Payload::Owned(bytes) => bytes.len(),
-        };
-        let header = Header::new(kind, id, len)?;
-        Ok(self.send_parts(header, payload, None).map_err(|_| Closed))
+        let header = Header::new(kind, id, payload.len())?;
+        Ok(self.send_parts(header, &payload, None).map_err(|_| Closed))
     }
 
-    fn send_parts(&self, header: Header, payload: Payload<'_>, held: Option<P>) -> Result<(), Option<P>> {
+    fn send_parts(&self, header: Header, payload: &Bytes, held: Option<P>) -> Result<(), Option<P>> {
         let mut guard = self.shared.lock();
         if guard.closed {
             return Err(held);
         }
         let queue = &mut *guard;
-        let head = header.to_bytes();
-        queue.open.len += head.len() + header.payload_len();
-        match payload {
-            Payload::Owned(payload) if payload.len() >= COPY_BELOW => {
-                queue.bytes.extend_from_slice(&head);
-                queue.open.encoded.push(queue.bytes.split().freeze());
-                queue.open.encoded.push(payload);
-            }
-            Payload::Owned(payload) => queue.copy(&head, &payload),
-            Payload::Borrowed(payload) => queue.copy(&head, payload),
-        }
+        queue.open.encoded.push_frame(&mut queue.bytes, &header, payload);
         queue.open.frames += 1;
         if header.kind() == Kind::Request {
             queue.open.last_request = header.id();
@@ -231,7 +200,7 @@ impl<P> Outbox<P> {
         if let Some(held) = held {
             queue.open.held.push(held);
         }
-        if queue.open.frames >= MAX_BATCH_FRAMES || queue.open.len >= MAX_BATCH_LEN {
+        if queue.open.frames >= MAX_BATCH_FRAMES || queue.open.len() + queue.bytes.len() >= MAX_BATCH_LEN {
             queue.cut();
         }
         let writer = queue.writer.take();
@@ -251,13 +220,6 @@ impl<P> Outbox<P> {
 }
 
 impl<P> Queue<P> {
-    fn copy(&mut self, head: &[u8], payload: &[u8]) {
-        // Room for both at once: one check, at most one allocation.
-        self.bytes.reserve(head.len() + payload.len());
-        self.bytes.extend_from_slice(head);
-        self.bytes.extend_from_slice(payload);
-    }
-
     /// Closes the open batch: the next frame starts a new one.
     fn cut(&mut self) {
         let mut full = Batch::default();
@@ -419,13 +381,13 @@ mod tests {
     #[test]
     fn frames_come_out_encoded_in_the_order_they_went_in() {
         let (outbox, queued) = outbox::<u32>();
-        let large = Bytes::from(vec![7u8; COPY_BELOW]);
+        let large = Bytes::from(vec![7u8; crate::transport::COPY_BELOW]);
         outbox.send(frame(Kind::Request, 1, b"one"), Some(1)).unwrap();
         outbox
             .send(Frame::new(Kind::Request, 2, large.clone()).unwrap(), Some(2))
             .unwrap();
         outbox
-            .send_payload(Kind::Cancel, 1, Payload::Borrowed(b""))
+            .send_payload(Kind::Cancel, 1, Bytes::new())
             .unwrap()
             .unwrap();
         let mut batch = Batch::default();
@@ -478,7 +440,7 @@ mod tests {
     #[test]
     fn a_large_payload_is_queued_without_a_copy() {
         let (outbox, queued) = outbox::<u32>();
-        let large = Bytes::from(vec![7u8; COPY_BELOW]);
+        let large = Bytes::from(vec![7u8; crate::transport::COPY_BELOW]);
         outbox
             .send(Frame::new(Kind::Response, 9, large.clone()).unwrap(), None)
             .unwrap();

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::Error;
 use crate::frame::{Frame, HEADER_LEN, Header, MAX_PAYLOAD_LEN, Preface};
@@ -82,6 +82,11 @@ pub trait FrameWrite: Send + 'static {
     fn shutdown(&mut self) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
+/// Payloads at least this large are queued as chunks of their own;
+/// smaller ones are copied next to their header, since one buffer of many
+/// small frames is cheaper to write than a slice each.
+pub(crate) const COPY_BELOW: usize = 4 * 1024;
+
 /// A batch of encoded frames: their bytes in order, as the chunks they were
 /// queued in (runs of small frames, and large payloads as they are), ready
 /// for a vectored write. Reading it as a [`Buf`] consumes it.
@@ -108,6 +113,24 @@ impl Encoded {
         if !chunk.is_empty() {
             self.remaining += chunk.len();
             self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Appends a frame: its header, and its payload if short, are copied to
+    /// the end of `tail`, a run of small frames that becomes a chunk when
+    /// it is pushed; a long payload becomes a chunk of its own, after the
+    /// run cut off in front of it.
+    pub fn push_frame(&mut self, tail: &mut BytesMut, header: &Header, payload: &Bytes) {
+        let head = header.to_bytes();
+        if payload.len() >= COPY_BELOW {
+            tail.extend_from_slice(&head);
+            self.push(tail.split().freeze());
+            self.push(payload.clone());
+        } else {
+            // Room for both at once: one check, at most one allocation.
+            tail.reserve(head.len() + payload.len());
+            tail.extend_from_slice(&head);
+            tail.extend_from_slice(payload);
         }
     }
 

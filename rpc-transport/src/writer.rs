@@ -2,14 +2,9 @@
 
 use bytes::BytesMut;
 use rpc_core::Error;
-use rpc_core::frame::{Frame, HEADER_LEN};
+use rpc_core::frame::Frame;
 use rpc_core::transport::{Encoded, FrameWrite};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-
-/// Payloads at least this large are written from their own memory with a
-/// vectored write; smaller ones are copied next to their header, because one
-/// contiguous buffer of many small frames is cheaper than an iovec each.
-const COPY_BELOW: usize = 4 * 1024;
 
 /// Chunks' worth of room the batch queue keeps while the connection is idle.
 const IDLE_CHUNKS: usize = 4;
@@ -40,27 +35,9 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWrite for FrameWriter<W> {
     where
         I: Iterator<Item = &'a Frame> + Clone + Send,
     {
-        // Room for every header and small payload at once: one allocation
-        // at most, instead of one per doubling.
-        let copied: usize = frames
-            .clone()
-            .map(|frame| {
-                HEADER_LEN
-                    + Some(frame.payload().len())
-                        .filter(|len| *len < COPY_BELOW)
-                        .unwrap_or(0)
-            })
-            .sum();
-        self.buf.reserve(copied);
         for frame in frames {
-            let payload = frame.payload();
-            frame.header().encode(&mut self.buf);
-            if payload.len() < COPY_BELOW {
-                self.buf.extend_from_slice(payload);
-            } else {
-                self.chunks.push(self.buf.split().freeze());
-                self.chunks.push(payload.clone());
-            }
+            self.chunks
+                .push_frame(&mut self.buf, frame.header(), frame.payload());
         }
         self.chunks.push(self.buf.split().freeze());
         let mut chunks = std::mem::take(&mut self.chunks);
@@ -107,7 +84,7 @@ mod tests {
         let mut writer = FrameWriter::new(ours);
         let frames = vec![
             Frame::new(Kind::Request, 1, Bytes::from_static(b"small")).unwrap(),
-            Frame::new(Kind::Request, 2, Bytes::from(vec![9u8; COPY_BELOW * 3])).unwrap(),
+            Frame::new(Kind::Request, 2, Bytes::from(vec![9u8; 12 * 1024])).unwrap(),
             Frame::new(Kind::Cancel, 3, Bytes::new()).unwrap(),
         ];
         let expected: Vec<_> = frames.clone();

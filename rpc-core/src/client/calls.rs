@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, Kind, ProtocolError};
-use crate::outbox::{self, Payload, WeakOutbox};
+use crate::outbox::{self, WeakOutbox};
 use crate::permit::{CallPermit, CallPermits};
 use crate::streaming::{MAX_STREAM_CREDIT, STREAM_WINDOW, SendCredit};
 
@@ -92,19 +92,56 @@ impl Waiter {
         }
     }
 
-    /// Ends the wait of call `id` with `reply` (a unary call's) or
-    /// `event` (a stream's); what to wake once the table's lock is let go.
-    fn end(self, id: u64, answered: &mut FxHashMap<u64, Reply>, reply: Reply, event: Event) -> Option<Wake> {
+    /// Ends the wait of call `id`: a unary call's reply is filed in
+    /// `answered`, a stream's event goes out with the returned [`Wake`],
+    /// once the table's lock is let go.
+    fn end(self, id: u64, answered: &mut FxHashMap<u64, Reply>, ending: Ending) -> Option<Wake> {
         match self {
             Waiter::Unary { waker, .. } => {
-                answered.insert(id, reply);
+                answered.insert(id, ending.into_reply());
                 waker.map(Wake::Caller)
             }
             Waiter::Stream { events, credit } => Some(Wake::Stream {
                 events,
                 credit,
-                event,
+                event: ending.into_event(),
             }),
+        }
+    }
+}
+
+/// How a call's wait ends, whichever kind of call it is.
+enum Ending {
+    /// The server's final answer.
+    Answer(Result<Bytes, WireError>),
+    /// The connection ended after the request left.
+    Lost(Error),
+    /// The server said goodbye without reading the call.
+    NotRun,
+    /// The deadline the sweep enforces passed (unary calls only: a stream
+    /// keeps its own deadline).
+    Expired,
+}
+
+impl Ending {
+    fn into_reply(self) -> Reply {
+        match self {
+            Ending::Answer(answer) => answer.into(),
+            Ending::Lost(err) => Reply::Lost(err),
+            Ending::NotRun => Reply::NotRun,
+            Ending::Expired => Reply::Expired,
+        }
+    }
+
+    fn into_event(self) -> Event {
+        match self {
+            Ending::Answer(Ok(payload)) => Event::Response(payload),
+            Ending::Answer(Err(err)) => Event::Failed(err),
+            Ending::Lost(err) => Event::Lost(err),
+            Ending::NotRun => Event::NotRun,
+            // Never swept (`Waiter::deadline`); were one, it would be
+            // over without an answer all the same.
+            Ending::Expired => Event::Lost(Error::disconnected("the call's deadline passed")),
         }
     }
 }
@@ -284,7 +321,7 @@ impl CallTable {
     pub(super) fn send(
         &self,
         outbox: &Outbox,
-        payload: Payload<'_>,
+        payload: Bytes,
         waiter: Waiter,
     ) -> Result<Result<u64, Reply>, Error> {
         let mut inner = self.lock();
@@ -311,29 +348,15 @@ impl CallTable {
 
     /// Hands the server's final answer to the call's waiter.
     pub(super) fn complete(&self, id: u64, answer: Result<Bytes, WireError>) {
-        let mut inner = self.lock();
-        let waiter = inner.waiting.remove(&id);
-        match waiter {
-            Some(Waiter::Unary { waker, .. }) => {
-                inner.answered.insert(id, answer.into());
-                drop(inner);
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-            }
-            Some(Waiter::Stream { events, credit }) => {
-                drop(inner);
-                let event = match answer {
-                    Ok(payload) => Event::Response(payload),
-                    Err(err) => Event::Failed(err),
-                };
-                let _ = events.try_send(event);
-                if let Some(credit) = credit {
-                    credit.close();
-                }
-            }
-            // The call already gave up (deadline, dropped future).
-            None => {}
+        let wake = {
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            // None: the call already gave up (deadline, dropped future).
+            let waiter = inner.waiting.remove(&id);
+            waiter.and_then(|waiter| waiter.end(id, &mut inner.answered, Ending::Answer(answer)))
+        };
+        if let Some(wake) = wake {
+            wake.wake();
         }
     }
 
@@ -352,16 +375,18 @@ impl CallTable {
         let Waiter::Stream { events, credit } = waiter else {
             // A server whose method streams where ours does not (a version
             // mismatch): that call fails, the connection goes on.
-            if let Some(Waiter::Unary { waker, .. }) = inner.waiting.remove(&id) {
-                let failed = WireError::new(
-                    ErrorCode::Internal,
-                    "the server sent a stream where this client expects one value; client and server disagree on the method",
-                );
-                inner.answered.insert(id, Reply::Failed(failed));
-                drop(inner);
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
+            let failed = WireError::new(
+                ErrorCode::Internal,
+                "the server sent a stream where this client expects one value; client and server disagree on the method",
+            );
+            let table = &mut *inner;
+            let wake = table
+                .waiting
+                .remove(&id)
+                .and_then(|waiter| waiter.end(id, &mut table.answered, Ending::Answer(Err(failed))));
+            drop(inner);
+            if let Some(wake) = wake {
+                wake.wake();
             }
             return Ok(());
         };
@@ -449,7 +474,7 @@ impl CallTable {
                 .iter()
                 .filter_map(|id| {
                     let waiter = inner.waiting.remove(id)?;
-                    waiter.end(*id, &mut inner.answered, Reply::Expired, Event::NotRun)
+                    waiter.end(*id, &mut inner.answered, Ending::Expired)
                 })
                 .collect();
             inner.armed = inner.waiting.values().filter_map(Waiter::deadline).min();
@@ -460,7 +485,7 @@ impl CallTable {
         for id in expired {
             if let Some(outbox) = &outbox {
                 // A gone writer means a closed connection: nobody to tell.
-                let _ = outbox.send_payload(Kind::Cancel, id, Payload::Borrowed(&[]));
+                let _ = outbox.send_payload(Kind::Cancel, id, Bytes::new());
             }
         }
     }
@@ -480,7 +505,7 @@ impl CallTable {
             ids.into_iter()
                 .filter_map(|id| {
                     let waiter = inner.waiting.remove(&id)?;
-                    waiter.end(id, &mut inner.answered, Reply::NotRun, Event::NotRun)
+                    waiter.end(id, &mut inner.answered, Ending::NotRun)
                 })
                 .collect()
         };
@@ -497,14 +522,7 @@ impl CallTable {
             self.usable.store(false, Ordering::Release);
             let wakes: Vec<Wake> = std::mem::take(&mut inner.waiting)
                 .into_iter()
-                .filter_map(|(id, waiter)| {
-                    waiter.end(
-                        id,
-                        &mut inner.answered,
-                        Reply::Lost(err.clone()),
-                        Event::Lost(err.clone()),
-                    )
-                })
+                .filter_map(|(id, waiter)| waiter.end(id, &mut inner.answered, Ending::Lost(err.clone())))
                 .collect();
             (wakes, std::mem::take(&mut inner.parked))
         };

@@ -17,7 +17,7 @@ use crate::compat::Fingerprint;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
-use crate::outbox::{self, Batch, Payload};
+use crate::outbox::{self, Batch};
 use crate::permit::{CallPermit, CallPermits, NoPermit};
 use crate::scratch;
 use crate::service::RequestMessage;
@@ -217,10 +217,7 @@ impl Connection {
             waker: None,
             deadline,
         };
-        let id = match self
-            .calls
-            .send(&self.outbox, Payload::Owned(request.payload), waiter)?
-        {
+        let id = match self.calls.send(&self.outbox, request.payload, waiter)? {
             Ok(id) => id,
             Err(refused) => return Ok(refused),
         };
@@ -241,7 +238,7 @@ impl Connection {
     /// Tells the server to stop call `id`, which nobody waits for any more.
     pub(super) fn cancel(&self, id: u64) {
         // A gone writer means a closed connection: nobody to tell.
-        let _ = self.outbox.send_payload(Kind::Cancel, id, Payload::Borrowed(&[]));
+        let _ = self.outbox.send_payload(Kind::Cancel, id, Bytes::new());
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -24,7 +24,6 @@ use crate::codec;
 use crate::error::{Error, explain_decode};
 use crate::frame::{self, Frame, Kind};
 use crate::metadata::Metadata;
-use crate::outbox::Payload;
 use crate::permit::CallPermit;
 use crate::streaming::{ItemStream, RecvWindow, STREAM_WINDOW, SendCredit};
 
@@ -62,10 +61,7 @@ impl Connection {
             events,
             credit: credit.clone(),
         };
-        let id = match self
-            .calls
-            .send(&self.outbox, Payload::Owned(payload.freeze()), waiter)?
-        {
+        let id = match self.calls.send(&self.outbox, payload.freeze(), waiter)? {
             Ok(id) => id,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -118,7 +114,7 @@ async fn pump(
                 return;
             }
             Ok(None) => {
-                let _ = outbox.send_payload(Kind::End, id, Payload::Borrowed(&[]));
+                let _ = outbox.send_payload(Kind::End, id, Bytes::new());
                 return;
             }
         };

@@ -107,8 +107,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Calls in flight at once; further callers wait for a permit (within
-    /// their deadline). Default 1024; at least 1.
+    /// Calls in flight at once; the requests of further calls wait in
+    /// order for a place (within their callers' deadlines), and leave with
+    /// the time their callers have left then. Default 1024; at least 1.
     pub fn max_in_flight(mut self, calls: usize) -> ClientBuilder {
         self.config.max_in_flight = calls.max(1);
         self

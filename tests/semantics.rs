@@ -642,11 +642,12 @@ async fn calls_held_back_at_a_goodbye_run_on_the_next_server() {
     assert_eq!(old.stats().requests_received, CAP as u64);
     proxy.retarget(new.local_addr());
     let shutdown = tokio::spawn(old.shutdown(Duration::from_secs(60)));
-    until_true("the goodbye arrived", || !client.rpc_client().is_connected()).await;
-    // The calls the old server read finish where they started; the rest
-    // find the connection saying goodbye and run on the new server.
-    old_lab.gate.add_permits(CAP);
+    // At the goodbye, the calls held back leave for the new server while
+    // the ones the old server read still run there; those finish where
+    // they started.
     until(&new_lab.finished, CALLS as usize - CAP).await;
+    assert_eq!(old_lab.finished.load(Ordering::SeqCst), 0);
+    old_lab.gate.add_permits(CAP);
     for (tag, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), tag as u32);
     }

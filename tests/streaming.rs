@@ -291,6 +291,50 @@ async fn dropping_a_client_stream_stops_the_server_handler() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_wait_for_a_place_in_line_with_other_calls_and_run_when_one_frees() {
+    let (server, streams) = {
+        let (server, streams, _) = start(rpc::Server::new()).await;
+        (server, streams)
+    };
+    let client = StreamsClient::from_client(
+        rpc::ClientBuilder::new()
+            .max_in_flight(1)
+            .connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    let client = client.with_timeout(Duration::from_secs(3600));
+    // The one place, held by a stream that never ends.
+    let mut forever = client.forever();
+    assert_eq!(forever.next().await.unwrap().unwrap(), 0);
+    // Behind it, a stream and a call: neither leaves the client.
+    let counting = tokio::spawn({
+        let client = client.clone();
+        async move { client.count(3).map(Result::unwrap).collect::<Vec<u64>>().await }
+    });
+    let adding = tokio::spawn({
+        let client = client.clone();
+        async move { client.add(2, 3).await.unwrap() }
+    });
+    until("both wait for the place", || {
+        client.rpc_client().endpoints()[0].queued == 2
+    })
+    .await;
+    assert_eq!(server.stats().requests_received, 1);
+    assert!(!counting.is_finished() && !adding.is_finished());
+    // The place comes free: they run in turn.
+    drop(forever);
+    assert_eq!(counting.await.unwrap(), vec![0, 1, 2]);
+    assert_eq!(adding.await.unwrap(), 5);
+    assert_eq!(server.stats().requests_received, 3);
+    until("the handler's stream is dropped", || {
+        streams.forever_dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_error_mid_stream_is_the_last_item_the_client_sees() {
     let (server, _, client) = start(rpc::Server::new()).await;
     let items: Vec<_> = client.fail_after(3).collect().await;

@@ -18,10 +18,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::frame::{Frame, Header, Kind, ProtocolError};
+use crate::frame::{Frame, Header, Kind, ProtocolError, RequestHead};
 use crate::transport::Encoded;
 
 /// Most frames in one batch.
@@ -171,7 +172,7 @@ impl<P> Outbox<P> {
     /// the writer is gone, `held` comes back.
     pub(crate) fn send(&self, frame: Frame, held: Option<P>) -> Result<(), Option<P>> {
         let (header, payload) = frame.into_parts();
-        self.send_parts(header, &payload, held)
+        self.send_parts(header, &[], &payload, held)
     }
 
     /// Queues a frame of `kind` for call `id` around `payload`: the inner
@@ -183,16 +184,40 @@ impl<P> Outbox<P> {
         payload: Bytes,
     ) -> Result<Result<(), Closed>, ProtocolError> {
         let header = Header::new(kind, id, payload.len())?;
-        Ok(self.send_parts(header, &payload, None).map_err(|_| Closed))
+        Ok(self.send_parts(header, &[], &payload, None).map_err(|_| Closed))
     }
 
-    fn send_parts(&self, header: Header, payload: &Bytes, held: Option<P>) -> Result<(), Option<P>> {
+    /// Queues request `id`, whose payload opens with a request head, with
+    /// the head's budget stamped anew: `budget`, the time its caller has
+    /// left now that it leaves (it waited for a place since it was
+    /// encoded). The inner `Err` if the writer is gone.
+    pub(crate) fn send_request(
+        &self,
+        id: u64,
+        budget: Duration,
+        payload: &Bytes,
+    ) -> Result<Result<(), Closed>, ProtocolError> {
+        let header = Header::new(Kind::Request, id, payload.len())?;
+        let stamp = RequestHead::budget_field(budget);
+        Ok(self.send_parts(header, &stamp, payload, None).map_err(|_| Closed))
+    }
+
+    fn send_parts(
+        &self,
+        header: Header,
+        stamp: &[u8],
+        payload: &Bytes,
+        held: Option<P>,
+    ) -> Result<(), Option<P>> {
         let mut guard = self.shared.lock();
         if guard.closed {
             return Err(held);
         }
         let queue = &mut *guard;
-        queue.open.encoded.push_frame(&mut queue.bytes, &header, payload);
+        queue
+            .open
+            .encoded
+            .push_frame_stamped(&mut queue.bytes, &header, stamp, payload);
         queue.open.frames += 1;
         if header.kind() == Kind::Request {
             queue.open.last_request = header.id();

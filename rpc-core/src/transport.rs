@@ -121,16 +121,39 @@ impl Encoded {
     /// it is pushed; a long payload becomes a chunk of its own, after the
     /// run cut off in front of it.
     pub fn push_frame(&mut self, tail: &mut BytesMut, header: &Header, payload: &Bytes) {
+        self.push_frame_stamped(tail, header, &[], payload);
+    }
+
+    /// [`Encoded::push_frame`], with the payload's first bytes written as
+    /// `stamp` instead (a queued request's budget, stamped as it leaves).
+    /// Inlined, so that a frame without a stamp costs nothing for it.
+    #[inline(always)]
+    pub(crate) fn push_frame_stamped(
+        &mut self,
+        tail: &mut BytesMut,
+        header: &Header,
+        stamp: &[u8],
+        payload: &Bytes,
+    ) {
         let head = header.to_bytes();
+        // Every request opens with its budget; were a payload shorter, it
+        // would go as it is.
+        let (stamp, rest) = match payload.get(stamp.len()..) {
+            Some(rest) => (stamp, rest),
+            None => (&[][..], &payload[..]),
+        };
         if payload.len() >= COPY_BELOW {
+            tail.reserve(head.len() + stamp.len());
             tail.extend_from_slice(&head);
+            tail.extend_from_slice(stamp);
             self.push(tail.split().freeze());
-            self.push(payload.clone());
+            self.push(payload.slice(stamp.len()..));
         } else {
-            // Room for both at once: one check, at most one allocation.
+            // Room for all at once: one check, at most one allocation.
             tail.reserve(head.len() + payload.len());
             tail.extend_from_slice(&head);
-            tail.extend_from_slice(payload);
+            tail.extend_from_slice(stamp);
+            tail.extend_from_slice(rest);
         }
     }
 

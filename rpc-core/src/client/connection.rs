@@ -11,14 +11,16 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::client::Callee;
-use crate::client::calls::{CallTable, Outbox, Reply, Waiter, sweep_deadlines};
+use crate::client::calls::{CallTable, Outbox};
+use crate::client::sweep::sweep_deadlines;
+use crate::client::waiter::{Reply, Waiter};
 use crate::codec::DecodeLimits;
 use crate::compat::Fingerprint;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
 use crate::outbox::{self, Batch};
-use crate::permit::{CallPermit, CallPermits, NoPermit};
+use crate::permit::{CallPermit, CallPermits};
 use crate::scratch;
 use crate::service::RequestMessage;
 use crate::signal::Signal;
@@ -76,18 +78,15 @@ impl Connection {
         // request is written (and the call is over), and each call adds at
         // most one cancel.
         let (outbox, queued) = outbox::outbox();
-        let calls = Arc::new(CallTable::default());
+        let calls = Arc::new(CallTable::new(permits.clone()));
         // When the server is gone, stop writing at once and close our side,
         // so the server's lingering close is not kept waiting.
         let stop = Arc::new(Signal::new());
         let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls), Arc::clone(&stop)));
-        let sweeper = tokio::spawn(sweep_deadlines(
-            Arc::clone(&calls),
-            permits.clone(),
-            outbox.downgrade(),
-        ));
+        let sweeper = tokio::spawn(sweep_deadlines(Arc::clone(&calls), outbox.downgrade()));
         let writer_calls = Arc::clone(&calls);
         let written_calls = Arc::clone(&calls);
+        let written_outbox = outbox.downgrade();
         let writing = writer::run(
             conn.writer,
             queued,
@@ -99,7 +98,7 @@ impl Connection {
             // highest written.
             move |batch: &Batch<Infallible>| {
                 if let Some(id) = batch.last_request() {
-                    written_calls.written(id);
+                    written_calls.written(id, &written_outbox);
                 }
             },
         );
@@ -134,35 +133,19 @@ impl Connection {
         self.calls.lock().closed.is_some()
     }
 
-    /// Waits for a permit for one more call in flight on this connection.
-    pub(crate) async fn permit(&self) -> Result<CallPermit, Error> {
-        self.permits.acquire().await.map_err(|_| self.unusable_error())
-    }
-
-    /// Waits for a permit until `deadline` (under the connection's deadline
-    /// sweep, with no timer of its own): `Ok(Err(_))` if the connection
-    /// closes first, `Err(Expired)` if the deadline passes first.
-    pub(crate) async fn permit_until(&self, deadline: Instant) -> Result<Result<CallPermit, Error>, Expired> {
-        match self.permits.acquire_until(deadline).await {
-            Ok(permit) => Ok(Ok(permit)),
-            Err(NoPermit::Closed) => Ok(Err(self.unusable_error())),
-            Err(NoPermit::Expired) => Err(Expired),
-        }
-    }
-
-    /// A permit, if one is free now.
-    pub(crate) fn try_permit(&self) -> Option<CallPermit> {
-        self.permits.try_acquire()
-    }
-
     /// Calls sent on this connection, in all.
     pub(crate) fn sent(&self) -> u64 {
-        self.calls.lock().last_id()
+        self.calls.lock().sent()
     }
 
     /// Calls in flight on this connection.
     pub(crate) fn in_flight(&self) -> usize {
         self.permits.in_use()
+    }
+
+    /// Calls whose requests wait for a place on this connection.
+    pub(crate) fn queued(&self) -> usize {
+        self.calls.queued.load(Ordering::Relaxed)
     }
 
     /// Marks the connection as having served a call.
@@ -199,33 +182,29 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends one call and waits for its answer, until `deadline` at the
-    /// latest. `permit` is the call's permit, freed once the call is over
-    /// and its request has left ([`CallTable::release`]).
+    /// Sends one call (or queues it for a place under the connection's cap
+    /// on calls in flight) and waits for its answer, until `deadline` at
+    /// the latest.
     ///
     /// If this future is dropped before the answer arrives (a `select!`, a
     /// dropped caller), the server is told to stop the call, as it is when
-    /// the deadline passes.
-    pub(crate) async fn round_trip(
-        &self,
-        request: Request,
-        deadline: Instant,
-        permit: CallPermit,
-    ) -> Result<Reply, Error> {
+    /// the deadline passes; a request still queued never leaves.
+    pub(crate) async fn round_trip(&self, request: Request, deadline: Instant) -> Result<Reply, Error> {
         self.check_request_len(request.method, request.payload.len())?;
         let waiter = Waiter::Unary {
             waker: None,
             deadline,
         };
-        let id = match self.calls.send(&self.outbox, request.payload, waiter)? {
-            Ok(id) => id,
+        let admitted = match self.calls.send(&self.outbox, request.payload, waiter, deadline)? {
+            Ok(admitted) => admitted,
             Err(refused) => return Ok(refused),
         };
+        let id = admitted.id;
         let mut pending = PendingCall {
             connection: self,
             id,
             answered: false,
-            permit: Some(permit),
+            permit: admitted.permit,
         };
         let reply = std::future::poll_fn(|cx| self.calls.poll_reply(id, cx)).await;
         pending.answered = true;
@@ -241,10 +220,6 @@ impl Connection {
         let _ = self.outbox.send_payload(Kind::Cancel, id, Bytes::new());
     }
 }
-
-/// A call's deadline passed while it waited.
-#[derive(Debug)]
-pub(crate) struct Expired;
 
 /// A request ready for the wire: its head (with the budget left) and its
 /// arguments.
@@ -333,20 +308,22 @@ struct PendingCall<'a> {
     connection: &'a Connection,
     id: u64,
     answered: bool,
-    /// The call's permit, freed when the call is over and its request has
-    /// left (even an answer does not prove that: a hostile server can
-    /// answer a request it guessed the id of).
+    /// The call's place, if its request left at once (else the table
+    /// keeps it): freed when the call is over and its request has left
+    /// (even an answer does not prove that: a hostile server can answer a
+    /// request it guessed the id of).
     permit: Option<CallPermit>,
 }
 
 impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
-        if !self.answered && self.connection.calls.forget(self.id) {
-            self.connection.cancel(self.id);
+        let connection = self.connection;
+        if !self.answered && connection.calls.forget(self.id) {
+            connection.cancel(self.id);
         }
-        if let Some(permit) = self.permit.take() {
-            self.connection.calls.release(self.id, permit);
-        }
+        connection
+            .calls
+            .release(self.id, self.permit.take(), &connection.outbox);
     }
 }
 
@@ -361,12 +338,20 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
         };
         let (header, payload) = frame.into_parts();
         match header.kind() {
-            Kind::Response => calls.complete(header.id(), Ok(payload)),
+            Kind::Response => {
+                if let Err(violation) = calls.complete(header.id(), Ok(payload)) {
+                    break violation.into();
+                }
+            }
             Kind::Error => match WireError::decode(&payload) {
                 Ok(err) if header.id() == CONNECTION_ID => {
                     break Error::disconnected(format!("the server closed the connection: {}", err.message));
                 }
-                Ok(err) => calls.complete(header.id(), Err(err)),
+                Ok(err) => {
+                    if let Err(violation) = calls.complete(header.id(), Err(err)) {
+                        break violation.into();
+                    }
+                }
                 Err(err) => break err.into(),
             },
             Kind::Goodbye => match frame::parse_goodbye(&payload) {

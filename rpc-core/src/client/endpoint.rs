@@ -15,7 +15,6 @@ use tokio::time::Instant;
 use crate::client::connection::Connection;
 use crate::client::{Backoff, ClientConfig};
 use crate::error::Error;
-use crate::permit::CallPermit;
 use crate::service::BoxFuture;
 use crate::transport::{Established, FrameRead, FrameWrite};
 
@@ -96,6 +95,10 @@ pub struct EndpointStats {
     pub connected: bool,
     /// Calls in flight on it now.
     pub in_flight: usize,
+    /// Calls whose requests wait for a place under its connection's cap on
+    /// calls in flight ([`ClientConfig::max_in_flight`](crate::client::ClientConfig::max_in_flight),
+    /// or the server's own cap if smaller).
+    pub queued: usize,
     /// Calls sent through it, in all.
     pub calls: u64,
     /// Calls that failed for a reason of the network or the server: lost,
@@ -235,21 +238,14 @@ impl Endpoint {
             .is_none_or(|connection| connection.is_closed())
     }
 
-    /// The current connection and a permit on it, if both are there
-    /// without waiting (the common case, which needs no timer); else the
-    /// connection, if it is up and only its permits are all taken.
-    pub(crate) fn ready_now(&self) -> Result<(Arc<Connection>, CallPermit), Option<Arc<Connection>>> {
-        let connection = Arc::clone(
-            self.state()
-                .connection
-                .as_ref()
-                .filter(|connection| connection.is_usable())
-                .ok_or(None)?,
-        );
-        match connection.try_permit() {
-            Some(permit) => Ok((connection, permit)),
-            None => Err(Some(connection)),
-        }
+    /// The current connection, if it takes calls: the common case, which
+    /// needs no timer.
+    pub(crate) fn ready_now(&self) -> Option<Arc<Connection>> {
+        self.state()
+            .connection
+            .as_ref()
+            .filter(|connection| connection.is_usable())
+            .map(Arc::clone)
     }
 
     /// The connection to use: the current one while it takes calls, else a
@@ -502,6 +498,7 @@ impl Endpoint {
             connected,
             state,
             in_flight: connection.as_ref().map_or(0, |c| c.in_flight()),
+            queued: connection.as_ref().map_or(0, |c| c.queued()),
             calls: sent_before + connection.as_ref().map_or(0, |c| c.sent()),
             failures: self.failures.load(Ordering::Relaxed),
             latency: (latency > 0).then(|| Duration::from_nanos(latency)),

@@ -1,12 +1,13 @@
 //! The client: any number of concurrent calls, with deadlines,
 //! cancellation, a cap on calls in flight, and reconnection.
 //!
-//! A call picks an endpoint, takes a permit under the in-flight cap on its
-//! connection (redialling it first if it was lost), registers a waiter
-//! under a fresh request id, queues its frame for the connection's writer
-//! task and waits. The reader task hands each answer to the waiter with
-//! its id, in whatever order answers come. When the connection ends, every
-//! waiter is failed at once.
+//! A call picks an endpoint and its connection (redialling it first if it
+//! was lost), registers a waiter under a fresh request id, and queues its
+//! frame for the connection's writer task, or, when every place under the
+//! connection's cap on calls in flight is taken, queues its request for
+//! the call that frees one to send; then it waits. The reader task hands
+//! each answer to the waiter with its id, in whatever order answers come.
+//! When the connection ends, every waiter is failed at once.
 //!
 //! # Layout
 //!
@@ -18,9 +19,13 @@
 //! - `unary`: a call returning one value, with its retries.
 //! - `endpoint`: one server: its connection, redials with [`Backoff`],
 //!   latency and failures ([`EndpointStats`]).
-//! - `connection`: one live connection: its tasks, permits, and the unary
-//!   round trip.
-//! - `calls`: the calls waiting for answers, and the deadline sweep.
+//! - `connection`: one live connection: its tasks, its places for calls,
+//!   and the unary round trip.
+//! - `calls`: a connection's calls, from request id to answer, and their
+//!   places.
+//! - `queue`: requests waiting for a place, sent by whoever frees one.
+//! - `waiter`: who waits for an answer, and what the wait ends with.
+//! - `sweep`: the deadline sweep.
 //! - `stream`: streaming calls.
 
 mod backoff;
@@ -31,8 +36,11 @@ mod connection;
 mod endpoint;
 mod extras;
 mod picker;
+mod queue;
 mod stream;
+mod sweep;
 mod unary;
+mod waiter;
 
 use std::fmt;
 use std::future::Future;
@@ -50,13 +58,13 @@ pub use balance::Policy;
 pub use balanced::Balanced;
 pub use endpoint::{EndpointState, EndpointStats};
 
-use calls::{Event, Reply};
 use connection::Connection;
 use endpoint::{Endpoint, dial_with};
 use extras::Extras;
 use picker::{Pick, Single};
 use stream::{ClientStream, StreamCall};
 use tower::retry::budget::TpsBudget;
+use waiter::{Event, Reply};
 
 use crate::codec::{self, DecodeLimits};
 use crate::context::Context;
@@ -76,8 +84,8 @@ use crate::transport::{Established, FrameRead, FrameWrite};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Calls one client may have in flight on each server's connection before
-/// further callers wait for a permit: plenty for a busy service, and a
-/// bound on what a client queues.
+/// further calls wait for a place, their requests queued in order: plenty
+/// for a busy service, and a bound on what a server is sent at once.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// Settings of a client.
@@ -90,8 +98,10 @@ pub struct ClientConfig {
     /// sending it. Default: [`DEFAULT_MAX_FRAME_LEN`].
     pub max_frame_len: usize,
     /// Calls in flight at once on each server's connection (a client of
-    /// several servers may have this many on each); more callers wait
-    /// (within their deadline). Default: [`DEFAULT_MAX_IN_FLIGHT`].
+    /// several servers may have this many on each); the requests of more
+    /// wait in order for a place, each within its caller's deadline, and
+    /// leave with the time their callers have left then. Default:
+    /// [`DEFAULT_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
     /// Delays between reconnect attempts, for clients that can redial.
     pub backoff: Backoff,
@@ -353,6 +363,9 @@ impl Client {
                     }
                     Event::Lost(err) => Err(err),
                     Event::NotRun => Err(Error::ShuttingDown),
+                    Event::Expired => Err(Error::DeadlineExceeded {
+                        timeout: deadline.budget,
+                    }),
                     Event::Item(_) | Event::End => Err(Error::BadResponse {
                         method: method.to_owned(),
                         reason: "the server answered with a stream where one value was expected".to_owned(),
@@ -423,10 +436,8 @@ impl Client {
                 self.shared.picker.failed(&endpoint);
             }
         })?;
-        let permit = connection.permit().await?;
-        let remaining = deadline.saturating_duration_since(Instant::now());
         let metadata = self.outgoing(callee.name, trace)?;
-        match connection.open(callee, &args, metadata.as_deref(), remaining, permit, input)? {
+        match connection.open(callee, &args, metadata.as_deref(), deadline, input)? {
             Ok(call) => Ok(call),
             Err(Reply::NotRun) => Err(Error::ShuttingDown),
             Err(Reply::Unsent(err) | Reply::Lost(err)) => Err(err),

@@ -14,12 +14,13 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::client::Callee;
-use crate::client::calls::{Event, Outbox, Reply, Waiter};
+use crate::client::calls::Outbox;
 use crate::client::connection::Connection;
+use crate::client::waiter::{Event, Reply, Waiter};
 use crate::codec;
 use crate::error::{Error, explain_decode};
 use crate::frame::{self, Frame, Kind};
@@ -28,8 +29,10 @@ use crate::permit::CallPermit;
 use crate::streaming::{ItemStream, RecvWindow, STREAM_WINDOW, SendCredit};
 
 impl Connection {
-    /// Starts a streaming call: sends the request, then (for methods that
-    /// take a stream) pumps `input`'s items as the server grants credit.
+    /// Starts a streaming call: sends the request (or queues it for a
+    /// place under the connection's cap on calls in flight), then (for
+    /// methods that take a stream) pumps `input`'s items as the server
+    /// grants credit, which it can do only once the request has left.
     ///
     /// The returned call receives the server's events in order; dropping it
     /// before the call ends cancels the call and stops the pump.
@@ -38,10 +41,10 @@ impl Connection {
         callee: Callee,
         args: &[u8],
         metadata: Option<&Metadata>,
-        budget: Duration,
-        permit: CallPermit,
+        deadline: Instant,
         input: Option<ItemStream>,
     ) -> Result<Result<StreamCall, Reply>, Error> {
+        let budget = deadline.saturating_duration_since(Instant::now());
         let mut payload = BytesMut::with_capacity(64 + args.len());
         let method = callee.name;
         super::connection::encode_head(
@@ -61,10 +64,14 @@ impl Connection {
             events,
             credit: credit.clone(),
         };
-        let id = match self.calls.send(&self.outbox, payload.freeze(), waiter)? {
-            Ok(id) => id,
+        let admitted = match self
+            .calls
+            .send(&self.outbox, payload.freeze(), waiter, deadline)?
+        {
+            Ok(admitted) => admitted,
             Err(refused) => return Ok(Err(refused)),
         };
+        let id = admitted.id;
         let (failed, pump_error) = oneshot::channel();
         let limit = self.server_max_frame_len;
         let pump = input.zip(credit).map(|(items, credit)| {
@@ -79,7 +86,7 @@ impl Connection {
             pump,
             window: RecvWindow::default(),
             finished: false,
-            permit: Some(permit),
+            permit: admitted.permit,
         }))
     }
 }
@@ -147,7 +154,8 @@ pub(crate) struct StreamCall {
     window: RecvWindow,
     /// Set once the call has ended, so dropping it sends no cancel.
     finished: bool,
-    /// Its permit, freed once the call is over and its request has left.
+    /// Its place, if its request left at once (else the table keeps it):
+    /// freed once the call is over and its request has left.
     permit: Option<CallPermit>,
 }
 
@@ -165,7 +173,7 @@ impl StreamCall {
         // not failed by the client's stream failing afterwards.
         match self.events.poll_recv(cx) {
             Poll::Ready(Some(event)) => {
-                if !matches!(event, Event::Lost(_) | Event::NotRun) {
+                if !matches!(event, Event::Lost(_) | Event::NotRun | Event::Expired) {
                     self.connection.mark_served();
                 }
                 if !matches!(event, Event::Item(_)) {
@@ -216,9 +224,10 @@ impl Drop for StreamCall {
         if !self.finished && self.connection.calls.forget(self.id) {
             self.connection.cancel(self.id);
         }
-        if let Some(permit) = self.permit.take() {
-            self.connection.calls.release(self.id, permit);
-        }
+        let connection = &self.connection;
+        connection
+            .calls
+            .release(self.id, self.permit.take(), &connection.outbox);
     }
 }
 
@@ -317,6 +326,7 @@ impl<T: DeserializeOwned> Stream for ClientStream<T> {
                         )),
                         Event::Lost(err) => Err(err),
                         Event::NotRun => Err(Error::ShuttingDown),
+                        Event::Expired => Err(Error::DeadlineExceeded { timeout: this.budget }),
                         Event::Response(_) => Err(Error::BadResponse {
                             method: this.callee.name.to_owned(),
                             reason: "the server answered with one value where a stream was expected"

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
-use crate::client::calls::Reply;
-use crate::client::connection::{Expired, Request};
+use crate::client::connection::Request;
 use crate::client::endpoint::{self, Endpoint};
+use crate::client::waiter::Reply;
 use crate::client::{Client, Deadline};
 use crate::error::{Error, ErrorCode};
 use crate::metadata::Metadata;
@@ -22,9 +22,9 @@ impl Client {
     /// Makes a call, retrying it where that is safe, until its deadline,
     /// and decodes its result.
     ///
-    /// Only waiting for a connection or a permit arms a timer of its own
-    /// (and only if it has to wait); the wait for the answer is under the
-    /// connection's deadline sweep. The request is borrowed only to encode
+    /// Only waiting for a connection arms a timer of its own (and only if
+    /// it has to wait); the wait for a place and for the answer is under
+    /// the connection's deadline sweep. The request is borrowed only to encode
     /// it, never across a wait, so the call's future is `Send` whenever the
     /// request is.
     pub(super) async fn call_until<Q>(
@@ -48,8 +48,8 @@ impl Client {
         }
         let mut retries = 0;
         let mut last: Option<Arc<Endpoint>> = None;
-        // Whether the call has waited (for an endpoint, a connection, a
-        // permit, or an attempt before this one) since its budget was
+        // Whether the call has waited (for an endpoint, a connection, or an
+        // attempt before this one) since its budget was
         // measured: if not, the budget is still whole, and the clock need
         // not be read again.
         let mut waited = false;
@@ -60,35 +60,16 @@ impl Client {
                 continue;
             };
             let _pending = balanced.then(|| endpoint.begin());
-            let (connection, permit) = match endpoint.ready_now() {
-                Ok(ready) => ready,
-                Err(up) => {
+            let connection = match endpoint.ready_now() {
+                Some(connection) => connection,
+                None => {
                     waited = true;
-                    // Waiting for the permit is under the connection's
-                    // deadline sweep, not a timer: with many callers most
-                    // calls wait there, and a timer each would cost more
-                    // than the rest of their wait. Only a connection not
-                    // up yet is waited for under a timer.
-                    let ready = async {
-                        let connection = match up {
-                            Some(connection) => connection,
-                            None => {
-                                match tokio::time::timeout_at(deadline.at, endpoint.connection(deadline.at))
-                                    .await
-                                {
-                                    Ok(Ok(connection)) => connection,
-                                    Ok(Err(err)) => return Ok(Err(err)),
-                                    Err(_) => return Err(Expired),
-                                }
-                            }
-                        };
-                        Ok(connection
-                            .permit_until(deadline.at)
-                            .await?
-                            .map(|permit| (connection, permit)))
-                    };
-                    match ready.await {
-                        Ok(Ok(ready)) => ready,
+                    // Only a connection not up yet is waited for under a
+                    // timer: a call that finds every place on its
+                    // connection taken queues its request, under the
+                    // connection's deadline sweep.
+                    match tokio::time::timeout_at(deadline.at, endpoint.connection(deadline.at)).await {
+                        Ok(Ok(connection)) => connection,
                         // Every server is waiting out its backoff: nothing
                         // was tried, so nothing counts as a failure.
                         Ok(Err(err @ Error::Unreachable { .. })) if balanced => return Err(err),
@@ -105,7 +86,7 @@ impl Client {
                             last = Some(endpoint.into_owned());
                             continue;
                         }
-                        Err(Expired) => return Err(expired()),
+                        Err(_) => return Err(expired()),
                     }
                 }
             };
@@ -121,7 +102,7 @@ impl Client {
             else {
                 return Err(expired());
             };
-            let reply = connection.round_trip(encoded, deadline.at, permit).await?;
+            let reply = connection.round_trip(encoded, deadline.at).await?;
             if let (Reply::Response(_) | Reply::Failed(_), Some(sent_at)) = (&reply, sent_at) {
                 endpoint.sample(sent_at);
             }

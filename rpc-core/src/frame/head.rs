@@ -52,6 +52,12 @@ fn wire_micros(budget: Duration) -> u64 {
 }
 
 impl RequestHead {
+    /// The head's first field, `budget` as the wire carries it: a request
+    /// that waited to be sent is stamped again with it as it leaves.
+    pub(crate) fn budget_field(budget: Duration) -> [u8; 8] {
+        wire_micros(budget).to_le_bytes()
+    }
+
     /// Appends the head for `method` with `budget` to `out`.
     ///
     /// The budget is rounded up to whole microseconds and clamped to
@@ -118,7 +124,7 @@ impl RequestHead {
         // Room for the whole head of any version at once.
         out.reserve(9 + name.len() + 8 + 2);
         let mut start = [0u8; 9];
-        start[..8].copy_from_slice(&wire_micros(budget).to_le_bytes());
+        start[..8].copy_from_slice(&Self::budget_field(budget));
         start[8] = u8::try_from(name.len()).unwrap_or(u8::MAX);
         out.extend_from_slice(&start);
         out.extend_from_slice(name.as_bytes());

@@ -90,6 +90,14 @@ pub enum ProtocolError {
         /// The request id it named.
         id: u64,
     },
+    /// A frame answered, or streamed for, a request this side has not sent.
+    #[error("the peer sent a {kind:?} frame for request id {id}, which this side has not sent")]
+    NotSent {
+        /// The kind received.
+        kind: Kind,
+        /// The request id it named.
+        id: u64,
+    },
     /// A stream item arrived without credit for it.
     #[error(
         "the peer sent more items on the stream of request id {id} than the {window} it was granted; it must wait for credit"

@@ -8,16 +8,11 @@
 //! requests up behind a stalled socket). The writer reads how many permits
 //! are held to tell whether more frames are on their way.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-
-use tokio::sync::Notify;
-use tokio::sync::futures::Notified;
-use tokio::time::Instant;
 
 mod gauge;
 mod queue;
@@ -43,14 +38,10 @@ pub(crate) struct CallPermit {
     pool: Arc<Pool>,
 }
 
-/// Why a wait for a permit ended without one.
+/// Why a wait for a permit ended without one: the permits were closed
+/// (the connection is gone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NoPermit {
-    /// The permits were closed: the connection is gone.
-    Closed,
-    /// The waiter's deadline passed first.
-    Expired,
-}
+pub(crate) struct NoPermit;
 
 #[derive(Debug)]
 struct Pool {
@@ -65,9 +56,6 @@ struct Pool {
     queued: AtomicUsize,
     closed: AtomicBool,
     queue: Mutex<Queue>,
-    /// Told when a waiter's deadline comes before every other's: whoever
-    /// enforces them ([`CallPermits::expire`]) should look again.
-    rearm: Notify,
 }
 
 impl Pool {
@@ -133,39 +121,6 @@ impl Pool {
         woken
     }
 
-    /// Ends the wait of every waiter whose deadline is `now` or earlier.
-    fn expire(&self, now: Instant) {
-        let mut queue = self.lock();
-        let mut woken = Woken::default();
-        let mut expired = 0;
-        let mut kept = VecDeque::with_capacity(queue.order.len());
-        let mut earliest: Option<Instant> = None;
-        while let Some(key) = queue.order.pop_front() {
-            let (turn, deadline) = queue
-                .places
-                .get(key)
-                .map_or((Turn::Left, None), |place| (place.turn, place.deadline));
-            match (turn, deadline) {
-                (Turn::Left, _) => queue.reclaim(key),
-                (_, Some(deadline)) if deadline <= now => {
-                    expired += 1;
-                    woken.add(queue.settle(key, Turn::Expired));
-                }
-                _ => {
-                    if let Some(deadline) = deadline {
-                        earliest = Some(earliest.map_or(deadline, |at| at.min(deadline)));
-                    }
-                    kept.push_back(key);
-                }
-            }
-        }
-        queue.order = kept;
-        queue.earliest = earliest;
-        self.queued.fetch_sub(expired, Ordering::SeqCst);
-        drop(queue);
-        woken.wake();
-    }
-
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let mut queue = self.lock();
@@ -198,7 +153,6 @@ impl CallPermits {
                 queued: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 queue: Mutex::default(),
-                rearm: Notify::new(),
             }),
         }
     }
@@ -227,40 +181,7 @@ impl CallPermits {
         Acquire {
             permits: self.clone(),
             place: None,
-            deadline: None,
         }
-    }
-
-    /// [`CallPermits::acquire`], giving up at `deadline`: not with a timer
-    /// of its own, but through [`CallPermits::expire`], which whoever owns
-    /// the permits runs (a client connection's deadline sweep). With many
-    /// callers, most calls wait here, and a timer each would cost more
-    /// than the rest of their wait.
-    pub(crate) fn acquire_until(&self, deadline: Instant) -> Acquire {
-        Acquire {
-            permits: self.clone(),
-            place: None,
-            deadline: Some(deadline),
-        }
-    }
-
-    /// No later than the earliest deadline of a waiter, if one waits with
-    /// a deadline.
-    pub(crate) fn earliest_deadline(&self) -> Option<Instant> {
-        self.pool.lock().earliest
-    }
-
-    /// Resolves when a waiter arrives whose deadline is earlier than every
-    /// other's. (Made before reading [`CallPermits::earliest_deadline`],
-    /// it misses none.)
-    pub(crate) fn rearmed(&self) -> Notified<'_> {
-        self.pool.rearm.notified()
-    }
-
-    /// Ends, with [`NoPermit::Expired`], the wait of every waiter whose
-    /// deadline is `now` or earlier.
-    pub(crate) fn expire(&self, now: Instant) {
-        self.pool.expire(now);
     }
 
     /// Permits held now (or handed to a waiter that has yet to take one).
@@ -299,7 +220,6 @@ pub(crate) struct Acquire {
     permits: CallPermits,
     /// Its place in the queue, once it has one.
     place: Option<usize>,
-    deadline: Option<Instant>,
 }
 
 impl Future for Acquire {
@@ -310,7 +230,7 @@ impl Future for Acquire {
         let pool = &this.permits.pool;
         if this.place.is_none() {
             if pool.closed.load(Ordering::Acquire) {
-                return Poll::Ready(Err(NoPermit::Closed));
+                return Poll::Ready(Err(NoPermit));
             }
             if pool.try_take() {
                 return Poll::Ready(Ok(this.permits.issue()));
@@ -318,26 +238,17 @@ impl Future for Acquire {
         }
         let mut queue = pool.lock();
         let mut woken = Woken::default();
-        let mut rearm = false;
         let key = match this.place {
             Some(key) => key,
             None => {
                 if pool.closed.load(Ordering::Acquire) {
-                    return Poll::Ready(Err(NoPermit::Closed));
+                    return Poll::Ready(Err(NoPermit));
                 }
-                let key = queue.enter(cx.waker(), this.deadline);
+                let key = queue.enter(cx.waker());
                 pool.queued.fetch_add(1, Ordering::SeqCst);
                 this.place = Some(key);
                 // A permit returned just before it counted itself.
                 woken = pool.hand_off(&mut queue);
-                // Still waiting, with the earliest deadline: whoever
-                // enforces deadlines must look again.
-                if let (Turn::Waiting, Some(deadline)) = (queue.turn(key), this.deadline) {
-                    if queue.earliest.is_none_or(|earliest| deadline < earliest) {
-                        queue.earliest = Some(deadline);
-                        rearm = true;
-                    }
-                }
                 key
             }
         };
@@ -359,14 +270,10 @@ impl Future for Acquire {
         };
         drop(queue);
         woken.wake();
-        if rearm {
-            pool.rearm.notify_one();
-        }
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Turn::Granted) => Poll::Ready(Ok(this.permits.issue())),
-            Poll::Ready(Turn::Expired) => Poll::Ready(Err(NoPermit::Expired)),
-            Poll::Ready(_) => Poll::Ready(Err(NoPermit::Closed)),
+            Poll::Ready(_) => Poll::Ready(Err(NoPermit)),
         }
     }
 }
@@ -390,7 +297,7 @@ impl Drop for Acquire {
                 pool.free.fetch_add(1, Ordering::SeqCst);
                 woken = pool.hand_off(&mut queue);
             }
-            Turn::Closed | Turn::Expired => queue.reuse(key),
+            Turn::Closed => queue.reuse(key),
             Turn::Left => {}
         }
         drop(queue);
@@ -403,7 +310,6 @@ mod tests {
     use super::queue::COMPACT_AFTER;
     use super::*;
     use futures::FutureExt;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn permits_are_capped_counted_and_returned_on_drop() {
@@ -531,30 +437,6 @@ mod tests {
         tokio::task::yield_now().await;
         permits.close();
         assert!(waiting.await.unwrap());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_waiter_past_its_deadline_is_expired_by_whoever_enforces_deadlines() {
-        let permits = CallPermits::new(1);
-        let held = permits.try_acquire().unwrap();
-        let now = Instant::now();
-        let (soon, later) = (now + Duration::from_secs(1), now + Duration::from_secs(5));
-        let mut patient = Box::pin(permits.acquire_until(later));
-        assert!((&mut patient).now_or_never().is_none());
-        let rearmed = permits.rearmed();
-        let mut hasty = Box::pin(permits.acquire_until(soon));
-        assert!((&mut hasty).now_or_never().is_none());
-        // The hastier waiter's deadline is the earliest now: the enforcer
-        // is told.
-        assert!(rearmed.now_or_never().is_some());
-        assert_eq!(permits.earliest_deadline(), Some(soon));
-        permits.expire(soon);
-        assert_eq!(hasty.now_or_never().unwrap().unwrap_err(), NoPermit::Expired);
-        assert_eq!(permits.earliest_deadline(), Some(later));
-        // The patient one still waits, and gets the permit.
-        assert!((&mut patient).now_or_never().is_none());
-        drop(held);
-        assert!(patient.now_or_never().unwrap().is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,6 @@
 use std::collections::VecDeque;
 use std::task::Waker;
 
-use tokio::time::Instant;
-
 /// The waiters, first come first served. Each has a place in `places`,
 /// reused once its waiter is done with it: waiting allocates nothing.
 #[derive(Debug, Default)]
@@ -21,9 +19,6 @@ pub(super) struct Queue {
     /// waiter that stays at the front while others come and go cannot
     /// make the queue grow without bound.
     pub(super) left: usize,
-    /// No later than the earliest deadline of a waiter (earlier is
-    /// harmless: [`CallPermits::expire`] looks, and finds none due).
-    pub(super) earliest: Option<Instant>,
 }
 
 /// Left places tolerated in the queue before it is compacted.
@@ -34,7 +29,6 @@ pub(super) const COMPACT_AFTER: usize = 32;
 pub(super) struct Place {
     pub(super) turn: Turn,
     pub(super) waker: Option<Waker>,
-    pub(super) deadline: Option<Instant>,
 }
 
 /// Where a waiter stands.
@@ -44,8 +38,6 @@ pub(super) enum Turn {
     /// Handed a permit, which it has yet to take.
     Granted,
     Closed,
-    /// Its deadline passed.
-    Expired,
     /// It left while waiting; its place is still in `order`.
     Left,
 }
@@ -77,11 +69,10 @@ impl Woken {
 
 impl Queue {
     /// Queues a waiter woken through `waker`; its place's key.
-    pub(super) fn enter(&mut self, waker: &Waker, deadline: Option<Instant>) -> usize {
+    pub(super) fn enter(&mut self, waker: &Waker) -> usize {
         let place = Place {
             turn: Turn::Waiting,
             waker: Some(waker.clone()),
-            deadline,
         };
         let key = match self.unused.pop() {
             Some(key) => {

@@ -1,0 +1,77 @@
+//! The deadline sweep: one timer per connection that gives up on its
+//! unary calls on time, whether their requests have left or still wait
+//! for a place.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::client::calls::CallTable;
+use crate::client::waiter::{Ending, Wake};
+use crate::frame::Kind;
+use crate::outbox::WeakOutbox;
+
+impl CallTable {
+    /// Fails every call whose deadline is `now` or earlier, tells the
+    /// server to stop those whose requests left, and takes the others out
+    /// of the queue; re-arms the sweep for the calls left.
+    pub(super) fn expire(&self, now: Instant, outbox: &WeakOutbox<Infallible>) {
+        let (sent, wakes, live) = {
+            let mut inner = self.lock();
+            // Only unary calls have deadlines here.
+            let expired: Vec<u64> = inner
+                .waiting()
+                .filter(|(_, waiter)| waiter.deadline().is_some_and(|deadline| deadline <= now))
+                .map(|(id, _)| id)
+                .collect();
+            let wakes: Vec<Wake> = expired
+                .iter()
+                .filter_map(|id| inner.end(*id, Ending::Expired))
+                .collect();
+            let last_sent = inner.sent();
+            let (sent, queued): (Vec<u64>, Vec<u64>) = expired.into_iter().partition(|id| *id <= last_sent);
+            if !queued.is_empty() {
+                self.unqueue_ended(&mut inner);
+            }
+            inner.armed = inner.waiting().filter_map(|(_, waiter)| waiter.deadline()).min();
+            (sent, wakes, inner.closed.is_none())
+        };
+        wakes.into_iter().for_each(Wake::wake);
+        let outbox = outbox.upgrade().filter(|_| live);
+        for id in sent {
+            if let Some(outbox) = &outbox {
+                // A gone writer means a closed connection: nobody to tell.
+                let _ = outbox.send_payload(Kind::Cancel, id, Bytes::new());
+            }
+        }
+    }
+}
+
+/// Enforces the deadlines of a connection's unary calls with one timer,
+/// re-armed at the earliest deadline, instead of one timer per call: with
+/// a thousand calls in flight that is a thousand timer registrations and
+/// removals fewer per thousand calls. With every call on the same timeout,
+/// deadlines arrive in order and the sweep wakes about once per timeout.
+pub(super) async fn sweep_deadlines(calls: Arc<CallTable>, outbox: WeakOutbox<Infallible>) {
+    loop {
+        // A call that arms an earlier deadline after the read below leaves
+        // a permit here (`notify_one`), so the sleep is cut short.
+        let rearmed = calls.rearm.notified();
+        let armed = calls.lock().armed;
+        match armed {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = rearmed => continue,
+                }
+            }
+            None => {
+                rearmed.await;
+                continue;
+            }
+        }
+        calls.expire(Instant::now(), &outbox);
+    }
+}

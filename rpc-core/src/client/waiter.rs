@@ -1,0 +1,174 @@
+//! Who waits for a call's answer ([`Waiter`]) in its place in the table
+//! ([`Slot`]), what the wait ends with ([`Reply`] for a unary call,
+//! [`Event`]s for a stream), and how the end reaches them ([`Ending`],
+//! [`Wake`]).
+
+use std::sync::Arc;
+use std::task::Waker;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::error::{Error, WireError};
+use crate::streaming::SendCredit;
+
+/// What a call's wait ends with.
+#[derive(Debug)]
+pub(super) enum Reply {
+    /// The server's result.
+    Response(Bytes),
+    /// The server's error.
+    Failed(WireError),
+    /// The connection ended after the request left; it may have run.
+    Lost(Error),
+    /// The request never left this client (the connection had already
+    /// ended): sending it elsewhere is safe.
+    Unsent(Error),
+    /// The server said goodbye without reading the call: it did not run.
+    NotRun,
+    /// The call's deadline passed before its answer came (if its request
+    /// had left, the server has been told to stop it).
+    Expired,
+}
+
+impl From<Result<Bytes, WireError>> for Reply {
+    fn from(answer: Result<Bytes, WireError>) -> Reply {
+        match answer {
+            Ok(payload) => Reply::Response(payload),
+            Err(err) => Reply::Failed(err),
+        }
+    }
+}
+
+/// What a streaming call's consumer receives, in order.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// One item of the server's stream.
+    Item(Bytes),
+    /// The server's stream ended normally.
+    End,
+    /// The single answer of a method that takes a stream.
+    Response(Bytes),
+    /// The server failed the call.
+    Failed(WireError),
+    /// The connection ended; the call may or may not have run.
+    Lost(Error),
+    /// The server said goodbye without reading the call.
+    NotRun,
+    /// The call's deadline passed while its request waited for a place on
+    /// the connection: it never left.
+    Expired,
+}
+
+/// Who waits for a call's answer.
+#[derive(Debug)]
+pub(super) enum Waiter {
+    /// A one-answer call: its caller's task once it has polled for the
+    /// answer, and when it stops waiting. The answer goes in the table
+    /// ([`CallTable::poll_reply`]): a call costs no channel.
+    Unary { waker: Option<Waker>, deadline: Instant },
+    /// A streaming call: events in order, and the credit of the stream the
+    /// client sends, if it sends one.
+    Stream {
+        events: mpsc::Sender<Event>,
+        credit: Option<Arc<SendCredit>>,
+    },
+}
+
+impl Waiter {
+    /// The deadline the connection's sweep enforces; streaming calls keep
+    /// their own.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self {
+            Waiter::Unary { deadline, .. } => Some(*deadline),
+            Waiter::Stream { .. } => None,
+        }
+    }
+}
+
+/// A call's place in its connection's table: waiting for its answer, or,
+/// for a unary call, answered until its caller takes the answer. One map
+/// entry from request to answer: a call costs one insert and one removal.
+#[derive(Debug)]
+pub(super) enum Slot {
+    Waiting(Waiter),
+    Answered(Reply),
+}
+
+impl Slot {
+    /// The call's waiter, if it still waits.
+    pub(super) fn waiter(&self) -> Option<&Waiter> {
+        match self {
+            Slot::Waiting(waiter) => Some(waiter),
+            Slot::Answered(_) => None,
+        }
+    }
+}
+
+/// How a call's wait ends, whichever kind of call it is.
+pub(super) enum Ending {
+    /// The server's final answer.
+    Answer(Result<Bytes, WireError>),
+    /// The connection ended after the request left.
+    Lost(Error),
+    /// The connection ended while the request waited for a place.
+    Unsent(Error),
+    /// The server said goodbye without reading the call.
+    NotRun,
+    /// The call's deadline passed: while it waited for its answer (unary
+    /// calls only: a stream keeps its own deadline), or for a place.
+    Expired,
+}
+
+impl Ending {
+    pub(super) fn into_reply(self) -> Reply {
+        match self {
+            Ending::Answer(answer) => answer.into(),
+            Ending::Lost(err) => Reply::Lost(err),
+            Ending::Unsent(err) => Reply::Unsent(err),
+            Ending::NotRun => Reply::NotRun,
+            Ending::Expired => Reply::Expired,
+        }
+    }
+
+    pub(super) fn into_event(self) -> Event {
+        match self {
+            Ending::Answer(Ok(payload)) => Event::Response(payload),
+            Ending::Answer(Err(err)) => Event::Failed(err),
+            Ending::Lost(err) | Ending::Unsent(err) => Event::Lost(err),
+            Ending::NotRun => Event::NotRun,
+            Ending::Expired => Event::Expired,
+        }
+    }
+}
+
+/// Who learns that a wait ended, told after the table's lock is let go.
+pub(super) enum Wake {
+    /// A unary call's caller, whose answer is in the table.
+    Caller(Waker),
+    /// A stream's consumer, told by an event.
+    Stream {
+        events: mpsc::Sender<Event>,
+        credit: Option<Arc<SendCredit>>,
+        event: Event,
+    },
+}
+
+impl Wake {
+    pub(super) fn wake(self) {
+        match self {
+            Wake::Caller(waker) => waker.wake(),
+            Wake::Stream {
+                events,
+                credit,
+                event,
+            } => {
+                let _ = events.try_send(event);
+                if let Some(credit) = credit {
+                    credit.close();
+                }
+            }
+        }
+    }
+}

@@ -316,17 +316,26 @@ async fn streams_wait_for_a_place_in_line_with_other_calls_and_run_when_one_free
         let client = client.clone();
         async move { client.add(2, 3).await.unwrap() }
     });
-    until("both wait for the place", || {
-        client.rpc_client().endpoints()[0].queued == 2
+    // A stream the client sends: nothing of it may leave before its
+    // request (the server would take items for an unknown call for a
+    // violation, and close the connection).
+    let uploading = tokio::spawn({
+        let client = client.clone();
+        let chunks = (0..100u8).map(|i| Bytes::from(vec![i; 1000]));
+        async move { client.upload(futures::stream::iter(chunks)).await.unwrap() }
+    });
+    until("all three wait for the place", || {
+        client.rpc_client().endpoints()[0].queued == 3
     })
     .await;
     assert_eq!(server.stats().requests_received, 1);
-    assert!(!counting.is_finished() && !adding.is_finished());
+    assert!(!counting.is_finished() && !adding.is_finished() && !uploading.is_finished());
     // The place comes free: they run in turn.
     drop(forever);
     assert_eq!(counting.await.unwrap(), vec![0, 1, 2]);
     assert_eq!(adding.await.unwrap(), 5);
-    assert_eq!(server.stats().requests_received, 3);
+    assert_eq!(uploading.await.unwrap().0, 100_000);
+    assert_eq!(server.stats().requests_received, 4);
     until("the handler's stream is dropped", || {
         streams.forever_dropped.load(Ordering::SeqCst) == 1
     })

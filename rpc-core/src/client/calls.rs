@@ -2,14 +2,17 @@
 //! gets to the end of its wait, and the places they hold under the
 //! connection's cap on calls in flight.
 //!
-//! A call whose connection has no place free queues its request here
-//! (`queue`); a call that ends hands its place to the oldest queued one,
-//! whose request leaves at once. A waiting caller is woken once, by its
-//! answer, not first by its place.
+//! A call holds its place from the moment its request leaves until its
+//! wait ends (its answer, its deadline, a goodbye, its caller giving up)
+//! and its request has been written. The table keeps the place, so the
+//! end of a wait frees it where it happens, under the lock taken anyway.
+//! A call that finds no place free queues its request (`queue`); a freed
+//! place goes to the oldest queued request, which leaves at once. A
+//! waiting caller is woken once, by its answer.
 
 use std::collections::{VecDeque, hash_map};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
@@ -22,31 +25,24 @@ use crate::client::queue::Queued;
 use crate::client::waiter::{Ending, Event, Reply, Slot, Waiter, Wake};
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, Kind, ProtocolError};
-use crate::outbox::{self, WeakOutbox};
+use crate::outbox;
 use crate::permit::{CallPermit, CallPermits};
 use crate::streaming::{MAX_STREAM_CREDIT, STREAM_WINDOW};
 
 /// Where a client connection's frames go: its writer task. Frames hold no
-/// permit: a call's place is held apart, and freed once its request has
-/// been written ([`CallTable::written`]) and the call is over.
+/// place: the table holds a call's place, and frees it once the call is
+/// over and its request has been written ([`CallTable::written`]).
 pub(super) type Outbox = outbox::Outbox<Infallible>;
-
-/// A call the table took: its request id, and its place if its request
-/// left at once. The place of a call whose request was queued is kept in
-/// the table once the request leaves, for [`CallTable::release`] to find.
-#[derive(Debug)]
-pub(super) struct Admitted {
-    pub(super) id: u64,
-    pub(super) permit: Option<CallPermit>,
-}
 
 /// The calls of one connection.
 #[derive(Debug)]
 pub(super) struct CallTable {
     inner: Mutex<Inner>,
-    /// The connection's places: a call holds one from the moment its
-    /// request leaves until it is over and its request has been written.
+    /// The connection's places for calls in flight.
     pub(super) permits: CallPermits,
+    /// Where requests go, including those sent from the queue by whoever
+    /// frees a place.
+    pub(super) outbox: Outbox,
     /// Wakes the deadline sweep when a call's deadline comes before the
     /// one it sleeps until.
     pub(super) rearm: Notify,
@@ -60,10 +56,6 @@ pub(super) struct CallTable {
     /// Whether places are parked: the writer takes the lock after a batch
     /// only if so.
     has_parked: AtomicBool,
-    /// Requests queued for a place, as of the last change under the lock:
-    /// a place freed without the lock looks here for requests to hand it
-    /// to.
-    pub(super) queued: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -73,15 +65,15 @@ pub(super) struct Inner {
     /// The id of the last request sent to the writer. Requests leave in id
     /// order, so a call with a higher id is queued, or gone.
     pub(super) last_sent: u64,
+    /// Requests sent to the writer, in all (ids of requests that were
+    /// queued and never left are skipped).
+    sent: u64,
     /// The calls waiting for their answers, and the unary calls answered
     /// until their callers take the answers. Keyed by our own sequential
     /// ids, so a fast unkeyed hash is safe.
     pub(super) calls: FxHashMap<u64, Slot>,
     /// Requests waiting for a place, in id order.
     pub(super) queue: VecDeque<Queued>,
-    /// Places of calls whose requests left from the queue, until their
-    /// callers release them.
-    pub(super) granted: FxHashMap<u64, CallPermit>,
     /// Set once, when the connection ends; later calls fail with it at once.
     pub(super) closed: Option<Error>,
     /// Set when the server said goodbye: the last request id it started.
@@ -97,7 +89,7 @@ pub(super) struct Inner {
 impl Inner {
     /// How many requests went out.
     pub(super) fn sent(&self) -> u64 {
-        self.last_sent
+        self.sent
     }
 
     pub(super) fn unusable_error(&self) -> Error {
@@ -110,27 +102,10 @@ impl Inner {
         }
     }
 
-    /// Ends the wait of call `id`, if it still waits: a unary call's reply
-    /// stays in its slot for its caller, a stream's event goes out with
-    /// the returned [`Wake`], once the lock is let go.
-    pub(super) fn end(&mut self, id: u64, ending: Ending) -> Option<Wake> {
-        let slot = self.calls.get_mut(&id)?;
-        match slot {
-            Slot::Waiting(Waiter::Unary { waker, .. }) => {
-                let wake = waker.take().map(Wake::Caller);
-                *slot = Slot::Answered(ending.into_reply());
-                wake
-            }
-            Slot::Waiting(Waiter::Stream { .. }) => match self.calls.remove(&id) {
-                Some(Slot::Waiting(Waiter::Stream { events, credit })) => Some(Wake::Stream {
-                    events,
-                    credit,
-                    event: ending.into_event(),
-                }),
-                _ => None,
-            },
-            Slot::Answered(_) => None,
-        }
+    /// Request `id` has gone to the writer.
+    pub(super) fn mark_sent(&mut self, id: u64) {
+        self.last_sent = id;
+        self.sent += 1;
     }
 
     /// The calls still waiting for their answers.
@@ -141,17 +116,51 @@ impl Inner {
     }
 }
 
+/// What to do once the table's lock is let go: wake the waits that ended
+/// (waking under the lock would hold every other call up), and look again
+/// at places parked. Mostly one wake, kept apart so that it allocates
+/// nothing.
+#[derive(Default)]
+pub(super) struct Later {
+    first: Option<Wake>,
+    rest: Vec<Wake>,
+    parked: bool,
+}
+
+impl Later {
+    pub(super) fn wake(&mut self, wake: Option<Wake>) {
+        match self.first {
+            None => self.first = wake,
+            Some(_) => self.rest.extend(wake),
+        }
+    }
+
+    pub(super) fn run(self, calls: &CallTable) {
+        for wake in self.first.into_iter().chain(self.rest) {
+            wake.wake();
+        }
+        if self.parked {
+            // The writer may have passed a parked place's request since it
+            // was parked, and looked for parked places before it was
+            // there: one of the two looks sees the other (SeqCst on both
+            // sides).
+            calls.unpark();
+        }
+    }
+}
+
 impl CallTable {
-    /// The table of a connection with `permits` places.
-    pub(super) fn new(permits: CallPermits) -> CallTable {
+    /// The table of a connection with `permits` places, whose frames go
+    /// to `outbox`.
+    pub(super) fn new(permits: CallPermits, outbox: Outbox) -> CallTable {
         CallTable {
             inner: Mutex::default(),
             permits,
+            outbox,
             rearm: Notify::new(),
             usable: AtomicBool::new(true),
             written: AtomicU64::new(0),
             has_parked: AtomicBool::new(false),
-            queued: AtomicUsize::new(0),
         }
     }
 
@@ -163,8 +172,9 @@ impl CallTable {
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Every update under this lock is a single map or field operation, so
-        // a panic elsewhere cannot leave it half-done: poisoning is ignored.
+        // No update under this lock can panic halfway (map and queue
+        // operations, a frame copied into the outbox; wakers run after
+        // it), so poisoning is ignored.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -175,14 +185,14 @@ impl CallTable {
     /// on. `deadline` is the caller's, for the budget a queued request
     /// leaves with.
     ///
-    /// The inner `Err` says why the connection took no call.
+    /// The call's id, and whether its request was queued; the inner `Err`
+    /// says why the connection took no call.
     pub(super) fn send(
         &self,
-        outbox: &Outbox,
         payload: Bytes,
         waiter: Waiter,
         deadline: Instant,
-    ) -> Result<Result<Admitted, Reply>, Error> {
+    ) -> Result<Result<(u64, bool), Reply>, Error> {
         let mut inner = self.lock();
         if inner.goodbye.is_some() {
             return Ok(Err(Reply::NotRun));
@@ -191,20 +201,21 @@ impl CallTable {
             return Ok(Err(Reply::Unsent(inner.unusable_error())));
         }
         let id = inner.last_id + 1;
-        // Newcomers queue behind queued requests.
-        let permit = match inner.queue.is_empty() {
+        // Newcomers queue behind queued requests. (Places are freed only
+        // under the lock, and a freed place goes to the queue first: with
+        // requests queued, none is free.)
+        let place = match inner.queue.is_empty() {
             true => self.permits.try_acquire(),
             false => None,
         };
-        let queued = permit.is_none();
-        match permit {
-            Some(_) => {
-                if outbox.send_payload(Kind::Request, id, payload)?.is_err() {
-                    return Ok(Err(Reply::Unsent(inner.unusable_error())));
-                }
-                inner.last_sent = id;
+        if place.is_some() {
+            if self.outbox.send_payload(Kind::Request, id, payload)?.is_err() {
+                return Ok(Err(Reply::Unsent(inner.unusable_error())));
             }
-            None => inner.queue.push_back(Queued::new(id, deadline, payload)),
+            inner.mark_sent(id);
+            waiter.left();
+        } else {
+            inner.queue.push_back(Queued::new(id, deadline, payload));
         }
         inner.last_id = id;
         if let Some(deadline) = waiter.deadline() {
@@ -213,20 +224,72 @@ impl CallTable {
                 self.rearm.notify_one();
             }
         }
-        inner.calls.insert(id, Slot::Waiting(waiter));
-        if queued {
-            // A place freed since the look above, by a call that found no
-            // request queued, goes to the oldest request now.
-            let wakes = self.dispatch(&mut inner, outbox, None);
-            drop(inner);
-            wakes.into_iter().for_each(Wake::wake);
+        let queued = place.is_none();
+        inner.calls.insert(id, Slot::Waiting { waiter, place });
+        Ok(Ok((id, queued)))
+    }
+
+    /// Ends the wait of call `id`, if it still waits, and lets its place
+    /// go: a unary call's reply stays in its slot for its caller, a
+    /// stream's event goes out once the lock is let go.
+    pub(super) fn end(&self, inner: &mut Inner, id: u64, ending: Ending, later: &mut Later) {
+        let Some(slot) = inner.calls.get_mut(&id) else {
+            return;
+        };
+        let place = match slot {
+            Slot::Waiting {
+                waiter: Waiter::Unary { waker, .. },
+                place,
+            } => {
+                let place = place.take();
+                later.wake(waker.take().map(Wake::Caller));
+                *slot = Slot::Answered(ending.into_reply());
+                place
+            }
+            Slot::Waiting {
+                waiter: Waiter::Stream { .. },
+                ..
+            } => match inner.calls.remove(&id) {
+                Some(Slot::Waiting {
+                    waiter: Waiter::Stream { events, credit },
+                    place,
+                }) => {
+                    later.wake(Some(Wake::Stream {
+                        events,
+                        credit,
+                        event: ending.into_event(),
+                    }));
+                    place
+                }
+                _ => None,
+            },
+            Slot::Answered(_) => None,
+        };
+        if let Some(place) = place {
+            self.let_go(inner, id, place, later);
         }
-        Ok(Ok(Admitted { id, permit }))
+    }
+
+    /// Frees the place of call `id`, whose wait is over: at once if its
+    /// request has been written, to the oldest queued request; else once it
+    /// has been, so that calls given up on cannot pile requests up behind
+    /// a stalled socket (even an answer does not prove the request left: a
+    /// hostile server can answer a request it guessed the id of).
+    fn let_go(&self, inner: &mut Inner, id: u64, place: CallPermit, later: &mut Later) {
+        if self.written.load(Ordering::SeqCst) >= id {
+            self.dispatch(inner, Some(place), later);
+        } else if inner.closed.is_none() {
+            inner.parked.push((id, place));
+            self.has_parked.store(true, Ordering::SeqCst);
+            later.parked = true;
+        }
+        // A closed connection writes nothing more: nothing can pile up.
     }
 
     /// Hands the server's final answer to the call's waiter.
     pub(super) fn complete(&self, id: u64, answer: Result<Bytes, WireError>) -> Result<(), ProtocolError> {
-        let wake = {
+        let mut later = Later::default();
+        {
             let mut inner = self.lock();
             if id > inner.last_sent {
                 let kind = if answer.is_ok() {
@@ -236,22 +299,28 @@ impl CallTable {
                 };
                 return Err(ProtocolError::NotSent { kind, id });
             }
-            // None: the call already gave up (deadline, dropped future).
-            inner.end(id, Ending::Answer(answer))
-        };
-        if let Some(wake) = wake {
-            wake.wake();
+            // Not waiting: the call already gave up (deadline, dropped
+            // future).
+            self.end(&mut inner, id, Ending::Answer(answer), &mut later);
         }
+        later.run(self);
         Ok(())
     }
 
     /// Routes a stream frame (item, end, credit) from the server.
     pub(super) fn stream_frame(&self, kind: Kind, id: u64, payload: Bytes) -> Result<(), ProtocolError> {
+        let mut later = Later::default();
+        let routed = self.route(kind, id, payload, &mut later);
+        later.run(self);
+        routed
+    }
+
+    fn route(&self, kind: Kind, id: u64, payload: Bytes, later: &mut Later) -> Result<(), ProtocolError> {
         let mut inner = self.lock();
         if id > inner.last_sent {
             return Err(ProtocolError::NotSent { kind, id });
         }
-        let Some(Slot::Waiting(waiter)) = inner.calls.get(&id) else {
+        let Some(Slot::Waiting { waiter, .. }) = inner.calls.get(&id) else {
             // Finished calls may still receive frames that crossed ours.
             return Ok(());
         };
@@ -262,11 +331,7 @@ impl CallTable {
                 ErrorCode::Internal,
                 "the server sent a stream where this client expects one value; client and server disagree on the method",
             );
-            let wake = inner.end(id, Ending::Answer(Err(failed)));
-            drop(inner);
-            if let Some(wake) = wake {
-                wake.wake();
-            }
+            self.end(&mut inner, id, Ending::Answer(Err(failed)), later);
             return Ok(());
         };
         match kind {
@@ -282,11 +347,17 @@ impl CallTable {
             },
             Kind::End => {
                 let _ = events.try_send(Event::End);
-                if let Some(Slot::Waiting(Waiter::Stream {
-                    credit: Some(credit), ..
-                })) = inner.calls.remove(&id)
+                if let Some(Slot::Waiting {
+                    waiter: Waiter::Stream { credit, .. },
+                    place,
+                }) = inner.calls.remove(&id)
                 {
-                    credit.close();
+                    if let Some(credit) = credit {
+                        credit.close();
+                    }
+                    if let Some(place) = place {
+                        self.let_go(&mut inner, id, place, later);
+                    }
                 }
                 Ok(())
             }
@@ -307,20 +378,32 @@ impl CallTable {
         }
     }
 
-    /// Removes `id`'s waiter, and its answer if nobody took it; whether it
-    /// was still waiting on a live connection for an answer (and so
-    /// deserves a cancel). A queued request is taken out of the queue: it
-    /// never left.
+    /// The caller of call `id` stopped waiting: forgets the call (and its
+    /// answer if nobody took it) and lets its place go. Whether it was
+    /// still waiting on a live connection for an answer, and so deserves
+    /// a cancel. A queued request is taken out of the queue: it never left.
     pub(super) fn forget(&self, id: u64) -> bool {
-        let mut inner = self.lock();
-        let waiting = matches!(inner.calls.remove(&id), Some(Slot::Waiting(_)));
-        if id > inner.last_sent {
-            if waiting {
-                self.unqueue(&mut inner, id);
+        let mut later = Later::default();
+        let cancel = {
+            let mut inner = self.lock();
+            match inner.calls.remove(&id) {
+                Some(Slot::Waiting { place, .. }) if id > inner.last_sent => {
+                    drop(place);
+                    self.unqueue(&mut inner, id);
+                    false
+                }
+                Some(Slot::Waiting { place, .. }) => {
+                    if let Some(place) = place {
+                        self.let_go(&mut inner, id, place, &mut later);
+                    }
+                    inner.closed.is_none()
+                }
+                // Its wait had ended, its place with it.
+                Some(Slot::Answered(_)) | None => false,
             }
-            return false;
-        }
-        waiting && inner.closed.is_none()
+        };
+        later.run(self);
+        cancel
     }
 
     /// The answer of unary call `id` once it has one; until then, wakes
@@ -335,7 +418,10 @@ impl CallTable {
             hash_map::Entry::Vacant(_) => return Poll::Ready(Reply::Lost(inner.unusable_error())),
         };
         match slot.get_mut() {
-            Slot::Waiting(Waiter::Unary { waker, .. }) => {
+            Slot::Waiting {
+                waiter: Waiter::Unary { waker, .. },
+                ..
+            } => {
                 match waker {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
                     waker => *waker = Some(cx.waker().clone()),
@@ -345,92 +431,50 @@ impl CallTable {
             // Answered (as matched): taken out, with its reply.
             Slot::Answered(_) => match slot.remove() {
                 Slot::Answered(reply) => Poll::Ready(reply),
-                Slot::Waiting(_) => Poll::Pending,
+                Slot::Waiting { .. } => Poll::Pending,
             },
             // Only a unary call polls for its reply.
-            Slot::Waiting(Waiter::Stream { .. }) => Poll::Pending,
+            Slot::Waiting {
+                waiter: Waiter::Stream { .. },
+                ..
+            } => Poll::Pending,
         }
-    }
-
-    /// Frees the place of call `id`, over now (answered, given up,
-    /// refused): `permit` if the call holds it, else the one the table
-    /// keeps for it. At once if its request has been written, so it goes
-    /// to the oldest queued request; else once it has been, so that calls
-    /// given up on cannot pile requests up behind a stalled socket.
-    pub(super) fn release(&self, id: u64, permit: Option<CallPermit>, outbox: &Outbox) {
-        let permit = match permit {
-            Some(permit) if self.written.load(Ordering::SeqCst) >= id => {
-                return self.free(Some(permit), outbox);
-            }
-            permit => permit,
-        };
-        {
-            let mut inner = self.lock();
-            // None: its request never left.
-            let Some(permit) = permit.or_else(|| inner.granted.remove(&id)) else {
-                return;
-            };
-            if self.written.load(Ordering::SeqCst) >= id {
-                let wakes = self.dispatch(&mut inner, outbox, Some(permit));
-                drop(inner);
-                wakes.into_iter().for_each(Wake::wake);
-                return;
-            }
-            // A closed connection writes nothing more: nothing can pile up.
-            if inner.closed.is_some() {
-                drop(inner);
-                drop(permit);
-                return;
-            }
-            inner.parked.push((id, permit));
-        }
-        self.has_parked.store(true, Ordering::SeqCst);
-        // The writer may have passed `id` since the look above, and looked
-        // for parked places before this one was there: one of the two
-        // looks sees the other (SeqCst on both sides).
-        self.unpark(outbox);
     }
 
     /// The writer has written every request up to `id`: parked places of
     /// those are free.
-    pub(super) fn written(&self, id: u64, outbox: &WeakOutbox<Infallible>) {
+    pub(super) fn written(&self, id: u64) {
         self.written.fetch_max(id, Ordering::SeqCst);
         if self.has_parked.load(Ordering::SeqCst) {
-            if let Some(outbox) = outbox.upgrade() {
-                self.unpark(&outbox);
-            }
+            self.unpark();
         }
     }
 
     /// Frees the parked places whose requests have been written.
-    fn unpark(&self, outbox: &Outbox) {
-        let freed = {
+    fn unpark(&self) {
+        let mut later = Later::default();
+        {
             let mut inner = self.lock();
             let written = self.written.load(Ordering::SeqCst);
             // At most a connection's cap of them: a look costs little.
-            let freed = match inner.parked.iter().any(|(id, _)| *id <= written) {
-                true => {
-                    let (waiting, freed): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.parked)
-                        .into_iter()
-                        .partition(|(id, _)| *id > written);
-                    inner.parked = waiting;
-                    freed
-                }
-                false => Vec::new(),
-            };
+            if inner.parked.iter().any(|(id, _)| *id <= written) {
+                let (waiting, freed): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.parked)
+                    .into_iter()
+                    .partition(|(id, _)| *id > written);
+                inner.parked = waiting;
+                drop(freed);
+                self.dispatch(&mut inner, None, &mut later);
+            }
             if inner.parked.is_empty() {
                 self.has_parked.store(false, Ordering::SeqCst);
             }
-            freed
-        };
-        if !freed.is_empty() {
-            drop(freed);
-            self.free(None, outbox);
         }
+        later.run(self);
     }
 
     pub(super) fn goodbye(&self, last_started: u64) {
-        let wakes: Vec<Wake> = {
+        let mut later = Later::default();
+        {
             let mut inner = self.lock();
             inner.goodbye = Some(last_started);
             self.usable.store(false, Ordering::Release);
@@ -438,49 +482,40 @@ impl CallTable {
             // server says it started.
             let last_sent = inner.last_sent;
             inner.queue.clear();
-            self.queued.store(0, Ordering::SeqCst);
             let ids: Vec<u64> = inner
                 .waiting()
                 .map(|(id, _)| id)
                 .filter(|id| *id > last_started || *id > last_sent)
                 .collect();
-            ids.into_iter()
-                .filter_map(|id| inner.end(id, Ending::NotRun))
-                .collect()
-        };
-        wakes.into_iter().for_each(Wake::wake);
+            for id in ids {
+                self.end(&mut inner, id, Ending::NotRun, &mut later);
+            }
+        }
+        later.run(self);
     }
 
     pub(super) fn close(&self, err: Error) {
-        let (wakes, parked, granted) = {
+        let mut later = Later::default();
+        let parked = {
             let mut inner = self.lock();
-            let inner = &mut *inner;
             if inner.closed.is_none() {
                 inner.closed = Some(err.clone());
             }
             self.usable.store(false, Ordering::Release);
             inner.queue.clear();
-            self.queued.store(0, Ordering::SeqCst);
             let last_sent = inner.last_sent;
             let ids: Vec<u64> = inner.waiting().map(|(id, _)| id).collect();
-            let wakes: Vec<Wake> = ids
-                .into_iter()
-                .filter_map(|id| {
-                    let ending = match id > last_sent {
-                        true => Ending::Unsent(err.clone()),
-                        false => Ending::Lost(err.clone()),
-                    };
-                    inner.end(id, ending)
-                })
-                .collect();
-            (
-                wakes,
-                std::mem::take(&mut inner.parked),
-                std::mem::take(&mut inner.granted),
-            )
+            for id in ids {
+                let ending = match id > last_sent {
+                    true => Ending::Unsent(err.clone()),
+                    false => Ending::Lost(err.clone()),
+                };
+                self.end(&mut inner, id, ending, &mut later);
+            }
+            std::mem::take(&mut inner.parked)
         };
         // Nothing more is written: the parked places are free.
-        drop((parked, granted));
-        wakes.into_iter().for_each(Wake::wake);
+        drop(parked);
+        later.run(self);
     }
 }

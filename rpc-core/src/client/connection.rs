@@ -20,7 +20,7 @@ use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
 use crate::outbox::{self, Batch};
-use crate::permit::{CallPermit, CallPermits};
+use crate::permit::CallPermits;
 use crate::scratch;
 use crate::service::RequestMessage;
 use crate::signal::Signal;
@@ -78,15 +78,14 @@ impl Connection {
         // request is written (and the call is over), and each call adds at
         // most one cancel.
         let (outbox, queued) = outbox::outbox();
-        let calls = Arc::new(CallTable::new(permits.clone()));
+        let calls = Arc::new(CallTable::new(permits.clone(), outbox.clone()));
         // When the server is gone, stop writing at once and close our side,
         // so the server's lingering close is not kept waiting.
         let stop = Arc::new(Signal::new());
         let reader = tokio::spawn(read_loop(conn.reader, Arc::clone(&calls), Arc::clone(&stop)));
-        let sweeper = tokio::spawn(sweep_deadlines(Arc::clone(&calls), outbox.downgrade()));
+        let sweeper = tokio::spawn(sweep_deadlines(Arc::clone(&calls)));
         let writer_calls = Arc::clone(&calls);
         let written_calls = Arc::clone(&calls);
-        let written_outbox = outbox.downgrade();
         let writing = writer::run(
             conn.writer,
             queued,
@@ -98,7 +97,7 @@ impl Connection {
             // highest written.
             move |batch: &Batch<Infallible>| {
                 if let Some(id) = batch.last_request() {
-                    written_calls.written(id, &written_outbox);
+                    written_calls.written(id);
                 }
             },
         );
@@ -145,7 +144,7 @@ impl Connection {
 
     /// Calls whose requests wait for a place on this connection.
     pub(crate) fn queued(&self) -> usize {
-        self.calls.queued.load(Ordering::Relaxed)
+        self.calls.lock().queue.len()
     }
 
     /// Marks the connection as having served a call.
@@ -184,34 +183,36 @@ impl Connection {
 
     /// Sends one call (or queues it for a place under the connection's cap
     /// on calls in flight) and waits for its answer, until `deadline` at
-    /// the latest.
+    /// the latest. The reply, and whether the request waited for a place.
     ///
     /// If this future is dropped before the answer arrives (a `select!`, a
     /// dropped caller), the server is told to stop the call, as it is when
     /// the deadline passes; a request still queued never leaves.
-    pub(crate) async fn round_trip(&self, request: Request, deadline: Instant) -> Result<Reply, Error> {
+    pub(crate) async fn round_trip(
+        &self,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<(Reply, bool), Error> {
         self.check_request_len(request.method, request.payload.len())?;
         let waiter = Waiter::Unary {
             waker: None,
             deadline,
         };
-        let admitted = match self.calls.send(&self.outbox, request.payload, waiter, deadline)? {
-            Ok(admitted) => admitted,
-            Err(refused) => return Ok(refused),
+        let (id, queued) = match self.calls.send(request.payload, waiter, deadline)? {
+            Ok(sent) => sent,
+            Err(refused) => return Ok((refused, false)),
         };
-        let id = admitted.id;
         let mut pending = PendingCall {
             connection: self,
             id,
             answered: false,
-            permit: admitted.permit,
         };
         let reply = std::future::poll_fn(|cx| self.calls.poll_reply(id, cx)).await;
         pending.answered = true;
         if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
             self.mark_served();
         }
-        Ok(reply)
+        Ok((reply, queued))
     }
 
     /// Tells the server to stop call `id`, which nobody waits for any more.
@@ -308,22 +309,13 @@ struct PendingCall<'a> {
     connection: &'a Connection,
     id: u64,
     answered: bool,
-    /// The call's place, if its request left at once (else the table
-    /// keeps it): freed when the call is over and its request has left
-    /// (even an answer does not prove that: a hostile server can answer a
-    /// request it guessed the id of).
-    permit: Option<CallPermit>,
 }
 
 impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
-        let connection = self.connection;
-        if !self.answered && connection.calls.forget(self.id) {
-            connection.cancel(self.id);
+        if !self.answered && self.connection.calls.forget(self.id) {
+            self.connection.cancel(self.id);
         }
-        connection
-            .calls
-            .release(self.id, self.permit.take(), &connection.outbox);
     }
 }
 

@@ -25,14 +25,14 @@ use crate::codec;
 use crate::error::{Error, explain_decode};
 use crate::frame::{self, Frame, Kind};
 use crate::metadata::Metadata;
-use crate::permit::CallPermit;
 use crate::streaming::{ItemStream, RecvWindow, STREAM_WINDOW, SendCredit};
 
 impl Connection {
     /// Starts a streaming call: sends the request (or queues it for a
     /// place under the connection's cap on calls in flight), then (for
-    /// methods that take a stream) pumps `input`'s items as the server
-    /// grants credit, which it can do only once the request has left.
+    /// methods that take a stream) pumps `input`'s items as it has credit:
+    /// the first window once the request has left, then what the server
+    /// grants.
     ///
     /// The returned call receives the server's events in order; dropping it
     /// before the call ends cancels the call and stops the pump.
@@ -59,19 +59,16 @@ impl Connection {
         self.check_request_len(method, payload.len())?;
         // Room for a full window of items and the event that ends the call.
         let (events, received) = mpsc::channel(STREAM_WINDOW as usize + 2);
-        let credit = input.as_ref().map(|_| SendCredit::new());
+        // Opened when the request leaves, which it may not do at once.
+        let credit = input.as_ref().map(|_| SendCredit::unopened());
         let waiter = Waiter::Stream {
             events,
             credit: credit.clone(),
         };
-        let admitted = match self
-            .calls
-            .send(&self.outbox, payload.freeze(), waiter, deadline)?
-        {
-            Ok(admitted) => admitted,
+        let id = match self.calls.send(payload.freeze(), waiter, deadline)? {
+            Ok((id, _queued)) => id,
             Err(refused) => return Ok(Err(refused)),
         };
-        let id = admitted.id;
         let (failed, pump_error) = oneshot::channel();
         let limit = self.server_max_frame_len;
         let pump = input.zip(credit).map(|(items, credit)| {
@@ -86,7 +83,6 @@ impl Connection {
             pump,
             window: RecvWindow::default(),
             finished: false,
-            permit: admitted.permit,
         }))
     }
 }
@@ -154,9 +150,6 @@ pub(crate) struct StreamCall {
     window: RecvWindow,
     /// Set once the call has ended, so dropping it sends no cancel.
     finished: bool,
-    /// Its place, if its request left at once (else the table keeps it):
-    /// freed once the call is over and its request has left.
-    permit: Option<CallPermit>,
 }
 
 impl std::fmt::Debug for StreamCall {
@@ -224,10 +217,6 @@ impl Drop for StreamCall {
         if !self.finished && self.connection.calls.forget(self.id) {
             self.connection.cancel(self.id);
         }
-        let connection = &self.connection;
-        connection
-            .calls
-            .release(self.id, self.permit.take(), &connection.outbox);
     }
 }
 

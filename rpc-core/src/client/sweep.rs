@@ -2,23 +2,22 @@
 //! unary calls on time, whether their requests have left or still wait
 //! for a place.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::client::calls::CallTable;
-use crate::client::waiter::{Ending, Wake};
+use crate::client::calls::{CallTable, Later};
+use crate::client::waiter::Ending;
 use crate::frame::Kind;
-use crate::outbox::WeakOutbox;
 
 impl CallTable {
     /// Fails every call whose deadline is `now` or earlier, tells the
     /// server to stop those whose requests left, and takes the others out
     /// of the queue; re-arms the sweep for the calls left.
-    pub(super) fn expire(&self, now: Instant, outbox: &WeakOutbox<Infallible>) {
-        let (sent, wakes, live) = {
+    pub(super) fn expire(&self, now: Instant) {
+        let mut later = Later::default();
+        let (sent, live) = {
             let mut inner = self.lock();
             // Only unary calls have deadlines here.
             let expired: Vec<u64> = inner
@@ -26,24 +25,22 @@ impl CallTable {
                 .filter(|(_, waiter)| waiter.deadline().is_some_and(|deadline| deadline <= now))
                 .map(|(id, _)| id)
                 .collect();
-            let wakes: Vec<Wake> = expired
-                .iter()
-                .filter_map(|id| inner.end(*id, Ending::Expired))
-                .collect();
+            for id in &expired {
+                self.end(&mut inner, *id, Ending::Expired, &mut later);
+            }
             let last_sent = inner.sent();
             let (sent, queued): (Vec<u64>, Vec<u64>) = expired.into_iter().partition(|id| *id <= last_sent);
             if !queued.is_empty() {
                 self.unqueue_ended(&mut inner);
             }
             inner.armed = inner.waiting().filter_map(|(_, waiter)| waiter.deadline()).min();
-            (sent, wakes, inner.closed.is_none())
+            (sent, inner.closed.is_none())
         };
-        wakes.into_iter().for_each(Wake::wake);
-        let outbox = outbox.upgrade().filter(|_| live);
-        for id in sent {
-            if let Some(outbox) = &outbox {
+        later.run(self);
+        if live {
+            for id in sent {
                 // A gone writer means a closed connection: nobody to tell.
-                let _ = outbox.send_payload(Kind::Cancel, id, Bytes::new());
+                let _ = self.outbox.send_payload(Kind::Cancel, id, Bytes::new());
             }
         }
     }
@@ -54,7 +51,7 @@ impl CallTable {
 /// a thousand calls in flight that is a thousand timer registrations and
 /// removals fewer per thousand calls. With every call on the same timeout,
 /// deadlines arrive in order and the sweep wakes about once per timeout.
-pub(super) async fn sweep_deadlines(calls: Arc<CallTable>, outbox: WeakOutbox<Infallible>) {
+pub(super) async fn sweep_deadlines(calls: Arc<CallTable>) {
     loop {
         // A call that arms an earlier deadline after the read below leaves
         // a permit here (`notify_one`), so the sleep is cut short.
@@ -72,6 +69,6 @@ pub(super) async fn sweep_deadlines(calls: Arc<CallTable>, outbox: WeakOutbox<In
                 continue;
             }
         }
-        calls.expire(Instant::now(), &outbox);
+        calls.expire(Instant::now());
     }
 }

@@ -102,8 +102,10 @@ impl Client {
             else {
                 return Err(expired());
             };
-            let reply = connection.round_trip(encoded, deadline.at).await?;
-            if let (Reply::Response(_) | Reply::Failed(_), Some(sent_at)) = (&reply, sent_at) {
+            let (reply, queued) = connection.round_trip(encoded, deadline.at).await?;
+            // A call whose request waited for a place is no sample of the
+            // server's time: the wait was the client's.
+            if let (Reply::Response(_) | Reply::Failed(_), Some(sent_at), false) = (&reply, sent_at, queued) {
                 endpoint.sample(sent_at);
             }
             // A call the server's shutdown interrupted may have run: it is

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::error::{Error, WireError};
+use crate::permit::CallPermit;
 use crate::streaming::SendCredit;
 
 /// What a call's wait ends with.
@@ -77,6 +78,17 @@ pub(super) enum Waiter {
 }
 
 impl Waiter {
+    /// The call's request has left: the stream the client sends, if it
+    /// sends one, may start.
+    pub(super) fn left(&self) {
+        if let Waiter::Stream {
+            credit: Some(credit), ..
+        } = self
+        {
+            credit.open();
+        }
+    }
+
     /// The deadline the connection's sweep enforces; streaming calls keep
     /// their own.
     pub(super) fn deadline(&self) -> Option<Instant> {
@@ -87,12 +99,16 @@ impl Waiter {
     }
 }
 
-/// A call's place in its connection's table: waiting for its answer, or,
-/// for a unary call, answered until its caller takes the answer. One map
-/// entry from request to answer: a call costs one insert and one removal.
+/// A call's entry in its connection's table: waiting for its answer, with
+/// its place once its request has left, or, for a unary call, answered
+/// until its caller takes the answer. One map entry from request to
+/// answer: a call costs one insert and one removal.
 #[derive(Debug)]
 pub(super) enum Slot {
-    Waiting(Waiter),
+    Waiting {
+        waiter: Waiter,
+        place: Option<CallPermit>,
+    },
     Answered(Reply),
 }
 
@@ -100,7 +116,7 @@ impl Slot {
     /// The call's waiter, if it still waits.
     pub(super) fn waiter(&self) -> Option<&Waiter> {
         match self {
-            Slot::Waiting(waiter) => Some(waiter),
+            Slot::Waiting { waiter, .. } => Some(waiter),
             Slot::Answered(_) => None,
         }
     }

@@ -32,12 +32,29 @@ pub(crate) struct SendCredit {
 }
 
 impl SendCredit {
+    /// The credit of a stream whose call is under way: the first window,
+    /// which the receiver grants by taking the call.
     pub(crate) fn new() -> Arc<SendCredit> {
+        let credit = SendCredit::unopened();
+        credit.open();
+        credit
+    }
+
+    /// The credit of a stream whose call has not reached the receiver yet
+    /// (its request waits for a place): none until [`SendCredit::open`],
+    /// since the receiver would take items for a call it never heard of
+    /// for a violation.
+    pub(crate) fn unopened() -> Arc<SendCredit> {
         Arc::new(SendCredit {
-            permits: Semaphore::new(STREAM_WINDOW as usize),
+            permits: Semaphore::new(0),
             sent: AtomicU64::new(0),
             granted: AtomicU64::new(0),
         })
+    }
+
+    /// The call's request has left: the first window is the sender's.
+    pub(crate) fn open(&self) {
+        self.permits.add_permits(STREAM_WINDOW as usize);
     }
 
     /// Waits for credit for one item and spends it; `false` once the

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::client::queue::Queued;
-use crate::client::waiter::{Ending, Event, Reply, Slot, Waiter, Wake};
+use crate::client::waiter::{Ending, Event, Reply, Slot, StreamEnd, Waiter, Wake};
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, Kind, ProtocolError};
 use crate::outbox;
@@ -136,8 +136,11 @@ impl Later {
     }
 
     pub(super) fn run(self, calls: &CallTable) {
-        for wake in self.first.into_iter().chain(self.rest) {
+        if let Some(wake) = self.first {
             wake.wake();
+        }
+        if !self.rest.is_empty() {
+            self.rest.into_iter().for_each(Wake::wake);
         }
         if self.parked {
             // The writer may have passed a parked place's request since it
@@ -254,11 +257,11 @@ impl CallTable {
                     waiter: Waiter::Stream { events, credit },
                     place,
                 }) => {
-                    later.wake(Some(Wake::Stream {
+                    later.wake(Some(Wake::Stream(Box::new(StreamEnd {
                         events,
                         credit,
                         event: ending.into_event(),
-                    }));
+                    }))));
                     place
                 }
                 _ => None,
@@ -277,7 +280,10 @@ impl CallTable {
     /// hostile server can answer a request it guessed the id of).
     fn let_go(&self, inner: &mut Inner, id: u64, place: CallPermit, later: &mut Later) {
         if self.written.load(Ordering::SeqCst) >= id {
-            self.dispatch(inner, Some(place), later);
+            match inner.queue.is_empty() {
+                true => drop(place),
+                false => self.dispatch(inner, Some(place), later),
+            }
         } else if inner.closed.is_none() {
             inner.parked.push((id, place));
             self.has_parked.store(true, Ordering::SeqCst);

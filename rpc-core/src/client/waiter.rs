@@ -163,23 +163,29 @@ impl Ending {
 pub(super) enum Wake {
     /// A unary call's caller, whose answer is in the table.
     Caller(Waker),
-    /// A stream's consumer, told by an event.
-    Stream {
-        events: mpsc::Sender<Event>,
-        credit: Option<Arc<SendCredit>>,
-        event: Event,
-    },
+    /// A stream's consumer, told by an event. Boxed: a stream ends rarely,
+    /// and a small `Wake` is cheap to move for every unary call.
+    Stream(Box<StreamEnd>),
+}
+
+/// The last event of a stream, and the credit of the stream the client
+/// sends, to close.
+pub(super) struct StreamEnd {
+    pub(super) events: mpsc::Sender<Event>,
+    pub(super) credit: Option<Arc<SendCredit>>,
+    pub(super) event: Event,
 }
 
 impl Wake {
     pub(super) fn wake(self) {
         match self {
             Wake::Caller(waker) => waker.wake(),
-            Wake::Stream {
-                events,
-                credit,
-                event,
-            } => {
+            Wake::Stream(end) => {
+                let StreamEnd {
+                    events,
+                    credit,
+                    event,
+                } = *end;
                 let _ = events.try_send(event);
                 if let Some(credit) = credit {
                     credit.close();

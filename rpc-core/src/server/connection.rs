@@ -83,7 +83,7 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         client_max_frame_len: preface.max_frame_len as usize,
         version: preface.version,
         stuck,
-        burst_len: burst_len(),
+        bursts: Bursts::new(),
     };
     let ending = conn.run(&mut reader).await;
     let peer = conn.peer.clone();
@@ -116,25 +116,60 @@ const LINGER_BYTES: usize = 1024 * 1024;
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
 /// Most frames taken from the read buffer in one go, before the loop gives
-/// way (see [`burst_len`]).
+/// way (see [`Bursts`]).
 const MAX_BURST: usize = 64;
 
-/// Most frames taken in one go on a current-thread runtime, whose one
-/// thread runs the connection's writer only when this task waits.
-const MAX_BURST_CURRENT_THREAD: usize = 16;
+/// Fewest frames taken in one go on a current-thread runtime.
+const MIN_BURST_CURRENT_THREAD: usize = 16;
+
+/// Into how many bursts a current-thread runtime cuts the frames of one
+/// read.
+const BURSTS_PER_READ: usize = 4;
 
 /// How many buffered frames a burst takes before the connection gives way
-/// to its writer and the runtime's other tasks. On a current-thread runtime
-/// the answers of a long burst would otherwise all wait for its end while
-/// the client sat idle: sent every 16 calls, the client works on them while
+/// to its writer and the runtime's other tasks.
+///
+/// On a current-thread runtime the answers of a long burst would otherwise
+/// all wait for its end while the client sat idle. The frames of a read
+/// are cut into about [`BURSTS_PER_READ`] bursts, of 16 to 64 frames, as
+/// long as the last read's: the client works on the first answers while
 /// the server works on the rest (64 callers: 1.2 to 1.5 times the calls a
-/// second of a 64-frame burst). A multi-thread runtime gains nothing from
-/// bursts that short, and pays for the extra writes.
-fn burst_len() -> usize {
-    let flavor = tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor());
-    match flavor {
-        Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => MAX_BURST_CURRENT_THREAD,
-        _ => MAX_BURST,
+/// second of one 64-frame burst), and a read of a few hundred requests
+/// (1 024 callers) costs four writes, not one per 16 answers. A
+/// multi-thread runtime gains nothing from short bursts, and pays for the
+/// extra writes.
+#[derive(Debug)]
+struct Bursts {
+    len: usize,
+    /// Frames taken since the last burst that emptied the buffer.
+    taken: usize,
+    adapts: bool,
+}
+
+impl Bursts {
+    fn new() -> Bursts {
+        let flavor = tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor());
+        let adapts = matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::CurrentThread));
+        Bursts {
+            len: if adapts {
+                MIN_BURST_CURRENT_THREAD
+            } else {
+                MAX_BURST
+            },
+            taken: 0,
+            adapts,
+        }
+    }
+
+    /// A burst took `frames` and ended as `burst` says.
+    fn took(&mut self, frames: usize, burst: Burst) {
+        self.taken += frames;
+        if burst == Burst::Over {
+            if self.adapts {
+                self.len = (self.taken / BURSTS_PER_READ).clamp(MIN_BURST_CURRENT_THREAD, MAX_BURST);
+            }
+            self.taken = 0;
+        }
     }
 }
 
@@ -158,8 +193,8 @@ pub(super) struct Connection {
     pub(super) version: u16,
     /// Raised when the writer fails: nothing more can reach the client.
     stuck: Arc<Signal>,
-    /// The most buffered frames a burst takes ([`burst_len`]).
-    burst_len: usize,
+    /// How many buffered frames a burst takes.
+    bursts: Bursts,
 }
 
 /// Where the connection is in its life.
@@ -289,7 +324,11 @@ impl Connection {
                             self.on_frame(frame, !open, last_frame)
                                 .and_then(|()| self.on_buffered_frames(reader, !open, last_frame))
                         };
-                        match burst {
+                        if let Ok((burst, buffered)) = burst {
+                            // The frame read, and those behind it.
+                            self.bursts.took(1 + buffered, burst);
+                        }
+                        match burst.map(|(burst, _)| burst) {
                             Ok(Burst::Over) => {}
                             // More may be buffered: the answers so far go
                             // out first, and other tasks get their turn.
@@ -333,27 +372,28 @@ impl Connection {
 
     /// Handles the frames already buffered behind the one just read (at
     /// `received`), up to the burst's length and while the queue has room,
-    /// as the loop would.
+    /// as the loop would: how the burst ended, and how many it took.
     fn on_buffered_frames<R: FrameRead>(
         &mut self,
         reader: &mut R,
         draining: bool,
         received: Instant,
-    ) -> Result<Burst, Error> {
-        for _ in 0..self.burst_len {
+    ) -> Result<(Burst, usize), Error> {
+        let len = self.bursts.len;
+        for taken in 0..len {
             // What the loop's select would see first still comes first (a
             // look reads a flag).
             let interrupted = draining && self.state.interrupt.is_cancelled();
             let stopping = self.state.shutdown.is_cancelled() && !draining;
             if self.calls.queue_full() || self.stuck.is_cancelled() || stopping || interrupted {
-                return Ok(Burst::Over);
+                return Ok((Burst::Over, taken));
             }
             match reader.buffered_frame() {
                 Some(frame) => self.on_frame(frame?, draining, received)?,
-                None => return Ok(Burst::Over),
+                None => return Ok((Burst::Over, taken)),
             }
         }
-        Ok(Burst::Cut)
+        Ok((Burst::Cut, len))
     }
 
     /// Sends the goodbye: the client learns the last request that will be

@@ -2,13 +2,13 @@
 //! gets to the end of its wait, and the places they hold under the
 //! connection's cap on calls in flight.
 //!
-//! A call holds its place from the moment its request leaves until its
-//! wait ends (its answer, its deadline, a goodbye, its caller giving up)
-//! and its request has been written. The table keeps the place, so the
-//! end of a wait frees it where it happens, under the lock taken anyway.
-//! A call that finds no place free queues its request (`queue`); a freed
-//! place goes to the oldest queued request, which leaves at once. A
-//! waiting caller is woken once, by its answer.
+//! A call holds its place from the moment its request leaves until it is
+//! over (its caller took its answer, or gave up; a stream ended) and its
+//! request has been written. The table keeps the place, so it is freed
+//! where the call ends, under the lock taken anyway. A call that finds no
+//! place free queues its request (`queue`); a freed place goes to the
+//! oldest queued request, which leaves at once. A waiting caller is woken
+//! once, by its answer.
 
 use std::collections::{VecDeque, hash_map};
 use std::convert::Infallible;
@@ -135,6 +135,7 @@ impl Later {
         }
     }
 
+    #[inline]
     pub(super) fn run(self, calls: &CallTable) {
         if let Some(wake) = self.first {
             wake.wake();
@@ -233,8 +234,11 @@ impl CallTable {
     }
 
     /// Ends the wait of call `id`, if it still waits, and lets its place
-    /// go: a unary call's reply stays in its slot for its caller, a
-    /// stream's event goes out once the lock is let go.
+    /// go: a unary call's reply stays in its slot for its caller, with its
+    /// place until the caller takes the reply (the writer counts places
+    /// held to tell whether more requests are coming: a caller about to
+    /// read its answer is likely to send again); a stream's event goes out
+    /// once the lock is let go, and its place at once.
     pub(super) fn end(&self, inner: &mut Inner, id: u64, ending: Ending, later: &mut Later) {
         let Some(slot) = inner.calls.get_mut(&id) else {
             return;
@@ -246,8 +250,11 @@ impl CallTable {
             } => {
                 let place = place.take();
                 later.wake(waker.take().map(Wake::Caller));
-                *slot = Slot::Answered(ending.into_reply());
-                place
+                *slot = Slot::Answered {
+                    reply: ending.into_reply(),
+                    place,
+                };
+                None
             }
             Slot::Waiting {
                 waiter: Waiter::Stream { .. },
@@ -266,7 +273,7 @@ impl CallTable {
                 }
                 _ => None,
             },
-            Slot::Answered(_) => None,
+            Slot::Answered { .. } => None,
         };
         if let Some(place) = place {
             self.let_go(inner, id, place, later);
@@ -404,8 +411,14 @@ impl CallTable {
                     }
                     inner.closed.is_none()
                 }
-                // Its wait had ended, its place with it.
-                Some(Slot::Answered(_)) | None => false,
+                // Its wait had ended: an answer nobody took.
+                Some(Slot::Answered { place, .. }) => {
+                    if let Some(place) = place {
+                        self.let_go(&mut inner, id, place, &mut later);
+                    }
+                    false
+                }
+                None => false,
             }
         };
         later.run(self);
@@ -415,15 +428,15 @@ impl CallTable {
     /// The answer of unary call `id` once it has one; until then, wakes
     /// `cx` when it does.
     pub(super) fn poll_reply(&self, id: u64, cx: &mut Context<'_>) -> Poll<Reply> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let mut slot = match inner.calls.entry(id) {
             hash_map::Entry::Occupied(slot) => slot,
             // Neither waiting nor answered: only the call itself forgets
             // its id, so this is a call polled after it gave up.
             hash_map::Entry::Vacant(_) => return Poll::Ready(Reply::Lost(inner.unusable_error())),
         };
-        match slot.get_mut() {
+        let (reply, place) = match slot.get_mut() {
             Slot::Waiting {
                 waiter: Waiter::Unary { waker, .. },
                 ..
@@ -432,19 +445,32 @@ impl CallTable {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
                     waker => *waker = Some(cx.waker().clone()),
                 }
-                Poll::Pending
+                return Poll::Pending;
             }
-            // Answered (as matched): taken out, with its reply.
-            Slot::Answered(_) => match slot.remove() {
-                Slot::Answered(reply) => Poll::Ready(reply),
-                Slot::Waiting { .. } => Poll::Pending,
-            },
             // Only a unary call polls for its reply.
             Slot::Waiting {
                 waiter: Waiter::Stream { .. },
                 ..
-            } => Poll::Pending,
+            } => return Poll::Pending,
+            // Answered (as matched): taken out, with its reply.
+            Slot::Answered { .. } => match slot.remove() {
+                Slot::Answered { reply, place } => (reply, place),
+                Slot::Waiting { .. } => return Poll::Pending,
+            },
+        };
+        // The call is over: its place goes.
+        if let Some(place) = place {
+            if self.written.load(Ordering::SeqCst) >= id && inner.queue.is_empty() {
+                // Nothing to hand it to: the common case, kept short.
+                drop(place);
+            } else {
+                let mut later = Later::default();
+                self.let_go(inner, id, place, &mut later);
+                drop(guard);
+                later.run(self);
+            }
         }
+        Poll::Ready(reply)
     }
 
     /// The writer has written every request up to `id`: parked places of

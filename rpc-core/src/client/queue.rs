@@ -202,12 +202,13 @@ mod tests {
         assert_eq!(line.written(), [(REQUEST, first, Some(Duration::from_secs(10)))]);
         assert_eq!(line.queue_len(), 1);
         tokio::time::advance(Duration::from_secs(3)).await;
-        // The answer frees the place, before its caller even looks.
+        // The place is free once the caller has taken its answer.
         line.calls.complete(first, Ok(Bytes::new())).unwrap();
+        assert!(line.written().is_empty());
+        assert!(matches!(line.reply(first), Poll::Ready(Reply::Response(_))));
         // Stamped as it left, not as it was encoded.
         assert_eq!(line.written(), [(REQUEST, second, Some(Duration::from_secs(7)))]);
         assert_eq!((line.queue_len(), line.places_taken()), (0, 1));
-        assert!(matches!(line.reply(first), Poll::Ready(Reply::Response(_))));
         line.finish(second);
         assert_eq!(line.places_taken(), 0);
     }

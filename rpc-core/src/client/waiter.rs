@@ -101,15 +101,18 @@ impl Waiter {
 
 /// A call's entry in its connection's table: waiting for its answer, with
 /// its place once its request has left, or, for a unary call, answered
-/// until its caller takes the answer. One map entry from request to
-/// answer: a call costs one insert and one removal.
+/// until its caller takes the answer (and its place with it). One map
+/// entry from request to answer: a call costs one insert and one removal.
 #[derive(Debug)]
 pub(super) enum Slot {
     Waiting {
         waiter: Waiter,
         place: Option<CallPermit>,
     },
-    Answered(Reply),
+    Answered {
+        reply: Reply,
+        place: Option<CallPermit>,
+    },
 }
 
 impl Slot {
@@ -117,7 +120,7 @@ impl Slot {
     pub(super) fn waiter(&self) -> Option<&Waiter> {
         match self {
             Slot::Waiting { waiter, .. } => Some(waiter),
-            Slot::Answered(_) => None,
+            Slot::Answered { .. } => None,
         }
     }
 }

@@ -177,8 +177,8 @@ impl CallTable {
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // No update under this lock can panic halfway (map and queue
-        // operations, a frame copied into the outbox; wakers run after
-        // it), so poisoning is ignored.
+        // operations, a frame copied into the outbox; callers' wakers run
+        // after it), so poisoning is ignored.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -373,4 +373,24 @@ mod tests {
         assert_eq!(line.written(), [(Kind::Cancel, sent, None)]);
         assert_eq!((line.queue_len(), line.places_taken()), (0, 0));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_still_cancels_sent_calls_after_queued_ones_were_skipped() {
+        let line = line(1);
+        let due = Instant::now() + Duration::from_secs(1);
+        let first = line.call(due);
+        let given_up = line.call(due);
+        let sent_later = line.call(due);
+        assert_eq!(ids(line.written()), [first]);
+        assert!(!line.calls.forget(given_up));
+        line.finish(first);
+        assert_eq!(ids(line.written()), [sent_later]);
+        // Fewer requests went out than the last id sent: the sweep must
+        // still know `sent_later` left.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        line.calls.expire(Instant::now());
+        assert_eq!(line.written(), [(Kind::Cancel, sent_later, None)]);
+        assert!(matches!(line.reply(sent_later), Poll::Ready(Reply::Expired)));
+        assert_eq!(line.places_taken(), 0);
+    }
 }

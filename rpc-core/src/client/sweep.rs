@@ -28,7 +28,7 @@ impl CallTable {
             for id in &expired {
                 self.end(&mut inner, *id, Ending::Expired, &mut later);
             }
-            let last_sent = inner.sent();
+            let last_sent = inner.last_sent;
             let (sent, queued): (Vec<u64>, Vec<u64>) = expired.into_iter().partition(|id| *id <= last_sent);
             if !queued.is_empty() {
                 self.unqueue_ended(&mut inner);

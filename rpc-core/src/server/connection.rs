@@ -141,7 +141,7 @@ const BURSTS_PER_READ: usize = 4;
 #[derive(Debug)]
 struct Bursts {
     len: usize,
-    /// Frames taken since the last burst that emptied the buffer.
+    /// Frames taken of the read being taken.
     taken: usize,
     adapts: bool,
 }
@@ -164,11 +164,17 @@ impl Bursts {
     /// A burst took `frames` and ended as `burst` says.
     fn took(&mut self, frames: usize, burst: Burst) {
         self.taken += frames;
-        if burst == Burst::Over {
-            if self.adapts {
-                self.len = (self.taken / BURSTS_PER_READ).clamp(MIN_BURST_CURRENT_THREAD, MAX_BURST);
+        match burst {
+            Burst::Cut => {}
+            // A read taken whole: the next is likely as long.
+            Burst::Over => {
+                if self.adapts {
+                    self.len = (self.taken / BURSTS_PER_READ).clamp(MIN_BURST_CURRENT_THREAD, MAX_BURST);
+                }
+                self.taken = 0;
             }
-            self.taken = 0;
+            // Cut short by something else: no measure of a read.
+            Burst::Held => self.taken = 0,
         }
     }
 }
@@ -178,8 +184,11 @@ impl Bursts {
 enum Burst {
     /// At its length, with frames perhaps left behind it.
     Cut,
-    /// Nothing left to take now (or the loop must look at something else).
+    /// Nothing left to take now.
     Over,
+    /// Taking stopped, with frames perhaps left: the loop must look at
+    /// something else first (a full queue, a stuck writer, a shutdown).
+    Held,
 }
 
 /// A server connection's state, shared by the loop and the frame handlers.
@@ -329,7 +338,7 @@ impl Connection {
                             self.bursts.took(1 + buffered, burst);
                         }
                         match burst.map(|(burst, _)| burst) {
-                            Ok(Burst::Over) => {}
+                            Ok(Burst::Over | Burst::Held) => {}
                             // More may be buffered: the answers so far go
                             // out first, and other tasks get their turn.
                             Ok(Burst::Cut) => tokio::task::yield_now().await,
@@ -386,7 +395,7 @@ impl Connection {
             let interrupted = draining && self.state.interrupt.is_cancelled();
             let stopping = self.state.shutdown.is_cancelled() && !draining;
             if self.calls.queue_full() || self.stuck.is_cancelled() || stopping || interrupted {
-                return Ok((Burst::Over, taken));
+                return Ok((Burst::Held, taken));
             }
             match reader.buffered_frame() {
                 Some(frame) => self.on_frame(frame?, draining, received)?,

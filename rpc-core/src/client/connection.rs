@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -194,8 +195,11 @@ impl Connection {
         deadline: Instant,
     ) -> Result<(Reply, bool), Error> {
         self.check_request_len(request.method, request.payload.len())?;
+        // The caller's waker goes in with the call: the answer can wake it
+        // with no look at the table in between.
+        let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
         let waiter = Waiter::Unary {
-            waker: None,
+            waker: Some(waker),
             deadline,
         };
         let (id, queued) = match self.calls.send(request.payload, waiter, deadline)? {
@@ -207,7 +211,16 @@ impl Connection {
             id,
             answered: false,
         };
-        let reply = std::future::poll_fn(|cx| self.calls.poll_reply(id, cx)).await;
+        // The first look would find the call waiting, its waker (this
+        // poll's) in place: the answer wakes this task, which looks then.
+        // (Polled again sooner, with another waker, it looks, and leaves
+        // that one.)
+        let mut sent_now = true;
+        let reply = std::future::poll_fn(|cx| match std::mem::take(&mut sent_now) {
+            true => Poll::Pending,
+            false => self.calls.poll_reply(id, cx),
+        })
+        .await;
         pending.answered = true;
         if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
             self.mark_served();

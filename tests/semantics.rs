@@ -569,6 +569,84 @@ async fn a_caller_waiting_for_a_place_gives_up_at_its_deadline_and_the_others_ke
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_waited_for_a_place_leaves_with_the_time_its_caller_has_left_then() {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    const HELD: Duration = Duration::from_millis(300);
+    let (server, lab) = serve(rpc::Server::new()).await;
+    let client = LabClient::from_client(
+        rpc::ClientBuilder::new()
+            .max_in_flight(1)
+            .connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.gated(1).await }
+    });
+    until(&lab.waiting, 1).await;
+    let queued = tokio::spawn({
+        let client = client.with_timeout(TIMEOUT);
+        async move { client.remaining().await }
+    });
+    until_true("the call waits for the place", || {
+        client.rpc_client().endpoints()[0].queued == 1
+    })
+    .await;
+    // It waits at least this long; the server must see its budget less
+    // that much (encoded when it was called, it would see about all 10 s).
+    tokio::time::sleep(HELD).await;
+    lab.gate.add_permits(1);
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    let remaining = Duration::from_micros(queued.await.unwrap().unwrap());
+    assert!(remaining <= TIMEOUT - HELD, "{remaining:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_giving_up_at_random_past_the_cap_leave_no_place_taken_nor_request_queued() {
+    let (server, _lab) = serve(rpc::Server::new()).await;
+    let client = LabClient::from_client(
+        rpc::ClientBuilder::new()
+            .max_in_flight(2)
+            .connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    // Calls end every way at once, on both threads: answered, given up
+    // while queued, given up while sent, answered after their caller left.
+    let callers: Vec<_> = (0..32u64)
+        .map(|caller| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                // From no patience to 20 ms: on this machine about a third
+                // of the calls are answered.
+                for call in 0..50u64 {
+                    let patience = Duration::from_micros((caller * 7 + call * 13) % 40 * 500);
+                    if let Ok(result) = tokio::time::timeout(patience, client.sleep(0)).await {
+                        assert_eq!(result.unwrap(), 0);
+                    }
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    until_true("every place is free and nothing is queued", || {
+        let stats = &client.rpc_client().endpoints()[0];
+        stats.in_flight == 0 && stats.queued == 0
+    })
+    .await;
+    // And the connection still takes calls, up to its cap.
+    let last: Vec<_> = (0..4).map(|_| client.sleep(0)).collect();
+    for result in futures::future::join_all(last).await {
+        assert_eq!(result.unwrap(), 0);
+    }
+    server.stop().await;
+}
+
 /// A request frame for `Lab.blob(len)`, written by hand.
 fn blob_request(id: u64, len: u64) -> Vec<u8> {
     let mut args = vec![252];

@@ -152,6 +152,20 @@ async fn start(server: rpc::Server) -> (rpc::ServerHandle, Arc<LabImpl>, LabClie
     (handle, lab, client)
 }
 
+/// A server, and a client of it that keeps at most `max_in_flight` calls
+/// in flight.
+async fn capped(max_in_flight: usize) -> (rpc::ServerHandle, Arc<LabImpl>, LabClient) {
+    let (handle, lab) = serve(rpc::Server::new()).await;
+    let client = LabClient::from_client(
+        rpc::ClientBuilder::new()
+            .max_in_flight(max_in_flight)
+            .connect(handle.local_addr())
+            .await
+            .unwrap(),
+    );
+    (handle, lab, client)
+}
+
 /// Waits until `counter` reaches `at_least`. The time limit only turns a
 /// regression into a failure instead of a hung CI run; it decides nothing.
 async fn until(counter: &AtomicUsize, at_least: usize) {
@@ -506,14 +520,7 @@ async fn a_lost_connection_fails_calls_in_flight_but_retries_idempotent_ones_onc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_callers_wait_for_a_place_under_the_clients_in_flight_cap() {
-    let (server, lab) = serve(rpc::Server::new()).await;
-    let client = LabClient::from_client(
-        rpc::ClientBuilder::new()
-            .max_in_flight(4)
-            .connect(server.local_addr())
-            .await
-            .unwrap(),
-    );
+    let (server, lab, client) = capped(4).await;
     let calls: Vec<_> = (0..20u32)
         .map(|tag| {
             let client = client.clone();
@@ -533,14 +540,7 @@ async fn excess_callers_wait_for_a_place_under_the_clients_in_flight_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_waiting_for_a_place_gives_up_at_its_deadline_and_the_others_keep_their_turn() {
-    let (server, lab) = serve(rpc::Server::new()).await;
-    let client = LabClient::from_client(
-        rpc::ClientBuilder::new()
-            .max_in_flight(1)
-            .connect(server.local_addr())
-            .await
-            .unwrap(),
-    );
+    let (server, lab, client) = capped(1).await;
     let first = tokio::spawn({
         let client = client.with_timeout(Duration::from_secs(3600));
         async move { client.gated(1).await }
@@ -573,14 +573,7 @@ async fn a_caller_waiting_for_a_place_gives_up_at_its_deadline_and_the_others_ke
 async fn a_call_that_waited_for_a_place_leaves_with_the_time_its_caller_has_left_then() {
     const TIMEOUT: Duration = Duration::from_secs(10);
     const HELD: Duration = Duration::from_millis(300);
-    let (server, lab) = serve(rpc::Server::new()).await;
-    let client = LabClient::from_client(
-        rpc::ClientBuilder::new()
-            .max_in_flight(1)
-            .connect(server.local_addr())
-            .await
-            .unwrap(),
-    );
+    let (server, lab, client) = capped(1).await;
     let first = tokio::spawn({
         let client = client.clone();
         async move { client.gated(1).await }
@@ -606,14 +599,7 @@ async fn a_call_that_waited_for_a_place_leaves_with_the_time_its_caller_has_left
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_giving_up_at_random_past_the_cap_leave_no_place_taken_nor_request_queued() {
-    let (server, _lab) = serve(rpc::Server::new()).await;
-    let client = LabClient::from_client(
-        rpc::ClientBuilder::new()
-            .max_in_flight(2)
-            .connect(server.local_addr())
-            .await
-            .unwrap(),
-    );
+    let (server, _lab, client) = capped(2).await;
     // Calls end every way at once, on both threads: answered, given up
     // while queued, given up while sent, answered after their caller left.
     let callers: Vec<_> = (0..32u64)

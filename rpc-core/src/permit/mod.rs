@@ -4,9 +4,11 @@
 //! Both sides use the same pair. A server call holds its permit until its
 //! last frame is written (a client that stops reading holds its calls'
 //! permits, so it cannot make the server queue more); a client call until
-//! its answer comes *and* its request has left (abandoned calls cannot pile
-//! requests up behind a stalled socket). The writer reads how many permits
-//! are held to tell whether more frames are on their way.
+//! its caller has its answer (or gave up) *and* its request has left
+//! (abandoned calls cannot pile requests up behind a stalled socket). Only
+//! the server waits for a permit; a client call that finds none queues its
+//! request in its connection's call table. The writer reads how many
+//! permits are held to tell whether more frames are on their way.
 
 use std::future::Future;
 use std::pin::Pin;

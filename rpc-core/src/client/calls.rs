@@ -399,27 +399,21 @@ impl CallTable {
         let mut later = Later::default();
         let cancel = {
             let mut inner = self.lock();
-            match inner.calls.remove(&id) {
-                Some(Slot::Waiting { place, .. }) if id > inner.last_sent => {
-                    drop(place);
-                    self.unqueue(&mut inner, id);
-                    false
+            let (place, cancel) = match inner.calls.remove(&id) {
+                // Queued: it holds no place yet.
+                Some(Slot::Waiting { .. }) if id > inner.last_sent => {
+                    inner.unqueue(id);
+                    (None, false)
                 }
-                Some(Slot::Waiting { place, .. }) => {
-                    if let Some(place) = place {
-                        self.let_go(&mut inner, id, place, &mut later);
-                    }
-                    inner.closed.is_none()
-                }
+                Some(Slot::Waiting { place, .. }) => (place, inner.closed.is_none()),
                 // Its wait had ended: an answer nobody took.
-                Some(Slot::Answered { place, .. }) => {
-                    if let Some(place) = place {
-                        self.let_go(&mut inner, id, place, &mut later);
-                    }
-                    false
-                }
-                None => false,
+                Some(Slot::Answered { place, .. }) => (place, false),
+                None => (None, false),
+            };
+            if let Some(place) = place {
+                self.let_go(&mut inner, id, place, &mut later);
             }
+            cancel
         };
         later.run(self);
         cancel

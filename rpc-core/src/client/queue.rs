@@ -77,18 +77,20 @@ impl CallTable {
             self.end(inner, queued.id, ending, later);
         }
     }
+}
 
+impl Inner {
     /// Takes queued request `id` out of the queue: its caller gave up.
-    pub(super) fn unqueue(&self, inner: &mut Inner, id: u64) {
-        if let Ok(at) = inner.queue.binary_search_by_key(&id, |queued| queued.id) {
-            inner.queue.remove(at);
+    pub(super) fn unqueue(&mut self, id: u64) {
+        if let Ok(at) = self.queue.binary_search_by_key(&id, |queued| queued.id) {
+            self.queue.remove(at);
         }
     }
 
     /// Takes out of the queue the requests whose calls no longer wait
     /// (their deadline passed).
-    pub(super) fn unqueue_ended(&self, inner: &mut Inner) {
-        let Inner { queue, calls, .. } = inner;
+    pub(super) fn unqueue_ended(&mut self) {
+        let Inner { queue, calls, .. } = self;
         queue.retain(|queued| calls.get(&queued.id).is_some_and(|slot| slot.waiter().is_some()));
     }
 }

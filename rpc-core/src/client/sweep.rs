@@ -31,7 +31,7 @@ impl CallTable {
             let last_sent = inner.last_sent;
             let (sent, queued): (Vec<u64>, Vec<u64>) = expired.into_iter().partition(|id| *id <= last_sent);
             if !queued.is_empty() {
-                self.unqueue_ended(&mut inner);
+                inner.unqueue_ended();
             }
             inner.armed = inner.waiting().filter_map(|(_, waiter)| waiter.deadline()).min();
             (sent, inner.closed.is_none())

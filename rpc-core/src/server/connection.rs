@@ -161,8 +161,8 @@ impl Bursts {
         }
     }
 
-    /// A burst took `frames` and ended as `burst` says.
-    fn took(&mut self, frames: usize, burst: Burst) {
+    /// A burst took `frames` and ended as `burst` says, which it returns.
+    fn took(&mut self, frames: usize, burst: Burst) -> Burst {
         self.taken += frames;
         match burst {
             Burst::Cut => {}
@@ -176,6 +176,7 @@ impl Bursts {
             // Cut short by something else: no measure of a read.
             Burst::Held => self.taken = 0,
         }
+        burst
     }
 }
 
@@ -333,11 +334,7 @@ impl Connection {
                             self.on_frame(frame, !open, last_frame)
                                 .and_then(|()| self.on_buffered_frames(reader, !open, last_frame))
                         };
-                        if let Ok((burst, buffered)) = burst {
-                            // The frame read, and those behind it.
-                            self.bursts.took(1 + buffered, burst);
-                        }
-                        match burst.map(|(burst, _)| burst) {
+                        match burst {
                             Ok(Burst::Over | Burst::Held) => {}
                             // More may be buffered: the answers so far go
                             // out first, and other tasks get their turn.
@@ -381,13 +378,14 @@ impl Connection {
 
     /// Handles the frames already buffered behind the one just read (at
     /// `received`), up to the burst's length and while the queue has room,
-    /// as the loop would: how the burst ended, and how many it took.
+    /// as the loop would; how the burst ended, counted in [`Bursts`] with
+    /// the frame read.
     fn on_buffered_frames<R: FrameRead>(
         &mut self,
         reader: &mut R,
         draining: bool,
         received: Instant,
-    ) -> Result<(Burst, usize), Error> {
+    ) -> Result<Burst, Error> {
         let len = self.bursts.len;
         for taken in 0..len {
             // What the loop's select would see first still comes first (a
@@ -395,14 +393,14 @@ impl Connection {
             let interrupted = draining && self.state.interrupt.is_cancelled();
             let stopping = self.state.shutdown.is_cancelled() && !draining;
             if self.calls.queue_full() || self.stuck.is_cancelled() || stopping || interrupted {
-                return Ok((Burst::Held, taken));
+                return Ok(self.bursts.took(1 + taken, Burst::Held));
             }
             match reader.buffered_frame() {
                 Some(frame) => self.on_frame(frame?, draining, received)?,
-                None => return Ok((Burst::Over, taken)),
+                None => return Ok(self.bursts.took(1 + taken, Burst::Over)),
             }
         }
-        Ok((Burst::Cut, len))
+        Ok(self.bursts.took(1 + len, Burst::Cut))
     }
 
     /// Sends the goodbye: the client learns the last request that will be

@@ -700,15 +700,19 @@ async fn calls_held_back_at_a_goodbye_run_on_the_next_server() {
             tokio::spawn(async move { client.gated(tag).await })
         })
         .collect();
-    // The old server runs its cap's worth. It announced that cap, so the
-    // client keeps the rest back rather than sending them.
+    // The old server runs its cap's worth and queues all but one of as
+    // many again. It announced that cap, so the client keeps the rest back
+    // rather than sending them.
     until(&old_lab.waiting, CAP).await;
-    assert_eq!(old.stats().requests_received, CAP as u64);
+    until_true("the old server read all it queues", || {
+        old.stats().requests_received == 2 * CAP as u64 - 1
+    })
+    .await;
     proxy.retarget(new.local_addr());
     let shutdown = tokio::spawn(old.shutdown(Duration::from_secs(60)));
-    // At the goodbye, the calls held back leave for the new server while
-    // the ones the old server read still run there; those finish where
-    // they started.
+    // At the goodbye, the calls held back and those the old server queued
+    // (which never ran) leave for the new server, while the ones it
+    // started still run there; those finish where they started.
     until(&new_lab.finished, CALLS as usize - CAP).await;
     assert_eq!(old_lab.finished.load(Ordering::SeqCst), 0);
     old_lab.gate.add_permits(CAP);

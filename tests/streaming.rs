@@ -488,6 +488,10 @@ async fn a_finite_stream_open_at_a_graceful_shutdown_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_streams_than_the_servers_cap_share_one_connection_without_deadlock() {
+    // Four run; the client sends three more, which wait in the server's
+    // queue. One less than that queue holds, so the server goes on reading
+    // the credit the running streams need (a client that filled the queue
+    // would stall them all).
     let (server, _, client) = start(rpc::Server::new().max_calls_per_connection(4)).await;
     let streams: Vec<_> = (0..12u64)
         .map(|i| {

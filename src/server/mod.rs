@@ -300,7 +300,10 @@ impl Server {
     }
 
     /// Calls one connection may have in progress (running, or answered and
-    /// not yet written). At the cap the server stops reading from that
+    /// not yet written), announced to clients. Requests past the cap wait
+    /// in order, up to as many again; a client of this crate keeps one
+    /// fewer than that in flight, so its next request is here when a place
+    /// frees. With that queue full the server stops reading from the
     /// connection until a call finishes, so a client that floods requests,
     /// or never reads answers, is held back by TCP instead of filling the
     /// server's memory. Default 256; at least 1.

@@ -98,10 +98,11 @@ pub struct ClientConfig {
     /// sending it. Default: [`DEFAULT_MAX_FRAME_LEN`].
     pub max_frame_len: usize,
     /// Calls in flight at once on each server's connection (a client of
-    /// several servers may have this many on each); the requests of more
-    /// wait in order for a place, each within its caller's deadline, and
-    /// leave with the time their callers have left then. Default:
-    /// [`DEFAULT_MAX_IN_FLIGHT`].
+    /// several servers may have this many on each), and never more than
+    /// the server runs and queues, less one (511 for a server's default cap
+    /// of 256); the requests of more wait in order for a place, each within
+    /// its caller's deadline, and leave with the time their callers have
+    /// left then. Default: [`DEFAULT_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
     /// Delays between reconnect attempts, for clients that can redial.
     pub backoff: Backoff,

@@ -316,6 +316,40 @@ async fn the_server_stops_and_answers_a_call_at_its_deadline_while_a_longer_one_
     server.stop().await;
 }
 
+/// A request that waits in the server's queue past its caller's deadline
+/// is answered `DeadlineExceeded` when its turn comes, and never runs. The
+/// raw client sends no cancel, as a client whose cancel is still on the
+/// way would not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_deadline_passes_in_the_servers_queue_is_answered_and_never_run() {
+    let (server, lab) = serve(rpc::Server::new().max_calls_per_connection(1)).await;
+    let mut socket = raw::raw(server.local_addr()).await;
+    let gated = |id: u64, budget_micros: u64| {
+        raw::frame(
+            1,
+            id,
+            &raw::request_payload(budget_micros, b"Lab.gated", &[id as u8]),
+        )
+    };
+    socket.write_all(&gated(1, 3_600_000_000)).await.unwrap();
+    until(&lab.waiting, 1).await;
+    socket.write_all(&gated(2, 100_000)).await.unwrap();
+    until_true("the second request is read, and queued", || {
+        server.stats().requests_received == 2
+    })
+    .await;
+    // Past its 100 ms by any clock: this sets the scene, and decides nothing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lab.gate.add_permits(2);
+    assert_eq!(raw::read_frame(&mut socket).await, (2, 1, vec![1]));
+    let (kind, id, payload) = raw::read_frame(&mut socket).await;
+    assert_eq!((kind, id), (3, 2), "an error frame for the late call");
+    assert_eq!(payload[0], 5, "code 5, deadline exceeded");
+    assert_eq!(lab.waiting.load(Ordering::SeqCst), 1, "the late call never ran");
+    assert_eq!(lab.finished.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
 /// B's handler waits, then asks C how much budget it has.
 #[rpc::service]
 pub trait Middle {

@@ -486,6 +486,57 @@ async fn a_finite_stream_open_at_a_graceful_shutdown_completes() {
     shutdown.await.unwrap();
 }
 
+/// The client keeps all but one of the server's queue filled. A stream
+/// dropped there must be cancelled before its place goes to a request
+/// waiting on the client: the other way round, the server would read the
+/// request first, find its queue full and stop reading, and the cancel and
+/// the credit of the streams still running would never reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_is_cancelled_before_its_place_goes_to_the_next_request() {
+    let (server, streams) = {
+        let (server, streams, _) = start(rpc::Server::new().max_calls_per_connection(2)).await;
+        (server, streams)
+    };
+    let client = StreamsClient::connect(server.local_addr()).await.unwrap();
+    let client = client.with_timeout(Duration::from_secs(3600));
+    // The server's two places, held by streams that never end.
+    let mut dropped = client.forever();
+    assert_eq!(dropped.next().await.unwrap().unwrap(), 0);
+    let mut kept = client.forever();
+    assert_eq!(kept.next().await.unwrap().unwrap(), 0);
+    let counting = |client: StreamsClient| {
+        tokio::spawn(async move { client.count(3).map(Result::unwrap).collect::<Vec<u64>>().await })
+    };
+    // One more waits in the server's queue (the client's third place) ...
+    let queued_there = counting(client.clone());
+    until("the server has read three requests", || {
+        server.stats().requests_received == 3
+    })
+    .await;
+    // ... and one on the client.
+    let queued_here = counting(client.clone());
+    until("a request waits on the client", || {
+        client.rpc_client().endpoints()[0].queued == 1
+    })
+    .await;
+    drop(dropped);
+    // The stream still running needs the server to read its credit.
+    for expected in 1..1000 {
+        let item = tokio::time::timeout(Duration::from_secs(30), kept.next())
+            .await
+            .expect("the server stopped reading: a stream waits for credit");
+        assert_eq!(item.unwrap().unwrap(), expected);
+    }
+    assert_eq!(queued_there.await.unwrap(), vec![0, 1, 2]);
+    assert_eq!(queued_here.await.unwrap(), vec![0, 1, 2]);
+    drop(kept);
+    until("both never-ending handlers are dropped", || {
+        streams.forever_dropped.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_streams_than_the_servers_cap_share_one_connection_without_deadlock() {
     // Four run; the client sends three more, which wait in the server's

@@ -392,9 +392,11 @@ impl CallTable {
     }
 
     /// The caller of call `id` stopped waiting: forgets the call (and its
-    /// answer if nobody took it) and lets its place go. Whether it was
-    /// still waiting on a live connection for an answer, and so deserves
-    /// a cancel. A queued request is taken out of the queue: it never left.
+    /// answer if nobody took it) and lets its place go. A call still
+    /// waiting on a live connection for an answer gets a cancel, sent
+    /// ahead of the request that takes its place, so the server never sees
+    /// more calls than the client counts (`connection::places`); whether it
+    /// got one. A queued request is taken out of the queue: it never left.
     pub(super) fn forget(&self, id: u64) -> bool {
         let mut later = Later::default();
         let cancel = {
@@ -410,6 +412,10 @@ impl CallTable {
                 Some(Slot::Answered { place, .. }) => (place, false),
                 None => (None, false),
             };
+            if cancel {
+                // A gone writer means a closed connection: nobody to tell.
+                let _ = self.outbox.send_payload(Kind::Cancel, id, Bytes::new());
+            }
             if let Some(place) = place {
                 self.let_go(&mut inner, id, place, &mut later);
             }

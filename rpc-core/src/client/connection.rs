@@ -241,12 +241,6 @@ impl Connection {
         }
         Ok((reply, queued))
     }
-
-    /// Tells the server to stop call `id`, which nobody waits for any more.
-    pub(super) fn cancel(&self, id: u64) {
-        // A gone writer means a closed connection: nobody to tell.
-        let _ = self.outbox.send_payload(Kind::Cancel, id, Bytes::new());
-    }
 }
 
 /// A request ready for the wire: its head (with the budget left) and its
@@ -340,8 +334,8 @@ struct PendingCall<'a> {
 
 impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
-        if !self.answered && self.connection.calls.forget(self.id) {
-            self.connection.cancel(self.id);
+        if !self.answered {
+            self.connection.calls.forget(self.id);
         }
     }
 }

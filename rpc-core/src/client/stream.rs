@@ -214,8 +214,8 @@ impl StreamCall {
 impl Drop for StreamCall {
     fn drop(&mut self) {
         self.pump = None;
-        if !self.finished && self.connection.calls.forget(self.id) {
-            self.connection.cancel(self.id);
+        if !self.finished {
+            self.connection.calls.forget(self.id);
         }
     }
 }

@@ -17,7 +17,7 @@ impl CallTable {
     /// of the queue; re-arms the sweep for the calls left.
     pub(super) fn expire(&self, now: Instant) {
         let mut later = Later::default();
-        let (sent, live) = {
+        {
             let mut inner = self.lock();
             // Only unary calls have deadlines here.
             let expired: Vec<u64> = inner
@@ -25,24 +25,27 @@ impl CallTable {
                 .filter(|(_, waiter)| waiter.deadline().is_some_and(|deadline| deadline <= now))
                 .map(|(id, _)| id)
                 .collect();
+            // The cancels go out ahead of the requests that take the
+            // places these calls free (a caller woken below may free its
+            // place at once): the server must never see more calls than
+            // the client counts, or its queue could fill and it would stop
+            // reading (`connection::places`).
+            let last_sent = inner.last_sent;
+            if inner.closed.is_none() {
+                for id in expired.iter().filter(|id| **id <= last_sent) {
+                    // A gone writer means a closed connection: nobody to tell.
+                    let _ = self.outbox.send_payload(Kind::Cancel, *id, Bytes::new());
+                }
+            }
             for id in &expired {
                 self.end(&mut inner, *id, Ending::Expired, &mut later);
             }
-            let last_sent = inner.last_sent;
-            let (sent, queued): (Vec<u64>, Vec<u64>) = expired.into_iter().partition(|id| *id <= last_sent);
-            if !queued.is_empty() {
+            if expired.iter().any(|id| *id > last_sent) {
                 inner.unqueue_ended();
             }
             inner.armed = inner.waiting().filter_map(|(_, waiter)| waiter.deadline()).min();
-            (sent, inner.closed.is_none())
-        };
-        later.run(self);
-        if live {
-            for id in sent {
-                // A gone writer means a closed connection: nobody to tell.
-                let _ = self.outbox.send_payload(Kind::Cancel, id, Bytes::new());
-            }
         }
+        later.run(self);
     }
 }
 

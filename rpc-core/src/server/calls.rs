@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::context::Context;
 use crate::error::{ErrorCode, WireError};
 use crate::permit::{CallPermit, CallPermits};
-use crate::server::call::{Call, CallHandle, End, Launch, Outbox, Work};
+use crate::server::call::{Call, CallHandle, End, Launch, Outbox, Work, deadline_exceeded};
 use crate::server::report::Reports;
 use crate::server::router::Route;
 use crate::server::{Outcome, ServerState};
@@ -214,9 +214,25 @@ impl CallTable {
 
     /// Launches the first queued call under `permit`.
     pub(super) fn launch_next(&mut self, permit: CallPermit) {
-        if let Some(Queued { id, admitted }) = self.queue.pop_front() {
-            self.launch(id, admitted, Some(Placed::InTable), permit);
-        }
+        let Some(Queued { id, admitted }) = self.queue.pop_front() else {
+            return;
+        };
+        let admitted = match admitted {
+            // Its caller's deadline passed while it waited: answered so,
+            // not run late. (One that runs to completion keeps only the
+            // server's ceiling.)
+            Admitted::Run {
+                work,
+                to_completion: false,
+                ..
+            } if Instant::now() >= work.ctx.deadline() => {
+                self.forget(id);
+                let late = deadline_exceeded(work.ctx.method());
+                Admitted::Refuse(late, Outcome::DeadlineExceeded)
+            }
+            admitted => admitted,
+        };
+        self.launch(id, admitted, Some(Placed::InTable), permit);
     }
 
     fn launch(&mut self, id: u64, admitted: Admitted, entry: Option<Placed>, permit: CallPermit) {

@@ -350,6 +350,67 @@ async fn a_request_whose_deadline_passes_in_the_servers_queue_is_answered_and_ne
     server.stop().await;
 }
 
+/// A `no_cancel` call its caller gives up on (at its deadline, or by
+/// dropping it) still runs on the server, so it keeps its place on the
+/// client until its answer comes: the next call waits on the client, not in
+/// the server's queue, where it would be one call more than the client
+/// counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_cancel_call_given_up_on_keeps_its_place_until_the_server_answers() {
+    let (server, lab) = serve(rpc::Server::new().max_calls_per_connection(1)).await;
+    let client = LabClient::connect(server.local_addr()).await.unwrap();
+
+    // Given up on at its deadline.
+    let err = client
+        .with_timeout(Duration::from_millis(100))
+        .must_finish()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, rpc::Error::DeadlineExceeded { .. }), "{err:?}");
+    until(&lab.waiting, 1).await;
+    let next = next_waits_for_the_place(&client, &server, 7, 1).await;
+    lab.gate.add_permits(2);
+    assert_eq!(next.await.unwrap().unwrap(), 7);
+
+    // Given up on by dropping it.
+    let dropped = tokio::time::timeout(Duration::from_millis(100), client.must_finish()).await;
+    assert!(dropped.is_err(), "the call waits at the gate");
+    until(&lab.waiting, 3).await;
+    let next = next_waits_for_the_place(&client, &server, 8, 3).await;
+    lab.gate.add_permits(2);
+    assert_eq!(next.await.unwrap().unwrap(), 8);
+    assert_eq!(
+        lab.finished.load(Ordering::SeqCst),
+        4,
+        "both no_cancel calls ran to their end"
+    );
+    server.stop().await;
+}
+
+/// Starts `gated(tag)`, and waits until it waits on the client for a
+/// place, the server having read `read` requests.
+async fn next_waits_for_the_place(
+    client: &LabClient,
+    server: &rpc::ServerHandle,
+    tag: u32,
+    read: u64,
+) -> tokio::task::JoinHandle<Result<u32, rpc::Error>> {
+    let next = tokio::spawn({
+        let client = client.clone();
+        async move { client.gated(tag).await }
+    });
+    until_true("the next call waits on the client", || {
+        client.rpc_client().endpoints()[0].queued == 1
+    })
+    .await;
+    assert_eq!(
+        server.stats().requests_received,
+        read,
+        "the next call stayed on the client"
+    );
+    next
+}
+
 /// B's handler waits, then asks C how much budget it has.
 #[rpc::service]
 pub trait Middle {

@@ -84,6 +84,10 @@ pub(super) struct Inner {
     /// Places of calls that ended before their requests were written, by
     /// request id.
     parked: Vec<(u64, CallPermit)>,
+    /// Places of calls given up on that the server runs to their end
+    /// anyway ([`Waiter::cancellable`]), by request id: each goes when the
+    /// answer comes.
+    kept: Vec<(u64, CallPermit)>,
 }
 
 impl Inner {
@@ -106,6 +110,12 @@ impl Inner {
     pub(super) fn mark_sent(&mut self, id: u64) {
         self.last_sent = id;
         self.sent += 1;
+    }
+
+    /// The place kept for call `id`, given up on, if any.
+    fn unkeep(&mut self, id: u64) -> Option<CallPermit> {
+        let at = self.kept.iter().position(|(kept, _)| *kept == id)?;
+        Some(self.kept.swap_remove(at).1)
     }
 
     /// The calls still waiting for their answers.
@@ -245,10 +255,15 @@ impl CallTable {
         };
         let place = match slot {
             Slot::Waiting {
-                waiter: Waiter::Unary { waker, .. },
+                waiter: Waiter::Unary {
+                    waker, to_completion, ..
+                },
                 place,
             } => {
-                let place = place.take();
+                let mut place = place.take();
+                if *to_completion && matches!(ending, Ending::Expired) {
+                    inner.kept.extend(place.take().map(|place| (id, place)));
+                }
                 later.wake(waker.take().map(Wake::Caller));
                 *slot = Slot::Answered {
                     reply: ending.into_reply(),
@@ -315,6 +330,9 @@ impl CallTable {
             // Not waiting: the call already gave up (deadline, dropped
             // future).
             self.end(&mut inner, id, Ending::Answer(answer), &mut later);
+            if let Some(place) = inner.unkeep(id) {
+                self.let_go(&mut inner, id, place, &mut later);
+            }
         }
         later.run(self);
         Ok(())
@@ -405,6 +423,10 @@ impl CallTable {
                 // Queued: it holds no place yet.
                 Some(Slot::Waiting { .. }) if id > inner.last_sent => {
                     inner.unqueue(id);
+                    (None, false)
+                }
+                Some(Slot::Waiting { waiter, place }) if !waiter.cancellable() && inner.closed.is_none() => {
+                    inner.kept.extend(place.map(|place| (id, place)));
                     (None, false)
                 }
                 Some(Slot::Waiting { place, .. }) => (place, inner.closed.is_none()),
@@ -514,6 +536,8 @@ impl CallTable {
             // server says it started.
             let last_sent = inner.last_sent;
             inner.queue.clear();
+            // The server never started these, and has forgotten them.
+            inner.kept.retain(|(id, _)| *id <= last_started);
             let ids: Vec<u64> = inner
                 .waiting()
                 .map(|(id, _)| id)
@@ -544,9 +568,10 @@ impl CallTable {
                 };
                 self.end(&mut inner, id, ending, &mut later);
             }
-            std::mem::take(&mut inner.parked)
+            (std::mem::take(&mut inner.parked), std::mem::take(&mut inner.kept))
         };
-        // Nothing more is written: the parked places are free.
+        // Nothing more is written, or answered: the parked and kept places
+        // are free.
         drop(parked);
         later.run(self);
     }

@@ -215,6 +215,7 @@ impl Connection {
         let waiter = Waiter::Unary {
             waker: Some(waker),
             deadline,
+            to_completion: request.to_completion,
         };
         let (id, queued) = match self.calls.send(request.payload, waiter, deadline)? {
             Ok(sent) => sent,
@@ -249,6 +250,9 @@ impl Connection {
 pub(crate) struct Request {
     pub(crate) method: &'static str,
     pub(crate) payload: Bytes,
+    /// `#[rpc(no_cancel)]`: the server runs it to its end whatever the
+    /// caller does.
+    pub(crate) to_completion: bool,
 }
 
 impl Request {
@@ -280,6 +284,7 @@ impl Request {
         Ok(Some(Request {
             method: callee.name,
             payload,
+            to_completion: request.descriptor().is_some_and(|method| method.no_cancel),
         }))
     }
 }

@@ -140,6 +140,7 @@ mod tests {
             let waiter = Waiter::Unary {
                 waker: None,
                 deadline,
+                to_completion: false,
             };
             self.calls
                 .send(payload.freeze(), waiter, deadline)
@@ -284,10 +285,13 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         let first = line.call(deadline);
         let second = line.call(deadline);
-        // Given up on before its request was written: the place waits.
+        // Given up on before its request was written: the place waits, and
+        // the cancel follows the request.
         assert!(line.calls.forget(first));
         assert_eq!(line.places_taken(), 1);
-        assert_eq!(ids(line.written()), [first]);
+        let written = line.written();
+        assert_eq!(ids(written.clone()), [first, first]);
+        assert_eq!(written[1].0, Kind::Cancel);
         assert_eq!(ids(line.written()), [second]);
         line.finish(second);
         assert_eq!(line.places_taken(), 0);

@@ -20,10 +20,10 @@ impl CallTable {
         {
             let mut inner = self.lock();
             // Only unary calls have deadlines here.
-            let expired: Vec<u64> = inner
+            let expired: Vec<(u64, bool)> = inner
                 .waiting()
                 .filter(|(_, waiter)| waiter.deadline().is_some_and(|deadline| deadline <= now))
-                .map(|(id, _)| id)
+                .map(|(id, waiter)| (id, waiter.cancellable()))
                 .collect();
             // The cancels go out ahead of the requests that take the
             // places these calls free (a caller woken below may free its
@@ -32,15 +32,18 @@ impl CallTable {
             // reading (`connection::places`).
             let last_sent = inner.last_sent;
             if inner.closed.is_none() {
-                for id in expired.iter().filter(|id| **id <= last_sent) {
+                for (id, _) in expired
+                    .iter()
+                    .filter(|(id, cancellable)| *cancellable && *id <= last_sent)
+                {
                     // A gone writer means a closed connection: nobody to tell.
                     let _ = self.outbox.send_payload(Kind::Cancel, *id, Bytes::new());
                 }
             }
-            for id in &expired {
+            for (id, _) in &expired {
                 self.end(&mut inner, *id, Ending::Expired, &mut later);
             }
-            if expired.iter().any(|id| *id > last_sent) {
+            if expired.iter().any(|(id, _)| *id > last_sent) {
                 inner.unqueue_ended();
             }
             inner.armed = inner.waiting().filter_map(|(_, waiter)| waiter.deadline()).min();

@@ -68,7 +68,13 @@ pub(super) enum Waiter {
     /// A one-answer call: its caller's task once it has polled for the
     /// answer, and when it stops waiting. The answer goes in the table
     /// ([`CallTable::poll_reply`]): a call costs no channel.
-    Unary { waker: Option<Waker>, deadline: Instant },
+    /// `to_completion`: `#[rpc(no_cancel)]`, which the server runs to its
+    /// end whatever the caller does.
+    Unary {
+        waker: Option<Waker>,
+        deadline: Instant,
+        to_completion: bool,
+    },
     /// A streaming call: events in order, and the credit of the stream the
     /// client sends, if it sends one.
     Stream {
@@ -87,6 +93,21 @@ impl Waiter {
         {
             credit.open();
         }
+    }
+
+    /// Whether a cancel stops the call on the server, and so frees its
+    /// place there: not for a unary `#[rpc(no_cancel)]` call, which keeps
+    /// its place on the client until its answer comes, or the server
+    /// would hold one call more than the client counts
+    /// (`connection::places`).
+    pub(super) fn cancellable(&self) -> bool {
+        !matches!(
+            self,
+            Waiter::Unary {
+                to_completion: true,
+                ..
+            }
+        )
     }
 
     /// The deadline the connection's sweep enforces; streaming calls keep

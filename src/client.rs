@@ -107,9 +107,11 @@ impl ClientBuilder {
         self
     }
 
-    /// Calls in flight at once; the requests of further calls wait in
-    /// order for a place (within their callers' deadlines), and leave with
-    /// the time their callers have left then. Default 1024; at least 1.
+    /// Calls in flight at once on each connection, and never more than the
+    /// server runs and queues, less one (511 for a server's default cap of
+    /// 256); the requests of further calls wait in order for a place
+    /// (within their callers' deadlines), and leave with the time their
+    /// callers have left then. Default 1024; at least 1.
     pub fn max_in_flight(mut self, calls: usize) -> ClientBuilder {
         self.config.max_in_flight = calls.max(1);
         self

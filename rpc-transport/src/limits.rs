@@ -14,7 +14,8 @@ pub struct Limits {
     /// How long one frame may take to arrive once its first byte has.
     pub frame_timeout: Duration,
     /// For a server: the calls it runs at once per connection, announced in
-    /// its preface so clients keep no more in flight. Clients leave it 0.
+    /// its preface; it queues as many again, and clients keep fewer than
+    /// twice this in flight. Clients leave it 0.
     pub max_calls: usize,
 }
 

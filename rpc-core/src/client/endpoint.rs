@@ -95,9 +95,10 @@ pub struct EndpointStats {
     pub connected: bool,
     /// Calls in flight on it now.
     pub in_flight: usize,
-    /// Calls whose requests wait for a place under its connection's cap on
-    /// calls in flight ([`ClientConfig::max_in_flight`](crate::client::ClientConfig::max_in_flight),
-    /// or the server's own cap if smaller).
+    /// Calls whose requests wait on the client for a place under its
+    /// connection's cap on calls in flight
+    /// ([`ClientConfig::max_in_flight`](crate::client::ClientConfig::max_in_flight),
+    /// or one fewer than the server runs and queues, if smaller).
     pub queued: usize,
     /// Calls sent through it, in all.
     pub calls: u64,

@@ -102,8 +102,8 @@ pub struct Preface {
     /// Protocol version the sender speaks.
     pub version: u16,
     /// Calls the sender runs at once on one connection; 0 for no stated
-    /// limit (clients always send 0). A client keeps no more calls than
-    /// this in flight.
+    /// limit (clients always send 0). A server queues as many again, and
+    /// a client keeps fewer than twice this in flight.
     pub max_calls: u16,
     /// The largest frame payload, in bytes, that the sender accepts.
     pub max_frame_len: u32,

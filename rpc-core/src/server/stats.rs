@@ -45,8 +45,9 @@ pub(crate) enum Outcome {
 pub struct ServerStats {
     /// Connections past the preface exchange and not yet closed.
     pub open_connections: usize,
-    /// Calls read and not yet fully answered: running, or answered with the
-    /// answer still waiting to be written to a slow client.
+    /// Calls holding a place under the connection's cap: running, or
+    /// answered with the answer still waiting to be written to a slow
+    /// client. Requests queued past the cap are not counted.
     pub calls_in_progress: usize,
     /// The most `calls_in_progress` has ever been.
     pub peak_calls_in_progress: usize,

@@ -352,16 +352,24 @@ impl CallTable {
             return Err(ProtocolError::NotSent { kind, id });
         }
         let Some(Slot::Waiting { waiter, .. }) = inner.calls.get(&id) else {
-            // Finished calls may still receive frames that crossed ours.
+            // Finished calls may still receive frames that crossed ours. A
+            // stream's end is an answer: a place kept for the call goes.
+            if let (Kind::End, Some(place)) = (kind, inner.unkeep(id)) {
+                self.let_go(&mut inner, id, place, later);
+            }
             return Ok(());
         };
         let Waiter::Stream { events, credit } = waiter else {
             // A server whose method streams where ours does not (a version
-            // mismatch): that call fails, the connection goes on.
+            // mismatch): that call fails, the connection goes on, and the
+            // server's stream is stopped before the call's place goes.
             let failed = WireError::new(
                 ErrorCode::Internal,
                 "the server sent a stream where this client expects one value; client and server disagree on the method",
             );
+            if inner.closed.is_none() {
+                let _ = self.outbox.send_payload(Kind::Cancel, id, Bytes::new());
+            }
             self.end(&mut inner, id, Ending::Answer(Err(failed)), later);
             return Ok(());
         };

@@ -98,6 +98,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
+    use std::sync::Arc;
     use std::task::{Context, Poll};
     use std::time::Duration;
 
@@ -134,13 +135,22 @@ mod tests {
         }
 
         fn call_with(&self, deadline: Instant, args: &[u8]) -> u64 {
+            self.send(deadline, args, false)
+        }
+
+        /// Sends a unary call the server runs to its end whatever happens.
+        fn call_to_completion(&self, deadline: Instant) -> u64 {
+            self.send(deadline, b"args", true)
+        }
+
+        fn send(&self, deadline: Instant, args: &[u8], to_completion: bool) -> u64 {
             let mut payload = BytesMut::new();
             RequestHead::encode("T.m", deadline - Instant::now(), &mut payload);
             payload.extend_from_slice(args);
             let waiter = Waiter::Unary {
                 waker: None,
                 deadline,
-                to_completion: false,
+                to_completion,
             };
             self.calls
                 .send(payload.freeze(), waiter, deadline)
@@ -362,6 +372,93 @@ mod tests {
         );
         assert!(line.reply(queued).is_pending());
         line.finish(sent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_given_up_on_is_cancelled_before_its_place_takes_the_next_request() {
+        let line = line(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let first = line.call(deadline);
+        let queued = line.call(deadline);
+        line.written();
+        assert!(line.calls.forget(first));
+        assert_eq!(
+            line.written(),
+            [
+                (Kind::Cancel, first, None),
+                (REQUEST, queued, Some(Duration::from_secs(10)))
+            ]
+        );
+        line.finish(queued);
+    }
+
+    /// A caller that takes its end the moment it is woken, as one on
+    /// another thread may, before the waker's caller goes on.
+    struct TakesItsEnd(Arc<Line>, u64);
+
+    impl std::task::Wake for TakesItsEnd {
+        fn wake(self: Arc<Self>) {
+            assert!(matches!(self.0.reply(self.1), Poll::Ready(Reply::Expired)));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_cancels_before_an_expired_caller_hands_its_place_on() {
+        let line = Arc::new(line(1));
+        let due = Instant::now() + Duration::from_secs(1);
+        let first = line.call(due);
+        let later = line.call(Instant::now() + Duration::from_secs(10));
+        line.written();
+        let waker = std::task::Waker::from(Arc::new(TakesItsEnd(Arc::clone(&line), first)));
+        assert!(
+            line.calls
+                .poll_reply(first, &mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        line.calls.expire(Instant::now());
+        assert_eq!(
+            line.written(),
+            [
+                (Kind::Cancel, first, None),
+                (REQUEST, later, Some(Duration::from_secs(9)))
+            ]
+        );
+        line.finish(later);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_no_cancel_call_given_up_on_keeps_its_place_until_its_answer_or_the_end() {
+        let line = line(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let kept = line.call_to_completion(deadline);
+        let queued = line.call(deadline);
+        line.written();
+        // No cancel, and the place stays: the server still runs it.
+        assert!(!line.calls.forget(kept));
+        assert_eq!(line.written(), []);
+        assert_eq!((line.queue_len(), line.places_taken()), (1, 1));
+        // Its answer frees the place for the next request.
+        line.calls.complete(kept, Ok(Bytes::new())).unwrap();
+        assert_eq!(ids(line.written()), [queued]);
+        line.finish(queued);
+        assert_eq!(line.places_taken(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kept_places_go_at_a_goodbye_for_calls_never_started_and_all_at_the_close() {
+        let line = line(2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let started = line.call_to_completion(deadline);
+        let never_started = line.call_to_completion(deadline);
+        line.written();
+        line.calls.forget(started);
+        line.calls.forget(never_started);
+        assert_eq!(line.places_taken(), 2);
+        line.calls.goodbye(started);
+        assert_eq!(line.places_taken(), 1);
+        line.calls.close(crate::error::Error::disconnected("gone"));
+        assert_eq!(line.places_taken(), 0);
     }
 
     #[tokio::test(start_paused = true)]

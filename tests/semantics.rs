@@ -273,6 +273,15 @@ async fn a_silent_server_cannot_outlast_the_clients_deadline_and_hears_the_cance
     assert_eq!(next_frame().await, (4, 1), "the abandoned call's cancel");
 }
 
+/// A raw `Lab.gated` request `id`, with a budget of `budget_micros`.
+fn gated_request(id: u64, budget_micros: u64) -> Vec<u8> {
+    raw::frame(
+        1,
+        id,
+        &raw::request_payload(budget_micros, b"Lab.gated", &[id as u8]),
+    )
+}
+
 /// The server side of the same: one request with an hour's budget, then
 /// one with 100 ms, both parked at the gate. The server's deadline sweep,
 /// armed for the hour, must be pulled forward; the short call is stopped
@@ -281,16 +290,9 @@ async fn a_silent_server_cannot_outlast_the_clients_deadline_and_hears_the_cance
 async fn the_server_stops_and_answers_a_call_at_its_deadline_while_a_longer_one_waits() {
     let (server, lab) = serve(rpc::Server::new()).await;
     let mut socket = raw::raw(server.local_addr()).await;
-    let gated = |id: u64, budget_micros: u64| {
-        raw::frame(
-            1,
-            id,
-            &raw::request_payload(budget_micros, b"Lab.gated", &[id as u8]),
-        )
-    };
-    socket.write_all(&gated(1, 3_600_000_000)).await.unwrap();
+    socket.write_all(&gated_request(1, 3_600_000_000)).await.unwrap();
     until(&lab.waiting, 1).await;
-    socket.write_all(&gated(2, 100_000)).await.unwrap();
+    socket.write_all(&gated_request(2, 100_000)).await.unwrap();
     let (kind, id, payload) = tokio::time::timeout(Duration::from_secs(30), raw::read_frame(&mut socket))
         .await
         .expect("the short call must be answered at its deadline");
@@ -318,22 +320,14 @@ async fn the_server_stops_and_answers_a_call_at_its_deadline_while_a_longer_one_
 
 /// A request that waits in the server's queue past its caller's deadline
 /// is answered `DeadlineExceeded` when its turn comes, and never runs. The
-/// raw client sends no cancel, as a client whose cancel is still on the
-/// way would not have.
+/// raw client sends no cancel: the case of a cancel still on its way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_whose_deadline_passes_in_the_servers_queue_is_answered_and_never_run() {
     let (server, lab) = serve(rpc::Server::new().max_calls_per_connection(1)).await;
     let mut socket = raw::raw(server.local_addr()).await;
-    let gated = |id: u64, budget_micros: u64| {
-        raw::frame(
-            1,
-            id,
-            &raw::request_payload(budget_micros, b"Lab.gated", &[id as u8]),
-        )
-    };
-    socket.write_all(&gated(1, 3_600_000_000)).await.unwrap();
+    socket.write_all(&gated_request(1, 3_600_000_000)).await.unwrap();
     until(&lab.waiting, 1).await;
-    socket.write_all(&gated(2, 100_000)).await.unwrap();
+    socket.write_all(&gated_request(2, 100_000)).await.unwrap();
     until_true("the second request is read, and queued", || {
         server.stats().requests_received == 2
     })

@@ -274,8 +274,9 @@
 //! task of its own, and answers in completion order, so a slow call never
 //! holds up a fast one. Frames queued while the connection is busy go out together
 //! in one write. A client caps its calls in flight, a server its calls in
-//! progress per connection; at the cap the server stops reading and TCP holds
-//! the client back. See [`Server`] for every limit and its default.
+//! progress per connection; past the cap requests queue on the server, up to
+//! as many again, and past that the server stops reading and TCP holds the
+//! client back. See [`Server`] for every limit and its default.
 //!
 //! # Errors
 //!

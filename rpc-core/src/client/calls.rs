@@ -4,7 +4,8 @@
 //!
 //! A call holds its place from the moment its request leaves until it is
 //! over (its caller took its answer, or gave up; a stream ended) and its
-//! request has been written. The table keeps the place, so it is freed
+//! request has been written; a unary `no_cancel` call given up on, until
+//! the server answers it, since the server runs it on. The table keeps the place, so it is freed
 //! where the call ends, under the lock taken anyway. A call that finds no
 //! place free queues its request (`queue`); a freed place goes to the
 //! oldest queued request, which leaves at once. A waiting caller is woken
@@ -86,7 +87,8 @@ pub(super) struct Inner {
     parked: Vec<(u64, CallPermit)>,
     /// Places of calls given up on that the server runs to their end
     /// anyway ([`Waiter::cancellable`]), by request id: each goes when the
-    /// answer comes.
+    /// answer comes, at a goodbye if the server never started the call, or
+    /// when the connection closes.
     kept: Vec<(u64, CallPermit)>,
 }
 
@@ -261,6 +263,9 @@ impl CallTable {
                 place,
             } => {
                 let mut place = place.take();
+                // The deadline sweep is the one ending that gives up on a
+                // call the server may still be running; the others are its
+                // answer, or a connection that ended.
                 if *to_completion && matches!(ending, Ending::Expired) {
                     inner.kept.extend(place.take().map(|place| (id, place)));
                 }

@@ -41,9 +41,10 @@ pub(crate) struct Connection {
     /// Whether any call on this connection got an answer; a connection that
     /// dies before serving one counts as a failed attempt for the backoff.
     served: AtomicBool,
-    /// Permits for calls in flight: the client's own limit, or the server's
-    /// announced one if smaller, so a server never has to hold back a
-    /// request of ours (and with it, frames that running calls need).
+    /// Permits for calls in flight: the client's own limit, or what the
+    /// server runs and queues less one, if fewer ([`places`]), so a server
+    /// never has to hold back a request of ours for long (and with it,
+    /// frames that running calls need).
     permits: CallPermits,
     /// What decoding the server's answers may cost.
     pub(super) decode: DecodeLimits,
@@ -71,8 +72,10 @@ impl Drop for Connection {
 /// place frees, where one held back by the client starts a round trip
 /// later, and with 1 024 callers on a 256-call server the round trips
 /// were what bounded the calls a second. One less than the queue holds:
-/// the server never stops reading a client that keeps to this, so the
-/// cancels, credit and items its running calls need always get through.
+/// the server stops reading a client that keeps to this at most for the
+/// moment a call it stopped takes to let its place go (a cancel and the
+/// request taking its place can come in one read), so the cancels, credit
+/// and items its running calls need always get through.
 fn places(max_in_flight: usize, max_calls: u16) -> usize {
     match usize::from(max_calls) {
         0 => max_in_flight,
@@ -202,7 +205,9 @@ impl Connection {
     ///
     /// If this future is dropped before the answer arrives (a `select!`, a
     /// dropped caller), the server is told to stop the call, as it is when
-    /// the deadline passes; a request still queued never leaves.
+    /// the deadline passes (unless it is `no_cancel`, which the server runs
+    /// on: it keeps its place until answered); a request still queued never
+    /// leaves.
     pub(crate) async fn round_trip(
         &self,
         request: Request,
@@ -251,7 +256,8 @@ pub(crate) struct Request {
     pub(crate) method: &'static str,
     pub(crate) payload: Bytes,
     /// `#[rpc(no_cancel)]`: the server runs it to its end whatever the
-    /// caller does.
+    /// caller does. Known from the method's descriptor: a request with
+    /// none counts as cancellable.
     pub(crate) to_completion: bool,
 }
 
@@ -329,7 +335,8 @@ pub(crate) fn encode_head(
 }
 
 /// A call waiting for its answer. Dropped unanswered, it forgets the call
-/// and sends the server a cancel, so abandoned calls leave nothing behind on
+/// and sends the server a cancel (none for a `no_cancel` call, which keeps
+/// its place until answered), so abandoned calls leave nothing behind on
 /// either side.
 struct PendingCall<'a> {
     connection: &'a Connection,

@@ -428,7 +428,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_no_cancel_call_given_up_on_keeps_its_place_until_its_answer_or_the_end() {
+    async fn a_no_cancel_call_given_up_on_keeps_its_place_until_its_answer() {
         let line = line(1);
         let deadline = Instant::now() + Duration::from_secs(10);
         let kept = line.call_to_completion(deadline);
@@ -443,6 +443,39 @@ mod tests {
         assert_eq!(ids(line.written()), [queued]);
         line.finish(queued);
         assert_eq!(line.places_taken(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_end_for_a_kept_call_frees_its_place() {
+        let line = line(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let kept = line.call_to_completion(deadline);
+        line.written();
+        line.calls.forget(kept);
+        assert_eq!(line.places_taken(), 1);
+        // A server whose method streams where ours does not: its stream's
+        // end is its answer.
+        line.calls.stream_frame(Kind::End, kept, Bytes::new()).unwrap();
+        assert_eq!(line.places_taken(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_unary_call_answered_with_a_stream_is_cancelled_before_its_place_goes() {
+        let line = line(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let first = line.call(deadline);
+        let queued = line.call(deadline);
+        line.written();
+        line.calls.stream_frame(Kind::Item, first, Bytes::new()).unwrap();
+        assert!(matches!(line.reply(first), Poll::Ready(Reply::Failed(_))));
+        assert_eq!(
+            line.written(),
+            [
+                (Kind::Cancel, first, None),
+                (REQUEST, queued, Some(Duration::from_secs(10)))
+            ]
+        );
+        line.finish(queued);
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,8 +13,9 @@ use crate::frame::Kind;
 
 impl CallTable {
     /// Fails every call whose deadline is `now` or earlier, tells the
-    /// server to stop those whose requests left, and takes the others out
-    /// of the queue; re-arms the sweep for the calls left.
+    /// server to stop those whose requests left (but `no_cancel` ones,
+    /// which keep their places), and takes the others out of the queue;
+    /// re-arms the sweep for the calls left.
     pub(super) fn expire(&self, now: Instant) {
         let mut later = Later::default();
         {

@@ -29,7 +29,8 @@ pub(super) enum Reply {
     /// The server said goodbye without reading the call: it did not run.
     NotRun,
     /// The call's deadline passed before its answer came (if its request
-    /// had left, the server has been told to stop it).
+    /// had left, the server has been told to stop it, unless it is
+    /// `no_cancel`).
     Expired,
 }
 
@@ -68,11 +69,11 @@ pub(super) enum Waiter {
     /// A one-answer call: its caller's task once it has polled for the
     /// answer, and when it stops waiting. The answer goes in the table
     /// ([`CallTable::poll_reply`]): a call costs no channel.
-    /// `to_completion`: `#[rpc(no_cancel)]`, which the server runs to its
-    /// end whatever the caller does.
     Unary {
         waker: Option<Waker>,
         deadline: Instant,
+        /// `#[rpc(no_cancel)]`: the server runs it to its end whatever the
+        /// caller does.
         to_completion: bool,
     },
     /// A streaming call: events in order, and the credit of the stream the

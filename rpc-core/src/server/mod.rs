@@ -40,9 +40,10 @@ pub use router::Router;
 pub use stats::ServerStats;
 pub(crate) use stats::{Counters, Outcome};
 
-/// Calls one connection may have running (or answered but not yet written)
-/// before the server stops reading from it. Enough to keep a busy client's
-/// pipeline full; small enough that one client cannot monopolise a server.
+/// Calls one connection may have running (or answered but not yet written);
+/// requests past it queue, up to as many again, before the server stops
+/// reading from the connection. Enough to keep a busy client's pipeline
+/// full; small enough that one client cannot monopolise a server.
 pub const DEFAULT_MAX_CALLS_PER_CONNECTION: usize = 256;
 
 /// The longest budget a server grants a call, whatever the client asks:

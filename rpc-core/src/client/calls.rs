@@ -300,6 +300,15 @@ impl CallTable {
         }
     }
 
+    /// Tells the server to stop call `id`, under the lock and before the
+    /// call's place goes, so that no request taking the place leaves first
+    /// (`connection::places`). A closed connection, or writer, tells nobody.
+    pub(super) fn cancel(&self, inner: &Inner, id: u64) {
+        if inner.closed.is_none() {
+            let _ = self.outbox.send_payload(Kind::Cancel, id, Bytes::new());
+        }
+    }
+
     /// Frees the place of call `id`, whose wait is over: at once if its
     /// request has been written, to the oldest queued request; else once it
     /// has been, so that calls given up on cannot pile requests up behind
@@ -372,9 +381,7 @@ impl CallTable {
                 ErrorCode::Internal,
                 "the server sent a stream where this client expects one value; client and server disagree on the method",
             );
-            if inner.closed.is_none() {
-                let _ = self.outbox.send_payload(Kind::Cancel, id, Bytes::new());
-            }
+            self.cancel(&inner, id);
             self.end(&mut inner, id, Ending::Answer(Err(failed)), later);
             return Ok(());
         };
@@ -448,8 +455,7 @@ impl CallTable {
                 None => (None, false),
             };
             if cancel {
-                // A gone writer means a closed connection: nobody to tell.
-                let _ = self.outbox.send_payload(Kind::Cancel, id, Bytes::new());
+                self.cancel(&inner, id);
             }
             if let Some(place) = place {
                 self.let_go(&mut inner, id, place, &mut later);

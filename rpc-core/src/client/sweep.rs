@@ -4,12 +4,10 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::client::calls::{CallTable, Later};
 use crate::client::waiter::Ending;
-use crate::frame::Kind;
 
 impl CallTable {
     /// Fails every call whose deadline is `now` or earlier, tells the
@@ -26,19 +24,12 @@ impl CallTable {
                 .filter(|(_, waiter)| waiter.deadline().is_some_and(|deadline| deadline <= now))
                 .map(|(id, waiter)| (id, waiter.cancellable()))
                 .collect();
-            // The cancels go out ahead of the requests that take the
-            // places these calls free (a caller woken below may free its
-            // place at once): the server must never see more calls than
-            // the client counts, or its queue could fill and it would stop
-            // reading (`connection::places`).
+            // Cancelled before any call ends: a caller woken below may
+            // free its place at once.
             let last_sent = inner.last_sent;
-            if inner.closed.is_none() {
-                for (id, _) in expired
-                    .iter()
-                    .filter(|(id, cancellable)| *cancellable && *id <= last_sent)
-                {
-                    // A gone writer means a closed connection: nobody to tell.
-                    let _ = self.outbox.send_payload(Kind::Cancel, *id, Bytes::new());
+            for &(id, cancellable) in &expired {
+                if cancellable && id <= last_sent {
+                    self.cancel(&inner, id);
                 }
             }
             for (id, _) in &expired {

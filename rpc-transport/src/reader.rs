@@ -30,25 +30,30 @@ pub struct FrameReader<R> {
     codec: FrameCodec,
     buf: BytesMut,
     /// Since when the reader has been waiting for the rest of the frame
-    /// it holds part of: from the read that brought its first byte, or,
-    /// for bytes left over behind a frame, from the first read after it.
+    /// it holds part of: from the end of the read that brought its first
+    /// byte, or, for bytes left over behind a frame, from the first read
+    /// after it.
     frame_started: Option<Instant>,
     /// The buffer was given back (or never taken): the next read takes a
     /// small one.
     released: bool,
     frame_timeout: Duration,
     /// When a quiet connection gives its buffer back: one timer for the
-    /// reader's life, taken at its first wait and pushed back at each
-    /// (which costs the runtime an atomic update while it has not fired,
-    /// where a timer per wait costs a registration and a removal).
+    /// reader's life, taken at its first wait. It is not pushed back at
+    /// each wait (a reading of the clock and a timer update, every burst):
+    /// when it fires, a reader that has read since it was set sets it
+    /// again, [`RELEASE_AFTER`] from then.
     release_at: Option<Pin<Box<Sleep>>>,
+    /// The reader has read since `release_at` was set.
+    heard: bool,
 }
 
 /// How long one frame may take to arrive once it has started, by default.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a connection must stay quiet before a reader that can wait for
-/// data without a buffer gives its buffer back.
+/// data without a buffer gives its buffer back (it may wait up to twice
+/// this long).
 pub const RELEASE_AFTER: Duration = Duration::from_millis(100);
 
 /// How much room to reserve when the read buffer is (nearly) full.
@@ -70,6 +75,7 @@ impl<R: ReadHalf> FrameReader<R> {
             released: true,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             release_at: None,
+            heard: false,
         }
     }
 
@@ -132,7 +138,10 @@ impl<R: ReadHalf> FrameReader<R> {
             if read == 0 {
                 return self.codec.decode_eof(&mut self.buf);
             }
-            self.frame_started.get_or_insert_with(Instant::now);
+            // A frame the read did not bring whole is stamped above, on
+            // the way to the next read: most reads bring whole frames, and
+            // read no clock.
+            self.heard = true;
         }
     }
 }
@@ -150,12 +159,12 @@ impl<R: ReadHalf> FrameReader<R> {
     }
 
     /// Waits, between frames, until the stream has bytes. A connection
-    /// that stays quiet for [`RELEASE_AFTER`] gives its buffer back first:
-    /// it would only sit there while the connection is idle. A busy one,
-    /// whose next bytes come sooner, keeps it: taking a fresh buffer after
-    /// every burst of frames costs more than the memory saves. After a
-    /// release, the next read takes a small buffer ([`READ_SMALL`]) and
-    /// grows it only for a burst.
+    /// that stays quiet for [`RELEASE_AFTER`] (up to twice that) gives its
+    /// buffer back first: it would only sit there while the connection is
+    /// idle. A busy one, whose next bytes come sooner, keeps it: taking a
+    /// fresh buffer after every burst of frames costs more than the memory
+    /// saves. After a release, the next read takes a small buffer
+    /// ([`READ_SMALL`]) and grows it only for a burst.
     async fn wait_for_data(&mut self) -> std::io::Result<()> {
         if self.buf.capacity() == 0 {
             return self.io.readable().await;
@@ -163,20 +172,21 @@ impl<R: ReadHalf> FrameReader<R> {
         if let Some(ready) = self.io.readable().now_or_never() {
             return ready;
         }
-        let deadline = Instant::now() + RELEASE_AFTER;
-        let release_at = match &mut self.release_at {
-            Some(release_at) => {
-                release_at.as_mut().reset(deadline);
-                release_at
+        let release_at = self
+            .release_at
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(RELEASE_AFTER)));
+        loop {
+            tokio::select! {
+                biased;
+                ready = self.io.readable() => return ready,
+                () = release_at.as_mut() => {}
             }
-            None => self
-                .release_at
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        tokio::select! {
-            biased;
-            ready = self.io.readable() => return ready,
-            () = release_at.as_mut() => {}
+            // Quiet since the timer was set (and nothing was read before
+            // this wait): a whole `RELEASE_AFTER` at least.
+            if !std::mem::take(&mut self.heard) {
+                break;
+            }
+            release_at.as_mut().reset(Instant::now() + RELEASE_AFTER);
         }
         self.buf = BytesMut::new();
         self.released = true;
@@ -371,6 +381,40 @@ mod tests {
         drop(peer);
         assert!(reader.next_frame().await.is_err());
         assert!(reader.buf.capacity() <= 128 * 1024, "{}", reader.buf.capacity());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_reader_that_hears_from_its_peer_in_time_keeps_its_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let (read, _write) = ours.into_split();
+        let mut reader = FrameReader::new(read, 1024);
+        let mut wire = bytes::BytesMut::new();
+        Frame::new(Kind::Cancel, 4, Bytes::new())
+            .unwrap()
+            .header()
+            .encode(&mut wire);
+        // A frame every three quarters of the quiet time, for six times
+        // the quiet time: the timer fires in between, and is set again.
+        for _ in 0..8 {
+            peer.write_all(&wire).await.unwrap();
+            assert_eq!(reader.next_frame().await.unwrap().unwrap().header().id(), 4);
+            {
+                let reading = reader.next_frame();
+                tokio::pin!(reading);
+                tokio::select! {
+                    _ = &mut reading => panic!("nothing was sent"),
+                    () = tokio::time::sleep(RELEASE_AFTER * 3 / 4) => {}
+                }
+            }
+            assert!(
+                reader.buf.capacity() > 0,
+                "a reader that hears in time keeps its buffer"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

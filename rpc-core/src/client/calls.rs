@@ -22,7 +22,8 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-use crate::client::queue::Queued;
+use crate::client::later::Later;
+use crate::client::queue::{Now, Queued};
 use crate::client::waiter::{Ending, Event, Reply, Slot, StreamEnd, Waiter, Wake};
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, Kind, ProtocolError};
@@ -125,43 +126,6 @@ impl Inner {
         self.calls
             .iter()
             .filter_map(|(id, slot)| slot.waiter().map(|waiter| (*id, waiter)))
-    }
-}
-
-/// What to do once the table's lock is let go: wake the waits that ended
-/// (waking under the lock would hold every other call up), and look again
-/// at places parked. Mostly one wake, kept apart so that it allocates
-/// nothing.
-#[derive(Default)]
-pub(super) struct Later {
-    first: Option<Wake>,
-    rest: Vec<Wake>,
-    parked: bool,
-}
-
-impl Later {
-    pub(super) fn wake(&mut self, wake: Option<Wake>) {
-        match self.first {
-            None => self.first = wake,
-            Some(_) => self.rest.extend(wake),
-        }
-    }
-
-    #[inline]
-    pub(super) fn run(self, calls: &CallTable) {
-        if let Some(wake) = self.first {
-            wake.wake();
-        }
-        if !self.rest.is_empty() {
-            self.rest.into_iter().for_each(Wake::wake);
-        }
-        if self.parked {
-            // The writer may have passed a parked place's request since it
-            // was parked, and looked for parked places before it was
-            // there: one of the two looks sees the other (SeqCst on both
-            // sides).
-            calls.unpark();
-        }
     }
 }
 
@@ -270,11 +234,17 @@ impl CallTable {
                     inner.kept.extend(place.take().map(|place| (id, place)));
                 }
                 later.wake(waker.take().map(Wake::Caller));
+                // A request waits for the place: it goes now, not once
+                // the caller has run to take its reply.
+                let hold = match inner.queue.is_empty() {
+                    true => place.take(),
+                    false => None,
+                };
                 *slot = Slot::Answered {
                     reply: ending.into_reply(),
-                    place,
+                    place: hold,
                 };
-                None
+                place
             }
             Slot::Waiting {
                 waiter: Waiter::Stream { .. },
@@ -328,9 +298,15 @@ impl CallTable {
         // A closed connection writes nothing more: nothing can pile up.
     }
 
-    /// Hands the server's final answer to the call's waiter.
-    pub(super) fn complete(&self, id: u64, answer: Result<Bytes, WireError>) -> Result<(), ProtocolError> {
-        let mut later = Later::default();
+    /// Hands the server's final answer to the call's waiter; `now` is the
+    /// reader's reading of the clock, kept over a burst of answers.
+    pub(super) fn complete(
+        &self,
+        id: u64,
+        answer: Result<Bytes, WireError>,
+        now: &mut Now,
+    ) -> Result<(), ProtocolError> {
+        let mut later = Later::at(*now);
         {
             let mut inner = self.lock();
             if id > inner.last_sent {
@@ -348,6 +324,7 @@ impl CallTable {
                 self.let_go(&mut inner, id, place, &mut later);
             }
         }
+        *now = later.now;
         later.run(self);
         Ok(())
     }
@@ -524,7 +501,7 @@ impl CallTable {
     }
 
     /// Frees the parked places whose requests have been written.
-    fn unpark(&self) {
+    pub(super) fn unpark(&self) {
         let mut later = Later::default();
         {
             let mut inner = self.lock();

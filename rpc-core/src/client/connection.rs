@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::client::Callee;
 use crate::client::calls::{CallTable, Outbox};
+use crate::client::queue::Now;
 use crate::client::sweep::sweep_deadlines;
 use crate::client::waiter::{Reply, Waiter};
 use crate::codec::DecodeLimits;
@@ -355,8 +356,18 @@ impl Drop for PendingCall<'_> {
 /// Reads the server's frames and hands each to its call, until the
 /// connection ends; then fails every call still waiting.
 async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc<Signal>) {
+    // One reading of the clock serves a burst of frames that came
+    // together; a wait for more starts over.
+    let mut now = Now::default();
     let reason = loop {
-        let frame = match reader.read_frame().await {
+        let read = match reader.buffered_frame() {
+            Some(buffered) => buffered.map(Some),
+            None => {
+                now = Now::default();
+                reader.read_frame().await
+            }
+        };
+        let frame = match read {
             Ok(Some(frame)) => frame,
             Ok(None) => break Error::disconnected("the server closed the connection"),
             Err(err) => break err,
@@ -364,7 +375,7 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
         let (header, payload) = frame.into_parts();
         match header.kind() {
             Kind::Response => {
-                if let Err(violation) = calls.complete(header.id(), Ok(payload)) {
+                if let Err(violation) = calls.complete(header.id(), Ok(payload), &mut now) {
                     break violation.into();
                 }
             }
@@ -373,7 +384,7 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
                     break Error::disconnected(format!("the server closed the connection: {}", err.message));
                 }
                 Ok(err) => {
-                    if let Err(violation) = calls.complete(header.id(), Err(err)) {
+                    if let Err(violation) = calls.complete(header.id(), Err(err), &mut now) {
                         break violation.into();
                     }
                 }

@@ -35,6 +35,7 @@ mod calls;
 mod connection;
 mod endpoint;
 mod extras;
+mod later;
 mod picker;
 mod queue;
 mod stream;

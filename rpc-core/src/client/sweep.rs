@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::client::calls::{CallTable, Later};
+use crate::client::calls::CallTable;
+use crate::client::later::Later;
 use crate::client::waiter::Ending;
 
 impl CallTable {

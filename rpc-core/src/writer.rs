@@ -1,6 +1,8 @@
 //! The one writer task of a connection, on either side.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,7 +23,7 @@ const COALESCE_BELOW: usize = 16 * 1024;
 const IDLE_BATCH: usize = 4;
 
 /// How long a connection's writer must go without frames before it gives
-/// back its buffers.
+/// back its buffers (it may wait up to twice this long).
 const RELEASE_AFTER: Duration = Duration::from_millis(100);
 
 /// How long one batch may take to write before the peer is taken to have
@@ -55,15 +57,17 @@ where
     P: Send,
 {
     let mut batch: Batch<P> = Batch::default();
-    // One timer for the writer's life, pushed back at each wait: while it
-    // has not fired, that costs the runtime an atomic update, where a
-    // timer per wait would cost a registration and a removal.
+    // One timer for the writer's life. It is not pushed back at each wait
+    // (a reading of the clock, every batch): when it fires, a writer that
+    // has written since it was set sets it again, so a connection gives
+    // its buffers back after one to two `RELEASE_AFTER`s of quiet.
     let release_at = tokio::time::sleep(RELEASE_AFTER);
     tokio::pin!(release_at);
+    let mut wrote = false;
     // Looked at before every batch and waited on at every wait: a watch
     // reads a flag, where the token's own look and wait take locks.
     let mut stopped = stop.watch();
-    loop {
+    'writing: loop {
         if stop.is_cancelled() {
             break;
         }
@@ -73,12 +77,17 @@ where
             // while gives its buffers back, so an idle one holds little;
             // a busy one keeps them, since taking them afresh after
             // every batch costs more than the memory saves.
-            release_at.as_mut().reset(Instant::now() + RELEASE_AFTER);
-            let taken = tokio::select! {
-                biased;
-                () = stopped.raised() => break,
-                taken = queued.taken(&mut batch) => Some(taken),
-                () = release_at.as_mut() => None,
+            let taken = loop {
+                tokio::select! {
+                    biased;
+                    () = stopped.raised() => break 'writing,
+                    taken = queued.taken(&mut batch) => break Some(taken),
+                    () = release_at.as_mut() => {}
+                }
+                if !std::mem::take(&mut wrote) {
+                    break None;
+                }
+                release_at.as_mut().reset(Instant::now() + RELEASE_AFTER);
             };
             let taken = match taken {
                 Some(taken) => taken,
@@ -113,11 +122,11 @@ where
         let writing = tokio::select! {
             biased;
             () = stopped.raised() => break,
-            writing = tokio::time::timeout(write_timeout, writer.write_encoded(&mut batch.encoded)) => writing,
+            writing = within(write_timeout, writer.write_encoded(&mut batch.encoded)) => writing,
         };
         match writing {
-            Ok(written) => written?,
-            Err(_) => {
+            Some(written) => written?,
+            None => {
                 return Err(Error::disconnected(format!(
                     "the peer stopped reading: one batch of frames took longer than {write_timeout:?} to write"
                 )));
@@ -126,6 +135,7 @@ where
         // Written: what the frames held (permits) is free now.
         written(&batch);
         batch.clear();
+        wrote = true;
     }
     // Closing writes too (a TLS close_notify), under the same bound.
     tokio::time::timeout(write_timeout, writer.shutdown())
@@ -135,6 +145,27 @@ where
                 "the peer stopped reading: closing the connection took longer than {write_timeout:?}"
             )))
         })
+}
+
+/// `write`'s output, or `None` if it takes longer than `limit` from its
+/// first wait: a write that finishes at once (most of them: the socket
+/// takes the batch) reads no clock and sets no timer.
+async fn within<F: Future>(limit: Duration, write: F) -> Option<F::Output> {
+    let mut write = std::pin::pin!(write);
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(written) = write.as_mut().poll(cx) {
+            return Poll::Ready(Some(written));
+        }
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep(limit)));
+        }
+        match timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -159,6 +190,70 @@ mod tests {
         async fn shutdown(&mut self) -> Result<(), Error> {
             Ok(())
         }
+    }
+
+    /// A transport whose writes finish at once, and that counts the times
+    /// it was told to give its buffers back.
+    struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl FrameWrite for Counting {
+        async fn write_frames<'a, I>(&mut self, _frames: I) -> Result<(), Error>
+        where
+            I: Iterator<Item = &'a Frame> + Clone + Send,
+        {
+            Ok(())
+        }
+
+        fn idle(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        async fn shutdown(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_gives_its_buffers_back_only_once_the_connection_is_quiet() {
+        let (outbox, queued) = outbox::<()>();
+        let released = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writer = tokio::spawn(run(
+            Counting(Arc::clone(&released)),
+            queued,
+            CallPermits::new(4),
+            Arc::new(Signal::new()),
+            DEFAULT_WRITE_TIMEOUT,
+            || {},
+            |_: &Batch<()>| {},
+        ));
+        let frame = || Frame::new(Kind::Request, 1, bytes::Bytes::from_static(b"x")).unwrap();
+        let count = || released.load(std::sync::atomic::Ordering::SeqCst);
+        // A frame every three quarters of the quiet time, for six times
+        // the quiet time: the timer fires in between, and is set again.
+        for _ in 0..8 {
+            outbox.send(frame(), None).unwrap();
+            tokio::time::sleep(RELEASE_AFTER * 3 / 4).await;
+            assert_eq!(count(), 0, "a busy writer keeps its buffers");
+        }
+        tokio::time::sleep(RELEASE_AFTER * 2).await;
+        assert_eq!(count(), 1, "a quiet writer gives its buffers back");
+        drop(outbox);
+        writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_is_given_its_limit_from_its_first_wait() {
+        let limit = Duration::from_secs(1);
+        assert_eq!(within(limit, async { 7 }).await, Some(7));
+        let slow = async {
+            tokio::time::sleep(limit / 2).await;
+            7
+        };
+        assert_eq!(within(limit, slow).await, Some(7));
+        assert_eq!(within(limit, pending::<u8>()).await, None);
+        let started = tokio::time::Instant::now();
+        assert_eq!(within(limit, pending::<u8>()).await, None);
+        assert_eq!(started.elapsed(), limit);
     }
 
     #[tokio::test]

@@ -324,10 +324,11 @@ impl Connection {
                         last_frame = Instant::now();
                         // The calls this frame and those buffered behind it
                         // start, back to back: timed with one clock reading
-                        // each. The stretch ends before any wait (another
-                        // task, or another thread, may run in it).
+                        // each, from the frame's. The stretch ends before
+                        // any wait (another task, or another thread, may run
+                        // in it).
                         let burst = {
-                            let _stretch = Stretch::begin();
+                            let _stretch = Stretch::begin(last_frame.into_std());
                             // Frames that came with it are taken now: another
                             // turn of this loop would arm and drop a waker
                             // for each branch above, per frame.

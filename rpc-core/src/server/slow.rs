@@ -156,9 +156,10 @@ thread_local! {
 pub(crate) struct Stretch(std::marker::PhantomData<*const ()>);
 
 impl Stretch {
-    /// Begins a stretch on this thread; it ends when dropped.
-    pub(crate) fn begin() -> Stretch {
-        MARK.set(Some(Instant::now()));
+    /// Begins a stretch on this thread at `now` (a reading of the clock
+    /// just taken); it ends when dropped.
+    pub(crate) fn begin(now: Instant) -> Stretch {
+        MARK.set(Some(now));
         Stretch(std::marker::PhantomData)
     }
 }
@@ -270,7 +271,7 @@ mod tests {
         let (_, alone) = timed(|| std::thread::sleep(pause));
         assert!(alone >= pause);
         assert!(MARK.get().is_none(), "outside a stretch nothing is marked");
-        let stretch = Stretch::begin();
+        let stretch = Stretch::begin(Instant::now());
         let began = MARK.get().unwrap();
         // The time before the first poll counts against it.
         std::thread::sleep(pause);

@@ -64,8 +64,8 @@ fn an_idle_connection_costs_at_most_16_kib_of_heap_both_ends_together() {
             tokio::task::yield_now().await;
         }
         // Let every connection go quiet long enough to give its buffers
-        // back (`rpc_transport::reader::RELEASE_AFTER`, 100 ms); the
-        // reading is taken once it stops changing.
+        // back (`rpc_transport::reader::RELEASE_AFTER`, 100 ms, and up to
+        // twice that); the reading is taken once it stops changing.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut reading = live(&region);
         loop {

@@ -44,7 +44,8 @@ pub struct FrameReader<R> {
     /// when it fires, a reader that has read since it was set sets it
     /// again, [`RELEASE_AFTER`] from then.
     release_at: Option<Pin<Box<Sleep>>>,
-    /// The reader has read since `release_at` was set.
+    /// The reader has read since `release_at` was last set (or, before
+    /// it first was, at all).
     heard: bool,
 }
 

@@ -4,9 +4,11 @@
 //!
 //! A call holds its place from the moment its request leaves until it is
 //! over (its caller took its answer, or gave up; a stream ended) and its
-//! request has been written; a unary `no_cancel` call given up on, until
-//! the server answers it, since the server runs it on. The table keeps the place, so it is freed
-//! where the call ends, under the lock taken anyway. A call that finds no
+//! request has been written; a unary call answered while a request waits
+//! for a place, until its answer came; a unary `no_cancel` call given up
+//! on, until the server answers it, since the server runs it on. The
+//! table keeps the place, so it is freed where the call ends, under the
+//! lock taken anyway. A call that finds no
 //! place free queues its request (`queue`); a freed place goes to the
 //! oldest queued request, which leaves at once. A waiting caller is woken
 //! once, by its answer.
@@ -211,10 +213,12 @@ impl CallTable {
 
     /// Ends the wait of call `id`, if it still waits, and lets its place
     /// go: a unary call's reply stays in its slot for its caller, with its
-    /// place until the caller takes the reply (the writer counts places
-    /// held to tell whether more requests are coming: a caller about to
-    /// read its answer is likely to send again); a stream's event goes out
-    /// once the lock is let go, and its place at once.
+    /// place until the caller takes the reply if no request waits for one
+    /// (the writer counts places held to tell whether more requests are
+    /// coming: a caller about to read its answer is likely to send again),
+    /// else the place goes to the oldest queued request at once (which
+    /// keeps that count); a stream's event goes out once the lock is let
+    /// go, and its place at once.
     pub(super) fn end(&self, inner: &mut Inner, id: u64, ending: Ending, later: &mut Later) {
         let Some(slot) = inner.calls.get_mut(&id) else {
             return;

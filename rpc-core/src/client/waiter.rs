@@ -123,7 +123,8 @@ impl Waiter {
 
 /// A call's entry in its connection's table: waiting for its answer, with
 /// its place once its request has left, or, for a unary call, answered
-/// until its caller takes the answer (and its place with it). One map
+/// until its caller takes the answer (and its place with it, if no
+/// request was waiting for the place when the answer came). One map
 /// entry from request to answer: a call costs one insert and one removal.
 #[derive(Debug)]
 pub(super) enum Slot {

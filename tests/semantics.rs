@@ -344,6 +344,40 @@ async fn a_request_whose_deadline_passes_in_the_servers_queue_is_answered_and_ne
     server.stop().await;
 }
 
+/// A connection that breaks the protocol ends its calls: the running ones
+/// are stopped and the queued one dropped, and each is counted once, as
+/// cancelled, so the server's outcomes add up to the requests it read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_ended_with_their_connection_are_each_counted_once() {
+    // Two run, and one waits in a queue that holds two: not full, so the
+    // server goes on reading.
+    let (server, lab) = serve(rpc::Server::new().max_calls_per_connection(2)).await;
+    let mut socket = raw::raw(server.local_addr()).await;
+    for id in 1..=3 {
+        socket.write_all(&gated_request(id, 3_600_000_000)).await.unwrap();
+    }
+    until(&lab.waiting, 2).await;
+    until_true("the third request is read, and queued", || {
+        server.stats().requests_received == 3
+    })
+    .await;
+    // A cancel for a request never sent breaks the protocol.
+    socket.write_all(&raw::frame(4, 99, &[])).await.unwrap();
+    until(&lab.dropped, 2).await;
+    let ended = || {
+        let stats = server.stats();
+        stats.calls_succeeded
+            + stats.calls_failed
+            + stats.handler_panics
+            + stats.deadlines_exceeded
+            + stats.calls_cancelled
+    };
+    until_true("every call is counted", || ended() == 3).await;
+    assert_eq!(server.stats().calls_cancelled, 3, "{:?}", server.stats());
+    assert_eq!(lab.waiting.load(Ordering::SeqCst), 2, "the queued call never ran");
+    server.stop().await;
+}
+
 /// A `no_cancel` call its caller gives up on (at its deadline, or by
 /// dropping it) still runs on the server, so it keeps its place on the
 /// client until its answer comes: the next call waits on the client, not in

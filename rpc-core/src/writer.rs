@@ -26,8 +26,9 @@ const IDLE_BATCH: usize = 4;
 /// back its buffers (it may wait up to twice this long).
 const RELEASE_AFTER: Duration = Duration::from_millis(100);
 
-/// How long one batch may take to write before the peer is taken to have
-/// stopped reading, and the connection is closed. Without it, a peer that
+/// How long one batch may take to write, from its first wait for the
+/// peer, before the peer is taken to have stopped reading, and the
+/// connection is closed. Without it, a peer that
 /// never reads would keep the connection, and everything queued for it,
 /// alive for ever.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -320,8 +320,9 @@ impl Server {
         self
     }
 
-    /// How long writing one batch of answers to a client may take before
-    /// the client is taken to have stopped reading and is disconnected.
+    /// How long writing one batch of answers to a client may take, from
+    /// the moment the write first has to wait for the client, before the
+    /// client is taken to have stopped reading and is disconnected.
     /// Default 30 s.
     pub fn write_timeout(mut self, timeout: Duration) -> Server {
         Arc::make_mut(&mut self.state).config.write_timeout = timeout;

@@ -400,15 +400,17 @@ impl CallTable {
         }
     }
 
-    /// Forgets the calls that never got a permit: a goodbye tells their
-    /// client they never ran.
+    /// Forgets the calls that never got a permit, counted as cancelled: a
+    /// goodbye tells their client they never ran.
     pub(super) fn drop_queued(&mut self) {
         for queued in std::mem::take(&mut self.queue) {
-            self.entries.remove(&queued.id);
+            self.state.counters.ended(Outcome::Cancelled);
+            self.forget(queued.id);
         }
     }
 
-    /// Stops every call that can be stopped, sending nothing.
+    /// Stops every call that can be stopped, sending nothing. (An aborted
+    /// task counts how it ended; a queued call is counted here.)
     pub(super) fn abort_all(&mut self) {
         for entry in self.entries.values() {
             if let Some(abort) = &entry.abort {
@@ -416,7 +418,7 @@ impl CallTable {
             }
         }
         self.launched = 0;
-        self.queue.clear();
+        self.drop_queued();
     }
 
     /// Tells every client whose call is still running that the call was

@@ -65,8 +65,9 @@ pub struct ServerConfig {
     pub max_budget: Duration,
     /// See [`DEFAULT_IDLE_TIMEOUT`].
     pub idle_timeout: Duration,
-    /// How long writing one batch of answers may take before the client is
-    /// taken to have stopped reading and is disconnected.
+    /// How long writing one batch of answers may take, from its first wait
+    /// for the client, before the client is taken to have stopped reading
+    /// and is disconnected.
     pub write_timeout: Duration,
     /// What decoding a call's arguments and stream items may cost.
     pub decode: DecodeLimits,

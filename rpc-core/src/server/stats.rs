@@ -68,7 +68,10 @@ pub struct ServerStats {
     pub handler_panics: u64,
     /// Calls stopped at their deadline.
     pub deadlines_exceeded: u64,
-    /// Calls stopped because their caller cancelled them or went away.
+    /// Calls stopped because their caller cancelled them or went away, and
+    /// calls waiting past the cap that never started because the server
+    /// said goodbye or the connection ended. With the other outcomes, it
+    /// adds up to `requests_received` once every call has ended.
     pub calls_cancelled: u64,
 }
 

@@ -251,10 +251,17 @@ mod tests {
             7
         };
         assert_eq!(within(limit, slow).await, Some(7));
-        assert_eq!(within(limit, pending::<u8>()).await, None);
         let started = tokio::time::Instant::now();
         assert_eq!(within(limit, pending::<u8>()).await, None);
         assert_eq!(started.elapsed(), limit);
+        // Time spent before the first wait is not the peer's.
+        let busy_then_stuck = async {
+            tokio::time::advance(limit / 2).await;
+            pending::<u8>().await
+        };
+        let started = tokio::time::Instant::now();
+        assert_eq!(within(limit, busy_then_stuck).await, None);
+        assert_eq!(started.elapsed(), limit * 3 / 2);
     }
 
     #[tokio::test]

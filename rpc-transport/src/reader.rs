@@ -384,20 +384,32 @@ mod tests {
         assert!(reader.buf.capacity() <= 128 * 1024, "{}", reader.buf.capacity());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_socket_reader_that_hears_from_its_peer_in_time_keeps_its_buffer() {
+    /// A reader of one end of a socket, the other end, the reader's own
+    /// writing half (kept open), and the bytes of a small frame (a cancel
+    /// of call 4) for the peer to send.
+    async fn socket_reader() -> (
+        tokio::net::TcpStream,
+        FrameReader<tokio::net::tcp::OwnedReadHalf>,
+        tokio::net::tcp::OwnedWriteHalf,
+        bytes::BytesMut,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        let peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (ours, _) = listener.accept().await.unwrap();
-        let (read, _write) = ours.into_split();
-        let mut reader = FrameReader::new(read, 1024);
+        let (read, write) = ours.into_split();
         let mut wire = bytes::BytesMut::new();
         Frame::new(Kind::Cancel, 4, Bytes::new())
             .unwrap()
             .header()
             .encode(&mut wire);
+        (peer, FrameReader::new(read, 1024), write, wire)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_reader_that_hears_from_its_peer_in_time_keeps_its_buffer() {
+        let (mut peer, mut reader, _write, wire) = socket_reader().await;
         // A frame every three quarters of the quiet time, for six times
         // the quiet time: the timer fires in between, and is set again.
         for _ in 0..8 {
@@ -420,18 +432,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_socket_reader_gives_its_buffer_back_once_the_connection_is_quiet() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (ours, _) = listener.accept().await.unwrap();
-        let (read, _write) = ours.into_split();
-        let mut reader = FrameReader::new(read, 1024);
-        let mut wire = bytes::BytesMut::new();
-        Frame::new(Kind::Cancel, 4, Bytes::new())
-            .unwrap()
-            .header()
-            .encode(&mut wire);
+        let (mut peer, mut reader, _write, wire) = socket_reader().await;
         peer.write_all(&wire).await.unwrap();
         assert_eq!(reader.next_frame().await.unwrap().unwrap().header().id(), 4);
         assert!(reader.buf.capacity() > 0, "a busy reader keeps its buffer");

@@ -460,5 +460,30 @@ impl Drop for CallTable {
                 abort.abort();
             }
         }
+        // Aborted tasks count themselves; calls still queued never will.
+        for _ in self.queue.drain(..) {
+            self.state.counters.ended(Outcome::Cancelled);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_still_queued_when_a_connection_goes_are_counted_as_cancelled() {
+        let state = Arc::new(ServerState::default());
+        let (outbox, _queued) = crate::outbox::outbox();
+        let mut calls = CallTable::new(CallPermits::new(1), outbox, Reports::new(), Arc::clone(&state));
+        let refused = || Admitted::Refuse(WireError::new(ErrorCode::Failed, "no"), Outcome::Failed);
+        // The first takes the one place (its answer, with the place, waits
+        // for a writer that never comes); the second waits for it.
+        calls.admit(1, refused(), None);
+        calls.admit(2, refused(), None);
+        assert!(calls.has_queue());
+        drop(calls);
+        let stats = state.stats();
+        assert_eq!((stats.calls_failed, stats.calls_cancelled), (1, 1), "{stats:?}");
     }
 }

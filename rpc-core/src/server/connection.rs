@@ -328,7 +328,7 @@ impl Connection {
                         // any wait (another task, or another thread, may run
                         // in it).
                         let burst = {
-                            let _stretch = Stretch::begin(last_frame.into_std());
+                            let _stretch = Stretch::begin(last_frame);
                             // Frames that came with it are taken now: another
                             // turn of this loop would arm and drop a waker
                             // for each branch above, per frame.

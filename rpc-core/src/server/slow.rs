@@ -17,7 +17,9 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::descriptor::MethodDescriptor;
 
@@ -157,7 +159,9 @@ pub(crate) struct Stretch(std::marker::PhantomData<*const ()>);
 
 impl Stretch {
     /// Begins a stretch on this thread at `now` (a reading of the clock
-    /// just taken); it ends when dropped.
+    /// just taken); it ends when dropped. The clock is tokio's, as the
+    /// connection's: under a paused test clock first polls take no time,
+    /// rather than all the real time between two readings.
     pub(crate) fn begin(now: Instant) -> Stretch {
         MARK.set(Some(now));
         Stretch(std::marker::PhantomData)

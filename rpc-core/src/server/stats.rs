@@ -71,7 +71,8 @@ pub struct ServerStats {
     /// Calls stopped because their caller cancelled them or went away, and
     /// calls waiting past the cap that never started because the server
     /// said goodbye or the connection ended. With the other outcomes, it
-    /// adds up to `requests_received` once every call has ended.
+    /// adds up to `requests_received` once every call has ended, but for
+    /// requests that broke the protocol (their connection ended at once).
     pub calls_cancelled: u64,
 }
 

@@ -111,13 +111,22 @@ pub(crate) enum CallHandle {
     /// Running in a task of its own.
     Spawned {
         /// `None` for a method that runs to completion whatever happens.
-        abort: Option<AbortHandle>,
+        stop: Option<Stop>,
     },
     /// For its caller to run ([`End::Inline`]).
     Inline(InlineCall),
     /// Done already, answered on its first poll: nothing of it is left
     /// running, and it reported nothing ([`End::Frames`] only).
     Finished,
+}
+
+/// How a connection stops a call running in a task of its own: the task's
+/// abort handle, and the call's context, which holds the deadline the
+/// sweep enforces and is marked expired by it (so the task, aborted,
+/// answers `DeadlineExceeded`).
+pub(crate) struct Stop {
+    pub(crate) abort: AbortHandle,
+    pub(crate) ctx: Context,
 }
 
 /// A call its caller runs: it resolves to how the call ended.
@@ -186,7 +195,7 @@ impl Work {
         };
         // Cancels the context however the handler ends, aborts included, so
         // work it handed to other tasks hears about it.
-        let _cancel = CancelOnDrop(ctx.clone());
+        let _cancel = CancelOnDrop(ctx);
         // Borrowed from the context, which lives as long as this call.
         let method = ctx.method();
         let items = &self.items;
@@ -390,9 +399,9 @@ fn too_large(method: &str, len: usize, limit: usize) -> Error {
     }
 }
 
-struct CancelOnDrop(Context);
+struct CancelOnDrop<'a>(&'a Context);
 
-impl Drop for CancelOnDrop {
+impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         self.0.cancel();
     }

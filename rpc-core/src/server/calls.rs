@@ -8,13 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::context::Context;
 use crate::error::{ErrorCode, WireError};
 use crate::permit::{CallPermit, CallPermits};
-use crate::server::call::{Call, CallHandle, End, Launch, Outbox, Work, deadline_exceeded};
+use crate::server::call::{Call, CallHandle, End, Launch, Outbox, Stop, Work, deadline_exceeded};
 use crate::server::report::Reports;
 use crate::server::router::Route;
 use crate::server::{Outcome, ServerState};
@@ -58,15 +56,12 @@ pub(super) struct CallTable {
 pub(super) struct Entry {
     /// The launch number of its task, once launched.
     seq: Option<u64>,
-    /// `None` for methods that run to completion whatever happens (and for
-    /// calls not launched yet).
-    abort: Option<AbortHandle>,
+    /// How the sweep or a cancel stops it: `None` for methods that run to
+    /// completion whatever happens, whose task keeps its own timer (the
+    /// server's ceiling), and for calls not launched yet.
+    stop: Option<Stop>,
     /// The client's stream, for methods that take one.
     pub(super) input: Option<Input>,
-    /// The call's context, which holds the deadline the sweep enforces and
-    /// is marked expired by it: `None` for methods that run to completion,
-    /// whose task keeps its own timer (the server's ceiling).
-    ctx: Option<Context>,
     /// The credit of the stream the server sends, for methods that return
     /// one.
     pub(super) output: Option<Arc<SendCredit>>,
@@ -74,12 +69,11 @@ pub(super) struct Entry {
 
 impl Entry {
     /// A call just read, not yet launched.
-    pub(super) fn new(ctx: Option<Context>, input: Option<Input>, output: Option<Arc<SendCredit>>) -> Entry {
+    pub(super) fn new(input: Option<Input>, output: Option<Arc<SendCredit>>) -> Entry {
         Entry {
             seq: None,
-            abort: None,
+            stop: None,
             input,
-            ctx,
             output,
         }
     }
@@ -93,12 +87,7 @@ impl Entry {
 
     /// The deadline the sweep enforces, if it enforces one.
     fn deadline(&self) -> Option<Instant> {
-        self.ctx.as_ref().map(Context::deadline)
-    }
-
-    /// Whether the sweep (or a cancel) can stop it.
-    fn stoppable(&self) -> bool {
-        self.abort.is_some()
+        self.stop.as_ref().map(|stop| stop.ctx.deadline())
     }
 }
 
@@ -265,8 +254,8 @@ impl CallTable {
             work,
             end,
         };
-        let abort = match route.service.start(route.method, call) {
-            CallHandle::Spawned { abort } => abort,
+        let stop = match route.service.start(route.method, call) {
+            CallHandle::Spawned { stop } => stop,
             // Answered on its first poll, here: forgotten now, with no
             // report to come back for.
             CallHandle::Finished => {
@@ -286,8 +275,8 @@ impl CallTable {
         };
         if let Some(entry) = entry {
             entry.seq = Some(seq);
-            entry.abort = abort;
-            if let Some(deadline) = entry.deadline().filter(|_| entry.stoppable()) {
+            entry.stop = stop;
+            if let Some(deadline) = entry.deadline() {
                 self.armed = Some(self.armed.map_or(deadline, |armed| armed.min(deadline)));
             }
         }
@@ -333,27 +322,20 @@ impl CallTable {
         let due: Vec<u64> = self
             .entries
             .iter()
-            .filter(|(_, entry)| {
-                entry.stoppable() && entry.deadline().is_some_and(|deadline| deadline <= now)
-            })
+            .filter(|(_, entry)| entry.deadline().is_some_and(|deadline| deadline <= now))
             .map(|(id, _)| *id)
             .collect();
         for entry in due.into_iter().filter_map(|id| self.entries.remove(&id)) {
-            if let (Some(abort), Some(ctx)) = (&entry.abort, &entry.ctx) {
-                ctx.expire();
-                abort.abort();
+            if let Some(stop) = &entry.stop {
+                stop.ctx.expire();
+                stop.abort.abort();
             }
             if let Some(output) = entry.output {
                 output.close();
             }
             self.launched = self.launched.saturating_sub(1);
         }
-        self.armed = self
-            .entries
-            .values()
-            .filter(|entry| entry.stoppable())
-            .filter_map(Entry::deadline)
-            .min();
+        self.armed = self.entries.values().filter_map(Entry::deadline).min();
     }
 
     /// Stops call `id` for its client, who no longer wants it: a running
@@ -361,10 +343,8 @@ impl CallTable {
     /// never starts. Nothing is sent for it.
     pub(super) fn cancel(&mut self, id: u64) {
         match self.entries.get(&id) {
-            Some(Entry {
-                abort: Some(abort), ..
-            }) => {
-                abort.abort();
+            Some(Entry { stop: Some(stop), .. }) => {
+                stop.abort.abort();
                 // An aborted task never reports; count it out here. (Its
                 // own task counts how it ended.)
                 self.launched = self.launched.saturating_sub(1);
@@ -413,8 +393,8 @@ impl CallTable {
     /// task counts how it ended; a queued call is counted here.)
     pub(super) fn abort_all(&mut self) {
         for entry in self.entries.values() {
-            if let Some(abort) = &entry.abort {
-                abort.abort();
+            if let Some(stop) = &entry.stop {
+                stop.abort.abort();
             }
         }
         self.launched = 0;
@@ -436,8 +416,8 @@ impl CallTable {
             .collect();
         for id in running {
             if let Some(entry) = self.entries.remove(&id) {
-                if let Some(abort) = entry.abort {
-                    abort.abort();
+                if let Some(stop) = entry.stop {
+                    stop.abort.abort();
                 }
                 self.launched = self.launched.saturating_sub(1);
                 let notice = WireError::new(
@@ -456,8 +436,8 @@ impl Drop for CallTable {
     /// completion.
     fn drop(&mut self) {
         for entry in self.entries.values() {
-            if let Some(abort) = &entry.abort {
-                abort.abort();
+            if let Some(stop) = &entry.stop {
+                stop.abort.abort();
             }
         }
         // Aborted tasks count themselves; calls still queued never will.

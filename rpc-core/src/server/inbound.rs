@@ -145,7 +145,7 @@ impl Connection {
         };
         let output = method.shape.output.then(SendCredit::new);
         let work = Work {
-            ctx: ctx.clone(),
+            ctx,
             args: Args::new(method, Codec::Binary, self.state.config.decode, args, incoming),
             codec: Codec::Binary,
             items: output.clone().map(|credit| {
@@ -157,8 +157,7 @@ impl Connection {
             }),
             max_answer_len: self.client_max_frame_len,
         };
-        let swept = (!to_completion).then_some(ctx);
-        let entry = Entry::new(swept, input, output);
+        let entry = Entry::new(input, output);
         let admitted = Admitted::Run {
             work,
             route: route.clone(),

@@ -14,7 +14,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::frame::Frame;
 use crate::permit::CallPermit;
-use crate::server::call::{Call, CallHandle, End, Finished, Launch, Outbox, Timing, deadline_exceeded};
+use crate::server::call::{Call, CallHandle, End, Finished, Launch, Outbox, Stop, Timing, deadline_exceeded};
 use crate::server::report::Report;
 use crate::server::slow;
 use crate::server::{Outcome, ServerState};
@@ -71,7 +71,7 @@ impl Call<'_> {
                         .await;
                     guard.send(finished);
                 }));
-                return CallHandle::Spawned { abort: None };
+                return CallHandle::Spawned { stop: None };
             }
         };
         // The end is reported before the answer is queued: the writer,
@@ -91,7 +91,7 @@ impl Call<'_> {
                     let _ = outbox.send(frame, permit);
                 }
             }));
-            return CallHandle::Spawned { abort: None };
+            return CallHandle::Spawned { stop: None };
         }
         // A large request (a blob to store, to echo) is likely work to
         // match, as is a method that once computed for long before its
@@ -141,7 +141,7 @@ impl Call<'_> {
                 // Its responder and report go as an aborted task's would.
                 drop(running);
                 drop(outliving(id, ctx, state, launch));
-                CallHandle::Spawned { abort: None }
+                CallHandle::Spawned { stop: None }
             }
         }
     }
@@ -168,12 +168,16 @@ where
     F: Future<Output = Finished> + Send + 'static,
 {
     let id = responder.id;
+    // The connection's copy, for its sweep: made only for a call that
+    // outlives its launch.
+    let ctx = responder.ctx.clone();
     let answering = futures::FutureExt::map(running, move |finished| {
         report.ended();
         responder.send(finished.into_frame(id));
     });
+    let abort = tokio::spawn(answering).abort_handle();
     CallHandle::Spawned {
-        abort: Some(tokio::spawn(answering).abort_handle()),
+        stop: Some(Stop { abort, ctx }),
     }
 }
 

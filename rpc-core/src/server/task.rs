@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::codec::Codec;
 use crate::context::Context;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::Frame;
 use crate::permit::CallPermit;
 use crate::server::call::{Call, CallHandle, End, Finished, Launch, Outbox, Stop, Timing, deadline_exceeded};
@@ -132,16 +132,17 @@ impl Call<'_> {
                 let (responder, report) = outliving(id, ctx, state, launch);
                 spawn_answering(running, responder, report)
             }
+            // Answered as a panicked handler would be, and done with: a
+            // call left running, with no task to report its end, would
+            // never be answered nor forgotten.
             Err(panic) => {
-                tracing::error!(
-                    id,
-                    message = %crate::server::call::panic_message(panic.as_ref()),
-                    "a call panicked outside its handler"
-                );
-                // Its responder and report go as an aborted task's would.
+                let message = crate::server::call::panic_message(panic.as_ref());
+                tracing::error!(id, %message, "a call panicked outside its handler");
                 drop(running);
-                drop(outliving(id, ctx, state, launch));
-                CallHandle::Spawned { stop: None }
+                state.counters.ended(Outcome::Panicked);
+                let panicked = WireError::new(ErrorCode::HandlerPanicked, message);
+                let _ = launch.outbox.send(panicked.to_frame(id), launch.permit);
+                CallHandle::Finished
             }
         }
     }

@@ -59,17 +59,21 @@ impl Work for Worker {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_method_that_computes_before_awaiting_is_spawned_once_seen() {
-    let spinning = Arc::new(AtomicBool::new(false));
+/// A server of `Worker` with default settings, and a client of it.
+async fn serve(spinning: Arc<AtomicBool>) -> (rpc::ServerHandle, WorkClient) {
     let server = rpc::Server::new()
-        .serve(WorkServer::new(Worker {
-            spinning: Arc::clone(&spinning),
-        }))
+        .serve(WorkServer::new(Worker { spinning }))
         .bind("127.0.0.1:0")
         .await
         .unwrap();
     let client = WorkClient::connect(server.local_addr()).await.unwrap();
+    (server, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_that_computes_before_awaiting_is_spawned_once_seen() {
+    let spinning = Arc::new(AtomicBool::new(false));
+    let (server, client) = serve(Arc::clone(&spinning)).await;
     // The first spins run their first polls in the connection's task; three
     // slow ones in a row mark the method.
     for _ in 0..3 {
@@ -99,14 +103,7 @@ async fn a_method_that_computes_before_awaiting_is_spawned_once_seen() {
 /// connection's task share its task; spawned ones each have their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_method_marked_slow_is_tried_in_place_again_and_unmarked_if_fast() {
-    let server = rpc::Server::new()
-        .serve(WorkServer::new(Worker {
-            spinning: Arc::new(AtomicBool::new(false)),
-        }))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let client = WorkClient::connect(server.local_addr()).await.unwrap();
+    let (server, client) = serve(Arc::new(AtomicBool::new(false))).await;
     for _ in 0..3 {
         client.whose(5).await.unwrap();
     }
@@ -269,14 +266,7 @@ impl tracing::Subscriber for FailsOnServerSpans {
 /// panicked handler's would be, and the connection goes on.
 #[tokio::test]
 async fn a_panic_outside_the_handler_in_a_first_poll_is_answered() {
-    let server = rpc::Server::new()
-        .serve(WorkServer::new(Worker {
-            spinning: Arc::new(AtomicBool::new(false)),
-        }))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let client = WorkClient::connect(server.local_addr()).await.unwrap();
+    let (server, client) = serve(Arc::new(AtomicBool::new(false))).await;
     assert_eq!(client.add(1, 2).await.unwrap(), 3);
     // This runtime's one thread runs both sides: the subscriber is theirs.
     {

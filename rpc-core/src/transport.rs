@@ -9,6 +9,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
+use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -80,6 +82,51 @@ pub trait FrameWrite: Send + 'static {
 
     /// Flushes and closes the sending direction.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// When a connection has been quiet long enough to give its buffers back:
+/// [`Quiet::elapsed`] completes no sooner than `after` since the last
+/// [`Quiet::heard`], and no later than twice that. Noting activity sets a
+/// flag (no reading of the clock, no timer update), which a reader or
+/// writer can afford at every read or write: the timer is set again only
+/// when it fires after activity. The runtime's writer uses one, and so
+/// does `rpc-transport`'s reader.
+#[derive(Debug)]
+pub struct Quiet {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    after: Duration,
+    heard: bool,
+}
+
+impl Quiet {
+    /// A timer that fires `after` from now, if nothing is heard meanwhile.
+    /// Must be made inside a tokio runtime with its timer enabled.
+    pub fn new(after: Duration) -> Quiet {
+        Quiet {
+            timer: Box::pin(tokio::time::sleep(after)),
+            after,
+            heard: false,
+        }
+    }
+
+    /// The connection was active: a read or a write.
+    pub fn heard(&mut self) {
+        self.heard = true;
+    }
+
+    /// Completes once the connection has been quiet for `after` at least.
+    /// Cancel-safe: dropped while waiting, it loses nothing.
+    pub async fn elapsed(&mut self) {
+        loop {
+            self.timer.as_mut().await;
+            if !std::mem::take(&mut self.heard) {
+                return;
+            }
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.after);
+        }
+    }
 }
 
 /// Payloads at least this large are queued as chunks of their own;

@@ -5,13 +5,11 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::error::Error;
 use crate::outbox::{Batch, Queued};
 use crate::permit::CallPermits;
 use crate::signal::Signal;
-use crate::transport::FrameWrite;
+use crate::transport::{FrameWrite, Quiet};
 
 /// Batches smaller than this are worth delaying (by one pass of the
 /// scheduler) to gather more frames; larger ones go out at once, since their
@@ -58,17 +56,12 @@ where
     P: Send,
 {
     let mut batch: Batch<P> = Batch::default();
-    // One timer for the writer's life. It is not pushed back at each wait
-    // (a reading of the clock, every batch): when it fires, a writer that
-    // has written since it was set sets it again, so a connection gives
-    // its buffers back after one to two `RELEASE_AFTER`s of quiet.
-    let release_at = tokio::time::sleep(RELEASE_AFTER);
-    tokio::pin!(release_at);
-    let mut wrote = false;
+    // One timer for the writer's life, told of every batch written.
+    let mut quiet = Quiet::new(RELEASE_AFTER);
     // Looked at before every batch and waited on at every wait: a watch
     // reads a flag, where the token's own look and wait take locks.
     let mut stopped = stop.watch();
-    'writing: loop {
+    loop {
         if stop.is_cancelled() {
             break;
         }
@@ -78,17 +71,11 @@ where
             // while gives its buffers back, so an idle one holds little;
             // a busy one keeps them, since taking them afresh after
             // every batch costs more than the memory saves.
-            let taken = loop {
-                tokio::select! {
-                    biased;
-                    () = stopped.raised() => break 'writing,
-                    taken = queued.taken(&mut batch) => break Some(taken),
-                    () = release_at.as_mut() => {}
-                }
-                if !std::mem::take(&mut wrote) {
-                    break None;
-                }
-                release_at.as_mut().reset(Instant::now() + RELEASE_AFTER);
+            let taken = tokio::select! {
+                biased;
+                () = stopped.raised() => break,
+                taken = queued.taken(&mut batch) => Some(taken),
+                () = quiet.elapsed() => None,
             };
             let taken = match taken {
                 Some(taken) => taken,
@@ -136,7 +123,7 @@ where
         // Written: what the frames held (permits) is free now.
         written(&batch);
         batch.clear();
-        wrote = true;
+        quiet.heard();
     }
     // Closing writes too (a TLS close_notify), under the same bound.
     tokio::time::timeout(write_timeout, writer.shutdown())

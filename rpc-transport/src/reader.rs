@@ -1,15 +1,14 @@
 //! [`FrameReader`]: frames from the reading half of a byte stream.
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::FutureExt;
 use rpc_core::Error;
 use rpc_core::frame::{Frame, HEADER_LEN, ProtocolError};
-use rpc_core::transport::FrameRead;
+use rpc_core::transport::{FrameRead, Quiet};
 use tokio::io::AsyncReadExt;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
 use crate::codec::{CodecError, FrameCodec};
@@ -39,14 +38,8 @@ pub struct FrameReader<R> {
     released: bool,
     frame_timeout: Duration,
     /// When a quiet connection gives its buffer back: one timer for the
-    /// reader's life, taken at its first wait. It is not pushed back at
-    /// each wait (a reading of the clock and a timer update, every burst):
-    /// when it fires, a reader that has read since it was set sets it
-    /// again, [`RELEASE_AFTER`] from then.
-    release_at: Option<Pin<Box<Sleep>>>,
-    /// The reader has read since `release_at` was last set (or, before
-    /// it first was, at all).
-    heard: bool,
+    /// reader's life, taken at its first wait, told of every read.
+    quiet: Option<Quiet>,
 }
 
 /// How long one frame may take to arrive once it has started, by default.
@@ -75,8 +68,7 @@ impl<R: ReadHalf> FrameReader<R> {
             frame_started: None,
             released: true,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
-            release_at: None,
-            heard: false,
+            quiet: None,
         }
     }
 
@@ -142,7 +134,9 @@ impl<R: ReadHalf> FrameReader<R> {
             // A frame the read did not bring whole is stamped above, on
             // the way to the next read: most reads bring whole frames, and
             // read no clock.
-            self.heard = true;
+            if let Some(quiet) = &mut self.quiet {
+                quiet.heard();
+            }
         }
     }
 }
@@ -173,21 +167,11 @@ impl<R: ReadHalf> FrameReader<R> {
         if let Some(ready) = self.io.readable().now_or_never() {
             return ready;
         }
-        let release_at = self
-            .release_at
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(RELEASE_AFTER)));
-        loop {
-            tokio::select! {
-                biased;
-                ready = self.io.readable() => return ready,
-                () = release_at.as_mut() => {}
-            }
-            // Quiet since the timer was set (and nothing was read before
-            // this wait): a whole `RELEASE_AFTER` at least.
-            if !std::mem::take(&mut self.heard) {
-                break;
-            }
-            release_at.as_mut().reset(Instant::now() + RELEASE_AFTER);
+        let quiet = self.quiet.get_or_insert_with(|| Quiet::new(RELEASE_AFTER));
+        tokio::select! {
+            biased;
+            ready = self.io.readable() => return ready,
+            () = quiet.elapsed() => {}
         }
         self.buf = BytesMut::new();
         self.released = true;

@@ -433,17 +433,9 @@ impl CallTable {
 impl Drop for CallTable {
     /// A connection that goes away (closed, or its task aborted by a server
     /// stopping) takes its running calls with it, except those that run to
-    /// completion.
+    /// completion, and counts those still queued as cancelled.
     fn drop(&mut self) {
-        for entry in self.entries.values() {
-            if let Some(stop) = &entry.stop {
-                stop.abort.abort();
-            }
-        }
-        // Aborted tasks count themselves; calls still queued never will.
-        for _ in self.queue.drain(..) {
-            self.state.counters.ended(Outcome::Cancelled);
-        }
+        self.abort_all();
     }
 }
 

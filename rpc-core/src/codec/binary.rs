@@ -17,10 +17,25 @@ use super::{DecodeError, DecodeLimits, EncodeError};
 
 /// Appends the encoding of `value` to `out`.
 ///
-/// A first pass only counts the bytes, so `out` grows once, to the exact
-/// size, and a large value (a 1 MiB payload) is copied into it once rather
-/// than again at every doubling of the buffer.
+/// A value that fits in the room `out` has left (a short one in the
+/// thread's block) is written straight in, in one pass. Any other is
+/// encoded in two: a first pass only counts the bytes, so `out` grows
+/// once, to the exact size, and a large value (a 1 MiB payload) is copied
+/// into it once rather than again at every doubling of the buffer.
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Result<(), EncodeError> {
+    let start = out.len();
+    let room = out.capacity() - start;
+    if room > 0 {
+        match ::bincode::serde::encode_into_writer(value, Within { out, room }, config::standard()) {
+            Ok(()) => return Ok(()),
+            // Longer than the room: encoded again below, this time sized.
+            Err(::bincode::error::EncodeError::UnexpectedEnd) => out.truncate(start),
+            Err(err) => {
+                out.truncate(start);
+                return Err(err.into());
+            }
+        }
+    }
     let mut size = SizeWriter::default();
     ::bincode::serde::encode_into_writer(value, &mut size, config::standard()).map_err(EncodeError::from)?;
     // A fresh buffer gets exactly the room it needs: frozen full, it
@@ -45,6 +60,26 @@ struct BufWriter<'a>(&'a mut BytesMut);
 impl Writer for BufWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<(), ::bincode::error::EncodeError> {
         self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Lets bincode write into the `room` bytes `out` has left, and no more:
+/// a value that needs more fails with `UnexpectedEnd`, which no
+/// `Serialize` implementation can produce (it is the writer's error).
+struct Within<'a> {
+    out: &'a mut BytesMut,
+    room: usize,
+}
+
+impl Writer for Within<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), ::bincode::error::EncodeError> {
+        self.room = self
+            .room
+            .checked_sub(bytes.len())
+            .ok_or(::bincode::error::EncodeError::UnexpectedEnd)?;
+        self.out.extend_from_slice(bytes);
         Ok(())
     }
 }
@@ -128,6 +163,62 @@ mod tests {
         encode_into(&(5i64, 3i64), &mut buf).unwrap();
         assert_eq!(&buf[..], &[0x0a, 0x06]);
         assert_eq!(decode::<(i64, i64)>(&buf, LIMITS).unwrap(), (5, 3));
+    }
+
+    #[test]
+    fn values_are_encoded_alike_with_room_and_without() {
+        // A byte, and a marker byte before 2, 4 and 8 bytes.
+        let values: [(u64, &[u8]); 4] = [
+            (5, &[5]),
+            (300, &[251, 0x2c, 0x01]),
+            (70_000, &[252, 0x70, 0x11, 0x01, 0x00]),
+            (1 << 40, &[253, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ];
+        for (value, expected) in values {
+            let mut roomy = BytesMut::with_capacity(64);
+            roomy.put_u8(0xee);
+            encode_into(&value, &mut roomy).unwrap();
+            assert_eq!(&roomy[1..], expected, "{value} with room");
+            let mut fresh = BytesMut::new();
+            encode_into(&value, &mut fresh).unwrap();
+            assert_eq!(&fresh[..], expected, "{value} in a fresh buffer");
+        }
+    }
+
+    #[test]
+    fn a_value_longer_than_the_room_left_is_encoded_whole_after_what_was_there() {
+        let value = (300u64, vec![7u8; 100], "tail".to_owned());
+        let mut alone = BytesMut::new();
+        encode_into(&value, &mut alone).unwrap();
+        let mut out = BytesMut::with_capacity(8);
+        out.extend_from_slice(b"head");
+        encode_into(&value, &mut out).unwrap();
+        assert_eq!(&out[..4], b"head");
+        assert_eq!(&out[4..], &alone[..]);
+        assert_eq!(
+            decode::<(u64, Vec<u8>, String)>(&out[4..], LIMITS).unwrap(),
+            value
+        );
+    }
+
+    #[test]
+    fn a_value_that_fails_to_encode_leaves_the_buffer_as_it_was() {
+        struct Fails;
+        impl Serialize for Fails {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::{Error, SerializeTuple};
+                let mut tuple = serializer.serialize_tuple(2)?;
+                tuple.serialize_element(&1u8)?;
+                Err(S::Error::custom("refused halfway"))
+            }
+        }
+        for capacity in [0, 64] {
+            let mut out = BytesMut::with_capacity(capacity);
+            out.extend_from_slice(b"kept");
+            let err = encode_into(&Fails, &mut out).unwrap_err();
+            assert!(err.to_string().contains("refused halfway"), "{err}");
+            assert_eq!(&out[..], b"kept", "capacity {capacity}");
+        }
     }
 
     #[test]

@@ -68,7 +68,28 @@ struct Inner {
     /// Set (with `cancelled`) when the server stopped the call because its
     /// deadline passed, so the call still gets its answer.
     expired: AtomicBool,
+    /// Set once anyone has waited in [`Context::cancelled`]: a call nobody
+    /// listened to (most of them) ends without waking anyone.
+    listened: AtomicBool,
     cancel: Notify,
+}
+
+impl Inner {
+    fn new(request_id: u64, method: Method, deadline: Instant, peer: Peer, metadata: Metadata) -> Inner {
+        let trace = crate::observe::server_trace(&metadata);
+        let extras = (!metadata.is_empty() || trace.is_some()).then(|| Box::new(Extras { metadata, trace }));
+        Inner {
+            request_id,
+            method,
+            deadline,
+            peer,
+            extras,
+            cancelled: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+            listened: AtomicBool::new(false),
+            cancel: Notify::new(),
+        }
+    }
 }
 
 /// The method a call is for: one the service describes, or (in contexts
@@ -108,31 +129,39 @@ impl Context {
         )
     }
 
-    /// The context of a call the server routed to `method`.
+    /// The context of a call the server routed to `method`, made in the
+    /// memory of `spare` (a context whose call is over) when nothing else
+    /// holds that any more: most calls then allocate none.
     pub(crate) fn for_call(
+        spare: Option<Context>,
         request_id: u64,
         method: &'static MethodDescriptor,
         deadline: Instant,
         peer: Peer,
         metadata: Metadata,
     ) -> Context {
-        Context::make(request_id, Method::Described(method), deadline, peer, metadata)
+        let inner = Inner::new(request_id, Method::Described(method), deadline, peer, metadata);
+        Context::reusing(spare, inner)
+    }
+
+    /// A context of `inner`, in `spare`'s memory if nothing else holds it.
+    fn reusing(spare: Option<Context>, inner: Inner) -> Context {
+        if let Some(mut spare) = spare
+            && let Some(held) = Arc::get_mut(&mut spare.inner)
+        {
+            // Held by no one else, no clone or weak reference: nobody can
+            // tell it from a new one.
+            *held = inner;
+            return spare;
+        }
+        Context {
+            inner: Arc::new(inner),
+        }
     }
 
     fn make(request_id: u64, method: Method, deadline: Instant, peer: Peer, metadata: Metadata) -> Context {
-        let trace = crate::observe::server_trace(&metadata);
-        let extras = (!metadata.is_empty() || trace.is_some()).then(|| Box::new(Extras { metadata, trace }));
         Context {
-            inner: Arc::new(Inner {
-                request_id,
-                method,
-                deadline,
-                peer,
-                extras,
-                cancelled: AtomicBool::new(false),
-                expired: AtomicBool::new(false),
-                cancel: Notify::new(),
-            }),
+            inner: Arc::new(Inner::new(request_id, method, deadline, peer, metadata)),
         }
     }
 
@@ -239,10 +268,14 @@ impl Context {
     /// the timer's millisecond); this is for work the handler handed to
     /// other tasks.
     pub async fn cancelled(&self) {
+        // Before the flag is looked at, as `cancel` sets the flag before
+        // it looks at this (both in one total order): either this sees
+        // the flag, or `cancel` sees a listener and wakes it.
+        self.inner.listened.store(true, Ordering::SeqCst);
         let cancelled = async {
             loop {
                 let notified = self.inner.cancel.notified();
-                if self.inner.cancelled.load(Ordering::Acquire) {
+                if self.inner.cancelled.load(Ordering::SeqCst) {
                     return;
                 }
                 notified.await;
@@ -256,8 +289,10 @@ impl Context {
 
     /// Marks the call cancelled; [`Context::cancelled`] completes.
     pub(crate) fn cancel(&self) {
-        self.inner.cancelled.store(true, Ordering::Release);
-        self.inner.cancel.notify_waiters();
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        if self.inner.listened.load(Ordering::SeqCst) {
+            self.inner.cancel.notify_waiters();
+        }
     }
 
     /// Marks the call stopped by its deadline (and so cancelled).
@@ -291,13 +326,60 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         assert!(!ctx.is_cancelled());
+        let cancelled_at = Instant::now();
         ctx.cancel();
         waiter.await.unwrap();
         assert!(ctx.is_cancelled());
+        // Woken by the cancel, not by the paused clock jumping to the
+        // deadline.
+        assert_eq!(cancelled_at.elapsed(), Duration::ZERO);
+        // Cancelled before anyone listened: a listener returns at once.
+        let unheard = Context::new(
+            3,
+            "S.m".to_owned(),
+            Instant::now() + Duration::from_secs(60),
+            None,
+        );
+        unheard.cancel();
+        unheard.cancelled().await;
+        assert_eq!(cancelled_at.elapsed(), Duration::ZERO);
 
         let later = Context::new(2, "S.m".to_owned(), Instant::now() + Duration::from_secs(5), None);
         later.cancelled().await;
         assert!(later.is_cancelled());
         assert_eq!(later.remaining(), Duration::ZERO);
+    }
+
+    fn inner(request_id: u64) -> Inner {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        Inner::new(
+            request_id,
+            Method::Named("S.m".into()),
+            deadline,
+            Peer::unknown(),
+            Metadata::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_spare_context_nobody_holds_is_made_again_in_place() {
+        let spare = Context::reusing(None, inner(1));
+        spare.cancel();
+        let memory = Arc::as_ptr(&spare.inner);
+        let next = Context::reusing(Some(spare), inner(2));
+        assert_eq!(Arc::as_ptr(&next.inner), memory, "the same memory");
+        assert_eq!(next.request_id(), 2);
+        assert!(!next.is_cancelled(), "a new call's context starts afresh");
+    }
+
+    #[tokio::test]
+    async fn a_spare_context_someone_still_holds_is_left_to_them() {
+        let spare = Context::reusing(None, inner(1));
+        let kept = spare.clone();
+        spare.cancel();
+        let next = Context::reusing(Some(spare), inner(2));
+        assert_ne!(Arc::as_ptr(&next.inner), Arc::as_ptr(&kept.inner));
+        assert_eq!((kept.request_id(), next.request_id()), (1, 2));
+        assert!(kept.is_cancelled() && !next.is_cancelled());
     }
 }

@@ -116,8 +116,9 @@ pub(crate) enum CallHandle {
     /// For its caller to run ([`End::Inline`]).
     Inline(InlineCall),
     /// Done already, answered on its first poll: nothing of it is left
-    /// running, and it reported nothing ([`End::Frames`] only).
-    Finished,
+    /// running, and it reported nothing ([`End::Frames`] only). Its
+    /// context is handed back, for the connection's next call to reuse.
+    Finished(Context),
 }
 
 /// How a connection stops a call running in a task of its own: the task's

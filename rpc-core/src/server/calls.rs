@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::context::Context;
 use crate::error::{ErrorCode, WireError};
 use crate::permit::{CallPermit, CallPermits};
 use crate::server::call::{Call, CallHandle, End, Launch, Outbox, Stop, Work, deadline_exceeded};
@@ -50,6 +51,9 @@ pub(super) struct CallTable {
     pub(super) last_started_id: u64,
     /// The server: its counters, and what each call runs on.
     state: Arc<ServerState>,
+    /// The context of the last call answered on its first poll, for the
+    /// next call's to be made in ([`Context::for_call`]).
+    pub(super) spare: Option<Context>,
 }
 
 /// A call in flight.
@@ -150,6 +154,7 @@ impl CallTable {
             last_read_id: 0,
             last_started_id: 0,
             state,
+            spare: None,
         }
     }
 
@@ -258,7 +263,8 @@ impl CallTable {
             CallHandle::Spawned { stop } => stop,
             // Answered on its first poll, here: forgotten now, with no
             // report to come back for.
-            CallHandle::Finished => {
+            CallHandle::Finished(ctx) => {
+                self.spare = Some(ctx);
                 match entry {
                     Some(Placed::Here(entry)) => entry.close(),
                     _ => self.forget(id),

@@ -135,7 +135,14 @@ impl Connection {
                 }
             },
         };
-        let ctx = Context::for_call(id, method, received + budget, self.peer.clone(), metadata);
+        let ctx = Context::for_call(
+            self.calls.spare.take(),
+            id,
+            method,
+            received + budget,
+            self.peer.clone(),
+            metadata,
+        );
         let (input, incoming) = match method.shape.input {
             true => {
                 let (input, incoming) = self.open_input(id);

@@ -126,7 +126,8 @@ impl Call<'_> {
                 // A closed outbox means the connection is gone; nobody to
                 // tell.
                 let _ = launch.outbox.send(frame, launch.permit);
-                CallHandle::Finished
+                drop(running);
+                CallHandle::Finished(ctx)
             }
             Ok(Poll::Pending) => {
                 let (responder, report) = outliving(id, ctx, state, launch);
@@ -142,7 +143,7 @@ impl Call<'_> {
                 state.counters.ended(Outcome::Panicked);
                 let panicked = WireError::new(ErrorCode::HandlerPanicked, message);
                 let _ = launch.outbox.send(panicked.to_frame(id), launch.permit);
-                CallHandle::Finished
+                CallHandle::Finished(ctx)
             }
         }
     }

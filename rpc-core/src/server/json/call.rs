@@ -177,6 +177,7 @@ impl JsonRpc {
                 .min(self.state.config.max_budget)
         };
         let ctx = Context::for_call(
+            None,
             self.next_request_id(),
             method,
             Instant::now() + budget,
@@ -211,7 +212,7 @@ impl JsonRpc {
                 // caller went away, or cancelled) stops the call.
                 match route.service.start(method, call) {
                     CallHandle::Inline(call) => Some(call.await),
-                    CallHandle::Spawned { .. } | CallHandle::Finished => None,
+                    CallHandle::Spawned { .. } | CallHandle::Finished(_) => None,
                 }
             }
         };

@@ -60,10 +60,11 @@ struct Inner {
     deadline: Instant,
     peer: Peer,
     /// Metadata and trace, for the calls that have either (boxed: most
-    /// have neither, and every call allocates this struct).
+    /// have neither, and every call's context holds this struct).
     extras: Option<Box<Extras>>,
     /// Set when the call ends early; in the same allocation as the rest,
-    /// so a call's context costs one allocation.
+    /// so a call's context costs at most one allocation (none when made
+    /// in a spare, see [`Context::for_call`]).
     cancelled: AtomicBool,
     /// Set (with `cancelled`) when the server stopped the call because its
     /// deadline passed, so the call still gets its answer.
@@ -142,6 +143,15 @@ impl Context {
     ) -> Context {
         let inner = Inner::new(request_id, Method::Described(method), deadline, peer, metadata);
         Context::reusing(spare, inner)
+    }
+
+    /// This context, whose call is over, kept for the connection's next
+    /// call to be made in ([`Context::for_call`]) if nothing else holds
+    /// it. What the call carried goes now, not when the next call comes:
+    /// its metadata may hold a slice of the read buffer it arrived in.
+    pub(crate) fn into_spare(mut self) -> Option<Context> {
+        Arc::get_mut(&mut self.inner)?.extras = None;
+        Some(self)
     }
 
     /// A context of `inner`, in `spare`'s memory if nothing else holds it.
@@ -370,6 +380,30 @@ mod tests {
         assert_eq!(Arc::as_ptr(&next.inner), memory, "the same memory");
         assert_eq!(next.request_id(), 2);
         assert!(!next.is_cancelled(), "a new call's context starts afresh");
+    }
+
+    #[tokio::test]
+    async fn a_spare_keeps_nothing_its_call_carried_and_only_what_nobody_holds_is_kept() {
+        let mut metadata = Metadata::new();
+        metadata.insert("token", "secret").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let carried = Inner::new(
+            1,
+            Method::Named("S.m".into()),
+            deadline,
+            Peer::unknown(),
+            metadata,
+        );
+        let ctx = Context::reusing(None, carried);
+        assert_eq!(ctx.metadata().get_str("token"), Some("secret"));
+        let spare = ctx.into_spare().expect("nobody else holds it");
+        assert!(spare.metadata().is_empty(), "the metadata went with its call");
+        let kept = spare.clone();
+        assert!(
+            spare.into_spare().is_none(),
+            "a context someone holds is left to them"
+        );
+        assert_eq!(kept.request_id(), 1);
     }
 
     #[tokio::test]

@@ -26,15 +26,22 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Resu
     let start = out.len();
     let room = out.capacity() - start;
     if room > 0 {
-        match ::bincode::serde::encode_into_writer(value, Within { out, room }, config::standard()) {
-            Ok(()) => return Ok(()),
-            // Longer than the room: encoded again below, this time sized.
-            Err(::bincode::error::EncodeError::UnexpectedEnd) => out.truncate(start),
-            Err(err) => {
+        let mut within = Within {
+            out: &mut *out,
+            room,
+            overflowed: false,
+        };
+        let written = ::bincode::serde::encode_into_writer(value, &mut within, config::standard());
+        // Whatever the value's `Serialize` made of the writer's error (it
+        // may wrap it, or carry on past it), a value that did not fit is
+        // encoded again below, this time sized.
+        if !within.overflowed {
+            if written.is_err() {
                 out.truncate(start);
-                return Err(err.into());
             }
+            return written.map_err(EncodeError::from);
         }
+        out.truncate(start);
     }
     let mut size = SizeWriter::default();
     ::bincode::serde::encode_into_writer(value, &mut size, config::standard()).map_err(EncodeError::from)?;
@@ -45,7 +52,12 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Resu
     } else {
         out.reserve(size.bytes_written);
     }
-    ::bincode::serde::encode_into_writer(value, BufWriter(out), config::standard()).map_err(EncodeError::from)
+    let written = ::bincode::serde::encode_into_writer(value, BufWriter(&mut *out), config::standard());
+    // A `Serialize` that fails only the second time leaves nothing behind.
+    if written.is_err() {
+        out.truncate(start);
+    }
+    written.map_err(EncodeError::from)
 }
 
 impl From<::bincode::error::EncodeError> for EncodeError {
@@ -65,22 +77,27 @@ impl Writer for BufWriter<'_> {
 }
 
 /// Lets bincode write into the `room` bytes `out` has left, and no more:
-/// a value that needs more fails with `UnexpectedEnd`, which no
-/// `Serialize` implementation can produce (it is the writer's error).
+/// a write that needs more fails, and every write after it.
 struct Within<'a> {
     out: &'a mut BytesMut,
     room: usize,
+    overflowed: bool,
 }
 
 impl Writer for Within<'_> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), ::bincode::error::EncodeError> {
-        self.room = self
-            .room
-            .checked_sub(bytes.len())
-            .ok_or(::bincode::error::EncodeError::UnexpectedEnd)?;
-        self.out.extend_from_slice(bytes);
-        Ok(())
+        match self.room.checked_sub(bytes.len()) {
+            Some(left) if !self.overflowed => {
+                self.room = left;
+                self.out.extend_from_slice(bytes);
+                Ok(())
+            }
+            _ => {
+                self.overflowed = true;
+                Err(::bincode::error::EncodeError::UnexpectedEnd)
+            }
+        }
     }
 }
 
@@ -201,24 +218,79 @@ mod tests {
         );
     }
 
+    /// A pair whose `Serialize` fails after writing its first element
+    /// (`fails`), or ignores its elements' failures and goes on.
+    struct Awkward {
+        first: Vec<u8>,
+        fails: bool,
+    }
+
+    impl Serialize for Awkward {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error, SerializeTuple};
+            let mut tuple = serializer.serialize_tuple(2)?;
+            if self.fails {
+                tuple.serialize_element(&self.first)?;
+                return Err(S::Error::custom("refused halfway"));
+            }
+            let _ = tuple.serialize_element(&self.first);
+            let _ = tuple.serialize_element(&7u8);
+            tuple.end()
+        }
+    }
+
     #[test]
     fn a_value_that_fails_to_encode_leaves_the_buffer_as_it_was() {
-        struct Fails;
-        impl Serialize for Fails {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::{Error, SerializeTuple};
-                let mut tuple = serializer.serialize_tuple(2)?;
-                tuple.serialize_element(&1u8)?;
-                Err(S::Error::custom("refused halfway"))
-            }
-        }
-        for capacity in [0, 64] {
+        // Failing within the room, past it, and with no room at all (the
+        // two-pass path).
+        for (first, capacity) in [(4, 64), (100, 64), (4, 4)] {
             let mut out = BytesMut::with_capacity(capacity);
             out.extend_from_slice(b"kept");
-            let err = encode_into(&Fails, &mut out).unwrap_err();
+            let value = Awkward {
+                first: vec![1; first],
+                fails: true,
+            };
+            let err = encode_into(&value, &mut out).unwrap_err();
             assert!(err.to_string().contains("refused halfway"), "{err}");
-            assert_eq!(&out[..], b"kept", "capacity {capacity}");
+            assert_eq!(&out[..], b"kept", "{first} bytes in a buffer of {capacity}");
         }
+    }
+
+    #[test]
+    fn a_value_that_fails_only_when_written_leaves_the_buffer_as_it_was() {
+        /// Sized fine, then fails halfway through being written.
+        struct Fickle(std::cell::Cell<u32>);
+        impl Serialize for Fickle {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::{Error, SerializeTuple};
+                self.0.set(self.0.get() + 1);
+                let mut tuple = serializer.serialize_tuple(2)?;
+                tuple.serialize_element(&[9u8; 8])?;
+                if self.0.get() > 1 {
+                    return Err(S::Error::custom("changed its mind"));
+                }
+                tuple.serialize_element(&1u8)?;
+                tuple.end()
+            }
+        }
+        let mut out = BytesMut::from(&b"kept"[..]);
+        let err = encode_into(&Fickle(std::cell::Cell::new(0)), &mut out).unwrap_err();
+        assert!(err.to_string().contains("changed its mind"), "{err}");
+        assert_eq!(&out[..], b"kept");
+    }
+
+    #[test]
+    fn a_value_that_carries_on_past_the_room_running_out_is_encoded_whole() {
+        let value = Awkward {
+            first: vec![1; 100],
+            fails: false,
+        };
+        let mut alone = BytesMut::new();
+        encode_into(&value, &mut alone).unwrap();
+        assert_eq!(alone.len(), 1 + 100 + 1, "the whole value, sized");
+        let mut out = BytesMut::with_capacity(64);
+        encode_into(&value, &mut out).unwrap();
+        assert_eq!(&out[..], &alone[..]);
     }
 
     #[test]

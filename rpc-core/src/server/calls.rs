@@ -51,8 +51,9 @@ pub(super) struct CallTable {
     pub(super) last_started_id: u64,
     /// The server: its counters, and what each call runs on.
     state: Arc<ServerState>,
-    /// The context of the last call answered on its first poll, for the
-    /// next call's to be made in ([`Context::for_call`]).
+    /// The context of the last call answered on its first poll, stripped
+    /// of what that call carried, for the next call's to be made in
+    /// ([`Context::for_call`]): one per connection.
     pub(super) spare: Option<Context>,
 }
 
@@ -264,7 +265,7 @@ impl CallTable {
             // Answered on its first poll, here: forgotten now, with no
             // report to come back for.
             CallHandle::Finished(ctx) => {
-                self.spare = Some(ctx);
+                self.spare = ctx.into_spare();
                 match entry {
                     Some(Placed::Here(entry)) => entry.close(),
                     _ => self.forget(id),

@@ -123,8 +123,9 @@ const MAX_BURST: usize = 64;
 const MIN_BURST_CURRENT_THREAD: usize = 16;
 const MAX_BURST_CURRENT_THREAD: usize = 128;
 
-/// Reads of at least this many frames are cut into two bursts on a
-/// current-thread runtime, shorter ones into four.
+/// Reads of at least this many frames are cut into halves on a
+/// current-thread runtime (at most [`MAX_BURST_CURRENT_THREAD`] frames
+/// each), shorter ones into quarters.
 const LONG_READ: usize = 128;
 
 /// How many buffered frames a burst takes before the connection gives way
@@ -137,11 +138,12 @@ const LONG_READ: usize = 128;
 /// - A read of fewer than [`LONG_READ`] frames is cut into four bursts of
 ///   at least 16: 64 callers make 1.2 to 1.5 times the calls a second of
 ///   one 64-frame burst.
-/// - A longer read is cut into two, of up to 128 frames. A read that long
-///   means the client has requests waiting and the server is the side
-///   working flat out, so each write (a system call, which wakes the
-///   client too) costs calls: 1 024 callers made 1.10 to 1.14 times the
-///   calls a second of four bursts of at most 64, and 64 callers as many.
+/// - A longer read is cut into halves, of at most 128 frames (so a read of
+///   300 takes three bursts). A read that long means the client has
+///   requests waiting and the server is the side working flat out, so
+///   each write (a system call, which wakes the client too) costs calls:
+///   1 024 callers made 1.10 to 1.14 times the calls a second of four
+///   bursts of at most 64, and 64 callers as many.
 ///
 /// A multi-thread runtime gains nothing from short bursts, and pays for the
 /// extra writes.

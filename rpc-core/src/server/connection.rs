@@ -442,4 +442,50 @@ mod tests {
         assert_eq!(later(now, Duration::MAX), now + MAX_SLEEP);
         assert_eq!(later(now, Duration::from_secs(5)), now + Duration::from_secs(5));
     }
+
+    /// The burst length a current-thread runtime's connection takes after
+    /// a read of `frames` frames, taken in bursts of `len`.
+    fn after_read(frames: usize, len: usize) -> usize {
+        let mut bursts = Bursts {
+            len,
+            taken: 0,
+            adapts: true,
+        };
+        let mut left = frames;
+        while left > len {
+            assert_eq!(bursts.took(len, Burst::Cut), Burst::Cut);
+            left -= len;
+        }
+        bursts.took(left, Burst::Over);
+        bursts.len
+    }
+
+    #[test]
+    fn bursts_are_quarters_of_a_short_read_and_halves_of_a_long_one() {
+        // Quarters, at least 16.
+        assert_eq!(after_read(40, 16), 16);
+        assert_eq!(after_read(100, 16), 25);
+        assert_eq!(after_read(127, 64), 31);
+        // Halves from 128 frames on, at most 128.
+        assert_eq!(after_read(128, 16), 64);
+        assert_eq!(after_read(200, 64), 100);
+        assert_eq!(after_read(600, 128), 128);
+        // A burst cut short by something else measures no read.
+        let mut held = Bursts {
+            len: 64,
+            taken: 0,
+            adapts: true,
+        };
+        held.took(10, Burst::Held);
+        held.took(8, Burst::Over);
+        assert_eq!(held.len, 16);
+        // A multi-thread runtime keeps its bursts as they are.
+        let mut fixed = Bursts {
+            len: MAX_BURST,
+            taken: 0,
+            adapts: false,
+        };
+        fixed.took(300, Burst::Over);
+        assert_eq!(fixed.len, MAX_BURST);
+    }
 }

@@ -63,8 +63,9 @@ struct Inner {
     /// have neither, and every call's context holds this struct).
     extras: Option<Box<Extras>>,
     /// Set when the call ends early; in the same allocation as the rest,
-    /// so a call's context costs at most one allocation (none when made
-    /// in a spare, see [`Context::for_call`]).
+    /// so a call's context costs one allocation, besides `extras` when the
+    /// call has metadata or a trace (none when made in a spare, see
+    /// [`Context::for_call`]).
     cancelled: AtomicBool,
     /// Set (with `cancelled`) when the server stopped the call because its
     /// deadline passed, so the call still gets its answer.

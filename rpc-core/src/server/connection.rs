@@ -119,8 +119,10 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// way, on a multi-thread runtime (see [`Bursts`]).
 const MAX_BURST: usize = 64;
 
-/// Fewest and most frames taken in one go on a current-thread runtime.
+/// Fewest frames taken in one go on a current-thread runtime.
 const MIN_BURST_CURRENT_THREAD: usize = 16;
+
+/// Most frames taken in one go on a current-thread runtime.
 const MAX_BURST_CURRENT_THREAD: usize = 128;
 
 /// Reads of at least this many frames are cut into halves on a
@@ -135,11 +137,11 @@ const LONG_READ: usize = 128;
 /// all wait for its end while the client sat idle. The frames of a read
 /// are cut into bursts as long as the last read's suggests: the client
 /// works on the first answers while the server works on the rest.
-/// - A read of fewer than [`LONG_READ`] frames is cut into four bursts of
-///   at least 16: 64 callers make 1.2 to 1.5 times the calls a second of
-///   one 64-frame burst.
-/// - A longer read is cut into halves, of at most 128 frames (so a read of
-///   300 takes three bursts). A read that long means the client has
+/// - After a read of fewer than [`LONG_READ`] frames, bursts are a
+///   quarter of it, at least 16: 64 callers make 1.2 to 1.5 times the
+///   calls a second of one 64-frame burst.
+/// - After a longer read, bursts are half of it, at most 128 frames (so a
+///   read of 300 takes three bursts). A read that long means the client has
 ///   requests waiting and the server is the side working flat out, so
 ///   each write (a system call, which wakes the client too) costs calls:
 ///   1 024 callers made 1.10 to 1.14 times the calls a second of four

@@ -445,14 +445,19 @@ mod tests {
         assert_eq!(later(now, Duration::from_secs(5)), now + Duration::from_secs(5));
     }
 
+    /// Bursts of `len` frames, on a current-thread runtime if `adapts`.
+    fn bursts(len: usize, adapts: bool) -> Bursts {
+        Bursts {
+            len,
+            taken: 0,
+            adapts,
+        }
+    }
+
     /// The burst length a current-thread runtime's connection takes after
     /// a read of `frames` frames, taken in bursts of `len`.
     fn after_read(frames: usize, len: usize) -> usize {
-        let mut bursts = Bursts {
-            len,
-            taken: 0,
-            adapts: true,
-        };
+        let mut bursts = bursts(len, true);
         let mut left = frames;
         while left > len {
             assert_eq!(bursts.took(len, Burst::Cut), Burst::Cut);
@@ -473,20 +478,12 @@ mod tests {
         assert_eq!(after_read(200, 64), 100);
         assert_eq!(after_read(600, 128), 128);
         // A burst cut short by something else measures no read.
-        let mut held = Bursts {
-            len: 64,
-            taken: 0,
-            adapts: true,
-        };
+        let mut held = bursts(64, true);
         held.took(10, Burst::Held);
         held.took(8, Burst::Over);
         assert_eq!(held.len, 16);
         // A multi-thread runtime keeps its bursts as they are.
-        let mut fixed = Bursts {
-            len: MAX_BURST,
-            taken: 0,
-            adapts: false,
-        };
+        let mut fixed = bursts(MAX_BURST, false);
         fixed.took(300, Burst::Over);
         assert_eq!(fixed.len, MAX_BURST);
     }

@@ -120,13 +120,14 @@ impl Call<'_> {
         state.slow.first_poll(method, took);
         match polled {
             // Done: answered now, and forgotten by the connection at once,
-            // with nothing of it cloned or reported.
+            // with nothing reported; its context goes back to the
+            // connection, for the next call to be made in (`running`, which
+            // holds the other reference, is gone by the time it looks).
             Ok(Poll::Ready(finished)) => {
                 let frame = finished.into_frame(id);
                 // A closed outbox means the connection is gone; nobody to
                 // tell.
                 let _ = launch.outbox.send(frame, launch.permit);
-                drop(running);
                 CallHandle::Finished(ctx)
             }
             Ok(Poll::Pending) => {

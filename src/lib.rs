@@ -305,7 +305,7 @@ mod server;
 pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
 pub use rpc_core::blob::Bytes;
 pub use rpc_core::client::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT};
-pub use rpc_core::codec::DEFAULT_MAX_NESTING;
+pub use rpc_core::codec::{DEFAULT_MAX_NESTING, Message};
 pub use rpc_core::error::ErrorCode;
 pub use rpc_core::frame::{DEFAULT_MAX_FRAME_LEN, ProtocolError};
 pub use rpc_core::macro_support::FromRpcError;

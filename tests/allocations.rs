@@ -1,20 +1,27 @@
-//! What a small call allocates, client and server ends together, in one
-//! process: held to about one block a call (the server's call future,
-//! boxed so that it may move into a task of its own). The figure is
-//! printed (`cargo test --test allocations -- --nocapture`). Its own test
-//! binary, so that no other test's allocations are counted.
+//! What a call allocates, client and server ends together, in one
+//! process: a small call about one block (the server's call future, boxed
+//! so that it may move into a task of its own), and a blob's echo no copy
+//! of the blob but the two each end reads. The figures are printed
+//! (`cargo test --test allocations -- --nocapture`). Its own test binary,
+//! and its tests one at a time, so that nothing else's allocations are
+//! counted.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::System;
+use std::sync::{Mutex, PoisonError};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
+/// Held by each test while it counts.
+static COUNTING: Mutex<()> = Mutex::new(());
+
 #[rpc::service]
 pub trait Adder {
     async fn add(&self, a: u64, b: u64) -> u64;
+    async fn echo(&self, data: rpc::Bytes) -> rpc::Bytes;
 }
 
 struct Sum;
@@ -23,17 +30,25 @@ impl Adder for Sum {
     async fn add(&self, a: u64, b: u64) -> u64 {
         a + b
     }
+
+    async fn echo(&self, data: rpc::Bytes) -> rpc::Bytes {
+        data
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 const CALLS: u64 = 2_000;
 
 #[test]
 fn a_small_call_allocates_about_one_block_both_ends_together() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    let _counting = COUNTING.lock().unwrap_or_else(PoisonError::into_inner);
+    runtime().block_on(async {
         let server = rpc::Server::new()
             .serve(AdderServer::new(Sum))
             .bind("127.0.0.1:0")
@@ -56,6 +71,38 @@ fn a_small_call_allocates_about_one_block_both_ends_together() {
         assert!(
             allocations < 1.5,
             "a small call allocates {allocations:.2} blocks, client and server together"
+        );
+        server.stop().await;
+    });
+}
+
+const ECHOES: usize = 20;
+
+const BLOB_LEN: usize = 1 << 20;
+
+#[test]
+fn an_echoed_blob_is_allocated_only_where_each_end_reads_it() {
+    let _counting = COUNTING.lock().unwrap_or_else(PoisonError::into_inner);
+    runtime().block_on(async {
+        let server = rpc::Server::new()
+            .serve(AdderServer::new(Sum))
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let client = AdderClient::connect(server.local_addr()).await.unwrap();
+        let blob = rpc::Bytes::from((0..BLOB_LEN).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        assert_eq!(client.echo(blob.clone()).await.unwrap(), blob);
+        let region = Region::new(GLOBAL);
+        for _ in 0..ECHOES {
+            assert_eq!(client.echo(blob.clone()).await.unwrap(), blob);
+        }
+        let blobs = region.change().bytes_allocated as f64 / (ECHOES * BLOB_LEN) as f64;
+        println!("blobs allocated an echo of one, client and server together: {blobs:.2}");
+        // The server reads the request, the client the answer; each copy
+        // into an encoded message would be one more.
+        assert!(
+            blobs < 2.5,
+            "an echo allocates {blobs:.2} times its blob, client and server together"
         );
         server.stop().await;
     });

@@ -129,3 +129,54 @@ async fn calls_work_over_an_in_memory_pipe() {
     assert_eq!(client.add(20, 22).await.unwrap(), 42);
     assert_eq!(client.reverse(vec![9; 200_000]).await.unwrap().len(), 200_000);
 }
+
+/// Blobs in, blobs out, in another order: each large one travels as a part
+/// of its own message, from the memory it lies in.
+#[rpc::service]
+pub trait Blobs {
+    async fn swap(&self, head: String, a: rpc::Bytes, b: rpc::Bytes) -> (rpc::Bytes, String, rpc::Bytes);
+}
+
+struct Swapper;
+
+impl Blobs for Swapper {
+    async fn swap(&self, head: String, a: rpc::Bytes, b: rpc::Bytes) -> (rpc::Bytes, String, rpc::Bytes) {
+        (b, head, a)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_blobs_arrive_whole_in_their_places_even_from_the_queue() {
+    let server = rpc::Server::new()
+        .serve(BlobsServer::new(Swapper))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    // One call in flight: the rest wait in the queue, and leave with their
+    // budgets stamped into their first part.
+    let client = BlobsClient::from_client(
+        rpc::ClientBuilder::new()
+            .max_in_flight(1)
+            .connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    let blob = |len: usize, seed: usize| -> rpc::Bytes {
+        (0..len)
+            .map(|i| ((i * 7 + seed) % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    };
+    let calls = (0..8usize).map(|n| {
+        let client = client.clone();
+        // Short and long, either side of where blobs are spliced (4 KiB).
+        let (a, b) = (blob(4095 + n * 300_000, n), blob(4096 << n, n + 100));
+        async move {
+            let head = format!("call {n}");
+            let (got_b, got_head, got_a) = client.swap(head.clone(), a.clone(), b.clone()).await.unwrap();
+            assert_eq!((got_head, got_a, got_b), (head, a, b), "call {n}");
+        }
+    });
+    futures::future::join_all(calls).await;
+    server.stop().await;
+}

@@ -1,11 +1,13 @@
-//! [`Bytes`]: binary data that crosses the network with no copy on the
-//! receiving side.
+//! [`Bytes`]: binary data that crosses the network without a copy on
+//! either side.
 //!
 //! Through serde, `bytes::Bytes` and `Vec<u8>` are decoded by copying their
 //! bytes out of the frame they arrived in. This type is decoded as a slice
 //! of that frame instead: the decoder lends it the frame (a reference
 //! count, in a thread-local that lives only for the decode), and the
-//! borrowed bytes bincode hands over are turned into a slice of it.
+//! borrowed bytes bincode hands over are turned into a slice of it. On the
+//! way out, a large one in a request or a result is spliced into the
+//! encoded message as a part of its own (`codec::splice`).
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
@@ -15,15 +17,21 @@ use std::ops::Deref;
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
 
-/// Cheap-to-clone binary data, sent as one copy and received with none.
+use crate::codec::splice;
+pub use crate::codec::splice::SPLICE_FROM;
+
+/// Cheap-to-clone binary data, sent and received without a copy.
 ///
-/// Use it for blobs in service methods (arguments, results, stream items):
-/// it encodes with a single `memcpy` (a `Vec<u8>` goes through serde byte
-/// by byte), and the receiver gets a slice of the frame the data came in,
-/// without copying it (in messages of [`LEND_FROM`](crate::codec::LEND_FROM)
-/// bytes or more; a shorter one's few bytes are copied, which costs
-/// less). It dereferences to [`bytes::Bytes`], so `len`, `slice`, `to_vec`
-/// and the rest are there.
+/// Use it for blobs in service methods (arguments, results, stream items).
+/// In a request or a result, one of [`SPLICE_FROM`] bytes or more is
+/// written to the connection from where it lies, never copied into the
+/// message (the message holds a reference to it until it is written); a
+/// shorter one, or one in a stream item, is copied with a single `memcpy`
+/// (a `Vec<u8>` goes through serde byte by byte). The receiver gets a
+/// slice of the frame the data came in, without copying it (in messages
+/// of [`LEND_FROM`](crate::codec::LEND_FROM) bytes or more; a shorter
+/// one's few bytes are copied, which costs less). It dereferences to
+/// [`bytes::Bytes`], so `len`, `slice`, `to_vec` and the rest are there.
 ///
 /// A received value keeps the memory of the frame it came in alive for as
 /// long as it lives. To keep a small part of a large message for long,
@@ -157,6 +165,10 @@ impl PartialEq<Vec<u8>> for Bytes {
 
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // A large blob going into a request or a result is sent from here.
+        if self.0.len() >= splice::SPLICE_FROM {
+            return splice::offering(&self.0, || serializer.serialize_bytes(&self.0));
+        }
         serializer.serialize_bytes(&self.0)
     }
 }

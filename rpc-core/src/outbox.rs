@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
+use crate::codec::Message;
 use crate::frame::{Frame, Header, Kind, ProtocolError, RequestHead};
 use crate::transport::Encoded;
 
@@ -55,6 +56,33 @@ pub(crate) struct Queued<P> {
 /// The writer is gone: nothing sent now will be written.
 #[derive(Debug)]
 pub(crate) struct Closed;
+
+/// A frame on its way into the outbox: its header, and its payload in the
+/// parts it is sent from.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    header: Header,
+    payload: Message,
+}
+
+impl Outgoing {
+    /// A frame of `kind` for call `id` around `payload`, if a header can
+    /// say its length.
+    pub(crate) fn new(kind: Kind, id: u64, payload: Message) -> Result<Outgoing, ProtocolError> {
+        let header = Header::new(kind, id, payload.len())?;
+        Ok(Outgoing { header, payload })
+    }
+}
+
+impl From<Frame> for Outgoing {
+    fn from(frame: Frame) -> Outgoing {
+        let (header, payload) = frame.into_parts();
+        Outgoing {
+            header,
+            payload: Message::from(payload),
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Shared<P> {
@@ -170,8 +198,8 @@ impl<P> Shared<P> {
 impl<P> Outbox<P> {
     /// Queues a frame; `held` stays held until the frame is written. If
     /// the writer is gone, `held` comes back.
-    pub(crate) fn send(&self, frame: Frame, held: Option<P>) -> Result<(), Option<P>> {
-        let (header, payload) = frame.into_parts();
+    pub(crate) fn send(&self, frame: impl Into<Outgoing>, held: Option<P>) -> Result<(), Option<P>> {
+        let Outgoing { header, payload } = frame.into();
         self.send_parts(header, &[], &payload, held)
     }
 
@@ -181,9 +209,9 @@ impl<P> Outbox<P> {
         &self,
         kind: Kind,
         id: u64,
-        payload: Bytes,
+        payload: Message,
     ) -> Result<Result<(), Closed>, ProtocolError> {
-        let header = Header::new(kind, id, payload.len())?;
+        let Outgoing { header, payload } = Outgoing::new(kind, id, payload)?;
         Ok(self.send_parts(header, &[], &payload, None).map_err(|_| Closed))
     }
 
@@ -195,7 +223,7 @@ impl<P> Outbox<P> {
         &self,
         id: u64,
         budget: Duration,
-        payload: &Bytes,
+        payload: &Message,
     ) -> Result<Result<(), Closed>, ProtocolError> {
         let header = Header::new(Kind::Request, id, payload.len())?;
         let stamp = RequestHead::budget_field(budget);
@@ -206,7 +234,7 @@ impl<P> Outbox<P> {
         &self,
         header: Header,
         stamp: &[u8],
-        payload: &Bytes,
+        payload: &Message,
         held: Option<P>,
     ) -> Result<(), Option<P>> {
         let mut guard = self.shared.lock();
@@ -217,7 +245,7 @@ impl<P> Outbox<P> {
         queue
             .open
             .encoded
-            .push_frame_stamped(&mut queue.bytes, &header, stamp, payload);
+            .push_frame_stamped(&mut queue.bytes, &header, stamp, payload.parts());
         queue.open.frames += 1;
         if header.kind() == Kind::Request {
             queue.open.last_request = header.id();
@@ -390,7 +418,7 @@ impl<P> Drop for Queued<P> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Buf;
+    use bytes::{Buf, Bytes};
 
     use super::*;
 
@@ -412,7 +440,7 @@ mod tests {
             .send(Frame::new(Kind::Request, 2, large.clone()).unwrap(), Some(2))
             .unwrap();
         outbox
-            .send_payload(Kind::Cancel, 1, Bytes::new())
+            .send_payload(Kind::Cancel, 1, Message::new())
             .unwrap()
             .unwrap();
         let mut batch = Batch::default();

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{self, Codec, DecodeLimits};
+use crate::codec::{self, Codec, DecodeLimits, Message};
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::error::{Error, explain_decode};
 use crate::streaming::{Incoming, ItemStream, Streaming, encode_stream};
@@ -158,7 +158,7 @@ impl Args {
 /// What a call produces: one value, or a stream of them, encoded.
 pub enum Answer {
     /// The encoded result of a method that returns one value.
-    Value(Bytes),
+    Value(Message),
     /// The encoded items of a method that returns a stream.
     Stream(ItemStream),
 }
@@ -178,13 +178,18 @@ impl Answer {
     /// A short answer's bytes share a block of memory with other messages
     /// the thread encoded, which is reused once they are all gone: a
     /// middleware that keeps answers for long (a cache) should keep a copy
-    /// (`Bytes::copy_from_slice`), or each one it keeps holds its block.
+    /// (`Bytes::copy_from_slice(&message.to_bytes())`), or each one it
+    /// keeps holds its block. A large [`Bytes`](crate::blob::Bytes) blob in the value is
+    /// not copied: the answer holds it, as a part of its own.
     pub fn value<T: Serialize + ?Sized>(method: &str, value: &T, codec: Codec) -> Result<Answer, Error> {
-        // In the thread's block: a short answer costs no allocation.
-        let encoded = crate::scratch::encode(|out| match codec {
-            Codec::Binary => codec::encode_into(value, out),
-            Codec::Json => codec::json::encode_into(value, out),
-        });
+        // In the thread's block: a short answer costs no allocation, and
+        // a large blob in it is sent from where it lies.
+        let encoded = match codec {
+            Codec::Binary => codec::splice::encode(|out| codec::encode_into(value, out)),
+            Codec::Json => {
+                crate::scratch::encode(|out| codec::json::encode_into(value, out)).map(Message::from)
+            }
+        };
         let encoded = encoded.map_err(|err| Error::Encode {
             what: format!("the result of `{method}`"),
             reason: err.to_string(),

@@ -168,37 +168,52 @@ impl Encoded {
     /// it is pushed; a long payload becomes a chunk of its own, after the
     /// run cut off in front of it.
     pub fn push_frame(&mut self, tail: &mut BytesMut, header: &Header, payload: &Bytes) {
-        self.push_frame_stamped(tail, header, &[], payload);
+        self.push_frame_stamped(tail, header, &[], std::slice::from_ref(payload));
     }
 
-    /// [`Encoded::push_frame`], with the payload's first bytes written as
-    /// `stamp` instead (a queued request's budget, stamped as it leaves).
-    /// Inlined, so that a frame without a stamp costs nothing for it.
+    /// [`Encoded::push_frame`], of a payload in `parts` (each long one a
+    /// chunk of its own), with the payload's first bytes written as `stamp`
+    /// instead (a queued request's budget, stamped as it leaves). Inlined,
+    /// so that a frame without a stamp costs nothing for it.
     #[inline(always)]
     pub(crate) fn push_frame_stamped(
         &mut self,
         tail: &mut BytesMut,
         header: &Header,
         stamp: &[u8],
-        payload: &Bytes,
+        parts: &[Bytes],
     ) {
         let head = header.to_bytes();
+        let Some((first, rest)) = parts.split_first() else {
+            tail.extend_from_slice(&head);
+            return;
+        };
+        self.push_part(tail, &head, stamp, first);
+        for part in rest {
+            self.push_part(tail, &[], &[], part);
+        }
+    }
+
+    /// Appends `head` and `part`, with `part`'s first bytes written as
+    /// `stamp` instead.
+    #[inline(always)]
+    fn push_part(&mut self, tail: &mut BytesMut, head: &[u8], stamp: &[u8], part: &Bytes) {
         // Every request opens with its budget; were a payload shorter, it
         // would go as it is.
-        let (stamp, rest) = match payload.get(stamp.len()..) {
+        let (stamp, rest) = match part.get(stamp.len()..) {
             Some(rest) => (stamp, rest),
-            None => (&[][..], &payload[..]),
+            None => (&[][..], &part[..]),
         };
-        if payload.len() >= COPY_BELOW {
+        if part.len() >= COPY_BELOW {
             tail.reserve(head.len() + stamp.len());
-            tail.extend_from_slice(&head);
+            tail.extend_from_slice(head);
             tail.extend_from_slice(stamp);
             self.push(tail.split().freeze());
-            self.push(payload.slice(stamp.len()..));
+            self.push(part.slice(stamp.len()..));
         } else {
             // Room for all at once: one check, at most one allocation.
-            tail.reserve(head.len() + payload.len());
-            tail.extend_from_slice(&head);
+            tail.reserve(head.len() + part.len());
+            tail.extend_from_slice(head);
             tail.extend_from_slice(stamp);
             tail.extend_from_slice(rest);
         }

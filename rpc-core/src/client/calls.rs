@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::client::later::Later;
 use crate::client::queue::{Now, Queued};
 use crate::client::waiter::{Ending, Event, Reply, Slot, StreamEnd, Waiter, Wake};
+use crate::codec::Message;
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, Kind, ProtocolError};
 use crate::outbox;
@@ -171,7 +172,7 @@ impl CallTable {
     /// says why the connection took no call.
     pub(super) fn send(
         &self,
-        payload: Bytes,
+        payload: Message,
         waiter: Waiter,
         deadline: Instant,
     ) -> Result<Result<(u64, bool), Reply>, Error> {
@@ -279,7 +280,7 @@ impl CallTable {
     /// (`connection::places`). A closed connection, or writer, tells nobody.
     pub(super) fn cancel(&self, inner: &Inner, id: u64) {
         if inner.closed.is_none() {
-            let _ = self.outbox.send_payload(Kind::Cancel, id, Bytes::new());
+            let _ = self.outbox.send_payload(Kind::Cancel, id, Message::new());
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -16,14 +16,13 @@ use crate::client::calls::{CallTable, Outbox};
 use crate::client::queue::Now;
 use crate::client::sweep::sweep_deadlines;
 use crate::client::waiter::{Reply, Waiter};
-use crate::codec::DecodeLimits;
+use crate::codec::{DecodeLimits, Message, splice};
 use crate::compat::Fingerprint;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
 use crate::outbox::{self, Batch};
 use crate::permit::CallPermits;
-use crate::scratch;
 use crate::service::RequestMessage;
 use crate::signal::Signal;
 use crate::transport::{Established, FrameRead, FrameWrite};
@@ -255,7 +254,7 @@ impl Connection {
 #[derive(Debug)]
 pub(crate) struct Request {
     pub(crate) method: &'static str,
-    pub(crate) payload: Bytes,
+    pub(crate) payload: Message,
     /// `#[rpc(no_cancel)]`: the server runs it to its end whatever the
     /// caller does. Known from the method's descriptor: a request with
     /// none counts as cancellable.
@@ -277,7 +276,7 @@ impl Request {
         let callee = Callee::of(request);
         // In the thread's block: a short request costs no allocation, and
         // the outbox copies it from there.
-        let payload = scratch::encode(|payload| {
+        let payload = splice::encode(|payload| {
             encode_head(
                 callee.name,
                 callee.fingerprint(),

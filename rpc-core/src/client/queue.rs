@@ -7,12 +7,12 @@
 //! woken once, by its answer, where waiting for a place would wake it
 //! twice (once to send, once to read).
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::client::calls::{CallTable, Inner};
 use crate::client::later::Later;
 use crate::client::waiter::{Ending, Slot};
+use crate::codec::Message;
 use crate::error::Error;
 use crate::permit::CallPermit;
 
@@ -23,7 +23,7 @@ pub(super) struct Queued {
     /// The caller's deadline: the request leaves with the time left until
     /// then, not the time left when it was encoded.
     deadline: Instant,
-    payload: Bytes,
+    payload: Message,
 }
 
 /// Uses of one reading of the clock, at most, before [`Now`] reads it
@@ -53,7 +53,7 @@ impl Now {
 }
 
 impl Queued {
-    pub(super) fn new(id: u64, deadline: Instant, payload: Bytes) -> Queued {
+    pub(super) fn new(id: u64, deadline: Instant, payload: Message) -> Queued {
         Queued {
             id,
             deadline,
@@ -126,7 +126,7 @@ mod tests {
     use std::task::{Context, Poll};
     use std::time::Duration;
 
-    use bytes::{Buf, BytesMut};
+    use bytes::{Buf, Bytes, BytesMut};
     use futures::task::noop_waker_ref;
 
     use super::*;
@@ -177,7 +177,7 @@ mod tests {
                 to_completion,
             };
             self.calls
-                .send(payload.freeze(), waiter, deadline)
+                .send(payload.freeze().into(), waiter, deadline)
                 .unwrap()
                 .unwrap()
                 .0

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -21,7 +21,7 @@ use crate::client::Callee;
 use crate::client::calls::Outbox;
 use crate::client::connection::Connection;
 use crate::client::waiter::{Event, Reply, Waiter};
-use crate::codec;
+use crate::codec::{self, Message};
 use crate::error::{Error, explain_decode};
 use crate::frame::{self, Frame, Kind};
 use crate::metadata::Metadata;
@@ -65,7 +65,10 @@ impl Connection {
             events,
             credit: credit.clone(),
         };
-        let id = match self.calls.send(payload.freeze(), waiter, deadline)? {
+        let id = match self
+            .calls
+            .send(Message::from(payload.freeze()), waiter, deadline)?
+        {
             Ok((id, _queued)) => id,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -117,7 +120,7 @@ async fn pump(
                 return;
             }
             Ok(None) => {
-                let _ = outbox.send_payload(Kind::End, id, Bytes::new());
+                let _ = outbox.send_payload(Kind::End, id, Message::new());
                 return;
             }
         };

@@ -6,14 +6,14 @@
 use std::marker::PhantomData;
 
 use ::bincode::config::{self, Config};
-use ::bincode::enc::write::{SizeWriter, Writer};
+use ::bincode::enc::write::Writer;
 use ::bincode::error::DecodeError as BincodeError;
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::depth::{self, Limited};
-use super::{DecodeError, DecodeLimits, EncodeError};
+use super::{DecodeError, DecodeLimits, EncodeError, splice};
 
 /// Appends the encoding of `value` to `out`.
 ///
@@ -22,14 +22,27 @@ use super::{DecodeError, DecodeLimits, EncodeError};
 /// encoded in two: a first pass only counts the bytes, so `out` grows
 /// once, to the exact size, and a large value (a 1 MiB payload) is copied
 /// into it once rather than again at every doubling of the buffer.
+///
+/// Into a message being spliced (a request's arguments, a result), large
+/// [`Bytes`](crate::blob::Bytes) blobs are not copied at all (see
+/// `splice`).
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Result<(), EncodeError> {
     let start = out.len();
+    let splicing = splice::splicing(out);
+    // Takes back what a pass wrote, blobs claimed included.
+    let undo = |out: &mut BytesMut| {
+        out.truncate(start);
+        if let Some(kept) = splicing {
+            splice::unclaim(kept);
+        }
+    };
     let room = out.capacity() - start;
     if room > 0 {
         let mut within = Within {
             out: &mut *out,
             room,
             overflowed: false,
+            splicing: splicing.is_some(),
         };
         let written = ::bincode::serde::encode_into_writer(value, &mut within, config::standard());
         // Whatever the value's `Serialize` made of the writer's error (it
@@ -37,25 +50,32 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Resu
         // encoded again below, this time sized.
         if !within.overflowed {
             if written.is_err() {
-                out.truncate(start);
+                undo(out);
             }
             return written.map_err(EncodeError::from);
         }
-        out.truncate(start);
+        undo(out);
     }
-    let mut size = SizeWriter::default();
+    let mut size = Sizer {
+        bytes: 0,
+        splicing: splicing.is_some(),
+    };
     ::bincode::serde::encode_into_writer(value, &mut size, config::standard()).map_err(EncodeError::from)?;
     // A fresh buffer gets exactly the room it needs: frozen full, it
     // becomes `Bytes` without a second allocation.
     if out.capacity() == 0 {
-        *out = BytesMut::with_capacity(size.bytes_written);
+        *out = BytesMut::with_capacity(size.bytes);
     } else {
-        out.reserve(size.bytes_written);
+        out.reserve(size.bytes);
     }
-    let written = ::bincode::serde::encode_into_writer(value, BufWriter(&mut *out), config::standard());
+    let mut writer = BufWriter {
+        out: &mut *out,
+        splicing: splicing.is_some(),
+    };
+    let written = ::bincode::serde::encode_into_writer(value, &mut writer, config::standard());
     // A `Serialize` that fails only the second time leaves nothing behind.
     if written.is_err() {
-        out.truncate(start);
+        undo(out);
     }
     written.map_err(EncodeError::from)
 }
@@ -66,12 +86,42 @@ impl From<::bincode::error::EncodeError> for EncodeError {
     }
 }
 
+/// Whether a write is of a blob offered for splicing into `out`, which is
+/// then claimed instead of copied. The length is checked first: most
+/// writes are of a few bytes, known when the write is compiled.
+#[inline(always)]
+fn spliced(splicing: bool, out: &BytesMut, bytes: &[u8]) -> bool {
+    bytes.len() >= splice::SPLICE_FROM && splicing && splice::claim_at(out.len(), bytes)
+}
+
 /// Lets bincode write straight into a `BytesMut`.
-struct BufWriter<'a>(&'a mut BytesMut);
+struct BufWriter<'a> {
+    out: &'a mut BytesMut,
+    splicing: bool,
+}
 
 impl Writer for BufWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<(), ::bincode::error::EncodeError> {
-        self.0.extend_from_slice(bytes);
+        if !spliced(self.splicing, self.out, bytes) {
+            self.out.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+}
+
+/// Counts the bytes bincode would write, blobs that would be claimed left
+/// out.
+struct Sizer {
+    bytes: usize,
+    splicing: bool,
+}
+
+impl Writer for Sizer {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), ::bincode::error::EncodeError> {
+        let claimed = bytes.len() >= splice::SPLICE_FROM && self.splicing && splice::claim(bytes).is_some();
+        if !claimed {
+            self.bytes += bytes.len();
+        }
         Ok(())
     }
 }
@@ -82,11 +132,15 @@ struct Within<'a> {
     out: &'a mut BytesMut,
     room: usize,
     overflowed: bool,
+    splicing: bool,
 }
 
 impl Writer for Within<'_> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), ::bincode::error::EncodeError> {
+        if !self.overflowed && spliced(self.splicing, self.out, bytes) {
+            return Ok(());
+        }
         match self.room.checked_sub(bytes.len()) {
             Some(left) if !self.overflowed => {
                 self.room = left;

@@ -10,8 +10,11 @@
 mod binary;
 mod depth;
 pub mod json;
+mod message;
+pub(crate) mod splice;
 
 pub use binary::{LEND_FROM, decode, decode_shared, encode_into};
+pub use message::Message;
 
 /// How deeply a decoded value may nest by default: 128 levels, as
 /// `serde_json` allows. Every struct, enum, tuple, sequence, map, option

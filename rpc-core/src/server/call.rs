@@ -12,11 +12,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, Message};
 use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{Frame, Kind};
 use crate::observe::{self, CallOutcome};
+use crate::outbox::Outgoing;
 use crate::permit::CallPermit;
 use crate::server::report::{Report, Reports};
 use crate::server::{Outcome, ServerState};
@@ -137,7 +138,7 @@ pub(crate) type InlineCall = std::pin::Pin<Box<dyn Future<Output = Finished> + S
 #[derive(Debug)]
 pub(crate) enum Finished {
     /// The method's value, encoded.
-    Value(Bytes),
+    Value(Message),
     /// The method's stream ended normally.
     End,
     /// The call failed.
@@ -146,16 +147,18 @@ pub(crate) enum Finished {
 
 impl Finished {
     /// The last frame of binary call `id`.
-    pub(crate) fn into_frame(self, id: u64) -> Frame {
+    pub(crate) fn into_frame(self, id: u64) -> Outgoing {
         let framed = match self {
-            Finished::Value(result) => Frame::new(Kind::Response, id, result),
-            Finished::End => Frame::new(Kind::End, id, Bytes::new()),
-            Finished::Failed(err) => return err.to_frame(id),
+            Finished::Value(result) => Outgoing::new(Kind::Response, id, result),
+            Finished::End => Outgoing::new(Kind::End, id, Message::new()),
+            Finished::Failed(err) => return err.to_frame(id).into(),
         };
         // Only a result over 4 GiB fails to frame, and the client's limit
         // (a u32) has refused any such result before.
         framed.unwrap_or_else(|too_large| {
-            WireError::new(ErrorCode::ResponseTooLarge, too_large.to_string()).to_frame(id)
+            WireError::new(ErrorCode::ResponseTooLarge, too_large.to_string())
+                .to_frame(id)
+                .into()
         })
     }
 }
@@ -303,10 +306,13 @@ fn watch(
 
 /// Whether an encoded `Result` is its `Err`: bincode writes the variant
 /// index first (`1`), serde_json an object keyed `Err`.
-fn returned_err(value: &[u8], codec: Codec) -> bool {
+fn returned_err(value: &Message, codec: Codec) -> bool {
+    // A result's first part holds at least its first bytes: a blob is
+    // spliced in after the length before it.
+    let first = value.parts().first().map_or(&[][..], |part| &part[..]);
     match codec {
-        Codec::Binary => value.first() == Some(&1),
-        Codec::Json => value.starts_with(b"{\"Err\""),
+        Codec::Binary => first.first() == Some(&1),
+        Codec::Json => first.starts_with(b"{\"Err\""),
     }
 }
 

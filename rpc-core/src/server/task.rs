@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError};
-use crate::frame::Frame;
+use crate::outbox::Outgoing;
 use crate::permit::CallPermit;
 use crate::server::call::{Call, CallHandle, End, Finished, Launch, Outbox, Stop, Timing, deadline_exceeded};
 use crate::server::report::Report;
@@ -198,11 +198,11 @@ struct Responder {
 }
 
 impl Responder {
-    fn send(mut self, frame: Frame) {
+    fn send(mut self, frame: Outgoing) {
         self.queue(frame);
     }
 
-    fn queue(&mut self, frame: Frame) {
+    fn queue(&mut self, frame: impl Into<Outgoing>) {
         if let Some((outbox, permit)) = self.out.take() {
             // A closed outbox means the connection is gone; nobody to tell.
             let _ = outbox.send(frame, permit);

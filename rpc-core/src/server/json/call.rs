@@ -359,17 +359,19 @@ fn respond(
     max_answer: usize,
 ) -> Result<Vec<u8>, ErrorObject> {
     match finished {
-        Finished::Value(value) if method.fallible => match serde_json::from_slice::<Returned<'_>>(&value) {
-            Ok(Returned::Ok(result)) => Ok(result.get().as_bytes().to_vec()),
-            Ok(Returned::Err(error)) => Err(ErrorObject {
-                code: codes::APPLICATION_ERROR,
-                message: format!("`{}` returned an error", method.full_name),
-                data: Some(error.get().as_bytes().to_vec()),
-            }),
-            // A `Result` the encoder wrote some other way.
-            Err(_) => Ok(value.to_vec()),
-        },
-        Finished::Value(value) => Ok(value.to_vec()),
+        Finished::Value(value) if method.fallible => {
+            match serde_json::from_slice::<Returned<'_>>(&value.to_bytes()) {
+                Ok(Returned::Ok(result)) => Ok(result.get().as_bytes().to_vec()),
+                Ok(Returned::Err(error)) => Err(ErrorObject {
+                    code: codes::APPLICATION_ERROR,
+                    message: format!("`{}` returned an error", method.full_name),
+                    data: Some(error.get().as_bytes().to_vec()),
+                }),
+                // A `Result` the encoder wrote some other way.
+                Err(_) => Ok(value.to_bytes().to_vec()),
+            }
+        }
+        Finished::Value(value) => Ok(value.to_bytes().to_vec()),
         Finished::End => Ok(b"null".to_vec()),
         Finished::Failed(err) => Err(error_object(method, err, budget, max_answer)),
     }

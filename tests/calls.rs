@@ -178,5 +178,20 @@ async fn large_blobs_arrive_whole_in_their_places_even_from_the_queue() {
         }
     });
     futures::future::join_all(calls).await;
+
+    // Many at once, every answer held to the end: a frame read into memory
+    // an earlier one was read into must never be one still held.
+    let client = BlobsClient::connect(server.local_addr()).await.unwrap();
+    let calls = (0..16usize).map(|n| {
+        let client = client.clone();
+        let (a, b) = (blob(1 << 20, n), blob(300_000 + n, n + 50));
+        async move {
+            let answer = client.swap(n.to_string(), a.clone(), b.clone()).await.unwrap();
+            (answer, (b, n.to_string(), a))
+        }
+    });
+    for (n, (answer, expected)) in futures::future::join_all(calls).await.into_iter().enumerate() {
+        assert!(answer == expected, "call {n} came back changed");
+    }
     server.stop().await;
 }

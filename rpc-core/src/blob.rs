@@ -23,15 +23,19 @@ pub use crate::codec::splice::SPLICE_FROM;
 /// Cheap-to-clone binary data, sent and received without a copy.
 ///
 /// Use it for blobs in service methods (arguments, results, stream items).
-/// In a request or a result, one of [`SPLICE_FROM`] bytes or more is
-/// written to the connection from where it lies, never copied into the
-/// message (the message holds a reference to it until it is written); a
-/// shorter one, or one in a stream item, is copied with a single `memcpy`
-/// (a `Vec<u8>` goes through serde byte by byte). The receiver gets a
-/// slice of the frame the data came in, without copying it (in messages
-/// of [`LEND_FROM`](crate::codec::LEND_FROM) bytes or more; a shorter
-/// one's few bytes are copied, which costs less). It dereferences to
-/// [`bytes::Bytes`], so `len`, `slice`, `to_vec` and the rest are there.
+/// In the arguments of a call or in a result, in the binary protocol, one
+/// of [`SPLICE_FROM`] bytes or more is written to the connection from
+/// where it lies, not copied into the message (which holds a reference to
+/// it until it is written). Anywhere else (a shorter one, a stream item,
+/// a streaming call's arguments, the arguments of a client with
+/// middleware, which sees them encoded in one piece) it is copied with a
+/// single `memcpy`; a `Vec<u8>` goes through serde byte by byte.
+///
+/// The receiver gets a slice of the frame the data came in, without
+/// copying it (in messages of [`LEND_FROM`](crate::codec::LEND_FROM) bytes
+/// or more; a shorter one's few bytes are copied, which costs less). It
+/// dereferences to [`bytes::Bytes`], so `len`, `slice`, `to_vec` and the
+/// rest are there.
 ///
 /// A received value keeps the memory of the frame it came in alive for as
 /// long as it lives. To keep a small part of a large message for long,

@@ -13,7 +13,9 @@ pub fn encode_args<T: Serialize + ?Sized>(
     args: &T,
     out: &mut BytesMut,
 ) -> Result<(), Error> {
-    codec::encode_into(args, out).map_err(|err| Error::Encode {
+    // The arguments' large blobs are left out, for the request to send
+    // from where they lie.
+    codec::splice::encode_into(args, out).map_err(|err| Error::Encode {
         what: format!("the arguments of `{method}`"),
         reason: err.to_string(),
     })

@@ -179,13 +179,17 @@ impl Answer {
     /// the thread encoded, which is reused once they are all gone: a
     /// middleware that keeps answers for long (a cache) should keep a copy
     /// (`Bytes::copy_from_slice(&message.to_bytes())`), or each one it
-    /// keeps holds its block. A large [`Bytes`](crate::blob::Bytes) blob in the value is
-    /// not copied: the answer holds it, as a part of its own.
+    /// keeps holds its block. In the binary codec, a large
+    /// [`Bytes`](crate::blob::Bytes) blob in the value is not copied: the
+    /// answer holds it, as a part of its own.
     pub fn value<T: Serialize + ?Sized>(method: &str, value: &T, codec: Codec) -> Result<Answer, Error> {
         // In the thread's block: a short answer costs no allocation, and
         // a large blob in it is sent from where it lies.
         let encoded = match codec {
-            Codec::Binary => codec::splice::encode(|out| codec::encode_into(value, out)),
+            Codec::Binary => codec::splice::encode(
+                |out| codec::splice::encode_into(value, out),
+                || codec::EncodeError(codec::splice::REWORKED.to_owned()),
+            ),
             Codec::Json => {
                 crate::scratch::encode(|out| codec::json::encode_into(value, out)).map(Message::from)
             }

@@ -59,6 +59,58 @@ impl FrameCodec {
     pub fn max_frame_len(&self) -> usize {
         self.max_frame_len
     }
+
+    /// The frame at the start of `src` if all of it has arrived, taken out
+    /// of `src`; `None`, reserving nothing, if it has not.
+    /// [`decode`](Decoder::decode) reserves room for the rest too.
+    pub fn decode_whole(&self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        let Some(head) = src.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let header = Header::parse(head, self.max_frame_len)?;
+        let frame_len = HEADER_LEN + header.payload_len();
+        if src.len() < frame_len {
+            return Ok(None);
+        }
+        let mut bytes = src.split_to(frame_len);
+        bytes.advance(HEADER_LEN);
+        let payload_len = bytes.len();
+        Frame::from_parts(header, bytes.freeze())
+            .map(Some)
+            .ok_or(CodecError::Protocol(ProtocolError::Truncated {
+                got: payload_len,
+                expected: header.payload_len(),
+            }))
+    }
+
+    /// How much room to reserve in `src`, which holds the start of a frame,
+    /// before reading more of it: `None` while the room left is enough (or
+    /// the frame is whole, or its header is bad, which
+    /// [`decode`](Decoder::decode) reports). `decode` reserves it itself; a
+    /// reader that would rather find the memory elsewhere asks first.
+    pub fn room_wanted(&self, src: &BytesMut) -> Option<usize> {
+        let head = src.first_chunk::<HEADER_LEN>()?;
+        let header = Header::parse(head, self.max_frame_len).ok()?;
+        room_wanted(src, HEADER_LEN + header.payload_len())
+    }
+}
+
+/// The room to reserve in `src` toward a frame of `frame_len` bytes.
+///
+/// Grows toward the frame as its bytes arrive: a header's claim alone
+/// reserves at most one step, and after that room grows by up to `GROWTH`
+/// times what has really arrived. Each growth copies what arrived so far,
+/// so a large factor means a 1 MiB frame is copied once, 64 KiB's worth,
+/// not five times. It grows only once the room left is too small for a
+/// worthwhile read, so it grows a couple of times per frame however the
+/// frame's bytes are cut up on the way.
+fn room_wanted(src: &BytesMut, frame_len: usize) -> Option<usize> {
+    let missing = frame_len.checked_sub(src.len()).filter(|missing| *missing > 0)?;
+    if src.capacity() - src.len() >= missing.min(MIN_ROOM) {
+        return None;
+    }
+    let step = src.len().saturating_mul(GROWTH).max(RESERVE_STEP);
+    Some(missing.min(step))
 }
 
 /// Why decoding failed: the stream broke, or its bytes broke the protocol.
@@ -86,36 +138,13 @@ impl Decoder for FrameCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        let Some(head) = src.first_chunk::<HEADER_LEN>() else {
-            return Ok(None);
-        };
-        let header = Header::parse(head, self.max_frame_len)?;
-        let frame_len = HEADER_LEN + header.payload_len();
-        if src.len() < frame_len {
-            // Grow toward the frame as its bytes arrive: a header's claim
-            // alone reserves at most one step, and after that room grows by
-            // up to `GROWTH` times what has really arrived. Each growth
-            // copies what arrived so far, so a large factor means a 1 MiB
-            // frame is copied once, 64 KiB's worth, not five times.
-            // It grows only once the room left is too small for a
-            // worthwhile read, so it grows a couple of times per frame
-            // however the frame's bytes are cut up on the way.
-            let missing = frame_len - src.len();
-            if src.capacity() - src.len() < missing.min(MIN_ROOM) {
-                let step = src.len().saturating_mul(GROWTH).max(RESERVE_STEP);
-                src.reserve(missing.min(step));
+        let frame = self.decode_whole(src)?;
+        if frame.is_none() {
+            if let Some(room) = self.room_wanted(src) {
+                src.reserve(room);
             }
-            return Ok(None);
         }
-        let mut bytes = src.split_to(frame_len);
-        bytes.advance(HEADER_LEN);
-        let payload_len = bytes.len();
-        Frame::from_parts(header, bytes.freeze())
-            .map(Some)
-            .ok_or(CodecError::Protocol(ProtocolError::Truncated {
-                got: payload_len,
-                expected: header.payload_len(),
-            }))
+        Ok(frame)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {

@@ -31,6 +31,7 @@ pub mod limits;
 pub mod memory;
 pub mod reader;
 pub mod sniff;
+mod spare;
 pub mod stream;
 pub mod tcp;
 #[cfg(feature = "tls")]

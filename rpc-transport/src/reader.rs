@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
 use crate::codec::{CodecError, FrameCodec};
+use crate::spare::Spare;
 use crate::stream::ReadHalf;
 
 /// Reads frames from a byte stream through [`FrameCodec`].
@@ -40,6 +41,8 @@ pub struct FrameReader<R> {
     /// When a quiet connection gives its buffer back: one timer for the
     /// reader's life, taken at its first wait, told of every read.
     quiet: Option<Quiet>,
+    /// The memory the last large frame was read into, for the next one.
+    spare: Spare,
 }
 
 /// How long one frame may take to arrive once it has started, by default.
@@ -69,6 +72,7 @@ impl<R: ReadHalf> FrameReader<R> {
             released: true,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             quiet: None,
+            spare: Spare::default(),
         }
     }
 
@@ -100,7 +104,7 @@ impl<R: ReadHalf> FrameReader<R> {
                 } else {
                     READ_AHEAD
                 };
-                self.buf.reserve(room);
+                self.spare.make_room(&mut self.buf, room);
             }
             // Bytes left over behind the last frame: waiting for the rest
             // starts now. (Stamped here rather than when the frame before
@@ -144,11 +148,19 @@ impl<R: ReadHalf> FrameReader<R> {
 impl<R: ReadHalf> FrameReader<R> {
     /// The next frame, if the buffer holds all of it.
     fn decode_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
-        let frame = self.codec.decode(&mut self.buf)?;
-        if frame.is_some() {
+        let frame = self.codec.decode_whole(&mut self.buf)?;
+        match frame {
             // Bytes left over belong to the next frame, which is not
             // waited for until the next read.
-            self.frame_started = None;
+            Some(_) => {
+                self.frame_started = None;
+                self.spare.frame_read();
+            }
+            None => {
+                if let Some(room) = self.codec.room_wanted(&self.buf) {
+                    self.spare.make_room(&mut self.buf, room);
+                }
+            }
         }
         Ok(frame)
     }
@@ -174,6 +186,7 @@ impl<R: ReadHalf> FrameReader<R> {
             () = quiet.elapsed() => {}
         }
         self.buf = BytesMut::new();
+        self.spare.release();
         self.released = true;
         self.io.readable().await
     }

@@ -275,8 +275,9 @@ impl Request {
         }
         let callee = Callee::of(request);
         // In the thread's block: a short request costs no allocation, and
-        // the outbox copies it from there.
-        let payload = splice::encode(|payload| {
+        // the outbox copies it from there; a large blob in it is sent from
+        // where it lies.
+        let encode = |payload: &mut BytesMut| {
             encode_head(
                 callee.name,
                 callee.fingerprint(),
@@ -286,7 +287,12 @@ impl Request {
                 payload,
             )?;
             request.encode_args(payload)
-        })?;
+        };
+        let reworked = || Error::Encode {
+            what: format!("the arguments of `{}`", callee.name),
+            reason: splice::REWORKED.to_owned(),
+        };
+        let payload = splice::encode(encode, reworked)?;
         Ok(Some(Request {
             method: callee.name,
             payload,

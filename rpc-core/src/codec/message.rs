@@ -23,12 +23,12 @@ use bytes::{Bytes, BytesMut};
 /// ```
 ///
 /// [`Bytes`]: crate::blob::Bytes
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Message(Parts);
 
 /// At least two parts, or one: a message of one part (most of them) costs
 /// no allocation for its list, and is no larger than its bytes.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 enum Parts {
     One(Bytes),
     Many(Box<[Bytes]>),
@@ -47,14 +47,18 @@ impl Message {
     }
 
     /// `encoded`, with `blobs` (each an offset in it and the bytes that go
-    /// there, in order) put in their places.
-    pub(crate) fn spliced(encoded: Bytes, blobs: Vec<(usize, Bytes)>) -> Message {
+    /// there, in order) put in their places; `None` if they do not fit it
+    /// (an offset past its end, or before the one before).
+    pub(crate) fn spliced(encoded: Bytes, blobs: Vec<(usize, Bytes)>) -> Option<Message> {
         if blobs.is_empty() {
-            return Message(Parts::One(encoded));
+            return Some(Message(Parts::One(encoded)));
         }
         let mut parts = Vec::with_capacity(blobs.len() * 2 + 1);
         let mut from = 0;
         for (at, blob) in blobs {
+            if at < from || at > encoded.len() {
+                return None;
+            }
             if at > from {
                 parts.push(encoded.slice(from..at));
             }
@@ -64,7 +68,7 @@ impl Message {
         if encoded.len() > from {
             parts.push(encoded.slice(from..));
         }
-        Message(Parts::Many(parts.into_boxed_slice()))
+        Some(Message(Parts::Many(parts.into_boxed_slice())))
     }
 
     /// The message's length in bytes.
@@ -110,6 +114,22 @@ impl From<Bytes> for Message {
     }
 }
 
+/// Messages are equal when their bytes are, however they are cut.
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        let bytes = |message: &Message| {
+            let parts = message.parts().iter();
+            parts.flat_map(|part| part.iter().copied()).collect::<Vec<u8>>()
+        };
+        match (&self.0, &other.0) {
+            (Parts::One(one), Parts::One(other)) => one == other,
+            _ => self.len() == other.len() && bytes(self) == bytes(other),
+        }
+    }
+}
+
+impl Eq for Message {}
+
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
@@ -129,24 +149,28 @@ mod tests {
         let blob = |data: &'static [u8]| Bytes::from_static(data);
         // Before the first byte, between two, and after the last.
         let message = Message::spliced(
-            encoded,
+            encoded.clone(),
             vec![
                 (0, blob(b"<0>")),
                 (1, blob(b"<1>")),
                 (1, blob(b"<1'>")),
                 (2, blob(b"<2>")),
             ],
-        );
+        )
+        .unwrap();
         assert_eq!(message.to_bytes(), Bytes::from_static(b"<0>a<1><1'>b<2>"));
         assert_eq!(message.len(), 15);
         assert!(message.parts().iter().all(|part| !part.is_empty()));
         assert_eq!(message.parts().len(), 6);
+        // Blobs that do not fit are refused, not sliced out of bounds.
+        assert!(Message::spliced(encoded.clone(), vec![(3, blob(b"x"))]).is_none());
+        assert!(Message::spliced(encoded, vec![(1, blob(b"x")), (0, blob(b"y"))]).is_none());
     }
 
     #[test]
     fn a_message_without_blobs_is_its_bytes() {
         let encoded = Bytes::from_static(b"whole");
-        let message = Message::spliced(encoded.clone(), Vec::new());
+        let message = Message::spliced(encoded.clone(), Vec::new()).unwrap();
         assert_eq!(message.parts(), std::slice::from_ref(&encoded));
         assert_eq!(message.to_bytes().as_ptr(), encoded.as_ptr(), "not copied");
         assert!(Message::new().is_empty());

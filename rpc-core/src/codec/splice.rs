@@ -4,96 +4,168 @@
 //!
 //! Serde gives a serializer no way to hand over owned bytes, so the blob
 //! and the writer meet in thread-locals: the blob *offers* itself before
-//! it writes its bytes ([`offering`]), and the writer of a message being
-//! spliced *claims* a write that is exactly those bytes ([`claim`]),
-//! recording where it goes instead of copying it. Only the writer of the
-//! buffer [`encode`] set up claims: a `Serialize` that encodes into a
-//! buffer of its own (a nested encoding) copies as ever.
+//! it writes its bytes ([`offering`]), and the writer *claims* a write
+//! that is exactly those bytes ([`claim`]), recording where it goes
+//! instead of copying it.
 //!
-//! A claimed write is, byte for byte, what the copy would have been, so
-//! whatever matches an offer, the message's bytes are the same.
+//! Only the crate's own encodings claim ([`encode_into`]: a call's
+//! arguments, a result), and only into the buffer [`encode`] is filling.
+//! A `Serialize` or a hand-written `RequestMessage` that encodes into a
+//! buffer of its own copies as ever, and one that reworks the buffer it
+//! was given after the fact is refused (its claims no longer fit it).
+//! A claimed write is, byte for byte, what the copy would have been.
 
 use std::cell::{Cell, RefCell};
 
 use bytes::{Bytes, BytesMut};
+use serde::Serialize;
 
-use super::Message;
+use super::{EncodeError, Message};
 
 /// The shortest [`Bytes`](crate::blob::Bytes) blob a request or a result
 /// sends from where it lies, not copied into the message: the connection
-/// copies any shorter part of a message next to its frame's header anyway.
-pub const SPLICE_FROM: usize = crate::transport::COPY_BELOW;
+/// copies a shorter part of a message next to its frame's header anyway.
+pub const SPLICE_FROM: usize = 4 * 1024;
+
+const _: () = assert!(SPLICE_FROM >= crate::transport::COPY_BELOW);
+
+/// Where claims go, read by every encoding: a plain value, so that reading
+/// it costs no more than a load, even while the thread is torn down.
+#[derive(Clone, Copy)]
+struct State {
+    /// The buffer [`encode`] is filling; null outside it.
+    scope: *const BytesMut,
+    /// One of the crate's own encodings is writing into it.
+    armed: bool,
+    /// Blobs claimed for it so far: the last this many of `CLAIMED`.
+    claims: usize,
+}
+
+const OUTSIDE: State = State {
+    scope: std::ptr::null(),
+    armed: false,
+    claims: 0,
+};
 
 thread_local! {
-    /// The buffer whose writer splices: the one [`encode`] is filling.
-    static TARGET: Cell<*const BytesMut> = const { Cell::new(std::ptr::null()) };
-    /// Where each blob claimed for it goes, in order.
+    static STATE: Cell<State> = const { Cell::new(OUTSIDE) };
+    /// Where each claimed blob goes, in order; those of an encoding inside
+    /// another's `Serialize` after the outer one's.
     static CLAIMED: RefCell<Vec<(usize, Bytes)>> = const { RefCell::new(Vec::new()) };
     /// The blob being written, if it offered itself.
     static OFFER: RefCell<Option<Bytes>> = const { RefCell::new(None) };
 }
 
 /// What `encode` appends to a buffer, as a [`Message`] whose blobs of
-/// [`SPLICE_FROM`] bytes or more are parts of their own. Short messages
-/// are encoded in the thread's block (see `scratch`).
-pub(crate) fn encode<E>(encode: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Result<Message, E> {
+/// [`SPLICE_FROM`] bytes or more, written by [`encode_into`], are parts
+/// of their own; `reworked`'s error if `encode` changed the buffer after
+/// a blob was left out of it. Short messages are encoded in the thread's
+/// block (see `scratch`).
+pub(crate) fn encode<E>(
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    reworked: impl FnOnce() -> E,
+) -> Result<Message, E> {
     let mut claimed = Vec::new();
     let encoded = crate::scratch::encode(|out| {
-        let target = Target::set(out);
+        let scope = Scope::enter(out);
         let encoded = encode(out);
-        claimed = target.claimed();
+        claimed = scope.leave();
         encoded
     })?;
-    Ok(Message::spliced(encoded, claimed))
+    Message::spliced(encoded, claimed).ok_or_else(reworked)
 }
 
-/// The buffer being spliced into, set for as long as this lives; what was
-/// set before (an encoding in a `Serialize` of the outer one's) comes back
-/// when it goes, panics included.
-struct Target {
-    previous: *const BytesMut,
-    claimed: Vec<(usize, Bytes)>,
+/// Why [`encode`] refused a message whose buffer was reworked.
+pub(crate) const REWORKED: &str =
+    "the buffer was changed after a blob was left out of it; encode with `encode_into` only";
+
+/// Encodes `value` at the end of `out` as [`codec::encode_into`] does,
+/// claiming its blobs if `out` is the buffer [`encode`] is filling.
+///
+/// [`codec::encode_into`]: super::encode_into
+pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Result<(), EncodeError> {
+    let state = STATE.get();
+    if !std::ptr::eq(state.scope, out) {
+        return super::encode_into(value, out);
+    }
+    /// Disarms however the encoding ends.
+    struct Disarm;
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            STATE.set(State {
+                armed: false,
+                ..STATE.get()
+            });
+        }
+    }
+    STATE.set(State { armed: true, ..state });
+    let _disarm = Disarm;
+    super::encode_into(value, out)
 }
 
-impl Target {
-    fn set(out: &BytesMut) -> Target {
-        let previous = TARGET.replace(out);
-        let claimed = CLAIMED.take();
-        Target { previous, claimed }
+/// [`encode`]'s buffer, set for as long as this lives; the state of an
+/// encoding this one runs inside comes back when it goes, panics
+/// included.
+struct Scope {
+    outer: State,
+}
+
+impl Scope {
+    fn enter(out: &BytesMut) -> Scope {
+        let outer = STATE.replace(State {
+            scope: out,
+            armed: false,
+            claims: 0,
+        });
+        Scope { outer }
     }
 
-    /// The blobs claimed while it was set.
-    fn claimed(&self) -> Vec<(usize, Bytes)> {
-        CLAIMED.take()
+    /// The blobs claimed in this scope.
+    fn leave(self) -> Vec<(usize, Bytes)> {
+        let state = STATE.get();
+        if state.claims == 0 {
+            return Vec::new();
+        }
+        STATE.set(State { claims: 0, ..state });
+        CLAIMED.with_borrow_mut(|claimed| claimed.split_off(claimed.len() - state.claims))
     }
 }
 
-impl Drop for Target {
+impl Drop for Scope {
     fn drop(&mut self) {
-        TARGET.set(self.previous);
-        CLAIMED.set(std::mem::take(&mut self.claimed));
+        // Claims not taken (a panic) go with the scope.
+        let claims = STATE.replace(self.outer).claims;
+        if claims > 0 {
+            CLAIMED.with_borrow_mut(|claimed| claimed.truncate(claimed.len() - claims));
+        }
     }
 }
 
-/// Whether the writer of `out` splices: `out` is the buffer a message is
-/// being spliced into. How many blobs were claimed so far, to go back to
-/// if the encoding is undone.
+/// Whether the writer of `out` claims: one of the crate's encodings is
+/// writing into [`encode`]'s buffer. How many blobs were claimed so far,
+/// to go back to if the encoding is undone.
+#[inline]
 pub(super) fn splicing(out: &BytesMut) -> Option<usize> {
-    let target = TARGET.get();
-    if !std::ptr::eq(target, out) {
-        return None;
-    }
-    Some(CLAIMED.with_borrow(Vec::len))
+    let state = STATE.get();
+    (state.armed && std::ptr::eq(state.scope, out)).then_some(state.claims)
 }
 
 /// Forgets the blobs claimed after the first `kept`: the bytes they were
 /// claimed for were taken back out of the buffer.
 pub(super) fn unclaim(kept: usize) {
-    CLAIMED.with_borrow_mut(|claimed| claimed.truncate(kept));
+    let state = STATE.get();
+    let dropped = state.claims - kept;
+    if dropped > 0 {
+        CLAIMED.with_borrow_mut(|claimed| claimed.truncate(claimed.len() - dropped));
+        STATE.set(State {
+            claims: kept,
+            ..state
+        });
+    }
 }
 
-/// Runs `write`, which writes `blob`'s bytes, with `blob` offered to a
-/// splicing writer.
+/// Runs `write`, which writes `blob`'s bytes, with `blob` offered to the
+/// writer, if one could claim it.
 pub(crate) fn offering<R>(blob: &Bytes, write: impl FnOnce() -> R) -> R {
     /// Withdraws the offer however `write` ends.
     struct Withdraw;
@@ -101,6 +173,9 @@ pub(crate) fn offering<R>(blob: &Bytes, write: impl FnOnce() -> R) -> R {
         fn drop(&mut self) {
             OFFER.with_borrow_mut(Option::take);
         }
+    }
+    if !STATE.get().armed {
+        return write();
     }
     OFFER.with_borrow_mut(|offer| *offer = Some(blob.clone()));
     let _withdraw = Withdraw;
@@ -125,6 +200,11 @@ pub(super) fn claim_at(at: usize, bytes: &[u8]) -> bool {
         return false;
     };
     CLAIMED.with_borrow_mut(|claimed| claimed.push((at, blob)));
+    let state = STATE.get();
+    STATE.set(State {
+        claims: state.claims + 1,
+        ..state
+    });
     true
 }
 
@@ -134,17 +214,17 @@ mod tests {
 
     use super::*;
     use crate::blob::Bytes as Blob;
-    use crate::codec::encode_into;
+    use crate::codec;
 
     /// What `encode_into` makes of `value`, copied whole.
     fn copied<T: Serialize + ?Sized>(value: &T) -> Bytes {
         let mut out = BytesMut::new();
-        encode_into(value, &mut out).unwrap();
+        codec::encode_into(value, &mut out).unwrap();
         out.freeze()
     }
 
     fn spliced<T: Serialize + ?Sized>(value: &T) -> Message {
-        encode(|out| encode_into(value, out)).unwrap()
+        encode(|out| encode_into(value, out), || EncodeError(REWORKED.into())).unwrap()
     }
 
     #[test]
@@ -161,7 +241,7 @@ mod tests {
             assert_eq!(parts[at].as_ptr(), blob.as_ptr(), "sent from where it lies");
         }
         assert!(OFFER.with_borrow(Option::is_none), "no offer is left behind");
-        assert!(TARGET.get().is_null());
+        assert!(STATE.get().scope.is_null());
     }
 
     #[test]
@@ -213,10 +293,13 @@ mod tests {
     fn blobs_claimed_by_an_encoding_that_failed_are_let_go() {
         let failing = Fails(Blob::from(vec![5u8; SPLICE_FROM]));
         let kept = Blob::from(vec![6u8; SPLICE_FROM]);
-        let message = encode(|out| {
-            assert!(encode_into(&failing, out).is_err());
-            encode_into(&kept, out)
-        })
+        let message = encode(
+            |out| {
+                assert!(encode_into(&failing, out).is_err());
+                encode_into(&kept, out)
+            },
+            || EncodeError(REWORKED.into()),
+        )
         .unwrap();
         assert_eq!(message.to_bytes(), copied(&kept));
         assert_eq!(message.parts()[1].as_ptr(), kept.as_ptr());
@@ -234,5 +317,54 @@ mod tests {
         let json = serde_json::to_vec(&blob).unwrap();
         assert_eq!(json.len(), SPLICE_FROM * 2 + 1, "[2,2,...,2]");
         assert!(OFFER.with_borrow(Option::is_none));
+    }
+
+    #[test]
+    fn only_the_crates_own_encodings_claim() {
+        let blob = Blob::from(vec![8u8; SPLICE_FROM]);
+        // Straight into the buffer, as a hand-written encoding would.
+        let message = encode(
+            |out| codec::encode_into(&blob, out),
+            || EncodeError(REWORKED.into()),
+        )
+        .unwrap();
+        assert_eq!(message.parts().len(), 1);
+        assert_eq!(message.to_bytes(), copied(&blob));
+    }
+
+    #[test]
+    fn a_buffer_reworked_after_a_blob_was_left_out_is_refused() {
+        let blob = Blob::from(vec![8u8; SPLICE_FROM]);
+        let reworked = encode(
+            |out| {
+                encode_into(&(1u8, blob.clone()), out)?;
+                out.truncate(1);
+                Ok(())
+            },
+            || EncodeError(REWORKED.into()),
+        );
+        assert_eq!(reworked, Err(EncodeError(REWORKED.into())));
+        // Nothing is left claimed for the next message.
+        assert_eq!(spliced(&5u32).parts().len(), 1);
+        assert!(CLAIMED.with_borrow(Vec::is_empty));
+    }
+
+    #[test]
+    fn a_panic_in_the_middle_leaves_nothing_claimed_or_offered() {
+        let blob = Blob::from(vec![8u8; SPLICE_FROM]);
+        let panicked = std::panic::catch_unwind(|| {
+            let _ = encode(
+                |out| {
+                    encode_into(&blob, out)?;
+                    panic!("after a claim");
+                },
+                || EncodeError(REWORKED.into()),
+            );
+        });
+        assert!(panicked.is_err());
+        assert!(CLAIMED.with_borrow(Vec::is_empty));
+        assert!(OFFER.with_borrow(Option::is_none));
+        assert!(STATE.get().scope.is_null());
+        assert_eq!(spliced(&blob).parts().len(), 2, "and the next one splices");
     }
 }

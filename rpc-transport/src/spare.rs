@@ -1,0 +1,142 @@
+//! [`Spare`]: where a reader's buffer finds room for large frames, so that
+//! a connection that receives them one after another reads each into
+//! memory it already has.
+//!
+//! A frame leaves the reader as a slice of its buffer, which its user
+//! keeps (a received `rpc::Bytes` is that slice), so the next frame needs
+//! other memory. Taken fresh for every frame, a large frame's memory goes
+//! back to the allocator when its user is done, and the allocator may give
+//! it back to the system; the next frame then faults in every 4 KiB page
+//! anew, which costs more than reading it. The reader keeps instead the
+//! memory the last large frame was read into, and reads the next large
+//! one into it once its user has let it go: two buffers that take turns.
+
+use bytes::BytesMut;
+
+/// Room wanted from this size on comes from large memory, which is kept.
+pub(crate) const SPARE_FROM: usize = 256 * 1024;
+
+/// Frames read in a row without a large one, after which the spare is
+/// let go: the connection has stopped receiving large frames.
+const SPARE_FRAMES: usize = 64;
+
+/// The large memory a reader keeps for its next large frame.
+///
+/// A reader holds at most two large buffers beyond the frames its users
+/// hold: the one it reads into, and the spare.
+#[derive(Debug, Default)]
+pub(crate) struct Spare {
+    /// The memory the reader left for other memory while it was large,
+    /// emptied.
+    buf: Option<BytesMut>,
+    /// The reader's buffer is in large memory.
+    large: bool,
+    /// Frames read since the reader last needed large memory.
+    unused: usize,
+}
+
+impl Spare {
+    /// Makes room in `buf`, the reader's buffer, for `additional` more
+    /// bytes: in the memory it is in if nothing else holds that any more,
+    /// else, when large memory is wanted or left, in the spare if its
+    /// frames' users have let it go, else in new memory. Large memory left
+    /// behind becomes the spare.
+    pub(crate) fn make_room(&mut self, buf: &mut BytesMut, additional: usize) {
+        if buf.capacity() - buf.len() >= additional || buf.try_reclaim(additional) {
+            return;
+        }
+        let needed = buf.len() + additional;
+        // A spare free again has room for this frame and likely the whole
+        // of the next: taken for any need, the frame then grows no more.
+        let free = self.buf.as_mut().is_some_and(|spare| spare.try_reclaim(needed));
+        if !free && needed < SPARE_FROM && !self.large {
+            buf.reserve(additional);
+            return;
+        }
+        self.unused = 0;
+        let (mut room, large) = match free {
+            true => (self.buf.take().unwrap_or_default(), true),
+            false => (BytesMut::with_capacity(needed), needed >= SPARE_FROM),
+        };
+        room.extend_from_slice(buf);
+        let mut left = std::mem::replace(buf, room);
+        // Large memory just left becomes the spare, in place of any other
+        // (whose frames were still held a moment ago).
+        if std::mem::replace(&mut self.large, large) {
+            left.clear();
+            self.buf = Some(left);
+        }
+    }
+
+    /// Counts a frame read: the spare goes once it has gone unused for
+    /// [`SPARE_FRAMES`] frames.
+    pub(crate) fn frame_read(&mut self) {
+        self.unused += 1;
+        if self.unused > SPARE_FRAMES {
+            self.buf = None;
+        }
+    }
+
+    /// Forgets the spare, for a reader that gave its buffer back.
+    pub(crate) fn release(&mut self) {
+        *self = Spare::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LARGE: usize = 1 << 20;
+
+    /// A large frame read into `buf` and split off: what its user keeps.
+    fn read_large(spare: &mut Spare, buf: &mut BytesMut, fill: u8) -> bytes::Bytes {
+        spare.make_room(buf, LARGE);
+        buf.extend_from_slice(&vec![fill; LARGE]);
+        spare.frame_read();
+        buf.split_to(LARGE).freeze()
+    }
+
+    #[test]
+    fn large_frames_take_turns_in_two_buffers_once_their_users_let_go() {
+        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        let first = read_large(&mut spare, &mut buf, 1);
+        let second = read_large(&mut spare, &mut buf, 2);
+        let (at_first, at_second) = (first.as_ptr(), second.as_ptr());
+        assert_ne!(at_first, at_second, "the first is still held");
+        drop(first);
+        let third = read_large(&mut spare, &mut buf, 3);
+        assert_eq!(third.as_ptr(), at_first, "read into the first's memory");
+        drop(second);
+        let fourth = read_large(&mut spare, &mut buf, 4);
+        assert_eq!(fourth.as_ptr(), at_second, "and then into the second's");
+        assert!(third.iter().all(|byte| *byte == 3) && fourth.iter().all(|byte| *byte == 4));
+    }
+
+    #[test]
+    fn memory_still_held_is_never_written_and_the_spare_goes_when_unused() {
+        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        let held: Vec<_> = (0..4u8)
+            .map(|fill| read_large(&mut spare, &mut buf, fill))
+            .collect();
+        for (fill, frame) in (0..4u8).zip(&held) {
+            assert!(frame.iter().all(|byte| *byte == fill), "frame {fill} untouched");
+        }
+        assert!(spare.buf.is_some());
+        for _ in 0..=SPARE_FRAMES {
+            spare.frame_read();
+        }
+        assert!(
+            spare.buf.is_none(),
+            "let go after {SPARE_FRAMES} frames without a large one"
+        );
+    }
+
+    #[test]
+    fn small_frames_grow_the_buffer_as_ever() {
+        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        spare.make_room(&mut buf, 8 * 1024);
+        assert!(buf.capacity() >= 8 * 1024);
+        assert!(spare.buf.is_none() && !spare.large);
+    }
+}

@@ -56,7 +56,10 @@ pub trait RequestMessage {
     fn method(&self) -> &'static str;
 
     /// Appends the encoding of the arguments to `out` (stream arguments
-    /// excluded: they travel as item frames).
+    /// excluded: they travel as item frames). Generated code leaves large
+    /// `rpc::Bytes` out of `out`, to be sent from where they lie: a
+    /// hand-written one must only append to `out`, never read back or
+    /// rework what is in it.
     fn encode_args(&self, out: &mut BytesMut) -> Result<(), Error>;
 
     /// The method's descriptor, if the request knows it (generated requests

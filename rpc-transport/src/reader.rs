@@ -149,12 +149,12 @@ impl<R: ReadHalf> FrameReader<R> {
     /// The next frame, if the buffer holds all of it.
     fn decode_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
         let frame = self.codec.decode_whole(&mut self.buf)?;
-        match frame {
+        match &frame {
             // Bytes left over belong to the next frame, which is not
             // waited for until the next read.
-            Some(_) => {
+            Some(frame) => {
                 self.frame_started = None;
-                self.spare.frame_read();
+                self.spare.frame_read(frame.payload().len());
             }
             None => {
                 if let Some(room) = self.codec.room_wanted(&self.buf) {
@@ -173,7 +173,9 @@ impl<R: ReadHalf> FrameReader<R> {
     /// saves. After a release, the next read takes a small buffer
     /// ([`READ_SMALL`]) and grows it only for a burst.
     async fn wait_for_data(&mut self) -> std::io::Result<()> {
-        if self.buf.capacity() == 0 {
+        // Not a buffer of no capacity: one read to its last byte still
+        // holds the memory its last frame came in (and the spare).
+        if self.released {
             return self.io.readable().await;
         }
         if let Some(ready) = self.io.readable().now_or_never() {
@@ -390,6 +392,17 @@ mod tests {
         tokio::net::tcp::OwnedWriteHalf,
         bytes::BytesMut,
     ) {
+        socket_reader_of(1024).await
+    }
+
+    async fn socket_reader_of(
+        max_frame_len: usize,
+    ) -> (
+        tokio::net::TcpStream,
+        FrameReader<tokio::net::tcp::OwnedReadHalf>,
+        tokio::net::tcp::OwnedWriteHalf,
+        bytes::BytesMut,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -401,7 +414,7 @@ mod tests {
             .unwrap()
             .header()
             .encode(&mut wire);
-        (peer, FrameReader::new(read, 1024), write, wire)
+        (peer, FrameReader::new(read, max_frame_len), write, wire)
     }
 
     #[tokio::test(start_paused = true)]
@@ -445,5 +458,36 @@ mod tests {
         assert_eq!(reader.buf.capacity(), 0);
         peer.write_all(&wire).await.unwrap();
         assert_eq!(reader.next_frame().await.unwrap().unwrap().header().id(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_reader_lets_go_of_large_frames_memory_too() {
+        let (mut peer, mut reader, _write, _) = socket_reader_of(4 << 20).await;
+        let mut wire = bytes::BytesMut::new();
+        for id in 1..=3u8 {
+            let frame = Frame::new(Kind::Response, id.into(), Bytes::from(vec![id; 1 << 20])).unwrap();
+            frame.header().encode(&mut wire);
+            wire.extend_from_slice(frame.payload());
+        }
+        peer.write_all(&wire).await.unwrap();
+        // Held, as a user would hold them for a while: each needs new room.
+        let mut held = Vec::new();
+        for id in 1..=3u8 {
+            let frame = reader.next_frame().await.unwrap().unwrap();
+            assert!(frame.payload().iter().all(|byte| *byte == id));
+            held.push(frame);
+        }
+        assert!(reader.spare.holds_memory(), "large frames leave a spare");
+        drop(held);
+        {
+            let reading = reader.next_frame();
+            tokio::pin!(reading);
+            tokio::select! {
+                _ = &mut reading => panic!("nothing was sent"),
+                () = tokio::time::sleep(RELEASE_AFTER * 3) => {}
+            }
+        }
+        assert!(reader.released, "the buffer was given back");
+        assert!(!reader.spare.holds_memory(), "and the spare with it");
     }
 }

@@ -11,9 +11,10 @@
 //! Only the crate's own encodings claim ([`encode_into`]: a call's
 //! arguments, a result), and only into the buffer [`encode`] is filling.
 //! A `Serialize` or a hand-written `RequestMessage` that encodes into a
-//! buffer of its own copies as ever, and one that reworks the buffer it
-//! was given after the fact is refused (its claims no longer fit it).
-//! A claimed write is, byte for byte, what the copy would have been.
+//! buffer of its own copies as ever. One that reworks the buffer it was
+//! given after the fact is refused if its claims no longer fit the buffer
+//! (a check at best: one that only appends is always right). A claimed
+//! write is, byte for byte, what the copy would have been.
 
 use std::cell::{Cell, RefCell};
 
@@ -76,8 +77,8 @@ pub(crate) fn encode<E>(
 }
 
 /// Why [`encode`] refused a message whose buffer was reworked.
-pub(crate) const REWORKED: &str =
-    "the buffer was changed after a blob was left out of it; encode with `encode_into` only";
+pub(crate) const REWORKED: &str = "the buffer was changed after a large `rpc::Bytes` was left out of it; \
+     a hand-written `RequestMessage::encode_args` must only append to its buffer";
 
 /// Encodes `value` at the end of `out` as [`codec::encode_into`] does,
 /// claiming its blobs if `out` is the buffer [`encode`] is filling.
@@ -88,18 +89,18 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) 
     if !std::ptr::eq(state.scope, out) {
         return super::encode_into(value, out);
     }
-    /// Disarms however the encoding ends.
-    struct Disarm;
+    /// Puts the armed flag back however the encoding ends.
+    struct Disarm(bool);
     impl Drop for Disarm {
         fn drop(&mut self) {
             STATE.set(State {
-                armed: false,
+                armed: self.0,
                 ..STATE.get()
             });
         }
     }
     STATE.set(State { armed: true, ..state });
-    let _disarm = Disarm;
+    let _disarm = Disarm(state.armed);
     super::encode_into(value, out)
 }
 
@@ -366,5 +367,37 @@ mod tests {
         assert!(OFFER.with_borrow(Option::is_none));
         assert!(STATE.get().scope.is_null());
         assert_eq!(spliced(&blob).parts().len(), 2, "and the next one splices");
+    }
+
+    /// Encodes an answer of its own in the middle of its `Serialize`, then
+    /// sends its blob.
+    struct AnswersInside(Blob);
+
+    impl Serialize for AnswersInside {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeTuple;
+            let inner = crate::service::Answer::value("inner", &self.0, crate::Codec::Binary).unwrap();
+            let crate::service::Answer::Value(inner) = inner else {
+                unreachable!("a value")
+            };
+            assert_eq!(inner.parts().len(), 2, "the inner one splices too");
+            let mut tuple = serializer.serialize_tuple(2)?;
+            tuple.serialize_element(&inner.len())?;
+            tuple.serialize_element(&self.0)?;
+            tuple.end()
+        }
+    }
+
+    #[test]
+    fn an_encoding_inside_another_leaves_the_outer_one_splicing() {
+        let value = AnswersInside(Blob::from(vec![3u8; SPLICE_FROM]));
+        let message = spliced(&value);
+        assert_eq!(message.to_bytes(), copied(&value));
+        assert_eq!(message.parts().len(), 2);
+        assert_eq!(
+            message.parts()[1].as_ptr(),
+            value.0.as_ptr(),
+            "claimed after the inner one"
+        );
     }
 }

@@ -13,9 +13,21 @@ pub fn encode_args<T: Serialize + ?Sized>(
     args: &T,
     out: &mut BytesMut,
 ) -> Result<(), Error> {
-    // The arguments' large blobs are left out, for the request to send
-    // from where they lie.
-    codec::splice::encode_into(args, out).map_err(|err| Error::Encode {
+    codec::encode_into(args, out).map_err(|err| Error::Encode {
+        what: format!("the arguments of `{method}`"),
+        reason: err.to_string(),
+    })
+}
+
+/// [`encode_args`], leaving large `rpc::Bytes` out of `out`, in `claims`,
+/// for the request to send from where they lie.
+pub fn encode_args_spliced<T: Serialize + ?Sized>(
+    method: &'static str,
+    args: &T,
+    out: &mut BytesMut,
+    claims: &mut codec::Claims,
+) -> Result<(), Error> {
+    codec::splice::encode_into(args, out, claims).map_err(|err| Error::Encode {
         what: format!("the arguments of `{method}`"),
         reason: err.to_string(),
     })

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{self, Codec, DecodeLimits, Message};
+use crate::codec::{self, Claims, Codec, DecodeLimits, Message};
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::error::{Error, explain_decode};
 use crate::streaming::{Incoming, ItemStream, Streaming, encode_stream};
@@ -56,11 +56,17 @@ pub trait RequestMessage {
     fn method(&self) -> &'static str;
 
     /// Appends the encoding of the arguments to `out` (stream arguments
-    /// excluded: they travel as item frames). Generated code leaves large
-    /// `rpc::Bytes` out of `out`, to be sent from where they lie: a
-    /// hand-written one must only append to `out`, never read back or
-    /// rework what is in it.
+    /// excluded: they travel as item frames).
     fn encode_args(&self, out: &mut BytesMut) -> Result<(), Error>;
+
+    /// [`encode_args`](Self::encode_args), leaving large `rpc::Bytes` out
+    /// of `out`, in `claims`, to be sent from where they lie. Generated
+    /// code does; by default, the arguments are encoded whole.
+    #[doc(hidden)]
+    fn encode_args_spliced(&self, out: &mut BytesMut, claims: &mut Claims) -> Result<(), Error> {
+        let _ = claims;
+        self.encode_args(out)
+    }
 
     /// The method's descriptor, if the request knows it (generated requests
     /// do): its fingerprint travels with the call, and its form explains a
@@ -190,7 +196,7 @@ impl Answer {
         // a large blob in it is sent from where it lies.
         let encoded = match codec {
             Codec::Binary => codec::splice::encode(
-                |out| codec::splice::encode_into(value, out),
+                |out, claims| codec::splice::encode_into(value, out, claims),
                 || codec::EncodeError(codec::splice::REWORKED.to_owned()),
             ),
             Codec::Json => {

@@ -149,20 +149,22 @@ impl<R: ReadHalf> FrameReader<R> {
     /// The next frame, if the buffer holds all of it.
     fn decode_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
         let frame = self.codec.decode_whole(&mut self.buf)?;
-        match &frame {
+        match frame.is_some() {
             // Bytes left over belong to the next frame, which is not
             // waited for until the next read.
-            Some(frame) => {
-                self.frame_started = None;
-                self.spare.frame_read(frame.payload().len());
-            }
-            None => {
-                if let Some(room) = self.codec.room_wanted(&self.buf) {
-                    self.spare.make_room(&mut self.buf, room);
-                }
-            }
+            true => self.frame_started = None,
+            false => self.make_room(),
         }
         Ok(frame)
+    }
+
+    /// Makes room for the rest of the frame the buffer holds the start of,
+    /// if it needs more.
+    #[inline(never)]
+    fn make_room(&mut self) {
+        if let Some(room) = self.codec.room_wanted(&self.buf) {
+            self.spare.make_room(&mut self.buf, room);
+        }
     }
 
     /// Waits, between frames, until the stream has bytes. A connection

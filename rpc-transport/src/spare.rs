@@ -23,9 +23,9 @@ pub(crate) const SPARE_FROM: usize = 256 * 1024;
 /// goes quiet).
 const PAST_FRAME: usize = 8 * 1024;
 
-/// Frames read in a row shorter than [`SPARE_FROM`], after which the spare
-/// is let go: the connection has stopped receiving large frames.
-const SPARE_FRAMES: usize = 64;
+/// Needs for room in a row for less than [`SPARE_FROM`] after which the
+/// spare is let go: the connection has stopped receiving large frames.
+const SPARE_NEEDS: usize = 64;
 
 /// The large memory a reader keeps for its next large frame.
 ///
@@ -38,7 +38,7 @@ pub(crate) struct Spare {
     buf: Option<BytesMut>,
     /// The reader's buffer is in large memory.
     large: bool,
-    /// Frames read since the reader last needed large memory.
+    /// Needs for room since the reader last needed large memory.
     unused: usize,
 }
 
@@ -49,13 +49,15 @@ impl Spare {
     /// frames' users have let it go, else in new memory. Large memory left
     /// behind becomes the spare.
     pub(crate) fn make_room(&mut self, buf: &mut BytesMut, additional: usize) {
+        let needed = buf.len() + additional;
         if buf.capacity() - buf.len() >= additional || buf.try_reclaim(additional) {
+            self.count(needed >= SPARE_FROM);
             return;
         }
-        let needed = buf.len() + additional;
         // A spare free again has room for this frame and likely the whole
         // of the next: taken for any need, the frame then grows no more.
         let free = self.buf.as_mut().is_some_and(|spare| spare.try_reclaim(needed));
+        self.count(free || needed >= SPARE_FROM);
         if !free && needed < SPARE_FROM && !self.large {
             buf.reserve(additional);
             return;
@@ -74,15 +76,17 @@ impl Spare {
         }
     }
 
-    /// Counts a frame of `len` bytes read: the spare goes after
-    /// [`SPARE_FRAMES`] frames in a row shorter than [`SPARE_FROM`].
-    pub(crate) fn frame_read(&mut self, len: usize) {
-        if len >= SPARE_FROM {
+    /// Counts a need for room, `large` if for a large frame (or met by the
+    /// spare): the spare goes after [`SPARE_NEEDS`] other needs in a row
+    /// (once the buffer is in use, each is for 8 KiB or more of short
+    /// frames).
+    fn count(&mut self, large: bool) {
+        if large {
             self.unused = 0;
             return;
         }
         self.unused += 1;
-        if self.unused >= SPARE_FRAMES {
+        if self.unused >= SPARE_NEEDS {
             self.buf = None;
         }
     }
@@ -109,7 +113,6 @@ mod tests {
     fn read_large(spare: &mut Spare, buf: &mut BytesMut, fill: u8) -> bytes::Bytes {
         spare.make_room(buf, LARGE);
         buf.extend_from_slice(&vec![fill; LARGE]);
-        spare.frame_read(LARGE);
         buf.split_to(LARGE).freeze()
     }
 
@@ -130,24 +133,24 @@ mod tests {
     }
 
     #[test]
-    fn the_spare_goes_after_a_run_of_small_frames() {
+    fn the_spare_goes_after_a_run_of_needs_for_small_frames() {
         let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
         let _held: Vec<_> = (0..3u8)
             .map(|fill| read_large(&mut spare, &mut buf, fill))
             .collect();
         assert!(spare.holds_memory());
-        for _ in 1..SPARE_FRAMES {
-            spare.frame_read(100);
+        for _ in 1..SPARE_NEEDS {
+            spare.count(false);
         }
-        spare.frame_read(LARGE);
-        for _ in 1..SPARE_FRAMES {
-            spare.frame_read(100);
+        spare.count(true);
+        for _ in 1..SPARE_NEEDS {
+            spare.count(false);
         }
         assert!(spare.holds_memory(), "a large frame starts the count again");
-        spare.frame_read(100);
+        spare.count(false);
         assert!(
             !spare.holds_memory(),
-            "let go after {SPARE_FRAMES} small frames in a row"
+            "let go after {SPARE_NEEDS} needs for small frames in a row"
         );
     }
 

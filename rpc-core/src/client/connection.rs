@@ -16,7 +16,7 @@ use crate::client::calls::{CallTable, Outbox};
 use crate::client::queue::Now;
 use crate::client::sweep::sweep_deadlines;
 use crate::client::waiter::{Reply, Waiter};
-use crate::codec::{DecodeLimits, Message, splice};
+use crate::codec::{Claims, DecodeLimits, Message, splice};
 use crate::compat::Fingerprint;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Kind, ProtocolError, RequestHead};
@@ -277,7 +277,7 @@ impl Request {
         // In the thread's block: a short request costs no allocation, and
         // the outbox copies it from there; a large blob in it is sent from
         // where it lies.
-        let encode = |payload: &mut BytesMut| {
+        let encode = |payload: &mut BytesMut, claims: &mut Claims| {
             encode_head(
                 callee.name,
                 callee.fingerprint(),
@@ -286,7 +286,7 @@ impl Request {
                 metadata,
                 payload,
             )?;
-            request.encode_args(payload)
+            request.encode_args_spliced(payload, claims)
         };
         let reworked = || Error::Encode {
             what: format!("the arguments of `{}`", callee.name),

@@ -22,18 +22,25 @@ use super::{DecodeError, DecodeLimits, EncodeError, splice};
 /// encoded in two: a first pass only counts the bytes, so `out` grows
 /// once, to the exact size, and a large value (a 1 MiB payload) is copied
 /// into it once rather than again at every doubling of the buffer.
-///
-/// Into a message being spliced (a request's arguments, a result), large
-/// [`Bytes`](crate::blob::Bytes) blobs are not copied at all (see
-/// `splice`).
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Result<(), EncodeError> {
+    encode_with(value, out, None)
+}
+
+/// [`encode_into`], leaving large [`Bytes`](crate::blob::Bytes) blobs out
+/// of `out`, in `claims`, if there are claims (see `splice`).
+#[inline]
+pub(super) fn encode_with<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut BytesMut,
+    mut claims: Option<&mut Claimed>,
+) -> Result<(), EncodeError> {
     let start = out.len();
-    let splicing = splice::splicing(out);
+    let kept = claims.as_ref().map_or(0, |claims| claims.len());
     // Takes back what a pass wrote, blobs claimed included.
-    let undo = |out: &mut BytesMut| {
+    let undo = |out: &mut BytesMut, claims: &mut Option<&mut Claimed>| {
         out.truncate(start);
-        if let Some(kept) = splicing {
-            splice::unclaim(kept);
+        if let Some(claims) = claims {
+            claims.truncate(kept);
         }
     };
     let room = out.capacity() - start;
@@ -42,7 +49,7 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Resu
             out: &mut *out,
             room,
             overflowed: false,
-            splicing: splicing.is_some(),
+            claims: claims.as_deref_mut(),
         };
         let written = ::bincode::serde::encode_into_writer(value, &mut within, config::standard());
         // Whatever the value's `Serialize` made of the writer's error (it
@@ -50,15 +57,15 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Resu
         // encoded again below, this time sized.
         if !within.overflowed {
             if written.is_err() {
-                undo(out);
+                undo(out, &mut claims);
             }
             return written.map_err(EncodeError::from);
         }
-        undo(out);
+        undo(out, &mut claims);
     }
     let mut size = Sizer {
         bytes: 0,
-        splicing: splicing.is_some(),
+        splicing: claims.is_some(),
     };
     ::bincode::serde::encode_into_writer(value, &mut size, config::standard()).map_err(EncodeError::from)?;
     // A fresh buffer gets exactly the room it needs: frozen full, it
@@ -70,15 +77,18 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Resu
     }
     let mut writer = BufWriter {
         out: &mut *out,
-        splicing: splicing.is_some(),
+        claims: claims.as_deref_mut(),
     };
     let written = ::bincode::serde::encode_into_writer(value, &mut writer, config::standard());
     // A `Serialize` that fails only the second time leaves nothing behind.
     if written.is_err() {
-        undo(out);
+        undo(out, &mut claims);
     }
     written.map_err(EncodeError::from)
 }
+
+/// Where each blob left out of a buffer goes in it, and its bytes.
+type Claimed = Vec<(usize, Bytes)>;
 
 impl From<::bincode::error::EncodeError> for EncodeError {
     fn from(err: ::bincode::error::EncodeError) -> EncodeError {
@@ -86,23 +96,34 @@ impl From<::bincode::error::EncodeError> for EncodeError {
     }
 }
 
-/// Whether a write is of a blob offered for splicing into `out`, which is
-/// then claimed instead of copied. The length is checked first: most
-/// writes are of a few bytes, known when the write is compiled.
+/// Whether a write at the end of `out` is of a blob offered for leaving
+/// out, which is then claimed instead of copied. The length is checked
+/// first: most writes are of a few bytes, known when the write is
+/// compiled.
 #[inline(always)]
-fn spliced(splicing: bool, out: &BytesMut, bytes: &[u8]) -> bool {
-    bytes.len() >= splice::SPLICE_FROM && splicing && splice::claim_at(out.len(), bytes)
+fn spliced(claims: &mut Option<&mut Claimed>, out: &BytesMut, bytes: &[u8]) -> bool {
+    if bytes.len() < splice::SPLICE_FROM {
+        return false;
+    }
+    let Some(claims) = claims else {
+        return false;
+    };
+    let Some(blob) = splice::claim(bytes) else {
+        return false;
+    };
+    claims.push((out.len(), blob));
+    true
 }
 
 /// Lets bincode write straight into a `BytesMut`.
 struct BufWriter<'a> {
     out: &'a mut BytesMut,
-    splicing: bool,
+    claims: Option<&'a mut Claimed>,
 }
 
 impl Writer for BufWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<(), ::bincode::error::EncodeError> {
-        if !spliced(self.splicing, self.out, bytes) {
+        if !spliced(&mut self.claims, self.out, bytes) {
             self.out.extend_from_slice(bytes);
         }
         Ok(())
@@ -132,13 +153,13 @@ struct Within<'a> {
     out: &'a mut BytesMut,
     room: usize,
     overflowed: bool,
-    splicing: bool,
+    claims: Option<&'a mut Claimed>,
 }
 
 impl Writer for Within<'_> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), ::bincode::error::EncodeError> {
-        if !self.overflowed && spliced(self.splicing, self.out, bytes) {
+        if !self.overflowed && spliced(&mut self.claims, self.out, bytes) {
             return Ok(());
         }
         match self.room.checked_sub(bytes.len()) {

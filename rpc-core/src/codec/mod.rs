@@ -15,6 +15,8 @@ pub(crate) mod splice;
 
 pub use binary::{LEND_FROM, decode, decode_shared, encode_into};
 pub use message::Message;
+#[doc(hidden)]
+pub use splice::Claims;
 
 /// How deeply a decoded value may nest by default: 128 levels, as
 /// `serde_json` allows. Every struct, enum, tuple, sequence, map, option

@@ -3,20 +3,16 @@
 //! copied into it but left out and spliced back in as a part of its own.
 //!
 //! Serde gives a serializer no way to hand over owned bytes, so the blob
-//! and the writer meet in thread-locals: the blob *offers* itself before
-//! it writes its bytes ([`offering`]), and the writer *claims* a write
-//! that is exactly those bytes ([`claim`]), recording where it goes
-//! instead of copying it.
-//!
-//! Only the crate's own encodings claim ([`encode_into`]: a call's
-//! arguments, a result), and only into the buffer [`encode`] is filling.
-//! A `Serialize` or a hand-written `RequestMessage` that encodes into a
-//! buffer of its own copies as ever. One that reworks the buffer it was
-//! given after the fact is refused if its claims no longer fit the buffer
-//! (a check at best: one that only appends is always right). A claimed
+//! and the writer meet in a thread-local: the blob *offers* itself while
+//! it writes its bytes ([`offering`]), and a writer that was handed
+//! [`Claims`] *claims* a write that is exactly those bytes ([`claim`]),
+//! recording where it goes instead of copying it. Only the crate's own
+//! encodings hand their writers claims (a call's arguments, through the
+//! generated `RequestMessage::encode_args_spliced`, and a result); every
+//! other encoding copies as ever, and pays nothing for this. A claimed
 //! write is, byte for byte, what the copy would have been.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -30,183 +26,77 @@ pub const SPLICE_FROM: usize = 4 * 1024;
 
 const _: () = assert!(SPLICE_FROM >= crate::transport::COPY_BELOW);
 
-/// Where claims go, read by every encoding: a plain value, so that reading
-/// it costs no more than a load, even while the thread is torn down.
-#[derive(Clone, Copy)]
-struct State {
-    /// The buffer [`encode`] is filling; null outside it.
-    scope: *const BytesMut,
-    /// One of the crate's own encodings is writing into it.
-    armed: bool,
-    /// Blobs claimed for it so far: the last this many of `CLAIMED`.
-    claims: usize,
-}
-
-const OUTSIDE: State = State {
-    scope: std::ptr::null(),
-    armed: false,
-    claims: 0,
-};
+/// The blobs left out of a message being encoded: where each goes in its
+/// buffer, and its bytes. Made by the encoding of a request or a result,
+/// and handed down to the writer of its buffer.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Claims(pub(super) Vec<(usize, Bytes)>);
 
 thread_local! {
-    static STATE: Cell<State> = const { Cell::new(OUTSIDE) };
-    /// Where each claimed blob goes, in order; those of an encoding inside
-    /// another's `Serialize` after the outer one's.
-    static CLAIMED: RefCell<Vec<(usize, Bytes)>> = const { RefCell::new(Vec::new()) };
-    /// The blob being written, if it offered itself.
+    /// The blob being written, while it offers itself.
     static OFFER: RefCell<Option<Bytes>> = const { RefCell::new(None) };
 }
 
-/// What `encode` appends to a buffer, as a [`Message`] whose blobs of
-/// [`SPLICE_FROM`] bytes or more, written by [`encode_into`], are parts
-/// of their own; `reworked`'s error if `encode` changed the buffer after
-/// a blob was left out of it. Short messages are encoded in the thread's
-/// block (see `scratch`).
+/// What `encode` appends to a buffer, with the claims it hands its
+/// writers, as a [`Message`] whose claimed blobs are parts of their own;
+/// `reworked`'s error if the claims do not fit the buffer (`encode`
+/// changed it after a blob was left out). Short messages are encoded in
+/// the thread's block (see `scratch`).
+#[inline(always)]
 pub(crate) fn encode<E>(
-    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    encode: impl FnOnce(&mut BytesMut, &mut Claims) -> Result<(), E>,
     reworked: impl FnOnce() -> E,
 ) -> Result<Message, E> {
-    let mut claimed = Vec::new();
-    let encoded = crate::scratch::encode(|out| {
-        let scope = Scope::enter(out);
-        let encoded = encode(out);
-        claimed = scope.leave();
-        encoded
-    })?;
-    Message::spliced(encoded, claimed).ok_or_else(reworked)
+    let mut claims = Claims::default();
+    let encoded = crate::scratch::encode(|out| encode(out, &mut claims))?;
+    if claims.0.is_empty() {
+        return Ok(Message::from(encoded));
+    }
+    Message::spliced(encoded, claims.0).ok_or_else(reworked)
 }
 
 /// Why [`encode`] refused a message whose buffer was reworked.
-pub(crate) const REWORKED: &str = "the buffer was changed after a large `rpc::Bytes` was left out of it; \
-     a hand-written `RequestMessage::encode_args` must only append to its buffer";
+pub(crate) const REWORKED: &str = "the buffer was changed after a large `rpc::Bytes` was left out of it";
 
-/// Encodes `value` at the end of `out` as [`codec::encode_into`] does,
-/// claiming its blobs if `out` is the buffer [`encode`] is filling.
-///
-/// [`codec::encode_into`]: super::encode_into
-pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Result<(), EncodeError> {
-    let state = STATE.get();
-    if !std::ptr::eq(state.scope, out) {
-        return super::encode_into(value, out);
-    }
-    /// Puts the armed flag back however the encoding ends.
-    struct Disarm(bool);
-    impl Drop for Disarm {
-        fn drop(&mut self) {
-            STATE.set(State {
-                armed: self.0,
-                ..STATE.get()
-            });
-        }
-    }
-    STATE.set(State { armed: true, ..state });
-    let _disarm = Disarm(state.armed);
-    super::encode_into(value, out)
-}
-
-/// [`encode`]'s buffer, set for as long as this lives; the state of an
-/// encoding this one runs inside comes back when it goes, panics
-/// included.
-struct Scope {
-    outer: State,
-}
-
-impl Scope {
-    fn enter(out: &BytesMut) -> Scope {
-        let outer = STATE.replace(State {
-            scope: out,
-            armed: false,
-            claims: 0,
-        });
-        Scope { outer }
-    }
-
-    /// The blobs claimed in this scope.
-    fn leave(self) -> Vec<(usize, Bytes)> {
-        let state = STATE.get();
-        if state.claims == 0 {
-            return Vec::new();
-        }
-        STATE.set(State { claims: 0, ..state });
-        CLAIMED.with_borrow_mut(|claimed| claimed.split_off(claimed.len() - state.claims))
-    }
-}
-
-impl Drop for Scope {
-    fn drop(&mut self) {
-        // Claims not taken (a panic) go with the scope.
-        let claims = STATE.replace(self.outer).claims;
-        if claims > 0 {
-            CLAIMED.with_borrow_mut(|claimed| claimed.truncate(claimed.len() - claims));
-        }
-    }
-}
-
-/// Whether the writer of `out` claims: one of the crate's encodings is
-/// writing into [`encode`]'s buffer. How many blobs were claimed so far,
-/// to go back to if the encoding is undone.
-#[inline]
-pub(super) fn splicing(out: &BytesMut) -> Option<usize> {
-    let state = STATE.get();
-    (state.armed && std::ptr::eq(state.scope, out)).then_some(state.claims)
-}
-
-/// Forgets the blobs claimed after the first `kept`: the bytes they were
-/// claimed for were taken back out of the buffer.
-pub(super) fn unclaim(kept: usize) {
-    let state = STATE.get();
-    let dropped = state.claims - kept;
-    if dropped > 0 {
-        CLAIMED.with_borrow_mut(|claimed| claimed.truncate(claimed.len() - dropped));
-        STATE.set(State {
-            claims: kept,
-            ..state
-        });
-    }
+/// Appends the encoding of `value` to `out` as
+/// [`codec::encode_into`](super::encode_into) does, leaving its blobs of
+/// [`SPLICE_FROM`] bytes or more out, in `claims`.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut BytesMut,
+    claims: &mut Claims,
+) -> Result<(), EncodeError> {
+    super::binary::encode_with(value, out, Some(&mut claims.0))
 }
 
 /// Runs `write`, which writes `blob`'s bytes, with `blob` offered to the
-/// writer, if one could claim it.
+/// writer.
 pub(crate) fn offering<R>(blob: &Bytes, write: impl FnOnce() -> R) -> R {
     /// Withdraws the offer however `write` ends.
     struct Withdraw;
     impl Drop for Withdraw {
         fn drop(&mut self) {
-            OFFER.with_borrow_mut(Option::take);
+            let _ = OFFER.try_with(|offer| offer.borrow_mut().take());
         }
     }
-    if !STATE.get().armed {
-        return write();
-    }
-    OFFER.with_borrow_mut(|offer| *offer = Some(blob.clone()));
-    let _withdraw = Withdraw;
+    // A thread being torn down writes its blobs as they are.
+    let offered = OFFER.try_with(|offer| *offer.borrow_mut() = Some(blob.clone()));
+    let _withdraw = offered.is_ok().then_some(Withdraw);
     write()
 }
 
 /// The offered blob, if `bytes` are its bytes (the same memory, not only
 /// equal): taken, so that it is claimed once.
 pub(super) fn claim(bytes: &[u8]) -> Option<Bytes> {
-    OFFER.with_borrow_mut(|offer| {
+    let claim = |offer: &RefCell<Option<Bytes>>| {
+        let mut offer = offer.borrow_mut();
         let matches = offer
             .as_ref()
             .is_some_and(|blob| blob.as_ptr() == bytes.as_ptr() && blob.len() == bytes.len());
         if matches { offer.take() } else { None }
-    })
-}
-
-/// Claims `bytes`, written at `at` of the buffer being spliced into, if
-/// they are the offered blob's: `true` if they are, and need no copy.
-pub(super) fn claim_at(at: usize, bytes: &[u8]) -> bool {
-    let Some(blob) = claim(bytes) else {
-        return false;
     };
-    CLAIMED.with_borrow_mut(|claimed| claimed.push((at, blob)));
-    let state = STATE.get();
-    STATE.set(State {
-        claims: state.claims + 1,
-        ..state
-    });
-    true
+    OFFER.try_with(claim).ok().flatten()
 }
 
 #[cfg(test)]
@@ -224,8 +114,12 @@ mod tests {
         out.freeze()
     }
 
+    fn reworked() -> EncodeError {
+        EncodeError(REWORKED.into())
+    }
+
     fn spliced<T: Serialize + ?Sized>(value: &T) -> Message {
-        encode(|out| encode_into(value, out), || EncodeError(REWORKED.into())).unwrap()
+        encode(|out, claims| encode_into(value, out, claims), reworked).unwrap()
     }
 
     #[test]
@@ -242,7 +136,6 @@ mod tests {
             assert_eq!(parts[at].as_ptr(), blob.as_ptr(), "sent from where it lies");
         }
         assert!(OFFER.with_borrow(Option::is_none), "no offer is left behind");
-        assert!(STATE.get().scope.is_null());
     }
 
     #[test]
@@ -295,11 +188,11 @@ mod tests {
         let failing = Fails(Blob::from(vec![5u8; SPLICE_FROM]));
         let kept = Blob::from(vec![6u8; SPLICE_FROM]);
         let message = encode(
-            |out| {
-                assert!(encode_into(&failing, out).is_err());
-                encode_into(&kept, out)
+            |out, claims| {
+                assert!(encode_into(&failing, out, claims).is_err());
+                encode_into(&kept, out, claims)
             },
-            || EncodeError(REWORKED.into()),
+            reworked,
         )
         .unwrap();
         assert_eq!(message.to_bytes(), copied(&kept));
@@ -321,51 +214,43 @@ mod tests {
     }
 
     #[test]
-    fn only_the_crates_own_encodings_claim() {
+    fn an_encoding_without_claims_copies() {
         let blob = Blob::from(vec![8u8; SPLICE_FROM]);
         // Straight into the buffer, as a hand-written encoding would.
-        let message = encode(
-            |out| codec::encode_into(&blob, out),
-            || EncodeError(REWORKED.into()),
-        )
-        .unwrap();
+        let message = encode(|out, _| codec::encode_into(&blob, out), reworked).unwrap();
         assert_eq!(message.parts().len(), 1);
         assert_eq!(message.to_bytes(), copied(&blob));
+        assert!(OFFER.with_borrow(Option::is_none));
     }
 
     #[test]
     fn a_buffer_reworked_after_a_blob_was_left_out_is_refused() {
         let blob = Blob::from(vec![8u8; SPLICE_FROM]);
-        let reworked = encode(
-            |out| {
-                encode_into(&(1u8, blob.clone()), out)?;
+        let refused = encode(
+            |out, claims| {
+                encode_into(&(1u8, blob.clone()), out, claims)?;
                 out.truncate(1);
                 Ok(())
             },
-            || EncodeError(REWORKED.into()),
+            reworked,
         );
-        assert_eq!(reworked, Err(EncodeError(REWORKED.into())));
-        // Nothing is left claimed for the next message.
-        assert_eq!(spliced(&5u32).parts().len(), 1);
-        assert!(CLAIMED.with_borrow(Vec::is_empty));
+        assert_eq!(refused, Err(reworked()));
     }
 
     #[test]
-    fn a_panic_in_the_middle_leaves_nothing_claimed_or_offered() {
+    fn a_panic_in_the_middle_leaves_nothing_offered() {
         let blob = Blob::from(vec![8u8; SPLICE_FROM]);
         let panicked = std::panic::catch_unwind(|| {
             let _ = encode(
-                |out| {
-                    encode_into(&blob, out)?;
+                |out, claims| {
+                    encode_into(&blob, out, claims)?;
                     panic!("after a claim");
                 },
-                || EncodeError(REWORKED.into()),
+                reworked,
             );
         });
         assert!(panicked.is_err());
-        assert!(CLAIMED.with_borrow(Vec::is_empty));
         assert!(OFFER.with_borrow(Option::is_none));
-        assert!(STATE.get().scope.is_null());
         assert_eq!(spliced(&blob).parts().len(), 2, "and the next one splices");
     }
 

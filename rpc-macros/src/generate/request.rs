@@ -55,6 +55,17 @@ pub(crate) fn request_enum(generator: &ServiceGenerator<'_>) -> TokenStream {
             #(#cfgs)* #request::#variant { #(ref #args,)* .. } => #p::encode_args(#full, &(#(#values,)*), #out)
         }
     });
+    let claims = Ident::new("__rpc_claims", Span::mixed_site());
+    let spliced_arms = generator.methods.iter().map(|m| {
+        let (cfgs, variant, full, args) = (&m.cfgs, &m.variant, &m.full_name, &m.plain_names);
+        let values = m.plain_names.iter().zip(&m.plain_types).map(|(arg, ty)| match is_byte_vec(ty) {
+            true => quote!(#p::AsBytes(&#arg[..])),
+            false => quote!(#arg),
+        });
+        quote! {
+            #(#cfgs)* #request::#variant { #(ref #args,)* .. } => #p::encode_args_spliced(#full, &(#(#values,)*), #out, #claims)
+        }
+    });
     let take_input_arms = generator.methods.iter().map(|m| {
         let (cfgs, variant, full) = (&m.cfgs, &m.variant, &m.full_name);
         match m.method.input() {
@@ -97,6 +108,16 @@ pub(crate) fn request_enum(generator: &ServiceGenerator<'_>) -> TokenStream {
             fn encode_args(&self, #out: &mut #p::BytesMut) -> #p::Result<(), #p::Error> {
                 match *self {
                     #(#encode_arms),*
+                }
+            }
+
+            fn encode_args_spliced(
+                &self,
+                #out: &mut #p::BytesMut,
+                #claims: &mut #p::Claims,
+            ) -> #p::Result<(), #p::Error> {
+                match *self {
+                    #(#spliced_arms),*
                 }
             }
 

@@ -83,15 +83,21 @@ impl FrameCodec {
             }))
     }
 
+    /// The length, header included, of the frame `src` holds the start
+    /// of, if its header has arrived and is good.
+    pub fn frame_len(&self, src: &BytesMut) -> Option<usize> {
+        let head = src.first_chunk::<HEADER_LEN>()?;
+        let header = Header::parse(head, self.max_frame_len).ok()?;
+        Some(HEADER_LEN + header.payload_len())
+    }
+
     /// How much room to reserve in `src`, which holds the start of a frame,
     /// before reading more of it: `None` while the room left is enough (or
     /// the frame is whole, or its header is bad, which
     /// [`decode`](Decoder::decode) reports). `decode` reserves it itself; a
     /// reader that would rather find the memory elsewhere asks first.
     pub fn room_wanted(&self, src: &BytesMut) -> Option<usize> {
-        let head = src.first_chunk::<HEADER_LEN>()?;
-        let header = Header::parse(head, self.max_frame_len).ok()?;
-        room_wanted(src, HEADER_LEN + header.payload_len())
+        room_wanted(src, self.frame_len(src)?)
     }
 }
 

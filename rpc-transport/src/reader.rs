@@ -104,7 +104,7 @@ impl<R: ReadHalf> FrameReader<R> {
                 } else {
                     READ_AHEAD
                 };
-                self.spare.make_room(&mut self.buf, room);
+                self.spare.make_room(&mut self.buf, room, None);
             }
             // Bytes left over behind the last frame: waiting for the rest
             // starts now. (Stamped here rather than when the frame before
@@ -163,7 +163,8 @@ impl<R: ReadHalf> FrameReader<R> {
     #[inline(never)]
     fn make_room(&mut self) {
         if let Some(room) = self.codec.room_wanted(&self.buf) {
-            self.spare.make_room(&mut self.buf, room);
+            let frame_len = self.codec.frame_len(&self.buf);
+            self.spare.make_room(&mut self.buf, room, frame_len);
         }
     }
 

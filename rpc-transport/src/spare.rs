@@ -23,8 +23,9 @@ pub(crate) const SPARE_FROM: usize = 256 * 1024;
 /// goes quiet).
 const PAST_FRAME: usize = 8 * 1024;
 
-/// Needs for room in a row for less than [`SPARE_FROM`] after which the
-/// spare is let go: the connection has stopped receiving large frames.
+/// Needs for room in a row for frames shorter than [`SPARE_FROM`] after
+/// which the spare is let go: the connection has stopped receiving large
+/// frames.
 const SPARE_NEEDS: usize = 64;
 
 /// The large memory a reader keeps for its next large frame.
@@ -38,26 +39,28 @@ pub(crate) struct Spare {
     buf: Option<BytesMut>,
     /// The reader's buffer is in large memory.
     large: bool,
-    /// Needs for room since the reader last needed large memory.
+    /// Needs for room for short frames since the last for a large one.
     unused: usize,
 }
 
 impl Spare {
     /// Makes room in `buf`, the reader's buffer, for `additional` more
-    /// bytes: in the memory it is in if nothing else holds that any more,
-    /// else, when large memory is wanted or left, in the spare if its
-    /// frames' users have let it go, else in new memory. Large memory left
-    /// behind becomes the spare.
-    pub(crate) fn make_room(&mut self, buf: &mut BytesMut, additional: usize) {
-        let needed = buf.len() + additional;
+    /// bytes of a frame of `frame_len` bytes, if its header has arrived:
+    /// in the memory it is in if nothing else holds that any more, else,
+    /// when large memory is wanted or left, in the spare if its frames'
+    /// users have let it go, else in new memory. Large memory left behind
+    /// becomes the spare.
+    pub(crate) fn make_room(&mut self, buf: &mut BytesMut, additional: usize, frame_len: Option<usize>) {
+        if let Some(frame_len) = frame_len {
+            self.count(frame_len >= SPARE_FROM);
+        }
         if buf.capacity() - buf.len() >= additional || buf.try_reclaim(additional) {
-            self.count(needed >= SPARE_FROM);
             return;
         }
+        let needed = buf.len() + additional;
         // A spare free again has room for this frame and likely the whole
         // of the next: taken for any need, the frame then grows no more.
         let free = self.buf.as_mut().is_some_and(|spare| spare.try_reclaim(needed));
-        self.count(free || needed >= SPARE_FROM);
         if !free && needed < SPARE_FROM && !self.large {
             buf.reserve(additional);
             return;
@@ -76,10 +79,10 @@ impl Spare {
         }
     }
 
-    /// Counts a need for room, `large` if for a large frame (or met by the
-    /// spare): the spare goes after [`SPARE_NEEDS`] other needs in a row
-    /// (once the buffer is in use, each is for 8 KiB or more of short
-    /// frames).
+    /// Counts a need for room for a frame, `large` if the frame is: the
+    /// spare goes after [`SPARE_NEEDS`] needs in a row for short frames
+    /// (a short frame needs room when it reaches the end of the buffer:
+    /// once the buffer is in use, each is for 8 KiB or more of them).
     fn count(&mut self, large: bool) {
         if large {
             self.unused = 0;
@@ -111,7 +114,7 @@ mod tests {
 
     /// A large frame read into `buf` and split off: what its user keeps.
     fn read_large(spare: &mut Spare, buf: &mut BytesMut, fill: u8) -> bytes::Bytes {
-        spare.make_room(buf, LARGE);
+        spare.make_room(buf, LARGE, Some(LARGE));
         buf.extend_from_slice(&vec![fill; LARGE]);
         buf.split_to(LARGE).freeze()
     }
@@ -155,6 +158,30 @@ mod tests {
     }
 
     #[test]
+    fn large_frames_keep_the_spare_however_their_room_is_found() {
+        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        // Two held at once leave a spare.
+        let held = (
+            read_large(&mut spare, &mut buf, 1),
+            read_large(&mut spare, &mut buf, 2),
+        );
+        drop(held);
+        assert!(spare.holds_memory());
+        // Then each frame is let go before the next: as the codec asks,
+        // a first step finds its room in place, and the frame fits.
+        const STEP: usize = 64 * 1024;
+        for fill in 0..2 * SPARE_NEEDS {
+            spare.make_room(&mut buf, STEP, Some(LARGE));
+            if buf.capacity() - buf.len() < LARGE {
+                spare.make_room(&mut buf, LARGE, Some(LARGE));
+            }
+            buf.extend_from_slice(&vec![fill as u8; LARGE]);
+            drop(buf.split_to(LARGE));
+        }
+        assert!(spare.holds_memory(), "a run of large frames keeps it");
+    }
+
+    #[test]
     fn bytes_already_read_move_with_the_frame_into_the_spare() {
         let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
         let first = read_large(&mut spare, &mut buf, 1);
@@ -162,7 +189,7 @@ mod tests {
         drop(first);
         // The start of the next frame arrived behind the last one.
         buf.extend_from_slice(b"next frame's first bytes");
-        spare.make_room(&mut buf, LARGE);
+        spare.make_room(&mut buf, LARGE, Some(LARGE));
         assert_eq!(&buf[..], b"next frame's first bytes");
         assert!(buf.capacity() >= LARGE + 24);
     }
@@ -170,7 +197,7 @@ mod tests {
     #[test]
     fn small_frames_grow_the_buffer_as_ever() {
         let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
-        spare.make_room(&mut buf, 8 * 1024);
+        spare.make_room(&mut buf, 8 * 1024, None);
         assert!(buf.capacity() >= 8 * 1024);
         assert!(spare.buf.is_none() && !spare.large);
     }

@@ -8,11 +8,12 @@
 //! [`Claims`] *claims* a write that is exactly those bytes ([`claim`]),
 //! recording where it goes instead of copying it. Only the crate's own
 //! encodings hand their writers claims (a call's arguments, through the
-//! generated `RequestMessage::encode_args_spliced`, and a result); every
-//! other encoding copies as ever, and pays nothing for this. A claimed
-//! write is, byte for byte, what the copy would have been.
+//! generated `RequestMessage::encode_args_spliced`, and a result), and a
+//! blob offers itself only while one of them runs; every other encoding
+//! copies as ever. A claimed write is, byte for byte, what the copy would
+//! have been.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -30,10 +31,19 @@ const _: () = assert!(SPLICE_FROM >= crate::transport::COPY_BELOW);
 /// buffer, and its bytes. Made by the encoding of a request or a result,
 /// and handed down to the writer of its buffer.
 #[doc(hidden)]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Claims(pub(super) Vec<(usize, Bytes)>);
 
+impl Claims {
+    fn new() -> Claims {
+        Claims(Vec::new())
+    }
+}
+
 thread_local! {
+    /// Encodings with claims running on this thread: a blob offers itself
+    /// only while there is one (a plain value, read at no cost).
+    static CLAIMING: Cell<usize> = const { Cell::new(0) };
     /// The blob being written, while it offers itself.
     static OFFER: RefCell<Option<Bytes>> = const { RefCell::new(None) };
 }
@@ -48,7 +58,7 @@ pub(crate) fn encode<E>(
     encode: impl FnOnce(&mut BytesMut, &mut Claims) -> Result<(), E>,
     reworked: impl FnOnce() -> E,
 ) -> Result<Message, E> {
-    let mut claims = Claims::default();
+    let mut claims = Claims::new();
     let encoded = crate::scratch::encode(|out| encode(out, &mut claims))?;
     if claims.0.is_empty() {
         return Ok(Message::from(encoded));
@@ -67,6 +77,15 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     out: &mut BytesMut,
     claims: &mut Claims,
 ) -> Result<(), EncodeError> {
+    /// Counts the encoding out however it ends.
+    struct Claiming;
+    impl Drop for Claiming {
+        fn drop(&mut self) {
+            CLAIMING.set(CLAIMING.get() - 1);
+        }
+    }
+    CLAIMING.set(CLAIMING.get() + 1);
+    let _claiming = Claiming;
     super::binary::encode_with(value, out, Some(&mut claims.0))
 }
 
@@ -79,6 +98,9 @@ pub(crate) fn offering<R>(blob: &Bytes, write: impl FnOnce() -> R) -> R {
         fn drop(&mut self) {
             let _ = OFFER.try_with(|offer| offer.borrow_mut().take());
         }
+    }
+    if CLAIMING.get() == 0 {
+        return write();
     }
     // A thread being torn down writes its blobs as they are.
     let offered = OFFER.try_with(|offer| *offer.borrow_mut() = Some(blob.clone()));

@@ -44,26 +44,32 @@ pub(crate) fn request_enum(generator: &ServiceGenerator<'_>) -> TokenStream {
         quote!(#(#cfgs)* #request::#variant { .. } => #full)
     });
     let out = Ident::new("__rpc_out", Span::mixed_site());
+    // The arguments as one tuple; blobs as one byte string (see
+    // `is_byte_vec`).
+    let args_tuple = |m: &super::MethodGenerator<'_>| {
+        let values = m
+            .plain_names
+            .iter()
+            .zip(&m.plain_types)
+            .map(|(arg, ty)| match is_byte_vec(ty) {
+                true => quote!(#p::AsBytes(&#arg[..])),
+                false => quote!(#arg),
+            });
+        quote!(&(#(#values,)*))
+    };
     let encode_arms = generator.methods.iter().map(|m| {
         let (cfgs, variant, full, args) = (&m.cfgs, &m.variant, &m.full_name, &m.plain_names);
-        // Blobs as one byte string (see `is_byte_vec`).
-        let values = m.plain_names.iter().zip(&m.plain_types).map(|(arg, ty)| match is_byte_vec(ty) {
-            true => quote!(#p::AsBytes(&#arg[..])),
-            false => quote!(#arg),
-        });
+        let tuple = args_tuple(m);
         quote! {
-            #(#cfgs)* #request::#variant { #(ref #args,)* .. } => #p::encode_args(#full, &(#(#values,)*), #out)
+            #(#cfgs)* #request::#variant { #(ref #args,)* .. } => #p::encode_args(#full, #tuple, #out)
         }
     });
     let claims = Ident::new("__rpc_claims", Span::mixed_site());
     let spliced_arms = generator.methods.iter().map(|m| {
         let (cfgs, variant, full, args) = (&m.cfgs, &m.variant, &m.full_name, &m.plain_names);
-        let values = m.plain_names.iter().zip(&m.plain_types).map(|(arg, ty)| match is_byte_vec(ty) {
-            true => quote!(#p::AsBytes(&#arg[..])),
-            false => quote!(#arg),
-        });
+        let tuple = args_tuple(m);
         quote! {
-            #(#cfgs)* #request::#variant { #(ref #args,)* .. } => #p::encode_args_spliced(#full, &(#(#values,)*), #out, #claims)
+            #(#cfgs)* #request::#variant { #(ref #args,)* .. } => #p::encode_args_spliced(#full, #tuple, #out, #claims)
         }
     });
     let take_input_arms = generator.methods.iter().map(|m| {

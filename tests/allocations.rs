@@ -44,18 +44,24 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A server of `Sum`, and a client connected to it.
+async fn connected() -> (rpc::ServerHandle, AdderClient) {
+    let server = rpc::Server::new()
+        .serve(AdderServer::new(Sum))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = AdderClient::connect(server.local_addr()).await.unwrap();
+    (server, client)
+}
+
 const CALLS: u64 = 2_000;
 
 #[test]
 fn a_small_call_allocates_about_one_block_both_ends_together() {
     let _counting = COUNTING.lock().unwrap_or_else(PoisonError::into_inner);
     runtime().block_on(async {
-        let server = rpc::Server::new()
-            .serve(AdderServer::new(Sum))
-            .bind("127.0.0.1:0")
-            .await
-            .unwrap();
-        let client = AdderClient::connect(server.local_addr()).await.unwrap();
+        let (server, client) = connected().await;
         // Buffers, blocks and tables each connection end makes once are
         // made before counting starts.
         for n in 0..100 {
@@ -85,12 +91,7 @@ const BLOB_LEN: usize = 1 << 20;
 fn an_echoed_blob_is_neither_copied_nor_read_into_new_memory() {
     let _counting = COUNTING.lock().unwrap_or_else(PoisonError::into_inner);
     runtime().block_on(async {
-        let server = rpc::Server::new()
-            .serve(AdderServer::new(Sum))
-            .bind("127.0.0.1:0")
-            .await
-            .unwrap();
-        let client = AdderClient::connect(server.local_addr()).await.unwrap();
+        let (server, client) = connected().await;
         let blob = rpc::Bytes::from((0..BLOB_LEN).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
         assert_eq!(client.echo(blob.clone()).await.unwrap(), blob);
         let region = Region::new(GLOBAL);

@@ -171,9 +171,7 @@ impl Context {
     }
 
     fn make(request_id: u64, method: Method, deadline: Instant, peer: Peer, metadata: Metadata) -> Context {
-        Context {
-            inner: Arc::new(Inner::new(request_id, method, deadline, peer, metadata)),
-        }
+        Context::reusing(None, Inner::new(request_id, method, deadline, peer, metadata))
     }
 
     /// The context of the call this task is serving, if it is serving one.

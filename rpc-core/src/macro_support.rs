@@ -7,27 +7,20 @@ use serde::Serialize;
 use crate::codec;
 use crate::error::Error;
 
-/// Encodes a call's arguments (a tuple) after the request head.
+/// Encodes a call's arguments (a tuple) after the request head; with
+/// `claims`, leaving large `rpc::Bytes` out of `out`, in them, for the
+/// request to send from where they lie.
 pub fn encode_args<T: Serialize + ?Sized>(
     method: &'static str,
     args: &T,
     out: &mut BytesMut,
+    claims: Option<&mut codec::Claims>,
 ) -> Result<(), Error> {
-    codec::encode_into(args, out).map_err(|err| Error::Encode {
-        what: format!("the arguments of `{method}`"),
-        reason: err.to_string(),
-    })
-}
-
-/// [`encode_args`], leaving large `rpc::Bytes` out of `out`, in `claims`,
-/// for the request to send from where they lie.
-pub fn encode_args_spliced<T: Serialize + ?Sized>(
-    method: &'static str,
-    args: &T,
-    out: &mut BytesMut,
-    claims: &mut codec::Claims,
-) -> Result<(), Error> {
-    codec::splice::encode_into(args, out, claims).map_err(|err| Error::Encode {
+    let encoded = match claims {
+        Some(claims) => codec::splice::encode_into(args, out, claims),
+        None => codec::encode_into(args, out),
+    };
+    encoded.map_err(|err| Error::Encode {
         what: format!("the arguments of `{method}`"),
         reason: err.to_string(),
     })

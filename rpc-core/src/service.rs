@@ -60,11 +60,11 @@ pub trait RequestMessage {
     fn encode_args(&self, out: &mut BytesMut) -> Result<(), Error>;
 
     /// [`encode_args`](Self::encode_args), leaving large `rpc::Bytes` out
-    /// of `out`, in `claims` (which say where in `out` each goes), to be
-    /// sent from where they lie. Generated code does, only appending to
-    /// `out`; by default, the arguments are encoded whole.
+    /// of `out`, in `claims` if there are (which say where in `out` each
+    /// goes), to be sent from where they lie. Generated code does, only
+    /// appending to `out`; by default, the arguments are encoded whole.
     #[doc(hidden)]
-    fn encode_args_spliced(&self, out: &mut BytesMut, claims: &mut Claims) -> Result<(), Error> {
+    fn encode_args_spliced(&self, out: &mut BytesMut, claims: Option<&mut Claims>) -> Result<(), Error> {
         let _ = claims;
         self.encode_args(out)
     }

@@ -90,18 +90,12 @@ impl FrameCodec {
         let header = Header::parse(head, self.max_frame_len).ok()?;
         Some(HEADER_LEN + header.payload_len())
     }
-
-    /// How much room to reserve in `src`, which holds the start of a frame,
-    /// before reading more of it: `None` while the room left is enough (or
-    /// the frame is whole, or its header is bad, which
-    /// [`decode`](Decoder::decode) reports). `decode` reserves it itself; a
-    /// reader that would rather find the memory elsewhere asks first.
-    pub fn room_wanted(&self, src: &BytesMut) -> Option<usize> {
-        room_wanted(src, self.frame_len(src)?)
-    }
 }
 
-/// The room to reserve in `src` toward a frame of `frame_len` bytes.
+/// How much room to reserve in `src`, which holds the start of a frame of
+/// `frame_len` bytes, before reading more of it: `None` while the room
+/// left is enough, or the frame is whole. [`Decoder::decode`] reserves it
+/// itself; the reader finds the memory where it can (`spare`).
 ///
 /// Grows toward the frame as its bytes arrive: a header's claim alone
 /// reserves at most one step, and after that room grows by up to `GROWTH`
@@ -110,7 +104,7 @@ impl FrameCodec {
 /// not five times. It grows only once the room left is too small for a
 /// worthwhile read, so it grows a couple of times per frame however the
 /// frame's bytes are cut up on the way.
-fn room_wanted(src: &BytesMut, frame_len: usize) -> Option<usize> {
+pub(crate) fn room_toward(src: &BytesMut, frame_len: usize) -> Option<usize> {
     let missing = frame_len.checked_sub(src.len()).filter(|missing| *missing > 0)?;
     if src.capacity() - src.len() >= missing.min(MIN_ROOM) {
         return None;
@@ -146,7 +140,7 @@ impl Decoder for FrameCodec {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         let frame = self.decode_whole(src)?;
         if frame.is_none() {
-            if let Some(room) = self.room_wanted(src) {
+            if let Some(room) = self.frame_len(src).and_then(|len| room_toward(src, len)) {
                 src.reserve(room);
             }
         }

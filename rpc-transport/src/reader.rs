@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
-use crate::codec::{CodecError, FrameCodec};
+use crate::codec::{CodecError, FrameCodec, room_toward};
 use crate::spare::Spare;
 use crate::stream::ReadHalf;
 
@@ -162,9 +162,11 @@ impl<R: ReadHalf> FrameReader<R> {
     /// if it needs more.
     #[inline(never)]
     fn make_room(&mut self) {
-        if let Some(room) = self.codec.room_wanted(&self.buf) {
-            let frame_len = self.codec.frame_len(&self.buf);
-            self.spare.make_room(&mut self.buf, room, frame_len);
+        let Some(frame_len) = self.codec.frame_len(&self.buf) else {
+            return;
+        };
+        if let Some(room) = room_toward(&self.buf, frame_len) {
+            self.spare.make_room(&mut self.buf, room, Some(frame_len));
         }
     }
 

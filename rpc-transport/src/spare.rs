@@ -60,14 +60,14 @@ impl Spare {
         let needed = buf.len() + additional;
         // A spare free again has room for this frame and likely the whole
         // of the next: taken for any need, the frame then grows no more.
-        let free = self.buf.as_mut().is_some_and(|spare| spare.try_reclaim(needed));
-        if !free && needed < SPARE_FROM && !self.large {
+        let free = self.buf.take_if(|spare| spare.try_reclaim(needed));
+        if free.is_none() && needed < SPARE_FROM && !self.large {
             buf.reserve(additional);
             return;
         }
         let (mut room, large) = match free {
-            true => (self.buf.take().unwrap_or_default(), true),
-            false => (BytesMut::with_capacity(needed + PAST_FRAME), needed >= SPARE_FROM),
+            Some(spare) => (spare, true),
+            None => (BytesMut::with_capacity(needed + PAST_FRAME), needed >= SPARE_FROM),
         };
         room.extend_from_slice(buf);
         let mut left = std::mem::replace(buf, room);

@@ -286,7 +286,7 @@ impl Request {
                 metadata,
                 payload,
             )?;
-            request.encode_args_spliced(payload, claims)
+            request.encode_args_spliced(payload, Some(claims))
         };
         let reworked = || Error::Encode {
             what: format!("the arguments of `{}`", callee.name),

@@ -96,19 +96,25 @@ impl From<::bincode::error::EncodeError> for EncodeError {
     }
 }
 
+/// The blob offered for leaving out, if `bytes` are its: claimed, not
+/// copied. The length is checked first: most writes are of a few bytes,
+/// known when the write is compiled.
+#[inline(always)]
+fn offered(bytes: &[u8]) -> Option<Bytes> {
+    if bytes.len() < splice::SPLICE_FROM {
+        return None;
+    }
+    splice::claim(bytes)
+}
+
 /// Whether a write at the end of `out` is of a blob offered for leaving
-/// out, which is then claimed instead of copied. The length is checked
-/// first: most writes are of a few bytes, known when the write is
-/// compiled.
+/// out, claimed into `claims` if there are claims.
 #[inline(always)]
 fn spliced(claims: &mut Option<&mut Claimed>, out: &BytesMut, bytes: &[u8]) -> bool {
-    if bytes.len() < splice::SPLICE_FROM {
-        return false;
-    }
     let Some(claims) = claims else {
         return false;
     };
-    let Some(blob) = splice::claim(bytes) else {
+    let Some(blob) = offered(bytes) else {
         return false;
     };
     claims.push((out.len(), blob));
@@ -139,8 +145,7 @@ struct Sizer {
 
 impl Writer for Sizer {
     fn write(&mut self, bytes: &[u8]) -> Result<(), ::bincode::error::EncodeError> {
-        let claimed = bytes.len() >= splice::SPLICE_FROM && self.splicing && splice::claim(bytes).is_some();
-        if !claimed {
+        if !(self.splicing && offered(bytes).is_some()) {
             self.bytes += bytes.len();
         }
         Ok(())

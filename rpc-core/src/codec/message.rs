@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 /// ```
 ///
 /// [`Bytes`]: crate::blob::Bytes
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Message(Parts);
 
 /// At least two parts, or one: a message of one part (most of them) costs
@@ -32,12 +32,6 @@ pub struct Message(Parts);
 enum Parts {
     One(Bytes),
     Many(Box<[Bytes]>),
-}
-
-impl Default for Parts {
-    fn default() -> Parts {
-        Parts::One(Bytes::new())
-    }
 }
 
 impl Message {
@@ -108,6 +102,12 @@ impl Message {
     }
 }
 
+impl Default for Message {
+    fn default() -> Message {
+        Message::new()
+    }
+}
+
 impl From<Bytes> for Message {
     fn from(bytes: Bytes) -> Message {
         Message(Parts::One(bytes))
@@ -117,14 +117,10 @@ impl From<Bytes> for Message {
 /// Messages are equal when their bytes are, however they are cut.
 impl PartialEq for Message {
     fn eq(&self, other: &Message) -> bool {
-        let bytes = |message: &Message| {
-            let parts = message.parts().iter();
-            parts.flat_map(|part| part.iter().copied()).collect::<Vec<u8>>()
-        };
-        match (&self.0, &other.0) {
-            (Parts::One(one), Parts::One(other)) => one == other,
-            _ => self.len() == other.len() && bytes(self) == bytes(other),
+        fn bytes(message: &Message) -> impl Iterator<Item = &u8> {
+            message.parts().iter().flat_map(|part| part.iter())
         }
+        self.len() == other.len() && bytes(self).eq(bytes(other))
     }
 }
 

@@ -57,19 +57,12 @@ pub(crate) fn request_enum(generator: &ServiceGenerator<'_>) -> TokenStream {
             });
         quote!(&(#(#values,)*))
     };
+    let claims = Ident::new("__rpc_claims", Span::mixed_site());
     let encode_arms = generator.methods.iter().map(|m| {
         let (cfgs, variant, full, args) = (&m.cfgs, &m.variant, &m.full_name, &m.plain_names);
         let tuple = args_tuple(m);
         quote! {
-            #(#cfgs)* #request::#variant { #(ref #args,)* .. } => #p::encode_args(#full, #tuple, #out)
-        }
-    });
-    let claims = Ident::new("__rpc_claims", Span::mixed_site());
-    let spliced_arms = generator.methods.iter().map(|m| {
-        let (cfgs, variant, full, args) = (&m.cfgs, &m.variant, &m.full_name, &m.plain_names);
-        let tuple = args_tuple(m);
-        quote! {
-            #(#cfgs)* #request::#variant { #(ref #args,)* .. } => #p::encode_args_spliced(#full, #tuple, #out, #claims)
+            #(#cfgs)* #request::#variant { #(ref #args,)* .. } => #p::encode_args(#full, #tuple, #out, #claims)
         }
     });
     let take_input_arms = generator.methods.iter().map(|m| {
@@ -112,18 +105,16 @@ pub(crate) fn request_enum(generator: &ServiceGenerator<'_>) -> TokenStream {
             }
 
             fn encode_args(&self, #out: &mut #p::BytesMut) -> #p::Result<(), #p::Error> {
-                match *self {
-                    #(#encode_arms),*
-                }
+                self.encode_args_spliced(#out, #p::None)
             }
 
             fn encode_args_spliced(
                 &self,
                 #out: &mut #p::BytesMut,
-                #claims: &mut #p::Claims,
+                #claims: #p::Option<&mut #p::Claims>,
             ) -> #p::Result<(), #p::Error> {
                 match *self {
-                    #(#spliced_arms),*
+                    #(#encode_arms),*
                 }
             }
 

@@ -491,6 +491,32 @@ mod tests {
     }
 
     #[test]
+    fn frames_queued_while_a_batch_is_written_grow_the_buffer_once() {
+        let (outbox, queued) = outbox::<u32>();
+        outbox.send(frame(Kind::Response, 1, b"answer"), None).unwrap();
+        let mut batch = Batch::default();
+        assert!(queued.take(&mut batch));
+        // The writer holds the first batch, as it does while writing it,
+        // and the buffer it came from: the next frames need memory of
+        // their own, which must not be doubled into frame by frame.
+        let mut buffers = Vec::new();
+        for id in 2..=9 {
+            outbox.send(frame(Kind::Response, id, b"answer"), None).unwrap();
+            let at = outbox.shared.lock().bytes.as_ptr();
+            if buffers.last() != Some(&at) {
+                buffers.push(at);
+            }
+        }
+        assert_eq!(
+            buffers.len(),
+            1,
+            "eight short frames took {} buffers",
+            buffers.len()
+        );
+        drop(batch);
+    }
+
+    #[test]
     fn a_large_payload_is_queued_without_a_copy() {
         let (outbox, queued) = outbox::<u32>();
         let large = Bytes::from(vec![7u8; crate::transport::COPY_BELOW]);

@@ -134,6 +134,24 @@ impl Quiet {
 /// small frames is cheaper to write than a slice each.
 pub(crate) const COPY_BELOW: usize = 4 * 1024;
 
+/// Least room a run of small frames grows by.
+///
+/// A run is cut off into a chunk while the frames after it are queued, so
+/// its memory is shared until the chunk is written. A run that must grow
+/// before then gets memory of its own, and `bytes` gives it no more than
+/// asked for unless the buffer it leaves was 1 KiB or more: without this,
+/// a connection with a few calls in flight would allocate afresh, and
+/// then again for each doubling, for every batch.
+const TAIL_ROOM: usize = 1024;
+
+/// Makes room for `additional` more bytes at the end of `tail`.
+#[inline(always)]
+fn reserve_tail(tail: &mut BytesMut, additional: usize) {
+    if tail.capacity() - tail.len() < additional {
+        tail.reserve(additional.max(TAIL_ROOM));
+    }
+}
+
 /// A batch of encoded frames: their bytes in order, as the chunks they were
 /// queued in (runs of small frames, and large payloads as they are), ready
 /// for a vectored write. Reading it as a [`Buf`] consumes it.
@@ -205,14 +223,14 @@ impl Encoded {
             None => (&[][..], &part[..]),
         };
         if part.len() >= COPY_BELOW {
-            tail.reserve(head.len() + stamp.len());
+            reserve_tail(tail, head.len() + stamp.len());
             tail.extend_from_slice(head);
             tail.extend_from_slice(stamp);
             self.push(tail.split().freeze());
             self.push(part.slice(stamp.len()..));
         } else {
             // Room for all at once: one check, at most one allocation.
-            tail.reserve(head.len() + part.len());
+            reserve_tail(tail, head.len() + part.len());
             tail.extend_from_slice(head);
             tail.extend_from_slice(stamp);
             tail.extend_from_slice(rest);

@@ -2,9 +2,10 @@
 //! deadline-sweep tasks, its permits, and the unary round trip.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -208,44 +209,82 @@ impl Connection {
     /// the deadline passes (unless it is `no_cancel`, which the server runs
     /// on: it keeps its place until answered); a request still queued never
     /// leaves.
-    pub(crate) async fn round_trip(
-        &self,
-        request: Request,
-        deadline: Instant,
-    ) -> Result<(Reply, bool), Error> {
-        self.check_request_len(request.method, request.payload.len())?;
-        // The caller's waker goes in with the call: the answer can wake it
-        // with no look at the table in between.
-        let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+    pub(super) fn round_trip(&self, request: Request, deadline: Instant) -> RoundTrip<'_> {
+        RoundTrip {
+            connection: self,
+            trip: Trip::Unsent { request, deadline },
+        }
+    }
+}
+
+/// A unary call on a connection, from its request to its reply: the future
+/// of [`Connection::round_trip`].
+///
+/// Written out rather than an `async fn`, which would keep a second copy
+/// of its arguments and its waker: a busy client touches every byte of a
+/// call's future on every call.
+#[derive(Debug)]
+pub(super) struct RoundTrip<'a> {
+    connection: &'a Connection,
+    trip: Trip,
+}
+
+#[derive(Debug)]
+enum Trip {
+    /// Sent on the first poll, with the caller's waker, so the answer can
+    /// wake it with no look at the table in between.
+    Unsent { request: Request, deadline: Instant },
+    /// Sent, or queued for a place, as call `id`. Dropped now, it forgets
+    /// the call and sends the server a cancel (none for a `no_cancel`
+    /// call, which keeps its place until answered), so an abandoned call
+    /// leaves nothing behind on either side.
+    Waiting { id: u64, queued: bool },
+    /// Answered, or never sent.
+    Over,
+}
+
+impl Future for RoundTrip<'_> {
+    type Output = Result<(Reply, bool), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Trip::Waiting { id, queued } = this.trip {
+            let reply = ready!(this.connection.calls.poll_reply(id, cx));
+            this.trip = Trip::Over;
+            if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
+                this.connection.mark_served();
+            }
+            return Poll::Ready(Ok((reply, queued)));
+        }
+        let Trip::Unsent { request, deadline } = std::mem::replace(&mut this.trip, Trip::Over) else {
+            panic!("a call's round trip was polled after it completed");
+        };
+        let connection = this.connection;
+        connection.check_request_len(request.method, request.payload.len())?;
         let waiter = Waiter::Unary {
-            waker: Some(waker),
+            waker: Some(cx.waker().clone()),
             deadline,
             to_completion: request.to_completion,
         };
-        let (id, queued) = match self.calls.send(request.payload, waiter, deadline)? {
-            Ok(sent) => sent,
-            Err(refused) => return Ok((refused, false)),
-        };
-        let mut pending = PendingCall {
-            connection: self,
-            id,
-            answered: false,
-        };
-        // The first look would find the call waiting, its waker (this
-        // poll's) in place: the answer wakes this task, which looks then.
-        // (Polled again sooner, with another waker, it looks, and leaves
-        // that one.)
-        let mut sent_now = true;
-        let reply = std::future::poll_fn(|cx| match std::mem::take(&mut sent_now) {
-            true => Poll::Pending,
-            false => self.calls.poll_reply(id, cx),
-        })
-        .await;
-        pending.answered = true;
-        if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
-            self.mark_served();
+        match connection.calls.send(request.payload, waiter, deadline)? {
+            // A look now would find the call waiting, this poll's waker in
+            // place: the answer wakes the caller, which looks then.
+            // (Polled again sooner, with another waker, it looks, and
+            // leaves that one.)
+            Ok((id, queued)) => {
+                this.trip = Trip::Waiting { id, queued };
+                Poll::Pending
+            }
+            Err(refused) => Poll::Ready(Ok((refused, false))),
         }
-        Ok((reply, queued))
+    }
+}
+
+impl Drop for RoundTrip<'_> {
+    fn drop(&mut self) {
+        if let Trip::Waiting { id, .. } = self.trip {
+            self.connection.calls.forget(id);
+        }
     }
 }
 
@@ -338,24 +377,6 @@ pub(crate) fn encode_head(
     }
     RequestHead::encode(method, budget, out);
     Ok(())
-}
-
-/// A call waiting for its answer. Dropped unanswered, it forgets the call
-/// and sends the server a cancel (none for a `no_cancel` call, which keeps
-/// its place until answered), so abandoned calls leave nothing behind on
-/// either side.
-struct PendingCall<'a> {
-    connection: &'a Connection,
-    id: u64,
-    answered: bool,
-}
-
-impl Drop for PendingCall<'_> {
-    fn drop(&mut self) {
-        if !self.answered {
-            self.connection.calls.forget(self.id);
-        }
-    }
 }
 
 /// Reads the server's frames and hands each to its call, until the

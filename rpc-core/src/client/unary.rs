@@ -27,133 +27,151 @@ impl Client {
     /// the connection's deadline sweep. The request is borrowed only to encode
     /// it, never across a wait, so the call's future is `Send` whenever the
     /// request is.
-    pub(super) async fn call_until<Q>(
+    ///
+    /// An `async` block rather than an `async fn`, which would keep a
+    /// second copy of its arguments: a busy client touches every byte of a
+    /// call's future on every call.
+    // Not an `async fn`, for the reason above.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn call_until<Q>(
         &self,
         request: Q,
         deadline: Deadline,
         metadata: Option<Arc<Metadata>>,
-    ) -> Result<Bytes, Error>
+    ) -> impl Future<Output = Result<Bytes, Error>>
     where
         Q: RequestMessage,
     {
-        let method = request.method();
-        let idempotent = request.idempotent();
-        let expired = || Error::DeadlineExceeded {
-            timeout: deadline.budget,
-        };
-        let picker = &self.shared.picker;
-        let balanced = picker.balanced();
-        if let Some(budget) = &self.shared.budget {
-            budget.deposit();
-        }
-        let mut retries = 0;
-        let mut last: Option<Arc<Endpoint>> = None;
-        // Whether the call has waited (for an endpoint, a connection, or an
-        // attempt before this one) since its budget was
-        // measured: if not, the budget is still whole, and the clock need
-        // not be read again.
-        let mut waited = false;
-        loop {
-            let Some(endpoint) = picker.pick(last.as_deref()) else {
-                waited = true;
-                self.await_endpoints(deadline).await?;
-                continue;
+        async move {
+            let idempotent = request.idempotent();
+            let expired = || Error::DeadlineExceeded {
+                timeout: deadline.budget,
             };
-            let _pending = balanced.then(|| endpoint.begin());
-            let connection = match endpoint.ready_now() {
-                Some(connection) => connection,
-                None => {
+            let picker = &self.shared.picker;
+            let balanced = picker.balanced();
+            if let Some(budget) = &self.shared.budget {
+                budget.deposit();
+            }
+            let mut retries = 0;
+            let mut last: Option<Arc<Endpoint>> = None;
+            // Whether the call has waited (for an endpoint, a connection, or an
+            // attempt before this one) since its budget was
+            // measured: if not, the budget is still whole, and the clock need
+            // not be read again.
+            let mut waited = false;
+            loop {
+                let Some(endpoint) = picker.pick(last.as_deref()) else {
                     waited = true;
-                    // Only a connection not up yet is waited for under a
-                    // timer: a call that finds every place on its
-                    // connection taken queues its request, under the
-                    // connection's deadline sweep.
-                    match tokio::time::timeout_at(deadline.at, endpoint.connection(deadline.at)).await {
-                        Ok(Ok(connection)) => connection,
-                        // Every server is waiting out its backoff: nothing
-                        // was tried, so nothing counts as a failure.
-                        Ok(Err(err @ Error::Unreachable { .. })) if balanced => return Err(err),
-                        Ok(Err(err)) => {
-                            endpoint.failed();
-                            if !balanced {
-                                return Err(err);
+                    // Boxed, as the wait for a connection is below.
+                    Box::pin(self.await_endpoints(deadline)).await?;
+                    continue;
+                };
+                let _pending = balanced.then(|| endpoint.begin());
+                let connection = match endpoint.ready_now() {
+                    Some(connection) => connection,
+                    None => {
+                        waited = true;
+                        // Only a connection not up yet is waited for under a
+                        // timer: a call that finds every place on its
+                        // connection taken queues its request, under the
+                        // connection's deadline sweep. Boxed: a call waits
+                        // for a connection rarely, and its timer and the redial
+                        // it joins would make every call's future (memory a
+                        // busy client touches on every call) twice as large.
+                        let connecting =
+                            tokio::time::timeout_at(deadline.at, endpoint.connection(deadline.at));
+                        match Box::pin(connecting).await {
+                            Ok(Ok(connection)) => connection,
+                            // Every server is waiting out its backoff: nothing
+                            // was tried, so nothing counts as a failure.
+                            Ok(Err(err @ Error::Unreachable { .. })) if balanced => return Err(err),
+                            Ok(Err(err)) => {
+                                endpoint.failed();
+                                if !balanced {
+                                    return Err(err);
+                                }
+                                picker.failed(&endpoint);
+                                // Never sent: another server may take it.
+                                if !self.may_retry(&mut retries, &endpoint) {
+                                    return Err(err);
+                                }
+                                last = Some(endpoint.into_owned());
+                                continue;
                             }
-                            picker.failed(&endpoint);
-                            // Never sent: another server may take it.
-                            if !self.may_retry(&mut retries, &endpoint) {
-                                return Err(err);
-                            }
-                            last = Some(endpoint.into_owned());
-                            continue;
+                            Err(_) => return Err(expired()),
                         }
-                        Err(_) => return Err(expired()),
+                    }
+                };
+                // A balancer weighs every answer; one server's estimate is only
+                // for its stats.
+                let sent_at = (balanced || endpoint::sample_due()).then(Instant::now);
+                let budget = match waited {
+                    true => deadline.at.saturating_duration_since(Instant::now()),
+                    false => deadline.budget,
+                };
+                waited = true;
+                let Some(encoded) =
+                    Request::encode(&request, budget, connection.version, metadata.as_deref())?
+                else {
+                    return Err(expired());
+                };
+                let (reply, queued) = connection.round_trip(encoded, deadline.at).await?;
+                // A call whose request waited for a place is no sample of the
+                // server's time: the wait was the client's.
+                if let (Reply::Response(_) | Reply::Failed(_), Some(sent_at), false) =
+                    (&reply, sent_at, queued)
+                {
+                    endpoint.sample(sent_at);
+                }
+                // A call the server's shutdown interrupted may have run: it is
+                // as good as lost.
+                let reply = match reply {
+                    Reply::Failed(err) if err.code == ErrorCode::Interrupted as u8 => {
+                        Reply::Lost(self.wire_error(err, request.method(), request.descriptor(), deadline))
+                    }
+                    other => other,
+                };
+                match reply {
+                    Reply::Expired => return Err(expired()),
+                    Reply::Response(payload) => {
+                        endpoint.answered();
+                        return Ok(payload);
+                    }
+                    // Refused for load before it ran: another server may have
+                    // room.
+                    Reply::Failed(err)
+                        if balanced
+                            && err.code == ErrorCode::Overloaded as u8
+                            && self.may_retry(&mut retries, &endpoint) =>
+                    {
+                        endpoint.answered();
+                    }
+                    Reply::Failed(err) => {
+                        endpoint.answered();
+                        return Err(self.wire_error(err, request.method(), request.descriptor(), deadline));
+                    }
+                    // Never sent, or never started by the server: running it
+                    // elsewhere is safe, whatever the method.
+                    Reply::Unsent(_) | Reply::NotRun if self.may_retry(&mut retries, &endpoint) => {}
+                    Reply::Unsent(err) => {
+                        endpoint.failed();
+                        return Err(err);
+                    }
+                    Reply::NotRun => {
+                        endpoint.failed();
+                        return Err(Error::ShuttingDown);
+                    }
+                    // It may have run; only an idempotent call may run again.
+                    Reply::Lost(_) if idempotent && self.may_retry(&mut retries, &endpoint) => {
+                        endpoint.failed()
+                    }
+                    Reply::Lost(err) => {
+                        endpoint.failed();
+                        return Err(err);
                     }
                 }
-            };
-            // A balancer weighs every answer; one server's estimate is only
-            // for its stats.
-            let sent_at = (balanced || endpoint::sample_due()).then(Instant::now);
-            let budget = match waited {
-                true => deadline.at.saturating_duration_since(Instant::now()),
-                false => deadline.budget,
-            };
-            waited = true;
-            let Some(encoded) = Request::encode(&request, budget, connection.version, metadata.as_deref())?
-            else {
-                return Err(expired());
-            };
-            let (reply, queued) = connection.round_trip(encoded, deadline.at).await?;
-            // A call whose request waited for a place is no sample of the
-            // server's time: the wait was the client's.
-            if let (Reply::Response(_) | Reply::Failed(_), Some(sent_at), false) = (&reply, sent_at, queued) {
-                endpoint.sample(sent_at);
+                last = Some(endpoint.into_owned());
             }
-            // A call the server's shutdown interrupted may have run: it is
-            // as good as lost.
-            let reply = match reply {
-                Reply::Failed(err) if err.code == ErrorCode::Interrupted as u8 => {
-                    Reply::Lost(self.wire_error(err, method, request.descriptor(), deadline))
-                }
-                other => other,
-            };
-            match reply {
-                Reply::Expired => return Err(expired()),
-                Reply::Response(payload) => {
-                    endpoint.answered();
-                    return Ok(payload);
-                }
-                // Refused for load before it ran: another server may have
-                // room.
-                Reply::Failed(err)
-                    if balanced
-                        && err.code == ErrorCode::Overloaded as u8
-                        && self.may_retry(&mut retries, &endpoint) =>
-                {
-                    endpoint.answered();
-                }
-                Reply::Failed(err) => {
-                    endpoint.answered();
-                    return Err(self.wire_error(err, method, request.descriptor(), deadline));
-                }
-                // Never sent, or never started by the server: running it
-                // elsewhere is safe, whatever the method.
-                Reply::Unsent(_) | Reply::NotRun if self.may_retry(&mut retries, &endpoint) => {}
-                Reply::Unsent(err) => {
-                    endpoint.failed();
-                    return Err(err);
-                }
-                Reply::NotRun => {
-                    endpoint.failed();
-                    return Err(Error::ShuttingDown);
-                }
-                // It may have run; only an idempotent call may run again.
-                Reply::Lost(_) if idempotent && self.may_retry(&mut retries, &endpoint) => endpoint.failed(),
-                Reply::Lost(err) => {
-                    endpoint.failed();
-                    return Err(err);
-                }
-            }
-            last = Some(endpoint.into_owned());
         }
     }
 

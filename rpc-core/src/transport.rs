@@ -138,10 +138,11 @@ pub(crate) const COPY_BELOW: usize = 4 * 1024;
 ///
 /// A run is cut off into a chunk while the frames after it are queued, so
 /// its memory is shared until the chunk is written. A run that must grow
-/// before then gets memory of its own, and `bytes` gives it no more than
-/// asked for unless the buffer it leaves was 1 KiB or more: without this,
-/// a connection with a few calls in flight would allocate afresh, and
-/// then again for each doubling, for every batch.
+/// before then gets memory of its own, and `bytes` gives it only what was
+/// asked for (it remembers the capacity a buffer was made with, and the
+/// outbox's starts empty): without a floor, a connection with a few calls
+/// in flight would allocate afresh for every batch, and again at each
+/// doubling.
 const TAIL_ROOM: usize = 1024;
 
 /// Makes room for `additional` more bytes at the end of `tail`.

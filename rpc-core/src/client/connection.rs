@@ -221,8 +221,8 @@ impl Connection {
 /// of [`Connection::round_trip`].
 ///
 /// Written out rather than an `async fn`, which would keep a second copy
-/// of its arguments and its waker: a busy client touches every byte of a
-/// call's future on every call.
+/// of its arguments: a busy client touches every byte of a call's future
+/// on every call.
 #[derive(Debug)]
 pub(super) struct RoundTrip<'a> {
     connection: &'a Connection,
@@ -235,9 +235,9 @@ enum Trip {
     /// wake it with no look at the table in between.
     Unsent { request: Request, deadline: Instant },
     /// Sent, or queued for a place, as call `id`. Dropped now, it forgets
-    /// the call and sends the server a cancel (none for a `no_cancel`
-    /// call, which keeps its place until answered), so an abandoned call
-    /// leaves nothing behind on either side.
+    /// the call ([`CallTable::forget`]: a queued request never leaves, and
+    /// a call the server runs gets a cancel unless it is `no_cancel`), so
+    /// an abandoned call leaves nothing behind on either side.
     Waiting { id: u64, queued: bool },
     /// Answered, or never sent.
     Over,

@@ -565,9 +565,9 @@ mod tests {
     #[test]
     fn a_calls_future_stays_small() {
         // A client with many connections touches each call's future cold,
-        // line by line: 760 bytes of it cost a tenth of the calls a second
-        // with a thousand connections (an `async fn` keeps a copy of its
-        // arguments, and the rare waits were inline).
+        // line by line. At 760 bytes (an `async fn` keeps a copy of its
+        // arguments, and the rare waits were inline), a client with 1 000
+        // connections made 12 to 16% fewer calls a second than at 376.
         let endpoint = Endpoint::new("test".into(), None, None, Backoff::default());
         let client = Client::over(endpoint, ClientConfig::default());
         let call = client.call::<_, u64>(Add(1, 2), None);

@@ -31,7 +31,6 @@ impl Client {
     /// An `async` block rather than an `async fn`, which would keep a
     /// second copy of its arguments: a busy client touches every byte of a
     /// call's future on every call.
-    // Not an `async fn`, for the reason above.
     #[allow(clippy::manual_async_fn)]
     pub(super) fn call_until<Q>(
         &self,

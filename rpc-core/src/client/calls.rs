@@ -181,7 +181,7 @@ impl CallTable {
             return Ok(Err(Reply::NotRun));
         }
         if inner.closed.is_some() {
-            return Ok(Err(Reply::Unsent(inner.unusable_error())));
+            return Ok(Err(Reply::Unsent(Box::new(inner.unusable_error()))));
         }
         let id = inner.last_id + 1;
         // Newcomers queue behind queued requests. (Places are freed only
@@ -193,7 +193,7 @@ impl CallTable {
         };
         if place.is_some() {
             if self.outbox.send_payload(Kind::Request, id, payload)?.is_err() {
-                return Ok(Err(Reply::Unsent(inner.unusable_error())));
+                return Ok(Err(Reply::Unsent(Box::new(inner.unusable_error()))));
             }
             inner.mark_sent(id);
             waiter.left();
@@ -457,7 +457,7 @@ impl CallTable {
             hash_map::Entry::Occupied(slot) => slot,
             // Neither waiting nor answered: only the call itself forgets
             // its id, so this is a call polled after it gave up.
-            hash_map::Entry::Vacant(_) => return Poll::Ready(Reply::Lost(inner.unusable_error())),
+            hash_map::Entry::Vacant(_) => return Poll::Ready(Reply::Lost(Box::new(inner.unusable_error()))),
         };
         let (reply, place) = match slot.get_mut() {
             Slot::Waiting {

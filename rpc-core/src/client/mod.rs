@@ -458,7 +458,7 @@ impl Client {
         match connection.open(callee, &args, metadata.as_deref(), deadline, input)? {
             Ok(call) => Ok(call),
             Err(Reply::NotRun) => Err(Error::ShuttingDown),
-            Err(Reply::Unsent(err) | Reply::Lost(err)) => Err(err),
+            Err(Reply::Unsent(err) | Reply::Lost(err)) => Err(*err),
             Err(Reply::Response(_) | Reply::Failed(_) | Reply::Expired) => {
                 Err(Error::disconnected("the connection closed"))
             }

@@ -126,7 +126,8 @@ impl Client {
                 // as good as lost.
                 let reply = match reply {
                     Reply::Failed(err) if err.code == ErrorCode::Interrupted as u8 => {
-                        Reply::Lost(self.wire_error(err, request.method(), request.descriptor(), deadline))
+                        let err = self.wire_error(err, request.method(), request.descriptor(), deadline);
+                        Reply::Lost(Box::new(err))
                     }
                     other => other,
                 };
@@ -154,7 +155,7 @@ impl Client {
                     Reply::Unsent(_) | Reply::NotRun if self.may_retry(&mut retries, &endpoint) => {}
                     Reply::Unsent(err) => {
                         endpoint.failed();
-                        return Err(err);
+                        return Err(*err);
                     }
                     Reply::NotRun => {
                         endpoint.failed();
@@ -166,7 +167,7 @@ impl Client {
                     }
                     Reply::Lost(err) => {
                         endpoint.failed();
-                        return Err(err);
+                        return Err(*err);
                     }
                 }
                 last = Some(endpoint.into_owned());

@@ -22,10 +22,12 @@ pub(super) enum Reply {
     /// The server's error.
     Failed(WireError),
     /// The connection ended after the request left; it may have run.
-    Lost(Error),
+    /// (Boxed, as `Unsent`'s: a reply waits in its call's slot of the
+    /// table, which every call touches.)
+    Lost(Box<Error>),
     /// The request never left this client (the connection had already
     /// ended): sending it elsewhere is safe.
-    Unsent(Error),
+    Unsent(Box<Error>),
     /// The server said goodbye without reading the call: it did not run.
     NotRun,
     /// The call's deadline passed before its answer came (if its request
@@ -167,8 +169,8 @@ impl Ending {
     pub(super) fn into_reply(self) -> Reply {
         match self {
             Ending::Answer(answer) => answer.into(),
-            Ending::Lost(err) => Reply::Lost(err),
-            Ending::Unsent(err) => Reply::Unsent(err),
+            Ending::Lost(err) => Reply::Lost(Box::new(err)),
+            Ending::Unsent(err) => Reply::Unsent(Box::new(err)),
             Ending::NotRun => Reply::NotRun,
             Ending::Expired => Reply::Expired,
         }
@@ -218,5 +220,19 @@ impl Wake {
                 }
             }
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_calls_slot_stays_small() {
+        // Every call touches its slot three times, each time cold with
+        // many connections (sent, answered, taken): an entry of the table,
+        // key and slot, of one cache line at most. (With a reply's errors
+        // inline it was 96 bytes.)
+        let entry = size_of::<(u64, Slot)>();
+        assert!(entry <= 64, "a call's entry in the table takes {entry} bytes");
     }
 }

@@ -22,8 +22,8 @@ pub(super) enum Reply {
     /// The server's error.
     Failed(WireError),
     /// The connection ended after the request left; it may have run.
-    /// (Boxed, as `Unsent`'s: a reply waits in its call's slot of the
-    /// table, which every call touches.)
+    /// (Boxed, as `Unsent`'s error is: a reply waits in its call's slot,
+    /// and a small slot keeps a table entry within 64 bytes.)
     Lost(Box<Error>),
     /// The request never left this client (the connection had already
     /// ended): sending it elsewhere is safe.
@@ -222,16 +222,17 @@ impl Wake {
         }
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_calls_slot_stays_small() {
+    fn a_calls_entry_in_the_table_stays_small() {
         // Every call touches its slot three times, each time cold with
         // many connections (sent, answered, taken): an entry of the table,
-        // key and slot, of one cache line at most. (With a reply's errors
-        // inline it was 96 bytes.)
+        // key and slot, of 64 bytes at most, the size of a cache line.
+        // (With a reply's errors inline it was 96 bytes.)
         let entry = size_of::<(u64, Slot)>();
         assert!(entry <= 64, "a call's entry in the table takes {entry} bytes");
     }

@@ -537,7 +537,9 @@ pub mod __private {
     pub use futures_core::Stream;
     pub use rpc_core::codec::Claims;
     pub use rpc_core::compat::{Fingerprint, Signature};
-    pub use rpc_core::macro_support::{AsBytes, ByteVec, FromRpcError, encode_args, unknown_method};
+    pub use rpc_core::macro_support::{
+        AsBytes, ByteVec, FromRpcError, OwnedBytes, encode_args, unknown_method,
+    };
     pub use rpc_core::metadata::MetadataValue;
     pub use rpc_core::streaming::{ItemStream, Streaming, encode_stream};
     pub use rpc_core::types::{TraceFn, TypeTracer};

@@ -72,6 +72,39 @@ impl Serialize for AsBytes<'_> {
     }
 }
 
+/// A `Vec<u8>` result on its way out, which the server owns once its
+/// handler has returned it: written as [`AsBytes`] writes one, and, once
+/// [`SPLICE_FROM`](crate::blob::SPLICE_FROM) bytes or more, sent in the
+/// binary encoding from the memory the handler returned it in, as an
+/// `rpc::Bytes` is (no copy into the encoded answer).
+pub enum OwnedBytes {
+    /// Short: copied into the answer.
+    Short(Vec<u8>),
+    /// Long: the vector's memory, as a blob.
+    Long(crate::blob::Bytes),
+}
+
+impl From<Vec<u8>> for OwnedBytes {
+    fn from(bytes: Vec<u8>) -> OwnedBytes {
+        // Only a long one is worth the blob (which may allocate a small
+        // header of its own).
+        match bytes.len() >= crate::blob::SPLICE_FROM {
+            true => OwnedBytes::Long(crate::blob::Bytes::from(bytes)),
+            false => OwnedBytes::Short(bytes),
+        }
+    }
+}
+
+impl Serialize for OwnedBytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OwnedBytes::Long(blob) if !serializer.is_human_readable() => blob.serialize(serializer),
+            OwnedBytes::Long(blob) => AsBytes(blob).serialize(serializer),
+            OwnedBytes::Short(bytes) => AsBytes(bytes).serialize(serializer),
+        }
+    }
+}
+
 /// A `Vec<u8>` argument or result on its way in: read as one byte string
 /// from binary encodings (see [`AsBytes`]), as an array of numbers from
 /// JSON.
@@ -146,6 +179,39 @@ mod tests {
         payload.extend_from_slice(b"hello");
         let err = codec::decode::<ByteVec>(&payload, DecodeLimits::default()).err();
         assert!(err.is_some(), "a 13-byte payload cannot hold 2^40 bytes");
+    }
+
+    #[test]
+    fn an_owned_vector_is_written_as_a_borrowed_one() {
+        let splice = crate::blob::SPLICE_FROM;
+        for len in [0usize, 5, splice - 1, splice, 70_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let (mut owned, mut borrowed) = (BytesMut::new(), BytesMut::new());
+            codec::encode_into(&(7u32, OwnedBytes::from(bytes.clone())), &mut owned).unwrap();
+            codec::encode_into(&(7u32, AsBytes(&bytes)), &mut borrowed).unwrap();
+            assert_eq!(owned, borrowed, "{len} bytes");
+            let json = serde_json::to_string(&OwnedBytes::from(bytes.clone())).unwrap();
+            assert_eq!(
+                json,
+                serde_json::to_string(&AsBytes(&bytes)).unwrap(),
+                "{len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_owned_vector_is_answered_from_where_it_lies() {
+        let bytes = vec![7u8; crate::blob::SPLICE_FROM];
+        let at = bytes.as_ptr();
+        let answer =
+            crate::service::Answer::value("m", &OwnedBytes::from(bytes), crate::codec::Codec::Binary);
+        let Ok(crate::service::Answer::Value(message)) = answer else {
+            panic!("a value answers");
+        };
+        assert!(
+            message.parts().iter().any(|part| part.as_ptr() == at),
+            "the vector's memory is a part of the answer"
+        );
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub(crate) fn server(generator: &ServiceGenerator<'_>) -> TokenStream {
         if m.method.output_item.is_some() {
             quote!(#(#cfgs)* #response::#variant(stream) => #p::Ok(#p::Answer::stream(#full, stream, codec)),)
         } else if is_byte_vec(&m.method.output) {
-            quote!(#(#cfgs)* #response::#variant(value) => #p::Answer::value(#full, &#p::AsBytes(&value[..]), codec),)
+            // Owned now: a long one is answered from where it lies.
+            quote!(#(#cfgs)* #response::#variant(value) => #p::Answer::value(#full, &#p::OwnedBytes::from(value), codec),)
         } else {
             quote!(#(#cfgs)* #response::#variant(value) => #p::Answer::value(#full, &value, codec),)
         }

@@ -117,7 +117,7 @@ fn an_echoed_blob_is_neither_copied_nor_read_into_new_memory() {
 }
 
 #[test]
-fn an_echoed_vector_is_copied_only_into_new_vectors() {
+fn an_echoed_vectors_answer_is_not_copied() {
     let _counting = COUNTING.lock().unwrap_or_else(PoisonError::into_inner);
     runtime().block_on(async {
         let (server, client) = connected().await;

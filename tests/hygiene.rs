@@ -67,6 +67,8 @@ mod without_prelude {
             &self,
             n: ::std::option::Option<u8>,
         ) -> ::std::result::Result<u8, ::std::string::String>;
+        /// Echoes a blob.
+        async fn blob(&self, data: ::std::vec::Vec<u8>) -> ::std::vec::Vec<u8>;
     }
 
     pub struct B;
@@ -80,6 +82,9 @@ mod without_prelude {
             n: ::std::option::Option<u8>,
         ) -> ::std::result::Result<u8, ::std::string::String> {
             n.ok_or_else(|| ::std::borrow::ToOwned::to_owned("none"))
+        }
+        async fn blob(&self, data: ::std::vec::Vec<u8>) -> ::std::vec::Vec<u8> {
+            data
         }
     }
 }
@@ -95,5 +100,8 @@ async fn a_service_declared_without_the_prelude_works_end_to_end() {
     let client = BareClient::connect(server.local_addr()).await.unwrap();
     assert_eq!(client.double(21).await.unwrap(), 42);
     assert_eq!(client.maybe(None).await.unwrap(), Err("none".to_owned()));
+    // Long enough to be answered from where it lies.
+    let blob = vec![5u8; 8 * 1024];
+    assert_eq!(client.blob(blob.clone()).await.unwrap(), blob);
     server.stop().await;
 }

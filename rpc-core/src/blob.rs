@@ -29,7 +29,10 @@ pub use crate::codec::splice::SPLICE_FROM;
 /// it until it is written). Anywhere else (a shorter one, a stream item,
 /// a streaming call's arguments, the arguments of a client with
 /// middleware, which sees them encoded in one piece) it is copied with a
-/// single `memcpy`; a `Vec<u8>` goes through serde byte by byte.
+/// single `memcpy`. A `Vec<u8>` argument or result is copied once too (a
+/// server's `Vec<u8>` result of that length is sent from where it lies,
+/// as this is), and one inside a struct of your own goes through serde
+/// byte by byte.
 ///
 /// The receiver gets a slice of the frame the data came in, without
 /// copying it (in messages of [`LEND_FROM`](crate::codec::LEND_FROM) bytes

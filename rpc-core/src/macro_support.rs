@@ -78,19 +78,26 @@ impl Serialize for AsBytes<'_> {
 /// binary encoding from the memory the handler returned it in, as an
 /// `rpc::Bytes` is (no copy into the encoded answer).
 pub enum OwnedBytes {
-    /// Short: copied into the answer.
-    Short(Vec<u8>),
-    /// Long: the vector's memory, as a blob.
-    Long(crate::blob::Bytes),
+    /// Copied into the answer.
+    Copied(Vec<u8>),
+    /// The vector's memory, as a blob.
+    Blob(crate::blob::Bytes),
 }
 
-impl From<Vec<u8>> for OwnedBytes {
-    fn from(bytes: Vec<u8>) -> OwnedBytes {
-        // Only a long one is worth the blob (which may allocate a small
-        // header of its own).
-        match bytes.len() >= crate::blob::SPLICE_FROM {
-            true => OwnedBytes::Long(crate::blob::Bytes::from(bytes)),
-            false => OwnedBytes::Short(bytes),
+impl OwnedBytes {
+    /// `bytes`, to be written from where they lie if they are long and
+    /// their vector has little room to spare: the answer holds the whole
+    /// allocation until it is written, and a vector made with much more
+    /// room than it holds would pin that room for as long (the answer's
+    /// limit counts its length). An inherent function, so that code
+    /// generated under `#![no_implicit_prelude]` can call it.
+    pub fn new(bytes: Vec<u8>) -> OwnedBytes {
+        let spare = bytes.capacity() - bytes.len();
+        // A blob may also allocate a small header of its own: worth it
+        // only for a long one.
+        match bytes.len() >= crate::blob::SPLICE_FROM && spare <= bytes.len() / 4 {
+            true => OwnedBytes::Blob(crate::blob::Bytes::from(bytes)),
+            false => OwnedBytes::Copied(bytes),
         }
     }
 }
@@ -98,9 +105,9 @@ impl From<Vec<u8>> for OwnedBytes {
 impl Serialize for OwnedBytes {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            OwnedBytes::Long(blob) if !serializer.is_human_readable() => blob.serialize(serializer),
-            OwnedBytes::Long(blob) => AsBytes(blob).serialize(serializer),
-            OwnedBytes::Short(bytes) => AsBytes(bytes).serialize(serializer),
+            OwnedBytes::Blob(blob) if !serializer.is_human_readable() => blob.serialize(serializer),
+            OwnedBytes::Blob(blob) => AsBytes(blob).serialize(serializer),
+            OwnedBytes::Copied(bytes) => AsBytes(bytes).serialize(serializer),
         }
     }
 }
@@ -187,10 +194,10 @@ mod tests {
         for len in [0usize, 5, splice - 1, splice, 70_000] {
             let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let (mut owned, mut borrowed) = (BytesMut::new(), BytesMut::new());
-            codec::encode_into(&(7u32, OwnedBytes::from(bytes.clone())), &mut owned).unwrap();
+            codec::encode_into(&(7u32, OwnedBytes::new(bytes.clone())), &mut owned).unwrap();
             codec::encode_into(&(7u32, AsBytes(&bytes)), &mut borrowed).unwrap();
             assert_eq!(owned, borrowed, "{len} bytes");
-            let json = serde_json::to_string(&OwnedBytes::from(bytes.clone())).unwrap();
+            let json = serde_json::to_string(&OwnedBytes::new(bytes.clone())).unwrap();
             assert_eq!(
                 json,
                 serde_json::to_string(&AsBytes(&bytes)).unwrap(),
@@ -199,19 +206,36 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_long_owned_vector_is_answered_from_where_it_lies() {
-        let bytes = vec![7u8; crate::blob::SPLICE_FROM];
-        let at = bytes.as_ptr();
-        let answer =
-            crate::service::Answer::value("m", &OwnedBytes::from(bytes), crate::codec::Codec::Binary);
+    /// The answer to a method returning `bytes`, and the bytes of the
+    /// answer as it was before `OwnedBytes`.
+    fn answered(bytes: Vec<u8>) -> (crate::codec::Message, Vec<u8>) {
+        let mut copied = BytesMut::new();
+        codec::encode_into(&AsBytes(&bytes), &mut copied).unwrap();
+        let answer = crate::service::Answer::value("m", &OwnedBytes::new(bytes), crate::codec::Codec::Binary);
         let Ok(crate::service::Answer::Value(message)) = answer else {
             panic!("a value answers");
         };
+        (message, copied.to_vec())
+    }
+
+    #[test]
+    fn a_long_owned_vector_is_answered_from_where_it_lies() {
+        let splice = crate::blob::SPLICE_FROM;
+        let long = vec![7u8; splice];
+        let at = long.as_ptr();
+        let (message, copied) = answered(long);
         assert!(
             message.parts().iter().any(|part| part.as_ptr() == at),
             "the vector's memory is a part of the answer"
         );
+        assert_eq!(message.to_bytes(), copied, "the same bytes");
+        // Shorter, or with much more room than it holds: copied.
+        let (message, copied) = answered(vec![7u8; splice - 1]);
+        assert_eq!((message.parts().len(), message.to_bytes().to_vec()), (1, copied));
+        let mut roomy = Vec::with_capacity(splice * 2);
+        roomy.resize(splice, 7u8);
+        let (message, copied) = answered(roomy);
+        assert_eq!((message.parts().len(), message.to_bytes().to_vec()), (1, copied));
     }
 
     #[test]

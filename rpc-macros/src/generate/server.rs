@@ -65,7 +65,7 @@ pub(crate) fn server(generator: &ServiceGenerator<'_>) -> TokenStream {
             quote!(#(#cfgs)* #response::#variant(stream) => #p::Ok(#p::Answer::stream(#full, stream, codec)),)
         } else if is_byte_vec(&m.method.output) {
             // Owned now: a long one is answered from where it lies.
-            quote!(#(#cfgs)* #response::#variant(value) => #p::Answer::value(#full, &#p::OwnedBytes::from(value), codec),)
+            quote!(#(#cfgs)* #response::#variant(value) => #p::Answer::value(#full, &#p::OwnedBytes::new(value), codec),)
         } else {
             quote!(#(#cfgs)* #response::#variant(value) => #p::Answer::value(#full, &value, codec),)
         }

@@ -92,52 +92,61 @@ const ECHOES: usize = 20;
 
 const BLOB_LEN: usize = 1 << 20;
 
-#[test]
-fn an_echoed_blob_is_neither_copied_nor_read_into_new_memory() {
+/// How many times its `BLOB_LEN` bytes an echo allocates, client and
+/// server together: `echo` makes one (and checks what came back), once
+/// before counting, so that what each end makes once is made, then
+/// `ECHOES` times.
+fn allocated_by_an_echo<F: Future<Output = ()>>(echo: impl Fn(AdderClient) -> F) -> f64 {
     let _counting = COUNTING.lock().unwrap_or_else(PoisonError::into_inner);
     runtime().block_on(async {
         let (server, client) = connected().await;
-        let blob = rpc::Bytes::from((0..BLOB_LEN).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
-        assert_eq!(client.echo(blob.clone()).await.unwrap(), blob);
+        echo(client.clone()).await;
         let region = Region::new(GLOBAL);
         for _ in 0..ECHOES {
-            assert_eq!(client.echo(blob.clone()).await.unwrap(), blob);
+            echo(client.clone()).await;
         }
-        let blobs = region.change().bytes_allocated as f64 / (ECHOES * BLOB_LEN) as f64;
-        println!("blobs allocated an echo of one, client and server together: {blobs:.2}");
-        // Each end reads its frame into the memory of the last one (its
-        // user let it go); a copy into an encoded message, or a read into
-        // new memory, would be one more blob an echo at each end.
-        assert!(
-            blobs < 0.5,
-            "an echo allocates {blobs:.2} times its blob, client and server together"
-        );
+        let lengths = region.change().bytes_allocated as f64 / (ECHOES * BLOB_LEN) as f64;
         server.stop().await;
+        lengths
+    })
+}
+
+fn blob() -> Vec<u8> {
+    (0..BLOB_LEN).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn an_echoed_blob_is_neither_copied_nor_read_into_new_memory() {
+    let blob = rpc::Bytes::from(blob());
+    let blobs = allocated_by_an_echo(|client| {
+        let blob = blob.clone();
+        async move { assert_eq!(client.echo(blob.clone()).await.unwrap(), blob) }
     });
+    println!("blobs allocated an echo of one, client and server together: {blobs:.2}");
+    // Each end reads its frame into the memory of the last one (its user
+    // let it go); a copy into an encoded message, or a read into new
+    // memory, would be one more blob an echo at each end.
+    assert!(
+        blobs < 0.5,
+        "an echo allocates {blobs:.2} times its blob, client and server together"
+    );
 }
 
 #[test]
 fn an_echoed_vectors_answer_is_not_copied() {
-    let _counting = COUNTING.lock().unwrap_or_else(PoisonError::into_inner);
-    runtime().block_on(async {
-        let (server, client) = connected().await;
-        let vector: Vec<u8> = (0..BLOB_LEN).map(|i| (i % 251) as u8).collect();
-        assert_eq!(client.echo_vec(vector.clone()).await.unwrap(), vector);
-        let region = Region::new(GLOBAL);
-        for _ in 0..ECHOES {
-            assert_eq!(client.echo_vec(vector.clone()).await.unwrap(), vector);
-        }
-        let blobs = region.change().bytes_allocated as f64 / (ECHOES * BLOB_LEN) as f64;
-        println!("vectors allocated an echo of one, client and server together: {blobs:.2}");
-        // Four a vector must be made in: the caller's clone, the request
-        // (the client borrows the arguments), the handler's argument and
-        // the caller's result. The server answers with the vector its
-        // handler returned, from where it lies: a copy into the encoded
-        // answer would be a fifth.
-        assert!(
-            blobs < 4.5,
-            "an echo allocates {blobs:.2} times its vector, client and server together"
-        );
-        server.stop().await;
+    let vector = blob();
+    let vectors = allocated_by_an_echo(|client| {
+        let vector = &vector;
+        async move { assert_eq!(&client.echo_vec(vector.clone()).await.unwrap(), vector) }
     });
+    println!("vectors allocated an echo of one, client and server together: {vectors:.2}");
+    // Four a vector must be made in: the caller's clone, the request (the
+    // client borrows the arguments), the handler's argument and the
+    // caller's result. The server answers with the vector its handler
+    // returned, from where it lies: a copy into the encoded answer would
+    // be a fifth.
+    assert!(
+        vectors < 4.5,
+        "an echo allocates {vectors:.2} times its vector, client and server together"
+    );
 }

@@ -131,6 +131,47 @@ fn the_server_span_is_the_child_of_the_client_span_across_the_network() {
 }
 
 #[test]
+fn a_watched_call_dropped_while_it_runs_is_cancelled_on_the_server() {
+    let capture = Capture::default();
+    traced(&capture, async {
+        let server = start().await;
+        let hop = HopClient::connect(server.local_addr()).await.unwrap();
+        // Watched (a subscriber listens), so the call runs in its boxed
+        // watched path: dropping it must still tell the server.
+        let mut slow = Box::pin(hop.slow());
+        let running = || server.stats().calls_in_progress == 1;
+        // The limit only turns a hang into a failure.
+        for _ in 0..2_000 {
+            tokio::select! {
+                _ = &mut slow => panic!("a minute's call answered"),
+                () = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+            }
+            if running() {
+                break;
+            }
+        }
+        assert!(running(), "the server never ran the call");
+        drop(slow);
+        for _ in 0..2_000 {
+            if server.stats().calls_cancelled == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let stats = server.stats();
+        assert_eq!(
+            (stats.calls_cancelled, stats.calls_in_progress),
+            (1, 0),
+            "{stats:?}"
+        );
+        // The connection is still good.
+        assert_eq!(hop.ok().await.unwrap(), 1);
+        server.stop().await;
+    });
+    assert_eq!(capture.spans("rpc.client").len(), 2, "both calls were watched");
+}
+
+#[test]
 fn a_chain_of_three_hops_is_one_trace() {
     let capture = Capture::default();
     traced(&capture, async {

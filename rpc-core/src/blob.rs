@@ -31,8 +31,9 @@ pub use crate::codec::splice::SPLICE_FROM;
 /// middleware, which sees them encoded in one piece) it is copied with a
 /// single `memcpy`. A `Vec<u8>` argument or result is copied once too (a
 /// server's `Vec<u8>` result of that length is sent from where it lies,
-/// as this is), and one inside a struct of your own goes through serde
-/// byte by byte.
+/// as this is, unless its allocation has more than a quarter of its length
+/// to spare), and one inside a struct of your own goes through serde byte
+/// by byte.
 ///
 /// The receiver gets a slice of the frame the data came in, without
 /// copying it (in messages of [`LEND_FROM`](crate::codec::LEND_FROM) bytes

@@ -55,7 +55,8 @@ impl<T, E: From<Error>> FromRpcError for Result<T, E> {
     }
 }
 
-/// A `Vec<u8>` argument or result on its way out. serde's own impl writes
+/// A `Vec<u8>` argument on its way out (a result goes as [`OwnedBytes`]).
+/// serde's own impl writes
 /// a `Vec<u8>` byte by byte; this writes it as one byte string in binary
 /// encodings, which bincode lays out exactly as the byte sequence (a
 /// length, then the bytes), so peers see the same bytes either way. In

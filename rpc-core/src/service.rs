@@ -191,8 +191,9 @@ impl Answer {
     /// (`Bytes::copy_from_slice(&message.to_bytes())`), or each one it
     /// keeps holds its block. In the binary codec, a large
     /// [`Bytes`](crate::blob::Bytes) blob in the value (or a large
-    /// `Vec<u8>` result, which the generated code hands over as one) is
-    /// not copied: the answer holds it, as a part of its own.
+    /// `Vec<u8>` result with little room to spare, which the generated
+    /// code hands over as one) is not copied: the answer holds it, as a
+    /// part of its own.
     pub fn value<T: Serialize + ?Sized>(method: &str, value: &T, codec: Codec) -> Result<Answer, Error> {
         // In the thread's block: a short answer costs no allocation, and
         // a large blob in it is sent from where it lies.

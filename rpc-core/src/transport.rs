@@ -148,7 +148,9 @@ const TAIL_ROOM: usize = 1024;
 /// Makes room for `additional` more bytes at the end of `tail`.
 #[inline(always)]
 fn reserve_tail(tail: &mut BytesMut, additional: usize) {
-    if tail.capacity() - tail.len() < additional {
+    // Taken back whole if nothing holds it any more (asking `reserve`
+    // for the floor would double a small buffer it could reuse).
+    if tail.capacity() - tail.len() < additional && !tail.try_reclaim(additional) {
         tail.reserve(additional.max(TAIL_ROOM));
     }
 }

@@ -359,8 +359,10 @@ fn respond(
     max_answer: usize,
 ) -> Result<Vec<u8>, ErrorObject> {
     match finished {
+        // A JSON answer is one part: its bytes, not a copy.
         Finished::Value(value) if method.fallible => {
-            match serde_json::from_slice::<Returned<'_>>(&value.to_bytes()) {
+            let value = value.to_bytes();
+            match serde_json::from_slice::<Returned<'_>>(&value) {
                 Ok(Returned::Ok(result)) => Ok(result.get().as_bytes().to_vec()),
                 Ok(Returned::Err(error)) => Err(ErrorObject {
                     code: codes::APPLICATION_ERROR,
@@ -368,7 +370,7 @@ fn respond(
                     data: Some(error.get().as_bytes().to_vec()),
                 }),
                 // A `Result` the encoder wrote some other way.
-                Err(_) => Ok(value.to_bytes().to_vec()),
+                Err(_) => Ok(value.to_vec()),
             }
         }
         Finished::Value(value) => Ok(value.to_bytes().to_vec()),

@@ -13,6 +13,7 @@
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 
 use futures::task::AtomicWaker;
 use tokio::sync::mpsc;
@@ -21,6 +22,14 @@ use tokio::sync::mpsc;
 pub(super) struct Reports {
     shared: Arc<Shared>,
     ended: mpsc::UnboundedReceiver<(u64, u64)>,
+    /// Whether a report may come: false once the connection has found no
+    /// call task running and none of their reports left to read, until it
+    /// makes the next report. Most calls answer on their first poll and
+    /// make none, and a connection's loop looks for news on every turn:
+    /// while there can be none it reads no shared memory for it. (Only
+    /// the connection's task reads or writes it: an atomic only because a
+    /// wait borrows the reports across an `.await`.)
+    expecting: AtomicBool,
 }
 
 struct Shared {
@@ -53,11 +62,13 @@ impl Reports {
                 waker: AtomicWaker::new(),
             }),
             ended: receiver,
+            expecting: AtomicBool::new(false),
         }
     }
 
     /// What the task of call `id`, launch `seq`, reports with.
     pub(super) fn report(&self, id: u64, seq: u64) -> Report {
+        self.expecting.store(true, Ordering::Relaxed);
         self.shared.running.fetch_add(1, Ordering::AcqRel);
         Report {
             shared: Arc::clone(&self.shared),
@@ -69,7 +80,26 @@ impl Reports {
 
     /// A call that ended, if one has reported.
     pub(super) fn try_next(&mut self) -> Option<(u64, u64)> {
-        self.ended.try_recv().ok()
+        if !self.expecting.load(Ordering::Relaxed) {
+            return None;
+        }
+        if let Ok(ended) = self.ended.try_recv() {
+            return Some(ended);
+        }
+        // A task sends its report before it counts itself out: once none
+        // is running, what they sent is all in the channel.
+        if self.shared.running.load(Ordering::Acquire) == 0 {
+            let last = self.ended.try_recv().ok();
+            if last.is_none() {
+                // Nothing is left to tidy: the last task's mark goes too,
+                // or the writer would wake the connection for it after
+                // every batch (`quiet` no longer takes it).
+                self.expecting.store(false, Ordering::Relaxed);
+                self.shared.quiet.store(false, Ordering::Release);
+            }
+            return last;
+        }
+        None
     }
 
     /// Waits for a call to report its end.
@@ -90,13 +120,19 @@ impl Reports {
 
     /// Completes once no call task is running any more (since the last
     /// time it completed) and the writer has let the connection know.
+    ///
+    /// Pending for good while no report can come: only the connection's
+    /// own task makes one, and it looks again after it has.
     pub(super) async fn quiet(&self) {
         poll_fn(|cx| {
+            if !self.expecting.load(Ordering::Relaxed) {
+                return Poll::Pending;
+            }
             self.shared.waker.register(cx.waker());
             if self.shared.quiet.swap(false, Ordering::AcqRel) {
-                std::task::Poll::Ready(())
+                Poll::Ready(())
             } else {
-                std::task::Poll::Pending
+                Poll::Pending
             }
         })
         .await;
@@ -124,5 +160,58 @@ impl Drop for Report {
                 self.shared.waker.wake();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn reports_are_read_until_no_task_is_left_and_then_not_looked_for() {
+        let mut reports = Reports::new();
+        assert_eq!(reports.try_next(), None);
+        assert!(reports.quiet().now_or_never().is_none());
+        let first = reports.report(1, 10);
+        let second = reports.report(2, 11);
+        first.ended();
+        assert_eq!(reports.try_next(), Some((1, 10)));
+        assert_eq!(reports.try_next(), None);
+        assert!(
+            reports.expecting.load(Ordering::Relaxed),
+            "a task is still running"
+        );
+        // The last task, aborted: it reports nothing, marks the connection
+        // quiet and wakes it.
+        drop(second);
+        assert!(reports.shared.quiet.load(Ordering::Acquire));
+        assert_eq!(reports.try_next(), None);
+        assert!(
+            !reports.expecting.load(Ordering::Relaxed),
+            "no task is left to report"
+        );
+        assert!(
+            !reports.shared.quiet.load(Ordering::Acquire),
+            "the mark went with the last look, or the writer would wake the connection for it"
+        );
+        assert!(reports.quiet().now_or_never().is_none());
+        // A task that reports and ends between two looks is still read.
+        let third = reports.report(3, 12);
+        third.ended();
+        assert_eq!(reports.try_next(), Some((3, 12)));
+        assert_eq!(reports.try_next(), None);
+        assert!(!reports.expecting.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn the_last_task_to_end_makes_the_connection_quiet_once() {
+        let reports = Reports::new();
+        let report = reports.report(1, 10);
+        assert!(reports.quiet().now_or_never().is_none());
+        report.ended();
+        assert!(reports.quiet().now_or_never().is_some());
+        assert!(reports.quiet().now_or_never().is_none(), "taken once");
     }
 }

@@ -74,9 +74,10 @@ async fn serve(spinning: Arc<AtomicBool>) -> (rpc::ServerHandle, WorkClient) {
 async fn a_method_that_computes_before_awaiting_is_spawned_once_seen() {
     let spinning = Arc::new(AtomicBool::new(false));
     let (server, client) = serve(Arc::clone(&spinning)).await;
-    // The first spins run their first polls in the connection's task; three
-    // slow ones in a row mark the method.
-    for _ in 0..3 {
+    // The first spins run their first polls in the connection's task: the
+    // first makes the connection time each poll, and three slow ones in a
+    // row after it mark the method.
+    for _ in 0..4 {
         assert_eq!(client.spin(5).await.unwrap(), 5);
     }
     // The next one gets a task of its own: while it spins, the connection
@@ -104,7 +105,7 @@ async fn a_method_that_computes_before_awaiting_is_spawned_once_seen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_method_marked_slow_is_tried_in_place_again_and_unmarked_if_fast() {
     let (server, client) = serve(Arc::new(AtomicBool::new(false))).await;
-    for _ in 0..3 {
+    for _ in 0..4 {
         client.whose(5).await.unwrap();
     }
     // Marked: 255 calls in tasks of their own before the first trial.

@@ -32,7 +32,7 @@ const RELEASE_AFTER: Duration = Duration::from_millis(100);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Writes what is queued in the outbox until every sender is gone or
-/// `stop` is raised, then closes the sending direction.
+/// `stop` (if there is one) is raised, then closes the sending direction.
 ///
 /// Whatever queued up while the previous batch was being written goes out
 /// as the next batch: with many calls in flight that is one write for many
@@ -46,7 +46,7 @@ pub(crate) async fn run<W, P>(
     mut writer: W,
     queued: Queued<P>,
     permits: CallPermits,
-    stop: Arc<Signal>,
+    stop: Option<Arc<Signal>>,
     write_timeout: Duration,
     idle: impl Fn() + Send,
     written: impl Fn(&Batch<P>) + Send,
@@ -59,10 +59,13 @@ where
     // One timer for the writer's life, told of every batch written.
     let mut quiet = Quiet::new(RELEASE_AFTER);
     // Looked at before every batch and waited on at every wait: a watch
-    // reads a flag, where the token's own look and wait take locks.
-    let mut stopped = stop.watch();
+    // reads a flag, where the token's own look and wait take locks. A
+    // writer nobody stops (a server's: its connection lets go of the
+    // outbox instead) looks at nothing, for the flag would be one more
+    // line of memory to fetch per batch.
+    let mut stopped = Stopped(stop.as_deref().map(Signal::watch));
     loop {
-        if stop.is_cancelled() {
+        if stop.as_deref().is_some_and(Signal::is_cancelled) {
             break;
         }
         if !queued.take(&mut batch) {
@@ -133,6 +136,19 @@ where
                 "the peer stopped reading: closing the connection took longer than {write_timeout:?}"
             )))
         })
+}
+
+/// The writer's wait for its stop signal, if it has one.
+struct Stopped<'a>(Option<crate::signal::Watch<'a>>);
+
+impl Stopped<'_> {
+    /// Completes once the signal is raised; never without one.
+    async fn raised(&mut self) {
+        match &mut self.0 {
+            Some(watch) => watch.raised().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// `write`'s output, or `None` if it takes longer than `limit` from its
@@ -209,7 +225,7 @@ mod tests {
             Counting(Arc::clone(&released)),
             queued,
             CallPermits::new(4),
-            Arc::new(Signal::new()),
+            None,
             DEFAULT_WRITE_TIMEOUT,
             || {},
             |_: &Batch<()>| {},
@@ -265,7 +281,7 @@ mod tests {
             Stalled,
             queued,
             CallPermits::new(4),
-            Arc::clone(&stop),
+            Some(Arc::clone(&stop)),
             Duration::from_secs(3600),
             || {},
             |_: &Batch<()>| {},

@@ -109,7 +109,7 @@ impl Connection {
             conn.writer,
             queued,
             permits.clone(),
-            stop,
+            Some(stop),
             DEFAULT_WRITE_TIMEOUT,
             || {},
             // Requests leave in id order: the batch's last one is the

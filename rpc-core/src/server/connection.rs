@@ -56,7 +56,9 @@ pub async fn serve_connection<R: FrameRead, W: FrameWrite>(state: Arc<ServerStat
         writer,
         queued,
         permits.clone(),
-        Arc::new(Signal::new()),
+        // The writer stops once the connection and its calls let go of
+        // the outbox.
+        None,
         state.config.write_timeout,
         reports.tidy(),
         |_: &crate::outbox::Batch<_>| {},
@@ -260,6 +262,8 @@ impl Connection {
         let mut stuck = stuck_signal.watch();
         let permits = self.calls.permits().clone();
         let mut was_reading = true;
+        // Whether the last stretch of first polls was slow (see `Stretch`).
+        let mut time_each = false;
         loop {
             // Completed calls are tidied away here, not by waking this task
             // for each one: a wake-up per call is latency the client would
@@ -336,17 +340,21 @@ impl Connection {
                     Ok(Some(frame)) => {
                         last_frame = Instant::now();
                         // The calls this frame and those buffered behind it
-                        // start, back to back: timed with one clock reading
-                        // each, from the frame's. The stretch ends before
-                        // any wait (another task, or another thread, may run
-                        // in it).
+                        // start, back to back: their first polls are timed
+                        // as a stretch, from the frame's reading (each, if
+                        // the stretch before was slow). The stretch ends
+                        // before any wait (another task, or another thread,
+                        // may run in it).
                         let burst = {
-                            let _stretch = Stretch::begin(last_frame);
+                            let stretch = Stretch::begin(last_frame, time_each);
                             // Frames that came with it are taken now: another
                             // turn of this loop would arm and drop a waker
                             // for each branch above, per frame.
-                            self.on_frame(frame, !open, last_frame)
-                                .and_then(|()| self.on_buffered_frames(reader, !open, last_frame))
+                            let burst = self
+                                .on_frame(frame, !open, last_frame)
+                                .and_then(|()| self.on_buffered_frames(reader, !open, last_frame));
+                            time_each = stretch.end();
+                            burst
                         };
                         match burst {
                             Ok(Burst::Over | Burst::Held) => {}

@@ -6,7 +6,10 @@
 //! `.await` would hold that connection up, so once [`STRIKES`] first polls
 //! of a method in a row take longer than [`SLOW_FIRST_POLL`], the method
 //! is marked and its later calls are spawned at once. (One slow poll
-//! proves nothing: the thread may have been preempted.)
+//! proves nothing: the thread may have been preempted.) A connection times
+//! a run of first polls as a whole, and each of them only after a run that
+//! was slow ([`Stretch`]): one more slow call before the first strike, and
+//! one clock reading a run rather than a call.
 //!
 //! A mark is not for good: a machine stalled long enough can mark a fast
 //! method, which would then pay for a task on every call. One call in
@@ -115,6 +118,14 @@ impl SlowMethods {
         !trial
     }
 
+    /// Whether `method`'s record is clear: a fast first poll would not
+    /// change it (so it need not be timed, when something else vouches
+    /// that it was fast).
+    pub(crate) fn clear(&self, method: Option<&'static MethodDescriptor>) -> bool {
+        self.slot(method)
+            .is_none_or(|slot| slot.load(Ordering::Relaxed) == 0)
+    }
+
     /// Counts a first poll of `method` that took `took`.
     pub(crate) fn first_poll(&self, method: Option<&'static MethodDescriptor>, took: Duration) {
         let Some(slot) = self.slot(method) else {
@@ -140,57 +151,95 @@ impl SlowMethods {
 }
 
 thread_local! {
-    /// Inside a [`Stretch`] on this thread: when the last first poll ended
-    /// (or the stretch began).
-    static MARK: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// How first polls on this thread are timed now.
+    static CLOCK: Cell<Clock> = const { Cell::new(Clock::Alone) };
+}
+
+/// How a first poll is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    /// Outside a [`Stretch`]: from a reading of the clock before it.
+    Alone,
+    /// In a stretch that times each poll: from the end of the one before
+    /// (`at`), one reading a call.
+    Each { at: Instant },
+    /// In a stretch timed as a whole: only polls that would change their
+    /// method's record are timed (with two readings); the stretch's own
+    /// length vouches for the rest.
+    Whole,
 }
 
 /// A stretch of calls that one connection's task starts back to back,
-/// with no `.await` between them: each first poll is timed from the end
-/// of the one before, one clock reading a call instead of two. The time
-/// between two polls (reading the next request) counts against the later
-/// call, which only makes a strike come sooner for a method whose calls
-/// are slow to start anyway.
+/// with no `.await` between them.
+///
+/// Most stretches are timed as a whole: if the stretch took no longer than
+/// [`SLOW_FIRST_POLL`], none of its first polls did, and a fast poll
+/// changes nothing for a method with a clear record. So a stretch of calls
+/// to methods that were never slow reads the clock once at its end, not
+/// once a call. A stretch that was slow as a whole makes its connection
+/// time each poll in the next one ([`Stretch::end`]), from the end of the
+/// one before: a method slow on every call gets its strikes from the
+/// second stretch on. (The time between two polls, reading the next
+/// request, then counts against the later call, which only makes a strike
+/// come sooner for a method whose calls are slow to start anyway.)
 ///
 /// Not `Send`, so that a connection's task (which must be) cannot hold one
 /// across an `.await`: the task could resume on another thread, or other
-/// tasks run in the stretch, and their first polls be timed from its mark.
-pub(crate) struct Stretch(std::marker::PhantomData<*const ()>);
+/// tasks run in the stretch, and their first polls be timed by it.
+pub(crate) struct Stretch {
+    began: Instant,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
 
 impl Stretch {
     /// Begins a stretch on this thread at `now` (a reading of the clock
-    /// just taken); it ends when dropped. The clock is tokio's, as the
-    /// connection's: under a paused test clock first polls take no time,
-    /// rather than all the real time between two readings.
-    pub(crate) fn begin(now: Instant) -> Stretch {
-        MARK.set(Some(now));
-        Stretch(std::marker::PhantomData)
+    /// just taken), timing each poll in it if `each`. The clock is
+    /// tokio's, as the connection's: under a paused test clock first polls
+    /// take no time, rather than all the real time between two readings.
+    pub(crate) fn begin(now: Instant, each: bool) -> Stretch {
+        CLOCK.set(if each {
+            Clock::Each { at: now }
+        } else {
+            Clock::Whole
+        });
+        Stretch {
+            began: now,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// Ends the stretch: whether it took longer than a slow first poll, so
+    /// that the next one should time each poll.
+    pub(crate) fn end(self) -> bool {
+        self.began.elapsed() > SLOW_FIRST_POLL
     }
 }
 
 impl Drop for Stretch {
     fn drop(&mut self) {
-        MARK.set(None);
+        CLOCK.set(Clock::Alone);
     }
 }
 
-/// Runs `poll`, a call's first poll, and says how long it took: measured
-/// from the end of the one before in the stretch this thread is in, or
-/// from now outside one.
-pub(crate) fn timed<T>(poll: impl FnOnce() -> T) -> (T, Duration) {
-    let started = MARK.get();
-    let started_now = started.is_none().then(Instant::now);
+/// Runs `poll`, a call's first poll, and says how long it took, if it was
+/// timed: in a stretch timed as a whole, only a poll whose method's record
+/// is not `clear` is. Outside a stretch, a poll is timed from now; in one
+/// that times each poll, from the end of the one before.
+pub(crate) fn timed<T>(clear: bool, poll: impl FnOnce() -> T) -> (T, Option<Duration>) {
+    let clock = CLOCK.get();
+    let started = match clock {
+        Clock::Whole if clear => return (poll(), None),
+        Clock::Each { at } => at,
+        Clock::Alone | Clock::Whole => Instant::now(),
+    };
     let polled = poll();
     let ended = Instant::now();
     // A stretch that began and ended inside `poll` (a handler that serves
-    // a connection of its own, synchronously) leaves no mark to move.
-    if started.is_some() && MARK.get().is_some() {
-        MARK.set(Some(ended));
+    // a connection of its own, synchronously) leaves the clock alone.
+    if matches!(clock, Clock::Each { .. }) && matches!(CLOCK.get(), Clock::Each { .. }) {
+        CLOCK.set(Clock::Each { at: ended });
     }
-    let took = started
-        .or(started_now)
-        .map_or(Duration::ZERO, |at| ended.saturating_duration_since(at));
-    (polled, took)
+    (polled, Some(ended.saturating_duration_since(started)))
 }
 
 #[cfg(test)]
@@ -270,23 +319,72 @@ mod tests {
     }
 
     #[test]
-    fn first_polls_in_a_stretch_are_timed_from_the_end_of_the_one_before() {
+    fn first_polls_in_a_stretch_that_times_each_are_timed_from_the_end_of_the_one_before() {
         let pause = Duration::from_millis(20);
-        let (_, alone) = timed(|| std::thread::sleep(pause));
-        assert!(alone >= pause);
-        assert!(MARK.get().is_none(), "outside a stretch nothing is marked");
-        let stretch = Stretch::begin(Instant::now());
-        let began = MARK.get().unwrap();
+        let (_, alone) = timed(true, || std::thread::sleep(pause));
+        assert!(alone.is_some_and(|alone| alone >= pause), "{alone:?}");
+        assert_eq!(CLOCK.get(), Clock::Alone, "outside a stretch nothing is marked");
+        let stretch = Stretch::begin(Instant::now(), true);
+        let Clock::Each { at: began } = CLOCK.get() else {
+            panic!("not timing each poll");
+        };
         // The time before the first poll counts against it.
         std::thread::sleep(pause);
-        let (_, first) = timed(|| ());
+        let (_, first) = timed(true, || ());
+        let first = first.expect("timed");
         assert!(first >= pause, "{first:?}");
-        let first_ended = MARK.get().unwrap();
+        let Clock::Each { at: first_ended } = CLOCK.get() else {
+            panic!("no longer timing each poll");
+        };
         assert_eq!(first_ended - began, first);
         // The second is timed from the end of the first.
-        let (_, second) = timed(|| ());
-        assert_eq!(MARK.get().unwrap() - first_ended, second);
-        drop(stretch);
-        assert!(MARK.get().is_none());
+        let (_, second) = timed(true, || ());
+        let Clock::Each { at: second_ended } = CLOCK.get() else {
+            panic!("no longer timing each poll");
+        };
+        assert_eq!(second_ended - first_ended, second.expect("timed"));
+        assert!(stretch.end(), "the stretch was slow");
+        assert_eq!(CLOCK.get(), Clock::Alone);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stretch_timed_as_a_whole_times_only_polls_of_methods_with_a_record() {
+        let stretch = Stretch::begin(Instant::now(), false);
+        let (_, clear) = timed(true, || ());
+        assert_eq!(clear, None, "a method with a clear record is not timed");
+        // Time passes in the stretch (a slow poll, say); a method with a
+        // record is timed from its own start, not from the stretch's.
+        tokio::time::advance(SLOW_FIRST_POLL * 4).await;
+        let (_, struck) = timed(false, || ());
+        assert_eq!(struck, Some(Duration::ZERO));
+        assert_eq!(CLOCK.get(), Clock::Whole);
+        // The stretch was slow as a whole: the next one times each poll.
+        assert!(stretch.end());
+        assert_eq!(CLOCK.get(), Clock::Alone);
+        let fast = Stretch::begin(Instant::now(), false);
+        let _ = timed(true, || ());
+        assert!(!fast.end(), "a stretch in which no time passed is fast");
+    }
+
+    #[test]
+    fn a_method_slow_on_every_call_is_marked_in_stretches_timed_as_a_whole() {
+        // What a connection does: each stretch holds one call of a method
+        // that computes for long, and a fast one.
+        let set = SlowMethods::default();
+        let slow_poll = || std::thread::sleep(SLOW_FIRST_POLL * 2);
+        let mut time_each = false;
+        let mut stretches = 0;
+        while !set.spawns(None) {
+            stretches += 1;
+            assert!(stretches <= STRIKES + 1, "not marked after {stretches} stretches");
+            let stretch = Stretch::begin(Instant::now(), time_each);
+            let (_, took) = timed(set.clear(None), slow_poll);
+            if let Some(took) = took {
+                set.first_poll(None, took);
+            }
+            time_each = stretch.end();
+        }
+        // The first stretch only learns that something in it was slow.
+        assert_eq!(stretches, STRIKES + 1);
     }
 }

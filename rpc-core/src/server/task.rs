@@ -115,9 +115,13 @@ impl Call<'_> {
         // the connection from the rest (a subscriber's or a recorder's),
         // which would otherwise end it: the call ends as a panicked task
         // would.
-        let (polled, took) =
-            slow::timed(|| std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(&mut first))));
-        state.slow.first_poll(method, took);
+        let clear = state.slow.clear(method);
+        let (polled, took) = slow::timed(clear, || {
+            std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(&mut first)))
+        });
+        if let Some(took) = took {
+            state.slow.first_poll(method, took);
+        }
         match polled {
             // Done: answered now, and forgotten by the connection at once,
             // with nothing reported; its context goes back to the

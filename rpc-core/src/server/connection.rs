@@ -262,7 +262,7 @@ impl Connection {
         let mut stuck = stuck_signal.watch();
         let permits = self.calls.permits().clone();
         let mut was_reading = true;
-        // Whether the last stretch of first polls was slow (see `Stretch`).
+        // Whether the next stretch of first polls times each (see `Stretch`).
         let mut time_each = false;
         loop {
             // Completed calls are tidied away here, not by waking this task
@@ -341,10 +341,9 @@ impl Connection {
                         last_frame = Instant::now();
                         // The calls this frame and those buffered behind it
                         // start, back to back: their first polls are timed
-                        // as a stretch, from the frame's reading (each, if
-                        // the stretch before was slow). The stretch ends
-                        // before any wait (another task, or another thread,
-                        // may run in it).
+                        // as a stretch, from the frame's reading (see
+                        // `Stretch`). The stretch ends before any wait
+                        // (another task, or another thread, may run in it).
                         let burst = {
                             let stretch = Stretch::begin(last_frame, time_each);
                             // Frames that came with it are taken now: another
@@ -353,7 +352,7 @@ impl Connection {
                             let burst = self
                                 .on_frame(frame, !open, last_frame)
                                 .and_then(|()| self.on_buffered_frames(reader, !open, last_frame));
-                            time_each = stretch.end();
+                            time_each = stretch.end(&self.state.slow);
                             burst
                         };
                         match burst {

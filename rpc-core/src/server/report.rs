@@ -34,12 +34,19 @@ pub(super) struct Reports {
 
 struct Shared {
     ended: mpsc::UnboundedSender<(u64, u64)>,
-    /// Call tasks alive now.
-    running: AtomicUsize,
-    /// Set when `running` falls to zero, until the connection sees it.
-    quiet: AtomicBool,
+    /// Call tasks alive now (counted in [`ONE_TASK`]s), and the [`QUIET`]
+    /// mark, set when the count falls to zero (in the same step, so the
+    /// connection never sees the one without the other) until the
+    /// connection takes it.
+    tasks: AtomicUsize,
     waker: AtomicWaker,
 }
+
+/// The quiet mark in [`Shared::tasks`].
+const QUIET: usize = 1;
+
+/// One call task in [`Shared::tasks`].
+const ONE_TASK: usize = 2;
 
 /// A call task's side. Dropped (the task ended, or was aborted), it counts
 /// the task out, and marks the connection quiet if it was the last.
@@ -57,8 +64,7 @@ impl Reports {
         Reports {
             shared: Arc::new(Shared {
                 ended,
-                running: AtomicUsize::new(0),
-                quiet: AtomicBool::new(false),
+                tasks: AtomicUsize::new(0),
                 waker: AtomicWaker::new(),
             }),
             ended: receiver,
@@ -69,7 +75,7 @@ impl Reports {
     /// What the task of call `id`, launch `seq`, reports with.
     pub(super) fn report(&self, id: u64, seq: u64) -> Report {
         self.expecting.store(true, Ordering::Relaxed);
-        self.shared.running.fetch_add(1, Ordering::AcqRel);
+        self.shared.tasks.fetch_add(ONE_TASK, Ordering::AcqRel);
         Report {
             shared: Arc::clone(&self.shared),
             id,
@@ -88,14 +94,15 @@ impl Reports {
         }
         // A task sends its report before it counts itself out: once none
         // is running, what they sent is all in the channel.
-        if self.shared.running.load(Ordering::Acquire) == 0 {
+        if self.shared.tasks.load(Ordering::Acquire) < ONE_TASK {
             let last = self.ended.try_recv().ok();
             if last.is_none() {
-                // Nothing is left to tidy: the last task's mark goes too,
-                // or the writer would wake the connection for it after
-                // every batch (`quiet` no longer takes it).
+                // Nothing is left to tidy: the last task's mark goes too
+                // (`quiet` no longer takes it, and the writer would wake
+                // the connection for it). No task can come and count
+                // itself in meanwhile: only this one makes them.
                 self.expecting.store(false, Ordering::Relaxed);
-                self.shared.quiet.store(false, Ordering::Release);
+                self.shared.tasks.store(0, Ordering::Release);
             }
             return last;
         }
@@ -112,7 +119,7 @@ impl Reports {
     pub(super) fn tidy(&self) -> impl Fn() + Send + Sync + 'static {
         let shared = Arc::clone(&self.shared);
         move || {
-            if shared.quiet.load(Ordering::Acquire) {
+            if shared.tasks.load(Ordering::Acquire) & QUIET != 0 {
                 shared.waker.wake();
             }
         }
@@ -129,7 +136,7 @@ impl Reports {
                 return Poll::Pending;
             }
             self.shared.waker.register(cx.waker());
-            if self.shared.quiet.swap(false, Ordering::AcqRel) {
+            if self.shared.tasks.fetch_and(!QUIET, Ordering::AcqRel) & QUIET != 0 {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -150,8 +157,16 @@ impl Report {
 
 impl Drop for Report {
     fn drop(&mut self) {
-        if self.shared.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.quiet.store(true, Ordering::Release);
+        let counted_out = |tasks: usize| match tasks - ONE_TASK {
+            // The last: marked quiet in the same step.
+            0 => Some(QUIET),
+            left => Some(left),
+        };
+        let (Ok(before) | Err(before)) =
+            self.shared
+                .tasks
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, counted_out);
+        if before & !QUIET == ONE_TASK {
             // A call that ended on its own has an answer on its way, and
             // the writer wakes the connection once it is out (see
             // `Reports::tidy`): no wake on the answer's path. An aborted
@@ -186,18 +201,19 @@ mod tests {
         // The last task, aborted: it reports nothing, marks the connection
         // quiet and wakes it.
         drop(second);
-        assert!(reports.shared.quiet.load(Ordering::Acquire));
+        assert_eq!(reports.shared.tasks.load(Ordering::Acquire), QUIET);
         assert_eq!(reports.try_next(), None);
         assert!(
             !reports.expecting.load(Ordering::Relaxed),
             "no task is left to report"
         );
-        assert!(
-            !reports.shared.quiet.load(Ordering::Acquire),
+        assert_eq!(
+            reports.shared.tasks.load(Ordering::Acquire),
+            0,
             "the mark went with the last look, or the writer would wake the connection for it"
         );
         assert!(reports.quiet().now_or_never().is_none());
-        // A task that reports and ends between two looks is still read.
+        // The next task the connection makes is looked for again.
         let third = reports.report(3, 12);
         third.ended();
         assert_eq!(reports.try_next(), Some((3, 12)));

@@ -7,9 +7,9 @@
 //! of a method in a row take longer than [`SLOW_FIRST_POLL`], the method
 //! is marked and its later calls are spawned at once. (One slow poll
 //! proves nothing: the thread may have been preempted.) A connection times
-//! a run of first polls as a whole, and each of them only after a run that
-//! was slow ([`Stretch`]): one more slow call before the first strike, and
-//! one clock reading a run rather than a call.
+//! a run of first polls as a whole, with one clock reading, and a method
+//! on its own once a run it was in was slow ([`Stretch`]): a method slow
+//! on every call is marked at its fourth.
 //!
 //! A mark is not for good: a machine stalled long enough can mark a fast
 //! method, which would then pay for a task on every call. One call in
@@ -48,28 +48,42 @@ const _: () = assert!(PAROLE_AFTER << MAX_PAROLE_SHIFT <= 0xffff);
 /// makes a fast method spawn too.
 const SLOTS: usize = 1024;
 
+/// Distinct methods a stretch timed as a whole remembers having polled
+/// untimed; past them, the next stretch times each poll.
+const UNTIMED: usize = 4;
+
 /// One method's record, packed in a word so that it is read and written
 /// at once: slow first polls in a row (up to [`STRIKES`], which marks
-/// it), and, once marked, how often its first poll is tried again and how
-/// many calls have gone by since the last trial.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// it); whether it is a suspect (a call of it was in a run of first polls
+/// that was slow as a whole, with no finer timing, so its next first poll
+/// is timed on its own); and, once marked, how often its first poll is
+/// tried again and how many calls have gone by since the last trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Record {
     strikes: u32,
+    suspect: bool,
     parole_shift: u32,
     since_trial: u32,
 }
 
+// Strikes fit below the suspect bit.
+const _: () = assert!(STRIKES < 0x80);
+
 impl Record {
     fn unpack(word: u32) -> Record {
         Record {
-            strikes: word & 0xff,
+            strikes: word & 0x7f,
+            suspect: word & 0x80 != 0,
             parole_shift: (word >> 8) & 0xff,
             since_trial: word >> 16,
         }
     }
 
     fn pack(self) -> u32 {
-        self.strikes | (self.parole_shift << 8) | (self.since_trial.min(0xffff) << 16)
+        self.strikes
+            | (u32::from(self.suspect) << 7)
+            | (self.parole_shift << 8)
+            | (self.since_trial.min(0xffff) << 16)
     }
 
     fn marked(self) -> bool {
@@ -91,18 +105,19 @@ impl Default for SlowMethods {
     }
 }
 
-impl SlowMethods {
-    fn slot(&self, method: Option<&'static MethodDescriptor>) -> Option<&AtomicU32> {
-        let address = method.map_or(0, |method| std::ptr::from_ref(method) as usize);
-        // Descriptors are at least 8-byte aligned: skip the zero bits.
-        self.0.get((address >> 3) % SLOTS)
-    }
+/// The slot of `method`'s record.
+fn slot_of(method: Option<&'static MethodDescriptor>) -> usize {
+    let address = method.map_or(0, |method| std::ptr::from_ref(method) as usize);
+    // Descriptors are at least 8-byte aligned: skip the zero bits.
+    (address >> 3) % SLOTS
+}
 
+impl SlowMethods {
     /// Whether this call of `method` gets a task at once: the method is
     /// marked, and it is not this call's turn to try its first poll in
     /// place.
     pub(crate) fn spawns(&self, method: Option<&'static MethodDescriptor>) -> bool {
-        let Some(slot) = self.slot(method) else {
+        let Some(slot) = self.0.get(slot_of(method)) else {
             return false;
         };
         let mut record = Record::unpack(slot.load(Ordering::Relaxed));
@@ -118,34 +133,80 @@ impl SlowMethods {
         !trial
     }
 
-    /// Whether `method`'s record is clear: a fast first poll would not
-    /// change it (so it need not be timed, when something else vouches
-    /// that it was fast).
-    pub(crate) fn clear(&self, method: Option<&'static MethodDescriptor>) -> bool {
-        self.slot(method)
-            .is_none_or(|slot| slot.load(Ordering::Relaxed) == 0)
+    /// Runs `poll`, the first poll of a call of `method`, and counts how
+    /// long it took, timed as this thread's clock says: outside a
+    /// [`Stretch`], from now; in one that times each poll, from the end of
+    /// the one before; in one timed as a whole, not at all for a method
+    /// whose record is clear (the stretch vouches for it), and from now
+    /// for the others.
+    pub(crate) fn first_poll<T>(
+        &self,
+        method: Option<&'static MethodDescriptor>,
+        poll: impl FnOnce() -> T,
+    ) -> T {
+        self.first_poll_in(slot_of(method), poll)
     }
 
-    /// Counts a first poll of `method` that took `took`.
-    pub(crate) fn first_poll(&self, method: Option<&'static MethodDescriptor>, took: Duration) {
-        let Some(slot) = self.slot(method) else {
-            return;
+    fn first_poll_in<T>(&self, index: usize, poll: impl FnOnce() -> T) -> T {
+        let Some(slot) = self.0.get(index) else {
+            return poll();
         };
+        let clock = CLOCK.get();
+        if let Clock::Whole(mut untimed) = clock
+            && slot.load(Ordering::Relaxed) == 0
+        {
+            untimed.note(index);
+            CLOCK.set(Clock::Whole(untimed));
+            return poll();
+        }
+        let started = match clock {
+            Clock::Each { at } => at,
+            Clock::Alone | Clock::Whole(_) => Instant::now(),
+        };
+        let polled = poll();
+        let ended = Instant::now();
+        // A stretch begun inside `poll` (a handler that serves a
+        // connection of its own, synchronously) has given the clock back.
+        if let Clock::Each { .. } = clock {
+            CLOCK.set(Clock::Each { at: ended });
+        }
+        Self::count(slot, ended.saturating_duration_since(started));
+        polled
+    }
+
+    /// Counts a first poll that took `took` in `slot`'s record.
+    fn count(slot: &AtomicU32, took: Duration) {
         let word = slot.load(Ordering::Relaxed);
         let mut record = Record::unpack(word);
         let slow = took > SLOW_FIRST_POLL;
         match (record.marked(), slow) {
             // A trial in place that was fast: the mark was the machine's.
-            (true, false) => record = Record::unpack(0),
+            (true, false) => record = Record::default(),
             // Slow again: the next trial comes later.
             (true, true) => record.parole_shift = (record.parole_shift + 1).min(MAX_PAROLE_SHIFT),
-            (false, true) => record.strikes += 1,
+            (false, true) => {
+                record.strikes += 1;
+                record.suspect = false;
+            }
             // A fast one in between: the slow ones were the machine's.
-            (false, false) => record.strikes = 0,
+            (false, false) => record = Record::default(),
         }
         let updated = record.pack();
         if updated != word {
             slot.store(updated, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes the method in slot `index` a suspect, if its record is clear.
+    fn suspect(&self, index: usize) {
+        if let Some(slot) = self.0.get(index)
+            && slot.load(Ordering::Relaxed) == 0
+        {
+            let suspect = Record {
+                suspect: true,
+                ..Record::default()
+            };
+            slot.store(suspect.pack(), Ordering::Relaxed);
         }
     }
 }
@@ -163,10 +224,45 @@ enum Clock {
     /// In a stretch that times each poll: from the end of the one before
     /// (`at`), one reading a call.
     Each { at: Instant },
-    /// In a stretch timed as a whole: only polls that would change their
-    /// method's record are timed (with two readings); the stretch's own
-    /// length vouches for the rest.
-    Whole,
+    /// In a stretch timed as a whole: polls of methods with a clear record
+    /// are not timed (the stretch's own length vouches for them, and which
+    /// they were is noted); the others are, on their own.
+    Whole(Untimed),
+}
+
+/// The methods (by slot) a stretch timed as a whole polled untimed: at
+/// most [`UNTIMED`], and whether there were more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Untimed {
+    slots: [u16; UNTIMED],
+    len: u8,
+    overflowed: bool,
+}
+
+impl Untimed {
+    fn note(&mut self, index: usize) {
+        let Ok(index) = u16::try_from(index) else {
+            self.overflowed = true;
+            return;
+        };
+        if self.slots().any(|noted| noted == usize::from(index)) {
+            return;
+        }
+        match self.slots.get_mut(usize::from(self.len)) {
+            Some(free) => {
+                *free = index;
+                self.len += 1;
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    fn slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots
+            .iter()
+            .take(usize::from(self.len))
+            .map(|slot| usize::from(*slot))
+    }
 }
 
 /// A stretch of calls that one connection's task starts back to back,
@@ -175,19 +271,23 @@ enum Clock {
 /// Most stretches are timed as a whole: if the stretch took no longer than
 /// [`SLOW_FIRST_POLL`], none of its first polls did, and a fast poll
 /// changes nothing for a method with a clear record. So a stretch of calls
-/// to methods that were never slow reads the clock once at its end, not
-/// once a call. A stretch that was slow as a whole makes its connection
-/// time each poll in the next one ([`Stretch::end`]), from the end of the
-/// one before: a method slow on every call gets its strikes from the
-/// second stretch on. (The time between two polls, reading the next
-/// request, then counts against the later call, which only makes a strike
-/// come sooner for a method whose calls are slow to start anyway.)
+/// to methods that were never slow reads the clock once, at its end, not
+/// once a call. A stretch that was slow makes suspects of the methods it
+/// polled untimed, and a suspect's next first poll is timed on its own: a
+/// method slow on every call gets its first strike from its second call.
+/// A slow stretch that polled more methods untimed than it can name makes
+/// its connection time each poll in the next one, from the end of the one
+/// before (the time between two polls, reading the next request, then
+/// counts against the later call, which only makes a strike come sooner
+/// for a method whose calls are slow to start anyway).
 ///
 /// Not `Send`, so that a connection's task (which must be) cannot hold one
 /// across an `.await`: the task could resume on another thread, or other
 /// tasks run in the stretch, and their first polls be timed by it.
 pub(crate) struct Stretch {
     began: Instant,
+    /// The clock of the stretch this one is inside, if any.
+    outer: Clock,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -197,49 +297,39 @@ impl Stretch {
     /// tokio's, as the connection's: under a paused test clock first polls
     /// take no time, rather than all the real time between two readings.
     pub(crate) fn begin(now: Instant, each: bool) -> Stretch {
-        CLOCK.set(if each {
+        let clock = if each {
             Clock::Each { at: now }
         } else {
-            Clock::Whole
-        });
+            Clock::Whole(Untimed::default())
+        };
         Stretch {
             began: now,
+            outer: CLOCK.replace(clock),
             _not_send: std::marker::PhantomData,
         }
     }
 
-    /// Ends the stretch: whether it took longer than a slow first poll, so
-    /// that the next one should time each poll.
-    pub(crate) fn end(self) -> bool {
-        self.began.elapsed() > SLOW_FIRST_POLL
+    /// Ends the stretch, whose first polls were counted in `methods`:
+    /// whether the next one should time each poll.
+    pub(crate) fn end(self, methods: &SlowMethods) -> bool {
+        if self.began.elapsed() <= SLOW_FIRST_POLL {
+            return false;
+        }
+        match CLOCK.get() {
+            Clock::Whole(untimed) => {
+                untimed.slots().for_each(|index| methods.suspect(index));
+                untimed.overflowed
+            }
+            // Each poll was timed and counted.
+            Clock::Each { .. } | Clock::Alone => false,
+        }
     }
 }
 
 impl Drop for Stretch {
     fn drop(&mut self) {
-        CLOCK.set(Clock::Alone);
+        CLOCK.set(self.outer);
     }
-}
-
-/// Runs `poll`, a call's first poll, and says how long it took, if it was
-/// timed: in a stretch timed as a whole, only a poll whose method's record
-/// is not `clear` is. Outside a stretch, a poll is timed from now; in one
-/// that times each poll, from the end of the one before.
-pub(crate) fn timed<T>(clear: bool, poll: impl FnOnce() -> T) -> (T, Option<Duration>) {
-    let clock = CLOCK.get();
-    let started = match clock {
-        Clock::Whole if clear => return (poll(), None),
-        Clock::Each { at } => at,
-        Clock::Alone | Clock::Whole => Instant::now(),
-    };
-    let polled = poll();
-    let ended = Instant::now();
-    // A stretch that began and ended inside `poll` (a handler that serves
-    // a connection of its own, synchronously) leaves the clock alone.
-    if matches!(clock, Clock::Each { .. }) && matches!(CLOCK.get(), Clock::Each { .. }) {
-        CLOCK.set(Clock::Each { at: ended });
-    }
-    (polled, Some(ended.saturating_duration_since(started)))
 }
 
 #[cfg(test)]
@@ -249,11 +339,17 @@ mod tests {
     const SLOW: Duration = SLOW_FIRST_POLL.saturating_mul(2);
     const FAST: Duration = Duration::ZERO;
 
+    /// Counts a first poll that took `took` for the method with no
+    /// descriptor (slot 0).
+    fn count(set: &SlowMethods, took: Duration) {
+        SlowMethods::count(&set.0[0], took);
+    }
+
     /// Marks the method with no descriptor.
     fn marked() -> SlowMethods {
         let set = SlowMethods::default();
         for _ in 0..STRIKES {
-            set.first_poll(None, SLOW);
+            count(&set, SLOW);
         }
         set
     }
@@ -269,16 +365,20 @@ mod tests {
         spawned
     }
 
+    fn record(set: &SlowMethods, index: usize) -> Record {
+        Record::unpack(set.0[index].load(Ordering::Relaxed))
+    }
+
     #[test]
     fn only_strikes_in_a_row_mark_a_method() {
         let set = SlowMethods::default();
-        set.first_poll(None, SLOW);
-        set.first_poll(None, SLOW);
-        set.first_poll(None, FAST);
-        set.first_poll(None, SLOW);
-        set.first_poll(None, SLOW);
+        count(&set, SLOW);
+        count(&set, SLOW);
+        count(&set, FAST);
+        count(&set, SLOW);
+        count(&set, SLOW);
         assert!(!set.spawns(None));
-        set.first_poll(None, SLOW);
+        count(&set, SLOW);
         assert!(set.spawns(None));
         assert!(set.spawns(None), "marked, calls are spawned");
     }
@@ -288,7 +388,7 @@ mod tests {
         let set = marked();
         assert_eq!(spawned_before_trial(&set), PAROLE_AFTER - 1);
         // The trial was fast: the mark is gone.
-        set.first_poll(None, FAST);
+        count(&set, FAST);
         assert!(!set.spawns(None));
         assert_eq!(set.0[0].load(Ordering::Relaxed), 0);
     }
@@ -299,7 +399,7 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..=MAX_PAROLE_SHIFT + 1 {
             waits.push(spawned_before_trial(&set) + 1);
-            set.first_poll(None, SLOW);
+            count(&set, SLOW);
         }
         let expected: Vec<u32> = (0..=MAX_PAROLE_SHIFT + 1)
             .map(|shift| PAROLE_AFTER << shift.min(MAX_PAROLE_SHIFT))
@@ -312,79 +412,143 @@ mod tests {
     fn records_round_trip_through_their_word() {
         let record = Record {
             strikes: STRIKES,
+            suspect: false,
             parole_shift: MAX_PAROLE_SHIFT,
             since_trial: PAROLE_AFTER << MAX_PAROLE_SHIFT,
         };
         assert_eq!(Record::unpack(record.pack()), record);
+        let suspect = Record {
+            suspect: true,
+            strikes: STRIKES - 1,
+            ..Record::default()
+        };
+        assert_eq!(Record::unpack(suspect.pack()), suspect);
     }
 
     #[test]
     fn first_polls_in_a_stretch_that_times_each_are_timed_from_the_end_of_the_one_before() {
-        let pause = Duration::from_millis(20);
-        let (_, alone) = timed(true, || std::thread::sleep(pause));
-        assert!(alone.is_some_and(|alone| alone >= pause), "{alone:?}");
-        assert_eq!(CLOCK.get(), Clock::Alone, "outside a stretch nothing is marked");
+        let set = SlowMethods::default();
+        let pause = SLOW_FIRST_POLL * 2;
         let stretch = Stretch::begin(Instant::now(), true);
-        let Clock::Each { at: began } = CLOCK.get() else {
-            panic!("not timing each poll");
-        };
-        // The time before the first poll counts against it.
+        // The time before the first poll counts against it: a strike.
         std::thread::sleep(pause);
-        let (_, first) = timed(true, || ());
-        let first = first.expect("timed");
-        assert!(first >= pause, "{first:?}");
+        set.first_poll_in(1, || ());
+        assert_eq!(record(&set, 1).strikes, 1);
         let Clock::Each { at: first_ended } = CLOCK.get() else {
             panic!("no longer timing each poll");
         };
-        assert_eq!(first_ended - began, first);
-        // The second is timed from the end of the first.
-        let (_, second) = timed(true, || ());
+        // The second is timed from the end of the first, and slow.
+        set.first_poll_in(2, || std::thread::sleep(pause));
+        assert_eq!(record(&set, 2).strikes, 1);
         let Clock::Each { at: second_ended } = CLOCK.get() else {
             panic!("no longer timing each poll");
         };
-        assert_eq!(second_ended - first_ended, second.expect("timed"));
-        assert!(stretch.end(), "the stretch was slow");
+        assert!(second_ended - first_ended >= pause);
+        assert!(
+            !stretch.end(&set),
+            "every poll was counted: the next stretch is timed whole"
+        );
         assert_eq!(CLOCK.get(), Clock::Alone);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_stretch_timed_as_a_whole_times_only_polls_of_methods_with_a_record() {
+    async fn a_stretch_timed_as_a_whole_times_no_poll_of_a_method_with_a_clear_record() {
+        let set = SlowMethods::default();
         let stretch = Stretch::begin(Instant::now(), false);
-        let (_, clear) = timed(true, || ());
-        assert_eq!(clear, None, "a method with a clear record is not timed");
-        // Time passes in the stretch (a slow poll, say); a method with a
-        // record is timed from its own start, not from the stretch's.
+        set.first_poll_in(1, || ());
+        // Time passes in the stretch (a slow poll, say). A method with a
+        // record is timed on its own, from its own start: fast.
         tokio::time::advance(SLOW_FIRST_POLL * 4).await;
-        let (_, struck) = timed(false, || ());
-        assert_eq!(struck, Some(Duration::ZERO));
-        assert_eq!(CLOCK.get(), Clock::Whole);
-        // The stretch was slow as a whole: the next one times each poll.
-        assert!(stretch.end());
+        count(&set, SLOW);
+        set.first_poll_in(0, || ());
+        assert_eq!(
+            record(&set, 0),
+            Record::default(),
+            "a fast poll cleared its strike"
+        );
+        set.first_poll_in(1, || ());
+        assert_eq!(record(&set, 1), Record::default(), "not timed: nothing counted");
+        // The stretch was slow: what it polled untimed is suspect, and the
+        // next stretch is timed whole again.
+        assert!(!stretch.end(&set));
         assert_eq!(CLOCK.get(), Clock::Alone);
+        let suspect = Record {
+            suspect: true,
+            ..Record::default()
+        };
+        assert_eq!(record(&set, 1), suspect);
+        assert_eq!(
+            record(&set, 0),
+            Record::default(),
+            "timed on its own, it is no suspect"
+        );
+        // A suspect is timed on its own: a fast poll clears it.
         let fast = Stretch::begin(Instant::now(), false);
-        let _ = timed(true, || ());
-        assert!(!fast.end(), "a stretch in which no time passed is fast");
+        set.first_poll_in(1, || ());
+        assert_eq!(record(&set, 1), Record::default());
+        set.first_poll_in(2, || ());
+        assert!(!fast.end(&set));
+        assert_eq!(
+            record(&set, 2),
+            Record::default(),
+            "a fast stretch suspects nobody"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_stretch_of_more_methods_than_it_names_times_each_poll_in_the_next() {
+        let set = SlowMethods::default();
+        let stretch = Stretch::begin(Instant::now(), false);
+        for index in 1..=UNTIMED + 1 {
+            set.first_poll_in(index, || ());
+            set.first_poll_in(index, || ());
+        }
+        tokio::time::advance(SLOW_FIRST_POLL * 2).await;
+        assert!(stretch.end(&set));
+        assert!((1..=UNTIMED).all(|index| record(&set, index).suspect));
+        assert_eq!(record(&set, UNTIMED + 1), Record::default());
     }
 
     #[test]
-    fn a_method_slow_on_every_call_is_marked_in_stretches_timed_as_a_whole() {
-        // What a connection does: each stretch holds one call of a method
-        // that computes for long, and a fast one.
+    fn a_method_slow_on_every_call_is_marked_at_its_fourth_between_fast_ones() {
+        // What a connection does when a client calls a slow method and a
+        // fast one in turn, each in a read of its own.
         let set = SlowMethods::default();
-        let slow_poll = || std::thread::sleep(SLOW_FIRST_POLL * 2);
+        let (slow, fast) = (1, 2);
         let mut time_each = false;
-        let mut stretches = 0;
-        while !set.spawns(None) {
-            stretches += 1;
-            assert!(stretches <= STRIKES + 1, "not marked after {stretches} stretches");
+        let mut calls = 0;
+        while !record(&set, slow).marked() {
+            calls += 1;
+            assert!(
+                calls <= STRIKES + 1,
+                "not marked after {calls} calls: {:?}",
+                record(&set, slow)
+            );
             let stretch = Stretch::begin(Instant::now(), time_each);
-            let (_, took) = timed(set.clear(None), slow_poll);
-            if let Some(took) = took {
-                set.first_poll(None, took);
-            }
-            time_each = stretch.end();
+            set.first_poll_in(slow, || std::thread::sleep(SLOW_FIRST_POLL * 2));
+            time_each = stretch.end(&set);
+            let stretch = Stretch::begin(Instant::now(), time_each);
+            set.first_poll_in(fast, || ());
+            time_each = stretch.end(&set);
         }
-        // The first stretch only learns that something in it was slow.
-        assert_eq!(stretches, STRIKES + 1);
+        // The first call only made it a suspect.
+        assert_eq!(calls, STRIKES + 1);
+    }
+
+    #[test]
+    fn a_stretch_inside_a_first_poll_gives_the_clock_back() {
+        let set = SlowMethods::default();
+        let outer = Stretch::begin(Instant::now(), false);
+        set.first_poll_in(1, || {
+            let inner = Stretch::begin(Instant::now(), true);
+            set.first_poll_in(2, || ());
+            drop(inner);
+        });
+        let Clock::Whole(untimed) = CLOCK.get() else {
+            panic!("the outer stretch's clock is gone");
+        };
+        assert_eq!(untimed.slots().collect::<Vec<_>>(), [1]);
+        drop(outer);
+        assert_eq!(CLOCK.get(), Clock::Alone);
     }
 }

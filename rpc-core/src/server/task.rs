@@ -16,7 +16,6 @@ use crate::outbox::Outgoing;
 use crate::permit::CallPermit;
 use crate::server::call::{Call, CallHandle, End, Finished, Launch, Outbox, Stop, Timing, deadline_exceeded};
 use crate::server::report::Report;
-use crate::server::slow;
 use crate::server::{Outcome, ServerState};
 use crate::service::{Answer, Args};
 
@@ -115,13 +114,9 @@ impl Call<'_> {
         // the connection from the rest (a subscriber's or a recorder's),
         // which would otherwise end it: the call ends as a panicked task
         // would.
-        let clear = state.slow.clear(method);
-        let (polled, took) = slow::timed(clear, || {
+        let polled = state.slow.first_poll(method, || {
             std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(&mut first)))
         });
-        if let Some(took) = took {
-            state.slow.first_poll(method, took);
-        }
         match polled {
             // Done: answered now, and forgotten by the connection at once,
             // with nothing reported; its context goes back to the

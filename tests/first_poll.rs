@@ -75,8 +75,8 @@ async fn a_method_that_computes_before_awaiting_is_spawned_once_seen() {
     let spinning = Arc::new(AtomicBool::new(false));
     let (server, client) = serve(Arc::clone(&spinning)).await;
     // The first spins run their first polls in the connection's task: the
-    // first makes the connection time each poll, and three slow ones in a
-    // row after it mark the method.
+    // first makes the method a suspect, and three slow ones in a row after
+    // it mark it.
     for _ in 0..4 {
         assert_eq!(client.spin(5).await.unwrap(), 5);
     }

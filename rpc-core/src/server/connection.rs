@@ -262,8 +262,6 @@ impl Connection {
         let mut stuck = stuck_signal.watch();
         let permits = self.calls.permits().clone();
         let mut was_reading = true;
-        // Whether the next stretch of first polls times each (see `Stretch`).
-        let mut time_each = false;
         loop {
             // Completed calls are tidied away here, not by waking this task
             // for each one: a wake-up per call is latency the client would
@@ -345,14 +343,14 @@ impl Connection {
                         // `Stretch`). The stretch ends before any wait
                         // (another task, or another thread, may run in it).
                         let burst = {
-                            let stretch = Stretch::begin(last_frame, time_each);
+                            let stretch = Stretch::begin(last_frame);
                             // Frames that came with it are taken now: another
                             // turn of this loop would arm and drop a waker
                             // for each branch above, per frame.
                             let burst = self
                                 .on_frame(frame, !open, last_frame)
                                 .and_then(|()| self.on_buffered_frames(reader, !open, last_frame));
-                            time_each = stretch.end(&self.state.slow);
+                            stretch.end(&self.state.slow);
                             burst
                         };
                         match burst {

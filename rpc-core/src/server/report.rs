@@ -35,8 +35,8 @@ pub(super) struct Reports {
 struct Shared {
     ended: mpsc::UnboundedSender<(u64, u64)>,
     /// Call tasks alive now (counted in [`ONE_TASK`]s), and the [`QUIET`]
-    /// mark, set when the count falls to zero (in the same step, so the
-    /// connection never sees the one without the other) until the
+    /// mark, set in the same step as the count falls to zero (so the
+    /// connection never sees the count at zero before the mark) until the
     /// connection takes it.
     tasks: AtomicUsize,
     waker: AtomicWaker,
@@ -157,7 +157,7 @@ impl Report {
 
 impl Drop for Report {
     fn drop(&mut self) {
-        let counted_out = |tasks: usize| match tasks - ONE_TASK {
+        let counted_out = |tasks: usize| match tasks.wrapping_sub(ONE_TASK) {
             // The last: marked quiet in the same step.
             0 => Some(QUIET),
             left => Some(left),
@@ -219,6 +219,18 @@ mod tests {
         assert_eq!(reports.try_next(), Some((3, 12)));
         assert_eq!(reports.try_next(), None);
         assert!(!reports.expecting.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_task_made_while_the_mark_is_set_leaves_it_set_and_ends_with_it() {
+        let reports = Reports::new();
+        drop(reports.report(1, 10));
+        let second = reports.report(2, 11);
+        assert_eq!(reports.shared.tasks.load(Ordering::Acquire), ONE_TASK | QUIET);
+        drop(second);
+        assert_eq!(reports.shared.tasks.load(Ordering::Acquire), QUIET);
+        assert!(reports.quiet().now_or_never().is_some());
+        assert!(reports.quiet().now_or_never().is_none(), "taken once");
     }
 
     #[test]

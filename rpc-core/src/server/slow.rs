@@ -8,8 +8,8 @@
 //! is marked and its later calls are spawned at once. (One slow poll
 //! proves nothing: the thread may have been preempted.) A connection times
 //! a run of first polls as a whole, with one clock reading, and a method
-//! on its own once a run it was in was slow ([`Stretch`]): a method slow
-//! on every call is marked at its fourth.
+//! on its own once it has a strike or a run it was in was slow
+//! ([`Stretch`]): a method slow on every call is marked at its fourth.
 //!
 //! A mark is not for good: a machine stalled long enough can mark a fast
 //! method, which would then pay for a task on every call. One call in
@@ -49,8 +49,11 @@ const _: () = assert!(PAROLE_AFTER << MAX_PAROLE_SHIFT <= 0xffff);
 const SLOTS: usize = 1024;
 
 /// Distinct methods a stretch timed as a whole remembers having polled
-/// untimed; past them, the next stretch times each poll.
+/// untimed; past them, it times each poll.
 const UNTIMED: usize = 4;
+
+// Slots are named by a `u16` in [`Untimed`].
+const _: () = assert!(SLOTS <= 1 << 16);
 
 /// One method's record, packed in a word so that it is read and written
 /// at once: slow first polls in a row (up to [`STRIKES`], which marks
@@ -93,9 +96,10 @@ impl Record {
 
 /// Methods by the address of their descriptor. Records are read and
 /// written without ordering or locks: connections racing on one may lose
-/// an update, which at worst brings a mark back or clears it early (any
+/// an update, which at worst brings a mark back, clears it early (any
 /// fast first poll in place clears it, one that began before the mark
-/// too); the next trial, or the next three slow polls, settle it.
+/// too) or makes a suspect of a method with strikes; the next trial, or
+/// the next slow polls, settle it.
 #[derive(Debug)]
 pub(crate) struct SlowMethods([AtomicU32; SLOTS]);
 
@@ -151,24 +155,38 @@ impl SlowMethods {
         let Some(slot) = self.0.get(index) else {
             return poll();
         };
-        let clock = CLOCK.get();
-        if let Clock::Whole(mut untimed) = clock
-            && slot.load(Ordering::Relaxed) == 0
-        {
-            untimed.note(index);
-            CLOCK.set(Clock::Whole(untimed));
-            return poll();
+        let mut clock = CLOCK.get();
+        if let Clock::Whole(mut untimed) = clock {
+            if slot.load(Ordering::Relaxed) == 0 {
+                match untimed.note(index) {
+                    Noted::Already => return poll(),
+                    Noted::Now => {
+                        CLOCK.set(Clock::Whole(untimed));
+                        return poll();
+                    }
+                    // More methods than the stretch can name: the rest of
+                    // it times each poll, or a slow method behind the
+                    // others could go untimed in every stretch.
+                    Noted::Full => {
+                        clock = Clock::Each {
+                            at: Instant::now(),
+                            untimed,
+                        };
+                        CLOCK.set(clock);
+                    }
+                }
+            }
         }
         let started = match clock {
-            Clock::Each { at } => at,
+            Clock::Each { at, .. } => at,
             Clock::Alone | Clock::Whole(_) => Instant::now(),
         };
         let polled = poll();
         let ended = Instant::now();
         // A stretch begun inside `poll` (a handler that serves a
         // connection of its own, synchronously) has given the clock back.
-        if let Clock::Each { .. } = clock {
-            CLOCK.set(Clock::Each { at: ended });
+        if let Clock::Each { untimed, .. } = clock {
+            CLOCK.set(Clock::Each { at: ended, untimed });
         }
         Self::count(slot, ended.saturating_duration_since(started));
         polled
@@ -199,9 +217,10 @@ impl SlowMethods {
 
     /// Makes the method in slot `index` a suspect, if its record is clear.
     fn suspect(&self, index: usize) {
-        if let Some(slot) = self.0.get(index)
-            && slot.load(Ordering::Relaxed) == 0
-        {
+        let Some(slot) = self.0.get(index) else {
+            return;
+        };
+        if slot.load(Ordering::Relaxed) == 0 {
             let suspect = Record {
                 suspect: true,
                 ..Record::default()
@@ -221,39 +240,48 @@ thread_local! {
 enum Clock {
     /// Outside a [`Stretch`]: from a reading of the clock before it.
     Alone,
-    /// In a stretch that times each poll: from the end of the one before
-    /// (`at`), one reading a call.
-    Each { at: Instant },
+    /// In a stretch that polled more methods untimed than it can name:
+    /// from the end of the one before (`at`), one reading a call. Those it
+    /// named are kept, for the stretch's end.
+    Each { at: Instant, untimed: Untimed },
     /// In a stretch timed as a whole: polls of methods with a clear record
     /// are not timed (the stretch's own length vouches for them, and which
     /// they were is noted); the others are, on their own.
     Whole(Untimed),
 }
 
-/// The methods (by slot) a stretch timed as a whole polled untimed: at
-/// most [`UNTIMED`], and whether there were more.
+/// The methods (by slot) a stretch timed as a whole polled untimed, at
+/// most [`UNTIMED`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Untimed {
     slots: [u16; UNTIMED],
     len: u8,
-    overflowed: bool,
+}
+
+/// What noting a method did.
+enum Noted {
+    /// It was noted before in the stretch.
+    Already,
+    /// It is noted now.
+    Now,
+    /// There is no room to note it.
+    Full,
 }
 
 impl Untimed {
-    fn note(&mut self, index: usize) {
-        let Ok(index) = u16::try_from(index) else {
-            self.overflowed = true;
-            return;
-        };
+    fn note(&mut self, index: usize) -> Noted {
+        // Below `SLOTS`, which fits.
+        let index = index as u16;
         if self.slots().any(|noted| noted == usize::from(index)) {
-            return;
+            return Noted::Already;
         }
         match self.slots.get_mut(usize::from(self.len)) {
             Some(free) => {
                 *free = index;
                 self.len += 1;
+                Noted::Now
             }
-            None => self.overflowed = true,
+            None => Noted::Full,
         }
     }
 
@@ -268,18 +296,16 @@ impl Untimed {
 /// A stretch of calls that one connection's task starts back to back,
 /// with no `.await` between them.
 ///
-/// Most stretches are timed as a whole: if the stretch took no longer than
+/// A stretch is timed as a whole: if it took no longer than
 /// [`SLOW_FIRST_POLL`], none of its first polls did, and a fast poll
 /// changes nothing for a method with a clear record. So a stretch of calls
 /// to methods that were never slow reads the clock once, at its end, not
 /// once a call. A stretch that was slow makes suspects of the methods it
 /// polled untimed, and a suspect's next first poll is timed on its own: a
 /// method slow on every call gets its first strike from its second call.
-/// A slow stretch that polled more methods untimed than it can name makes
-/// its connection time each poll in the next one, from the end of the one
-/// before (the time between two polls, reading the next request, then
-/// counts against the later call, which only makes a strike come sooner
-/// for a method whose calls are slow to start anyway).
+/// Past [`UNTIMED`] methods polled untimed, the rest of the stretch times
+/// each poll from the end of the one before (the time between two polls,
+/// reading the next request, then counts against the later call).
 ///
 /// Not `Send`, so that a connection's task (which must be) cannot hold one
 /// across an `.await`: the task could resume on another thread, or other
@@ -293,35 +319,26 @@ pub(crate) struct Stretch {
 
 impl Stretch {
     /// Begins a stretch on this thread at `now` (a reading of the clock
-    /// just taken), timing each poll in it if `each`. The clock is
-    /// tokio's, as the connection's: under a paused test clock first polls
-    /// take no time, rather than all the real time between two readings.
-    pub(crate) fn begin(now: Instant, each: bool) -> Stretch {
-        let clock = if each {
-            Clock::Each { at: now }
-        } else {
-            Clock::Whole(Untimed::default())
-        };
+    /// just taken). The clock is tokio's, as the connection's: under a
+    /// paused test clock first polls take no time, rather than all the
+    /// real time between two readings.
+    pub(crate) fn begin(now: Instant) -> Stretch {
         Stretch {
             began: now,
-            outer: CLOCK.replace(clock),
+            outer: CLOCK.replace(Clock::Whole(Untimed::default())),
             _not_send: std::marker::PhantomData,
         }
     }
 
-    /// Ends the stretch, whose first polls were counted in `methods`:
-    /// whether the next one should time each poll.
-    pub(crate) fn end(self, methods: &SlowMethods) -> bool {
+    /// Ends the stretch, whose first polls were counted in `methods`: if
+    /// it was slow, what it polled untimed is suspect.
+    pub(crate) fn end(self, methods: &SlowMethods) {
         if self.began.elapsed() <= SLOW_FIRST_POLL {
-            return false;
+            return;
         }
-        match CLOCK.get() {
-            Clock::Whole(untimed) => {
-                untimed.slots().for_each(|index| methods.suspect(index));
-                untimed.overflowed
-            }
-            // Each poll was timed and counted.
-            Clock::Each { .. } | Clock::Alone => false,
+        // (Each poll after the first `UNTIMED` methods was timed.)
+        if let Clock::Whole(untimed) | Clock::Each { untimed, .. } = CLOCK.get() {
+            untimed.slots().for_each(|index| methods.suspect(index));
         }
     }
 }
@@ -425,28 +442,23 @@ mod tests {
         assert_eq!(Record::unpack(suspect.pack()), suspect);
     }
 
-    #[test]
-    fn first_polls_in_a_stretch_that_times_each_are_timed_from_the_end_of_the_one_before() {
+    #[tokio::test(start_paused = true)]
+    async fn a_first_poll_outside_a_stretch_is_timed_from_its_start() {
         let set = SlowMethods::default();
-        let pause = SLOW_FIRST_POLL * 2;
-        let stretch = Stretch::begin(Instant::now(), true);
-        // The time before the first poll counts against it: a strike.
-        std::thread::sleep(pause);
-        set.first_poll_in(1, || ());
-        assert_eq!(record(&set, 1).strikes, 1);
-        let Clock::Each { at: first_ended } = CLOCK.get() else {
-            panic!("no longer timing each poll");
-        };
-        // The second is timed from the end of the first, and slow.
-        set.first_poll_in(2, || std::thread::sleep(pause));
-        assert_eq!(record(&set, 2).strikes, 1);
-        let Clock::Each { at: second_ended } = CLOCK.get() else {
-            panic!("no longer timing each poll");
-        };
-        assert!(second_ended - first_ended >= pause);
-        assert!(
-            !stretch.end(&set),
-            "every poll was counted: the next stretch is timed whole"
+        // Time that passes before it is not its own.
+        tokio::time::advance(SLOW_FIRST_POLL * 4).await;
+        count(&set, SLOW);
+        set.first_poll_in(0, || ());
+        assert_eq!(
+            record(&set, 0),
+            Record::default(),
+            "timed fast: the strike is gone"
+        );
+        set.first_poll_in(0, || std::thread::sleep(SLOW_FIRST_POLL * 2));
+        assert_eq!(
+            record(&set, 0),
+            Record::default(),
+            "a paused clock does not move in it"
         );
         assert_eq!(CLOCK.get(), Clock::Alone);
     }
@@ -454,7 +466,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stretch_timed_as_a_whole_times_no_poll_of_a_method_with_a_clear_record() {
         let set = SlowMethods::default();
-        let stretch = Stretch::begin(Instant::now(), false);
+        let stretch = Stretch::begin(Instant::now());
         set.first_poll_in(1, || ());
         // Time passes in the stretch (a slow poll, say). A method with a
         // record is timed on its own, from its own start: fast.
@@ -467,10 +479,8 @@ mod tests {
             "a fast poll cleared its strike"
         );
         set.first_poll_in(1, || ());
-        assert_eq!(record(&set, 1), Record::default(), "not timed: nothing counted");
-        // The stretch was slow: what it polled untimed is suspect, and the
-        // next stretch is timed whole again.
-        assert!(!stretch.end(&set));
+        // The stretch was slow: what it polled untimed is suspect.
+        stretch.end(&set);
         assert_eq!(CLOCK.get(), Clock::Alone);
         let suspect = Record {
             suspect: true,
@@ -483,11 +493,11 @@ mod tests {
             "timed on its own, it is no suspect"
         );
         // A suspect is timed on its own: a fast poll clears it.
-        let fast = Stretch::begin(Instant::now(), false);
+        let fast = Stretch::begin(Instant::now());
         set.first_poll_in(1, || ());
         assert_eq!(record(&set, 1), Record::default());
         set.first_poll_in(2, || ());
-        assert!(!fast.end(&set));
+        fast.end(&set);
         assert_eq!(
             record(&set, 2),
             Record::default(),
@@ -495,18 +505,46 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_slow_stretch_of_more_methods_than_it_names_times_each_poll_in_the_next() {
+    #[test]
+    fn past_the_methods_a_stretch_names_it_times_each_poll_from_the_end_of_the_one_before() {
         let set = SlowMethods::default();
-        let stretch = Stretch::begin(Instant::now(), false);
-        for index in 1..=UNTIMED + 1 {
+        let stretch = Stretch::begin(Instant::now());
+        for index in 1..=UNTIMED {
             set.first_poll_in(index, || ());
             set.first_poll_in(index, || ());
         }
-        tokio::time::advance(SLOW_FIRST_POLL * 2).await;
-        assert!(stretch.end(&set));
+        let Clock::Whole(named) = CLOCK.get() else {
+            panic!("not timed as a whole");
+        };
+        assert_eq!(
+            named.slots().collect::<Vec<_>>(),
+            (1..=UNTIMED).collect::<Vec<_>>()
+        );
+        // One more method: from now on each poll is timed, the time before
+        // it counting against it.
+        let (slow, fast) = (UNTIMED + 1, UNTIMED + 2);
+        set.first_poll_in(slow, || ());
+        let Clock::Each {
+            at: first_ended,
+            untimed,
+        } = CLOCK.get()
+        else {
+            panic!("not timing each poll");
+        };
+        assert_eq!(untimed, named, "the named methods are kept");
+        std::thread::sleep(SLOW_FIRST_POLL * 2);
+        set.first_poll_in(slow, || ());
+        assert_eq!(record(&set, slow).strikes, 1);
+        let Clock::Each { at: second_ended, .. } = CLOCK.get() else {
+            panic!("no longer timing each poll");
+        };
+        assert!(second_ended - first_ended >= SLOW_FIRST_POLL * 2);
+        set.first_poll_in(fast, || ());
+        assert_eq!(record(&set, fast), Record::default());
+        // The stretch was slow: the named methods are suspects.
+        stretch.end(&set);
         assert!((1..=UNTIMED).all(|index| record(&set, index).suspect));
-        assert_eq!(record(&set, UNTIMED + 1), Record::default());
+        assert_eq!(CLOCK.get(), Clock::Alone);
     }
 
     #[test]
@@ -515,7 +553,6 @@ mod tests {
         // fast one in turn, each in a read of its own.
         let set = SlowMethods::default();
         let (slow, fast) = (1, 2);
-        let mut time_each = false;
         let mut calls = 0;
         while !record(&set, slow).marked() {
             calls += 1;
@@ -524,23 +561,45 @@ mod tests {
                 "not marked after {calls} calls: {:?}",
                 record(&set, slow)
             );
-            let stretch = Stretch::begin(Instant::now(), time_each);
+            let stretch = Stretch::begin(Instant::now());
             set.first_poll_in(slow, || std::thread::sleep(SLOW_FIRST_POLL * 2));
-            time_each = stretch.end(&set);
-            let stretch = Stretch::begin(Instant::now(), time_each);
+            stretch.end(&set);
+            let stretch = Stretch::begin(Instant::now());
             set.first_poll_in(fast, || ());
-            time_each = stretch.end(&set);
+            stretch.end(&set);
         }
         // The first call only made it a suspect.
         assert_eq!(calls, STRIKES + 1);
     }
 
     #[test]
+    fn a_method_slow_on_every_call_behind_more_methods_than_a_stretch_names_is_marked() {
+        // Each read: eight fast methods, then the slow one; in between, a
+        // read with none of them.
+        let set = SlowMethods::default();
+        let slow = 20;
+        let mut reads = 0;
+        while !record(&set, slow).marked() {
+            reads += 1;
+            assert!(reads <= STRIKES + 1, "not marked after {reads} reads");
+            let stretch = Stretch::begin(Instant::now());
+            for fast in 1..=2 * UNTIMED {
+                set.first_poll_in(fast, || ());
+            }
+            set.first_poll_in(slow, || std::thread::sleep(SLOW_FIRST_POLL * 2));
+            stretch.end(&set);
+            let stretch = Stretch::begin(Instant::now());
+            set.first_poll_in(30, || ());
+            stretch.end(&set);
+        }
+    }
+
+    #[test]
     fn a_stretch_inside_a_first_poll_gives_the_clock_back() {
         let set = SlowMethods::default();
-        let outer = Stretch::begin(Instant::now(), false);
+        let outer = Stretch::begin(Instant::now());
         set.first_poll_in(1, || {
-            let inner = Stretch::begin(Instant::now(), true);
+            let inner = Stretch::begin(Instant::now());
             set.first_poll_in(2, || ());
             drop(inner);
         });

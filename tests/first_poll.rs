@@ -29,6 +29,8 @@ pub trait Work {
     async fn add(&self, a: u64, b: u64) -> u64;
     /// Computes for `millis`, then names the task it ran in.
     async fn whose(&self, millis: u64) -> String;
+    /// Yields once, then answers: it waits, so it gets a task.
+    async fn nap(&self) -> u64;
 }
 
 struct Worker {
@@ -56,6 +58,11 @@ impl Work for Worker {
             std::hint::spin_loop();
         }
         format!("{:?}", tokio::task::try_id())
+    }
+
+    async fn nap(&self) -> u64 {
+        tokio::task::yield_now().await;
+        7
     }
 }
 
@@ -290,5 +297,59 @@ async fn a_panic_outside_the_handler_in_a_first_poll_is_answered() {
         (3, 2, 1),
         "{stats:?}"
     );
+    server.stop().await;
+}
+
+/// A subscriber that fails at the event a server call's end makes.
+struct FailsAtCallEnd;
+
+impl tracing::Subscriber for FailsAtCallEnd {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let metadata = event.metadata();
+        let call_end =
+            metadata.target() == "rpc_core::server::call" && *metadata.level() == tracing::Level::DEBUG;
+        assert!(!call_end, "the subscriber failed");
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A call that waited, in a task of its own, and then panics outside its
+/// handler is answered as a panicked handler's would be (its task would
+/// otherwise take the answer with it, and the caller wait for its
+/// deadline), and counted once.
+#[tokio::test]
+async fn a_panic_outside_the_handler_in_a_later_poll_is_answered() {
+    let (server, client) = serve(Arc::new(AtomicBool::new(false))).await;
+    assert_eq!(client.nap().await.unwrap(), 7);
+    {
+        let _guard = tracing::subscriber::set_default(FailsAtCallEnd);
+        let answered = tokio::time::timeout(Duration::from_secs(60), client.nap())
+            .await
+            .expect("the call was not answered");
+        match answered {
+            Err(rpc::Error::HandlerPanicked { message, .. }) => {
+                assert!(message.contains("the subscriber failed"), "{message}");
+            }
+            other => panic!("expected the call to be answered as panicked, got {other:?}"),
+        }
+    }
+    assert_eq!(client.nap().await.unwrap(), 7);
+    let stats = server.stats();
+    assert_eq!((stats.calls_succeeded, stats.handler_panics), (2, 1), "{stats:?}");
     server.stop().await;
 }

@@ -323,7 +323,6 @@ fn returned_err(value: &Message, codec: Codec) -> bool {
 /// counted by the guard on its way out (`task.rs`); one refused before it
 /// ran, by whoever refused it.)
 fn observe(state: &ServerState, ctx: &Context, outcome: Outcome, started: Option<Instant>) {
-    state.counters.ended(outcome);
     tracing::debug!(
         method = ctx.method(),
         request_id = ctx.request_id(),
@@ -332,6 +331,9 @@ fn observe(state: &ServerState, ctx: &Context, outcome: Outcome, started: Option
         elapsed = ?started.map(|started| started.elapsed()).unwrap_or_default(),
         "call finished"
     );
+    // Counted after the event: a subscriber that panics in it makes the
+    // call a panicked one (`task.rs`), counted once.
+    state.counters.ended(outcome);
 }
 
 /// Sends a handler's stream to its sink.

@@ -49,9 +49,8 @@ impl Call<'_> {
                 // Boxed rather than spawned: the caller's task runs it, with
                 // no task of its own to allocate, schedule and wake.
                 return CallHandle::Inline(Box::pin(async move {
-                    let finished = work
-                        .run(Arc::clone(&guard.state), handler, Timing::OwnTimer)
-                        .await;
+                    let running = work.run(Arc::clone(&guard.state), handler, Timing::OwnTimer);
+                    let finished = caught(running, &guard.state, id).await;
                     guard.finished();
                     finished
                 }));
@@ -65,9 +64,8 @@ impl Call<'_> {
                 // Detached: it runs to its end whether or not anyone waits.
                 drop(tokio::spawn(async move {
                     let mut guard = guard;
-                    let finished = work
-                        .run(Arc::clone(&guard.state), handler, Timing::OwnTimer)
-                        .await;
+                    let running = work.run(Arc::clone(&guard.state), handler, Timing::OwnTimer);
+                    let finished = caught(running, &guard.state, id).await;
                     guard.send(finished);
                 }));
                 return CallHandle::Spawned { stop: None };
@@ -84,7 +82,8 @@ impl Call<'_> {
             let permit = launch.permit;
             let state = Arc::clone(state);
             drop(tokio::spawn(async move {
-                let frame = work.run(state, handler, Timing::OwnTimer).await.into_frame(id);
+                let running = work.run(Arc::clone(&state), handler, Timing::OwnTimer);
+                let frame = caught(running, &state, id).await.into_frame(id);
                 report.ended();
                 if let Some(outbox) = outbox.upgrade() {
                     let _ = outbox.send(frame, permit);
@@ -137,15 +136,32 @@ impl Call<'_> {
             // call left running, with no task to report its end, would
             // never be answered nor forgotten.
             Err(panic) => {
-                let message = crate::server::call::panic_message(panic.as_ref());
-                tracing::error!(id, %message, "a call panicked outside its handler");
                 drop(running);
-                state.counters.ended(Outcome::Panicked);
-                let panicked = WireError::new(ErrorCode::HandlerPanicked, message);
-                let _ = launch.outbox.send(panicked.to_frame(id), launch.permit);
+                let frame = panicked_outside(state, id, panic.as_ref()).into_frame(id);
+                let _ = launch.outbox.send(frame, launch.permit);
                 CallHandle::Finished(ctx)
             }
         }
+    }
+}
+
+/// How call `id` ended when it panicked outside its handler (a
+/// subscriber or a metrics recorder failed): as a panicked handler's
+/// would, and counted so.
+fn panicked_outside(state: &ServerState, id: u64, panic: &(dyn std::any::Any + Send)) -> Finished {
+    let message = crate::server::call::panic_message(panic);
+    tracing::error!(id, %message, "a call panicked outside its handler");
+    state.counters.ended(Outcome::Panicked);
+    Finished::Failed(WireError::new(ErrorCode::HandlerPanicked, message))
+}
+
+/// `running` (call `id`), ended by [`panicked_outside`] if it panics: for
+/// a call whose task or caller would otherwise take its answer down with
+/// it.
+async fn caught(running: impl Future<Output = Finished>, state: &ServerState, id: u64) -> Finished {
+    match futures::FutureExt::catch_unwind(AssertUnwindSafe(running)).await {
+        Ok(finished) => finished,
+        Err(panic) => panicked_outside(state, id, panic.as_ref()),
     }
 }
 
@@ -173,7 +189,12 @@ where
     // The connection's copy, for its sweep: made only for a call that
     // outlives its launch.
     let ctx = responder.ctx.clone();
-    let answering = futures::FutureExt::map(running, move |finished| {
+    // A later poll that panics outside the handler ends the call here, as
+    // the first poll's does: the task would take the answer with it.
+    let caught = futures::FutureExt::catch_unwind(AssertUnwindSafe(running));
+    let answering = futures::FutureExt::map(caught, move |finished| {
+        let finished =
+            finished.unwrap_or_else(|panic| panicked_outside(&responder.state, id, panic.as_ref()));
         report.ended();
         responder.send(finished.into_frame(id));
     });

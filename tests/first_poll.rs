@@ -328,6 +328,44 @@ impl tracing::Subscriber for FailsAtCallEnd {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// A subscriber that fails the second time a server call's span is
+/// entered: in the call's second poll, in the task it got for waiting.
+#[derive(Default)]
+struct FailsOnSecondEntry {
+    entered: std::sync::atomic::AtomicUsize,
+}
+
+/// The id this subscriber gives server calls' spans.
+const SERVER_SPAN: u64 = 1;
+
+impl tracing::Subscriber for FailsOnSecondEntry {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        match span.metadata().name() {
+            "rpc.server" => tracing::span::Id::from_u64(SERVER_SPAN),
+            _ => tracing::span::Id::from_u64(SERVER_SPAN + 1),
+        }
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, _: &tracing::Event<'_>) {}
+
+    fn enter(&self, span: &tracing::span::Id) {
+        if span.into_u64() == SERVER_SPAN {
+            let entries = self.entered.fetch_add(1, Ordering::SeqCst) + 1;
+            assert_ne!(entries, 2, "the subscriber failed");
+        }
+    }
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 /// A call that waited, in a task of its own, and then panics outside its
 /// handler is answered as a panicked handler's would be (its task would
 /// otherwise take the answer with it, and the caller wait for its
@@ -337,7 +375,7 @@ async fn a_panic_outside_the_handler_in_a_later_poll_is_answered() {
     let (server, client) = serve(Arc::new(AtomicBool::new(false))).await;
     assert_eq!(client.nap().await.unwrap(), 7);
     {
-        let _guard = tracing::subscriber::set_default(FailsAtCallEnd);
+        let _guard = tracing::subscriber::set_default(FailsOnSecondEntry::default());
         let answered = tokio::time::timeout(Duration::from_secs(60), client.nap())
             .await
             .expect("the call was not answered");
@@ -351,5 +389,22 @@ async fn a_panic_outside_the_handler_in_a_later_poll_is_answered() {
     assert_eq!(client.nap().await.unwrap(), 7);
     let stats = server.stats();
     assert_eq!((stats.calls_succeeded, stats.handler_panics), (2, 1), "{stats:?}");
+    server.stop().await;
+}
+
+/// A subscriber that panics at the event of a call's end leaves the call
+/// as it ended: answered with its value (which a retry must not repeat),
+/// counted once.
+#[tokio::test]
+async fn a_panic_watching_a_calls_end_leaves_the_call_as_it_ended() {
+    let (server, client) = serve(Arc::new(AtomicBool::new(false))).await;
+    {
+        let _guard = tracing::subscriber::set_default(FailsAtCallEnd);
+        // In place, and in a task of its own.
+        assert_eq!(client.add(1, 2).await.unwrap(), 3);
+        assert_eq!(client.nap().await.unwrap(), 7);
+    }
+    let stats = server.stats();
+    assert_eq!((stats.calls_succeeded, stats.handler_panics), (2, 0), "{stats:?}");
     server.stop().await;
 }

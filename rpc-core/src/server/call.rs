@@ -260,9 +260,20 @@ impl Work {
                 Finished::Failed(deadline_exceeded(method)),
             ),
         };
-        observe(state, ctx, outcome, started);
-        if let (Some(span), Some(started)) = (span, started) {
-            watch(&span, ctx, outcome, &finished, codec, started);
+        // The event, the span's last fields and its close, the metrics: a
+        // subscriber's or a recorder's code, whose panic is logged and
+        // leaves the call as it ended (an answer already made, which a
+        // retry must not repeat).
+        let told = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            observe(ctx, outcome, started);
+            if let (Some(span), Some(started)) = (span, started) {
+                watch(&span, ctx, outcome, &finished, codec, started);
+            }
+        }));
+        state.counters.ended(outcome);
+        if let Err(panic) = told {
+            let message = panic_message(panic.as_ref());
+            log_guarded(|| tracing::error!(%method, %message, "watching a call's end panicked"));
         }
         finished
     }
@@ -317,12 +328,12 @@ fn returned_err(value: &Message, codec: Codec) -> bool {
 }
 
 /// The point every call that runs to its end passes, whatever brought it
-/// and whether it succeeded, failed or panicked: the server's counters,
-/// and a debug event with the method, caller, outcome and duration. (A
-/// call stopped from outside, by a cancel, its deadline or a shutdown, is
-/// counted by the guard on its way out (`task.rs`); one refused before it
-/// ran, by whoever refused it.)
-fn observe(state: &ServerState, ctx: &Context, outcome: Outcome, started: Option<Instant>) {
+/// and whether it succeeded, failed or panicked: a debug event with the
+/// method, caller, outcome and duration. (Counted by `Work::run` after
+/// it; a call stopped from outside, by a cancel, its deadline or a
+/// shutdown, is counted by the guard on its way out (`task.rs`); one
+/// refused before it ran, by whoever refused it.)
+fn observe(ctx: &Context, outcome: Outcome, started: Option<Instant>) {
     tracing::debug!(
         method = ctx.method(),
         request_id = ctx.request_id(),
@@ -331,9 +342,13 @@ fn observe(state: &ServerState, ctx: &Context, outcome: Outcome, started: Option
         elapsed = ?started.map(|started| started.elapsed()).unwrap_or_default(),
         "call finished"
     );
-    // Counted after the event: a subscriber that panics in it makes the
-    // call a panicked one (`task.rs`), counted once.
-    state.counters.ended(outcome);
+}
+
+/// Runs `log`, a log of a panic, which may panic in turn (the subscriber
+/// that did may do so at every event): swallowed, for the caller has
+/// still to count and answer the call.
+pub(crate) fn log_guarded(log: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(log));
 }
 
 /// Sends a handler's stream to its sink.

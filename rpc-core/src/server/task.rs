@@ -150,7 +150,7 @@ impl Call<'_> {
 /// would, and counted so.
 fn panicked_outside(state: &ServerState, id: u64, panic: &(dyn std::any::Any + Send)) -> Finished {
     let message = crate::server::call::panic_message(panic);
-    tracing::error!(id, %message, "a call panicked outside its handler");
+    crate::server::call::log_guarded(|| tracing::error!(id, %message, "a call panicked outside its handler"));
     state.counters.ended(Outcome::Panicked);
     Finished::Failed(WireError::new(ErrorCode::HandlerPanicked, message))
 }

@@ -260,21 +260,10 @@ impl Work {
                 Finished::Failed(deadline_exceeded(method)),
             ),
         };
-        // The event, the span's last fields and its close, the metrics: a
-        // subscriber's or a recorder's code, whose panic is logged and
-        // leaves the call as it ended (an answer already made, which a
-        // retry must not repeat).
-        let told = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            observe(ctx, outcome, started);
-            if let (Some(span), Some(started)) = (span, started) {
-                watch(&span, ctx, outcome, &finished, codec, started);
-            }
-        }));
-        state.counters.ended(outcome);
-        if let Err(panic) = told {
-            let message = panic_message(panic.as_ref());
-            log_guarded(|| tracing::error!(%method, %message, "watching a call's end panicked"));
+        if logged || span.is_some() {
+            tell_end(ctx, outcome, &finished, span, codec, started);
         }
+        state.counters.ended(outcome);
         finished
     }
 }
@@ -324,6 +313,32 @@ fn returned_err(value: &Message, codec: Codec) -> bool {
     match codec {
         Codec::Binary => first.first() == Some(&1),
         Codec::Json => first.starts_with(b"{\"Err\""),
+    }
+}
+
+/// Tells whoever watches (a subscriber, a recorder) how a call ended: its
+/// event, its span's last fields and its close, its metrics. Their code's
+/// panic is logged and leaves the call as it ended (an answer already
+/// made, which a retry must not repeat). Out of line: most calls are
+/// watched by nobody.
+#[inline(never)]
+fn tell_end(
+    ctx: &Context,
+    outcome: Outcome,
+    finished: &Finished,
+    span: Option<Box<tracing::Span>>,
+    codec: Codec,
+    started: Option<Instant>,
+) {
+    let told = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        observe(ctx, outcome, started);
+        if let (Some(span), Some(started)) = (span, started) {
+            watch(&span, ctx, outcome, finished, codec, started);
+        }
+    }));
+    if let Err(panic) = told {
+        let message = panic_message(panic.as_ref());
+        log_guarded(|| tracing::error!(method = ctx.method(), %message, "watching a call's end panicked"));
     }
 }
 

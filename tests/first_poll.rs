@@ -245,31 +245,6 @@ async fn a_current_thread_server_sends_the_first_answers_of_a_burst_before_its_e
     server.join().unwrap();
 }
 
-/// A subscriber that fails as a server call's span is made: a panic in
-/// a call's first poll that is not the handler's.
-struct FailsOnServerSpans;
-
-impl tracing::Subscriber for FailsOnServerSpans {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        assert_ne!(span.metadata().name(), "rpc.server", "the subscriber failed");
-        tracing::span::Id::from_u64(1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, _: &tracing::Event<'_>) {}
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 /// A call whose first poll panics outside its handler is answered as a
 /// panicked handler's would be, and the connection goes on.
 #[tokio::test]
@@ -278,7 +253,7 @@ async fn a_panic_outside_the_handler_in_a_first_poll_is_answered() {
     assert_eq!(client.add(1, 2).await.unwrap(), 3);
     // This runtime's one thread runs both sides: the subscriber is theirs.
     {
-        let _guard = tracing::subscriber::set_default(FailsOnServerSpans);
+        let _guard = tracing::subscriber::set_default(common::failing::FailsOnServerSpans);
         match client.add(1, 2).await {
             Err(rpc::Error::HandlerPanicked { message, .. }) => {
                 assert!(message.contains("the subscriber failed"), "{message}");

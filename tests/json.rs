@@ -1489,31 +1489,6 @@ fn node() -> Option<Node> {
     })
 }
 
-/// A subscriber that fails as a server call's span is made: a panic in a
-/// call that is not its handler's.
-struct FailsOnServerSpans;
-
-impl tracing::Subscriber for FailsOnServerSpans {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        assert_ne!(span.metadata().name(), "rpc.server", "the subscriber failed");
-        tracing::span::Id::from_u64(1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, _: &tracing::Event<'_>) {}
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 /// A JSON call that panics outside its handler is answered as a panicked
 /// handler's would be, and the connection goes on.
 #[tokio::test]
@@ -1522,7 +1497,7 @@ async fn a_json_call_that_panics_outside_its_handler_is_answered() {
     let mut http = Http::connect(addr).await;
     // This runtime's one thread runs both sides: the subscriber is theirs.
     let answer = {
-        let _guard = tracing::subscriber::set_default(FailsOnServerSpans);
+        let _guard = tracing::subscriber::set_default(common::failing::FailsOnServerSpans);
         http.call(json!({"jsonrpc": "2.0", "id": 1, "method": "add", "params": [1, 2]}))
             .await
     };

@@ -7,6 +7,7 @@
     clippy::expect_used
 )]
 
+pub mod failing;
 pub mod hop;
 pub mod json;
 pub mod pki;

@@ -386,6 +386,19 @@ mod tests {
         Record::unpack(set.0[index].load(Ordering::Relaxed))
     }
 
+    /// Lets time pass, strikes the method in slot 0, and polls it fast:
+    /// timed on its own, from its own start, so the strike goes.
+    async fn struck_then_fast(set: &SlowMethods) {
+        tokio::time::advance(SLOW_FIRST_POLL * 4).await;
+        count(set, SLOW);
+        set.first_poll_in(0, || ());
+        assert_eq!(
+            record(set, 0),
+            Record::default(),
+            "timed fast: the strike is gone"
+        );
+    }
+
     #[test]
     fn only_strikes_in_a_row_mark_a_method() {
         let set = SlowMethods::default();
@@ -445,15 +458,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_first_poll_outside_a_stretch_is_timed_from_its_start() {
         let set = SlowMethods::default();
-        // Time that passes before it is not its own.
-        tokio::time::advance(SLOW_FIRST_POLL * 4).await;
-        count(&set, SLOW);
-        set.first_poll_in(0, || ());
-        assert_eq!(
-            record(&set, 0),
-            Record::default(),
-            "timed fast: the strike is gone"
-        );
+        struck_then_fast(&set).await;
         set.first_poll_in(0, || std::thread::sleep(SLOW_FIRST_POLL * 2));
         assert_eq!(
             record(&set, 0),
@@ -468,16 +473,8 @@ mod tests {
         let set = SlowMethods::default();
         let stretch = Stretch::begin(Instant::now());
         set.first_poll_in(1, || ());
-        // Time passes in the stretch (a slow poll, say). A method with a
-        // record is timed on its own, from its own start: fast.
-        tokio::time::advance(SLOW_FIRST_POLL * 4).await;
-        count(&set, SLOW);
-        set.first_poll_in(0, || ());
-        assert_eq!(
-            record(&set, 0),
-            Record::default(),
-            "a fast poll cleared its strike"
-        );
+        // Time passes in the stretch (a slow poll, say).
+        struck_then_fast(&set).await;
         set.first_poll_in(1, || ());
         // The stretch was slow: what it polled untimed is suspect.
         stretch.end(&set);

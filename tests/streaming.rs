@@ -215,7 +215,7 @@ async fn a_stalled_consumer_holds_the_producer_to_the_window_and_other_calls_go_
             produced - consumed <= window,
             "{produced} produced, {consumed} consumed"
         );
-        if consumed % 50 == 0 {
+        if consumed.is_multiple_of(50) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }

@@ -157,14 +157,13 @@ impl Context {
 
     /// A context of `inner`, in `spare`'s memory if nothing else holds it.
     fn reusing(spare: Option<Context>, inner: Inner) -> Context {
-        // (Not a let chain: the crate builds with Rust 1.85.)
-        if let Some(mut spare) = spare {
-            if let Some(held) = Arc::get_mut(&mut spare.inner) {
-                // Held by no one else, no clone or weak reference: nobody
-                // can tell it from a new one.
-                *held = inner;
-                return spare;
-            }
+        if let Some(mut spare) = spare
+            && let Some(held) = Arc::get_mut(&mut spare.inner)
+        {
+            // Held by no one else, no clone or weak reference: nobody
+            // can tell it from a new one.
+            *held = inner;
+            return spare;
         }
         Context {
             inner: Arc::new(inner),

@@ -139,10 +139,10 @@ impl Decoder for FrameCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         let frame = self.decode_whole(src)?;
-        if frame.is_none() {
-            if let Some(room) = self.frame_len(src).and_then(|len| room_toward(src, len)) {
-                src.reserve(room);
-            }
+        if frame.is_none()
+            && let Some(room) = self.frame_len(src).and_then(|len| room_toward(src, len))
+        {
+            src.reserve(room);
         }
         Ok(frame)
     }

@@ -75,12 +75,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(byte) = self.prefix {
-            if buf.remaining() > 0 {
-                buf.put_slice(&[byte]);
-                self.prefix = None;
-                return Poll::Ready(Ok(()));
-            }
+        if let Some(byte) = self.prefix
+            && buf.remaining() > 0
+        {
+            buf.put_slice(&[byte]);
+            self.prefix = None;
+            return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }

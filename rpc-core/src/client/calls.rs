@@ -201,11 +201,11 @@ impl CallTable {
             inner.queue.push_back(Queued::new(id, deadline, payload));
         }
         inner.last_id = id;
-        if let Some(deadline) = waiter.deadline() {
-            if inner.armed.is_none_or(|armed| deadline < armed) {
-                inner.armed = Some(deadline);
-                self.rearm.notify_one();
-            }
+        if let Some(deadline) = waiter.deadline()
+            && inner.armed.is_none_or(|armed| deadline < armed)
+        {
+            inner.armed = Some(deadline);
+            self.rearm.notify_one();
         }
         let queued = place.is_none();
         inner.calls.insert(id, Slot::Waiting { waiter, place });

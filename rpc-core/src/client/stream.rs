@@ -183,12 +183,12 @@ impl StreamCall {
             }
             Poll::Pending => {}
         }
-        if let Some(pump_error) = &mut self.pump_error {
-            if let Poll::Ready(result) = Pin::new(pump_error).poll(cx) {
-                self.pump_error = None;
-                if let Ok(err) = result {
-                    return Poll::Ready(Event::Lost(err));
-                }
+        if let Some(pump_error) = &mut self.pump_error
+            && let Poll::Ready(result) = Pin::new(pump_error).poll(cx)
+        {
+            self.pump_error = None;
+            if let Ok(err) = result {
+                return Poll::Ready(Event::Lost(err));
             }
         }
         Poll::Pending
@@ -206,10 +206,10 @@ impl StreamCall {
 
     /// The consumer took an item: grant the server more credit when due.
     pub(crate) fn consumed_item(&mut self) {
-        if let Some(items) = self.window.consumed() {
-            if let Ok(frame) = Frame::new(Kind::Credit, self.id, frame::credit_payload(items)) {
-                let _ = self.connection.outbox.send(frame, None);
-            }
+        if let Some(items) = self.window.consumed()
+            && let Ok(frame) = Frame::new(Kind::Credit, self.id, frame::credit_payload(items))
+        {
+            let _ = self.connection.outbox.send(frame, None);
         }
     }
 }

@@ -191,11 +191,11 @@ pub(crate) fn refusal(method: &MethodDescriptor, theirs: Fingerprint, max_len: u
         // Only a method with a fingerprint refuses calls.
         Err(_) => format!("`{}` has another shape on the server", method.full_name),
     };
-    if let Ok(known) = method.known() {
-        if message.len() + 1 + known.json.len() <= max_len {
-            message.push('\n');
-            message.push_str(&known.json);
-        }
+    if let Ok(known) = method.known()
+        && message.len() + 1 + known.json.len() <= max_len
+    {
+        message.push('\n');
+        message.push_str(&known.json);
     }
     // Within the client's frame limit, whatever the names' lengths.
     let mut end = message.len().min(max_len);
@@ -220,13 +220,12 @@ pub(crate) fn explain_refusal(method: Option<&MethodDescriptor>, message: &str) 
     let theirs = readable
         .then(|| serde_json::from_str::<MethodForm>(json).ok())
         .flatten();
-    if let (Some(ours), Some(theirs)) = (ours, theirs) {
-        if let Some(first) = diff::differences(ours, &theirs, diff::CLIENT_SERVER, 1)
+    if let (Some(ours), Some(theirs)) = (ours, theirs)
+        && let Some(first) = diff::differences(ours, &theirs, diff::CLIENT_SERVER, 1)
             .into_iter()
             .next()
-        {
-            return first;
-        }
+    {
+        return first;
     }
     sentence.to_owned()
 }

@@ -100,10 +100,10 @@ fn split(full_name: &'static str) -> (&'static str, &'static str) {
 /// The trace a server call belongs to: the caller's, if its metadata
 /// names one, or a new one if someone is listening.
 pub(crate) fn server_trace(metadata: &Metadata) -> Option<TraceContext> {
-    if !metadata.is_empty() {
-        if let Some(trace) = TraceContext::from_metadata(metadata) {
-            return Some(trace);
-        }
+    if !metadata.is_empty()
+        && let Some(trace) = TraceContext::from_metadata(metadata)
+    {
+        return Some(trace);
     }
     tracing::enabled!(target: TARGET, tracing::Level::INFO).then(TraceContext::root)
 }

@@ -193,13 +193,13 @@ impl CallTable {
     /// Takes in a call just read: launched at once if a permit is free and
     /// no call is queued before it, queued otherwise.
     pub(super) fn admit(&mut self, id: u64, admitted: Admitted, entry: Option<Entry>) {
-        if self.queue.is_empty() {
-            if let Some(permit) = self.permits.try_acquire() {
-                // The entry goes into the table only if the call outlives
-                // its first poll: nothing can reach it during that poll.
-                self.launch(id, admitted, entry.map(Placed::Here), permit);
-                return;
-            }
+        if self.queue.is_empty()
+            && let Some(permit) = self.permits.try_acquire()
+        {
+            // The entry goes into the table only if the call outlives
+            // its first poll: nothing can reach it during that poll.
+            self.launch(id, admitted, entry.map(Placed::Here), permit);
+            return;
         }
         if let Some(entry) = entry {
             self.entries.insert(id, entry);

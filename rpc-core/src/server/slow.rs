@@ -156,24 +156,24 @@ impl SlowMethods {
             return poll();
         };
         let mut clock = CLOCK.get();
-        if let Clock::Whole(mut untimed) = clock {
-            if slot.load(Ordering::Relaxed) == 0 {
-                match untimed.note(index) {
-                    Noted::Already => return poll(),
-                    Noted::Now => {
-                        CLOCK.set(Clock::Whole(untimed));
-                        return poll();
-                    }
-                    // More methods than the stretch can name: the rest of
-                    // it times each poll, or a slow method behind the
-                    // others could go untimed in every stretch.
-                    Noted::Full => {
-                        clock = Clock::Each {
-                            at: Instant::now(),
-                            untimed,
-                        };
-                        CLOCK.set(clock);
-                    }
+        if let Clock::Whole(mut untimed) = clock
+            && slot.load(Ordering::Relaxed) == 0
+        {
+            match untimed.note(index) {
+                Noted::Already => return poll(),
+                Noted::Now => {
+                    CLOCK.set(Clock::Whole(untimed));
+                    return poll();
+                }
+                // More methods than the stretch can name: the rest of
+                // it times each poll, or a slow method behind the
+                // others could go untimed in every stretch.
+                Noted::Full => {
+                    clock = Clock::Each {
+                        at: Instant::now(),
+                        untimed,
+                    };
+                    CLOCK.set(clock);
                 }
             }
         }

@@ -123,10 +123,10 @@ fn check(members: Members<'_>) -> Result<Request<'_>, Invalid<'_>> {
         }
         id => id,
     };
-    if let Some(version) = members.jsonrpc {
-        if version.get() != "\"2.0\"" {
-            return Err(invalid(id, "\"jsonrpc\" must be \"2.0\" (or be left out)"));
-        }
+    if let Some(version) = members.jsonrpc
+        && version.get() != "\"2.0\""
+    {
+        return Err(invalid(id, "\"jsonrpc\" must be \"2.0\" (or be left out)"));
     }
     let Some(method) = members.method else {
         return Err(invalid(id, "the request has no \"method\""));
@@ -135,10 +135,10 @@ fn check(members: Members<'_>) -> Result<Request<'_>, Invalid<'_>> {
         return Err(invalid(id, "\"method\" must be a string"));
     };
     let params = members.params.filter(|params| params.get() != "null");
-    if let Some(params) = params {
-        if !(params.get().starts_with('[') || params.get().starts_with('{')) {
-            return Err(invalid(id, "\"params\" must be an array or an object"));
-        }
+    if let Some(params) = params
+        && !(params.get().starts_with('[') || params.get().starts_with('{'))
+    {
+        return Err(invalid(id, "\"params\" must be an array or an object"));
     }
     Ok(Request { id, method, params })
 }

@@ -101,15 +101,15 @@ impl Session {
             }
         };
         // A cancel frees room; it never waits for it.
-        if let Body::Single(Ok(request)) = &body {
-            if request.method == "rpc.cancel" {
-                let stopped = self.cancel(request);
-                if let Some(id) = request.id {
-                    let answer = envelope::result(id, if stopped { b"true" } else { b"false" });
-                    let _ = self.outgoing.send(answer.into()).await;
-                }
-                return;
+        if let Body::Single(Ok(request)) = &body
+            && request.method == "rpc.cancel"
+        {
+            let stopped = self.cancel(request);
+            if let Some(id) = request.id {
+                let answer = envelope::result(id, if stopped { b"true" } else { b"false" });
+                let _ = self.outgoing.send(answer.into()).await;
             }
+            return;
         }
         if let Body::Refused(len) = body {
             let _ = self.outgoing.send(self.json.refuse_batch(len).into()).await;

@@ -70,7 +70,7 @@ pub(super) enum Event {
 pub(super) enum Waiter {
     /// A one-answer call: its caller's task once it has polled for the
     /// answer, and when it stops waiting. The answer goes in the table
-    /// ([`CallTable::poll_reply`]): a call costs no channel.
+    /// ([`CallTable::poll_reply`](crate::client::calls::CallTable::poll_reply)): a call costs no channel.
     Unary {
         waker: Option<Waker>,
         deadline: Instant,

@@ -78,19 +78,48 @@ struct Inner {
 
 impl Inner {
     fn new(request_id: u64, method: Method, deadline: Instant, peer: Peer, metadata: Metadata) -> Inner {
-        let trace = crate::observe::server_trace(&metadata);
-        let extras = (!metadata.is_empty() || trace.is_some()).then(|| Box::new(Extras { metadata, trace }));
         Inner {
             request_id,
             method,
             deadline,
             peer,
-            extras,
+            extras: Inner::extras(metadata),
             cancelled: AtomicBool::new(false),
             expired: AtomicBool::new(false),
             listened: AtomicBool::new(false),
             cancel: Notify::new(),
         }
+    }
+
+    /// This context made over for another call from the same peer: as
+    /// [`Inner::new`] would make it, but for the peer it keeps.
+    fn renew(&mut self, request_id: u64, method: Method, deadline: Instant, metadata: Metadata) {
+        // Every field named, so that one added later cannot be left over
+        // from the call before.
+        let Inner {
+            request_id: id,
+            method: named,
+            deadline: due,
+            peer: _,
+            extras,
+            cancelled,
+            expired,
+            listened,
+            cancel,
+        } = self;
+        *id = request_id;
+        *named = method;
+        *due = deadline;
+        *extras = Inner::extras(metadata);
+        *cancelled.get_mut() = false;
+        *expired.get_mut() = false;
+        *listened.get_mut() = false;
+        *cancel = Notify::new();
+    }
+
+    fn extras(metadata: Metadata) -> Option<Box<Extras>> {
+        let trace = crate::observe::server_trace(&metadata);
+        (!metadata.is_empty() || trace.is_some()).then(|| Box::new(Extras { metadata, trace }))
     }
 }
 
@@ -139,11 +168,42 @@ impl Context {
         request_id: u64,
         method: &'static MethodDescriptor,
         deadline: Instant,
-        peer: Peer,
+        peer: &Peer,
         metadata: Metadata,
     ) -> Context {
-        let inner = Inner::new(request_id, Method::Described(method), deadline, peer, metadata);
-        Context::reusing(spare, inner)
+        Context::remade(
+            spare,
+            request_id,
+            Method::Described(method),
+            deadline,
+            peer,
+            metadata,
+        )
+    }
+
+    /// A context for a call from `peer`, made in the memory of `spare` if
+    /// nothing else holds that.
+    fn remade(
+        spare: Option<Context>,
+        request_id: u64,
+        method: Method,
+        deadline: Instant,
+        peer: &Peer,
+        metadata: Metadata,
+    ) -> Context {
+        if let Some(mut spare) = spare
+            && let Some(held) = Arc::get_mut(&mut spare.inner)
+        {
+            // Held by no one else, no clone or weak reference: nobody
+            // can tell it from a new one. The connection's calls share
+            // its peer: kept, rather than counted up and down again.
+            match held.peer.is(peer) {
+                true => held.renew(request_id, method, deadline, metadata),
+                false => *held = Inner::new(request_id, method, deadline, peer.clone(), metadata),
+            }
+            return spare;
+        }
+        Context::make(request_id, method, deadline, peer.clone(), metadata)
     }
 
     /// This context, whose call is over, kept for the connection's next
@@ -155,23 +215,10 @@ impl Context {
         Some(self)
     }
 
-    /// A context of `inner`, in `spare`'s memory if nothing else holds it.
-    fn reusing(spare: Option<Context>, inner: Inner) -> Context {
-        if let Some(mut spare) = spare
-            && let Some(held) = Arc::get_mut(&mut spare.inner)
-        {
-            // Held by no one else, no clone or weak reference: nobody
-            // can tell it from a new one.
-            *held = inner;
-            return spare;
-        }
-        Context {
-            inner: Arc::new(inner),
-        }
-    }
-
     fn make(request_id: u64, method: Method, deadline: Instant, peer: Peer, metadata: Metadata) -> Context {
-        Context::reusing(None, Inner::new(request_id, method, deadline, peer, metadata))
+        Context {
+            inner: Arc::new(Inner::new(request_id, method, deadline, peer, metadata)),
+        }
     }
 
     /// The context of the call this task is serving, if it is serving one.
@@ -359,26 +406,44 @@ mod tests {
         assert_eq!(later.remaining(), Duration::ZERO);
     }
 
-    fn inner(request_id: u64) -> Inner {
+    /// Call `request_id`'s context, from `peer`, in `spare` if it can be.
+    fn call(spare: Option<Context>, request_id: u64, peer: &Peer) -> Context {
         let deadline = Instant::now() + Duration::from_secs(60);
-        Inner::new(
+        Context::remade(
+            spare,
             request_id,
             Method::Named("S.m".into()),
             deadline,
-            Peer::unknown(),
+            peer,
             Metadata::new(),
         )
     }
 
     #[tokio::test]
     async fn a_spare_context_nobody_holds_is_made_again_in_place() {
-        let spare = Context::reusing(None, inner(1));
-        spare.cancel();
+        let peer = Peer::unknown();
+        let spare = call(None, 1, &peer);
+        spare.inner.listened.store(true, Ordering::SeqCst);
+        spare.expire();
         let memory = Arc::as_ptr(&spare.inner);
-        let next = Context::reusing(Some(spare), inner(2));
+        let next = call(Some(spare), 2, &peer);
         assert_eq!(Arc::as_ptr(&next.inner), memory, "the same memory");
         assert_eq!(next.request_id(), 2);
-        assert!(!next.is_cancelled(), "a new call's context starts afresh");
+        assert!(
+            !next.is_cancelled() && !next.expired() && !next.inner.listened.load(Ordering::SeqCst),
+            "a new call's context starts afresh"
+        );
+        assert!(next.peer().is(&peer), "the connection's peer is kept");
+    }
+
+    #[tokio::test]
+    async fn a_spare_made_again_for_another_peer_takes_that_peer() {
+        let (first, second) = (Peer::unknown(), Peer::unknown());
+        let spare = call(None, 1, &first);
+        let memory = Arc::as_ptr(&spare.inner);
+        let next = call(Some(spare), 2, &second);
+        assert_eq!(Arc::as_ptr(&next.inner), memory, "the same memory");
+        assert!(next.peer().is(&second) && !next.peer().is(&first));
     }
 
     #[tokio::test]
@@ -386,14 +451,14 @@ mod tests {
         let mut metadata = Metadata::new();
         metadata.insert("token", "secret").unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let carried = Inner::new(
+        let ctx = Context::remade(
+            None,
             1,
             Method::Named("S.m".into()),
             deadline,
-            Peer::unknown(),
+            &Peer::unknown(),
             metadata,
         );
-        let ctx = Context::reusing(None, carried);
         assert_eq!(ctx.metadata().get_str("token"), Some("secret"));
         let spare = ctx.into_spare().expect("nobody else holds it");
         assert!(spare.metadata().is_empty(), "the metadata went with its call");
@@ -407,10 +472,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_spare_context_someone_still_holds_is_left_to_them() {
-        let spare = Context::reusing(None, inner(1));
+        let peer = Peer::unknown();
+        let spare = call(None, 1, &peer);
         let kept = spare.clone();
         spare.cancel();
-        let next = Context::reusing(Some(spare), inner(2));
+        let next = call(Some(spare), 2, &peer);
         assert_ne!(Arc::as_ptr(&next.inner), Arc::as_ptr(&kept.inner));
         assert_eq!((kept.request_id(), next.request_id()), (1, 2));
         assert!(kept.is_cancelled() && !next.is_cancelled());

@@ -153,6 +153,12 @@ pub struct Credentials {
 }
 
 impl Peer {
+    /// Whether `other` is this very peer (a clone of it), not merely an
+    /// equal one.
+    pub(crate) fn is(&self, other: &Peer) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// A peer at `addr`.
     pub fn new(addr: PeerAddr) -> Peer {
         Peer {

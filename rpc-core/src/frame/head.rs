@@ -156,61 +156,108 @@ impl RequestHead {
     /// left for the call to check: a bad one fails that call, not the
     /// connection.
     pub fn decode_version(mut payload: Bytes, version: u16) -> Result<(RequestHead, Bytes), ProtocolError> {
-        if payload.len() < 9 {
+        let view = HeadView::read(&payload, version)?;
+        let (budget, fingerprint, args_at) = (view.budget, view.fingerprint, view.args_at);
+        let (method, metadata) = (view.method_at(), view.metadata.clone());
+        let head = RequestHead {
+            budget,
+            method: payload.slice(method),
+            metadata: payload.slice(metadata),
+            fingerprint,
+        };
+        payload.advance(args_at);
+        Ok((head, payload))
+    }
+}
+
+/// A request head read where it lies, in the payload it opens: what
+/// [`RequestHead::decode_version`] finds, with no slice of the payload
+/// made (each is a count up and a count down on its memory). The server
+/// reads every request so, and slices off only what a call keeps.
+#[derive(Debug)]
+pub(crate) struct HeadView<'a> {
+    pub(crate) budget: Duration,
+    /// The method's wire name, checked to be UTF-8.
+    pub(crate) method: &'a [u8],
+    pub(crate) fingerprint: Option<Fingerprint>,
+    /// Where the metadata block lies in the payload (empty if none).
+    pub(crate) metadata: std::ops::Range<usize>,
+    /// Where the arguments begin in the payload.
+    pub(crate) args_at: usize,
+}
+
+impl<'a> HeadView<'a> {
+    /// Reads the head of a request `payload` of protocol `version` (1 to
+    /// 3); a broken layout is a protocol violation, as for
+    /// [`RequestHead::decode_version`].
+    pub(crate) fn read(payload: &'a [u8], version: u16) -> Result<HeadView<'a>, ProtocolError> {
+        let mut rest = payload;
+        if rest.len() < 9 {
             return Err(ProtocolError::BadRequestHead(
                 "shorter than the 9-byte budget and name length",
             ));
         }
-        let micros = payload.get_u64_le();
-        let name_len = usize::from(payload.get_u8());
+        let micros = rest.get_u64_le();
+        let name_len = usize::from(rest.get_u8());
         if name_len == 0 {
             return Err(ProtocolError::BadRequestHead("the method name is empty"));
         }
-        if payload.len() < name_len {
+        let Some((method, after)) = rest.split_at_checked(name_len) else {
             return Err(ProtocolError::BadRequestHead(
                 "the method name runs past the end of the frame",
             ));
-        }
-        let method = payload.split_to(name_len);
+        };
+        rest = after;
         // Wire names are ASCII in practice, which is quicker to check.
-        if !method.is_ascii() && std::str::from_utf8(&method).is_err() {
+        if !method.is_ascii() && std::str::from_utf8(method).is_err() {
             return Err(ProtocolError::BadRequestHead("the method name is not UTF-8"));
         }
         let fingerprint = if version >= 3 {
-            if payload.len() < 8 {
+            if rest.len() < 8 {
                 return Err(ProtocolError::BadRequestHead(
                     "the fingerprint runs past the end of the frame",
                 ));
             }
-            Fingerprint::from_wire(payload.get_u64_le())
+            Fingerprint::from_wire(rest.get_u64_le())
         } else {
             None
         };
-        let metadata = if version >= 2 {
-            if payload.len() < 2 {
+        let metadata_len = if version >= 2 {
+            if rest.len() < 2 {
                 return Err(ProtocolError::BadRequestHead(
                     "the metadata length runs past the end of the frame",
                 ));
             }
-            let len = usize::from(payload.get_u16_le());
-            if payload.len() < len {
+            let len = usize::from(rest.get_u16_le());
+            if rest.len() < len {
                 return Err(ProtocolError::BadRequestHead(
                     "the metadata runs past the end of the frame",
                 ));
             }
-            payload.split_to(len)
+            len
         } else {
-            Bytes::new()
+            0
         };
-        Ok((
-            RequestHead {
-                budget: Duration::from_micros(micros),
-                method,
-                metadata,
-                fingerprint,
-            },
-            payload,
-        ))
+        let metadata_at = payload.len() - rest.len();
+        Ok(HeadView {
+            budget: Duration::from_micros(micros),
+            method,
+            fingerprint,
+            metadata: metadata_at..metadata_at + metadata_len,
+            args_at: metadata_at + metadata_len,
+        })
+    }
+
+    /// Where the method's name lies in the payload.
+    fn method_at(&self) -> std::ops::Range<usize> {
+        // The name starts after the budget and its length.
+        9..9 + self.method.len()
+    }
+
+    /// The method's wire name.
+    pub(crate) fn method_name(&self) -> &'a str {
+        // Checked when the head was read.
+        std::str::from_utf8(self.method).unwrap_or_default()
     }
 }
 

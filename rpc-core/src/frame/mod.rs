@@ -6,7 +6,7 @@
 //! reading Rust. Everything here is pure: bytes in, values or a
 //! [`ProtocolError`] out.
 
-mod head;
+pub(crate) mod head;
 mod violation;
 
 use bytes::{BufMut, Bytes};

@@ -6,14 +6,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::Instant;
 
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError};
-use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
+use crate::frame::head::HeadView;
+use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError};
 use crate::metadata::Metadata;
 use crate::server::Outcome;
 use crate::server::call::{self, ItemSink, Work};
@@ -84,9 +85,9 @@ impl Connection {
             return Err(ProtocolError::IdNotIncreasing { id, last }.into());
         }
         crate::observe::bytes(true, payload.len());
-        let (head, args) = RequestHead::decode_version(payload, self.version)?;
+        let head = HeadView::read(&payload, self.version)?;
         self.calls.last_read_id = id;
-        let route = match self.state.router.route_wire(&head) {
+        let route = match self.state.router.route_wire(head.method, head.method_name()) {
             Ok(route) => route,
             Err(unknown) => {
                 // Items the client sends behind the request are ignored: the
@@ -125,7 +126,7 @@ impl Connection {
         // Metadata past its bounds fails the call, not the connection.
         let metadata = match head.metadata.is_empty() {
             true => Metadata::new(),
-            false => match Metadata::decode(head.metadata) {
+            false => match Metadata::decode(payload.slice(head.metadata.clone())) {
                 Ok(metadata) => metadata,
                 Err(err) => {
                     let refused = WireError::new(ErrorCode::BadRequest, err.to_string());
@@ -140,7 +141,7 @@ impl Connection {
             id,
             method,
             received + budget,
-            self.peer.clone(),
+            &self.peer,
             metadata,
         );
         let (input, incoming) = match method.shape.input {
@@ -150,6 +151,11 @@ impl Connection {
             }
             false => (None, None),
         };
+        // What follows the head, sharing its memory: the head's own
+        // slices were never made.
+        let args_at = head.args_at;
+        let mut args = payload;
+        args.advance(args_at);
         let output = method.shape.output.then(SendCredit::new);
         let work = Work {
             ctx,

@@ -10,7 +10,6 @@ use rustc_hash::FxHashMap;
 
 use crate::descriptor::{MethodDescriptor, ServiceDescriptor};
 use crate::error::Error;
-use crate::frame::RequestHead;
 
 use crate::middleware::{CallService, ServerLayer, Wrap};
 use crate::server::dispatch::{self, Dispatch, Handler, Layered};
@@ -183,13 +182,11 @@ impl Router {
         self.routes.values()
     }
 
-    /// Where the method a request head names (a full wire name) goes, or
-    /// why nothing here serves it: the name's bytes are looked up as they
-    /// came (the head checked they are UTF-8 when it was decoded).
-    pub(crate) fn route_wire(&self, head: &RequestHead) -> Result<&Route, Error> {
-        self.routes
-            .get(head.method_bytes())
-            .ok_or_else(|| self.unknown(head.method()))
+    /// Where the method a request head names (a full wire name, `bytes`
+    /// as they came, and as `name`, which the head checked) goes, or why
+    /// nothing here serves it.
+    pub(crate) fn route_wire(&self, bytes: &[u8], name: &str) -> Result<&Route, Error> {
+        self.routes.get(bytes).ok_or_else(|| self.unknown(name))
     }
 
     /// Why nothing here serves `name`: a name without a dot names no

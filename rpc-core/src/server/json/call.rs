@@ -181,7 +181,7 @@ impl JsonRpc {
             self.next_request_id(),
             method,
             Instant::now() + budget,
-            caller.peer.clone(),
+            &caller.peer,
             Metadata::clone(&caller.metadata),
         );
         let work = Work {

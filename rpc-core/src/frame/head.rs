@@ -253,12 +253,6 @@ impl<'a> HeadView<'a> {
         // The name starts after the budget and its length.
         9..9 + self.method.len()
     }
-
-    /// The method's wire name.
-    pub(crate) fn method_name(&self) -> &'a str {
-        // Checked when the head was read.
-        std::str::from_utf8(self.method).unwrap_or_default()
-    }
 }
 
 #[cfg(test)]

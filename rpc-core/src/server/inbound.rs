@@ -87,7 +87,7 @@ impl Connection {
         crate::observe::bytes(true, payload.len());
         let head = HeadView::read(&payload, self.version)?;
         self.calls.last_read_id = id;
-        let route = match self.state.router.route_wire(head.method, head.method_name()) {
+        let route = match self.state.router.route_wire(head.method) {
             Ok(route) => route,
             Err(unknown) => {
                 // Items the client sends behind the request are ignored: the

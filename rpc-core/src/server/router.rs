@@ -182,11 +182,13 @@ impl Router {
         self.routes.values()
     }
 
-    /// Where the method a request head names (a full wire name, `bytes`
-    /// as they came, and as `name`, which the head checked) goes, or why
-    /// nothing here serves it.
-    pub(crate) fn route_wire(&self, bytes: &[u8], name: &str) -> Result<&Route, Error> {
-        self.routes.get(bytes).ok_or_else(|| self.unknown(name))
+    /// Where the method a request head names (a full wire name, as it
+    /// came: the head checked it is UTF-8) goes, or why nothing here
+    /// serves it.
+    pub(crate) fn route_wire(&self, name: &[u8]) -> Result<&Route, Error> {
+        self.routes
+            .get(name)
+            .ok_or_else(|| self.unknown(std::str::from_utf8(name).unwrap_or_default()))
     }
 
     /// Why nothing here serves `name`: a name without a dot names no

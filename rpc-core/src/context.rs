@@ -91,7 +91,7 @@ impl Inner {
         }
     }
 
-    /// This context made over for another call from the same peer: as
+    /// This context renewed for another call from the same peer: as
     /// [`Inner::new`] would make it, but for the peer it keeps.
     fn renew(&mut self, request_id: u64, method: Method, deadline: Instant, metadata: Metadata) {
         // Every field named, so that one added later cannot be left over
@@ -171,7 +171,7 @@ impl Context {
         peer: &Peer,
         metadata: Metadata,
     ) -> Context {
-        Context::remade(
+        Context::renewed(
             spare,
             request_id,
             Method::Described(method),
@@ -183,7 +183,7 @@ impl Context {
 
     /// A context for a call from `peer`, made in the memory of `spare` if
     /// nothing else holds that.
-    fn remade(
+    fn renewed(
         spare: Option<Context>,
         request_id: u64,
         method: Method,
@@ -407,12 +407,13 @@ mod tests {
     }
 
     /// Call `request_id`'s context, from `peer`, in `spare` if it can be.
+    /// (Its method and deadline, a minute apart, tell the calls apart.)
     fn call(spare: Option<Context>, request_id: u64, peer: &Peer) -> Context {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        Context::remade(
+        let deadline = Instant::now() + Duration::from_secs(60 * request_id);
+        Context::renewed(
             spare,
             request_id,
-            Method::Named("S.m".into()),
+            Method::Named(format!("S.m{request_id}").into()),
             deadline,
             peer,
             Metadata::new(),
@@ -420,24 +421,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_spare_context_nobody_holds_is_made_again_in_place() {
+    async fn a_spare_context_nobody_holds_is_renewed_in_place() {
         let peer = Peer::unknown();
         let spare = call(None, 1, &peer);
         spare.inner.listened.store(true, Ordering::SeqCst);
         spare.expire();
         let memory = Arc::as_ptr(&spare.inner);
+        let first_deadline = spare.deadline();
         let next = call(Some(spare), 2, &peer);
         assert_eq!(Arc::as_ptr(&next.inner), memory, "the same memory");
-        assert_eq!(next.request_id(), 2);
+        assert_eq!((next.request_id(), next.method()), (2, "S.m2"));
+        assert!(next.deadline() > first_deadline + Duration::from_secs(30));
         assert!(
             !next.is_cancelled() && !next.expired() && !next.inner.listened.load(Ordering::SeqCst),
             "a new call's context starts afresh"
         );
-        assert!(next.peer().is(&peer), "the connection's peer is kept");
+        assert!(next.peer().is(&peer), "the call's peer is the connection's");
     }
 
     #[tokio::test]
-    async fn a_spare_made_again_for_another_peer_takes_that_peer() {
+    async fn a_spare_renewed_for_another_peer_takes_that_peer() {
         let (first, second) = (Peer::unknown(), Peer::unknown());
         let spare = call(None, 1, &first);
         let memory = Arc::as_ptr(&spare.inner);
@@ -451,7 +454,7 @@ mod tests {
         let mut metadata = Metadata::new();
         metadata.insert("token", "secret").unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let ctx = Context::remade(
+        let ctx = Context::renewed(
             None,
             1,
             Method::Named("S.m".into()),

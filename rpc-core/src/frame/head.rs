@@ -155,18 +155,23 @@ impl RequestHead {
     /// head and its argument bytes. The metadata block's layout inside is
     /// left for the call to check: a bad one fails that call, not the
     /// connection.
-    pub fn decode_version(mut payload: Bytes, version: u16) -> Result<(RequestHead, Bytes), ProtocolError> {
+    pub fn decode_version(payload: Bytes, version: u16) -> Result<(RequestHead, Bytes), ProtocolError> {
         let view = HeadView::read(&payload, version)?;
-        let (budget, fingerprint, args_at) = (view.budget, view.fingerprint, view.args_at);
-        let (method, metadata) = (view.method_at(), view.metadata.clone());
+        let method = view.method_range();
+        let HeadView {
+            budget,
+            fingerprint,
+            metadata,
+            args_at,
+            ..
+        } = view;
         let head = RequestHead {
             budget,
             method: payload.slice(method),
             metadata: payload.slice(metadata),
             fingerprint,
         };
-        payload.advance(args_at);
-        Ok((head, payload))
+        Ok((head, HeadView::args(payload, args_at)))
     }
 }
 
@@ -248,16 +253,27 @@ impl<'a> HeadView<'a> {
         })
     }
 
-    /// Where the method's name lies in the payload.
-    fn method_at(&self) -> std::ops::Range<usize> {
-        // The name starts after the budget and its length.
+    /// Where the method's name lies in the payload: after the budget and
+    /// the name's length.
+    fn method_range(&self) -> std::ops::Range<usize> {
         9..9 + self.method.len()
+    }
+
+    /// The arguments of `payload`, which begin at `args_at`: none, holding
+    /// nothing of the payload's memory, if the head ends the payload.
+    pub(crate) fn args(mut payload: Bytes, args_at: usize) -> Bytes {
+        if args_at == payload.len() {
+            return Bytes::new();
+        }
+        payload.advance(args_at);
+        payload
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metadata::Metadata;
 
     #[test]
     fn request_head_round_trips_and_shares_the_arguments() {
@@ -270,6 +286,25 @@ mod tests {
         assert_eq!(head.budget, Duration::from_millis(1500));
         assert_eq!(&args[..], &[0x0a, 0x06]);
         assert_eq!(args.as_ptr(), payload[payload.len() - 2..].as_ptr());
+    }
+
+    #[test]
+    fn a_call_without_arguments_holds_nothing_of_its_frame() {
+        let mut buf = BytesMut::with_capacity(64);
+        let mut frame = || {
+            RequestHead::encode_v3("S.m", Duration::from_secs(1), None, &Metadata::new(), &mut buf).unwrap();
+            buf.split().freeze()
+        };
+        let payload = frame();
+        let len = payload.len();
+        let args_at = HeadView::read(&payload, 3).unwrap().args_at;
+        assert_eq!(args_at, len);
+        let args = HeadView::args(payload, args_at);
+        let (head, decoded) = RequestHead::decode_version(frame(), 3).unwrap();
+        drop(head);
+        assert!(args.is_empty() && decoded.is_empty());
+        // Nothing else holds the memory the frames were read into.
+        assert!(buf.try_reclaim(2 * len), "the arguments hold the frames' memory");
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //! reading Rust. Everything here is pure: bytes in, values or a
 //! [`ProtocolError`] out.
 
-pub(crate) mod head;
+mod head;
 mod violation;
 
 use bytes::{BufMut, Bytes};
 
+pub(crate) use head::HeadView;
 pub use head::{MAX_METHOD_NAME_LEN, MAX_WIRE_BUDGET, RequestHead};
 pub use violation::ProtocolError;
 

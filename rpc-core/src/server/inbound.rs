@@ -6,15 +6,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::Instant;
 
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError};
-use crate::frame::head::HeadView;
-use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError};
+use crate::frame::{self, CONNECTION_ID, Frame, HeadView, Kind, ProtocolError};
 use crate::metadata::Metadata;
 use crate::server::Outcome;
 use crate::server::call::{self, ItemSink, Work};
@@ -126,7 +125,7 @@ impl Connection {
         // Metadata past its bounds fails the call, not the connection.
         let metadata = match head.metadata.is_empty() {
             true => Metadata::new(),
-            false => match Metadata::decode(payload.slice(head.metadata.clone())) {
+            false => match Metadata::decode(payload.slice(head.metadata)) {
                 Ok(metadata) => metadata,
                 Err(err) => {
                     let refused = WireError::new(ErrorCode::BadRequest, err.to_string());
@@ -154,8 +153,7 @@ impl Connection {
         // What follows the head, sharing its memory: the head's own
         // slices were never made.
         let args_at = head.args_at;
-        let mut args = payload;
-        args.advance(args_at);
+        let args = HeadView::args(payload, args_at);
         let output = method.shape.output.then(SendCredit::new);
         let work = Work {
             ctx,

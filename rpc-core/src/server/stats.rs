@@ -104,8 +104,11 @@ impl Counters {
 
     pub(crate) fn stream_item_sent(&self, in_flight: u64) {
         self.stream_items_sent.fetch_add(1, Ordering::Relaxed);
-        self.peak_stream_items_in_flight
-            .fetch_max(in_flight, Ordering::Relaxed);
+        // Looked at first, as the calls' peak is (see `Gauge::up`).
+        if in_flight > self.peak_stream_items_in_flight.load(Ordering::Relaxed) {
+            self.peak_stream_items_in_flight
+                .fetch_max(in_flight, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn request_received(&self) {

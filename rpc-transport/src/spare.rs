@@ -8,8 +8,11 @@
 //! back to the allocator when its user is done, and the allocator may give
 //! it back to the system; the next frame then faults in every 4 KiB page
 //! anew, which costs more than reading it. The reader keeps instead the
-//! memory the last large frame was read into, and reads the next large
-//! one into it once its user has let it go: two buffers that take turns.
+//! memory its last large frames were read into, and reads the next large
+//! one into the oldest of them whose users have let it go: with several
+//! calls in flight, several frames are held at once (an echoed blob until
+//! its answer is written), and two buffers taking turns would seldom find
+//! one free.
 
 use bytes::BytesMut;
 
@@ -24,32 +27,78 @@ pub(crate) const SPARE_FROM: usize = 256 * 1024;
 const PAST_FRAME: usize = 8 * 1024;
 
 /// Needs for room in a row for frames shorter than [`SPARE_FROM`] after
-/// which the spare is let go: the connection has stopped receiving large
+/// which the spares are let go: the connection has stopped receiving large
 /// frames.
 const SPARE_NEEDS: usize = 64;
 
-/// The large memory a reader keeps for its next large frame.
+/// Most large buffers kept on a multi-thread runtime. More would keep
+/// more echoes' memory, but memory kept here is memory the allocator
+/// cannot hand a handler (the `Vec` it decodes a blob into), which then
+/// faults its pages in.
+const MAX_SPARES: usize = 4;
+
+/// Most large buffers kept on a current-thread runtime, where one thread's
+/// heap serves the reader and every handler it runs: with four, glibc's
+/// heap served the handlers' `Vec`s from memory it had given back to the
+/// system, and `Vec<u8>` echoes lost a tenth (with eight, a quarter),
+/// while `rpc::Bytes` echoes gained less than on a multi-thread runtime.
+const MAX_SPARES_CURRENT_THREAD: usize = 1;
+
+/// Most memory the spares hold together: past it, the oldest go (but the
+/// newest, which is kept whatever its size).
+const MAX_SPARE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The large memory a reader keeps for its next large frames.
 ///
-/// A reader holds at most two large buffers beyond the frames its users
-/// hold: the one it reads into, and the spare.
-#[derive(Debug, Default)]
+/// A reader holds at most [`MAX_SPARES`] large buffers
+/// ([`MAX_SPARES_CURRENT_THREAD`] on a current-thread runtime), and
+/// [`MAX_SPARE_BYTES`], beyond the frames its users hold and the one it
+/// reads into: memory its frames held a moment ago, while the connection
+/// receives large frames (see [`SPARE_NEEDS`]; a quiet reader gives them
+/// back with its buffer).
+#[derive(Debug)]
 pub(crate) struct Spare {
     /// The memory the reader left for other memory while it was large,
-    /// emptied.
-    buf: Option<BytesMut>,
-    /// The reader's buffer is in large memory.
-    large: bool,
+    /// emptied, oldest first, with the size it was taken at (a buffer's
+    /// capacity counts only from where its last frame ended).
+    bufs: Vec<(BytesMut, usize)>,
+    /// The size of the large memory the reader's buffer is in, if it is.
+    large: Option<usize>,
     /// Needs for room for short frames since the last for a large one.
     unused: usize,
+    /// Most buffers kept.
+    max: usize,
+}
+
+impl Default for Spare {
+    /// Spares for a reader on the runtime it is made in.
+    fn default() -> Spare {
+        let flavor = tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor());
+        let max = match flavor {
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => MAX_SPARES_CURRENT_THREAD,
+            _ => MAX_SPARES,
+        };
+        Spare::keeping(max)
+    }
 }
 
 impl Spare {
+    /// Spares, at most `max` of them.
+    fn keeping(max: usize) -> Spare {
+        Spare {
+            bufs: Vec::new(),
+            large: None,
+            unused: 0,
+            max,
+        }
+    }
+
     /// Makes room in `buf`, the reader's buffer, for `additional` more
     /// bytes of a frame of `frame_len` bytes, if its header has arrived:
     /// in the memory it is in if nothing else holds that any more, else,
-    /// when large memory is wanted or left, in the spare if its frames'
-    /// users have let it go, else in new memory. Large memory left behind
-    /// becomes the spare.
+    /// when large memory is wanted or left, in the oldest spare whose
+    /// frames' users have let it go, else in new memory. Large memory left
+    /// behind becomes a spare.
     pub(crate) fn make_room(&mut self, buf: &mut BytesMut, additional: usize, frame_len: Option<usize>) {
         if let Some(frame_len) = frame_len {
             self.count(frame_len >= SPARE_FROM);
@@ -60,22 +109,39 @@ impl Spare {
         let needed = buf.len() + additional;
         // A spare free again has room for this frame and likely the whole
         // of the next: taken for any need, the frame then grows no more.
-        let free = self.buf.take_if(|spare| spare.try_reclaim(needed));
-        if free.is_none() && needed < SPARE_FROM && !self.large {
+        let free = self
+            .bufs
+            .iter_mut()
+            .position(|(spare, _)| spare.try_reclaim(needed))
+            .map(|at| self.bufs.remove(at));
+        if free.is_none() && needed < SPARE_FROM && self.large.is_none() {
             buf.reserve(additional);
             return;
         }
         let (mut room, large) = match free {
-            Some(spare) => (spare, true),
-            None => (BytesMut::with_capacity(needed + PAST_FRAME), needed >= SPARE_FROM),
+            Some((spare, size)) => (spare, Some(size)),
+            None => {
+                let size = needed + PAST_FRAME;
+                (
+                    BytesMut::with_capacity(size),
+                    (needed >= SPARE_FROM).then_some(size),
+                )
+            }
         };
         room.extend_from_slice(buf);
         let mut left = std::mem::replace(buf, room);
-        // Large memory just left becomes the spare, in place of any other
-        // (whose frames were still held a moment ago).
-        if std::mem::replace(&mut self.large, large) {
+        // Large memory just left becomes a spare, the newest; the oldest
+        // go past the bounds.
+        if let Some(size) = std::mem::replace(&mut self.large, large) {
             left.clear();
-            self.buf = Some(left);
+            self.bufs.push((left, size));
+            // The newest stays whatever its size, as the one spare did.
+            while self.bufs.len() > self.max
+                || (self.bufs.len() > 1
+                    && self.bufs.iter().map(|(_, size)| size).sum::<usize>() > MAX_SPARE_BYTES)
+            {
+                self.bufs.remove(0);
+            }
         }
     }
 
@@ -90,19 +156,19 @@ impl Spare {
         }
         self.unused += 1;
         if self.unused >= SPARE_NEEDS {
-            self.buf = None;
+            self.bufs = Vec::new();
         }
     }
 
     /// Whether a spare is kept.
     #[cfg(test)]
     pub(crate) fn holds_memory(&self) -> bool {
-        self.buf.is_some()
+        !self.bufs.is_empty()
     }
 
-    /// Forgets the spare, for a reader that gave its buffer back.
+    /// Forgets the spares, for a reader that gave its buffer back.
     pub(crate) fn release(&mut self) {
-        *self = Spare::default();
+        *self = Spare::keeping(self.max);
     }
 }
 
@@ -133,6 +199,71 @@ mod tests {
         let fourth = read_large(&mut spare, &mut buf, 4);
         assert_eq!(fourth.as_ptr(), at_second, "and then into the second's");
         assert!(third.iter().all(|byte| *byte == 3) && fourth.iter().all(|byte| *byte == 4));
+    }
+
+    #[test]
+    fn with_several_large_frames_held_the_next_go_where_their_users_let_go() {
+        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        let mut held: Vec<_> = (0..4u8)
+            .map(|fill| read_large(&mut spare, &mut buf, fill))
+            .collect();
+        let at: Vec<_> = held.iter().map(|frame| frame.as_ptr()).collect();
+        assert_eq!(spare.bufs.len(), 3, "the memory of each frame but the last");
+        // The first and the third are let go; the rest still held.
+        let third = held.remove(2);
+        let first = held.remove(0);
+        drop((first, third));
+        let next = read_large(&mut spare, &mut buf, 4);
+        let after = read_large(&mut spare, &mut buf, 5);
+        assert_eq!(
+            (next.as_ptr(), after.as_ptr()),
+            (at[0], at[2]),
+            "read into the memory let go, oldest first"
+        );
+        assert!(next.iter().all(|byte| *byte == 4) && after.iter().all(|byte| *byte == 5));
+        assert!(
+            held.iter()
+                .zip([1u8, 3])
+                .all(|(frame, fill)| frame.iter().all(|byte| *byte == fill))
+        );
+    }
+
+    #[test]
+    fn a_reader_on_a_current_thread_runtime_keeps_one_spare() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (mut spare, mut buf) = (runtime.block_on(async { Spare::default() }), BytesMut::new());
+        let _held: Vec<_> = (0..4u8)
+            .map(|fill| read_large(&mut spare, &mut buf, fill))
+            .collect();
+        assert_eq!(spare.bufs.len(), MAX_SPARES_CURRENT_THREAD);
+        let runtime = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+        assert_eq!(runtime.block_on(async { Spare::default() }).max, MAX_SPARES);
+    }
+
+    #[test]
+    fn spares_are_kept_within_their_bounds() {
+        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        // Past the count: the oldest go.
+        let _held: Vec<_> = (0..2 * MAX_SPARES as u8)
+            .map(|fill| read_large(&mut spare, &mut buf, fill))
+            .collect();
+        assert_eq!(spare.bufs.len(), MAX_SPARES);
+        // Past the bytes: fewer, larger ones.
+        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        let huge = MAX_SPARE_BYTES / 3;
+        let _held: Vec<_> = (0..6)
+            .map(|_| {
+                spare.make_room(&mut buf, huge, Some(huge));
+                buf.resize(huge, 0);
+                buf.split_to(huge).freeze()
+            })
+            .collect();
+        let kept: usize = spare.bufs.iter().map(|(_, size)| size).sum();
+        assert!(
+            kept <= MAX_SPARE_BYTES && spare.bufs.len() == 2,
+            "{kept} bytes in {} spares",
+            spare.bufs.len()
+        );
     }
 
     #[test]
@@ -199,6 +330,6 @@ mod tests {
         let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
         spare.make_room(&mut buf, 8 * 1024, None);
         assert!(buf.capacity() >= 8 * 1024);
-        assert!(spare.buf.is_none() && !spare.large);
+        assert!(spare.bufs.is_empty() && spare.large.is_none());
     }
 }

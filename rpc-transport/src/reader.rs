@@ -41,7 +41,7 @@ pub struct FrameReader<R> {
     /// When a quiet connection gives its buffer back: one timer for the
     /// reader's life, taken at its first wait, told of every read.
     quiet: Option<Quiet>,
-    /// The memory the last large frame was read into, for the next one.
+    /// The memory the last large frames were read into, for the next ones.
     spare: Spare,
 }
 
@@ -72,7 +72,7 @@ impl<R: ReadHalf> FrameReader<R> {
             released: true,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             quiet: None,
-            spare: Spare::default(),
+            spare: Spare::new(R::WAITS_FOR_BYTES),
         }
     }
 
@@ -179,7 +179,7 @@ impl<R: ReadHalf> FrameReader<R> {
     /// ([`READ_SMALL`]) and grows it only for a burst.
     async fn wait_for_data(&mut self) -> std::io::Result<()> {
         // Not a buffer of no capacity: one read to its last byte still
-        // holds the memory its last frame came in (and the spare).
+        // holds the memory its last frame came in (and the spares).
         if self.released {
             return self.io.readable().await;
         }

@@ -9,7 +9,8 @@
 //! it back to the system; the next frame then faults in every 4 KiB page
 //! anew, which costs more than reading it. The reader keeps instead the
 //! memory its last large frames were read into, and reads the next large
-//! one into the oldest of them whose users have let it go: with several
+//! one into the oldest of them with room for it (its users have let it
+//! go, or what is left behind its last frame is room enough): with several
 //! calls in flight, several frames are held at once (an echoed blob until
 //! its answer is written), and two buffers taking turns would seldom find
 //! one free.
@@ -37,6 +38,12 @@ const SPARE_NEEDS: usize = 64;
 /// faults its pages in.
 const MAX_SPARES: usize = 4;
 
+/// Most large buffers kept by a reader that cannot give its memory back
+/// while its connection is idle (over a stream that cannot wait for
+/// bytes without a buffer, such as TLS): it holds them until the
+/// connection closes.
+const MAX_SPARES_KEPT_IDLE: usize = 1;
+
 /// Most large buffers kept on a current-thread runtime, where one thread's
 /// heap serves the reader and every handler it runs: with four, glibc's
 /// heap served the handlers' `Vec`s from memory it had given back to the
@@ -51,11 +58,12 @@ const MAX_SPARE_BYTES: usize = 16 * 1024 * 1024;
 /// The large memory a reader keeps for its next large frames.
 ///
 /// A reader holds at most [`MAX_SPARES`] large buffers
-/// ([`MAX_SPARES_CURRENT_THREAD`] on a current-thread runtime), and
+/// ([`MAX_SPARES_CURRENT_THREAD`] on a current-thread runtime,
+/// [`MAX_SPARES_KEPT_IDLE`] if it cannot give them back when idle), and
 /// [`MAX_SPARE_BYTES`], beyond the frames its users hold and the one it
 /// reads into: memory its frames held a moment ago, while the connection
-/// receives large frames (see [`SPARE_NEEDS`]; a quiet reader gives them
-/// back with its buffer).
+/// receives large frames (see [`SPARE_NEEDS`]). A quiet reader over a
+/// socket gives them back with its buffer.
 #[derive(Debug)]
 pub(crate) struct Spare {
     /// The memory the reader left for other memory while it was large,
@@ -70,11 +78,14 @@ pub(crate) struct Spare {
     max: usize,
 }
 
-impl Default for Spare {
-    /// Spares for a reader on the runtime it is made in.
-    fn default() -> Spare {
+impl Spare {
+    /// Spares for a reader made on the runtime it runs on (outside one,
+    /// as on a multi-thread runtime), which `releases` its memory when
+    /// idle or not.
+    pub(crate) fn new(releases: bool) -> Spare {
         let flavor = tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor());
         let max = match flavor {
+            _ if !releases => MAX_SPARES_KEPT_IDLE,
             Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => MAX_SPARES_CURRENT_THREAD,
             _ => MAX_SPARES,
         };
@@ -97,7 +108,8 @@ impl Spare {
     /// bytes of a frame of `frame_len` bytes, if its header has arrived:
     /// in the memory it is in if nothing else holds that any more, else,
     /// when large memory is wanted or left, in the oldest spare whose
-    /// frames' users have let it go, else in new memory. Large memory left
+    /// frames' users have let it go (or whose tail has the room), else in
+    /// new memory. Large memory left
     /// behind becomes a spare.
     pub(crate) fn make_room(&mut self, buf: &mut BytesMut, additional: usize, frame_len: Option<usize>) {
         if let Some(frame_len) = frame_len {
@@ -109,6 +121,7 @@ impl Spare {
         let needed = buf.len() + additional;
         // A spare free again has room for this frame and likely the whole
         // of the next: taken for any need, the frame then grows no more.
+        // (One still held may lend the room behind its last frame.)
         let free = self
             .bufs
             .iter_mut()
@@ -186,8 +199,8 @@ mod tests {
     }
 
     #[test]
-    fn large_frames_take_turns_in_two_buffers_once_their_users_let_go() {
-        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+    fn large_frames_take_turns_in_buffers_once_their_users_let_go() {
+        let (mut spare, mut buf) = (Spare::new(true), BytesMut::new());
         let first = read_large(&mut spare, &mut buf, 1);
         let second = read_large(&mut spare, &mut buf, 2);
         let (at_first, at_second) = (first.as_ptr(), second.as_ptr());
@@ -203,7 +216,7 @@ mod tests {
 
     #[test]
     fn with_several_large_frames_held_the_next_go_where_their_users_let_go() {
-        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        let (mut spare, mut buf) = (Spare::new(true), BytesMut::new());
         let mut held: Vec<_> = (0..4u8)
             .map(|fill| read_large(&mut spare, &mut buf, fill))
             .collect();
@@ -231,25 +244,44 @@ mod tests {
     #[test]
     fn a_reader_on_a_current_thread_runtime_keeps_one_spare() {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let (mut spare, mut buf) = (runtime.block_on(async { Spare::default() }), BytesMut::new());
+        let (mut spare, mut buf) = (runtime.block_on(async { Spare::new(true) }), BytesMut::new());
         let _held: Vec<_> = (0..4u8)
             .map(|fill| read_large(&mut spare, &mut buf, fill))
             .collect();
         assert_eq!(spare.bufs.len(), MAX_SPARES_CURRENT_THREAD);
         let runtime = tokio::runtime::Builder::new_multi_thread().build().unwrap();
-        assert_eq!(runtime.block_on(async { Spare::default() }).max, MAX_SPARES);
+        assert_eq!(runtime.block_on(async { Spare::new(true) }).max, MAX_SPARES);
+        assert_eq!(
+            runtime.block_on(async { Spare::new(false) }).max,
+            MAX_SPARES_KEPT_IDLE,
+            "a reader that keeps its memory while idle keeps one spare"
+        );
+    }
+
+    #[test]
+    fn the_newest_spare_is_kept_whatever_its_size() {
+        let (mut spare, mut buf) = (Spare::new(true), BytesMut::new());
+        let huge = MAX_SPARE_BYTES + 1;
+        let _held: Vec<_> = (0..2)
+            .map(|_| {
+                spare.make_room(&mut buf, huge, Some(huge));
+                buf.resize(huge, 0);
+                buf.split_to(huge).freeze()
+            })
+            .collect();
+        assert_eq!(spare.bufs.len(), 1, "one past the bound, kept alone");
     }
 
     #[test]
     fn spares_are_kept_within_their_bounds() {
-        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        let (mut spare, mut buf) = (Spare::new(true), BytesMut::new());
         // Past the count: the oldest go.
         let _held: Vec<_> = (0..2 * MAX_SPARES as u8)
             .map(|fill| read_large(&mut spare, &mut buf, fill))
             .collect();
         assert_eq!(spare.bufs.len(), MAX_SPARES);
         // Past the bytes: fewer, larger ones.
-        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        let (mut spare, mut buf) = (Spare::new(true), BytesMut::new());
         let huge = MAX_SPARE_BYTES / 3;
         let _held: Vec<_> = (0..6)
             .map(|_| {
@@ -268,7 +300,7 @@ mod tests {
 
     #[test]
     fn the_spare_goes_after_a_run_of_needs_for_small_frames() {
-        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        let (mut spare, mut buf) = (Spare::new(true), BytesMut::new());
         let _held: Vec<_> = (0..3u8)
             .map(|fill| read_large(&mut spare, &mut buf, fill))
             .collect();
@@ -290,7 +322,7 @@ mod tests {
 
     #[test]
     fn large_frames_keep_the_spare_however_their_room_is_found() {
-        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        let (mut spare, mut buf) = (Spare::new(true), BytesMut::new());
         // Two held at once leave a spare.
         let held = (
             read_large(&mut spare, &mut buf, 1),
@@ -314,7 +346,7 @@ mod tests {
 
     #[test]
     fn bytes_already_read_move_with_the_frame_into_the_spare() {
-        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        let (mut spare, mut buf) = (Spare::new(true), BytesMut::new());
         let first = read_large(&mut spare, &mut buf, 1);
         let _second = read_large(&mut spare, &mut buf, 2);
         drop(first);
@@ -327,7 +359,7 @@ mod tests {
 
     #[test]
     fn small_frames_grow_the_buffer_as_ever() {
-        let (mut spare, mut buf) = (Spare::default(), BytesMut::new());
+        let (mut spare, mut buf) = (Spare::new(true), BytesMut::new());
         spare.make_room(&mut buf, 8 * 1024, None);
         assert!(buf.capacity() >= 8 * 1024);
         assert!(spare.bufs.is_empty() && spare.large.is_none());

@@ -35,6 +35,11 @@ pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
 
 /// The reading half of a byte stream.
 pub trait ReadHalf: AsyncRead + Send + Unpin {
+    /// Whether [`readable`](ReadHalf::readable) waits for bytes (a
+    /// socket's does), so that an idle reader can give its memory back.
+    /// A stream that says so must override `readable`.
+    const WAITS_FOR_BYTES: bool = false;
+
     /// Completes when the stream has bytes to read (or has ended).
     ///
     /// Streams that can wait for data without a buffer (sockets) let an

@@ -23,6 +23,8 @@ impl ByteStream for UnixStream {
 }
 
 impl ReadHalf for OwnedReadHalf {
+    const WAITS_FOR_BYTES: bool = true;
+
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         OwnedReadHalf::readable(self)
     }

@@ -193,9 +193,14 @@ mod tests {
 
     /// A large frame read into `buf` and split off: what its user keeps.
     fn read_large(spare: &mut Spare, buf: &mut BytesMut, fill: u8) -> bytes::Bytes {
-        spare.make_room(buf, LARGE, Some(LARGE));
-        buf.extend_from_slice(&vec![fill; LARGE]);
-        buf.split_to(LARGE).freeze()
+        read_sized(spare, buf, LARGE, fill)
+    }
+
+    /// A frame of `len` bytes of `fill` read into `buf` and split off.
+    fn read_sized(spare: &mut Spare, buf: &mut BytesMut, len: usize, fill: u8) -> bytes::Bytes {
+        spare.make_room(buf, len, Some(len));
+        buf.resize(buf.len() + len, fill);
+        buf.split_to(len).freeze()
     }
 
     #[test]
@@ -263,11 +268,7 @@ mod tests {
         let (mut spare, mut buf) = (Spare::new(true), BytesMut::new());
         let huge = MAX_SPARE_BYTES + 1;
         let _held: Vec<_> = (0..2)
-            .map(|_| {
-                spare.make_room(&mut buf, huge, Some(huge));
-                buf.resize(huge, 0);
-                buf.split_to(huge).freeze()
-            })
+            .map(|_| read_sized(&mut spare, &mut buf, huge, 0))
             .collect();
         assert_eq!(spare.bufs.len(), 1, "one past the bound, kept alone");
     }
@@ -284,11 +285,7 @@ mod tests {
         let (mut spare, mut buf) = (Spare::new(true), BytesMut::new());
         let huge = MAX_SPARE_BYTES / 3;
         let _held: Vec<_> = (0..6)
-            .map(|_| {
-                spare.make_room(&mut buf, huge, Some(huge));
-                buf.resize(huge, 0);
-                buf.split_to(huge).freeze()
-            })
+            .map(|_| read_sized(&mut spare, &mut buf, huge, 0))
             .collect();
         let kept: usize = spare.bufs.iter().map(|(_, size)| size).sum();
         assert!(

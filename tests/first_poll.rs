@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use common::failing::{Fails, FailsAt};
 use common::raw::{raw, read_frame, request};
 use tokio::io::AsyncWriteExt;
 
@@ -253,7 +254,7 @@ async fn a_panic_outside_the_handler_in_a_first_poll_is_answered() {
     assert_eq!(client.add(1, 2).await.unwrap(), 3);
     // This runtime's one thread runs both sides: the subscriber is theirs.
     {
-        let _guard = tracing::subscriber::set_default(common::failing::FailsOnServerSpans);
+        let _guard = tracing::subscriber::set_default(Fails::at(FailsAt::ServerSpan));
         match client.add(1, 2).await {
             Err(rpc::Error::HandlerPanicked { message, .. }) => {
                 assert!(message.contains("the subscriber failed"), "{message}");
@@ -275,79 +276,6 @@ async fn a_panic_outside_the_handler_in_a_first_poll_is_answered() {
     server.stop().await;
 }
 
-/// A subscriber that fails at the event a server call's end makes.
-#[derive(Clone, Default)]
-struct FailsAtCallEnd {
-    /// The times it failed.
-    failed: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl tracing::Subscriber for FailsAtCallEnd {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        let metadata = event.metadata();
-        let call_end =
-            metadata.target() == "rpc_core::server::call" && *metadata.level() == tracing::Level::DEBUG;
-        if call_end {
-            self.failed.fetch_add(1, Ordering::SeqCst);
-            panic!("the subscriber failed");
-        }
-    }
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-/// A subscriber that fails the second time a server call's span is
-/// entered: in the call's second poll, in the task it got for waiting.
-#[derive(Default)]
-struct FailsOnSecondEntry {
-    entered: std::sync::atomic::AtomicUsize,
-}
-
-/// The id this subscriber gives server calls' spans.
-const SERVER_SPAN: u64 = 1;
-
-impl tracing::Subscriber for FailsOnSecondEntry {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        match span.metadata().name() {
-            "rpc.server" => tracing::span::Id::from_u64(SERVER_SPAN),
-            _ => tracing::span::Id::from_u64(SERVER_SPAN + 1),
-        }
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, _: &tracing::Event<'_>) {}
-
-    fn enter(&self, span: &tracing::span::Id) {
-        if span.into_u64() == SERVER_SPAN {
-            let entries = self.entered.fetch_add(1, Ordering::SeqCst) + 1;
-            assert_ne!(entries, 2, "the subscriber failed");
-        }
-    }
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 /// A call that waited, in a task of its own, and then panics outside its
 /// handler is answered as a panicked handler's would be (its task would
 /// otherwise take the answer with it, and the caller wait for its
@@ -357,7 +285,7 @@ async fn a_panic_outside_the_handler_in_a_later_poll_is_answered() {
     let (server, client) = serve(Arc::new(AtomicBool::new(false))).await;
     assert_eq!(client.nap().await.unwrap(), 7);
     {
-        let _guard = tracing::subscriber::set_default(FailsOnSecondEntry::default());
+        let _guard = tracing::subscriber::set_default(Fails::at(FailsAt::SecondEntry));
         let answered = tokio::time::timeout(Duration::from_secs(60), client.nap())
             .await
             .expect("the call was not answered");
@@ -380,7 +308,7 @@ async fn a_panic_outside_the_handler_in_a_later_poll_is_answered() {
 #[tokio::test]
 async fn a_panic_watching_a_calls_end_leaves_the_call_as_it_ended() {
     let (server, client) = serve(Arc::new(AtomicBool::new(false))).await;
-    let subscriber = FailsAtCallEnd::default();
+    let subscriber = Fails::at(FailsAt::CallEnd);
     {
         let _guard = tracing::subscriber::set_default(subscriber.clone());
         // In place, and in a task of its own.

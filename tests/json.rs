@@ -1497,7 +1497,9 @@ async fn a_json_call_that_panics_outside_its_handler_is_answered() {
     let mut http = Http::connect(addr).await;
     // This runtime's one thread runs both sides: the subscriber is theirs.
     let answer = {
-        let _guard = tracing::subscriber::set_default(common::failing::FailsOnServerSpans);
+        let _guard = tracing::subscriber::set_default(common::failing::Fails::at(
+            common::failing::FailsAt::ServerSpan,
+        ));
         http.call(json!({"jsonrpc": "2.0", "id": 1, "method": "add", "params": [1, 2]}))
             .await
     };

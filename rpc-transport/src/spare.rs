@@ -91,9 +91,7 @@ impl Spare {
         };
         Spare::keeping(max)
     }
-}
 
-impl Spare {
     /// Spares, at most `max` of them.
     fn keeping(max: usize) -> Spare {
         Spare {
@@ -109,8 +107,7 @@ impl Spare {
     /// in the memory it is in if nothing else holds that any more, else,
     /// when large memory is wanted or left, in the oldest spare whose
     /// frames' users have let it go (or whose tail has the room), else in
-    /// new memory. Large memory left
-    /// behind becomes a spare.
+    /// new memory. Large memory left behind becomes a spare.
     pub(crate) fn make_room(&mut self, buf: &mut BytesMut, additional: usize, frame_len: Option<usize>) {
         if let Some(frame_len) = frame_len {
             self.count(frame_len >= SPARE_FROM);

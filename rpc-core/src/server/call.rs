@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -260,8 +261,9 @@ impl Work {
                 Finished::Failed(deadline_exceeded(method)),
             ),
         };
-        if logged || span.is_some() {
-            tell_end(ctx, outcome, &finished, span, codec, started);
+        // Read when someone logs or watches calls.
+        if let Some(started) = started {
+            tell_end(ctx, outcome, &finished, span, codec, started.elapsed());
         }
         state.counters.ended(outcome);
         finished
@@ -284,7 +286,7 @@ fn watch(
     outcome: Outcome,
     finished: &Finished,
     codec: Codec,
-    started: Instant,
+    elapsed: Duration,
 ) {
     let full_name = ctx.descriptor().map_or("", |method| method.full_name);
     let fallible = ctx.descriptor().is_some_and(|method| method.fallible);
@@ -301,7 +303,7 @@ fn watch(
         (Outcome::DeadlineExceeded, _) => CallOutcome::DeadlineExceeded,
         (Outcome::Cancelled, _) => CallOutcome::Cancelled,
     };
-    observe::server_call(span, full_name, call_outcome, started.elapsed());
+    observe::server_call(span, full_name, call_outcome, elapsed);
 }
 
 /// Whether an encoded `Result` is its `Err`: bincode writes the variant
@@ -328,12 +330,12 @@ fn tell_end(
     finished: &Finished,
     span: Option<Box<tracing::Span>>,
     codec: Codec,
-    started: Option<Instant>,
+    elapsed: Duration,
 ) {
     let told = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        observe(ctx, outcome, started);
-        if let (Some(span), Some(started)) = (span, started) {
-            watch(&span, ctx, outcome, finished, codec, started);
+        observe(ctx, outcome, elapsed);
+        if let Some(span) = span {
+            watch(&span, ctx, outcome, finished, codec, elapsed);
         }
     }));
     if let Err(panic) = told {
@@ -348,13 +350,13 @@ fn tell_end(
 /// it; a call stopped from outside, by a cancel, its deadline or a
 /// shutdown, is counted by the guard on its way out (`task.rs`); one
 /// refused before it ran, by whoever refused it.)
-fn observe(ctx: &Context, outcome: Outcome, started: Option<Instant>) {
+fn observe(ctx: &Context, outcome: Outcome, elapsed: Duration) {
     tracing::debug!(
         method = ctx.method(),
         request_id = ctx.request_id(),
         peer = %ctx.peer(),
         ?outcome,
-        elapsed = ?started.map(|started| started.elapsed()).unwrap_or_default(),
+        ?elapsed,
         "call finished"
     );
 }

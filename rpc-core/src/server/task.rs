@@ -14,7 +14,10 @@ use crate::context::Context;
 use crate::error::{Error, ErrorCode, WireError};
 use crate::outbox::Outgoing;
 use crate::permit::CallPermit;
-use crate::server::call::{Call, CallHandle, End, Finished, Launch, Outbox, Stop, Timing, deadline_exceeded};
+use crate::server::call::{
+    Call, CallHandle, End, Finished, Launch, Outbox, Stop, Timing, deadline_exceeded, log_guarded,
+    panic_message,
+};
 use crate::server::report::Report;
 use crate::server::{Outcome, ServerState};
 use crate::service::{Answer, Args};
@@ -149,8 +152,8 @@ impl Call<'_> {
 /// subscriber or a metrics recorder failed): as a panicked handler's
 /// would, and counted so.
 fn panicked_outside(state: &ServerState, id: u64, panic: &(dyn std::any::Any + Send)) -> Finished {
-    let message = crate::server::call::panic_message(panic);
-    crate::server::call::log_guarded(|| tracing::error!(id, %message, "a call panicked outside its handler"));
+    let message = panic_message(panic);
+    log_guarded(|| tracing::error!(id, %message, "a call panicked outside its handler"));
     state.counters.ended(Outcome::Panicked);
     Finished::Failed(WireError::new(ErrorCode::HandlerPanicked, message))
 }

@@ -37,6 +37,7 @@ pub mod context;
 pub mod descriptor;
 pub mod error;
 pub mod frame;
+mod give_way;
 #[doc(hidden)]
 pub mod macro_support;
 pub mod metadata;

@@ -385,6 +385,10 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
     // One reading of the clock serves a burst of frames that came
     // together; a wait for more starts over.
     let mut now = Now::default();
+    // On a current-thread runtime, the caller a large frame went to runs,
+    // as a rule, before the next frame is read, and lets its memory go for
+    // it (see `give_way`).
+    let gives_way = crate::give_way::on_current_thread();
     let reason = loop {
         let read = match reader.buffered_frame() {
             Some(buffered) => buffered.map(Some),
@@ -399,6 +403,7 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
             Err(err) => break err,
         };
         let (header, payload) = frame.into_parts();
+        let large = gives_way && payload.len() >= crate::give_way::LARGE_FRAME;
         match header.kind() {
             Kind::Response => {
                 if let Err(violation) = calls.complete(header.id(), Ok(payload), &mut now) {
@@ -432,6 +437,10 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
                 }
                 .into();
             }
+        }
+        if large {
+            tokio::task::yield_now().await;
+            now = Now::default();
         }
     };
     tracing::debug!(error = %reason, "client connection ended");

@@ -13,6 +13,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind};
+use crate::give_way;
 use crate::peer::Peer;
 use crate::permit::CallPermits;
 use crate::server::ServerState;
@@ -151,6 +152,9 @@ const LONG_READ: usize = 128;
 ///
 /// A multi-thread runtime gains nothing from short bursts, and pays for the
 /// extra writes.
+///
+/// On a current-thread runtime a large frame ends its burst too, before
+/// the frames behind it (see [`give_way`]).
 #[derive(Debug)]
 struct Bursts {
     len: usize,
@@ -161,8 +165,7 @@ struct Bursts {
 
 impl Bursts {
     fn new() -> Bursts {
-        let flavor = tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor());
-        let adapts = matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::CurrentThread));
+        let adapts = give_way::on_current_thread();
         Bursts {
             len: if adapts {
                 MIN_BURST_CURRENT_THREAD
@@ -172,6 +175,13 @@ impl Bursts {
             taken: 0,
             adapts,
         }
+    }
+
+    /// Whether `frame` ends its burst at once, before the frames buffered
+    /// behind it: a large one on a current-thread runtime (see
+    /// [`give_way`]).
+    fn gives_way_after(&self, frame: &Frame) -> bool {
+        self.adapts && frame.payload().len() >= give_way::LARGE_FRAME
     }
 
     /// A burst took `frames` and ended as `burst` says, which it returns.
@@ -198,7 +208,8 @@ impl Bursts {
 /// How a burst of buffered frames ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Burst {
-    /// At its length, with frames perhaps left behind it.
+    /// At its length, or after a large frame on a current-thread
+    /// runtime, with frames perhaps left behind it.
     Cut,
     /// Nothing left to take now.
     Over,
@@ -337,6 +348,10 @@ impl Connection {
                 frame = reader.read_frame(), if reading => match frame {
                     Ok(Some(frame)) => {
                         last_frame = Instant::now();
+                        // A large frame on a current-thread runtime lets
+                        // its call run, as a rule, before the frames behind
+                        // it are taken (see `give_way`).
+                        let gives_way = self.bursts.gives_way_after(&frame);
                         // The calls this frame and those buffered behind it
                         // start, back to back: their first polls are timed
                         // as a stretch, from the frame's reading (see
@@ -347,9 +362,13 @@ impl Connection {
                             // Frames that came with it are taken now: another
                             // turn of this loop would arm and drop a waker
                             // for each branch above, per frame.
-                            let burst = self
-                                .on_frame(frame, !open, last_frame)
-                                .and_then(|()| self.on_buffered_frames(reader, !open, last_frame));
+                            let burst = self.on_frame(frame, !open, last_frame).and_then(|()| {
+                                if gives_way {
+                                    Ok(self.bursts.took(1, Burst::Cut))
+                                } else {
+                                    self.on_buffered_frames(reader, !open, last_frame)
+                                }
+                            });
                             stretch.end(&self.state.slow);
                             burst
                         };
@@ -396,8 +415,9 @@ impl Connection {
     }
 
     /// Handles the frames already buffered behind the one just read (at
-    /// `received`), up to the burst's length and while the queue has room,
-    /// as the loop would; how the burst ended, counted in [`Bursts`] with
+    /// `received`), up to the burst's length or a large frame (see
+    /// [`Bursts`]) and while the queue has room, as the loop would; how the
+    /// burst ended, counted in [`Bursts`] with
     /// the frame read.
     fn on_buffered_frames<R: FrameRead>(
         &mut self,
@@ -414,9 +434,14 @@ impl Connection {
             if self.calls.queue_full() || self.stuck.is_cancelled() || stopping || interrupted {
                 return Ok(self.bursts.took(1 + taken, Burst::Held));
             }
-            match reader.buffered_frame() {
-                Some(frame) => self.on_frame(frame?, draining, received)?,
+            let frame = match reader.buffered_frame() {
+                Some(frame) => frame?,
                 None => return Ok(self.bursts.took(1 + taken, Burst::Over)),
+            };
+            let gives_way = self.bursts.gives_way_after(&frame);
+            self.on_frame(frame, draining, received)?;
+            if gives_way {
+                return Ok(self.bursts.took(2 + taken, Burst::Cut));
             }
         }
         Ok(self.bursts.took(1 + len, Burst::Cut))

@@ -20,7 +20,7 @@ use crate::client::waiter::{Reply, Waiter};
 use crate::codec::{Claims, DecodeLimits, Message, splice};
 use crate::compat::Fingerprint;
 use crate::error::{Error, WireError};
-use crate::frame::{self, CONNECTION_ID, Kind, ProtocolError, RequestHead};
+use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
 use crate::outbox::{self, Batch};
 use crate::permit::CallPermits;
@@ -402,41 +402,11 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
             Ok(None) => break Error::disconnected("the server closed the connection"),
             Err(err) => break err,
         };
-        let (header, payload) = frame.into_parts();
-        let large = gives_way && payload.len() >= crate::give_way::LARGE_FRAME;
-        match header.kind() {
-            Kind::Response => {
-                if let Err(violation) = calls.complete(header.id(), Ok(payload), &mut now) {
-                    break violation.into();
-                }
-            }
-            Kind::Error => match WireError::decode(&payload) {
-                Ok(err) if header.id() == CONNECTION_ID => {
-                    break Error::disconnected(format!("the server closed the connection: {}", err.message));
-                }
-                Ok(err) => {
-                    if let Err(violation) = calls.complete(header.id(), Err(err), &mut now) {
-                        break violation.into();
-                    }
-                }
-                Err(err) => break err.into(),
-            },
-            Kind::Goodbye => match frame::parse_goodbye(&payload) {
-                Ok(last_started) => calls.goodbye(last_started),
-                Err(err) => break err.into(),
-            },
-            kind @ (Kind::Item | Kind::End | Kind::Credit) => {
-                if let Err(violation) = calls.stream_frame(kind, header.id(), payload) {
-                    break violation.into();
-                }
-            }
-            kind @ (Kind::Request | Kind::Cancel) => {
-                break ProtocolError::WrongDirection {
-                    kind,
-                    sender: "client",
-                }
-                .into();
-            }
+        // Handed on out of line: nothing of the frame is kept across the
+        // turn given way.
+        let large = gives_way && frame.payload().len() >= crate::give_way::LARGE_FRAME;
+        if let Err(reason) = on_frame(&calls, frame, &mut now) {
+            break reason;
         }
         if large {
             tokio::task::yield_now().await;
@@ -446,6 +416,37 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
     tracing::debug!(error = %reason, "client connection ended");
     calls.close(reason);
     stop.cancel();
+}
+
+/// Hands one frame from the server to its call: the reason the connection
+/// ends, if the frame ends it. Inlined: the loop hands on a frame per
+/// small call.
+#[inline(always)]
+fn on_frame(calls: &CallTable, frame: Frame, now: &mut Now) -> Result<(), Error> {
+    let (header, payload) = frame.into_parts();
+    match header.kind() {
+        Kind::Response => calls.complete(header.id(), Ok(payload), now)?,
+        Kind::Error => {
+            let err = WireError::decode(&payload)?;
+            if header.id() == CONNECTION_ID {
+                return Err(Error::disconnected(format!(
+                    "the server closed the connection: {}",
+                    err.message
+                )));
+            }
+            calls.complete(header.id(), Err(err), now)?;
+        }
+        Kind::Goodbye => calls.goodbye(frame::parse_goodbye(&payload)?),
+        kind @ (Kind::Item | Kind::End | Kind::Credit) => calls.stream_frame(kind, header.id(), payload)?,
+        kind @ (Kind::Request | Kind::Cancel) => {
+            return Err(ProtocolError::WrongDirection {
+                kind,
+                sender: "client",
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -387,9 +387,14 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
     let mut now = Now::default();
     // On a current-thread runtime, the caller a large frame went to runs,
     // as a rule, before the next frame is read, and lets its memory go for
-    // it (see `give_way`).
-    let gives_way = crate::give_way::on_current_thread();
+    // it (see `give_way`): the turn after a large frame gives way first.
+    let current_thread = crate::give_way::on_current_thread();
+    let mut give_way = false;
     let reason = loop {
+        if give_way {
+            tokio::task::yield_now().await;
+            now = Now::default();
+        }
         let read = match reader.buffered_frame() {
             Some(buffered) => buffered.map(Some),
             None => {
@@ -402,15 +407,9 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
             Ok(None) => break Error::disconnected("the server closed the connection"),
             Err(err) => break err,
         };
-        // Handed on out of line: nothing of the frame is kept across the
-        // turn given way.
-        let large = gives_way && frame.payload().len() >= crate::give_way::LARGE_FRAME;
+        give_way = current_thread && frame.payload().len() >= crate::give_way::LARGE_FRAME;
         if let Err(reason) = on_frame(&calls, frame, &mut now) {
             break reason;
-        }
-        if large {
-            tokio::task::yield_now().await;
-            now = Now::default();
         }
     };
     tracing::debug!(error = %reason, "client connection ended");

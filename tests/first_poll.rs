@@ -14,11 +14,12 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::failing::{Fails, FailsAt};
+use common::held::{self, Hold};
 use common::raw::{raw, read_frame, request};
 use tokio::io::AsyncWriteExt;
 
@@ -166,20 +167,15 @@ pub trait Steps {
 const HELD: u64 = 40;
 
 struct Stepper {
-    /// Sent once the client has read the first answer.
-    go_on: Mutex<mpsc::Receiver<()>>,
-    /// Whether the held step was let go by the client (not by the timeout).
-    let_go: Arc<AtomicBool>,
+    /// Where the held step waits for the client to have read an answer.
+    hold: Hold,
 }
 
 impl Steps for Stepper {
     async fn step(&self, n: u64) -> u64 {
         if n == HELD {
-            // Blocks the server's only thread: its writer can run no more
-            // until this returns. The timeout only keeps a broken server
-            // from hanging the test.
-            let heard = self.go_on.lock().unwrap().recv_timeout(Duration::from_secs(20));
-            self.let_go.store(heard.is_ok(), Ordering::SeqCst);
+            // Its writer can run no more until this returns.
+            self.hold.wait();
         }
         n
     }
@@ -191,32 +187,16 @@ impl Steps for Stepper {
 /// or a client with 64 calls in flight sits idle while the server works.
 #[tokio::test]
 async fn a_current_thread_server_sends_the_first_answers_of_a_burst_before_its_end() {
-    let (go, go_on) = mpsc::channel();
-    let let_go = Arc::new(AtomicBool::new(false));
-    let stepper = Stepper {
-        go_on: Mutex::new(go_on),
-        let_go: Arc::clone(&let_go),
-    };
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let server = rpc::Server::new()
-                .serve(StepsServer::new(stepper))
-                .bind("127.0.0.1:0")
-                .await
-                .unwrap();
-            addr_tx.send(server.local_addr()).unwrap();
-            stopped.await.ok();
-            server.stop().await;
-        });
-    });
-    let addr = addr_rx.await.unwrap();
-    let mut socket = raw(addr).await;
+    let (hold, release) = held::hold();
+    let server = held::on_its_thread(move || async move {
+        rpc::Server::new()
+            .serve(StepsServer::new(Stepper { hold }))
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap()
+    })
+    .await;
+    let mut socket = raw(server.addr).await;
     // 64 requests in one write: one burst for the server.
     let mut burst = Vec::new();
     for n in 1..=64u64 {
@@ -229,7 +209,7 @@ async fn a_current_thread_server_sends_the_first_answers_of_a_burst_before_its_e
         id < HELD,
         "the first answer to arrive is one before the held step"
     );
-    go.send(()).unwrap();
+    release.release();
     let mut answered = vec![id];
     while answered.len() < 64 {
         let (kind, id, payload) = read_frame(&mut socket).await;
@@ -239,11 +219,10 @@ async fn a_current_thread_server_sends_the_first_answers_of_a_burst_before_its_e
     answered.sort_unstable();
     assert_eq!(answered, (1..=64).collect::<Vec<_>>());
     assert!(
-        let_go.load(Ordering::SeqCst),
+        release.was_released(),
         "the held step was let go by its timeout: no answer left before it"
     );
-    stop.send(()).unwrap();
-    server.join().unwrap();
+    server.stop();
 }
 
 /// A call whose first poll panics outside its handler is answered as a

@@ -15,10 +15,8 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
 
+use common::held::{self, Hold};
 use common::raw::{SERVER_PREFACE_V3, frame, raw, read_frame, request};
 use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,10 +33,9 @@ pub trait Blobs {
 }
 
 struct Store {
-    /// Sent once the client has heard the echo's answer begin.
-    go_on: Mutex<mpsc::Receiver<()>>,
-    /// Whether the hold was let go by the client (not by the timeout).
-    let_go: Arc<AtomicBool>,
+    /// Where the hold waits for the client to have heard the echo's answer
+    /// begin.
+    hold: Hold,
 }
 
 impl Blobs for Store {
@@ -47,11 +44,7 @@ impl Blobs for Store {
     }
 
     async fn hold(&self) -> u64 {
-        // Blocks the server's only thread: nothing else of the server runs
-        // until this returns. The timeout only keeps a broken server from
-        // hanging the test.
-        let heard = self.go_on.lock().unwrap().recv_timeout(Duration::from_secs(20));
-        self.let_go.store(heard.is_ok(), Ordering::SeqCst);
+        self.hold.wait();
         1
     }
 }
@@ -70,35 +63,16 @@ fn encoded(blob: &[u8]) -> Vec<u8> {
 /// behind it, or the hold waits for an answer that cannot leave.
 #[tokio::test]
 async fn a_current_thread_server_answers_a_large_request_before_the_frames_behind_it() {
-    let (go, go_on) = mpsc::channel();
-    let let_go = Arc::new(AtomicBool::new(false));
-    let store = Store {
-        go_on: Mutex::new(go_on),
-        let_go: Arc::clone(&let_go),
-    };
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        // Tasks that gave way run again only once the others have run:
-        // tokio otherwise lets them in early every 61st turn, which would
-        // leave the test to chance.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .event_interval(u32::MAX)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let server = rpc::Server::new()
-                .serve(BlobsServer::new(store))
-                .bind("127.0.0.1:0")
-                .await
-                .unwrap();
-            addr_tx.send(server.local_addr()).unwrap();
-            stopped.await.ok();
-            server.stop().await;
-        });
-    });
-    let mut socket = raw(addr_rx.await.unwrap()).await;
+    let (hold, release) = held::hold();
+    let server = held::on_its_thread(move || async move {
+        rpc::Server::new()
+            .serve(BlobsServer::new(Store { hold }))
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap()
+    })
+    .await;
+    let mut socket = raw(server.addr).await;
     let blob = vec![0x5a; LARGE];
     let mut both = request(1, "Blobs.echo", &encoded(&blob));
     both.extend(request(2, "Blobs.hold", &[]));
@@ -108,7 +82,7 @@ async fn a_current_thread_server_answers_a_large_request_before_the_frames_behin
     socket.read_exact(&mut head).await.unwrap();
     let id = u64::from_le_bytes(head[8..].try_into().unwrap());
     assert_eq!((head[4], id), (2, 1), "the echo's answer comes first");
-    go.send(()).unwrap();
+    release.release();
     let mut answer = vec![0u8; u32::from_le_bytes(head[..4].try_into().unwrap()) as usize];
     socket.read_exact(&mut answer).await.unwrap();
     assert_eq!(answer, encoded(&blob));
@@ -118,11 +92,10 @@ async fn a_current_thread_server_answers_a_large_request_before_the_frames_behin
         "the hold's answer"
     );
     assert!(
-        let_go.load(Ordering::SeqCst),
+        release.was_released(),
         "the hold was let go by its timeout: the echo's answer waited behind it"
     );
-    stop.send(()).unwrap();
-    server.join().unwrap();
+    server.stop();
 }
 
 /// A server of our own making, on a thread of its own: it reads two

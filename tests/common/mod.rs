@@ -8,6 +8,7 @@
 )]
 
 pub mod failing;
+pub mod held;
 pub mod hop;
 pub mod json;
 pub mod pki;

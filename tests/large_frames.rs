@@ -128,7 +128,9 @@ fn answers_in_one_write(large: Vec<u8>) -> std::net::SocketAddr {
 
 /// Both answers arrive together; the first is large. The client's reader
 /// must hand it to its caller, and give way, before it reads the second:
-/// the caller then runs while the second answer is still unread.
+/// the caller then runs while the second answer is still unread. (The
+/// caller is the test itself, which tokio's current-thread runtime polls
+/// before any task that gave way, whatever its `event_interval`.)
 #[tokio::test]
 async fn a_current_thread_client_lets_a_large_answers_caller_run_before_reading_on() {
     let large = vec![0xa5; LARGE];

@@ -9,8 +9,8 @@
 //! the memory of every one, and read the next into new memory. The
 //! allocator had given the memory of the frames before back to the
 //! system, so the new memory faulted in its every page: with eight 1 MiB
-//! echoes in flight, 20 to 60 page faults a call on each side, more time
-//! than reading the frame.
+//! echoes in flight, tens of page faults a call on each side (24 to 43 on
+//! the server's), costing more than reading the frame.
 //!
 //! Given way after each large frame, the frame's user runs first (as a
 //! rule: tokio lets a task that gave way run again early every 61st turn

@@ -184,6 +184,15 @@ impl Bursts {
         self.adapts && frame.payload().len() >= give_way::LARGE_FRAME
     }
 
+    /// A large frame ended the burst: the loop gives way as after a
+    /// [`Burst::Cut`], but the frames taken measure no read (as after a
+    /// [`Burst::Held`]), or a run of large frames would pass for one long
+    /// read.
+    fn gave_way(&mut self) -> Burst {
+        self.taken = 0;
+        Burst::Cut
+    }
+
     /// A burst took `frames` and ended as `burst` says, which it returns.
     fn took(&mut self, frames: usize, burst: Burst) -> Burst {
         self.taken += frames;
@@ -364,7 +373,7 @@ impl Connection {
                             // for each branch above, per frame.
                             let burst = self.on_frame(frame, !open, last_frame).and_then(|()| {
                                 if gives_way {
-                                    Ok(self.bursts.took(1, Burst::Cut))
+                                    Ok(self.bursts.gave_way())
                                 } else {
                                     self.on_buffered_frames(reader, !open, last_frame)
                                 }
@@ -441,7 +450,7 @@ impl Connection {
             let gives_way = self.bursts.gives_way_after(&frame);
             self.on_frame(frame, draining, received)?;
             if gives_way {
-                return Ok(self.bursts.took(2 + taken, Burst::Cut));
+                return Ok(self.bursts.gave_way());
             }
         }
         Ok(self.bursts.took(1 + len, Burst::Cut))
@@ -512,6 +521,14 @@ mod tests {
         held.took(10, Burst::Held);
         held.took(8, Burst::Over);
         assert_eq!(held.len, 16);
+        // Large frames that ended their bursts measure no read either: a
+        // run of them is no long read.
+        let mut large = bursts(16, true);
+        for _ in 0..200 {
+            assert_eq!(large.gave_way(), Burst::Cut);
+        }
+        large.took(8, Burst::Over);
+        assert_eq!(large.len, 16);
         // A multi-thread runtime keeps its bursts as they are.
         let mut fixed = bursts(MAX_BURST, false);
         fixed.took(300, Burst::Over);

@@ -1,9 +1,11 @@
-//! On a current-thread runtime, a connection gives way after a large frame
-//! (64 KiB or more): a server lets the call it started answer before it
-//! takes the frames behind it, and a client lets the caller a large answer
-//! went to run before it reads the next frame. Each then reads the next
-//! frame into the memory the last one's user let go, where it would
-//! otherwise fault in new memory's pages (see `docs/BENCHMARKS.md`).
+//! A connection gives way after a large frame (64 KiB or more): a server
+//! lets the call it started answer before it takes the frames behind it,
+//! and a client lets the caller a large answer went to run before it reads
+//! the next frame. Each then reads the next frame into the memory the last
+//! one's user let go, where it would otherwise fault in new memory's pages
+//! (see `docs/BENCHMARKS.md`). Tested on current-thread runtimes, where
+//! who runs first follows the runtime's rule; on a multi-thread runtime
+//! another worker may take either.
 #![allow(
     missing_docs,
     unreachable_pub,

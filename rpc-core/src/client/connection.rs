@@ -385,10 +385,9 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
     // One reading of the clock serves a burst of frames that came
     // together; a wait for more starts over.
     let mut now = Now::default();
-    // On a current-thread runtime, the caller a large frame went to runs,
-    // as a rule, before the next frame is read, and lets its memory go for
-    // it (see `give_way`): the turn after a large frame gives way first.
-    let current_thread = crate::give_way::on_current_thread();
+    // The caller a large frame went to runs, as a rule, before the next
+    // frame is read, and lets its memory go for it (see `give_way`): the
+    // turn after a large frame gives way first.
     let mut give_way = false;
     let reason = loop {
         if give_way {
@@ -407,7 +406,7 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
             Ok(None) => break Error::disconnected("the server closed the connection"),
             Err(err) => break err,
         };
-        give_way = current_thread && frame.payload().len() >= crate::give_way::LARGE_FRAME;
+        give_way = crate::give_way::after(frame.payload().len());
         if let Err(reason) = on_frame(&calls, frame, &mut now) {
             break reason;
         }

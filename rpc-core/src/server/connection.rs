@@ -153,8 +153,8 @@ const LONG_READ: usize = 128;
 /// A multi-thread runtime gains nothing from short bursts, and pays for the
 /// extra writes.
 ///
-/// On a current-thread runtime a large frame ends its burst too, before
-/// the frames behind it (see [`give_way`]).
+/// A large frame ends its burst too, before the frames behind it (see
+/// [`give_way`]).
 #[derive(Debug)]
 struct Bursts {
     len: usize,
@@ -165,7 +165,8 @@ struct Bursts {
 
 impl Bursts {
     fn new() -> Bursts {
-        let adapts = give_way::on_current_thread();
+        let flavor = tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor());
+        let adapts = matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::CurrentThread));
         Bursts {
             len: if adapts {
                 MIN_BURST_CURRENT_THREAD
@@ -175,13 +176,6 @@ impl Bursts {
             taken: 0,
             adapts,
         }
-    }
-
-    /// Whether `frame` ends its burst at once, before the frames buffered
-    /// behind it: a large one on a current-thread runtime (see
-    /// [`give_way`]).
-    fn gives_way_after(&self, frame: &Frame) -> bool {
-        self.adapts && frame.payload().len() >= give_way::LARGE_FRAME
     }
 
     /// A large frame ended the burst: the loop gives way as after a
@@ -217,8 +211,8 @@ impl Bursts {
 /// How a burst of buffered frames ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Burst {
-    /// At its length, or after a large frame on a current-thread
-    /// runtime, with frames perhaps left behind it.
+    /// At its length, or after a large frame, with frames perhaps left
+    /// behind it.
     Cut,
     /// Nothing left to take now.
     Over,
@@ -357,10 +351,10 @@ impl Connection {
                 frame = reader.read_frame(), if reading => match frame {
                     Ok(Some(frame)) => {
                         last_frame = Instant::now();
-                        // A large frame on a current-thread runtime lets
-                        // its call run, as a rule, before the frames behind
-                        // it are taken (see `give_way`).
-                        let gives_way = self.bursts.gives_way_after(&frame);
+                        // A large frame lets its call run, as a rule,
+                        // before the frames behind it are taken (see
+                        // `give_way`).
+                        let gives_way = give_way::after(frame.payload().len());
                         // The calls this frame and those buffered behind it
                         // start, back to back: their first polls are timed
                         // as a stretch, from the frame's reading (see
@@ -447,7 +441,7 @@ impl Connection {
                 Some(frame) => frame?,
                 None => return Ok(self.bursts.took(1 + taken, Burst::Over)),
             };
-            let gives_way = self.bursts.gives_way_after(&frame);
+            let gives_way = give_way::after(frame.payload().len());
             self.on_frame(frame, draining, received)?;
             if gives_way {
                 return Ok(self.bursts.gave_way());

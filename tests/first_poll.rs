@@ -33,6 +33,10 @@ pub trait Work {
     async fn whose(&self, millis: u64) -> String;
     /// Yields once, then answers: it waits, so it gets a task.
     async fn nap(&self) -> u64;
+    /// Answers at once, and runs to its end whatever its caller does: it
+    /// gets a task of its own from the start.
+    #[rpc(no_cancel)]
+    async fn keep(&self) -> u64;
 }
 
 struct Worker {
@@ -65,6 +69,10 @@ impl Work for Worker {
     async fn nap(&self) -> u64 {
         tokio::task::yield_now().await;
         7
+    }
+
+    async fn keep(&self) -> u64 {
+        9
     }
 }
 
@@ -276,6 +284,33 @@ async fn a_panic_outside_the_handler_in_a_later_poll_is_answered() {
         }
     }
     assert_eq!(client.nap().await.unwrap(), 7);
+    let stats = server.stats();
+    assert_eq!((stats.calls_succeeded, stats.handler_panics), (2, 1), "{stats:?}");
+    server.stop().await;
+}
+
+/// A call that runs to its end whatever its caller does, in a task of its
+/// own, and panics outside its handler there, is answered as a panicked
+/// handler's would be (the task would otherwise take the answer with it),
+/// and counted once.
+#[tokio::test]
+async fn a_panic_outside_the_handler_of_a_call_run_to_its_end_is_answered() {
+    let (server, client) = serve(Arc::new(AtomicBool::new(false))).await;
+    assert_eq!(client.keep().await.unwrap(), 9);
+    {
+        // This runtime's one thread runs both sides and the call's task.
+        let _guard = tracing::subscriber::set_default(Fails::at(FailsAt::ServerSpan));
+        let answered = tokio::time::timeout(Duration::from_secs(60), client.keep())
+            .await
+            .expect("the call was not answered");
+        match answered {
+            Err(rpc::Error::HandlerPanicked { message, .. }) => {
+                assert!(message.contains("the subscriber failed"), "{message}");
+            }
+            other => panic!("expected the call to be answered as panicked, got {other:?}"),
+        }
+    }
+    assert_eq!(client.keep().await.unwrap(), 9);
     let stats = server.stats();
     assert_eq!((stats.calls_succeeded, stats.handler_panics), (2, 1), "{stats:?}");
     server.stop().await;

@@ -779,6 +779,60 @@ async fn a_panicking_handler_is_an_internal_error_with_the_binary_protocols_word
     server.stop().await;
 }
 
+#[rpc::service]
+pub trait Keeps {
+    /// Answers at once; its caller runs it.
+    async fn answer(&self) -> u64;
+    /// Answers at once, and runs to its end whatever its caller does: it
+    /// gets a task of its own from the start.
+    #[rpc(no_cancel)]
+    async fn keep(&self) -> u64;
+}
+
+struct Keeper;
+
+impl Keeps for Keeper {
+    async fn answer(&self) -> u64 {
+        7
+    }
+
+    async fn keep(&self) -> u64 {
+        9
+    }
+}
+
+/// A JSON call that panics outside its handler (a subscriber failed) is
+/// answered as a panicking handler's is, whether its caller runs it or it
+/// runs to its end in a task of its own (which would otherwise take the
+/// answer with it).
+#[tokio::test]
+async fn a_panic_outside_the_handler_of_a_json_call_is_answered() {
+    let (server, _, addr) = common::start_with(|server| server.serve(KeepsServer::new(Keeper))).await;
+    let mut http = Http::connect(addr).await;
+    for (method, value) in [("Keeps.answer", 7), ("Keeps.keep", 9)] {
+        let request = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []});
+        assert_eq!(http.call(request.clone()).await["result"], value, "{method}");
+        {
+            // This runtime's one thread runs the server, the call's task and
+            // the test.
+            let failing = common::failing::Fails::at(common::failing::FailsAt::ServerSpan);
+            let _guard = tracing::subscriber::set_default(failing);
+            let answer = within(http.call(request.clone())).await;
+            assert_eq!(
+                answer["error"]["code"],
+                codes::INTERNAL_ERROR,
+                "{method}: {answer}"
+            );
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(message.contains("the subscriber failed"), "{method}: {message}");
+        }
+        assert_eq!(http.call(request).await["result"], value, "{method}");
+    }
+    let stats = server.stats();
+    assert_eq!((stats.calls_succeeded, stats.handler_panics), (4, 2), "{stats:?}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_application_error_is_an_error_object_with_the_value_in_data() {
     let (server, _, addr) = common::start().await;

@@ -263,17 +263,22 @@ async fn a_panic_outside_the_handler_in_a_first_poll_is_answered() {
     server.stop().await;
 }
 
-/// A call that waited, in a task of its own, and then panics outside its
-/// handler is answered as a panicked handler's would be (its task would
-/// otherwise take the answer with it, and the caller wait for its
-/// deadline), and counted once.
-#[tokio::test]
-async fn a_panic_outside_the_handler_in_a_later_poll_is_answered() {
+/// Calls `call` (which answers `value`) three times, the second under a
+/// subscriber that fails `at` its point: that call must be answered as a
+/// panicked handler's would be (its task would otherwise take the answer
+/// with it, and the caller wait for its deadline), the others as usual,
+/// and the panic counted once.
+async fn answered_as_panicked<F, Fut>(at: FailsAt, value: u64, call: F)
+where
+    F: Fn(WorkClient) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, rpc::Error>>,
+{
     let (server, client) = serve(Arc::new(AtomicBool::new(false))).await;
-    assert_eq!(client.nap().await.unwrap(), 7);
+    assert_eq!(call(client.clone()).await.unwrap(), value);
     {
-        let _guard = tracing::subscriber::set_default(Fails::at(FailsAt::SecondEntry));
-        let answered = tokio::time::timeout(Duration::from_secs(60), client.nap())
+        // This runtime's one thread runs both sides and the call's task.
+        let _guard = tracing::subscriber::set_default(Fails::at(at));
+        let answered = tokio::time::timeout(Duration::from_secs(60), call(client.clone()))
             .await
             .expect("the call was not answered");
         match answered {
@@ -283,37 +288,35 @@ async fn a_panic_outside_the_handler_in_a_later_poll_is_answered() {
             other => panic!("expected the call to be answered as panicked, got {other:?}"),
         }
     }
-    assert_eq!(client.nap().await.unwrap(), 7);
+    assert_eq!(call(client).await.unwrap(), value);
     let stats = server.stats();
     assert_eq!((stats.calls_succeeded, stats.handler_panics), (2, 1), "{stats:?}");
     server.stop().await;
 }
 
+/// A call that waited, in a task of its own, and then panics outside its
+/// handler is answered as panicked, and counted once.
+#[tokio::test]
+async fn a_panic_outside_the_handler_in_a_later_poll_is_answered() {
+    answered_as_panicked(
+        FailsAt::SecondEntry,
+        7,
+        |client| async move { client.nap().await },
+    )
+    .await;
+}
+
 /// A call that runs to its end whatever its caller does, in a task of its
-/// own, and panics outside its handler there, is answered as a panicked
-/// handler's would be (the task would otherwise take the answer with it),
-/// and counted once.
+/// own from the start, and panics outside its handler there, is answered
+/// as panicked, and counted once.
 #[tokio::test]
 async fn a_panic_outside_the_handler_of_a_call_run_to_its_end_is_answered() {
-    let (server, client) = serve(Arc::new(AtomicBool::new(false))).await;
-    assert_eq!(client.keep().await.unwrap(), 9);
-    {
-        // This runtime's one thread runs both sides and the call's task.
-        let _guard = tracing::subscriber::set_default(Fails::at(FailsAt::ServerSpan));
-        let answered = tokio::time::timeout(Duration::from_secs(60), client.keep())
-            .await
-            .expect("the call was not answered");
-        match answered {
-            Err(rpc::Error::HandlerPanicked { message, .. }) => {
-                assert!(message.contains("the subscriber failed"), "{message}");
-            }
-            other => panic!("expected the call to be answered as panicked, got {other:?}"),
-        }
-    }
-    assert_eq!(client.keep().await.unwrap(), 9);
-    let stats = server.stats();
-    assert_eq!((stats.calls_succeeded, stats.handler_panics), (2, 1), "{stats:?}");
-    server.stop().await;
+    answered_as_panicked(
+        FailsAt::ServerSpan,
+        9,
+        |client| async move { client.keep().await },
+    )
+    .await;
 }
 
 /// A subscriber that panics at the event of a call's end leaves the call

@@ -351,10 +351,6 @@ impl Connection {
                 frame = reader.read_frame(), if reading => match frame {
                     Ok(Some(frame)) => {
                         last_frame = Instant::now();
-                        // A large frame lets its call run, as a rule,
-                        // before the frames behind it are taken (see
-                        // `give_way`).
-                        let gives_way = give_way::after(frame.payload().len());
                         // The calls this frame and those buffered behind it
                         // start, back to back: their first polls are timed
                         // as a stretch, from the frame's reading (see
@@ -365,13 +361,7 @@ impl Connection {
                             // Frames that came with it are taken now: another
                             // turn of this loop would arm and drop a waker
                             // for each branch above, per frame.
-                            let burst = self.on_frame(frame, !open, last_frame).and_then(|()| {
-                                if gives_way {
-                                    Ok(self.bursts.gave_way())
-                                } else {
-                                    self.on_buffered_frames(reader, !open, last_frame)
-                                }
-                            });
+                            let burst = self.on_burst(frame, reader, !open, last_frame);
                             stretch.end(&self.state.slow);
                             burst
                         };
@@ -417,19 +407,31 @@ impl Connection {
         }
     }
 
-    /// Handles the frames already buffered behind the one just read (at
-    /// `received`), up to the burst's length or a large frame (see
-    /// [`Bursts`]) and while the queue has room, as the loop would; how the
-    /// burst ended, counted in [`Bursts`] with
-    /// the frame read.
-    fn on_buffered_frames<R: FrameRead>(
+    /// Handles `first`, just read (at `received`), and the frames already
+    /// buffered behind it, up to the burst's length and while the queue has
+    /// room, as the loop would; how the burst ended, counted in [`Bursts`].
+    /// A large frame ends the burst at once, so that its call runs, as a
+    /// rule, before the frames behind it are taken (see [`give_way`]).
+    fn on_burst<R: FrameRead>(
         &mut self,
+        first: Frame,
         reader: &mut R,
         draining: bool,
         received: Instant,
     ) -> Result<Burst, Error> {
         let len = self.bursts.len;
-        for taken in 0..len {
+        let mut frame = first;
+        // The frames handled before this one.
+        let mut taken = 0;
+        loop {
+            let gives_way = give_way::after(frame.payload().len());
+            self.on_frame(frame, draining, received)?;
+            if gives_way {
+                return Ok(self.bursts.gave_way());
+            }
+            if taken == len {
+                return Ok(self.bursts.took(1 + len, Burst::Cut));
+            }
             // What the loop's select would see first still comes first (a
             // look reads a flag).
             let interrupted = draining && self.state.interrupt.is_cancelled();
@@ -437,17 +439,12 @@ impl Connection {
             if self.calls.queue_full() || self.stuck.is_cancelled() || stopping || interrupted {
                 return Ok(self.bursts.took(1 + taken, Burst::Held));
             }
-            let frame = match reader.buffered_frame() {
+            frame = match reader.buffered_frame() {
                 Some(frame) => frame?,
                 None => return Ok(self.bursts.took(1 + taken, Burst::Over)),
             };
-            let gives_way = give_way::after(frame.payload().len());
-            self.on_frame(frame, draining, received)?;
-            if gives_way {
-                return Ok(self.bursts.gave_way());
-            }
+            taken += 1;
         }
-        Ok(self.bursts.took(1 + len, Burst::Cut))
     }
 
     /// Sends the goodbye: the client learns the last request that will be

@@ -86,16 +86,35 @@ pub trait FrameWrite: Send + 'static {
 
 /// When a connection has been quiet long enough to give its buffers back:
 /// [`Quiet::elapsed`] completes no sooner than `after` since the last
-/// [`Quiet::heard`], and no later than twice that. Noting activity sets a
-/// flag (no reading of the clock, no timer update), which a reader or
-/// writer can afford at every read or write: the timer is set again only
-/// when it fires after activity. The runtime's writer uses one, and so
-/// does `rpc-transport`'s reader.
+/// [`Quiet::heard`], and no later than twice that. The runtime's writer
+/// uses one, and so does `rpc-transport`'s reader.
+///
+/// A busy connection's timer never fires. Noting activity reads the clock
+/// and, once less than `after` is left, pushes the timer back to twice
+/// that: a timer update at most once per `after`, and no wake-up. (A timer
+/// left to fire and be set again woke its task every `after` for nothing;
+/// on a multi-thread runtime those wakes drew a second worker into a
+/// single connection's work, and its calls' latency grew a tail.)
+///
+/// ```
+/// use std::time::Duration;
+/// use rpc_core::transport::Quiet;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let mut quiet = Quiet::new(Duration::from_millis(100));
+/// tokio::time::sleep(Duration::from_millis(60)).await;
+/// quiet.heard();
+/// let started = tokio::time::Instant::now();
+/// quiet.elapsed().await;
+/// let waited = started.elapsed();
+/// assert!(waited >= Duration::from_millis(100) && waited <= Duration::from_millis(200));
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Quiet {
     timer: Pin<Box<tokio::time::Sleep>>,
     after: Duration,
-    heard: bool,
 }
 
 impl Quiet {
@@ -105,27 +124,25 @@ impl Quiet {
         Quiet {
             timer: Box::pin(tokio::time::sleep(after)),
             after,
-            heard: false,
         }
     }
 
     /// The connection was active: a read or a write.
     pub fn heard(&mut self) {
-        self.heard = true;
+        let now = tokio::time::Instant::now();
+        let deadline = self.timer.deadline();
+        if deadline.saturating_duration_since(now) < self.after {
+            // An `after` too long to add is as good as never.
+            if let Some(later) = now.checked_add(self.after.saturating_mul(2)) {
+                self.timer.as_mut().reset(later);
+            }
+        }
     }
 
     /// Completes once the connection has been quiet for `after` at least.
     /// Cancel-safe: dropped while waiting, it loses nothing.
     pub async fn elapsed(&mut self) {
-        loop {
-            self.timer.as_mut().await;
-            if !std::mem::take(&mut self.heard) {
-                return;
-            }
-            self.timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + self.after);
-        }
+        self.timer.as_mut().await;
     }
 }
 
@@ -357,3 +374,64 @@ pub struct Established<R, W> {
     note = "renamed `Established`; its `peer` field is now `preface`"
 )]
 pub type Connection<R, W> = Established<R, W>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Wake, Waker};
+
+    use super::*;
+
+    const AFTER: Duration = Duration::from_millis(100);
+
+    /// Counts the wakes of whoever waits on the timer.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Polls `quiet.elapsed()` once, as a writer waiting for frames does:
+    /// whether it completed.
+    fn look(quiet: &mut Quiet, waker: &Waker) -> bool {
+        let elapsed = std::pin::pin!(quiet.elapsed());
+        elapsed.poll(&mut Context::from_waker(waker)).is_ready()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connections_timer_wakes_nobody() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut quiet = Quiet::new(AFTER);
+        // Heard every three quarters of `after`, for nine times `after`:
+        // the timer is pushed back before it is due, every time.
+        for _ in 0..12 {
+            assert!(!look(&mut quiet, &waker));
+            tokio::time::advance(AFTER * 3 / 4).await;
+            quiet.heard();
+        }
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            0,
+            "a busy connection's timer fired"
+        );
+        // Quiet from now on: done within twice `after`.
+        assert!(!look(&mut quiet, &waker));
+        tokio::time::advance(AFTER * 2).await;
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(look(&mut quiet, &waker));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_too_long_to_add_is_never_due() {
+        let waker = Waker::from(Arc::new(Wakes::default()));
+        let mut quiet = Quiet::new(Duration::MAX);
+        quiet.heard();
+        tokio::time::advance(Duration::from_secs(365 * 24 * 3600)).await;
+        assert!(!look(&mut quiet, &waker));
+    }
+}

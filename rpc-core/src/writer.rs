@@ -233,7 +233,8 @@ mod tests {
         let frame = || Frame::new(Kind::Request, 1, bytes::Bytes::from_static(b"x")).unwrap();
         let count = || released.load(std::sync::atomic::Ordering::SeqCst);
         // A frame every three quarters of the quiet time, for six times
-        // the quiet time: the timer fires in between, and is set again.
+        // the quiet time: the timer is pushed back each time before it is
+        // due.
         for _ in 0..8 {
             outbox.send(frame(), None).unwrap();
             tokio::time::sleep(RELEASE_AFTER * 3 / 4).await;

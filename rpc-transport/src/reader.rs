@@ -426,7 +426,8 @@ mod tests {
     async fn a_socket_reader_that_hears_from_its_peer_in_time_keeps_its_buffer() {
         let (mut peer, mut reader, _write, wire) = socket_reader().await;
         // A frame every three quarters of the quiet time, for six times
-        // the quiet time: the timer fires in between, and is set again.
+        // the quiet time: the timer is pushed back each time before it is
+        // due.
         for _ in 0..8 {
             peer.write_all(&wire).await.unwrap();
             assert_eq!(reader.next_frame().await.unwrap().unwrap().header().id(), 4);

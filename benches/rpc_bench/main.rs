@@ -210,7 +210,12 @@ impl ServerProcess {
             "inline"
         };
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["serve", system.name(), options.runtime.name(), inline])
+            .args([
+                "serve",
+                system.name(),
+                options.server_runtime.unwrap_or(options.runtime).name(),
+                inline,
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -334,6 +339,10 @@ struct Options {
     spawning_baseline: bool,
     /// Run this system alone (to profile it), measuring no ratio.
     alone: Option<Contender>,
+    /// The servers' runtime, when it is not the client's.
+    server_runtime: Option<Runtime>,
+    /// Where `lat` appends every call's latency, to study its tail.
+    latencies: Option<String>,
 }
 
 impl Options {
@@ -346,6 +355,8 @@ impl Options {
             runtime: Runtime::Mt,
             spawning_baseline: false,
             alone: None,
+            server_runtime: None,
+            latencies: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -376,6 +387,13 @@ impl Options {
                     }
                 }
                 "--json" => options.json = Some(args.next().ok_or("--json takes a path")?.clone()),
+                "--server-runtime" => {
+                    let name = args.next().ok_or("--server-runtime takes ct or mt")?;
+                    options.server_runtime = Some(Runtime::parse(name)?);
+                }
+                "--latencies" => {
+                    options.latencies = Some(args.next().ok_or("--latencies takes a path")?.clone())
+                }
                 "--scenarios" => {
                     let names = args.next().ok_or("--scenarios takes a list such as lat,big")?;
                     options.scenarios = names
@@ -392,7 +410,7 @@ impl Options {
                 }
                 other => {
                     return Err(format!(
-                        "unknown argument {other}\nusage: rpc_bench [--rounds N] [--quick] [--json PATH] [--runtime ct|mt] [--baseline inline|spawn] [--alone rpc|baseline] [--scenarios lat,tput64,tput1k,big,bigvec,conns]"
+                        "unknown argument {other}\nusage: rpc_bench [--rounds N] [--quick] [--json PATH] [--runtime ct|mt] [--baseline inline|spawn] [--alone rpc|baseline] [--scenarios lat,tput64,tput1k,big,bigvec,conns] [--server-runtime ct|mt] [--latencies PATH]"
                     ));
                 }
             }
@@ -430,7 +448,9 @@ fn summarise(mut latencies: Vec<Duration>, rate: f64) -> Measure {
     }
 }
 
-async fn latency(client: &AnyClient, calls: usize) -> Measure {
+/// One caller's calls, one after another; with `keep`, every latency is
+/// appended to a file, in nanoseconds, after a line naming the system.
+async fn latency(client: &AnyClient, calls: usize, keep: Option<(&str, Contender)>) -> Measure {
     for i in 0..calls / 10 {
         client.add(i as u64, 1).await;
     }
@@ -442,7 +462,20 @@ async fn latency(client: &AnyClient, calls: usize) -> Measure {
         latencies.push(call.elapsed());
         assert_eq!(sum, i as u64 + 1);
     }
-    summarise(latencies, calls as f64 / started.elapsed().as_secs_f64())
+    let rate = calls as f64 / started.elapsed().as_secs_f64();
+    if let Some((path, system)) = keep {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the latencies file");
+        let mut text = format!("# {}\n", system.name());
+        for latency in &latencies {
+            text += &format!("{}\n", latency.as_nanos());
+        }
+        file.write_all(text.as_bytes()).expect("write the latencies");
+    }
+    summarise(latencies, rate)
 }
 
 async fn throughput(client: &AnyClient, callers: usize, calls: usize) -> Measure {
@@ -538,7 +571,10 @@ struct Contestant {
 async fn run(scenario: Scenario, contestant: &Contestant, options: &Options) -> Measure {
     let client = &contestant.client;
     match scenario {
-        Scenario::Lat => latency(client, options.scale(20_000)).await,
+        Scenario::Lat => {
+            let latencies = options.latencies.as_deref().map(|path| (path, contestant.system));
+            latency(client, options.scale(20_000), latencies).await
+        }
         Scenario::Tput64 => throughput(client, 64, options.scale(200_000)).await,
         Scenario::Tput1k => throughput(client, 1024, options.scale(200_000).max(1024)).await,
         Scenario::Big => big(client, 8, options.scale(512).max(8), 1024 * 1024, false).await,
@@ -603,9 +639,13 @@ async fn orchestrate(options: Options) {
         client: AnyClient::connect(Contender::Rpc, rpc_server.addr).await,
     };
     println!(
-        "rpc_bench: {} rounds, runtime {}, baseline {}, default settings, scenarios {:?}{}",
+        "rpc_bench: {} rounds, runtime {}{}, baseline {}, default settings, scenarios {:?}{}",
         options.rounds,
         options.runtime.name(),
+        match options.server_runtime {
+            Some(server) if server != options.runtime => format!(" (servers {})", server.name()),
+            _ => String::new(),
+        },
         if options.spawning_baseline {
             "spawning a task per request"
         } else {

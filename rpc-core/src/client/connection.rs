@@ -335,7 +335,7 @@ impl Request {
         Ok(Some(Request {
             method: callee.name,
             payload,
-            to_completion: request.descriptor().is_some_and(|method| method.no_cancel),
+            to_completion: callee.descriptor.is_some_and(|method| method.no_cancel),
         }))
     }
 }

@@ -623,6 +623,10 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 async fn orchestrate(options: Options) {
+    // Each run's latencies start a file of their own; `lat` appends to it.
+    if let Some(path) = &options.latencies {
+        std::fs::File::create(path).expect("create the latencies file");
+    }
     if let Some(system) = options.alone {
         return alone(system, &options).await;
     }

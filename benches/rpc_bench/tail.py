@@ -17,7 +17,7 @@ def report(system, latencies):
     slow = sum(1 for latency in latencies if latency > p50 + 35) / len(latencies)
     print(f"{system:9} p50 {p50:6.1f}  p99 {at(0.99):6.1f}  p999 {at(0.999):6.1f}  slower than p50 + 35 us: {slow:6.1%}")
 
-system, latencies = None, []
+system, latencies = "?", []
 for line in open(sys.argv[1]):
     if line.startswith("#"):
         report(system, latencies)

@@ -89,12 +89,16 @@ pub trait FrameWrite: Send + 'static {
 /// [`Quiet::heard`], and no later than twice that. The runtime's writer
 /// uses one, and so does `rpc-transport`'s reader.
 ///
-/// A busy connection's timer never fires. Noting activity reads the clock
-/// and, once less than `after` is left, pushes the timer back to twice
-/// that: a timer update at most once per `after`, and no wake-up. (A timer
-/// left to fire and be set again woke its task every `after` for nothing;
-/// on a multi-thread runtime those wakes drew a second worker into a
-/// single connection's work, and its calls' latency grew a tail.)
+/// The timer of a busy connection (one heard at least once every `after`)
+/// never fires. Noting activity reads the clock and, once less than `after`
+/// is left, pushes the timer back to twice that: a timer update at most
+/// once per `after`, and no task woken (the runtime's timer thread still
+/// wakes at the old deadline, to file the timer again). A timer left to
+/// fire and be set again woke its task every `after` for nothing; on a
+/// multi-thread runtime those wakes drew a second worker into a single
+/// connection's work, and its calls' latency grew a tail.
+///
+/// An `after` longer than [`Quiet::MAX_AFTER`] is taken as that.
 ///
 /// ```
 /// use std::time::Duration;
@@ -118,9 +122,14 @@ pub struct Quiet {
 }
 
 impl Quiet {
+    /// The longest quiet a timer waits for: fifteen years, so that twice
+    /// it stays within what tokio's timer takes.
+    pub const MAX_AFTER: Duration = Duration::from_secs(15 * 365 * 24 * 3600);
+
     /// A timer that fires `after` from now, if nothing is heard meanwhile.
     /// Must be made inside a tokio runtime with its timer enabled.
     pub fn new(after: Duration) -> Quiet {
+        let after = after.min(Quiet::MAX_AFTER);
         Quiet {
             timer: Box::pin(tokio::time::sleep(after)),
             after,
@@ -132,8 +141,8 @@ impl Quiet {
         let now = tokio::time::Instant::now();
         let deadline = self.timer.deadline();
         if deadline.saturating_duration_since(now) < self.after {
-            // An `after` too long to add is as good as never.
-            if let Some(later) = now.checked_add(self.after.saturating_mul(2)) {
+            // A clock too near its end to add to is as good as never.
+            if let Some(later) = now.checked_add(self.after * 2) {
                 self.timer.as_mut().reset(later);
             }
         }
@@ -427,7 +436,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_timer_too_long_to_add_is_never_due() {
+    async fn a_timer_of_the_longest_quiet_is_not_due_within_a_year() {
         let waker = Waker::from(Arc::new(Wakes::default()));
         let mut quiet = Quiet::new(Duration::MAX);
         quiet.heard();

@@ -136,8 +136,9 @@ impl<R: ReadHalf> FrameReader<R> {
                 return self.codec.decode_eof(&mut self.buf);
             }
             // A frame the read did not bring whole is stamped above, on
-            // the way to the next read: most reads bring whole frames, and
-            // read no clock.
+            // the way to the next read: most reads bring whole frames. The
+            // quiet timer reads the clock (about 30 ns) to be pushed back
+            // rather than fire while the connection is busy.
             if let Some(quiet) = &mut self.quiet {
                 quiet.heard();
             }

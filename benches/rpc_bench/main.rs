@@ -30,6 +30,7 @@ mod baseline;
 mod ours;
 
 use std::alloc::System;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
@@ -471,7 +472,7 @@ async fn latency(client: &AnyClient, calls: usize, keep: Option<(&str, Contender
             .expect("open the latencies file");
         let mut text = format!("# {}\n", system.name());
         for latency in &latencies {
-            text += &format!("{}\n", latency.as_nanos());
+            let _ = writeln!(text, "{}", latency.as_nanos());
         }
         file.write_all(text.as_bytes()).expect("write the latencies");
     }

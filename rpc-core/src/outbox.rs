@@ -23,8 +23,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use crate::codec::Message;
+use crate::codec::splice::Encoding;
 use crate::frame::{Frame, Header, Kind, ProtocolError, RequestHead};
-use crate::transport::Encoded;
+use crate::transport::{COPY_BELOW, Encoded};
 
 /// Most frames in one batch.
 const MAX_BATCH_FRAMES: usize = 256;
@@ -230,6 +231,27 @@ impl<P> Outbox<P> {
         Ok(self.send_parts(header, &stamp, payload, None).map_err(|_| Closed))
     }
 
+    /// Queues a frame of `kind` for call `id` around `payload`, just
+    /// encoded: copied from where it lies if it is in one short piece (as a
+    /// short payload is copied anyway), else as [`Outbox::send_payload`]
+    /// sends it. The inner `Err` if the writer is gone.
+    pub(crate) fn send_encoding(
+        &self,
+        kind: Kind,
+        id: u64,
+        payload: Encoding<'_>,
+    ) -> Result<Result<(), Closed>, ProtocolError> {
+        let bytes = match payload {
+            Encoding::InPlace(block) if block.bytes().len() < COPY_BELOW => block.bytes(),
+            other => return self.send_payload(kind, id, other.into_message()),
+        };
+        let header = Header::new(kind, id, bytes.len())?;
+        let queued = self.queue(&header, None, |_, tail| {
+            Encoded::push_short_frame(tail, &header, bytes)
+        });
+        Ok(queued.map_err(|_| Closed))
+    }
+
     fn send_parts(
         &self,
         header: Header,
@@ -237,15 +259,26 @@ impl<P> Outbox<P> {
         payload: &Message,
         held: Option<P>,
     ) -> Result<(), Option<P>> {
+        self.queue(&header, held, |encoded, tail| {
+            encoded.push_frame_stamped(tail, &header, stamp, payload.parts())
+        })
+    }
+
+    /// Queues the frame `header` opens, which `push` appends to the open
+    /// batch (its chunks, and the run of small frames at their end).
+    #[inline(always)]
+    fn queue(
+        &self,
+        header: &Header,
+        held: Option<P>,
+        push: impl FnOnce(&mut Encoded, &mut BytesMut),
+    ) -> Result<(), Option<P>> {
         let mut guard = self.shared.lock();
         if guard.closed {
             return Err(held);
         }
         let queue = &mut *guard;
-        queue
-            .open
-            .encoded
-            .push_frame_stamped(&mut queue.bytes, &header, stamp, payload.parts());
+        push(&mut queue.open.encoded, &mut queue.bytes);
         queue.open.frames += 1;
         if header.kind() == Kind::Request {
             queue.open.last_request = header.id();

@@ -3,12 +3,14 @@
 //! own.
 //!
 //! A message is encoded at the block's end and split off as [`Bytes`] that
-//! share the block. Most such bytes live only until a connection's outbox
-//! has copied them, so by the time the block is full every message in it
-//! is gone, and the block is reused from its start; a block some message
-//! still holds is left to that message, and the thread takes a new one.
+//! share the block, or copied out where it lies and left for the next
+//! message to overwrite. Most split-off bytes live only until a
+//! connection's outbox has copied them, so by the time the block is full
+//! every message in it is gone, and the block is reused from its start; a
+//! block some message still holds is left to that message, and the thread
+//! takes a new one.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use bytes::{Bytes, BytesMut};
 
@@ -21,55 +23,80 @@ const BLOCK_LEN: usize = 8 * 1024;
 const SHARED_UP_TO: usize = BLOCK_LEN / 4;
 
 thread_local! {
-    static BLOCK: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    /// The thread's block, while no encoding has it lent.
+    static BLOCK: Cell<Option<BytesMut>> = const { Cell::new(None) };
 }
 
 /// What `encode` appends to an empty buffer, as bytes of their own: in the
 /// thread's block when the thread has one to lend.
-///
-/// The block is lent for the length of `encode`, which runs the user's
-/// `Serialize` code. Whatever that does, it cannot break the block: an
-/// encoding started inside it finds the block lent and gets a buffer of
-/// its own, and a panic in it leaves bytes the next use clears.
 pub(crate) fn encode<E>(encode: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Result<Bytes, E> {
-    let mut encode = Some(encode);
-    let lent = BLOCK.try_with(|block| {
-        let mut block = block.try_borrow_mut().ok()?;
-        let encode = encode.take()?;
-        Some(encode_in(&mut block, encode))
-    });
-    match (lent, encode) {
-        (Ok(Some(encoded)), _) => encoded,
-        // Lent already, or the thread is being torn down.
-        (_, Some(encode)) => {
-            let mut own = BytesMut::new();
-            encode(&mut own).map(|()| own.freeze())
+    let mut block = Block::lend();
+    encode(block.buf())?;
+    Ok(block.split())
+}
+
+/// The thread's block, lent out of it for the length of one message's
+/// encoding, empty; given back when dropped, with whatever is left in it
+/// for the next message to overwrite.
+///
+/// The encoding runs the user's `Serialize` code. Whatever that does, it
+/// cannot break the block: an encoding started inside it finds no block to
+/// lend and makes one of its own (which this one, given back later,
+/// replaces), and a panic gives back what it left, for the next lend to
+/// clear (or let go, if it grew).
+pub(crate) struct Block {
+    buf: BytesMut,
+}
+
+impl Block {
+    /// Lends the thread's block (or a new one, if it is lent already or
+    /// the thread is being torn down).
+    #[inline]
+    pub(crate) fn lend() -> Block {
+        let mut buf = BLOCK.try_with(Cell::take).ok().flatten().unwrap_or_default();
+        // Whatever the last message, read where it lay or split off
+        // halfway through a failed encoding, left behind.
+        buf.clear();
+        if buf.capacity() < SHARED_UP_TO {
+            // Reuses the block from its start if no message holds it any
+            // more.
+            buf.reserve(BLOCK_LEN);
         }
-        (_, None) => unreachable!("`encode` runs only where it is taken"),
+        if buf.capacity() > BLOCK_LEN {
+            // Grown by a message that was not split off: let go, or every
+            // short message after it would pin it.
+            buf = BytesMut::with_capacity(BLOCK_LEN);
+        }
+        Block { buf }
+    }
+
+    /// The message being encoded: all of the block's bytes.
+    pub(crate) fn buf(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// The message, where it lies.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Splits the message off, as bytes of its own.
+    pub(crate) fn split(&mut self) -> Bytes {
+        let message = self.buf.split().freeze();
+        if message.len() > SHARED_UP_TO {
+            // Its memory is its own.
+            self.buf = BytesMut::new();
+        }
+        message
     }
 }
 
-fn encode_in<E>(
-    block: &mut BytesMut,
-    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
-) -> Result<Bytes, E> {
-    // Whatever a panicking encoding left behind.
-    block.clear();
-    if block.capacity() < SHARED_UP_TO {
-        // Reuses the block from its start if no message holds it any more.
-        block.reserve(BLOCK_LEN);
+impl Drop for Block {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        // A thread being torn down lets it go.
+        let _ = BLOCK.try_with(|block| block.set(Some(buf)));
     }
-    if block.capacity() > BLOCK_LEN {
-        // Grown by an encoding that panicked before it could be split off:
-        // left to go, or every short message after it would pin it.
-        *block = BytesMut::with_capacity(BLOCK_LEN);
-    }
-    let encoded = encode(block);
-    let message = block.split().freeze();
-    if message.len() > SHARED_UP_TO {
-        *block = BytesMut::new();
-    }
-    encoded.map(|()| message)
 }
 
 #[cfg(test)]
@@ -100,6 +127,19 @@ mod tests {
         }
         let again = message(&[1; SHARED_UP_TO]);
         assert_eq!(again.as_ptr(), start, "the block was reused from its start");
+    }
+
+    #[test]
+    fn a_message_read_where_it_lies_leaves_its_room_to_the_next() {
+        let start = {
+            let mut block = Block::lend();
+            block.buf().extend_from_slice(b"copied out");
+            assert_eq!(block.bytes(), b"copied out");
+            block.bytes().as_ptr()
+        };
+        let next = message(b"split off");
+        assert_eq!(&next[..], b"split off");
+        assert_eq!(next.as_ptr(), start, "encoded over the message read in place");
     }
 
     #[test]
@@ -169,7 +209,12 @@ mod tests {
         for _ in 0..100 {
             drop(message(&[1; SHARED_UP_TO]));
         }
-        let kept = BLOCK.with(|block| block.borrow().capacity());
+        let kept = BLOCK.with(|block| {
+            let buf = block.take();
+            let capacity = buf.as_ref().map_or(0, BytesMut::capacity);
+            block.set(buf);
+            capacity
+        });
         assert!(kept <= BLOCK_LEN, "the thread keeps {kept} bytes of block");
     }
 }

@@ -241,6 +241,18 @@ impl Encoded {
         }
     }
 
+    /// Appends a frame whose payload is shorter than [`COPY_BELOW`] (a
+    /// longer one goes through [`Encoded::push_frame`], to be sent from
+    /// where it lies): header and payload copied to the end of `tail`.
+    #[inline(always)]
+    pub(crate) fn push_short_frame(tail: &mut BytesMut, header: &Header, payload: &[u8]) {
+        debug_assert!(payload.len() < COPY_BELOW);
+        let head = header.to_bytes();
+        reserve_tail(tail, head.len() + payload.len());
+        tail.extend_from_slice(&head);
+        tail.extend_from_slice(payload);
+    }
+
     /// Appends `head` and `part`, with `part`'s first bytes written as
     /// `stamp` instead.
     #[inline(always)]

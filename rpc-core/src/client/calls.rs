@@ -28,6 +28,7 @@ use crate::client::later::Later;
 use crate::client::queue::{Now, Queued};
 use crate::client::waiter::{Ending, Event, Reply, Slot, StreamEnd, Waiter, Wake};
 use crate::codec::Message;
+use crate::codec::splice::Encoding;
 use crate::error::{Error, ErrorCode, WireError};
 use crate::frame::{self, Kind, ProtocolError};
 use crate::outbox;
@@ -162,8 +163,9 @@ impl CallTable {
     }
 
     /// Takes the next id and registers a waiter for it; sends the request
-    /// if a place is free and no request is queued for one, else queues
-    /// it. All under one lock: requests reach the wire in id order, which
+    /// if a place is free and no request is queued for one (a short one
+    /// copied into the outbox from where it was encoded), else queues it
+    /// (as bytes of its own). All under one lock: requests reach the wire in id order, which
     /// the protocol requires and the goodbye's "last id started" relies
     /// on. `deadline` is the caller's, for the budget a queued request
     /// leaves with.
@@ -172,7 +174,7 @@ impl CallTable {
     /// says why the connection took no call.
     pub(super) fn send(
         &self,
-        payload: Message,
+        payload: Encoding<'_>,
         waiter: Waiter,
         deadline: Instant,
     ) -> Result<Result<(u64, bool), Reply>, Error> {
@@ -192,13 +194,15 @@ impl CallTable {
             false => None,
         };
         if place.is_some() {
-            if self.outbox.send_payload(Kind::Request, id, payload)?.is_err() {
+            if self.outbox.send_encoding(Kind::Request, id, payload)?.is_err() {
                 return Ok(Err(Reply::Unsent(Box::new(inner.unusable_error()))));
             }
             inner.mark_sent(id);
             waiter.left();
         } else {
-            inner.queue.push_back(Queued::new(id, deadline, payload));
+            inner
+                .queue
+                .push_back(Queued::new(id, deadline, payload.into_message()));
         }
         inner.last_id = id;
         if let Some(deadline) = waiter.deadline()

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -17,13 +17,15 @@ use crate::client::calls::{CallTable, Outbox};
 use crate::client::queue::Now;
 use crate::client::sweep::sweep_deadlines;
 use crate::client::waiter::{Reply, Waiter};
-use crate::codec::{Claims, DecodeLimits, Message, splice};
+use crate::codec::splice;
+use crate::codec::{Claims, DecodeLimits};
 use crate::compat::Fingerprint;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
 use crate::outbox::{self, Batch};
 use crate::permit::CallPermits;
+use crate::scratch::Block;
 use crate::service::RequestMessage;
 use crate::signal::Signal;
 use crate::transport::{Established, FrameRead, FrameWrite};
@@ -200,143 +202,125 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends one call (or queues it for a place under the connection's cap
-    /// on calls in flight) and waits for its answer, until `deadline` at
-    /// the latest. The reply, and whether the request waited for a place.
+    /// Encodes `request`, with `budget`, the time its caller has left, and
+    /// sends it as one call (or queues it for a place under the
+    /// connection's cap on calls in flight), whose answer, or end, wakes
+    /// `waker`, until `deadline` at the latest: the wait for the call's
+    /// reply, or the reply that says why the connection took no call.
     ///
-    /// If this future is dropped before the answer arrives (a `select!`, a
+    /// Encoded, checked and sent in one step, so that a request that
+    /// leaves at once is copied into the outbox from where it was encoded
+    /// (the thread's block), never split off as bytes of its own; only a
+    /// queued one is. The request is only borrowed, and not across a wait.
+    ///
+    /// If the wait is dropped before the answer arrives (a `select!`, a
     /// dropped caller), the server is told to stop the call, as it is when
     /// the deadline passes (unless it is `no_cancel`, which the server runs
     /// on: it keeps its place until answered); a request still queued never
     /// leaves.
-    pub(super) fn round_trip(&self, request: Request, deadline: Instant) -> RoundTrip<'_> {
-        RoundTrip {
+    pub(super) fn send<Q: RequestMessage + ?Sized>(
+        &self,
+        request: &Q,
+        budget: Duration,
+        metadata: Option<&Metadata>,
+        deadline: Instant,
+        waker: Waker,
+    ) -> Result<Result<RoundTrip<'_>, Reply>, Error> {
+        let callee = Callee::of(request);
+        let mut block = Block::lend();
+        let mut claims = Claims::new();
+        encode_head(
+            callee.name,
+            callee.fingerprint(),
+            budget,
+            self.version,
+            metadata,
+            block.buf(),
+        )?;
+        request.encode_args_spliced(block.buf(), Some(&mut claims))?;
+        let Some(payload) = claims.splice(&mut block) else {
+            return Err(Error::Encode {
+                what: format!("the arguments of `{}`", callee.name),
+                reason: splice::REWORKED.to_owned(),
+            });
+        };
+        self.check_request_len(callee.name, payload.len())?;
+        let waiter = Waiter::Unary {
+            waker: Some(waker),
+            deadline,
+            // Known from the method's descriptor: a request with none
+            // counts as cancellable.
+            to_completion: callee.descriptor.is_some_and(|method| method.no_cancel),
+        };
+        let sent = self.calls.send(payload, waiter, deadline)?;
+        Ok(sent.map(|(id, queued)| RoundTrip {
             connection: self,
-            trip: Trip::Unsent { request, deadline },
-        }
+            id,
+            queued,
+            trip: Trip::Sent,
+        }))
     }
 }
 
-/// A unary call on a connection, from its request to its reply: the future
-/// of [`Connection::round_trip`].
+/// A unary call on a connection, sent: the wait for its reply, and whether
+/// its request waited for a place. The future of [`Connection::send`], to
+/// be polled first in the poll that sent the call.
 ///
 /// Written out rather than an `async fn`, which would keep a second copy
-/// of its arguments: a busy client touches every byte of a call's future
-/// on every call.
+/// of its state: a busy client touches every byte of a call's future on
+/// every call.
 #[derive(Debug)]
 pub(super) struct RoundTrip<'a> {
     connection: &'a Connection,
+    id: u64,
+    queued: bool,
     trip: Trip,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trip {
-    /// Sent on the first poll, with the caller's waker, so the answer can
-    /// wake it with no look at the table in between.
-    Unsent { request: Request, deadline: Instant },
-    /// Sent, or queued for a place, as call `id`. Dropped now, it forgets
-    /// the call ([`CallTable::forget`]: a queued request never leaves, and
-    /// a call the server runs gets a cancel unless it is `no_cancel`), so
-    /// an abandoned call leaves nothing behind on either side.
-    Waiting { id: u64, queued: bool },
-    /// Answered, or never sent.
+    /// Sent in this poll, with this poll's waker: a look now would find the
+    /// call waiting, that waker in place. The answer wakes the caller, which
+    /// looks then.
+    Sent,
+    /// Waiting for the reply. Dropped now, or sent, it forgets the call
+    /// ([`CallTable::forget`]: a queued request never leaves, and a call the
+    /// server runs gets a cancel unless it is `no_cancel`), so an abandoned
+    /// call leaves nothing behind on either side.
+    Waiting,
+    /// The reply was taken.
     Over,
 }
 
 impl Future for RoundTrip<'_> {
-    type Output = Result<(Reply, bool), Error>;
+    type Output = (Reply, bool);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if let Trip::Waiting { id, queued } = this.trip {
-            let reply = ready!(this.connection.calls.poll_reply(id, cx));
-            this.trip = Trip::Over;
-            if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
-                this.connection.mark_served();
+        match this.trip {
+            Trip::Sent => {
+                this.trip = Trip::Waiting;
+                return Poll::Pending;
             }
-            return Poll::Ready(Ok((reply, queued)));
+            Trip::Waiting => {}
+            Trip::Over => panic!("a call's round trip was polled after it completed"),
         }
-        let Trip::Unsent { request, deadline } = std::mem::replace(&mut this.trip, Trip::Over) else {
-            panic!("a call's round trip was polled after it completed");
-        };
-        let connection = this.connection;
-        connection.check_request_len(request.method, request.payload.len())?;
-        let waiter = Waiter::Unary {
-            waker: Some(cx.waker().clone()),
-            deadline,
-            to_completion: request.to_completion,
-        };
-        match connection.calls.send(request.payload, waiter, deadline)? {
-            // A look now would find the call waiting, this poll's waker in
-            // place: the answer wakes the caller, which looks then.
-            // (Polled again sooner, with another waker, it looks, and
-            // leaves that one.)
-            Ok((id, queued)) => {
-                this.trip = Trip::Waiting { id, queued };
-                Poll::Pending
-            }
-            Err(refused) => Poll::Ready(Ok((refused, false))),
+        // Polled again sooner than its answer, with another waker, it
+        // leaves that one.
+        let reply = ready!(this.connection.calls.poll_reply(this.id, cx));
+        this.trip = Trip::Over;
+        if matches!(reply, Reply::Response(_) | Reply::Failed(_)) {
+            this.connection.mark_served();
         }
+        Poll::Ready((reply, this.queued))
     }
 }
 
 impl Drop for RoundTrip<'_> {
     fn drop(&mut self) {
-        if let Trip::Waiting { id, .. } = self.trip {
-            self.connection.calls.forget(id);
+        if self.trip != Trip::Over {
+            self.connection.calls.forget(self.id);
         }
-    }
-}
-
-/// A request ready for the wire: its head (with the budget left) and its
-/// arguments.
-#[derive(Debug)]
-pub(crate) struct Request {
-    pub(crate) method: &'static str,
-    pub(crate) payload: Message,
-    /// `#[rpc(no_cancel)]`: the server runs it to its end whatever the
-    /// caller does. Known from the method's descriptor: a request with
-    /// none counts as cancellable.
-    pub(crate) to_completion: bool,
-}
-
-impl Request {
-    /// Encodes `request` with `budget`, the time its caller has left;
-    /// `None` if none is.
-    pub(crate) fn encode<Q: RequestMessage + ?Sized>(
-        request: &Q,
-        budget: Duration,
-        version: u16,
-        metadata: Option<&Metadata>,
-    ) -> Result<Option<Request>, Error> {
-        if budget.is_zero() {
-            return Ok(None);
-        }
-        let callee = Callee::of(request);
-        // In the thread's block: a short request costs no allocation, and
-        // the outbox copies it from there; a large blob in it is sent from
-        // where it lies.
-        let encode = |payload: &mut BytesMut, claims: &mut Claims| {
-            encode_head(
-                callee.name,
-                callee.fingerprint(),
-                budget,
-                version,
-                metadata,
-                payload,
-            )?;
-            request.encode_args_spliced(payload, Some(claims))
-        };
-        let reworked = || Error::Encode {
-            what: format!("the arguments of `{}`", callee.name),
-            reason: splice::REWORKED.to_owned(),
-        };
-        let payload = splice::encode(encode, reworked)?;
-        Ok(Some(Request {
-            method: callee.name,
-            payload,
-            to_completion: callee.descriptor.is_some_and(|method| method.no_cancel),
-        }))
     }
 }
 

@@ -126,14 +126,16 @@ mod tests {
     use std::task::{Context, Poll};
     use std::time::Duration;
 
-    use bytes::{Buf, Bytes, BytesMut};
+    use bytes::{Buf, Bytes};
     use futures::task::noop_waker_ref;
 
     use super::*;
     use crate::client::waiter::{Reply, Waiter};
+    use crate::codec::splice::Encoding;
     use crate::frame::{HEADER_LEN, Header, Kind, MAX_PAYLOAD_LEN, ProtocolError, RequestHead};
     use crate::outbox::{self, Batch};
     use crate::permit::CallPermits;
+    use crate::scratch::Block;
 
     struct Line {
         calls: CallTable,
@@ -168,16 +170,18 @@ mod tests {
         }
 
         fn send(&self, deadline: Instant, args: &[u8], to_completion: bool) -> u64 {
-            let mut payload = BytesMut::new();
-            RequestHead::encode("T.m", deadline - Instant::now(), &mut payload);
-            payload.extend_from_slice(args);
+            // In the thread's block, as a call's request is: copied out if
+            // it leaves at once, split off if it waits for a place.
+            let mut block = Block::lend();
+            RequestHead::encode("T.m", deadline - Instant::now(), block.buf());
+            block.buf().extend_from_slice(args);
             let waiter = Waiter::Unary {
                 waker: None,
                 deadline,
                 to_completion,
             };
             self.calls
-                .send(payload.freeze().into(), waiter, deadline)
+                .send(Encoding::InPlace(&mut block), waiter, deadline)
                 .unwrap()
                 .unwrap()
                 .0

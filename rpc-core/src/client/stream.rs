@@ -21,6 +21,7 @@ use crate::client::Callee;
 use crate::client::calls::Outbox;
 use crate::client::connection::Connection;
 use crate::client::waiter::{Event, Reply, Waiter};
+use crate::codec::splice::Encoding;
 use crate::codec::{self, Message};
 use crate::error::{Error, explain_decode};
 use crate::frame::{self, Frame, Kind};
@@ -67,7 +68,7 @@ impl Connection {
         };
         let id = match self
             .calls
-            .send(Message::from(payload.freeze()), waiter, deadline)?
+            .send(Encoding::Owned(Message::from(payload.freeze())), waiter, deadline)?
         {
             Ok((id, _queued)) => id,
             Err(refused) => return Ok(Err(refused)),

@@ -2,12 +2,12 @@
 //! and retrying where that is safe.
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
-use crate::client::connection::Request;
 use crate::client::endpoint::{self, Endpoint};
 use crate::client::waiter::Reply;
 use crate::client::{Client, Deadline};
@@ -109,12 +109,17 @@ impl Client {
                     false => deadline.budget,
                 };
                 waited = true;
-                let Some(encoded) =
-                    Request::encode(&request, budget, connection.version, metadata.as_deref())?
-                else {
+                if budget.is_zero() {
                     return Err(expired());
+                }
+                // The answer wakes the task this poll is for: no wait comes
+                // between taking its waker and the first poll of the trip.
+                let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+                let sent = connection.send(&request, budget, metadata.as_deref(), deadline.at, waker)?;
+                let (reply, queued) = match sent {
+                    Ok(trip) => trip.await,
+                    Err(refused) => (refused, false),
                 };
-                let (reply, queued) = connection.round_trip(encoded, deadline.at).await?;
                 // A call whose request waited for a place is no sample of the
                 // server's time: the wait was the client's.
                 if let (Reply::Response(_) | Reply::Failed(_), Some(sent_at), false) =

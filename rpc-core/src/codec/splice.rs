@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
 use super::{EncodeError, Message};
+use crate::scratch::Block;
 
 /// The shortest [`Bytes`](crate::blob::Bytes) blob a request or a result
 /// sends from where it lies, not copied into the message: the connection
@@ -35,7 +36,7 @@ const _: () = assert!(SPLICE_FROM >= crate::transport::COPY_BELOW);
 pub struct Claims(pub(super) Vec<(usize, Bytes)>);
 
 impl Claims {
-    fn new() -> Claims {
+    pub(crate) fn new() -> Claims {
         Claims(Vec::new())
     }
 }
@@ -58,12 +59,51 @@ pub(crate) fn encode<E>(
     encode: impl FnOnce(&mut BytesMut, &mut Claims) -> Result<(), E>,
     reworked: impl FnOnce() -> E,
 ) -> Result<Message, E> {
+    let mut block = Block::lend();
     let mut claims = Claims::new();
-    let encoded = crate::scratch::encode(|out| encode(out, &mut claims))?;
-    if claims.0.is_empty() {
-        return Ok(Message::from(encoded));
+    encode(block.buf(), &mut claims)?;
+    let encoded = claims.splice(&mut block).ok_or_else(reworked)?;
+    Ok(encoded.into_message())
+}
+
+impl Claims {
+    /// The message encoded in `block`, with the blobs claimed from it put
+    /// back in their places; `None` if they do not fit it (its encoding
+    /// changed the buffer after a blob was left out).
+    pub(crate) fn splice(self, block: &mut Block) -> Option<Encoding<'_>> {
+        if self.0.is_empty() {
+            return Some(Encoding::InPlace(block));
+        }
+        Message::spliced(block.split(), self.0).map(Encoding::Owned)
     }
-    Message::spliced(encoded, claims.0).ok_or_else(reworked)
+}
+
+/// A message just encoded in a thread's block, as [`Claims::splice`]
+/// makes it.
+pub(crate) enum Encoding<'a> {
+    /// Whole, and all of the block: to be copied where it lies (the next
+    /// message is encoded over it), or split off to be kept.
+    InPlace(&'a mut Block),
+    /// Bytes of its own (in parts, if blobs were left out of it).
+    Owned(Message),
+}
+
+impl Encoding<'_> {
+    /// The message's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Encoding::InPlace(block) => block.bytes().len(),
+            Encoding::Owned(message) => message.len(),
+        }
+    }
+
+    /// The message, as bytes of its own.
+    pub(crate) fn into_message(self) -> Message {
+        match self {
+            Encoding::InPlace(block) => Message::from(block.split()),
+            Encoding::Owned(message) => message,
+        }
+    }
 }
 
 /// Why [`encode`] refused a message whose buffer was reworked.

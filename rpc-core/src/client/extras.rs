@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tower::util::BoxCloneSyncService;
 
+use super::unary::Start;
 use super::{Client, Deadline};
 use crate::descriptor::MethodDescriptor;
 use crate::error::Error;
@@ -118,10 +119,9 @@ impl Client {
                         args: call.args,
                         idempotent: call.idempotent,
                     };
-                    client
-                        .call_until(request, deadline, metadata)
-                        .await
-                        .map_err(BoxError::from)
+                    let start = Start::Layers(Box::new((deadline, metadata)));
+                    let raw = |_: &Client, _: &'static str, payload: Bytes| Ok(payload);
+                    client.unary(request, start, raw).await.map_err(BoxError::from)
                 }
             }))
         };

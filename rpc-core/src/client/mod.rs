@@ -52,12 +52,12 @@ use bytes::Bytes;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
-use tower::ServiceExt;
 
 pub use backoff::Backoff;
 pub use balance::Policy;
 pub use balanced::Balanced;
 pub use endpoint::{EndpointState, EndpointStats};
+use unary::Start;
 
 use connection::Connection;
 use endpoint::{Endpoint, dial_with};
@@ -72,7 +72,6 @@ use crate::context::Context;
 use crate::descriptor::MethodDescriptor;
 use crate::error::{Error, WireError, explain_decode};
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, MAX_WIRE_BUDGET};
-use crate::middleware::{ClientCall, into_error};
 use crate::observe::{self, CallOutcome};
 use crate::service::RequestMessage;
 use crate::streaming::{ItemStream, Streaming};
@@ -241,69 +240,30 @@ impl Client {
         Q: RequestMessage + 'static,
         T: DeserializeOwned + 'static,
     {
-        self.clone().call_one(request, timeout, Watch::Undecided)
+        let start = Start::Caller {
+            timeout,
+            watch: Watch::Undecided,
+        };
+        self.clone().unary(request, start, decoded)
     }
 
     /// A call returning one value, in a span of its own, timed and recorded.
-    async fn call_watched<Q, T>(self, request: Q, timeout: Option<Duration>) -> Result<T, Error>
+    async fn call_watched<Q, T, D>(self, request: Q, timeout: Option<Duration>, decode: D) -> Result<T, Error>
     where
         Q: RequestMessage + 'static,
-        T: DeserializeOwned + 'static,
+        D: FnOnce(&Client, &'static str, Bytes) -> Result<T, Error>,
     {
         let method = request.method();
         let (span, trace) = observe::client_span(method);
         let started = Instant::now();
-        let call = self.call_one(request, timeout, Watch::Watched(trace));
+        let start = Start::Caller {
+            timeout,
+            watch: Watch::Watched(trace),
+        };
+        let call = self.unary(request, start, decode);
         let result = observe::in_span(span.clone(), call).await;
         observe::client_call(&span, method, outcome(&result), started.elapsed());
         result
-    }
-
-    /// A call returning one value, through the client's middleware if it
-    /// has any. (An `async` block, as `call_until` is.)
-    #[allow(clippy::manual_async_fn)]
-    fn call_one<Q, T>(
-        self,
-        request: Q,
-        timeout: Option<Duration>,
-        watch: Watch,
-    ) -> impl Future<Output = Result<T, Error>>
-    where
-        Q: RequestMessage + 'static,
-        T: DeserializeOwned + 'static,
-    {
-        async move {
-            let trace = match watch {
-                // Boxed, so that a span and a start time do not make every
-                // call's future larger, watched or not.
-                Watch::Undecided if observe::watching() => {
-                    return Box::pin(self.call_watched(request, timeout)).await;
-                }
-                // Nobody watching: the call as it is, with nothing to time
-                // or record.
-                Watch::Undecided => None,
-                Watch::Watched(trace) => trace,
-            };
-            let method = request.method();
-            let deadline = self.deadline(timeout)?;
-            let metadata = self.outgoing(method, trace.as_deref())?;
-            let payload = match self.stack() {
-                None => self.call_until(request, deadline, metadata).await?,
-                Some(stack) => {
-                    let call = ClientCall {
-                        method,
-                        descriptor: request.descriptor(),
-                        args: encoded_args(&request)?,
-                        idempotent: request.idempotent(),
-                        metadata: metadata.map(Arc::unwrap_or_clone).unwrap_or_default(),
-                        deadline: deadline.at,
-                    };
-                    drop(request);
-                    stack.clone().oneshot(call).await.map_err(into_error)?
-                }
-            };
-            self.decode(method, &payload)
-        }
     }
 
     /// Makes a call whose answer is a stream (and which may send one too:
@@ -483,6 +443,12 @@ impl Client {
     }
 }
 
+/// Decodes `payload`, the answer to `client`'s call of `method`, as a
+/// `T`: how a caller's call ends.
+fn decoded<T: DeserializeOwned>(client: &Client, method: &'static str, payload: Bytes) -> Result<T, Error> {
+    client.decode(method, &payload)
+}
+
 /// How a client call ended, for its span and metrics. (A method's own
 /// `Err(e)` arrives inside `Ok`, so it counts as `ok` here; the server's
 /// metrics tell it apart.)
@@ -577,7 +543,7 @@ mod tests {
         println!("a call's future: {size} bytes");
         assert!(
             size <= 512,
-            "a call's future takes {size} bytes, over 512 (328 in a debug build with rustc 1.95): \
+            "a call's future takes {size} bytes, over 512 (296 in a debug build with rustc 1.95): \
              did an `async fn`, or a wait held inline, come back on the call path? \
              `-Zprint-type-sizes` on nightly shows the layout"
         );

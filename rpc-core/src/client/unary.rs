@@ -3,45 +3,102 @@
 
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
+use tower::ServiceExt;
 use tower::retry::budget::Budget;
 
 use crate::client::endpoint::{self, Endpoint};
 use crate::client::waiter::Reply;
-use crate::client::{Client, Deadline};
+use crate::client::{Client, Deadline, Watch, encoded_args};
 use crate::error::{Error, ErrorCode};
 use crate::metadata::Metadata;
+use crate::middleware::{ClientCall, into_error};
+use crate::observe;
 use crate::service::RequestMessage;
 
 /// Most times a balanced client sends one call again.
 const MAX_RETRIES: u32 = 3;
 
+/// Where a unary call starts.
+pub(super) enum Start {
+    /// A caller's call: its deadline from `timeout` (or the client's), its
+    /// metadata the client's, watched as `watch` says, through the client's
+    /// middleware if it has any.
+    Caller { timeout: Option<Duration>, watch: Watch },
+    /// The innermost middleware's call: the deadline and metadata the
+    /// layers left it. (Boxed: a call's future keeps its start for as long
+    /// as it lives, and a call through middleware allocates anyway.)
+    Layers(Box<(Deadline, Option<Arc<Metadata>>)>),
+}
+
 impl Client {
     /// Makes a call, retrying it where that is safe, until its deadline,
-    /// and decodes its result.
+    /// and makes its answer's payload a `T` with `decode`.
+    ///
+    /// One state machine from the first poll to the decoded answer: a busy
+    /// client touches every byte of a call's future on every call, and
+    /// each future nested in it would copy the request in and the answer
+    /// out again. Only a watched call (its span and timing) and a call
+    /// through middleware go another way, each boxed.
     ///
     /// Only waiting for a connection arms a timer of its own (and only if
     /// it has to wait); the wait for a place and for the answer is under
-    /// the connection's deadline sweep. The request is borrowed only to encode
-    /// it, never across a wait, so the call's future is `Send` whenever the
-    /// request is.
+    /// the connection's deadline sweep. The request is borrowed only to
+    /// encode it, never across a wait, so the call's future is `Send`
+    /// whenever the request is.
     ///
     /// An `async` block rather than an `async fn`, which would keep a
-    /// second copy of its arguments: a busy client touches every byte of a
-    /// call's future on every call.
+    /// second copy of its arguments.
     #[allow(clippy::manual_async_fn)]
-    pub(super) fn call_until<Q>(
-        &self,
+    pub(super) fn unary<Q, T, D>(
+        self,
         request: Q,
-        deadline: Deadline,
-        metadata: Option<Arc<Metadata>>,
-    ) -> impl Future<Output = Result<Bytes, Error>>
+        start: Start,
+        decode: D,
+    ) -> impl Future<Output = Result<T, Error>>
     where
-        Q: RequestMessage,
+        Q: RequestMessage + 'static,
+        D: FnOnce(&Client, &'static str, Bytes) -> Result<T, Error>,
     {
         async move {
+            let (deadline, metadata) = match start {
+                Start::Layers(given) => *given,
+                Start::Caller { timeout, watch } => {
+                    let trace = match watch {
+                        // Boxed, so that a span and a start time do not
+                        // make every call's future larger, watched or not.
+                        Watch::Undecided if observe::watching() => {
+                            return Box::pin(self.call_watched(request, timeout, decode)).await;
+                        }
+                        // Nobody watching: the call as it is, with nothing
+                        // to time or record.
+                        Watch::Undecided => None,
+                        Watch::Watched(trace) => trace,
+                    };
+                    let method = request.method();
+                    let deadline = self.deadline(timeout)?;
+                    let metadata = self.outgoing(method, trace.as_deref())?;
+                    if let Some(stack) = self.stack() {
+                        let call = ClientCall {
+                            method,
+                            descriptor: request.descriptor(),
+                            args: encoded_args(&request)?,
+                            idempotent: request.idempotent(),
+                            metadata: metadata.map(Arc::unwrap_or_clone).unwrap_or_default(),
+                            deadline: deadline.at,
+                        };
+                        drop(request);
+                        // Boxed, as the start of such a call is: it would
+                        // be the largest wait in every call's future.
+                        let answered = Box::pin(stack.clone().oneshot(call)).await;
+                        return decode(&self, method, answered.map_err(into_error)?);
+                    }
+                    (deadline, metadata)
+                }
+            };
             let idempotent = request.idempotent();
             let expired = || Error::DeadlineExceeded {
                 timeout: deadline.budget,
@@ -140,7 +197,7 @@ impl Client {
                     Reply::Expired => return Err(expired()),
                     Reply::Response(payload) => {
                         endpoint.answered();
-                        return Ok(payload);
+                        return decode(&self, request.method(), payload);
                     }
                     // Refused for load before it ran: another server may have
                     // room.

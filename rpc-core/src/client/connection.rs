@@ -218,6 +218,7 @@ impl Connection {
     /// the deadline passes (unless it is `no_cancel`, which the server runs
     /// on: it keeps its place until answered); a request still queued never
     /// leaves.
+    #[inline]
     pub(super) fn send<Q: RequestMessage + ?Sized>(
         &self,
         request: &Q,
@@ -295,6 +296,7 @@ enum Trip {
 impl Future for RoundTrip<'_> {
     type Output = (Reply, bool);
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         match this.trip {

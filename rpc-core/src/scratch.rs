@@ -45,7 +45,9 @@ pub(crate) fn encode<E>(encode: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> 
 /// replaces), and a panic gives back what it left, for the next lend to
 /// clear (or let go, if it grew).
 pub(crate) struct Block {
-    buf: BytesMut,
+    /// Always there until the block is given back: an `Option` so that
+    /// giving it back moves it out, with no empty buffer made in its place.
+    buf: Option<BytesMut>,
 }
 
 impl Block {
@@ -67,35 +69,38 @@ impl Block {
             // short message after it would pin it.
             buf = BytesMut::with_capacity(BLOCK_LEN);
         }
-        Block { buf }
+        Block { buf: Some(buf) }
     }
 
     /// The message being encoded: all of the block's bytes.
+    #[inline]
     pub(crate) fn buf(&mut self) -> &mut BytesMut {
-        &mut self.buf
+        self.buf.get_or_insert_with(BytesMut::new)
     }
 
     /// The message, where it lies.
+    #[inline]
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.buf
+        self.buf.as_deref().unwrap_or_default()
     }
 
     /// Splits the message off, as bytes of its own.
     pub(crate) fn split(&mut self) -> Bytes {
-        let message = self.buf.split().freeze();
+        let buf = self.buf();
+        let message = buf.split().freeze();
         if message.len() > SHARED_UP_TO {
             // Its memory is its own.
-            self.buf = BytesMut::new();
+            *buf = BytesMut::new();
         }
         message
     }
 }
 
 impl Drop for Block {
+    #[inline]
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
         // A thread being torn down lets it go.
-        let _ = BLOCK.try_with(|block| block.set(Some(buf)));
+        let _ = BLOCK.try_with(|block| block.set(self.buf.take()));
     }
 }
 

@@ -188,18 +188,24 @@ impl Connection {
     }
 
     /// Refuses, before sending, a request over the server's frame limit.
+    #[inline]
     pub(super) fn check_request_len(&self, method: &str, len: usize) -> Result<(), Error> {
-        let limit = self.server_max_frame_len;
-        if len > limit {
-            return Err(Error::FrameTooLarge {
-                what: format!("the request to `{method}`"),
-                len,
-                limit,
-                side: "server",
-                setting: "Server::max_frame_len",
-            });
+        match len > self.server_max_frame_len {
+            true => Err(self.too_large(method, len)),
+            false => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Why a request of `len` bytes to `method` is refused.
+    #[cold]
+    fn too_large(&self, method: &str, len: usize) -> Error {
+        Error::FrameTooLarge {
+            what: format!("the request to `{method}`"),
+            len,
+            limit: self.server_max_frame_len,
+            side: "server",
+            setting: "Server::max_frame_len",
+        }
     }
 
     /// Encodes `request`, with `budget`, the time its caller has left, and

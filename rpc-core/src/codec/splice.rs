@@ -70,6 +70,7 @@ impl Claims {
     /// The message encoded in `block`, with the blobs claimed from it put
     /// back in their places; `None` if they do not fit it (its encoding
     /// changed the buffer after a blob was left out).
+    #[inline]
     pub(crate) fn splice(self, block: &mut Block) -> Option<Encoding<'_>> {
         if self.0.is_empty() {
             return Some(Encoding::InPlace(block));

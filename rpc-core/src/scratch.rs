@@ -24,7 +24,8 @@ const SHARED_UP_TO: usize = BLOCK_LEN / 4;
 
 thread_local! {
     /// The thread's block, while no encoding has it lent.
-    static BLOCK: Cell<Option<BytesMut>> = const { Cell::new(None) };
+    /// `None` while lent.
+    static BLOCK: Cell<Option<BytesMut>> = Cell::new(Some(BytesMut::new()));
 }
 
 /// What `encode` appends to an empty buffer, as bytes of their own: in the
@@ -41,7 +42,7 @@ pub(crate) fn encode<E>(encode: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> 
 ///
 /// The encoding runs the user's `Serialize` code. Whatever that does, it
 /// cannot break the block: an encoding started inside it finds no block to
-/// lend and makes one of its own (which this one, given back later,
+/// lend and gets a buffer of its own (which this one, given back later,
 /// replaces), and a panic gives back what it left, for the next lend to
 /// clear (or let go, if it grew).
 pub(crate) struct Block {
@@ -51,11 +52,16 @@ pub(crate) struct Block {
 }
 
 impl Block {
-    /// Lends the thread's block (or a new one, if it is lent already or
-    /// the thread is being torn down).
+    /// Lends the thread's block; if it is lent already (an encoding inside
+    /// another), or the thread is being torn down, an empty buffer that
+    /// grows to the message.
     #[inline]
     pub(crate) fn lend() -> Block {
-        let mut buf = BLOCK.try_with(Cell::take).ok().flatten().unwrap_or_default();
+        let Some(mut buf) = BLOCK.try_with(Cell::take).ok().flatten() else {
+            return Block {
+                buf: Some(BytesMut::new()),
+            };
+        };
         // Whatever the last message, read where it lay or split off
         // halfway through a failed encoding, left behind.
         buf.clear();
@@ -175,14 +181,22 @@ mod tests {
 
     #[test]
     fn an_encoding_inside_an_encoding_gets_its_own_buffer() {
+        let mut inner_at = None;
         let outer = encode(|buf| {
             buf.extend_from_slice(b"outer ");
             let inner = message(b"inner");
+            inner_at = Some(inner.as_ptr());
             buf.extend_from_slice(&inner);
             Ok::<_, ()>(())
         })
         .unwrap();
         assert_eq!(&outer[..], b"outer inner");
+        let inner_at = inner_at.unwrap();
+        let block = outer.as_ptr() as usize..outer.as_ptr() as usize + BLOCK_LEN;
+        assert!(!block.contains(&(inner_at as usize)), "not in the lent block");
+        // The outer's block went back to the thread, not the inner's buffer.
+        let next = message(b"next");
+        assert_eq!(next.as_ptr(), outer.as_ptr().wrapping_add(outer.len()));
     }
 
     #[test]

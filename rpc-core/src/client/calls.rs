@@ -165,9 +165,9 @@ impl CallTable {
     /// Takes the next id and registers a waiter for it; sends the request
     /// if a place is free and no request is queued for one (a short one
     /// copied into the outbox from where it was encoded), else queues it
-    /// (as bytes of its own). All under one lock: requests reach the wire in id order, which
-    /// the protocol requires and the goodbye's "last id started" relies
-    /// on. `deadline` is the caller's, for the budget a queued request
+    /// (as bytes of its own). All under one lock: requests reach the wire
+    /// in id order, which the protocol requires and the goodbye's "last id
+    /// started" relies on. `deadline` is the caller's, for the budget a queued request
     /// leaves with.
     ///
     /// The call's id, and whether its request was queued; the inner `Err`

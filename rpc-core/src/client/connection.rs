@@ -190,10 +190,10 @@ impl Connection {
     /// Refuses, before sending, a request over the server's frame limit.
     #[inline]
     pub(super) fn check_request_len(&self, method: &str, len: usize) -> Result<(), Error> {
-        match len > self.server_max_frame_len {
-            true => Err(self.too_large(method, len)),
-            false => Ok(()),
+        if len > self.server_max_frame_len {
+            return Err(self.too_large(method, len));
         }
+        Ok(())
     }
 
     /// Why a request of `len` bytes to `method` is refused.
@@ -214,10 +214,14 @@ impl Connection {
     /// `waker`, until `deadline` at the latest: the wait for the call's
     /// reply, or the reply that says why the connection took no call.
     ///
-    /// Encoded, checked and sent in one step, so that a request that
-    /// leaves at once is copied into the outbox from where it was encoded
-    /// (the thread's block), never split off as bytes of its own; only a
-    /// queued one is. The request is only borrowed, and not across a wait.
+    /// Encoded, checked and sent in one step, so that a short request
+    /// that leaves at once is copied into the outbox from where it was
+    /// encoded (the thread's block), never split off as bytes of its own;
+    /// a long one, one with blobs left out of it, and a queued one are.
+    /// The request is only borrowed, and not across a wait.
+    ///
+    /// The trip must be awaited at once, in the poll whose waker this is:
+    /// its first poll does not look at the table (see `Trip::Sent`).
     ///
     /// If the wait is dropped before the answer arrives (a `select!`, a
     /// dropped caller), the server is told to stop the call, as it is when
@@ -270,8 +274,8 @@ impl Connection {
 }
 
 /// A unary call on a connection, sent: the wait for its reply, and whether
-/// its request waited for a place. The future of [`Connection::send`], to
-/// be polled first in the poll that sent the call.
+/// its request waited for a place. Returned by [`Connection::send`], to be
+/// polled first in the poll that sent the call.
 ///
 /// Written out rather than an `async fn`, which would keep a second copy
 /// of its state: a busy client touches every byte of a call's future on
@@ -290,7 +294,8 @@ enum Trip {
     /// call waiting, that waker in place. The answer wakes the caller, which
     /// looks then.
     Sent,
-    /// Waiting for the reply. Dropped now, or sent, it forgets the call
+    /// Waiting for the reply. Dropped now (or while `Sent`), it forgets the
+    /// call
     /// ([`CallTable::forget`]: a queued request never leaves, and a call the
     /// server runs gets a cancel unless it is `no_cancel`), so an abandoned
     /// call leaves nothing behind on either side.

@@ -68,8 +68,8 @@ pub(super) enum Event {
 /// Who waits for a call's answer.
 #[derive(Debug)]
 pub(super) enum Waiter {
-    /// A one-answer call: its caller's task once it has polled for the
-    /// answer, and when it stops waiting. The answer goes in the table
+    /// A one-answer call: its caller's task (its waker, given when the
+    /// call is sent), and when it stops waiting. The answer goes in the table
     /// ([`CallTable::poll_reply`](crate::client::calls::CallTable::poll_reply)): a call costs no channel.
     Unary {
         waker: Option<Waker>,

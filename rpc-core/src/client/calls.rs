@@ -167,8 +167,8 @@ impl CallTable {
     /// copied into the outbox from where it was encoded), else queues it
     /// (as bytes of its own). All under one lock: requests reach the wire
     /// in id order, which the protocol requires and the goodbye's "last id
-    /// started" relies on. `deadline` is the caller's, for the budget a queued request
-    /// leaves with.
+    /// started" relies on. `deadline` is the caller's, for the budget a
+    /// queued request leaves with.
     ///
     /// The call's id, and whether its request was queued; the inner `Err`
     /// says why the connection took no call.

@@ -295,10 +295,9 @@ enum Trip {
     /// looks then.
     Sent,
     /// Waiting for the reply. Dropped now (or while `Sent`), it forgets the
-    /// call
-    /// ([`CallTable::forget`]: a queued request never leaves, and a call the
-    /// server runs gets a cancel unless it is `no_cancel`), so an abandoned
-    /// call leaves nothing behind on either side.
+    /// call ([`CallTable::forget`]: a queued request never leaves, and a
+    /// call the server runs gets a cancel unless it is `no_cancel`), so an
+    /// abandoned call leaves nothing behind on either side.
     Waiting,
     /// The reply was taken.
     Over,

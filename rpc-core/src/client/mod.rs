@@ -57,7 +57,6 @@ pub use backoff::Backoff;
 pub use balance::Policy;
 pub use balanced::Balanced;
 pub use endpoint::{EndpointState, EndpointStats};
-use unary::Start;
 
 use connection::Connection;
 use endpoint::{Endpoint, dial_with};
@@ -65,6 +64,7 @@ use extras::Extras;
 use picker::{Pick, Single};
 use stream::{ClientStream, StreamCall};
 use tower::retry::budget::TpsBudget;
+use unary::Start;
 use waiter::{Event, Reply};
 
 use crate::codec::{self, DecodeLimits};

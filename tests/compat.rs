@@ -257,6 +257,42 @@ async fn accepted_old_fingerprints_and_unchecked_methods_run() {
     assert_eq!(new.added().await.unwrap(), 1);
 }
 
+/// A request written by hand: `Shop.echo` of "hi", with the descriptor
+/// of `method` (its fingerprint travels with the call).
+struct ByHand {
+    method: &'static str,
+}
+
+impl rpc::RequestMessage for ByHand {
+    fn method(&self) -> &'static str {
+        "Shop.echo"
+    }
+    fn encode_args(&self, out: &mut bytes::BytesMut) -> Result<(), rpc::Error> {
+        // `("hi",)` in bincode: the length, then the bytes.
+        out.extend_from_slice(&[2, b'h', b'i']);
+        Ok(())
+    }
+    fn descriptor(&self) -> Option<&'static rpc::descriptor::MethodDescriptor> {
+        now::ShopRequest::descriptor().method(self.method)
+    }
+}
+
+#[tokio::test]
+async fn a_request_written_by_hand_goes_by_its_own_name_whatever_its_descriptor() {
+    let (_server, addr) = serve_now().await;
+    let client = rpc::ClientBuilder::new().connect(addr).await.unwrap();
+    // Its own descriptor: served, checked against its fingerprint.
+    let echoed: String = client.call(ByHand { method: "echo" }, None).await.unwrap();
+    assert_eq!(echoed, "hi");
+    // Another method's: still `Shop.echo` on the wire (not `Shop.count`),
+    // with `count`'s fingerprint, so refused, twice over.
+    for _ in 0..2 {
+        let wrong = client.call::<_, String>(ByHand { method: "count" }, None).await;
+        let difference = refused_as("Shop.echo", wrong);
+        assert!(difference.contains("argument"), "{difference}");
+    }
+}
+
 #[tokio::test]
 async fn a_client_of_protocol_version_2_is_served_without_a_check() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

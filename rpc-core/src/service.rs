@@ -76,6 +76,16 @@ pub trait RequestMessage {
         None
     }
 
+    /// Whether [`descriptor`](Self::descriptor), when there is one, is
+    /// always that of the method [`method`](Self::method) names, as in
+    /// generated requests: the client then takes both from the descriptor
+    /// and makes the request head's fixed part once per method. By
+    /// default the two are compared on each call.
+    #[doc(hidden)]
+    fn descriptor_names_method(&self) -> bool {
+        false
+    }
+
     /// Takes the call's stream argument out of the request, encoded, for
     /// methods that have one.
     fn take_input(&mut self) -> Option<ItemStream> {

@@ -19,7 +19,6 @@ use crate::client::sweep::sweep_deadlines;
 use crate::client::waiter::{Reply, Waiter};
 use crate::codec::splice;
 use crate::codec::{Claims, DecodeLimits};
-use crate::compat::Fingerprint;
 use crate::error::{Error, WireError};
 use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
@@ -240,14 +239,7 @@ impl Connection {
         let callee = Callee::of(request);
         let mut block = Block::lend();
         let mut claims = Claims::new();
-        encode_head(
-            callee.name,
-            callee.fingerprint(),
-            budget,
-            self.version,
-            metadata,
-            block.buf(),
-        )?;
+        encode_head(callee, budget, self.version, metadata, block.buf())?;
         request.encode_args_spliced(block.buf(), Some(&mut claims))?;
         let Some(payload) = claims.splice(&mut block) else {
             return Err(Error::Encode {
@@ -336,11 +328,10 @@ impl Drop for RoundTrip<'_> {
     }
 }
 
-/// Appends a request head for a connection speaking `version`, with
-/// `fingerprint` and `metadata`, or says why it cannot be sent.
+/// Appends a request head for `callee` on a connection speaking
+/// `version`, with `metadata`, or says why it cannot be sent.
 pub(crate) fn encode_head(
-    method: &str,
-    fingerprint: Option<Fingerprint>,
+    callee: Callee,
     budget: Duration,
     version: u16,
     metadata: Option<&Metadata>,
@@ -348,13 +339,17 @@ pub(crate) fn encode_head(
 ) -> Result<(), Error> {
     static NONE: Metadata = Metadata::new();
     let metadata = metadata.unwrap_or(&NONE);
+    let method = callee.name;
     let refused = |reason: String| Error::BadRequest {
         method: method.to_owned(),
         reason,
     };
     if version >= 3 {
-        return RequestHead::encode_v3(method, budget, fingerprint, metadata, out)
-            .map_err(|err| refused(err.to_string()));
+        let encoded = match callee.described() {
+            Some(descriptor) => RequestHead::encode_v3_tail(budget, descriptor.head_tail(), metadata, out),
+            None => RequestHead::encode_v3(method, budget, callee.fingerprint(), metadata, out),
+        };
+        return encoded.map_err(|err| refused(err.to_string()));
     }
     // An older server checks no fingerprint: the call goes as it did.
     if version == 2 {

@@ -471,15 +471,29 @@ pub(crate) struct Callee {
 
 impl Callee {
     pub(crate) fn of<Q: RequestMessage + ?Sized>(request: &Q) -> Callee {
-        Callee {
-            name: request.method(),
-            descriptor: request.descriptor(),
-        }
+        let descriptor = request.descriptor();
+        let name = match descriptor {
+            Some(descriptor) if request.descriptor_names_method() => descriptor.full_name,
+            _ => request.method(),
+        };
+        Callee { name, descriptor }
     }
 
     /// What its request carries to be checked against the server's shape.
     pub(crate) fn fingerprint(self) -> Option<crate::compat::Fingerprint> {
         self.descriptor.and_then(MethodDescriptor::wire_fingerprint)
+    }
+
+    /// Its descriptor, if it has one and names the method the request
+    /// does (a request written by hand may say otherwise): the one whose
+    /// request head is made once.
+    #[inline]
+    pub(crate) fn described(self) -> Option<&'static MethodDescriptor> {
+        let descriptor = self.descriptor?;
+        let (ours, theirs) = (descriptor.full_name, self.name);
+        // Generated requests name the descriptor's own string (`of`).
+        let same = std::ptr::eq(ours, theirs) || ours == theirs;
+        same.then_some(descriptor)
     }
 }
 

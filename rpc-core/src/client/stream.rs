@@ -48,14 +48,7 @@ impl Connection {
         let budget = deadline.saturating_duration_since(Instant::now());
         let mut payload = BytesMut::with_capacity(64 + args.len());
         let method = callee.name;
-        super::connection::encode_head(
-            method,
-            callee.fingerprint(),
-            budget,
-            self.version,
-            metadata,
-            &mut payload,
-        )?;
+        super::connection::encode_head(callee, budget, self.version, metadata, &mut payload)?;
         payload.extend_from_slice(args);
         self.check_request_len(method, payload.len())?;
         // Room for a full window of items and the event that ends the call.

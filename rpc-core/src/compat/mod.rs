@@ -32,13 +32,19 @@ pub use fingerprint::{Fingerprint, ParseFingerprintError};
 pub use form::{Field, Form, MethodForm, Variant, VariantForm};
 
 use crate::descriptor::MethodDescriptor;
-use crate::frame::MAX_REFUSAL_LEN;
+use crate::frame::{MAX_REFUSAL_LEN, RequestHead};
 use crate::types::{self, Traced};
 
 /// A method's form and fingerprint, traced the first time either is asked
-/// for: what `#[rpc::service]` puts in each [`MethodDescriptor`].
+/// for, and the fixed part of its requests' heads, made on its first call:
+/// what `#[rpc::service]` puts in each [`MethodDescriptor`].
 #[derive(Default)]
-pub struct Signature(OnceLock<Result<Known, String>>);
+pub struct Signature {
+    known: OnceLock<Result<Known, String>>,
+    /// What follows the budget in the method's version 3 request head
+    /// ([`RequestHead::tail_v3`]): made once, copied into each request.
+    head: OnceLock<Box<[u8]>>,
+}
 
 /// A method's traced form with its fingerprint, and what a refusal
 /// says of it, made once rather than per refused call.
@@ -55,7 +61,10 @@ struct Known {
 impl Signature {
     /// Not traced yet.
     pub const fn new() -> Signature {
-        Signature(OnceLock::new())
+        Signature {
+            known: OnceLock::new(),
+            head: OnceLock::new(),
+        }
     }
 }
 
@@ -68,7 +77,7 @@ impl Clone for Signature {
 
 impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.get() {
+        match self.known.get() {
             Some(Ok(known)) => write!(f, "Signature({})", known.fingerprint),
             Some(Err(why)) => write!(f, "Signature(untraceable: {why})"),
             None => f.write_str("Signature(not traced yet)"),
@@ -111,6 +120,15 @@ impl MethodDescriptor {
         }
     }
 
+    /// What follows the budget in a version 3 request head for this
+    /// method: its wire name, its fingerprint and an empty metadata block,
+    /// made on the first call.
+    pub(crate) fn head_tail(&self) -> &[u8] {
+        self.signature
+            .head
+            .get_or_init(|| RequestHead::tail_v3(self.full_name, self.wire_fingerprint()))
+    }
+
     /// Whether a call made with a client's fingerprint `theirs` may run
     /// here: the same shape, one the method `accepts`, or no check.
     pub fn admits(&self, theirs: Fingerprint) -> bool {
@@ -121,7 +139,7 @@ impl MethodDescriptor {
     }
 
     fn known(&self) -> Result<&Known, &str> {
-        match self.signature.0.get_or_init(|| trace(self)) {
+        match self.signature.known.get_or_init(|| trace(self)) {
             Ok(known) => Ok(known),
             Err(why) => Err(why),
         }

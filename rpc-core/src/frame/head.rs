@@ -104,6 +104,40 @@ impl RequestHead {
         Self::encode_metadata(metadata, out)
     }
 
+    /// What follows the budget in a version 3 head for `method` with
+    /// `fingerprint` and no metadata: the same for every call of a method,
+    /// so made once ([`MethodDescriptor`](crate::MethodDescriptor) keeps
+    /// it) and copied in by [`encode_v3_tail`](Self::encode_v3_tail).
+    pub(crate) fn tail_v3(method: &str, fingerprint: Option<Fingerprint>) -> Box<[u8]> {
+        let mut out = BytesMut::new();
+        Self::encode_name(method, Duration::ZERO, &mut out);
+        out.put_u64_le(fingerprint.map_or(0, Fingerprint::get));
+        out.put_u16_le(0);
+        out.get(8..).unwrap_or_default().into()
+    }
+
+    /// Appends the head of protocol version 3 for `budget`, from `tail`
+    /// ([`tail_v3`](Self::tail_v3)'s), with `metadata` in place of its
+    /// empty block: the bytes [`encode_v3`](Self::encode_v3) appends, in
+    /// two copies. Fails, appending nothing of the metadata, if it breaks
+    /// its bounds.
+    pub(crate) fn encode_v3_tail(
+        budget: Duration,
+        tail: &[u8],
+        metadata: &crate::metadata::Metadata,
+        out: &mut BytesMut,
+    ) -> Result<(), crate::metadata::MetadataError> {
+        out.reserve(8 + tail.len());
+        out.extend_from_slice(&Self::budget_field(budget));
+        if metadata.is_empty() {
+            out.extend_from_slice(tail);
+            return Ok(());
+        }
+        let (named, _empty_block) = tail.split_at(tail.len().saturating_sub(2));
+        out.extend_from_slice(named);
+        metadata.encode(out)
+    }
+
     fn encode_metadata(
         metadata: &crate::metadata::Metadata,
         out: &mut BytesMut,
@@ -379,6 +413,35 @@ mod tests {
             None
         );
         assert!(RequestHead::decode_version(payload.slice(..15), 3).is_err());
+    }
+
+    #[test]
+    fn a_head_from_its_tail_is_the_head_encoded_whole() {
+        let long = "S.".to_owned() + &"é".repeat(200);
+        let mut metadata = Metadata::new();
+        metadata.insert("k", "v").unwrap();
+        let fingerprint = Fingerprint::from_wire(0x0102_0304_0506_0708);
+        for method in ["S.m", "Calculator.add", long.as_str()] {
+            for fingerprint in [None, fingerprint] {
+                for metadata in [&Metadata::new(), &metadata] {
+                    let budget = Duration::from_millis(1500);
+                    let mut whole = BytesMut::new();
+                    RequestHead::encode_v3(method, budget, fingerprint, metadata, &mut whole).unwrap();
+                    let tail = RequestHead::tail_v3(method, fingerprint);
+                    let mut from_tail = BytesMut::from(&b"before"[..]);
+                    RequestHead::encode_v3_tail(budget, &tail, metadata, &mut from_tail).unwrap();
+                    assert_eq!(&from_tail[..6], b"before");
+                    assert_eq!(
+                        &from_tail[6..],
+                        &whole[..],
+                        "{method}, {fingerprint:?}, {metadata:?}"
+                    );
+                    let (head, _) = RequestHead::decode_version(from_tail.freeze().slice(6..), 3).unwrap();
+                    assert!(method.starts_with(head.method()));
+                    assert_eq!(head.fingerprint, fingerprint);
+                }
+            }
+        }
     }
 
     #[test]

@@ -134,6 +134,10 @@ pub(crate) fn request_enum(generator: &ServiceGenerator<'_>) -> TokenStream {
                 found.ok().and_then(|index| methods.get(index))
             }
 
+            fn descriptor_names_method(&self) -> bool {
+                true
+            }
+
             fn take_input(&mut self) -> #p::Option<#p::ItemStream> {
                 match *self {
                     #(#take_input_arms),*

@@ -903,3 +903,66 @@ async fn a_server_of_protocol_version_2_is_called_without_a_fingerprint() {
         "metadata still travels in version 2"
     );
 }
+
+/// A server of protocol version 3 written by hand: it answers `Shop.nudge`
+/// with 7 and `Shop.echo` with "hi", and hands over each request's method
+/// name and the fingerprint field of its head.
+async fn version_3_server() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(String, [u8; 8])>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        socket
+            .write_all(b"\x89RPC\r\n\x1a\n\x03\x00\x00\x01\x00\x00\x00\x01")
+            .await
+            .unwrap();
+        let mut theirs = [0u8; 16];
+        socket.read_exact(&mut theirs).await.unwrap();
+        loop {
+            let (_, id, payload) = raw::read_frame(&mut socket).await;
+            let name_len = usize::from(payload[8]);
+            let name = String::from_utf8(payload[9..9 + name_len].to_vec()).unwrap();
+            let fingerprint: [u8; 8] = payload[9 + name_len..17 + name_len].try_into().unwrap();
+            // `7` as an i32 (zigzag), or `"hi"`.
+            let answer: &[u8] = match name.as_str() {
+                "Shop.nudge" => &[14],
+                _ => &[2, b'h', b'i'],
+            };
+            socket.write_all(&raw::frame(2, id, answer)).await.unwrap();
+            heads.send((name, fingerprint)).unwrap();
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn each_request_carries_its_methods_fingerprint_and_an_unchecked_one_none() {
+    let (addr, mut heads) = version_3_server().await;
+    let client = now::ShopClient::connect(addr).await.unwrap();
+    let echo = now::ShopRequest::descriptor()
+        .method("echo")
+        .unwrap()
+        .fingerprint()
+        .unwrap();
+    // Twice each: the first call makes the head's fixed part, the second
+    // reuses it.
+    for _ in 0..2 {
+        assert_eq!(client.echo("hi".to_owned()).await.unwrap(), "hi");
+        assert_eq!(
+            heads.recv().await.unwrap(),
+            ("Shop.echo".to_owned(), echo.get().to_le_bytes())
+        );
+        assert_eq!(client.nudge(now::Point { east: 1, north: 2 }).await.unwrap(), 7);
+        assert_eq!(
+            heads.recv().await.unwrap(),
+            ("Shop.nudge".to_owned(), [0; 8]),
+            "no fingerprint"
+        );
+    }
+}

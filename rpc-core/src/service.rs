@@ -78,9 +78,11 @@ pub trait RequestMessage {
 
     /// Whether [`descriptor`](Self::descriptor), when there is one, is
     /// always that of the method [`method`](Self::method) names, as in
-    /// generated requests: the client then takes both from the descriptor
-    /// and makes the request head's fixed part once per method. By
-    /// default the two are compared on each call.
+    /// generated requests: the client then takes the wire name from the
+    /// descriptor, with its fingerprint, and makes the request head's
+    /// fixed part once per method. Return `true` only if that holds: the
+    /// wire name would otherwise silently be the descriptor's. By default
+    /// the two names are compared on each call.
     #[doc(hidden)]
     fn descriptor_names_method(&self) -> bool {
         false

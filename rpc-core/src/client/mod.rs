@@ -462,7 +462,8 @@ fn outcome<T>(result: &Result<T, Error>) -> CallOutcome {
 }
 
 /// The method a call is for: its wire name, and its descriptor when the
-/// request knows it (for its fingerprint, and to explain a refusal).
+/// request knows it (for its fingerprint and the fixed part of its head,
+/// and to explain a refusal).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Callee {
     pub(crate) name: &'static str,

@@ -118,8 +118,8 @@ impl RequestHead {
 
     /// Appends the head of protocol version 3 for `budget`, from `tail`
     /// ([`tail_v3`](Self::tail_v3)'s), with `metadata` in place of its
-    /// empty block: the bytes [`encode_v3`](Self::encode_v3) appends, in
-    /// two copies. Fails, appending nothing of the metadata, if it breaks
+    /// empty block: the bytes [`encode_v3`](Self::encode_v3) appends,
+    /// copied in two pieces. Fails, appending nothing of the metadata, if it breaks
     /// its bounds.
     pub(crate) fn encode_v3_tail(
         budget: Duration,
@@ -442,6 +442,24 @@ mod tests {
                 }
             }
         }
+        // Metadata past its bounds: refused alike, and neither appends any
+        // of it.
+        let mut crowded = Metadata::new();
+        for at in 0..=crate::metadata::MAX_ENTRIES {
+            crowded.insert(&format!("k{at}"), "v").unwrap();
+        }
+        let budget = Duration::from_secs(1);
+        let mut whole = BytesMut::new();
+        assert!(RequestHead::encode_v3("S.m", budget, fingerprint, &crowded, &mut whole).is_err());
+        let mut from_tail = BytesMut::new();
+        let tail = RequestHead::tail_v3("S.m", fingerprint);
+        assert!(RequestHead::encode_v3_tail(budget, &tail, &crowded, &mut from_tail).is_err());
+        assert_eq!(from_tail, whole);
+        assert_eq!(
+            whole.len(),
+            8 + 1 + 3 + 8,
+            "the head up to the metadata block, no more"
+        );
     }
 
     #[test]

@@ -38,6 +38,19 @@ pub trait FrameRead: Send + 'static {
         None
     }
 
+    /// The next frame if its bytes have all arrived already, lent where it
+    /// lies rather than split off as bytes of its own: `take` sees its
+    /// header and payload, and either takes it (`Some`), which removes it
+    /// from the reader, or leaves it (`None`). `None` too when no whole
+    /// frame is buffered, or its header is broken (for
+    /// [`buffered_frame`](Self::buffered_frame) to report). A client takes
+    /// short answers this way, copied out: no share in the read buffer to
+    /// count up and down. The default lends nothing.
+    fn lend_frame<T>(&mut self, take: impl FnOnce(Header, &[u8]) -> Option<T>) -> Option<T> {
+        let _ = take;
+        None
+    }
+
     /// The reader's owner stopped reading for a while of its own accord
     /// (its queue of calls was full) and reads again: a frame begun before
     /// the pause gets its full timeout from now, since the wait was not

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures::FutureExt;
 use rpc_core::Error;
-use rpc_core::frame::{Frame, HEADER_LEN, ProtocolError};
+use rpc_core::frame::{Frame, HEADER_LEN, Header, ProtocolError};
 use rpc_core::transport::{FrameRead, Quiet};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
@@ -212,6 +212,15 @@ impl<R: ReadHalf + 'static> FrameRead for FrameReader<R> {
         self.decode_buffered().map_err(Error::from).transpose()
     }
 
+    fn lend_frame<T>(&mut self, take: impl FnOnce(Header, &[u8]) -> Option<T>) -> Option<T> {
+        let (header, frame_len) = self.codec.whole(&self.buf)?;
+        let taken = take(header, self.buf.get(HEADER_LEN..frame_len)?)?;
+        self.buf.advance(frame_len);
+        // As after a frame split off: what is left is the next frame's.
+        self.frame_started = None;
+        Some(taken)
+    }
+
     fn resume(&mut self) {
         if self.frame_started.is_some() {
             self.frame_started = Some(Instant::now());
@@ -310,6 +319,54 @@ mod tests {
         };
         let (read, ()) = tokio::join!(reader.next_frame(), rest);
         assert_eq!(read.unwrap().map(|f| f.header().id()), Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_lent_frame_is_taken_or_left_whole() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(ours, 1024);
+        let mut wire = BytesMut::new();
+        for (id, payload) in [(1, vec![1, 2, 3]), (2, vec![7; 30]), (3, vec![9])] {
+            let (header, payload) = Frame::new(Kind::Response, id, Bytes::from(payload))
+                .unwrap()
+                .into_parts();
+            header.encode(&mut wire);
+            wire.extend_from_slice(&payload);
+        }
+        // A fourth frame, cut short, then nothing more yet.
+        let (header, payload) = Frame::new(Kind::Response, 4, Bytes::from(vec![5; 8]))
+            .unwrap()
+            .into_parts();
+        header.encode(&mut wire);
+        wire.extend_from_slice(&payload);
+        peer.write_all(&wire[..wire.len() - 4]).await.unwrap();
+        let short =
+            |header: Header, payload: &[u8]| (payload.len() <= 8).then(|| (header.id(), payload.to_vec()));
+
+        assert_eq!(
+            reader.next_frame().await.unwrap().map(|f| f.header().id()),
+            Some(1)
+        );
+        // Too long for `take`: left where it is, for the next look.
+        assert_eq!(reader.lend_frame(short), None);
+        let left = reader.buffered_frame().unwrap().unwrap();
+        assert_eq!((left.header().id(), left.payload().len()), (2, 30));
+        assert_eq!(reader.lend_frame(short), Some((3, vec![9])));
+        // Not whole yet: nothing lent, nothing lost.
+        assert_eq!(reader.lend_frame(short), None);
+        peer.write_all(&[5; 4]).await.unwrap();
+        assert_eq!(
+            reader.next_frame().await.unwrap().map(|f| f.payload().to_vec()),
+            Some(vec![5; 8])
+        );
+
+        // A broken header is not lent: reading it reports it.
+        let mut broken = vec![0xff, 0xff, 0, 0, 2, 0, 0, 0];
+        broken.extend_from_slice(&5u64.to_le_bytes());
+        broken.extend_from_slice(&[0; 16]);
+        peer.write_all(&broken).await.unwrap();
+        assert!(reader.next_frame().await.is_err());
+        assert_eq!(reader.lend_frame(short), None);
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::client::later::Later;
 use crate::client::queue::{Now, Queued};
-use crate::client::waiter::{Ending, Event, Reply, Slot, StreamEnd, Waiter, Wake};
+use crate::client::waiter::{Ending, Event, Payload, Reply, Slot, StreamEnd, Waiter, Wake};
 use crate::codec::Message;
 use crate::codec::splice::Encoding;
 use crate::error::{Error, ErrorCode, WireError};
@@ -312,7 +312,7 @@ impl CallTable {
     pub(super) fn complete(
         &self,
         id: u64,
-        answer: Result<Bytes, WireError>,
+        answer: Result<Payload, WireError>,
         now: &mut Now,
     ) -> Result<(), ProtocolError> {
         let mut later = Later::at(*now);

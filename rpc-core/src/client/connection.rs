@@ -16,11 +16,11 @@ use crate::client::Callee;
 use crate::client::calls::{CallTable, Outbox};
 use crate::client::queue::Now;
 use crate::client::sweep::sweep_deadlines;
-use crate::client::waiter::{Reply, Waiter};
+use crate::client::waiter::{Payload, Reply, Short, Waiter};
 use crate::codec::splice;
 use crate::codec::{Claims, DecodeLimits};
 use crate::error::{Error, WireError};
-use crate::frame::{self, CONNECTION_ID, Frame, Kind, ProtocolError, RequestHead};
+use crate::frame::{self, CONNECTION_ID, Frame, Header, Kind, ProtocolError, RequestHead};
 use crate::metadata::Metadata;
 use crate::outbox::{self, Batch};
 use crate::permit::CallPermits;
@@ -385,6 +385,16 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
             tokio::task::yield_now().await;
             now = Now::default();
         }
+        // A short answer is copied out of the read buffer where it lies.
+        if let Some(answered) =
+            reader.lend_frame(|header, payload| short_answer(&calls, header, payload, &mut now))
+        {
+            give_way = false;
+            match answered {
+                Ok(()) => continue,
+                Err(reason) => break reason,
+            }
+        }
         let read = match reader.buffered_frame() {
             Some(buffered) => buffered.map(Some),
             None => {
@@ -407,6 +417,27 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
     stop.cancel();
 }
 
+/// Hands a short answer, lent where it lies, to its call (copied): the
+/// reason the connection ends, if it ends it; `None`, leaving the frame,
+/// if it is not a short answer.
+#[inline(always)]
+fn short_answer(
+    calls: &CallTable,
+    header: Header,
+    payload: &[u8],
+    now: &mut Now,
+) -> Option<Result<(), Error>> {
+    if header.kind() != Kind::Response {
+        return None;
+    }
+    let short = Short::copy(payload)?;
+    Some(
+        calls
+            .complete(header.id(), Ok(Payload::Short(short)), now)
+            .map_err(Error::from),
+    )
+}
+
 /// Hands one frame from the server to its call: the reason the connection
 /// ends, if the frame ends it. Inlined: the loop hands on a frame per
 /// small call.
@@ -414,7 +445,7 @@ async fn read_loop<R: FrameRead>(mut reader: R, calls: Arc<CallTable>, stop: Arc
 fn on_frame(calls: &CallTable, frame: Frame, now: &mut Now) -> Result<(), Error> {
     let (header, payload) = frame.into_parts();
     match header.kind() {
-        Kind::Response => calls.complete(header.id(), Ok(payload), now)?,
+        Kind::Response => calls.complete(header.id(), Ok(Payload::Shared(payload)), now)?,
         Kind::Error => {
             let err = WireError::decode(&payload)?;
             if header.id() == CONNECTION_ID {

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use tower::util::BoxCloneSyncService;
 
 use super::unary::Start;
+use super::waiter::Payload;
 use super::{Client, Deadline};
 use crate::descriptor::MethodDescriptor;
 use crate::error::Error;
@@ -120,7 +121,7 @@ impl Client {
                         idempotent: call.idempotent,
                     };
                     let start = Start::Layers(Box::new((deadline, metadata)));
-                    let raw = |_: &Client, _: &'static str, payload: Bytes| Ok(payload);
+                    let raw = |_: &Client, _: &'static str, payload: Payload| Ok(payload.into_bytes());
                     client.unary(request, start, raw).await.map_err(BoxError::from)
                 }
             }))

@@ -65,7 +65,7 @@ use picker::{Pick, Single};
 use stream::{ClientStream, StreamCall};
 use tower::retry::budget::TpsBudget;
 use unary::Start;
-use waiter::{Event, Reply};
+use waiter::{Event, Payload, Reply};
 
 use crate::codec::{self, DecodeLimits};
 use crate::context::Context;
@@ -251,7 +251,7 @@ impl Client {
     async fn call_watched<Q, T, D>(self, request: Q, timeout: Option<Duration>, decode: D) -> Result<T, Error>
     where
         Q: RequestMessage + 'static,
-        D: FnOnce(&Client, &'static str, Bytes) -> Result<T, Error>,
+        D: FnOnce(&Client, &'static str, Payload) -> Result<T, Error>,
     {
         let method = request.method();
         let (span, trace) = observe::client_span(method);
@@ -355,7 +355,7 @@ impl Client {
                     timeout: deadline.budget,
                 },
             ))?;
-            client.decode(method, &payload)
+            client.decode(method, &Payload::Shared(payload))
         };
         observe::in_span(span, async move {
             let started = Instant::now();
@@ -382,8 +382,14 @@ impl Client {
     }
 
     /// Decodes an answer of `method`.
-    fn decode<T: DeserializeOwned>(&self, method: &str, payload: &Bytes) -> Result<T, Error> {
-        codec::decode_shared(payload, self.shared.config.decode).map_err(|err| Error::BadResponse {
+    fn decode<T: DeserializeOwned>(&self, method: &str, payload: &Payload) -> Result<T, Error> {
+        let limits = self.shared.config.decode;
+        let decoded = match payload {
+            // Too short to hold a blob worth lending the buffer for.
+            Payload::Short(short) => codec::decode(short.as_slice(), limits),
+            Payload::Shared(bytes) => codec::decode_shared(bytes, limits),
+        };
+        decoded.map_err(|err| Error::BadResponse {
             method: method.to_owned(),
             reason: explain_decode(&err, "client"),
         })
@@ -445,7 +451,7 @@ impl Client {
 
 /// Decodes `payload`, the answer to `client`'s call of `method`, as a
 /// `T`: how a caller's call ends.
-fn decoded<T: DeserializeOwned>(client: &Client, method: &'static str, payload: Bytes) -> Result<T, Error> {
+fn decoded<T: DeserializeOwned>(client: &Client, method: &'static str, payload: Payload) -> Result<T, Error> {
     client.decode(method, &payload)
 }
 

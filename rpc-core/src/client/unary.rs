@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower::retry::budget::Budget;
 
 use crate::client::endpoint::{self, Endpoint};
-use crate::client::waiter::Reply;
+use crate::client::waiter::{Payload, Reply};
 use crate::client::{Client, Deadline, Watch, encoded_args};
 use crate::error::{Error, ErrorCode};
 use crate::metadata::Metadata;
@@ -61,7 +60,7 @@ impl Client {
     ) -> impl Future<Output = Result<T, Error>>
     where
         Q: RequestMessage + 'static,
-        D: FnOnce(&Client, &'static str, Bytes) -> Result<T, Error>,
+        D: FnOnce(&Client, &'static str, Payload) -> Result<T, Error>,
     {
         async move {
             let (deadline, metadata) = match start {
@@ -94,7 +93,7 @@ impl Client {
                         // Boxed, as the start of such a call is: it would
                         // be the largest wait in every call's future.
                         let answered = Box::pin(stack.clone().oneshot(call)).await;
-                        return decode(&self, method, answered.map_err(into_error)?);
+                        return decode(&self, method, Payload::Shared(answered.map_err(into_error)?));
                     }
                     (deadline, metadata)
                 }

@@ -18,7 +18,7 @@ use crate::streaming::SendCredit;
 #[derive(Debug)]
 pub(super) enum Reply {
     /// The server's result.
-    Response(Bytes),
+    Response(Payload),
     /// The server's error.
     Failed(WireError),
     /// The connection ended after the request left; it may have run.
@@ -36,11 +36,58 @@ pub(super) enum Reply {
     Expired,
 }
 
-impl From<Result<Bytes, WireError>> for Reply {
-    fn from(answer: Result<Bytes, WireError>) -> Reply {
+impl From<Result<Payload, WireError>> for Reply {
+    fn from(answer: Result<Payload, WireError>) -> Reply {
         match answer {
             Ok(payload) => Reply::Response(payload),
             Err(err) => Reply::Failed(err),
+        }
+    }
+}
+
+/// A server's result as a call's slot keeps it: a short one copied out of
+/// the frame it came in (the reader lends it: no share in the read buffer
+/// to count up and down), a longer one a slice of that frame.
+#[derive(Debug)]
+pub(super) enum Payload {
+    Short(Short),
+    Shared(Bytes),
+}
+
+/// The longest result kept as [`Payload::Short`]: room for a few numbers,
+/// while a slot stays within its 64 bytes.
+pub(super) const SHORT_LEN: usize = 22;
+
+/// The bytes of a short result.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Short {
+    bytes: [u8; SHORT_LEN],
+    len: u8,
+}
+
+impl Short {
+    /// `bytes`, if they are at most [`SHORT_LEN`] long.
+    pub(super) fn copy(bytes: &[u8]) -> Option<Short> {
+        let mut short = Short {
+            bytes: [0; SHORT_LEN],
+            len: u8::try_from(bytes.len()).ok()?,
+        };
+        short.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(short)
+    }
+
+    pub(super) fn as_slice(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+impl Payload {
+    /// The result as bytes of its own (a short one copied: a stream's or a
+    /// middleware's rare way).
+    pub(super) fn into_bytes(self) -> Bytes {
+        match self {
+            Payload::Short(short) => Bytes::copy_from_slice(short.as_slice()),
+            Payload::Shared(bytes) => bytes,
         }
     }
 }
@@ -153,7 +200,7 @@ impl Slot {
 /// How a call's wait ends, whichever kind of call it is.
 pub(super) enum Ending {
     /// The server's final answer.
-    Answer(Result<Bytes, WireError>),
+    Answer(Result<Payload, WireError>),
     /// The connection ended after the request left.
     Lost(Error),
     /// The connection ended while the request waited for a place.
@@ -178,7 +225,7 @@ impl Ending {
 
     pub(super) fn into_event(self) -> Event {
         match self {
-            Ending::Answer(Ok(payload)) => Event::Response(payload),
+            Ending::Answer(Ok(payload)) => Event::Response(payload.into_bytes()),
             Ending::Answer(Err(err)) => Event::Failed(err),
             Ending::Lost(err) | Ending::Unsent(err) => Event::Lost(err),
             Ending::NotRun => Event::NotRun,
@@ -226,6 +273,18 @@ impl Wake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_result_is_kept_whole_and_a_longer_one_is_not() {
+        for len in [0, 1, 9, SHORT_LEN] {
+            let bytes: Vec<u8> = (0..len).map(|at| at as u8 + 1).collect();
+            let short = Short::copy(&bytes).unwrap();
+            assert_eq!(short.as_slice(), &bytes[..]);
+            assert_eq!(Payload::Short(short).into_bytes(), bytes);
+        }
+        assert!(Short::copy(&[7; SHORT_LEN + 1]).is_none());
+        assert!(Short::copy(&[7; 300]).is_none());
+    }
 
     #[test]
     fn a_calls_entry_in_the_table_stays_small() {

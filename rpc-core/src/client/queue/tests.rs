@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes};
 use futures::task::noop_waker_ref;
 
 use super::*;
-use crate::client::waiter::{Reply, Waiter};
+use crate::client::waiter::{Payload, Reply, Waiter};
 use crate::codec::splice::Encoding;
 use crate::frame::{HEADER_LEN, Header, Kind, MAX_PAYLOAD_LEN, ProtocolError, RequestHead};
 use crate::outbox::{self, Batch};
@@ -96,7 +96,7 @@ impl Line {
     /// Answers call `id`, and its caller takes the answer.
     fn finish(&self, id: u64) {
         self.calls
-            .complete(id, Ok(Bytes::new()), &mut Now::default())
+            .complete(id, Ok(Payload::Shared(Bytes::new())), &mut Now::default())
             .unwrap();
         assert!(matches!(self.reply(id), Poll::Ready(Reply::Response(_))));
     }
@@ -127,7 +127,7 @@ async fn a_queued_request_leaves_when_a_place_frees_with_the_time_its_caller_has
     tokio::time::advance(Duration::from_secs(3)).await;
     // The answer frees the place, before its caller takes it.
     line.calls
-        .complete(first, Ok(Bytes::new()), &mut Now::default())
+        .complete(first, Ok(Payload::Shared(Bytes::new())), &mut Now::default())
         .unwrap();
     // Stamped as it left, not as it was encoded.
     assert_eq!(line.written(), [(REQUEST, second, Some(Duration::from_secs(7)))]);
@@ -147,9 +147,13 @@ async fn a_burst_of_answers_sends_queued_requests_on_one_reading_of_the_clock() 
     line.written();
     tokio::time::advance(Duration::from_secs(3)).await;
     let mut now = Now::default();
-    line.calls.complete(first, Ok(Bytes::new()), &mut now).unwrap();
+    line.calls
+        .complete(first, Ok(Payload::Shared(Bytes::new())), &mut now)
+        .unwrap();
     tokio::time::advance(Duration::from_secs(1)).await;
-    line.calls.complete(second, Ok(Bytes::new()), &mut now).unwrap();
+    line.calls
+        .complete(second, Ok(Payload::Shared(Bytes::new())), &mut now)
+        .unwrap();
     let seven = Some(Duration::from_secs(7));
     assert_eq!(
         line.written(),
@@ -157,7 +161,9 @@ async fn a_burst_of_answers_sends_queued_requests_on_one_reading_of_the_clock() 
     );
     // With no request waiting, an answer keeps its place until its
     // caller takes it.
-    line.calls.complete(third, Ok(Bytes::new()), &mut now).unwrap();
+    line.calls
+        .complete(third, Ok(Payload::Shared(Bytes::new())), &mut now)
+        .unwrap();
     assert_eq!(line.places_taken(), 2);
     assert!(matches!(line.reply(third), Poll::Ready(Reply::Response(_))));
     assert_eq!(line.places_taken(), 1);
@@ -305,7 +311,8 @@ async fn an_answer_to_a_request_still_queued_is_a_protocol_violation() {
     let sent = line.call(deadline);
     let queued = line.call(deadline);
     assert_eq!(
-        line.calls.complete(queued, Ok(Bytes::new()), &mut Now::default()),
+        line.calls
+            .complete(queued, Ok(Payload::Shared(Bytes::new())), &mut Now::default()),
         Err(ProtocolError::NotSent {
             kind: Kind::Response,
             id: queued
@@ -388,7 +395,7 @@ async fn a_no_cancel_call_given_up_on_keeps_its_place_until_its_answer() {
     assert_eq!((line.queue_len(), line.places_taken()), (1, 1));
     // Its answer frees the place for the next request.
     line.calls
-        .complete(kept, Ok(Bytes::new()), &mut Now::default())
+        .complete(kept, Ok(Payload::Shared(Bytes::new())), &mut Now::default())
         .unwrap();
     assert_eq!(ids(line.written()), [queued]);
     line.finish(queued);

@@ -38,7 +38,8 @@ pub trait FrameRead: Send + 'static {
         None
     }
 
-    /// The next frame if its bytes have all arrived already, lent where it
+    /// The next frame if its bytes have all arrived already (the one
+    /// [`buffered_frame`](Self::buffered_frame) would return), lent where it
     /// lies rather than split off as bytes of its own: `take` sees its
     /// header and payload, and either takes it (`Some`), which removes it
     /// from the reader, or leaves it (`None`). `None` too when no whole

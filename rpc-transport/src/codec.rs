@@ -85,7 +85,7 @@ impl FrameCodec {
 
     /// The header and length (header included) of the frame at the start
     /// of `src`, if all of it has arrived and its header is good.
-    pub fn whole(&self, src: &BytesMut) -> Option<(Header, usize)> {
+    pub(crate) fn whole(&self, src: &BytesMut) -> Option<(Header, usize)> {
         let head = src.first_chunk::<HEADER_LEN>()?;
         let header = Header::parse(head, self.max_frame_len).ok()?;
         let frame_len = HEADER_LEN + header.payload_len();

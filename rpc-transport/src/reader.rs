@@ -360,13 +360,25 @@ mod tests {
             Some(vec![5; 8])
         );
 
-        // A broken header is not lent: reading it reports it.
-        let mut broken = vec![0xff, 0xff, 0, 0, 2, 0, 0, 0];
-        broken.extend_from_slice(&5u64.to_le_bytes());
-        broken.extend_from_slice(&[0; 16]);
-        peer.write_all(&broken).await.unwrap();
-        assert!(reader.next_frame().await.is_err());
-        assert_eq!(reader.lend_frame(short), None);
+        // A whole frame of an unknown kind behind a good one: the good one
+        // is lent, the broken one is not, and the look after reports it.
+        let mut wire = BytesMut::new();
+        let (header, payload) = Frame::new(Kind::Response, 5, Bytes::from(vec![1]))
+            .unwrap()
+            .into_parts();
+        header.encode(&mut wire);
+        wire.extend_from_slice(&payload);
+        wire.extend_from_slice(&[1, 0, 0, 0, 99, 0, 0, 0]);
+        wire.extend_from_slice(&6u64.to_le_bytes());
+        wire.extend_from_slice(&[0]);
+        peer.write_all(&wire).await.unwrap();
+        assert_eq!(
+            reader.next_frame().await.unwrap().map(|f| f.header().id()),
+            Some(5)
+        );
+        let any = |header: Header, _: &[u8]| Some(header.id());
+        assert_eq!(reader.lend_frame(any), None);
+        assert!(reader.buffered_frame().unwrap().is_err());
     }
 
     #[tokio::test]

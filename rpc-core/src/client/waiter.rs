@@ -45,9 +45,10 @@ impl From<Result<Payload, WireError>> for Reply {
     }
 }
 
-/// A server's result as a call's slot keeps it: a short one copied out of
-/// the frame it came in (the reader lends it: no share in the read buffer
-/// to count up and down), a longer one a slice of that frame.
+/// A server's result as a call's slot keeps it: copied out of the frame
+/// it came in when the reader lends it (a short answer behind another in
+/// the read buffer: no share in that buffer to count up and down), else a
+/// slice of the frame.
 #[derive(Debug)]
 pub(super) enum Payload {
     Short(Short),
@@ -55,7 +56,7 @@ pub(super) enum Payload {
 }
 
 /// The longest result kept as [`Payload::Short`]: room for a few numbers,
-/// while a slot stays within its 64 bytes.
+/// while a table entry (id and slot) stays within its 64 bytes.
 pub(super) const SHORT_LEN: usize = 22;
 
 /// The bytes of a short result.

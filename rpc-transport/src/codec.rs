@@ -60,10 +60,22 @@ impl FrameCodec {
         self.max_frame_len
     }
 
+    /// The header of the frame `src` holds the start of, if it has arrived
+    /// and is good, with the frame's length, header included.
+    #[inline]
+    fn head(&self, src: &BytesMut) -> Option<(Header, usize)> {
+        let head = src.first_chunk::<HEADER_LEN>()?;
+        let header = Header::parse(head, self.max_frame_len).ok()?;
+        Some((header, HEADER_LEN + header.payload_len()))
+    }
+
     /// The frame at the start of `src` if all of it has arrived, taken out
     /// of `src`; `None`, reserving nothing, if it has not.
     /// [`decode`](Decoder::decode) reserves room for the rest too.
     pub fn decode_whole(&self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        // Parsed here, not through `head`, which drops the header's error
+        // (made to keep it, as an `Option` of a `Result`, it cost every
+        // frame 6 instructions more under callgrind).
         let Some(head) = src.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
         };
@@ -86,18 +98,13 @@ impl FrameCodec {
     /// The header and length (header included) of the frame at the start
     /// of `src`, if all of it has arrived and its header is good.
     pub(crate) fn whole(&self, src: &BytesMut) -> Option<(Header, usize)> {
-        let head = src.first_chunk::<HEADER_LEN>()?;
-        let header = Header::parse(head, self.max_frame_len).ok()?;
-        let frame_len = HEADER_LEN + header.payload_len();
-        (src.len() >= frame_len).then_some((header, frame_len))
+        self.head(src).filter(|(_, frame_len)| src.len() >= *frame_len)
     }
 
     /// The length, header included, of the frame `src` holds the start
     /// of, if its header has arrived and is good.
     pub fn frame_len(&self, src: &BytesMut) -> Option<usize> {
-        let head = src.first_chunk::<HEADER_LEN>()?;
-        let header = Header::parse(head, self.max_frame_len).ok()?;
-        Some(HEADER_LEN + header.payload_len())
+        self.head(src).map(|(_, frame_len)| frame_len)
     }
 }
 

@@ -361,7 +361,8 @@ mod tests {
         );
 
         // A whole frame of an unknown kind behind a good one: the good one
-        // is lent, the broken one is not, and the look after reports it.
+        // is read, the broken one is lent to nobody, and the look after
+        // reports it.
         let mut wire = BytesMut::new();
         let (header, payload) = Frame::new(Kind::Response, 5, Bytes::from(vec![1]))
             .unwrap()

@@ -119,8 +119,8 @@ impl RequestHead {
     /// Appends the head of protocol version 3 for `budget`, from `tail`
     /// ([`tail_v3`](Self::tail_v3)'s), with `metadata` in place of its
     /// empty block: the bytes [`encode_v3`](Self::encode_v3) appends,
-    /// copied in two pieces. Fails, appending nothing of the metadata, if it breaks
-    /// its bounds.
+    /// copied in two pieces. Fails, appending nothing of the metadata, if
+    /// it breaks its bounds.
     pub(crate) fn encode_v3_tail(
         budget: Duration,
         tail: &[u8],
